@@ -1,0 +1,4 @@
+//! pushscan: agentless push scanner.
+pub mod inventory;
+pub mod model;
+pub mod parser;

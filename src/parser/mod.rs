@@ -1,0 +1,2 @@
+//! Result parsers.
+pub mod emocheck;
