@@ -1,4 +1,15 @@
 //! pushscan: agentless push scanner.
+pub mod app;
+pub mod exit;
 pub mod inventory;
+pub mod journal;
 pub mod model;
 pub mod parser;
+pub mod pipeline;
+pub mod playbook;
+pub mod progress;
+pub mod report;
+pub mod sanitize;
+pub mod sweep;
+pub mod template;
+pub mod transport;

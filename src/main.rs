@@ -1,1 +1,292 @@
-fn main() {}
+//! The `pushscan` command: flags in, library call, exit code out.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use pushscan::app::{self, Format};
+use pushscan::exit;
+use pushscan::progress::Mode;
+use pushscan::sweep::SweepConfig;
+use pushscan::transport::Credentials;
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0   every host checked, nothing detected
+  1   at least one detection
+  2   nothing detected, but some hosts were not checked
+  64  usage error (flags, --limit pattern)
+  65  invalid inventory, playbook or template
+  66  checker missing or not matching its SHA-256 pin
+  70  internal error
+  74  state directory / journal unusable";
+
+#[derive(Parser)]
+#[command(
+    name = "pushscan",
+    version,
+    about = "Agentless push scanner: push a pinned checker (EmoCheck, ...) to a fleet, run it, collect and report",
+    after_help = EXIT_CODES
+)]
+struct Cli {
+    /// More log output on stderr (-v info, -vv debug). RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Push the checker to every selected host, run it, collect and parse results.
+    #[command(after_help = concat!(
+        "Example:\n  pushscan sweep -i inventories/localhost.yml -p playbooks/demo-local.yml\n  ",
+        "pushscan sweep -i hosts.ini -p playbooks/emocheck-ssh.yml --limit 'web:&tokyo:!web3' --forks 100\n\n",
+        "Secrets: the SSH password comes from PUSHSCAN_SSH_PASSWORD or --ask-pass, never from a flag.\n\n",
+        "Exit codes: 0 clean, 1 detection, 2 some hosts not checked, 64+ errors (see pushscan --help)."
+    ))]
+    Sweep(SweepArgs),
+    /// Parse checker reports already on disk (EmoCheck text or JSON).
+    #[command(
+        after_help = "Example:\n  pushscan parse --format json reports/*_emocheck.*\n\nExit codes: 0 all clean, 1 a detection, 2 an unparseable file."
+    )]
+    Parse {
+        /// Output format.
+        #[arg(long, value_enum, default_value = "table")]
+        format: ParseFormat,
+        /// Report files (e.g. PC-1_20261120093011_emocheck.txt).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Print the consolidated report of a run from the journal.
+    #[command(
+        after_help = "Example:\n  pushscan report --format csv -o run.csv\n  pushscan report --run 12 --format json"
+    )]
+    Report {
+        /// Run ID (see `pushscan runs`); default: the latest run.
+        #[arg(long)]
+        run: Option<i64>,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "table")]
+        format: ReportFormat,
+        /// Write to this file instead of stdout.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        #[command(flatten)]
+        state: StateArgs,
+    },
+    /// List past sweeps, newest first.
+    #[command(after_help = "Example:\n  pushscan runs --limit 5")]
+    Runs {
+        /// How many runs to list.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        /// JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        state: StateArgs,
+    },
+    /// Print the SHA-256 of a checker binary, to pin it in a playbook.
+    #[command(after_help = "Example:\n  pushscan pin lab/checker/emocheck-sim.sh")]
+    Pin {
+        /// The checker binary.
+        file: PathBuf,
+    },
+}
+
+#[derive(Args)]
+struct StateArgs {
+    /// Where the journal and evidence live [default: $PUSHSCAN_STATE_DIR, else $XDG_STATE_HOME/pushscan].
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+}
+
+impl StateArgs {
+    fn dir(&self) -> PathBuf {
+        self.state_dir
+            .clone()
+            .unwrap_or_else(app::default_state_dir)
+    }
+}
+
+#[derive(Args)]
+struct SweepArgs {
+    /// Inventory: Ansible YAML or INI, as Ansible reads it.
+    #[arg(short, long, value_name = "FILE")]
+    inventory: PathBuf,
+    /// Playbook (see playbooks/).
+    #[arg(short, long, value_name = "FILE")]
+    playbook: PathBuf,
+    /// Ansible host pattern: names, groups, globs, a:b (union), a:&b (and), a:!b (not), @file.
+    #[arg(short, long, value_name = "PATTERN")]
+    limit: Option<String>,
+    /// Hosts worked on at the same time.
+    #[arg(short, long, default_value_t = 50)]
+    forks: usize,
+    #[command(flatten)]
+    state: StateArgs,
+    /// SSH user for hosts without ansible_user [default: the current user].
+    #[arg(short, long)]
+    user: Option<String>,
+    /// SSH private key for hosts without ansible_ssh_private_key_file (repeatable)
+    /// [default: ~/.ssh/id_ed25519, id_ecdsa, id_rsa].
+    #[arg(short = 'k', long = "private-key", value_name = "FILE")]
+    private_keys: Vec<PathBuf>,
+    /// known_hosts file to check host keys against [default: ~/.ssh/known_hosts].
+    #[arg(long, value_name = "FILE")]
+    known_hosts: Option<PathBuf>,
+    /// Trust and record keys of hosts not yet in known_hosts (a changed key still fails).
+    #[arg(long)]
+    accept_new_host_keys: bool,
+    /// Prompt for the SSH password (else PUSHSCAN_SSH_PASSWORD is used if set).
+    #[arg(long)]
+    ask_pass: bool,
+    /// Do not use ssh-agent (SSH_AUTH_SOCK).
+    #[arg(long)]
+    no_agent: bool,
+    /// Give up connecting to a host after this long (e.g. 10s).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    connect_timeout: Duration,
+    /// Progress display on stderr.
+    #[arg(long, value_enum, default_value = "auto")]
+    progress: ProgressArg,
+    /// Also write the JSON report of this run to FILE.
+    #[arg(long, value_name = "FILE")]
+    report_json: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ParseFormat {
+    Table,
+    Json,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ReportFormat {
+    Table,
+    Json,
+    Csv,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ProgressArg {
+    Auto,
+    Lines,
+    Quiet,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    pushscan::playbook::parse_duration(s)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    let code = match run(cli) {
+        Ok(code) => code,
+        Err(fail) => {
+            eprintln!("pushscan: {fail}");
+            fail.code
+        }
+    };
+    ExitCode::from(u8::try_from(code).unwrap_or(70))
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn run(cli: Cli) -> Result<i32, exit::Fail> {
+    match cli.command {
+        Command::Sweep(a) => {
+            let (cfg, report_json) = sweep_config(a)?;
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| exit::Fail::new(exit::SOFTWARE, e))?;
+            runtime.block_on(app::sweep(cfg, report_json))
+        }
+        Command::Parse { format, files } => app::parse(&files, matches!(format, ParseFormat::Json)),
+        Command::Report {
+            run,
+            format,
+            output,
+            state,
+        } => {
+            let f = match format {
+                ReportFormat::Table => Format::Table,
+                ReportFormat::Json => Format::Json,
+                ReportFormat::Csv => Format::Csv,
+            };
+            app::report(&state.dir(), run, f, output.as_deref())
+        }
+        Command::Runs { limit, json, state } => app::runs(&state.dir(), limit, json),
+        Command::Pin { file } => app::pin(&file),
+    }
+}
+
+fn sweep_config(a: SweepArgs) -> Result<(SweepConfig, Option<PathBuf>), exit::Fail> {
+    let mut password = std::env::var("PUSHSCAN_SSH_PASSWORD")
+        .ok()
+        .filter(|p| !p.is_empty());
+    if a.ask_pass {
+        let p = rpassword::prompt_password("SSH password: ").map_err(|e| {
+            exit::Fail::new(
+                exit::USAGE,
+                anyhow::anyhow!("--ask-pass needs a terminal: {e}"),
+            )
+        })?;
+        password = Some(p);
+    }
+    let default_keys = if a.private_keys.is_empty() {
+        dirs::home_dir()
+            .map(|h| {
+                ["id_ed25519", "id_ecdsa", "id_rsa"]
+                    .iter()
+                    .map(|n| h.join(".ssh").join(n))
+                    .collect()
+            })
+            .unwrap_or_default()
+    } else {
+        a.private_keys.clone()
+    };
+    let creds = Credentials {
+        ssh_password: password,
+        known_hosts: a.known_hosts.clone(),
+        accept_new_host_keys: a.accept_new_host_keys,
+        default_key_files: default_keys,
+        use_agent: !a.no_agent,
+        connect_timeout: a.connect_timeout,
+    };
+    let progress = match a.progress {
+        ProgressArg::Auto => Mode::Auto,
+        ProgressArg::Lines => Mode::Lines,
+        ProgressArg::Quiet => Mode::Quiet,
+    };
+    Ok((
+        SweepConfig {
+            inventory: a.inventory,
+            playbook: a.playbook,
+            limit: a.limit,
+            forks: a.forks,
+            state_dir: a.state.dir(),
+            creds,
+            default_user: a.user,
+            progress,
+        },
+        a.report_json,
+    ))
+}

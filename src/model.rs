@@ -28,12 +28,14 @@ pub enum HostClass {
     CheckerFailed,
     /// Anything else that went wrong on our side or in a transfer.
     Error,
+    /// The sweep stopped (interrupt, halt) before this host was started.
+    NotStarted,
     /// The checker ran and found nothing.
     NotDetected,
 }
 
 impl HostClass {
-    pub const ALL: [HostClass; 9] = [
+    pub const ALL: [HostClass; 10] = [
         HostClass::Detected,
         HostClass::NoResult,
         HostClass::Unreachable,
@@ -42,6 +44,7 @@ impl HostClass {
         HostClass::Timeout,
         HostClass::CheckerFailed,
         HostClass::Error,
+        HostClass::NotStarted,
         HostClass::NotDetected,
     ];
 
@@ -56,6 +59,7 @@ impl HostClass {
             HostClass::Timeout => "timeout",
             HostClass::CheckerFailed => "checker_failed",
             HostClass::Error => "error",
+            HostClass::NotStarted => "not_started",
         }
     }
 

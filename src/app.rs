@@ -1,0 +1,211 @@
+//! The subcommands, as library functions: `main.rs` turns flags into these
+//! calls and an exit code, nothing more.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::exit::{self, Fail, WithCode};
+use crate::journal::Reader;
+use crate::model::{ParsedReport, Process};
+use crate::report;
+use crate::sanitize::display;
+use crate::sweep::{self, SweepConfig};
+
+/// The default state directory: `$PUSHSCAN_STATE_DIR`, else
+/// `$XDG_STATE_HOME/pushscan` (`~/.local/state/pushscan`), else the local
+/// application-data directory (Windows: `%LOCALAPPDATA%\pushscan\state`).
+pub fn default_state_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("PUSHSCAN_STATE_DIR") {
+        return PathBuf::from(d);
+    }
+    if let Some(d) = dirs::state_dir() {
+        return d.join("pushscan");
+    }
+    if let Some(d) = dirs::data_local_dir() {
+        return d.join("pushscan").join("state");
+    }
+    PathBuf::from(".pushscan-state")
+}
+
+/// Output format of `report`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Table,
+    Json,
+    Csv,
+}
+
+fn write_out(text: &str, output: Option<&Path>) -> Result<(), Fail> {
+    match output {
+        Some(p) => std::fs::write(p, text).map_err(|e| {
+            Fail::new(
+                exit::IO,
+                anyhow::anyhow!("cannot write {}: {e}", p.display()),
+            )
+        }),
+        None => {
+            let mut out = std::io::stdout().lock();
+            out.write_all(text.as_bytes())
+                .and_then(|_| out.flush())
+                .code(exit::IO)
+        }
+    }
+}
+
+/// `pushscan sweep`: runs the sweep, prints the terminal report, and returns
+/// the fleet exit code (0 clean, 1 detection, 2 incomplete).
+pub async fn sweep(cfg: SweepConfig, report_json: Option<PathBuf>) -> Result<i32, Fail> {
+    let state_dir = cfg.state_dir.clone();
+    let outcome = sweep::sweep(cfg).await?;
+    let reader = Reader::open(&state_dir).code(exit::IO)?;
+    let rep = report::load(&reader, Some(outcome.run_id)).code(exit::IO)?;
+    write_out(&report::to_table(&rep), None)?;
+    if let Some(path) = report_json {
+        write_out(&report::to_json(&rep).code(exit::SOFTWARE)?, Some(&path))?;
+    }
+    if outcome.interrupted {
+        eprintln!(
+            "run {} was interrupted; hosts not started are recorded as not_started",
+            outcome.run_id
+        );
+    }
+    Ok(outcome.exit_code)
+}
+
+/// `pushscan report`.
+pub fn report(
+    state_dir: &Path,
+    run: Option<i64>,
+    format: Format,
+    output: Option<&Path>,
+) -> Result<i32, Fail> {
+    let reader = Reader::open(state_dir).code(exit::IO)?;
+    let rep = report::load(&reader, run).code(exit::USAGE)?;
+    let text = match format {
+        Format::Table => report::to_table(&rep),
+        Format::Json => report::to_json(&rep).code(exit::SOFTWARE)?,
+        Format::Csv => report::to_csv(&rep).code(exit::SOFTWARE)?,
+    };
+    write_out(&text, output)?;
+    let mut counts = std::collections::BTreeMap::new();
+    for h in &rep.hosts {
+        let c = crate::model::HostClass::parse(&h.status).unwrap_or(crate::model::HostClass::Error);
+        *counts.entry(c).or_insert(0usize) += 1;
+    }
+    Ok(sweep::exit_code_for(&counts))
+}
+
+/// `pushscan runs`.
+pub fn runs(state_dir: &Path, limit: usize, json: bool) -> Result<i32, Fail> {
+    let reader = Reader::open(state_dir).code(exit::IO)?;
+    let runs = reader.runs(limit).code(exit::IO)?;
+    let text = if json {
+        serde_json::to_string_pretty(&runs).code(exit::SOFTWARE)? + "\n"
+    } else {
+        report::runs_table(&runs)
+    };
+    write_out(&text, None)?;
+    Ok(exit::OK)
+}
+
+/// One entry of `pushscan parse --format json`.
+#[derive(Debug, Serialize)]
+pub struct ParsedFile {
+    pub file: String,
+    pub status: String,
+    pub hostname: Option<String>,
+    pub scan_time: Option<String>,
+    pub checker_version: Option<String>,
+    pub format: Option<String>,
+    pub processes: Vec<Process>,
+    pub warnings: Vec<String>,
+}
+
+/// Reports larger than this are not parsed by `pushscan parse`.
+const PARSE_CAP: u64 = 16 * 1024 * 1024;
+
+/// `pushscan parse`: parses EmoCheck reports already on disk. Exit 1 when
+/// any is a detection, 2 when any is unparseable, else 0.
+pub fn parse(files: &[PathBuf], json: bool) -> Result<i32, Fail> {
+    let mut out = Vec::new();
+    for f in files {
+        let name = f
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let parsed = match std::fs::metadata(f) {
+            Ok(m) if m.len() > PARSE_CAP => ParsedReport::unparseable(format!(
+                "file is {} bytes, over the {PARSE_CAP}-byte cap",
+                m.len()
+            )),
+            Ok(_) => match std::fs::read(f) {
+                Ok(bytes) => crate::parser::emocheck::parse(&name, &bytes),
+                Err(e) => ParsedReport::unparseable(format!("cannot read: {e}")),
+            },
+            Err(e) => ParsedReport::unparseable(format!("cannot read: {e}")),
+        };
+        out.push(ParsedFile {
+            file: f.display().to_string(),
+            status: parsed.status.as_str().to_string(),
+            hostname: parsed.hostname,
+            scan_time: parsed.scan_time,
+            checker_version: parsed.checker_version,
+            format: parsed.format,
+            processes: parsed.processes,
+            warnings: parsed.warnings,
+        });
+    }
+    let text = if json {
+        serde_json::to_string_pretty(&out).code(exit::SOFTWARE)? + "\n"
+    } else {
+        let mut t = String::new();
+        for p in &out {
+            t.push_str(&format!(
+                "{}  {}  host {}  scan time {}  v{}\n",
+                display(&p.file, 200),
+                p.status,
+                display(p.hostname.as_deref().unwrap_or("?"), 80),
+                display(p.scan_time.as_deref().unwrap_or("?"), 40),
+                display(p.checker_version.as_deref().unwrap_or("?"), 20),
+            ));
+            for pr in &p.processes {
+                t.push_str(&format!(
+                    "    {}  PID {}  {}  {}\n",
+                    display(&pr.name, 120),
+                    pr.pid.map(|x| x.to_string()).unwrap_or_else(|| "?".into()),
+                    display(&pr.image_path, 300),
+                    display(pr.registry_key.as_deref().unwrap_or("-"), 300)
+                ));
+            }
+            for w in &p.warnings {
+                t.push_str(&format!("    warning: {}\n", display(w, 300)));
+            }
+        }
+        t
+    };
+    write_out(&text, None)?;
+    Ok(if out.iter().any(|p| p.status == "detected") {
+        exit::DETECTED
+    } else if out.iter().any(|p| p.status == "unparseable") {
+        exit::INCOMPLETE
+    } else {
+        exit::OK
+    })
+}
+
+/// `pushscan pin FILE`: prints the SHA-256 to put in a playbook.
+pub fn pin(file: &Path) -> Result<i32, Fail> {
+    let (digest, size) = crate::playbook::sha256_file(file).map_err(|e| {
+        Fail::new(
+            exit::CHECKER,
+            anyhow::anyhow!("cannot read {}: {e}", file.display()),
+        )
+    })?;
+    write_out(
+        &format!("{digest}  {}  ({size} bytes)\n", file.display()),
+        None,
+    )?;
+    Ok(exit::OK)
+}

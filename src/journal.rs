@@ -1,0 +1,804 @@
+//! The journal: one SQLite file that is the single source of truth for
+//! runs, per-host outcomes, every remote side effect and every fetched report.
+//!
+//! Writes go through one writer thread that owns the connection and commits
+//! in batches (group commit): hundreds of hosts in flight cost one fsync per
+//! batch, not one per event. A caller that is about to cause a remote side
+//! effect awaits [`Journal::write`], which returns only once its intent is
+//! committed, so a crash at any instant leaves a journal that says what of
+//! ours may exist on each host. Reports and `runs` read through
+//! [`Reader`], a separate read-only connection (WAL lets both run at once).
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+
+use anyhow::{Context, Result};
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use tokio::sync::oneshot;
+
+use crate::model::{HostClass, ParsedReport, Process};
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS runs(
+    id INTEGER PRIMARY KEY,
+    started_at TEXT NOT NULL,
+    finished_at TEXT,
+    status TEXT NOT NULL,
+    operator TEXT,
+    controller TEXT,
+    pushscan_version TEXT,
+    playbook_path TEXT,
+    playbook_name TEXT,
+    playbook_text TEXT,
+    inventory_path TEXT,
+    inventory_text TEXT,
+    limit_pattern TEXT,
+    forks INTEGER,
+    checker_path TEXT,
+    checker_sha256 TEXT,
+    checker_size INTEGER,
+    hosts_targeted INTEGER,
+    exit_code INTEGER
+);
+CREATE TABLE IF NOT EXISTS hosts(
+    run_id INTEGER NOT NULL REFERENCES runs(id),
+    host TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    address TEXT,
+    port INTEGER,
+    transport TEXT,
+    groups TEXT,
+    group_paths TEXT,
+    state TEXT NOT NULL,
+    class TEXT,
+    reason TEXT,
+    started_at TEXT,
+    finished_at TEXT,
+    duration_ms INTEGER,
+    pushed INTEGER,
+    exit_code INTEGER,
+    primary_report INTEGER,
+    PRIMARY KEY(run_id, host)
+);
+CREATE TABLE IF NOT EXISTS steps(
+    id INTEGER PRIMARY KEY,
+    run_id INTEGER NOT NULL,
+    host TEXT NOT NULL,
+    step TEXT NOT NULL,
+    phase TEXT NOT NULL,
+    target TEXT,
+    detail TEXT,
+    at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS steps_by_host ON steps(run_id, host);
+CREATE TABLE IF NOT EXISTS reports(
+    id INTEGER PRIMARY KEY,
+    run_id INTEGER NOT NULL,
+    host TEXT NOT NULL,
+    remote_name TEXT NOT NULL,
+    remote_path TEXT NOT NULL,
+    local_path TEXT,
+    size INTEGER NOT NULL,
+    sha256 TEXT NOT NULL,
+    raw BLOB NOT NULL,
+    fetched_at TEXT NOT NULL,
+    status TEXT NOT NULL,
+    hostname TEXT,
+    scan_time TEXT,
+    checker_version TEXT,
+    format TEXT,
+    warnings TEXT
+);
+CREATE INDEX IF NOT EXISTS reports_by_host ON reports(host, run_id);
+CREATE TABLE IF NOT EXISTS processes(
+    report_id INTEGER NOT NULL REFERENCES reports(id),
+    idx INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    pid INTEGER,
+    image_path TEXT NOT NULL,
+    registry_key TEXT,
+    PRIMARY KEY(report_id, idx)
+);
+"#;
+
+type WriteFn = Box<dyn FnOnce(&Transaction<'_>) -> rusqlite::Result<i64> + Send>;
+
+struct Job {
+    write: WriteFn,
+    ack: Option<oneshot::Sender<Result<i64, String>>>,
+}
+
+enum Msg {
+    Job(Job),
+    /// Commit what is queued before it, then end the writer thread.
+    Stop,
+}
+
+/// Handle to the journal writer. Cheap to clone; the writer thread ends when
+/// the last handle is dropped or [`Journal::close`] is called.
+#[derive(Clone)]
+pub struct Journal {
+    path: PathBuf,
+    tx: mpsc::Sender<Msg>,
+    thread: std::sync::Arc<std::sync::Mutex<Option<JoinHandle<()>>>>,
+}
+
+fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+fn open_conn(path: &Path) -> Result<Connection> {
+    let conn = Connection::open(path)
+        .with_context(|| format!("cannot open journal {}", path.display()))?;
+    conn.busy_timeout(std::time::Duration::from_secs(30))?;
+    // WAL + NORMAL: a process crash loses nothing committed; readers never
+    // block the writer.
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    Ok(conn)
+}
+
+impl Journal {
+    /// Opens (creating if needed) `state_dir/journal.sqlite`.
+    pub fn open(state_dir: &Path) -> Result<Journal> {
+        std::fs::create_dir_all(state_dir)
+            .with_context(|| format!("cannot create state dir {}", state_dir.display()))?;
+        let path = state_dir.join("journal.sqlite");
+        let mut conn = open_conn(&path)?;
+        conn.execute_batch(SCHEMA)
+            .with_context(|| format!("cannot create schema in {}", path.display()))?;
+        conn.execute(
+            "INSERT OR IGNORE INTO meta(key, value) VALUES('schema_version', '1')",
+            [],
+        )?;
+        let (tx, rx) = mpsc::channel::<Msg>();
+        let thread = std::thread::Builder::new()
+            .name("pushscan-journal".into())
+            .spawn(move || writer_loop(&mut conn, rx))
+            .context("cannot start journal writer")?;
+        Ok(Journal {
+            path,
+            tx,
+            thread: std::sync::Arc::new(std::sync::Mutex::new(Some(thread))),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Queues a write and waits until it is committed. Use before a remote
+    /// side effect: when this returns, the intent survives a crash.
+    pub async fn write<F>(&self, f: F) -> Result<i64>
+    where
+        F: FnOnce(&Transaction<'_>) -> rusqlite::Result<i64> + Send + 'static,
+    {
+        let (ack, done) = oneshot::channel();
+        self.tx
+            .send(Msg::Job(Job {
+                write: Box::new(f),
+                ack: Some(ack),
+            }))
+            .map_err(|_| anyhow::anyhow!("journal writer has stopped"))?;
+        done.await
+            .map_err(|_| anyhow::anyhow!("journal writer has stopped"))?
+            .map_err(|e| anyhow::anyhow!("journal write failed: {e}"))
+    }
+
+    /// Queues a write without waiting for it (it still commits in order).
+    pub fn write_later<F>(&self, f: F)
+    where
+        F: FnOnce(&Transaction<'_>) -> rusqlite::Result<i64> + Send + 'static,
+    {
+        let _ = self.tx.send(Msg::Job(Job {
+            write: Box::new(f),
+            ack: None,
+        }));
+    }
+
+    /// Flushes pending writes and stops the writer thread. Writes queued
+    /// later through other clones fail with "journal writer has stopped".
+    pub fn close(self) {
+        let _ = self.tx.send(Msg::Stop);
+        let handle = self.thread.lock().ok().and_then(|mut t| t.take());
+        if let Some(h) = handle {
+            let _ = h.join();
+        }
+    }
+
+    // ---- typed writes used by the sweep ----
+
+    pub async fn start_run(&self, run: NewRun) -> Result<i64> {
+        self.write(move |tx| {
+            tx.execute(
+                "INSERT INTO runs(started_at, status, operator, controller, pushscan_version,
+                    playbook_path, playbook_name, playbook_text, inventory_path, inventory_text,
+                    limit_pattern, forks, checker_path, checker_sha256, checker_size, hosts_targeted)
+                 VALUES(?1,'running',?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15)",
+                params![
+                    now(),
+                    run.operator,
+                    run.controller,
+                    env!("CARGO_PKG_VERSION"),
+                    run.playbook_path,
+                    run.playbook_name,
+                    run.playbook_text,
+                    run.inventory_path,
+                    run.inventory_text,
+                    run.limit,
+                    run.forks as i64,
+                    run.checker_path,
+                    run.checker_sha256,
+                    run.checker_size as i64,
+                    run.hosts.len() as i64,
+                ],
+            )?;
+            let run_id = tx.last_insert_rowid();
+            let mut stmt = tx.prepare(
+                "INSERT INTO hosts(run_id, host, seq, address, port, transport, groups, group_paths, state)
+                 VALUES(?1,?2,?3,?4,?5,?6,?7,?8,'pending')",
+            )?;
+            for (seq, h) in run.hosts.iter().enumerate() {
+                stmt.execute(params![
+                    run_id,
+                    h.name,
+                    seq as i64,
+                    h.address,
+                    h.port.map(i64::from),
+                    h.transport,
+                    serde_json::to_string(&h.groups).unwrap_or_default(),
+                    serde_json::to_string(&h.group_paths).unwrap_or_default(),
+                ])?;
+            }
+            Ok(run_id)
+        })
+        .await
+    }
+
+    pub async fn finish_run(&self, run_id: i64, status: &str, exit_code: i32) -> Result<()> {
+        let status = status.to_string();
+        self.write(move |tx| {
+            tx.execute(
+                "UPDATE runs SET finished_at=?1, status=?2, exit_code=?3 WHERE id=?4",
+                params![now(), status, exit_code, run_id],
+            )?;
+            Ok(0)
+        })
+        .await
+        .map(|_| ())
+    }
+
+    pub fn host_started(&self, run_id: i64, host: &str) {
+        let host = host.to_string();
+        self.write_later(move |tx| {
+            tx.execute(
+                "UPDATE hosts SET state='running', started_at=?1 WHERE run_id=?2 AND host=?3",
+                params![now(), run_id, host],
+            )
+            .map(|n| n as i64)
+        });
+    }
+
+    /// Records the intent of a remote side effect and waits for the commit.
+    pub async fn intent(&self, run_id: i64, host: &str, step: &str, target: &str) -> Result<()> {
+        self.step(run_id, host, step, "intent", target, "", true)
+            .await
+    }
+
+    /// Records the outcome of a step (not awaited: the effect already happened).
+    pub fn outcome(
+        &self,
+        run_id: i64,
+        host: &str,
+        step: &str,
+        ok: bool,
+        target: &str,
+        detail: &str,
+    ) {
+        let (h, s, t, d) = (
+            host.to_string(),
+            step.to_string(),
+            target.to_string(),
+            detail.to_string(),
+        );
+        let phase = if ok { "done" } else { "failed" };
+        self.write_later(move |tx| insert_step(tx, run_id, &h, &s, phase, &t, &d));
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn step(
+        &self,
+        run_id: i64,
+        host: &str,
+        step: &str,
+        phase: &'static str,
+        target: &str,
+        detail: &str,
+        wait: bool,
+    ) -> Result<()> {
+        let (h, s, t, d) = (
+            host.to_string(),
+            step.to_string(),
+            target.to_string(),
+            detail.to_string(),
+        );
+        let f = move |tx: &Transaction<'_>| insert_step(tx, run_id, &h, &s, phase, &t, &d);
+        if wait {
+            self.write(f).await.map(|_| ())
+        } else {
+            self.write_later(f);
+            Ok(())
+        }
+    }
+
+    /// Stores one fetched report (raw bytes as evidence) and its parse.
+    pub async fn add_report(&self, r: NewReport) -> Result<i64> {
+        self.write(move |tx| {
+            tx.execute(
+                "INSERT INTO reports(run_id, host, remote_name, remote_path, local_path, size, sha256,
+                    raw, fetched_at, status, hostname, scan_time, checker_version, format, warnings)
+                 VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15)",
+                params![
+                    r.run_id,
+                    r.host,
+                    r.remote_name,
+                    r.remote_path,
+                    r.local_path,
+                    r.raw.len() as i64,
+                    r.sha256,
+                    r.raw,
+                    now(),
+                    r.parsed.status.as_str(),
+                    r.parsed.hostname,
+                    r.parsed.scan_time,
+                    r.parsed.checker_version,
+                    r.parsed.format,
+                    serde_json::to_string(&r.parsed.warnings).unwrap_or_default(),
+                ],
+            )?;
+            let id = tx.last_insert_rowid();
+            let mut stmt = tx.prepare(
+                "INSERT INTO processes(report_id, idx, name, pid, image_path, registry_key)
+                 VALUES(?1,?2,?3,?4,?5,?6)",
+            )?;
+            for (i, p) in r.parsed.processes.iter().enumerate() {
+                stmt.execute(params![
+                    id,
+                    i as i64,
+                    p.name,
+                    p.pid.map(i64::from),
+                    p.image_path,
+                    p.registry_key
+                ])?;
+            }
+            Ok(id)
+        })
+        .await
+    }
+
+    pub async fn finish_host(&self, run_id: i64, host: &str, fin: HostFinish) -> Result<()> {
+        let host = host.to_string();
+        self.write(move |tx| {
+            tx.execute(
+                "UPDATE hosts SET state='done', class=?1, reason=?2, finished_at=?3, duration_ms=?4,
+                    pushed=?5, exit_code=?6, primary_report=?7
+                 WHERE run_id=?8 AND host=?9",
+                params![
+                    fin.class.as_str(),
+                    fin.reason,
+                    now(),
+                    fin.duration_ms as i64,
+                    fin.pushed,
+                    fin.exit_code,
+                    fin.primary_report,
+                    run_id,
+                    host
+                ],
+            )
+            .map(|n| n as i64)
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Marks every host of the run that never started as `not_started`.
+    pub async fn mark_not_started(&self, run_id: i64, reason: &str) -> Result<()> {
+        let reason = reason.to_string();
+        self.write(move |tx| {
+            tx.execute(
+                "UPDATE hosts SET state='done', class='not_started', reason=?1, finished_at=?2
+                 WHERE run_id=?3 AND state='pending'",
+                params![reason, now(), run_id],
+            )
+            .map(|n| n as i64)
+        })
+        .await
+        .map(|_| ())
+    }
+}
+
+fn insert_step(
+    tx: &Transaction<'_>,
+    run_id: i64,
+    host: &str,
+    step: &str,
+    phase: &str,
+    target: &str,
+    detail: &str,
+) -> rusqlite::Result<i64> {
+    tx.execute(
+        "INSERT INTO steps(run_id, host, step, phase, target, detail, at) VALUES(?1,?2,?3,?4,?5,?6,?7)",
+        params![run_id, host, step, phase, target, detail, now()],
+    )?;
+    Ok(tx.last_insert_rowid())
+}
+
+/// Group commit: take one job, then whatever else is already queued (up to
+/// a bound), run them in one transaction, commit once, then acknowledge.
+fn writer_loop(conn: &mut Connection, rx: mpsc::Receiver<Msg>) {
+    const MAX_BATCH: usize = 512;
+    let mut stopping = false;
+    while !stopping {
+        let first = match rx.recv() {
+            Ok(Msg::Job(j)) => j,
+            Ok(Msg::Stop) | Err(_) => break,
+        };
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(Msg::Job(j)) => batch.push(j),
+                Ok(Msg::Stop) => {
+                    stopping = true;
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        let mut results = Vec::with_capacity(batch.len());
+        let mut acks = Vec::with_capacity(batch.len());
+        let commit = (|| -> rusqlite::Result<()> {
+            let tx = conn.transaction()?;
+            for job in batch {
+                results.push((job.write)(&tx).map_err(|e| e.to_string()));
+                acks.push(job.ack);
+            }
+            tx.commit()
+        })();
+        for (i, ack) in acks.into_iter().enumerate() {
+            let res = match (&commit, results.get(i)) {
+                (Err(e), _) => Err(format!("commit failed: {e}")),
+                (Ok(()), Some(r)) => r.clone(),
+                (Ok(()), None) => Err("lost result".to_string()),
+            };
+            if let Err(e) = &res {
+                tracing::error!("journal write failed: {e}");
+            }
+            if let Some(ack) = ack {
+                let _ = ack.send(res);
+            }
+        }
+    }
+}
+
+/// A run about to start.
+pub struct NewRun {
+    pub operator: String,
+    pub controller: String,
+    pub playbook_path: String,
+    pub playbook_name: String,
+    pub playbook_text: String,
+    pub inventory_path: String,
+    pub inventory_text: String,
+    pub limit: Option<String>,
+    pub forks: usize,
+    pub checker_path: String,
+    pub checker_sha256: String,
+    pub checker_size: u64,
+    pub hosts: Vec<RunHost>,
+}
+
+/// A targeted host as recorded at run start.
+pub struct RunHost {
+    pub name: String,
+    pub address: String,
+    pub port: Option<u16>,
+    pub transport: String,
+    pub groups: Vec<String>,
+    pub group_paths: Vec<Vec<String>>,
+}
+
+pub struct NewReport {
+    pub run_id: i64,
+    pub host: String,
+    pub remote_name: String,
+    pub remote_path: String,
+    pub local_path: Option<String>,
+    pub sha256: String,
+    pub raw: Vec<u8>,
+    pub parsed: ParsedReport,
+}
+
+pub struct HostFinish {
+    pub class: HostClass,
+    pub reason: String,
+    pub duration_ms: u64,
+    pub pushed: Option<bool>,
+    pub exit_code: Option<i64>,
+    pub primary_report: Option<i64>,
+}
+
+// ---------------------------------------------------------------- reading
+
+/// Read-only view of the journal, for reports and listings.
+pub struct Reader {
+    conn: Connection,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RunInfo {
+    pub id: i64,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    pub status: String,
+    pub operator: Option<String>,
+    pub controller: Option<String>,
+    pub pushscan_version: Option<String>,
+    pub playbook: Option<String>,
+    pub playbook_name: Option<String>,
+    pub inventory: Option<String>,
+    pub limit: Option<String>,
+    pub forks: Option<i64>,
+    pub checker_path: Option<String>,
+    pub checker_sha256: Option<String>,
+    pub hosts_targeted: Option<i64>,
+    pub exit_code: Option<i64>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct HostRecord {
+    pub host: String,
+    pub address: Option<String>,
+    pub port: Option<i64>,
+    pub transport: Option<String>,
+    pub groups: Vec<String>,
+    pub group_paths: Vec<Vec<String>>,
+    pub class: Option<HostClass>,
+    pub reason: Option<String>,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    pub duration_ms: Option<i64>,
+    pub pushed: Option<bool>,
+    pub exit_code: Option<i64>,
+    pub report: Option<ReportRecord>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ReportRecord {
+    pub id: i64,
+    pub remote_name: String,
+    pub local_path: Option<String>,
+    pub sha256: String,
+    pub size: i64,
+    pub status: String,
+    pub hostname: Option<String>,
+    pub scan_time: Option<String>,
+    pub checker_version: Option<String>,
+    pub format: Option<String>,
+    pub warnings: Vec<String>,
+    pub processes: Vec<Process>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StepRecord {
+    pub host: String,
+    pub step: String,
+    pub phase: String,
+    pub target: Option<String>,
+    pub detail: Option<String>,
+    pub at: String,
+}
+
+impl Reader {
+    pub fn open(state_dir: &Path) -> Result<Reader> {
+        let path = state_dir.join("journal.sqlite");
+        if !path.exists() {
+            anyhow::bail!(
+                "no journal at {} (no sweep has run with this state dir; see --state-dir)",
+                path.display()
+            );
+        }
+        let conn = Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .with_context(|| format!("cannot open journal {}", path.display()))?;
+        conn.busy_timeout(std::time::Duration::from_secs(30))?;
+        Ok(Reader { conn })
+    }
+
+    pub fn runs(&self, limit: usize) -> Result<Vec<RunInfo>> {
+        let mut stmt = self
+            .conn
+            .prepare(&format!("{RUN_COLUMNS} ORDER BY id DESC LIMIT ?1"))?;
+        let rows = stmt.query_map([limit as i64], run_from_row)?;
+        rows.collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(Into::into)
+    }
+
+    pub fn run(&self, id: Option<i64>) -> Result<RunInfo> {
+        let found = match id {
+            Some(id) => self
+                .conn
+                .query_row(&format!("{RUN_COLUMNS} WHERE id=?1"), [id], run_from_row)
+                .optional()?,
+            None => self
+                .conn
+                .query_row(
+                    &format!("{RUN_COLUMNS} ORDER BY id DESC LIMIT 1"),
+                    [],
+                    run_from_row,
+                )
+                .optional()?,
+        };
+        found.ok_or_else(|| match id {
+            Some(id) => anyhow::anyhow!("no run {id} in the journal (see `pushscan runs`)"),
+            None => anyhow::anyhow!("the journal has no runs yet"),
+        })
+    }
+
+    /// Per-class host counts of a run.
+    pub fn class_counts(&self, run_id: i64) -> Result<Vec<(Option<String>, i64)>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT class, COUNT(*) FROM hosts WHERE run_id=?1 GROUP BY class")?;
+        let rows = stmt.query_map([run_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        rows.collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(Into::into)
+    }
+
+    pub fn hosts(&self, run_id: i64) -> Result<Vec<HostRecord>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT host, address, port, transport, groups, group_paths, class, reason, started_at,
+                    finished_at, duration_ms, pushed, exit_code, primary_report
+             FROM hosts WHERE run_id=?1 ORDER BY seq",
+        )?;
+        let rows = stmt.query_map([run_id], |r| {
+            let groups: Option<String> = r.get(4)?;
+            let paths: Option<String> = r.get(5)?;
+            let class: Option<String> = r.get(6)?;
+            Ok((
+                HostRecord {
+                    host: r.get(0)?,
+                    address: r.get(1)?,
+                    port: r.get(2)?,
+                    transport: r.get(3)?,
+                    groups: groups
+                        .and_then(|g| serde_json::from_str(&g).ok())
+                        .unwrap_or_default(),
+                    group_paths: paths
+                        .and_then(|g| serde_json::from_str(&g).ok())
+                        .unwrap_or_default(),
+                    class: class.as_deref().and_then(HostClass::parse),
+                    reason: r.get(7)?,
+                    started_at: r.get(8)?,
+                    finished_at: r.get(9)?,
+                    duration_ms: r.get(10)?,
+                    pushed: r.get(11)?,
+                    exit_code: r.get(12)?,
+                    report: None,
+                },
+                r.get::<_, Option<i64>>(13)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (mut rec, report_id) = row?;
+            if let Some(id) = report_id {
+                rec.report = self.report(id)?;
+            }
+            out.push(rec);
+        }
+        Ok(out)
+    }
+
+    pub fn report(&self, id: i64) -> Result<Option<ReportRecord>> {
+        let rec = self
+            .conn
+            .query_row(
+                "SELECT id, remote_name, local_path, sha256, size, status, hostname, scan_time,
+                        checker_version, format, warnings
+                 FROM reports WHERE id=?1",
+                [id],
+                |r| {
+                    let warnings: Option<String> = r.get(10)?;
+                    Ok(ReportRecord {
+                        id: r.get(0)?,
+                        remote_name: r.get(1)?,
+                        local_path: r.get(2)?,
+                        sha256: r.get(3)?,
+                        size: r.get(4)?,
+                        status: r.get(5)?,
+                        hostname: r.get(6)?,
+                        scan_time: r.get(7)?,
+                        checker_version: r.get(8)?,
+                        format: r.get(9)?,
+                        warnings: warnings
+                            .and_then(|w| serde_json::from_str(&w).ok())
+                            .unwrap_or_default(),
+                        processes: Vec::new(),
+                    })
+                },
+            )
+            .optional()?;
+        let Some(mut rec) = rec else {
+            return Ok(None);
+        };
+        let mut stmt = self.conn.prepare(
+            "SELECT name, pid, image_path, registry_key FROM processes WHERE report_id=?1 ORDER BY idx",
+        )?;
+        let procs = stmt.query_map([id], |r| {
+            Ok(Process {
+                name: r.get(0)?,
+                pid: r
+                    .get::<_, Option<i64>>(1)?
+                    .and_then(|p| u32::try_from(p).ok()),
+                image_path: r.get(2)?,
+                registry_key: r.get(3)?,
+            })
+        })?;
+        rec.processes = procs.collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(Some(rec))
+    }
+
+    /// The raw bytes of a stored report (evidence).
+    pub fn report_raw(&self, id: i64) -> Result<Option<Vec<u8>>> {
+        self.conn
+            .query_row("SELECT raw FROM reports WHERE id=?1", [id], |r| r.get(0))
+            .optional()
+            .map_err(Into::into)
+    }
+
+    pub fn steps(&self, run_id: i64, host: Option<&str>) -> Result<Vec<StepRecord>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT host, step, phase, target, detail, at FROM steps
+             WHERE run_id=?1 AND (?2 IS NULL OR host=?2) ORDER BY id",
+        )?;
+        let rows = stmt.query_map(params![run_id, host], |r| {
+            Ok(StepRecord {
+                host: r.get(0)?,
+                step: r.get(1)?,
+                phase: r.get(2)?,
+                target: r.get(3)?,
+                detail: r.get(4)?,
+                at: r.get(5)?,
+            })
+        })?;
+        rows.collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(Into::into)
+    }
+}
+
+const RUN_COLUMNS: &str = "SELECT id, started_at, finished_at, status, operator, controller,
+    pushscan_version, playbook_path, playbook_name, inventory_path, limit_pattern, forks,
+    checker_path, checker_sha256, hosts_targeted, exit_code FROM runs";
+
+fn run_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunInfo> {
+    Ok(RunInfo {
+        id: r.get(0)?,
+        started_at: r.get(1)?,
+        finished_at: r.get(2)?,
+        status: r.get(3)?,
+        operator: r.get(4)?,
+        controller: r.get(5)?,
+        pushscan_version: r.get(6)?,
+        playbook: r.get(7)?,
+        playbook_name: r.get(8)?,
+        inventory: r.get(9)?,
+        limit: r.get(10)?,
+        forks: r.get(11)?,
+        checker_path: r.get(12)?,
+        checker_sha256: r.get(13)?,
+        hosts_targeted: r.get(14)?,
+        exit_code: r.get(15)?,
+    })
+}

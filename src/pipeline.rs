@@ -1,0 +1,533 @@
+//! The per-host pipeline: connect → prepare → push if needed → run →
+//! collect → parse → clean → record.
+//!
+//! Every host ends in exactly one [`HostClass`] with a one-line reason, and
+//! every remote side effect is preceded by a committed journal intent. The
+//! pipeline owns one connection for the host and closes it at the end, on
+//! every path.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use sha2::{Digest, Sha256};
+use wildmatch::WildMatch;
+
+use crate::inventory::{Connection as ConnKind, Host};
+use crate::journal::{HostFinish, Journal, NewReport};
+use crate::model::HostClass;
+use crate::parser::{FetchedReport, ResultParser};
+use crate::playbook::Playbook;
+use crate::sanitize;
+use crate::template::{render, Vars};
+use crate::transport::local::LocalConnection;
+use crate::transport::ssh::{SshConnector, SshTarget};
+use crate::transport::{
+    CommandSpec, Connection, EntryKind, ExecOutcome, RemoteEntry, TransportError,
+};
+
+/// Output kept from a checker run (stdout and stderr each).
+const OUTPUT_CAP: usize = 64 * 1024;
+
+/// Everything about one host that can be decided before connecting.
+#[derive(Debug, Clone)]
+pub struct HostPlan {
+    pub host: Host,
+    pub work_dir: String,
+    pub run_dir: String,
+    pub checker_path: String,
+    pub tmp_path: String,
+    pub args: Vec<String>,
+}
+
+impl HostPlan {
+    /// Renders the playbook's templates for `host`. Done for every host
+    /// before the sweep starts, so a template error touches no host.
+    pub fn new(pb: &Playbook, host: &Host) -> Result<HostPlan, String> {
+        let platform = pb.checker.platform;
+        let mut vars = Vars::new();
+        vars.extend_json(&host.vars);
+        vars.set("inventory_hostname", host.name.clone());
+        vars.set(
+            "inventory_hostname_short",
+            host.name
+                .split('.')
+                .next()
+                .unwrap_or(&host.name)
+                .to_string(),
+        );
+        let work_dir = render(&pb.work_dir, &vars).map_err(|e| format!("work_dir: {e}"))?;
+        check_remote_dir("work_dir", &work_dir)?;
+        vars.set("work_dir", work_dir.clone());
+        let run_dir = render(&pb.run_dir, &vars).map_err(|e| format!("run_dir: {e}"))?;
+        check_remote_dir("run_dir", &run_dir)?;
+        vars.set("run_dir", run_dir.clone());
+        let checker_path = platform.join(&work_dir, &pb.checker_remote_name);
+        vars.set("checker", checker_path.clone());
+        let tmp_path = platform.join(
+            &work_dir,
+            &format!(".{}.pushscan-tmp", pb.checker_remote_name),
+        );
+        let args = pb
+            .args
+            .iter()
+            .enumerate()
+            .map(|(i, a)| render(a, &vars).map_err(|e| format!("args[{i}]: {e}")))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(HostPlan {
+            host: host.clone(),
+            work_dir,
+            run_dir,
+            checker_path,
+            tmp_path,
+            args,
+        })
+    }
+}
+
+fn check_remote_dir(field: &str, dir: &str) -> Result<(), String> {
+    if dir.trim().is_empty() {
+        return Err(format!("{field} renders to an empty path"));
+    }
+    if dir.contains('\0') || dir.split(['/', '\\']).any(|c| c == "..") {
+        return Err(format!("{field} {dir:?} must not contain '..' or NUL"));
+    }
+    Ok(())
+}
+
+/// Shared, read-only context of a sweep.
+pub struct SweepCtx {
+    pub run_id: i64,
+    pub playbook: Arc<Playbook>,
+    pub parser: Arc<dyn ResultParser>,
+    pub journal: Journal,
+    pub evidence_dir: PathBuf,
+    pub ssh: Arc<SshConnector>,
+    pub default_user: String,
+}
+
+/// The end of one host's pipeline.
+#[derive(Debug, Clone)]
+pub struct HostResult {
+    pub host: String,
+    pub class: HostClass,
+    pub reason: String,
+}
+
+struct Failure {
+    class: HostClass,
+    reason: String,
+}
+
+impl Failure {
+    fn at(step: &str, e: TransportError) -> Failure {
+        Failure {
+            class: e.class,
+            reason: format!("{step}: {}", e.message),
+        }
+    }
+    fn journal(e: anyhow::Error) -> Failure {
+        Failure {
+            class: HostClass::Error,
+            reason: format!("journal: {e:#}"),
+        }
+    }
+}
+
+/// Facts gathered along the way, recorded at the end whatever happened.
+#[derive(Default)]
+struct Progress {
+    pushed: Option<bool>,
+    exit_code: Option<i64>,
+    primary_report: Option<i64>,
+    /// Result files we fetched this run (remote paths), for cleanup.
+    fetched: Vec<String>,
+    ran: bool,
+}
+
+/// Runs the whole pipeline for one host and records its outcome.
+pub async fn run_host(ctx: Arc<SweepCtx>, plan: HostPlan) -> HostResult {
+    let start = Instant::now();
+    let name = plan.host.name.clone();
+    ctx.journal.host_started(ctx.run_id, &name);
+    let mut progress = Progress::default();
+    let outcome = match connect(&ctx, &plan.host).await {
+        Err(e) => Err(Failure::at("connect", e)),
+        Ok(mut conn) => {
+            let res = steps(&ctx, &plan, conn.as_mut(), &mut progress).await;
+            let cleaned = cleanup(&ctx, &plan, conn.as_mut(), &progress).await;
+            conn.close().await;
+            match (res, cleaned) {
+                (Ok(mut v), Err(e)) => {
+                    // The verdict stands; the leftover is reported with it.
+                    v.1.push_str(&format!("; cleanup incomplete: {e}"));
+                    Ok(v)
+                }
+                (r, _) => r,
+            }
+        }
+    };
+    let (class, reason) = match outcome {
+        Ok((class, reason)) => (class, reason),
+        Err(f) => (f.class, f.reason),
+    };
+    let fin = HostFinish {
+        class,
+        reason: reason.clone(),
+        duration_ms: start.elapsed().as_millis() as u64,
+        pushed: progress.pushed,
+        exit_code: progress.exit_code,
+        primary_report: progress.primary_report,
+    };
+    if let Err(e) = ctx.journal.finish_host(ctx.run_id, &name, fin).await {
+        tracing::error!(host = %name, "cannot record host result: {e:#}");
+    }
+    HostResult {
+        host: name,
+        class,
+        reason,
+    }
+}
+
+async fn connect(ctx: &SweepCtx, host: &Host) -> Result<Box<dyn Connection>, TransportError> {
+    match host.connection {
+        ConnKind::Local => Ok(Box::new(LocalConnection)),
+        ConnKind::Ssh => {
+            let target = SshTarget {
+                address: host.address.clone(),
+                port: host.port.unwrap_or(22),
+                user: host
+                    .user
+                    .clone()
+                    .unwrap_or_else(|| ctx.default_user.clone()),
+                key_file: host.key_file.clone(),
+            };
+            Ok(Box::new(ctx.ssh.connect(&target).await?))
+        }
+        ConnKind::Winrm => Err(TransportError::error(
+            "the winrm transport is not available in this build yet",
+        )),
+    }
+}
+
+async fn steps(
+    ctx: &SweepCtx,
+    plan: &HostPlan,
+    conn: &mut dyn Connection,
+    progress: &mut Progress,
+) -> Result<(HostClass, String), Failure> {
+    let pb = &ctx.playbook;
+    let (run_id, host) = (ctx.run_id, plan.host.name.as_str());
+    let j = &ctx.journal;
+
+    // Prepare: directories, and the hash of any checker already there.
+    let dirs = vec![plan.work_dir.clone(), plan.run_dir.clone()];
+    j.intent(run_id, host, "mkdir", &dirs.join("\n"))
+        .await
+        .map_err(Failure::journal)?;
+    let present = conn
+        .prepare(&dirs, &plan.checker_path)
+        .await
+        .map_err(|e| Failure::at("prepare", e))?;
+    j.outcome(run_id, host, "mkdir", true, &dirs.join("\n"), "");
+
+    // Push only when missing or different.
+    if present.as_deref() == Some(pb.checker.sha256.as_str()) {
+        progress.pushed = Some(false);
+        j.outcome(
+            run_id,
+            host,
+            "push",
+            true,
+            &plan.checker_path,
+            "skipped: hash matches pin",
+        );
+    } else {
+        j.intent(run_id, host, "push", &plan.tmp_path)
+            .await
+            .map_err(Failure::journal)?;
+        conn.install(
+            &pb.checker_local,
+            &plan.tmp_path,
+            &plan.checker_path,
+            &pb.checker.sha256,
+        )
+        .await
+        .map_err(|e| {
+            j.outcome(run_id, host, "push", false, &plan.tmp_path, &e.message);
+            Failure::at("push", e)
+        })?;
+        progress.pushed = Some(true);
+        j.outcome(
+            run_id,
+            host,
+            "push",
+            true,
+            &plan.checker_path,
+            "verified and renamed",
+        );
+    }
+
+    // Snapshot the result dir so this run's files can be told apart.
+    let wants_files = ctx.parser.wants_files();
+    let before = if wants_files {
+        conn.list_dir(&plan.run_dir)
+            .await
+            .map_err(|e| Failure::at("list", e))?
+    } else {
+        Vec::new()
+    };
+
+    j.intent(run_id, host, "run", &plan.checker_path)
+        .await
+        .map_err(Failure::journal)?;
+    let cmd = CommandSpec {
+        program: plan.checker_path.clone(),
+        args: plan.args.clone(),
+        cwd: plan.work_dir.clone(),
+        timeout: pb.timeout,
+        output_cap: OUTPUT_CAP,
+    };
+    let exec = conn.exec(&cmd).await.map_err(|e| Failure::at("run", e))?;
+    progress.ran = true;
+    progress.exit_code = exec.exit_code;
+    j.outcome(
+        run_id,
+        host,
+        "run",
+        !exec.timed_out,
+        &plan.checker_path,
+        &exec_summary(&exec),
+    );
+
+    // Collect this run's result files, newest first.
+    let mut fetched = Vec::new();
+    let mut problems = Vec::new();
+    if wants_files {
+        let after = conn
+            .list_dir(&plan.run_dir)
+            .await
+            .map_err(|e| Failure::at("list", e))?;
+        let mut candidates = new_entries(&before, &after, &pb.results.glob);
+        candidates.sort_by(|a, b| {
+            ctx.parser
+                .recency(&b.name, b.mtime)
+                .cmp(&ctx.parser.recency(&a.name, a.mtime))
+        });
+        for entry in candidates.into_iter().take(pb.results.max_files) {
+            let shown = sanitize::display(&entry.name, 120);
+            if entry.kind != EntryKind::File {
+                problems.push(format!("{shown} is not a regular file; not read"));
+                continue;
+            }
+            if entry.size > pb.results.max_file_size {
+                problems.push(format!(
+                    "{shown} is {} bytes, over the {}-byte cap; not fetched",
+                    entry.size, pb.results.max_file_size
+                ));
+                continue;
+            }
+            let remote = pb.checker.platform.join(&plan.run_dir, &entry.name);
+            match conn.read_file(&remote, pb.results.max_file_size).await {
+                Ok(bytes) => {
+                    let parsed = ctx.parser.parse_file(&entry.name, &bytes);
+                    let local = store_evidence(&ctx.evidence_dir, host, &entry.name, &bytes).await;
+                    let local_path = match &local {
+                        Ok(p) => Some(p.to_string_lossy().into_owned()),
+                        Err(e) => {
+                            problems.push(format!("cannot store evidence for {shown}: {e}"));
+                            None
+                        }
+                    };
+                    let id = j
+                        .add_report(NewReport {
+                            run_id,
+                            host: host.to_string(),
+                            remote_name: entry.name.clone(),
+                            remote_path: remote.clone(),
+                            local_path,
+                            sha256: hex::encode(Sha256::digest(&bytes)),
+                            raw: bytes,
+                            parsed: parsed.clone(),
+                        })
+                        .await
+                        .map_err(Failure::journal)?;
+                    progress.fetched.push(remote);
+                    fetched.push((
+                        id,
+                        FetchedReport {
+                            name: entry.name,
+                            parsed,
+                        },
+                    ));
+                }
+                Err(e) => problems.push(e.message),
+            }
+        }
+    }
+
+    let reports: Vec<FetchedReport> = fetched.iter().map(|(_, r)| r.clone()).collect();
+    let verdict = ctx.parser.verdict(&exec, &reports, &problems);
+    progress.primary_report = verdict
+        .primary
+        .and_then(|i| fetched.get(i))
+        .map(|(id, _)| *id);
+    Ok((verdict.class, verdict.reason))
+}
+
+/// Result files that are new or changed since `before` and match the glob.
+fn new_entries(before: &[RemoteEntry], after: &[RemoteEntry], glob: &str) -> Vec<RemoteEntry> {
+    let pattern = WildMatch::new(glob);
+    after
+        .iter()
+        .filter(|e| pattern.matches(&e.name))
+        .filter(|e| !before.iter().any(|b| b == *e))
+        .cloned()
+        .collect()
+}
+
+fn exec_summary(exec: &ExecOutcome) -> String {
+    let mut s = match (&exec.exit_signal, exec.exit_code) {
+        (Some(sig), _) => format!("signal {sig}"),
+        (None, Some(c)) => format!("exit {c}"),
+        (None, None) => "no exit status".into(),
+    };
+    if exec.timed_out {
+        s.push_str(", timed out, killed");
+    }
+    s
+}
+
+/// Removes what the playbook says to remove. Always runs once connected.
+async fn cleanup(
+    ctx: &SweepCtx,
+    plan: &HostPlan,
+    conn: &mut dyn Connection,
+    progress: &Progress,
+) -> Result<(), String> {
+    let pb = &ctx.playbook;
+    let (run_id, host) = (ctx.run_id, plan.host.name.as_str());
+    let j = &ctx.journal;
+    let mut targets: Vec<String> = Vec::new();
+    // A temp copy exists only if a push died half way; removing an absent
+    // file is a no-op, so it is always on the list once a push was tried.
+    if progress.pushed != Some(false) {
+        targets.push(plan.tmp_path.clone());
+    }
+    if pb.cleanup.checker {
+        targets.push(plan.checker_path.clone());
+    }
+    if pb.cleanup.results {
+        targets.extend(progress.fetched.iter().cloned());
+    }
+    let mut errors = Vec::new();
+    if !targets.is_empty() {
+        if let Err(e) = j.intent(run_id, host, "remove", &targets.join("\n")).await {
+            return Err(format!("journal: {e:#}"));
+        }
+        for t in &targets {
+            if let Err(e) = conn.remove_file(t).await {
+                errors.push(e.message);
+            }
+        }
+    }
+    if pb.cleanup.dirs {
+        for d in [&plan.run_dir, &plan.work_dir] {
+            let _ = conn.remove_dir_if_empty(d).await;
+        }
+    }
+    let ok = errors.is_empty();
+    j.outcome(
+        run_id,
+        host,
+        "remove",
+        ok,
+        &targets.join("\n"),
+        &errors.join("; "),
+    );
+    if ok {
+        Ok(())
+    } else {
+        Err(errors.join("; "))
+    }
+}
+
+/// Writes a fetched report under `evidence/<host>/<name>`, both names
+/// sanitized, never overwriting and never following a link.
+async fn store_evidence(
+    dir: &Path,
+    host: &str,
+    name: &str,
+    bytes: &[u8],
+) -> std::io::Result<PathBuf> {
+    let host_dir = dir.join(sanitize::file_name(host));
+    tokio::fs::create_dir_all(&host_dir).await?;
+    let base = sanitize::file_name(name);
+    for n in 0..1000 {
+        let candidate = if n == 0 {
+            host_dir.join(&base)
+        } else {
+            host_dir.join(format!("{n}-{base}"))
+        };
+        let mut opts = tokio::fs::OpenOptions::new();
+        opts.write(true).create_new(true);
+        #[cfg(unix)]
+        opts.mode(0o600);
+        match opts.open(&candidate).await {
+            Ok(mut f) => {
+                use tokio::io::AsyncWriteExt;
+                f.write_all(bytes).await?;
+                f.flush().await?;
+                return Ok(candidate);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(std::io::Error::other("too many files with the same name"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(name: &str, size: u64) -> RemoteEntry {
+        RemoteEntry {
+            name: name.into(),
+            kind: EntryKind::File,
+            size,
+            mtime: Some(1),
+        }
+    }
+
+    #[test]
+    fn only_new_or_changed_matching_files_are_candidates() {
+        let before = vec![entry("old_emocheck.txt", 10), entry("grow_emocheck.txt", 5)];
+        let after = vec![
+            entry("old_emocheck.txt", 10),
+            entry("grow_emocheck.txt", 6),
+            entry("new_emocheck.json", 3),
+            entry("notes.log", 3),
+        ];
+        let names: Vec<String> = new_entries(&before, &after, "*_emocheck.*")
+            .into_iter()
+            .map(|e| e.name)
+            .collect();
+        assert_eq!(names, vec!["grow_emocheck.txt", "new_emocheck.json"]);
+    }
+
+    #[tokio::test]
+    async fn evidence_never_escapes_or_overwrites() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = store_evidence(dir.path(), "../h", "../../x\n_emocheck.txt", b"1")
+            .await
+            .unwrap();
+        let b = store_evidence(dir.path(), "../h", "../../x\n_emocheck.txt", b"2")
+            .await
+            .unwrap();
+        assert!(a.starts_with(dir.path()) && b.starts_with(dir.path()));
+        assert_ne!(a, b);
+        assert_eq!(std::fs::read(&a).unwrap(), b"1");
+        assert_eq!(std::fs::read(&b).unwrap(), b"2");
+    }
+}

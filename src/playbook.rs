@@ -1,0 +1,444 @@
+//! Playbooks: what to push, how to run it, what to bring back, what to remove.
+//!
+//! A playbook is a small YAML file (see `playbooks/`). It is parsed strictly:
+//! an unknown key is an error with its line and column, because a misspelt
+//! `cleanup` key that is silently ignored leaves binaries on a whole fleet.
+//! Paths in it are relative to the playbook file, so a playbook and its
+//! checker can be moved together.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+use sha2::{Digest, Sha256};
+
+/// Where the checker runs: decides path syntax and command quoting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Platform {
+    Linux,
+    Windows,
+}
+
+impl Platform {
+    /// Joins a remote directory and a file name with the platform's separator.
+    pub fn join(self, dir: &str, name: &str) -> String {
+        let sep = match self {
+            Platform::Linux => '/',
+            Platform::Windows => '\\',
+        };
+        let trimmed = dir.trim_end_matches(['/', '\\']);
+        if trimmed.is_empty() && dir.starts_with('/') {
+            return format!("/{name}");
+        }
+        format!("{trimmed}{sep}{name}")
+    }
+}
+
+/// Which result parser reads the checker's output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ParserKind {
+    /// EmoCheck text/JSON reports in `run_dir`.
+    Emocheck,
+    /// No files: the exit code decides (see `detected_exit_codes`).
+    ExitCode,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Checker {
+    /// Local path of the checker binary, relative to the playbook file.
+    pub path: PathBuf,
+    /// Pinned SHA-256 (64 hex digits) of that binary.
+    pub sha256: String,
+    pub platform: Platform,
+    /// File name on the host; defaults to the local file name.
+    #[serde(default)]
+    pub remote_name: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Results {
+    /// File-name glob (`*`, `?`) of result files inside `run_dir`.
+    #[serde(default = "default_glob")]
+    pub glob: String,
+    pub parser: ParserKind,
+    /// Files larger than this are never fetched.
+    #[serde(default = "default_max_file_size", deserialize_with = "de_size")]
+    pub max_file_size: u64,
+    /// At most this many new result files are fetched per host.
+    #[serde(default = "default_max_files")]
+    pub max_files: usize,
+    /// For `exit_code`: codes meaning "detected" (others but 0 are failures).
+    #[serde(default = "default_detected_codes")]
+    pub detected_exit_codes: Vec<i64>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Cleanup {
+    /// Remove the checker binary after the run (the next sweep pushes again).
+    #[serde(default)]
+    pub checker: bool,
+    /// Remove this run's result files from the host after fetching them.
+    #[serde(default)]
+    pub results: bool,
+    /// Remove `run_dir` and `work_dir` when they are empty afterwards.
+    #[serde(default)]
+    pub dirs: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPlaybook {
+    name: String,
+    #[serde(default)]
+    description: Option<String>,
+    checker: Checker,
+    work_dir: String,
+    #[serde(default)]
+    run_dir: Option<String>,
+    #[serde(default)]
+    args: Vec<String>,
+    #[serde(deserialize_with = "de_duration")]
+    timeout: Duration,
+    results: Results,
+    #[serde(default)]
+    cleanup: Cleanup,
+}
+
+/// A loaded, validated playbook.
+#[derive(Debug, Clone)]
+pub struct Playbook {
+    pub source: PathBuf,
+    /// The file as read, stored with each run so a run can be explained later.
+    pub text: String,
+    pub name: String,
+    pub description: Option<String>,
+    pub checker: Checker,
+    /// Absolute (or cwd-relative) local path of the checker.
+    pub checker_local: PathBuf,
+    pub checker_remote_name: String,
+    /// Template of the remote directory holding the checker.
+    pub work_dir: String,
+    /// Template of the remote directory the checker writes results to.
+    pub run_dir: String,
+    pub args: Vec<String>,
+    pub timeout: Duration,
+    pub results: Results,
+    pub cleanup: Cleanup,
+}
+
+/// A playbook error, located when the YAML parser knows where.
+#[derive(Debug)]
+pub struct PlaybookError {
+    pub file: PathBuf,
+    pub line: Option<u64>,
+    pub col: Option<u64>,
+    pub message: String,
+}
+
+impl fmt::Display for PlaybookError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+            if let Some(col) = self.col {
+                write!(f, ":{col}")?;
+            }
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+impl std::error::Error for PlaybookError {}
+
+impl Playbook {
+    pub fn load(path: &Path) -> Result<Playbook, PlaybookError> {
+        let text = std::fs::read_to_string(path).map_err(|e| PlaybookError {
+            file: path.to_path_buf(),
+            line: None,
+            col: None,
+            message: format!("cannot read playbook: {e}"),
+        })?;
+        Playbook::parse(&text, path)
+    }
+
+    pub fn parse(text: &str, source: &Path) -> Result<Playbook, PlaybookError> {
+        let err = |message: String| PlaybookError {
+            file: source.to_path_buf(),
+            line: None,
+            col: None,
+            message,
+        };
+        let raw: RawPlaybook = serde_saphyr::from_str(text).map_err(|e| {
+            let loc = e.location();
+            PlaybookError {
+                file: source.to_path_buf(),
+                line: loc.map(|l| l.line()),
+                col: loc.map(|l| l.column()),
+                message: first_message_line(&e.to_string()),
+            }
+        })?;
+        let pin = raw.checker.sha256.trim().to_ascii_lowercase();
+        if pin.len() != 64 || !pin.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(err(format!(
+                "checker.sha256 must be the 64 hex digits of the checker's SHA-256 \
+                 (got {:?}); compute it with `pushscan pin {}`",
+                raw.checker.sha256,
+                raw.checker.path.display()
+            )));
+        }
+        let base = source.parent().unwrap_or_else(|| Path::new("."));
+        let checker_local = if raw.checker.path.is_absolute() {
+            raw.checker.path.clone()
+        } else {
+            base.join(&raw.checker.path)
+        };
+        let remote_name = match &raw.checker.remote_name {
+            Some(n) => n.clone(),
+            None => raw
+                .checker
+                .path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .ok_or_else(|| err("checker.path has no file name".into()))?,
+        };
+        if remote_name.is_empty()
+            || remote_name.contains(['/', '\\'])
+            || remote_name == "."
+            || remote_name == ".."
+        {
+            return Err(err(format!(
+                "checker.remote_name {remote_name:?} must be a plain file name"
+            )));
+        }
+        if raw.timeout.is_zero() {
+            return Err(err("timeout must be more than zero".into()));
+        }
+        if raw.results.max_files == 0 {
+            return Err(err("results.max_files must be at least 1".into()));
+        }
+        let mut checker = raw.checker;
+        checker.sha256 = pin;
+        let run_dir = raw
+            .run_dir
+            .unwrap_or_else(|| checker.platform.join("{{ work_dir }}", "results"));
+        Ok(Playbook {
+            source: source.to_path_buf(),
+            text: text.to_string(),
+            name: raw.name,
+            description: raw.description,
+            checker,
+            checker_local,
+            checker_remote_name: remote_name,
+            work_dir: raw.work_dir,
+            run_dir,
+            args: raw.args,
+            timeout: raw.timeout,
+            results: raw.results,
+            cleanup: raw.cleanup,
+        })
+    }
+
+    /// Hashes the local checker and compares it with the pin. Called before
+    /// any host is touched: a tampered or swapped binary stops the sweep.
+    pub fn verify_checker(&self) -> anyhow::Result<u64> {
+        let (digest, size) = sha256_file(&self.checker_local).map_err(|e| {
+            anyhow::anyhow!("cannot read checker {}: {e}", self.checker_local.display())
+        })?;
+        if digest != self.checker.sha256 {
+            anyhow::bail!(
+                "checker {} has SHA-256 {digest}, but the playbook {} pins {}: \
+                 refusing to push an unpinned binary",
+                self.checker_local.display(),
+                self.source.display(),
+                self.checker.sha256
+            );
+        }
+        Ok(size)
+    }
+}
+
+/// Streams a local file through SHA-256; returns (hex digest, size).
+pub fn sha256_file(path: &Path) -> std::io::Result<(String, u64)> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut size = 0u64;
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        size += n as u64;
+        hasher.update(&buf[..n]);
+    }
+    Ok((hex::encode(hasher.finalize()), size))
+}
+
+/// serde-saphyr's message carries a source excerpt; keep only its first line
+/// without the "line N column M" prefix (we print file:line:col ourselves).
+fn first_message_line(msg: &str) -> String {
+    let first = msg.lines().next().unwrap_or(msg).trim();
+    let first = first.strip_prefix("error: ").unwrap_or(first);
+    match first.find(": ") {
+        Some(i) if first.starts_with("line ") => first[i + 2..].to_string(),
+        _ => first.to_string(),
+    }
+}
+
+fn default_glob() -> String {
+    "*".to_string()
+}
+fn default_max_file_size() -> u64 {
+    4 * 1024 * 1024
+}
+fn default_max_files() -> usize {
+    16
+}
+fn default_detected_codes() -> Vec<i64> {
+    vec![1]
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum NumOrText {
+    Num(u64),
+    Text(String),
+}
+
+fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    match NumOrText::deserialize(d)? {
+        NumOrText::Num(n) => Ok(Duration::from_secs(n)),
+        NumOrText::Text(t) => parse_duration(&t).map_err(serde::de::Error::custom),
+    }
+}
+
+fn de_size<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    match NumOrText::deserialize(d)? {
+        NumOrText::Num(n) => Ok(n),
+        NumOrText::Text(t) => parse_size(&t).map_err(serde::de::Error::custom),
+    }
+}
+
+/// `90`, `90s`, `2m`, `1h30m`, `500ms`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    if let Ok(secs) = t.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    let mut total = Duration::ZERO;
+    let mut num = String::new();
+    let mut chars = t.chars().peekable();
+    let bad = || format!("invalid duration {text:?} (examples: 90s, 2m, 1h30m, 500ms)");
+    while let Some(c) = chars.next() {
+        if c.is_ascii_digit() {
+            num.push(c);
+            continue;
+        }
+        let n: u64 = num.parse().map_err(|_| bad())?;
+        num.clear();
+        let unit = match c {
+            'm' if chars.peek() == Some(&'s') => {
+                chars.next();
+                Duration::from_millis(n)
+            }
+            'h' => Duration::from_secs(n.saturating_mul(3600)),
+            'm' => Duration::from_secs(n.saturating_mul(60)),
+            's' => Duration::from_secs(n),
+            _ => return Err(bad()),
+        };
+        total = total.saturating_add(unit);
+    }
+    if !num.is_empty() || t.is_empty() {
+        return Err(bad());
+    }
+    Ok(total)
+}
+
+/// `1048576`, `512KiB`, `4MiB`, `1GiB` (also KB/MB/GB as powers of 1000).
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("invalid size {text:?} (examples: 4MiB, 512KiB, 1048576)"))?;
+    let mult: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" | "K" => 1 << 10,
+        "MiB" | "M" => 1 << 20,
+        "GiB" | "G" => 1 << 30,
+        "KB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        other => return Err(format!("invalid size unit {other:?} in {text:?}")),
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("size {text:?} is too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PIN: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+    fn yaml(extra: &str) -> String {
+        format!(
+            "name: t\nchecker:\n  path: bin/check.sh\n  sha256: {PIN}\n  platform: linux\n\
+             work_dir: /tmp/w\ntimeout: 30s\nresults:\n  parser: emocheck\n{extra}"
+        )
+    }
+
+    #[test]
+    fn parses_minimal_playbook_with_defaults() {
+        let pb = Playbook::parse(&yaml(""), Path::new("/pb/p.yml")).unwrap();
+        assert_eq!(pb.checker_local, PathBuf::from("/pb/bin/check.sh"));
+        assert_eq!(pb.checker_remote_name, "check.sh");
+        assert_eq!(pb.run_dir, "{{ work_dir }}/results");
+        assert_eq!(pb.timeout, Duration::from_secs(30));
+        assert_eq!(pb.results.max_file_size, 4 * 1024 * 1024);
+        assert!(!pb.cleanup.checker && !pb.cleanup.results && !pb.cleanup.dirs);
+    }
+
+    #[test]
+    fn unknown_key_is_located() {
+        let e =
+            Playbook::parse(&yaml("cleanpu:\n  checker: true\n"), Path::new("p.yml")).unwrap_err();
+        let s = e.to_string();
+        assert!(s.starts_with("p.yml:11:1: "), "{s}");
+        assert!(s.contains("cleanpu"), "{s}");
+    }
+
+    #[test]
+    fn bad_pin_is_refused() {
+        let text = yaml("").replace(PIN, "abc");
+        let e = Playbook::parse(&text, Path::new("p.yml")).unwrap_err();
+        assert!(e.to_string().contains("64 hex digits"), "{e}");
+    }
+
+    #[test]
+    fn durations_and_sizes() {
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("45"), Ok(Duration::from_secs(45)));
+        assert!(parse_duration("5x").is_err());
+        assert!(parse_duration("").is_err());
+        assert_eq!(parse_size("4MiB"), Ok(4 << 20));
+        assert_eq!(parse_size("10"), Ok(10));
+        assert!(parse_size("3 parsecs").is_err());
+    }
+
+    #[test]
+    fn join_uses_platform_separator() {
+        assert_eq!(Platform::Linux.join("/tmp/a/", "b"), "/tmp/a/b");
+        assert_eq!(Platform::Windows.join("C:\\W\\", "b"), "C:\\W\\b");
+        assert_eq!(Platform::Linux.join("/", "b"), "/b");
+    }
+}

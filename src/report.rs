@@ -1,0 +1,276 @@
+//! The consolidated report of a run, built from the journal only.
+//!
+//! One data shape ([`RunReport`]) feeds every output: the terminal summary,
+//! JSON (stable schema, for SIEMs and scripts) and CSV (one row per host).
+//! Every endpoint-supplied string is escaped on the terminal; JSON and CSV
+//! carry it verbatim but properly encoded.
+
+use std::fmt::Write as _;
+
+use anyhow::Result;
+use serde::Serialize;
+
+use crate::journal::{HostRecord, Reader, RunInfo};
+use crate::model::{HostClass, Process};
+use crate::sanitize::display;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    pub run: RunSection,
+    pub hosts: Vec<HostEntry>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RunSection {
+    #[serde(flatten)]
+    pub info: RunInfo,
+    pub counts: std::collections::BTreeMap<String, usize>,
+}
+
+/// One host's line of the report (the JSON schema of `report --format json`).
+#[derive(Debug, Clone, Serialize)]
+pub struct HostEntry {
+    pub host: String,
+    pub address: Option<String>,
+    pub transport: Option<String>,
+    pub groups: Vec<String>,
+    /// `pending`/`running` only for a run that is still going or crashed.
+    pub status: String,
+    pub reason: Option<String>,
+    pub scan_time: Option<String>,
+    pub report_file: Option<String>,
+    pub report_sha256: Option<String>,
+    pub evidence_path: Option<String>,
+    pub checker_version: Option<String>,
+    pub pushed: Option<bool>,
+    pub exit_code: Option<i64>,
+    pub duration_ms: Option<i64>,
+    pub processes: Vec<Process>,
+}
+
+impl HostEntry {
+    fn from_record(r: HostRecord) -> HostEntry {
+        let status = match r.class {
+            Some(c) => c.as_str().to_string(),
+            None => "unfinished".to_string(),
+        };
+        let report = r.report;
+        HostEntry {
+            host: r.host,
+            address: r.address,
+            transport: r.transport,
+            groups: r.groups,
+            status,
+            reason: r.reason,
+            scan_time: report.as_ref().and_then(|x| x.scan_time.clone()),
+            report_file: report.as_ref().map(|x| x.remote_name.clone()),
+            report_sha256: report.as_ref().map(|x| x.sha256.clone()),
+            evidence_path: report.as_ref().and_then(|x| x.local_path.clone()),
+            checker_version: report.as_ref().and_then(|x| x.checker_version.clone()),
+            pushed: r.pushed,
+            exit_code: r.exit_code,
+            duration_ms: r.duration_ms,
+            processes: report.map(|x| x.processes).unwrap_or_default(),
+        }
+    }
+}
+
+/// Loads run `id` (default: the latest) from the journal.
+pub fn load(reader: &Reader, id: Option<i64>) -> Result<RunReport> {
+    let info = reader.run(id)?;
+    let hosts: Vec<HostEntry> = reader
+        .hosts(info.id)?
+        .into_iter()
+        .map(HostEntry::from_record)
+        .collect();
+    let mut counts = std::collections::BTreeMap::new();
+    for h in &hosts {
+        *counts.entry(h.status.clone()).or_insert(0) += 1;
+    }
+    Ok(RunReport {
+        run: RunSection { info, counts },
+        hosts,
+    })
+}
+
+pub fn to_json(r: &RunReport) -> Result<String> {
+    Ok(serde_json::to_string_pretty(r)? + "\n")
+}
+
+/// One row per host. Several processes of one host are joined with ` | `.
+pub fn to_csv(r: &RunReport) -> Result<String> {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    w.write_record([
+        "run_id",
+        "host",
+        "address",
+        "groups",
+        "status",
+        "reason",
+        "scan_time",
+        "report_file",
+        "checker_version",
+        "process_names",
+        "pids",
+        "image_paths",
+        "registry_keys",
+        "report_sha256",
+    ])?;
+    for h in &r.hosts {
+        let join = |f: &dyn Fn(&Process) -> String| {
+            h.processes.iter().map(f).collect::<Vec<_>>().join(" | ")
+        };
+        w.write_record([
+            r.run.info.id.to_string(),
+            csv_safe(&h.host),
+            csv_safe(h.address.as_deref().unwrap_or("")),
+            csv_safe(&h.groups.join(";")),
+            h.status.clone(),
+            csv_safe(h.reason.as_deref().unwrap_or("")),
+            csv_safe(h.scan_time.as_deref().unwrap_or("")),
+            csv_safe(h.report_file.as_deref().unwrap_or("")),
+            csv_safe(h.checker_version.as_deref().unwrap_or("")),
+            csv_safe(&join(&|p| p.name.clone())),
+            join(&|p| p.pid.map(|x| x.to_string()).unwrap_or_default()),
+            csv_safe(&join(&|p| p.image_path.clone())),
+            csv_safe(&join(&|p| p.registry_key.clone().unwrap_or_default())),
+            h.report_sha256.clone().unwrap_or_default(),
+        ])?;
+    }
+    let bytes = w.into_inner().map_err(|e| anyhow::anyhow!("csv: {e}"))?;
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// Spreadsheet formula injection: a cell a host controls must not start
+/// with a formula character when opened in Excel.
+fn csv_safe(s: &str) -> String {
+    if s.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{s}")
+    } else {
+        s.to_string()
+    }
+}
+
+/// The terminal summary: counts, then detections in full, then hosts with
+/// no result, then failures. Clean hosts are only counted.
+pub fn to_table(r: &RunReport) -> String {
+    let mut out = String::new();
+    let i = &r.run.info;
+    let _ = writeln!(
+        out,
+        "Run {} — {} — playbook {} — {} host(s) — {}",
+        i.id,
+        i.started_at,
+        display(i.playbook_name.as_deref().unwrap_or("?"), 80),
+        r.hosts.len(),
+        i.status
+    );
+    if let Some(sha) = &i.checker_sha256 {
+        let _ = writeln!(out, "Checker SHA-256 {sha}");
+    }
+    let _ = writeln!(out);
+    let mut order: Vec<(String, usize)> =
+        r.run.counts.iter().map(|(k, v)| (k.clone(), *v)).collect();
+    order.sort_by_key(|(k, _)| {
+        HostClass::parse(k)
+            .map(|c| c as usize)
+            .unwrap_or(usize::MAX)
+    });
+    for (class, n) in &order {
+        let _ = writeln!(out, "  {class:<18} {n:>6}");
+    }
+
+    let detected: Vec<&HostEntry> = r.hosts.iter().filter(|h| h.status == "detected").collect();
+    if !detected.is_empty() {
+        let _ = writeln!(out, "\nDETECTED ({})", detected.len());
+        for h in detected {
+            let _ = writeln!(
+                out,
+                "  {}  [{}]  scan time {}  report {}",
+                display(&h.host, 80),
+                display(&h.groups.join(","), 80),
+                display(h.scan_time.as_deref().unwrap_or("?"), 40),
+                display(h.report_file.as_deref().unwrap_or("?"), 120),
+            );
+            for p in &h.processes {
+                let _ = writeln!(
+                    out,
+                    "      process {}  PID {}\n      image   {}\n      run key {}",
+                    display(&p.name, 120),
+                    p.pid.map(|x| x.to_string()).unwrap_or_else(|| "?".into()),
+                    display(&p.image_path, 300),
+                    display(p.registry_key.as_deref().unwrap_or("-"), 300),
+                );
+            }
+            if h.processes.is_empty() {
+                let _ = writeln!(
+                    out,
+                    "      {}",
+                    display(h.reason.as_deref().unwrap_or(""), 300)
+                );
+            }
+        }
+    }
+    let no_result: Vec<&HostEntry> = r.hosts.iter().filter(|h| h.status == "no_result").collect();
+    if !no_result.is_empty() {
+        let _ = writeln!(out, "\nNO RESULT FOUND ({})", no_result.len());
+        for h in no_result {
+            let _ = writeln!(
+                out,
+                "  {}  {}",
+                display(&h.host, 80),
+                display(h.reason.as_deref().unwrap_or(""), 300)
+            );
+        }
+    }
+    let failed: Vec<&HostEntry> = r
+        .hosts
+        .iter()
+        .filter(|h| !matches!(h.status.as_str(), "detected" | "no_result" | "not_detected"))
+        .collect();
+    if !failed.is_empty() {
+        let _ = writeln!(out, "\nNOT CHECKED ({})", failed.len());
+        for h in failed {
+            let _ = writeln!(
+                out,
+                "  {}  {}  {}",
+                display(&h.host, 80),
+                h.status,
+                display(h.reason.as_deref().unwrap_or(""), 300)
+            );
+        }
+    }
+    out
+}
+
+/// `pushscan runs`: one line per run, newest first.
+pub fn runs_table(runs: &[RunInfo]) -> String {
+    let mut out =
+        String::from("ID  STARTED                   STATUS       HOSTS  EXIT  PLAYBOOK\n");
+    for r in runs {
+        let _ = writeln!(
+            out,
+            "{:<3} {:<25} {:<12} {:>5}  {:>4}  {}",
+            r.id,
+            r.started_at,
+            r.status,
+            r.hosts_targeted.unwrap_or(0),
+            r.exit_code
+                .map(|c| c.to_string())
+                .unwrap_or_else(|| "-".into()),
+            display(r.playbook_name.as_deref().unwrap_or("?"), 60)
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_cells_cannot_become_formulas() {
+        assert_eq!(csv_safe("=HYPERLINK(\"x\")"), "'=HYPERLINK(\"x\")");
+        assert_eq!(csv_safe("PC-1"), "PC-1");
+    }
+}

@@ -1,0 +1,266 @@
+//! The `local` transport: the same pipeline on the controller itself.
+//!
+//! Used for first runs (the README's demo sweep), for tests, and to scan the
+//! jump host. It follows the same rules as a remote host: no symlink is
+//! followed when reading results, reads are capped, and a timed-out checker
+//! is killed with its whole process group.
+
+use std::path::Path;
+use std::process::Stdio;
+
+use async_trait::async_trait;
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+use super::{
+    push_capped, CommandSpec, Connection, EntryKind, ExecOutcome, RemoteEntry, TResult,
+    TransportError,
+};
+use crate::playbook::sha256_file;
+
+/// A "connection" to the local machine.
+#[derive(Debug, Default)]
+pub struct LocalConnection;
+
+fn io_err(what: &str, path: &str, e: std::io::Error) -> TransportError {
+    TransportError::error(format!("{what} {path}: {e}"))
+}
+
+async fn drain<R: AsyncRead + Unpin>(mut r: R, cap: usize) -> (Vec<u8>, u64) {
+    let mut buf = Vec::new();
+    let mut dropped = 0;
+    let mut chunk = vec![0u8; 16 * 1024];
+    loop {
+        match r.read(&mut chunk).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => push_capped(&mut buf, &chunk[..n], cap, &mut dropped),
+        }
+    }
+    (buf, dropped)
+}
+
+#[cfg(unix)]
+fn kill_group(pid: u32) {
+    // SAFETY: kill(2) with a negative pid signals a process group; it has no
+    // memory-safety preconditions.
+    unsafe {
+        libc::kill(-(pid as i32), libc::SIGKILL);
+    }
+}
+
+#[async_trait]
+impl Connection for LocalConnection {
+    async fn mkdirs(&mut self, dirs: &[String]) -> TResult<()> {
+        for d in dirs {
+            tokio::fs::create_dir_all(d)
+                .await
+                .map_err(|e| io_err("cannot create", d, e))?;
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                let _ = tokio::fs::set_permissions(d, std::fs::Permissions::from_mode(0o700)).await;
+            }
+        }
+        Ok(())
+    }
+
+    async fn sha256(&mut self, path: &str) -> TResult<Option<String>> {
+        match tokio::fs::symlink_metadata(path).await {
+            Ok(m) if m.file_type().is_file() => {}
+            _ => return Ok(None),
+        }
+        let p = path.to_string();
+        let res = tokio::task::spawn_blocking(move || sha256_file(Path::new(&p)))
+            .await
+            .map_err(|e| TransportError::error(format!("hash task failed: {e}")))?;
+        res.map(|(h, _)| Some(h))
+            .map_err(|e| io_err("cannot hash", path, e))
+    }
+
+    async fn install(&mut self, local: &Path, tmp: &str, dest: &str, sha256: &str) -> TResult<()> {
+        tokio::fs::copy(local, tmp)
+            .await
+            .map_err(|e| io_err("cannot copy checker to", tmp, e))?;
+        match self.sha256(tmp).await? {
+            Some(h) if h == sha256 => {}
+            other => {
+                let _ = tokio::fs::remove_file(tmp).await;
+                return Err(TransportError::error(format!(
+                    "copy at {tmp} has hash {other:?}, expected {sha256}; removed"
+                )));
+            }
+        }
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            tokio::fs::set_permissions(tmp, std::fs::Permissions::from_mode(0o700))
+                .await
+                .map_err(|e| io_err("cannot chmod", tmp, e))?;
+        }
+        tokio::fs::rename(tmp, dest)
+            .await
+            .map_err(|e| io_err("cannot rename to", dest, e))
+    }
+
+    async fn exec(&mut self, cmd: &CommandSpec) -> TResult<ExecOutcome> {
+        let mut command = tokio::process::Command::new(&cmd.program);
+        command
+            .args(&cmd.args)
+            .current_dir(&cmd.cwd)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        #[cfg(unix)]
+        command.process_group(0);
+        let mut child = command.spawn().map_err(|e| {
+            TransportError::new(
+                crate::model::HostClass::CheckerFailed,
+                format!("cannot start {}: {e}", cmd.program),
+            )
+        })?;
+        let pid = child.id();
+        let stdout = child.stdout.take();
+        let stderr = child.stderr.take();
+        let cap = cmd.output_cap;
+        let out_task = tokio::spawn(async move {
+            match stdout {
+                Some(s) => drain(s, cap).await,
+                None => (Vec::new(), 0),
+            }
+        });
+        let err_task = tokio::spawn(async move {
+            match stderr {
+                Some(s) => drain(s, cap).await,
+                None => (Vec::new(), 0),
+            }
+        });
+        let mut out = ExecOutcome::default();
+        match tokio::time::timeout(cmd.timeout, child.wait()).await {
+            Ok(Ok(status)) => {
+                out.exit_code = status.code().map(i64::from);
+                #[cfg(unix)]
+                {
+                    use std::os::unix::process::ExitStatusExt;
+                    out.exit_signal = status.signal().map(|s| format!("signal {s}"));
+                }
+            }
+            Ok(Err(e)) => return Err(TransportError::error(format!("wait failed: {e}"))),
+            Err(_) => {
+                out.timed_out = true;
+                #[cfg(unix)]
+                if let Some(p) = pid {
+                    kill_group(p);
+                }
+                #[cfg(not(unix))]
+                let _ = pid;
+                let _ = child.kill().await;
+            }
+        }
+        // Grandchildren may hold the pipes open; do not wait on them forever.
+        let grace = std::time::Duration::from_secs(2);
+        if let Ok(Ok((b, d))) = tokio::time::timeout(grace, out_task).await {
+            out.stdout = b;
+            out.truncated_bytes += d;
+        }
+        if let Ok(Ok((b, d))) = tokio::time::timeout(grace, err_task).await {
+            out.stderr = b;
+            out.truncated_bytes += d;
+        }
+        Ok(out)
+    }
+
+    async fn list_dir(&mut self, dir: &str) -> TResult<Vec<RemoteEntry>> {
+        let mut rd = match tokio::fs::read_dir(dir).await {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io_err("cannot list", dir, e)),
+        };
+        let mut out = Vec::new();
+        while let Some(entry) = rd
+            .next_entry()
+            .await
+            .map_err(|e| io_err("cannot list", dir, e))?
+        {
+            // DirEntry::metadata does not follow symlinks.
+            let Ok(meta) = entry.metadata().await else {
+                continue;
+            };
+            let ft = meta.file_type();
+            let kind = if ft.is_symlink() {
+                EntryKind::Symlink
+            } else if ft.is_file() {
+                EntryKind::File
+            } else if ft.is_dir() {
+                EntryKind::Dir
+            } else {
+                EntryKind::Other
+            };
+            let mtime = meta
+                .modified()
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map(|d| d.as_secs());
+            out.push(RemoteEntry {
+                name: entry.file_name().to_string_lossy().into_owned(),
+                kind,
+                size: meta.len(),
+                mtime,
+            });
+        }
+        Ok(out)
+    }
+
+    async fn read_file(&mut self, path: &str, cap: u64) -> TResult<Vec<u8>> {
+        let meta = tokio::fs::symlink_metadata(path)
+            .await
+            .map_err(|e| io_err("cannot stat", path, e))?;
+        if !meta.file_type().is_file() {
+            return Err(TransportError::error(format!(
+                "{path} is not a regular file (symlink or special); not read"
+            )));
+        }
+        if meta.len() > cap {
+            return Err(TransportError::error(format!(
+                "{path} is {} bytes, over the {cap}-byte cap; not fetched",
+                meta.len()
+            )));
+        }
+        let mut opts = tokio::fs::OpenOptions::new();
+        opts.read(true);
+        #[cfg(unix)]
+        opts.custom_flags(libc::O_NOFOLLOW);
+        let file = opts
+            .open(path)
+            .await
+            .map_err(|e| io_err("cannot open", path, e))?;
+        let mut buf = Vec::new();
+        file.take(cap + 1)
+            .read_to_end(&mut buf)
+            .await
+            .map_err(|e| io_err("cannot read", path, e))?;
+        if buf.len() as u64 > cap {
+            return Err(TransportError::error(format!(
+                "{path} grew past the {cap}-byte cap while being read; discarded"
+            )));
+        }
+        Ok(buf)
+    }
+
+    async fn remove_file(&mut self, path: &str) -> TResult<()> {
+        match tokio::fs::remove_file(path).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io_err("cannot remove", path, e)),
+        }
+    }
+
+    async fn remove_dir_if_empty(&mut self, path: &str) -> TResult<bool> {
+        match tokio::fs::remove_dir(path).await {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(true),
+            Err(_) => Ok(false),
+        }
+    }
+
+    async fn close(&mut self) {}
+}

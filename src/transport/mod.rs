@@ -1,0 +1,245 @@
+//! Transports: how pushscan reaches a host.
+//!
+//! The per-host pipeline only speaks to the [`Connection`] trait, so a new
+//! way of reaching hosts (WinRM + SMB, PSRP, ...) is a new module here, not an
+//! edit of the pipeline. One `Connection` is opened per host and reused for
+//! every step, which is where most of pushscan's speed comes from.
+//!
+//! Everything a connection returns (names, sizes, output) comes from a host
+//! that may be compromised: implementations bound every read, and callers
+//! treat the results as untrusted text.
+
+pub mod local;
+pub mod ssh;
+
+use std::path::Path;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::model::HostClass;
+
+/// A transport failure, already sorted into the class the host will end in.
+#[derive(Debug, Clone)]
+pub struct TransportError {
+    pub class: HostClass,
+    pub message: String,
+}
+
+impl TransportError {
+    pub fn new(class: HostClass, message: impl Into<String>) -> TransportError {
+        TransportError {
+            class,
+            message: message.into(),
+        }
+    }
+    pub fn error(message: impl Into<String>) -> TransportError {
+        TransportError::new(HostClass::Error, message)
+    }
+}
+
+impl std::fmt::Display for TransportError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for TransportError {}
+
+pub type TResult<T> = Result<T, TransportError>;
+
+/// What kind of directory entry a remote name is. Symlinks are reported as
+/// such (never followed), so callers can refuse them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryKind {
+    File,
+    Dir,
+    Symlink,
+    Other,
+}
+
+/// One entry of a remote directory listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteEntry {
+    /// The name exactly as the host sent it: untrusted.
+    pub name: String,
+    pub kind: EntryKind,
+    pub size: u64,
+    /// Modification time, seconds since the epoch, when the host gives one.
+    pub mtime: Option<u64>,
+}
+
+/// A command to run: a program and its arguments, quoted by the transport
+/// for the remote shell. Never a string pasted together by the caller.
+#[derive(Debug, Clone)]
+pub struct CommandSpec {
+    pub program: String,
+    pub args: Vec<String>,
+    pub cwd: String,
+    pub timeout: Duration,
+    /// At most this many bytes of stdout and of stderr are kept.
+    pub output_cap: usize,
+}
+
+/// How a command ended.
+#[derive(Debug, Clone, Default)]
+pub struct ExecOutcome {
+    /// Exit code, when the process exited normally.
+    pub exit_code: Option<i64>,
+    /// Signal name, when the process was killed by one.
+    pub exit_signal: Option<String>,
+    /// The command ran past its timeout and was killed.
+    pub timed_out: bool,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    /// Bytes dropped beyond `output_cap` (stdout + stderr).
+    pub truncated_bytes: u64,
+}
+
+impl ExecOutcome {
+    /// A crash rather than an exit: killed by a signal, a shell's 128+N, or a
+    /// Windows NTSTATUS error code (0xC0000000 and up).
+    pub fn crashed(&self) -> bool {
+        self.exit_signal.is_some()
+            || matches!(self.exit_code, Some(c) if (128..256).contains(&c) || !(0..0xC000_0000).contains(&c))
+    }
+}
+
+/// What `install` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PushOutcome {
+    /// The file on the host already had the pinned hash.
+    AlreadyPresent,
+    Pushed,
+}
+
+/// An open connection to one host. Every step of the pipeline goes through
+/// one of these; it is closed once at the end.
+#[async_trait]
+pub trait Connection: Send {
+    /// Creates directories (and parents) if missing.
+    async fn mkdirs(&mut self, dirs: &[String]) -> TResult<()>;
+
+    /// Creates the directories and returns the checker's current SHA-256, in
+    /// one round trip where the transport can (this runs on every host of
+    /// every sweep, so it is worth a specialised implementation).
+    async fn prepare(&mut self, dirs: &[String], checker: &str) -> TResult<Option<String>> {
+        self.mkdirs(dirs).await?;
+        self.sha256(checker).await
+    }
+
+    /// SHA-256 (lower-case hex) of a remote regular file; `None` if absent.
+    async fn sha256(&mut self, path: &str) -> TResult<Option<String>>;
+
+    /// Copies `local` to `tmp` on the host, checks the copy's SHA-256 against
+    /// `sha256`, makes it executable and renames it to `dest`. On a hash
+    /// mismatch `tmp` is removed and an error returned: `dest` is never a
+    /// partial or wrong file.
+    async fn install(&mut self, local: &Path, tmp: &str, dest: &str, sha256: &str) -> TResult<()>;
+
+    /// Runs a command with a timeout; on timeout the remote process tree is
+    /// killed and `timed_out` set.
+    async fn exec(&mut self, cmd: &CommandSpec) -> TResult<ExecOutcome>;
+
+    /// Lists a directory without following symlinks. A missing directory
+    /// lists as empty.
+    async fn list_dir(&mut self, dir: &str) -> TResult<Vec<RemoteEntry>>;
+
+    /// Reads a regular file of at most `cap` bytes. Refuses symlinks and
+    /// larger files without transferring their content.
+    async fn read_file(&mut self, path: &str, cap: u64) -> TResult<Vec<u8>>;
+
+    /// Removes a file; absent is success.
+    async fn remove_file(&mut self, path: &str) -> TResult<()>;
+
+    /// Removes a directory if it is empty; returns whether it is gone.
+    async fn remove_dir_if_empty(&mut self, path: &str) -> TResult<bool>;
+
+    /// Closes the connection politely.
+    async fn close(&mut self);
+}
+
+/// Credentials and trust settings shared by every connection of a sweep.
+/// Secrets live here only in memory: never on a command line, never logged.
+#[derive(Clone, Default)]
+pub struct Credentials {
+    pub ssh_password: Option<String>,
+    pub known_hosts: Option<std::path::PathBuf>,
+    pub accept_new_host_keys: bool,
+    pub default_key_files: Vec<std::path::PathBuf>,
+    pub use_agent: bool,
+    pub connect_timeout: Duration,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field(
+                "ssh_password",
+                &self.ssh_password.as_ref().map(|_| "<redacted>"),
+            )
+            .field("known_hosts", &self.known_hosts)
+            .field("accept_new_host_keys", &self.accept_new_host_keys)
+            .field("default_key_files", &self.default_key_files)
+            .field("use_agent", &self.use_agent)
+            .finish()
+    }
+}
+
+/// Keeps at most `cap` bytes in `buf`, counting what is dropped.
+pub(crate) fn push_capped(buf: &mut Vec<u8>, data: &[u8], cap: usize, dropped: &mut u64) {
+    let room = cap.saturating_sub(buf.len());
+    let take = room.min(data.len());
+    buf.extend_from_slice(&data[..take]);
+    *dropped += (data.len() - take) as u64;
+}
+
+/// POSIX shell single-quoting: safe for any byte string but NUL.
+pub fn sh_quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('\'');
+    for c in s.chars() {
+        if c == '\'' {
+            out.push_str("'\\''");
+        } else {
+            out.push(c);
+        }
+    }
+    out.push('\'');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoting_survives_hostile_text() {
+        assert_eq!(sh_quote("a b"), "'a b'");
+        assert_eq!(sh_quote("it's"), "'it'\\''s'");
+        assert_eq!(sh_quote("$(rm -rf /)"), "'$(rm -rf /)'");
+    }
+
+    #[test]
+    fn capped_push_counts_drops() {
+        let mut b = Vec::new();
+        let mut d = 0;
+        push_capped(&mut b, b"hello", 3, &mut d);
+        push_capped(&mut b, b"xy", 3, &mut d);
+        assert_eq!(b, b"hel");
+        assert_eq!(d, 4);
+    }
+
+    #[test]
+    fn crash_detection() {
+        let mut o = ExecOutcome {
+            exit_code: Some(139),
+            ..Default::default()
+        };
+        assert!(o.crashed());
+        o.exit_code = Some(1);
+        assert!(!o.crashed());
+        o.exit_code = Some(0xC000_0005);
+        assert!(o.crashed());
+    }
+}

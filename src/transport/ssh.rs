@@ -1,0 +1,729 @@
+//! The `ssh` transport: russh for the session, russh-sftp for listing and
+//! fetching, exec channels for everything that must run on the host.
+//!
+//! One TCP connection per host carries every step: the prepare/hash exec,
+//! the streamed push (`cat > tmp` on an exec channel, verified and renamed
+//! in the same remote command, so a push costs one round trip), the checker
+//! run, and one SFTP session for listing, reading and removing files.
+//!
+//! Host keys are checked against a known_hosts file before authentication:
+//! an unknown key fails the host unless `--accept-new-host-keys`, a changed
+//! key always fails. Secrets (password, key material) stay in memory.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use russh::client::{self, AuthResult, Handle};
+use russh::keys::{HashAlg, PrivateKey, PrivateKeyWithHashAlg, PublicKey};
+use russh::{ChannelMsg, Disconnect};
+use russh_sftp::client::SftpSession;
+use russh_sftp::protocol::{FileType, StatusCode};
+use tokio::io::AsyncReadExt;
+
+use super::{
+    push_capped, sh_quote, CommandSpec, Connection, Credentials, EntryKind, ExecOutcome,
+    RemoteEntry, TResult, TransportError,
+};
+use crate::model::HostClass;
+
+/// Most entries we accept from one remote directory listing.
+const MAX_LIST_ENTRIES: usize = 10_000;
+/// Marker the run wrapper prints on stderr so we can kill the process group.
+const PID_MARKER: &str = "PUSHSCAN_PID=";
+
+/// Where to connect and as whom.
+#[derive(Debug, Clone)]
+pub struct SshTarget {
+    pub address: String,
+    pub port: u16,
+    pub user: String,
+    pub key_file: Option<PathBuf>,
+}
+
+/// Shared by every SSH connection of a sweep: client config, credentials and
+/// a cache of decoded private keys (decoding a key per host would cost CPU
+/// for nothing at fleet size).
+pub struct SshConnector {
+    config: Arc<client::Config>,
+    creds: Credentials,
+    keys: Mutex<HashMap<PathBuf, Arc<PrivateKey>>>,
+    /// Serializes appends to known_hosts under `--accept-new-host-keys`.
+    learn_lock: Arc<Mutex<()>>,
+}
+
+impl SshConnector {
+    pub fn new(creds: Credentials) -> SshConnector {
+        let config = client::Config {
+            nodelay: true,
+            inactivity_timeout: Some(Duration::from_secs(600)),
+            keepalive_interval: Some(Duration::from_secs(30)),
+            ..Default::default()
+        };
+        SshConnector {
+            config: Arc::new(config),
+            creds,
+            keys: Mutex::new(HashMap::new()),
+            learn_lock: Arc::new(Mutex::new(())),
+        }
+    }
+
+    fn known_hosts_path(&self) -> Option<PathBuf> {
+        self.creds
+            .known_hosts
+            .clone()
+            .or_else(|| dirs::home_dir().map(|h| h.join(".ssh").join("known_hosts")))
+    }
+
+    fn load_key(&self, path: &Path) -> Result<Arc<PrivateKey>, String> {
+        if let Ok(cache) = self.keys.lock() {
+            if let Some(k) = cache.get(path) {
+                return Ok(k.clone());
+            }
+        }
+        let key = russh::keys::load_secret_key(path, None)
+            .map_err(|e| format!("cannot load key {}: {e}", path.display()))?;
+        let key = Arc::new(key);
+        if let Ok(mut cache) = self.keys.lock() {
+            cache.insert(path.to_path_buf(), key.clone());
+        }
+        Ok(key)
+    }
+
+    /// Connects, verifies the host key, authenticates.
+    pub async fn connect(&self, target: &SshTarget) -> TResult<SshConnection> {
+        let verdict = Arc::new(Mutex::new(KeyVerdict::NotSeen));
+        let handler = Checker {
+            host: target.address.clone(),
+            port: target.port,
+            known_hosts: self.known_hosts_path(),
+            accept_new: self.creds.accept_new_host_keys,
+            verdict: verdict.clone(),
+            learn_lock: self.learn_lock.clone(),
+        };
+        let addr = (target.address.as_str(), target.port);
+        let connect = client::connect(self.config.clone(), addr, handler);
+        let timeout = if self.creds.connect_timeout.is_zero() {
+            Duration::from_secs(10)
+        } else {
+            self.creds.connect_timeout
+        };
+        let mut handle = match tokio::time::timeout(timeout, connect).await {
+            Err(_) => {
+                return Err(TransportError::new(
+                    HostClass::Unreachable,
+                    format!("no SSH answer within {}s", timeout.as_secs()),
+                ))
+            }
+            Ok(Err(e)) => {
+                let v = verdict
+                    .lock()
+                    .map(|v| v.clone())
+                    .unwrap_or(KeyVerdict::NotSeen);
+                return Err(match v {
+                    KeyVerdict::Unknown(fp) => TransportError::new(
+                        HostClass::HostKeyRejected,
+                        format!(
+                            "host key {fp} is not in known_hosts; verify it and add it, \
+                             or run with --accept-new-host-keys"
+                        ),
+                    ),
+                    KeyVerdict::Changed(fp, line) => TransportError::new(
+                        HostClass::HostKeyRejected,
+                        format!(
+                            "HOST KEY CHANGED: host presents {fp}, known_hosts line {line} \
+                             says otherwise (possible man-in-the-middle)"
+                        ),
+                    ),
+                    KeyVerdict::Error(msg) => TransportError::new(
+                        HostClass::HostKeyRejected,
+                        format!("cannot check host key: {msg}"),
+                    ),
+                    KeyVerdict::NotSeen | KeyVerdict::Accepted => {
+                        TransportError::new(HostClass::Unreachable, connect_error(&e))
+                    }
+                });
+            }
+            Ok(Ok(h)) => h,
+        };
+        self.authenticate(&mut handle, target).await?;
+        Ok(SshConnection { handle, sftp: None })
+    }
+
+    async fn authenticate(&self, handle: &mut Handle<Checker>, t: &SshTarget) -> TResult<()> {
+        let mut tried = Vec::new();
+        let key_files: Vec<PathBuf> = match &t.key_file {
+            Some(k) => vec![k.clone()],
+            None => self
+                .creds
+                .default_key_files
+                .iter()
+                .filter(|p| p.exists())
+                .cloned()
+                .collect(),
+        };
+        let auth_err = |e: russh::Error| {
+            TransportError::new(
+                HostClass::Unreachable,
+                format!("connection lost during authentication: {e}"),
+            )
+        };
+        for path in &key_files {
+            let key = match self.load_key(path) {
+                Ok(k) => k,
+                Err(msg) if t.key_file.is_some() => {
+                    return Err(TransportError::new(HostClass::AuthFailed, msg))
+                }
+                Err(_) => continue,
+            };
+            let hash = if key.algorithm().is_rsa() {
+                handle
+                    .best_supported_rsa_hash()
+                    .await
+                    .map_err(auth_err)?
+                    .flatten()
+                    .or(Some(HashAlg::Sha256))
+            } else {
+                None
+            };
+            let res = handle
+                .authenticate_publickey(&t.user, PrivateKeyWithHashAlg::new(key, hash))
+                .await
+                .map_err(auth_err)?;
+            if res.success() {
+                return Ok(());
+            }
+            tried.push(format!("key {}", path.display()));
+        }
+        if self.creds.use_agent && t.key_file.is_none() {
+            if let Some(done) = self.try_agent(handle, &t.user, &mut tried).await {
+                return done;
+            }
+        }
+        if let Some(pw) = &self.creds.ssh_password {
+            let res = handle
+                .authenticate_password(&t.user, pw.clone())
+                .await
+                .map_err(auth_err)?;
+            if matches!(res, AuthResult::Success) {
+                return Ok(());
+            }
+            tried.push("password".into());
+        }
+        let tried = if tried.is_empty() {
+            "no key, agent or password available (see --help: -k/--private-key, \
+             SSH_AUTH_SOCK, PUSHSCAN_SSH_PASSWORD, --ask-pass)"
+                .to_string()
+        } else {
+            format!("tried {}", tried.join(", "))
+        };
+        Err(TransportError::new(
+            HostClass::AuthFailed,
+            format!("authentication as {} refused: {tried}", t.user),
+        ))
+    }
+
+    #[cfg(unix)]
+    async fn try_agent(
+        &self,
+        handle: &mut Handle<Checker>,
+        user: &str,
+        tried: &mut Vec<String>,
+    ) -> Option<TResult<()>> {
+        use russh::keys::agent::client::AgentClient;
+        use russh::keys::agent::AgentIdentity;
+        let mut agent = AgentClient::connect_env().await.ok()?;
+        let ids = agent.request_identities().await.ok()?;
+        for id in ids {
+            let AgentIdentity::PublicKey { key, .. } = id else {
+                continue;
+            };
+            let hash = if key.algorithm().is_rsa() {
+                Some(HashAlg::Sha256)
+            } else {
+                None
+            };
+            match handle
+                .authenticate_publickey_with(user, key, hash, &mut agent)
+                .await
+            {
+                Ok(AuthResult::Success) => return Some(Ok(())),
+                Ok(_) => tried.push("agent key".into()),
+                Err(_) => tried.push("agent key (agent refused to sign)".into()),
+            }
+        }
+        None
+    }
+
+    #[cfg(not(unix))]
+    async fn try_agent(
+        &self,
+        _handle: &mut Handle<Checker>,
+        _user: &str,
+        _tried: &mut Vec<String>,
+    ) -> Option<TResult<()>> {
+        // Pageant support would go here; keys and passwords work on Windows.
+        None
+    }
+}
+
+fn connect_error(e: &russh::Error) -> String {
+    match e {
+        russh::Error::IO(io) => format!("cannot connect: {io}"),
+        other => format!("SSH handshake failed: {other}"),
+    }
+}
+
+#[derive(Debug, Clone)]
+enum KeyVerdict {
+    NotSeen,
+    Accepted,
+    Unknown(String),
+    Changed(String, usize),
+    Error(String),
+}
+
+/// The russh handler: its only job is the host key decision.
+struct Checker {
+    host: String,
+    port: u16,
+    known_hosts: Option<PathBuf>,
+    accept_new: bool,
+    verdict: Arc<Mutex<KeyVerdict>>,
+    learn_lock: Arc<Mutex<()>>,
+}
+
+impl Checker {
+    fn decide(&self, key: &PublicKey) -> KeyVerdict {
+        let fp = key.fingerprint(HashAlg::Sha256).to_string();
+        let Some(path) = &self.known_hosts else {
+            return KeyVerdict::Error("no known_hosts file (no home directory)".into());
+        };
+        let known = if path.exists() {
+            russh::keys::check_known_hosts_path(&self.host, self.port, key, path)
+        } else {
+            Ok(false)
+        };
+        match known {
+            Ok(true) => KeyVerdict::Accepted,
+            Ok(false) if self.accept_new => {
+                let _guard = self.learn_lock.lock();
+                match russh::keys::known_hosts::learn_known_hosts_path(
+                    &self.host, self.port, key, path,
+                ) {
+                    Ok(()) => KeyVerdict::Accepted,
+                    Err(e) => KeyVerdict::Error(format!(
+                        "cannot record new host key in {}: {e}",
+                        path.display()
+                    )),
+                }
+            }
+            Ok(false) => KeyVerdict::Unknown(fp),
+            Err(russh::keys::Error::KeyChanged { line }) => KeyVerdict::Changed(fp, line),
+            Err(e) => KeyVerdict::Error(format!("{}: {e}", path.display())),
+        }
+    }
+}
+
+impl client::Handler for Checker {
+    type Error = russh::Error;
+
+    async fn check_server_key(
+        &mut self,
+        key: &russh::keys::PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
+        let v = match key {
+            russh::keys::PublicKeyOrCertificate::PublicKey { key, .. } => self.decide(key),
+            russh::keys::PublicKeyOrCertificate::Certificate(_) => KeyVerdict::Error(
+                "host certificates are not supported yet; list the host key in known_hosts".into(),
+            ),
+        };
+        let ok = matches!(v, KeyVerdict::Accepted);
+        if let Ok(mut slot) = self.verdict.lock() {
+            *slot = v;
+        }
+        Ok(ok)
+    }
+}
+
+/// One authenticated SSH session to a host.
+pub struct SshConnection {
+    handle: Handle<Checker>,
+    sftp: Option<SftpSession>,
+}
+
+/// Output of a short helper command (not the checker run).
+struct Small {
+    code: Option<u32>,
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
+}
+
+impl SshConnection {
+    fn lost(e: impl std::fmt::Display) -> TransportError {
+        TransportError::error(format!("SSH channel failed: {e}"))
+    }
+
+    /// Runs a helper shell command, optionally streaming a local file to its
+    /// stdin, and collects a bounded amount of output.
+    async fn run_small(&mut self, command: &str, stdin: Option<&Path>) -> TResult<Small> {
+        let mut ch = self
+            .handle
+            .channel_open_session()
+            .await
+            .map_err(Self::lost)?;
+        ch.exec(true, command).await.map_err(Self::lost)?;
+        if let Some(path) = stdin {
+            let file = tokio::fs::File::open(path).await.map_err(|e| {
+                TransportError::error(format!("cannot open {}: {e}", path.display()))
+            })?;
+            ch.data(file).await.map_err(Self::lost)?;
+        }
+        ch.eof().await.map_err(Self::lost)?;
+        let mut out = Small {
+            code: None,
+            stdout: Vec::new(),
+            stderr: Vec::new(),
+        };
+        let mut dropped = 0;
+        while let Some(msg) = ch.wait().await {
+            match msg {
+                ChannelMsg::Data { data } => {
+                    push_capped(&mut out.stdout, &data, 64 * 1024, &mut dropped)
+                }
+                ChannelMsg::ExtendedData { data, .. } => {
+                    push_capped(&mut out.stderr, &data, 16 * 1024, &mut dropped)
+                }
+                ChannelMsg::ExitStatus { exit_status } => out.code = Some(exit_status),
+                ChannelMsg::Close => break,
+                _ => {}
+            }
+        }
+        Ok(out)
+    }
+
+    async fn sftp(&mut self) -> TResult<&SftpSession> {
+        if self.sftp.is_none() {
+            let ch = self
+                .handle
+                .channel_open_session()
+                .await
+                .map_err(Self::lost)?;
+            ch.request_subsystem(true, "sftp")
+                .await
+                .map_err(Self::lost)?;
+            let s = SftpSession::new(ch.into_stream())
+                .await
+                .map_err(|e| TransportError::error(format!("SFTP start failed: {e}")))?;
+            s.set_timeout(60);
+            self.sftp = Some(s);
+        }
+        self.sftp
+            .as_ref()
+            .ok_or_else(|| TransportError::error("SFTP session unavailable"))
+    }
+
+    /// Kills the process group `pgid` on the host: TERM, then KILL.
+    async fn kill_group(&mut self, pgid: u32) {
+        let cmd = format!(
+            "kill -TERM -- -{pgid} 2>/dev/null; sleep 1; kill -KILL -- -{pgid} 2>/dev/null; true"
+        );
+        let _ = tokio::time::timeout(Duration::from_secs(15), self.run_small(&cmd, None)).await;
+    }
+}
+
+fn is_status(e: &russh_sftp::client::error::Error, code: StatusCode) -> bool {
+    matches!(e, russh_sftp::client::error::Error::Status(s) if s.status_code == code)
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).trim().to_string()
+}
+
+/// The hash step: absent, symlink or non-regular files count as missing
+/// (a symlink planted by the host must never be mistaken for our binary).
+fn sha256_script(path: &str) -> String {
+    let p = sh_quote(path);
+    format!(
+        "if [ -f {p} ] && [ ! -L {p} ]; then \
+           (sha256sum < {p} 2>/dev/null || shasum -a 256 < {p}) | cut -c1-64; \
+         else echo ABSENT; fi"
+    )
+}
+
+fn parse_sha(out: &Small, path: &str) -> TResult<Option<String>> {
+    let s = text(&out.stdout);
+    let last = s.lines().last().unwrap_or_default().trim().to_string();
+    if last == "ABSENT" {
+        return Ok(None);
+    }
+    if last.len() == 64 && last.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Ok(Some(last.to_ascii_lowercase()));
+    }
+    Err(TransportError::error(format!(
+        "cannot hash {path} on host (exit {:?}): {}",
+        out.code,
+        text(&out.stderr)
+    )))
+}
+
+#[async_trait]
+impl Connection for SshConnection {
+    async fn mkdirs(&mut self, dirs: &[String]) -> TResult<()> {
+        if dirs.is_empty() {
+            return Ok(());
+        }
+        let quoted: Vec<String> = dirs.iter().map(|d| sh_quote(d)).collect();
+        let out = self
+            .run_small(
+                &format!("umask 077; mkdir -p -- {}", quoted.join(" ")),
+                None,
+            )
+            .await?;
+        match out.code {
+            Some(0) => Ok(()),
+            code => Err(TransportError::error(format!(
+                "mkdir failed (exit {code:?}): {}",
+                text(&out.stderr)
+            ))),
+        }
+    }
+
+    async fn prepare(&mut self, dirs: &[String], checker: &str) -> TResult<Option<String>> {
+        let quoted: Vec<String> = dirs.iter().map(|d| sh_quote(d)).collect();
+        let cmd = format!(
+            "umask 077; mkdir -p -- {} || exit 97; {}",
+            quoted.join(" "),
+            sha256_script(checker)
+        );
+        let out = self.run_small(&cmd, None).await?;
+        if out.code == Some(97) {
+            return Err(TransportError::error(format!(
+                "cannot create remote directories: {}",
+                text(&out.stderr)
+            )));
+        }
+        parse_sha(&out, checker)
+    }
+
+    async fn sha256(&mut self, path: &str) -> TResult<Option<String>> {
+        let out = self.run_small(&sha256_script(path), None).await?;
+        parse_sha(&out, path)
+    }
+
+    async fn install(&mut self, local: &Path, tmp: &str, dest: &str, sha256: &str) -> TResult<()> {
+        let (t, d) = (sh_quote(tmp), sh_quote(dest));
+        // Stream to a temp name, verify on the host, then rename: `dest` is
+        // either absent, the old file, or the verified new one.
+        let cmd = format!(
+            "umask 077; cat > {t} || exit 90; \
+             h=$( (sha256sum < {t} 2>/dev/null || shasum -a 256 < {t}) | cut -c1-64); \
+             if [ \"$h\" != {sha} ]; then rm -f -- {t}; echo \"hash mismatch: $h\" >&2; exit 91; fi; \
+             chmod 700 {t} && mv -f -- {t} {d}",
+            sha = sh_quote(sha256)
+        );
+        let out = self.run_small(&cmd, Some(local)).await?;
+        match out.code {
+            Some(0) => Ok(()),
+            Some(91) => Err(TransportError::error(format!(
+                "pushed copy failed verification on host ({}); removed",
+                text(&out.stderr)
+            ))),
+            code => Err(TransportError::error(format!(
+                "push failed (exit {code:?}): {}",
+                text(&out.stderr)
+            ))),
+        }
+    }
+
+    async fn exec(&mut self, cmd: &CommandSpec) -> TResult<ExecOutcome> {
+        let mut line = format!(
+            "echo {PID_MARKER}$$ >&2; cd -- {} || exit 126; exec {}",
+            sh_quote(&cmd.cwd),
+            sh_quote(&cmd.program)
+        );
+        for a in &cmd.args {
+            line.push(' ');
+            line.push_str(&sh_quote(a));
+        }
+        let mut ch = self
+            .handle
+            .channel_open_session()
+            .await
+            .map_err(Self::lost)?;
+        ch.exec(true, line).await.map_err(Self::lost)?;
+        // No stdin: a checker that waits for a key press sees EOF at once.
+        ch.eof().await.map_err(Self::lost)?;
+
+        let mut out = ExecOutcome::default();
+        let mut pid: Option<u32> = None;
+        let mut marker = Vec::new();
+        let deadline = tokio::time::Instant::now() + cmd.timeout;
+        loop {
+            let msg = match tokio::time::timeout_at(deadline, ch.wait()).await {
+                Ok(Some(m)) => m,
+                Ok(None) => break,
+                Err(_) => {
+                    out.timed_out = true;
+                    break;
+                }
+            };
+            match msg {
+                ChannelMsg::Data { data } => push_capped(
+                    &mut out.stdout,
+                    &data,
+                    cmd.output_cap,
+                    &mut out.truncated_bytes,
+                ),
+                ChannelMsg::ExtendedData { data, .. } => {
+                    let mut rest: &[u8] = &data;
+                    if pid.is_none() && marker.len() < 64 {
+                        // The wrapper's first stderr line carries the PID.
+                        let take = rest.len().min(64 - marker.len());
+                        marker.extend_from_slice(&rest[..take]);
+                        rest = &rest[take..];
+                        if let Some(nl) = marker.iter().position(|&b| b == b'\n') {
+                            let first = String::from_utf8_lossy(&marker[..nl]).to_string();
+                            pid = first
+                                .strip_prefix(PID_MARKER)
+                                .and_then(|p| p.trim().parse().ok());
+                            let tail = marker[nl + 1..].to_vec();
+                            push_capped(
+                                &mut out.stderr,
+                                &tail,
+                                cmd.output_cap,
+                                &mut out.truncated_bytes,
+                            );
+                            marker.clear();
+                            marker.push(0); // never parse again
+                            marker.resize(64, 0);
+                        }
+                    }
+                    push_capped(
+                        &mut out.stderr,
+                        rest,
+                        cmd.output_cap,
+                        &mut out.truncated_bytes,
+                    );
+                }
+                ChannelMsg::ExitStatus { exit_status } => out.exit_code = Some(exit_status.into()),
+                ChannelMsg::ExitSignal { signal_name, .. } => {
+                    out.exit_signal = Some(format!("{signal_name:?}"))
+                }
+                ChannelMsg::Close => break,
+                _ => {}
+            }
+        }
+        if out.timed_out {
+            let _ = ch.close().await;
+            if let Some(p) = pid {
+                self.kill_group(p).await;
+            }
+        }
+        Ok(out)
+    }
+
+    async fn list_dir(&mut self, dir: &str) -> TResult<Vec<RemoteEntry>> {
+        let sftp = self.sftp().await?;
+        let rd = match sftp.read_dir(dir).await {
+            Ok(rd) => rd,
+            Err(e) if is_status(&e, StatusCode::NoSuchFile) => return Ok(Vec::new()),
+            Err(e) => return Err(TransportError::error(format!("cannot list {dir}: {e}"))),
+        };
+        let mut out = Vec::new();
+        for entry in rd {
+            if out.len() >= MAX_LIST_ENTRIES {
+                return Err(TransportError::error(format!(
+                    "{dir} holds more than {MAX_LIST_ENTRIES} entries; refusing to list it"
+                )));
+            }
+            let meta = entry.metadata();
+            let kind = match entry.file_type() {
+                FileType::File => EntryKind::File,
+                FileType::Dir => EntryKind::Dir,
+                FileType::Symlink => EntryKind::Symlink,
+                FileType::Other => EntryKind::Other,
+            };
+            out.push(RemoteEntry {
+                name: entry.file_name(),
+                kind,
+                size: meta.size.unwrap_or(0),
+                mtime: meta.mtime.map(u64::from),
+            });
+        }
+        Ok(out)
+    }
+
+    async fn read_file(&mut self, path: &str, cap: u64) -> TResult<Vec<u8>> {
+        let sftp = self.sftp().await?;
+        let meta = sftp
+            .symlink_metadata(path)
+            .await
+            .map_err(|e| TransportError::error(format!("cannot stat {path}: {e}")))?;
+        if !matches!(meta.file_type(), FileType::File) {
+            return Err(TransportError::error(format!(
+                "{path} is not a regular file (symlink or special); not read"
+            )));
+        }
+        let size = meta.size.unwrap_or(0);
+        if size > cap {
+            return Err(TransportError::error(format!(
+                "{path} is {size} bytes, over the {cap}-byte cap; not fetched"
+            )));
+        }
+        let file = sftp
+            .open(path)
+            .await
+            .map_err(|e| TransportError::error(format!("cannot open {path}: {e}")))?;
+        // Re-check on the open handle: a name swapped for a symlink between
+        // lstat and open shows up as a different file here.
+        if let Ok(m) = file.metadata().await {
+            if !matches!(m.file_type(), FileType::File) || m.size.unwrap_or(0) > cap {
+                return Err(TransportError::error(format!(
+                    "{path} changed while being opened; not read"
+                )));
+            }
+        }
+        let mut buf = Vec::with_capacity(size.min(cap) as usize);
+        file.take(cap + 1)
+            .read_to_end(&mut buf)
+            .await
+            .map_err(|e| TransportError::error(format!("cannot read {path}: {e}")))?;
+        if buf.len() as u64 > cap {
+            return Err(TransportError::error(format!(
+                "{path} grew past the {cap}-byte cap while being read; discarded"
+            )));
+        }
+        Ok(buf)
+    }
+
+    async fn remove_file(&mut self, path: &str) -> TResult<()> {
+        let sftp = self.sftp().await?;
+        match sftp.remove_file(path).await {
+            Ok(()) => Ok(()),
+            Err(e) if is_status(&e, StatusCode::NoSuchFile) => Ok(()),
+            Err(e) => Err(TransportError::error(format!("cannot remove {path}: {e}"))),
+        }
+    }
+
+    async fn remove_dir_if_empty(&mut self, path: &str) -> TResult<bool> {
+        let sftp = self.sftp().await?;
+        match sftp.remove_dir(path).await {
+            Ok(()) => Ok(true),
+            Err(e) if is_status(&e, StatusCode::NoSuchFile) => Ok(true),
+            Err(_) => Ok(false),
+        }
+    }
+
+    async fn close(&mut self) {
+        if let Some(s) = self.sftp.take() {
+            let _ = s.close().await;
+        }
+        let _ = self
+            .handle
+            .disconnect(Disconnect::ByApplication, "", "en")
+            .await;
+    }
+}
