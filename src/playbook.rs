@@ -412,7 +412,7 @@ mod tests {
         let e =
             Playbook::parse(&yaml("cleanpu:\n  checker: true\n"), Path::new("p.yml")).unwrap_err();
         let s = e.to_string();
-        assert!(s.starts_with("p.yml:11:1: "), "{s}");
+        assert!(s.starts_with("p.yml:10:1: "), "{s}");
         assert!(s.contains("cleanpu"), "{s}");
     }
 
