@@ -1,0 +1,492 @@
+//! Tests of the stand-in checker `lab/checker/emocheck-sim.sh`, run with the system `sh` (dash
+//! on Debian): its reports must match EmoCheck's formats byte for byte where a parser cares
+//! (file names, CRLF line ends, labels with their trailing spaces, the 52-underscore delimiter
+//! followed by an empty line, hand-written JSON with only path backslashes doubled), and its
+//! failure scenarios must fail the way the SSH tests expect.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/lab/checker/emocheck-sim.sh");
+const HOST: &str = "PC-TEST-01";
+const DELIM: &str = "____________________________________________________";
+
+const P1: [&str; 4] = [
+    "wfsrvhost.exe",
+    "4312",
+    r"C:\Users\tanaka\AppData\Local\wfsrvhost\wfsrvhost.exe",
+    r"HKEY_CURRENT_USER\Software\Microsoft\Windows\CurrentVersion\Run\wfsrvhost",
+];
+const P2: [&str; 4] = [
+    "msrdpsvc.exe",
+    "2208",
+    r"C:\Users\tanaka\AppData\Roaming\msrdpsvc\msrdpsvc.exe",
+    r"HKEY_CURRENT_USER\Software\Microsoft\Windows\CurrentVersion\Run\msrdpsvc",
+];
+
+struct Labels {
+    time: &'static str,
+    result: &'static str,
+    detected: &'static str,
+    clean: &'static str,
+    block: &'static str,
+    name: &'static str,
+    pid: &'static str,
+    path: &'static str,
+    key: &'static str,
+    advice: &'static str,
+}
+
+const EN: Labels = Labels {
+    time: "Scan time: ",
+    result: "[Result] ",
+    detected: "Detected Emotet process.",
+    clean: "Emotet was not detected.",
+    block: "[Emotet Process] ",
+    name: "     Process Name  : ",
+    pid: "     Process ID    : ",
+    path: "     Image Path    : ",
+    key: "     Registry Key  : ",
+    advice: "Please remove or isolate the suspicious execution file.",
+};
+
+const JA: Labels = Labels {
+    time: "プログラム実行時刻: ",
+    result: "[結果]",
+    detected: "Emotetを検知しました。",
+    clean: "検知しませんでした。",
+    block: "[詳細]",
+    name: "     プロセス名    : ",
+    pid: "     プロセスID    : ",
+    path: "     イメージパス  : ",
+    key: "     レジストリキー: ",
+    advice: "イメージパスの実行ファイルを隔離/削除してください。",
+};
+
+const FR: Labels = Labels {
+    time: "Temps d'éxécution: ",
+    result: "[Résultat] ",
+    detected: "Emotet détecté.",
+    clean: "Emotet n'a pas été détecté.",
+    block: "[Processus Emotet] ",
+    name: "     Nom du processus: ",
+    pid: "     PID             : ",
+    path: "     Emplacement     : ",
+    key: "     Clé de registre : ",
+    advice: "Veuillez supprimer le(s) fichier(s) détecté(s).",
+};
+
+fn sim(args: &[&str], cwd: &Path) -> Output {
+    Command::new("sh")
+        .arg(SCRIPT)
+        .args(args)
+        .current_dir(cwd)
+        .stdin(Stdio::null())
+        .output()
+        .expect("cannot run sh")
+}
+
+/// Runs a quiet scenario into a fresh directory; returns (dir, output).
+fn run(scenario: &str, extra: &[&str]) -> (tempfile::TempDir, Output) {
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().to_str().unwrap().to_string();
+    let mut args = vec![
+        "/quiet",
+        "/output",
+        &out_dir,
+        "/host",
+        HOST,
+        "/scenario",
+        scenario,
+    ];
+    args.extend_from_slice(extra);
+    let out = sim(&args, dir.path());
+    (dir, out)
+}
+
+fn names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// The one report in `dir`: its path and the scan time its name implies.
+fn only_report(dir: &Path, host: &str, ext: &str) -> (PathBuf, String) {
+    let names = names(dir);
+    assert_eq!(names.len(), 1, "expected one report, found {names:?}");
+    let stamp = report_stamp(&names[0], host, ext)
+        .unwrap_or_else(|| panic!("not an EmoCheck report name: {:?}", names[0]));
+    (dir.join(&names[0]), scan_time(&stamp))
+}
+
+/// `<host>_<yyyymmddhhmmss>_emocheck.<ext>` -> the 14 digits.
+fn report_stamp(name: &str, host: &str, ext: &str) -> Option<String> {
+    let stamp = name
+        .strip_prefix(host)?
+        .strip_prefix('_')?
+        .strip_suffix(&format!("_emocheck.{ext}"))?;
+    (stamp.len() == 14 && stamp.bytes().all(|b| b.is_ascii_digit())).then(|| stamp.to_string())
+}
+
+fn scan_time(stamp: &str) -> String {
+    format!(
+        "{}-{}-{} {}:{}:{}",
+        &stamp[0..4],
+        &stamp[4..6],
+        &stamp[6..8],
+        &stamp[8..10],
+        &stamp[10..12],
+        &stamp[12..14]
+    )
+}
+
+fn crlf(lines: &[String]) -> Vec<u8> {
+    lines
+        .iter()
+        .flat_map(|l| format!("{l}\r\n").into_bytes())
+        .collect()
+}
+
+fn expected_text(l: &Labels, time: &str, procs: &[[&str; 4]]) -> Vec<u8> {
+    let mut lines = vec![
+        "[EmoCheck v2.4.0]".to_string(),
+        format!("{}{time}", l.time),
+        DELIM.to_string(),
+        String::new(),
+    ];
+    if procs.is_empty() {
+        lines.push(l.result.to_string());
+        lines.push(l.clean.to_string());
+        return crlf(&lines);
+    }
+    lines.extend([l.result.to_string(), l.detected.to_string(), String::new()]);
+    for p in procs {
+        lines.push(l.block.to_string());
+        lines.push(format!("{}{}", l.name, p[0]));
+        lines.push(format!("{}{}", l.pid, p[1]));
+        lines.push(format!("{}{}", l.path, p[2]));
+        lines.push(format!("{}{}", l.key, p[3]));
+    }
+    lines.extend([DELIM.to_string(), String::new(), l.advice.to_string()]);
+    crlf(&lines)
+}
+
+fn expected_json(time: &str, procs: &[[&str; 4]]) -> Vec<u8> {
+    let mut lines = vec![
+        "{".to_string(),
+        format!("  \"scan_time\":\"{time}\","),
+        format!("  \"hostname\":\"{HOST}\","),
+        "  \"emocheck_version\":\"2.4.0\",".to_string(),
+    ];
+    if procs.is_empty() {
+        lines.push("  \"is_infected\":\"no\"".to_string());
+        lines.push("}".to_string());
+        return crlf(&lines);
+    }
+    lines.push("  \"is_infected\":\"yes\",".to_string());
+    lines.push("  \"emotet_processes\":[".to_string());
+    for (i, p) in procs.iter().enumerate() {
+        lines.push("    {".to_string());
+        lines.push(format!("      \"process_name\":\"{}\",", p[0]));
+        lines.push(format!("      \"process_id\":\"{}\",", p[1]));
+        lines.push(format!(
+            "      \"image_path\":\"{}\",",
+            p[2].replace('\\', r"\\")
+        ));
+        lines.push(format!(
+            "      \"registry_key\":\"{}\"",
+            p[3].replace('\\', r"\\")
+        ));
+        lines.push(
+            if i + 1 == procs.len() {
+                "    }"
+            } else {
+                "    },"
+            }
+            .to_string(),
+        );
+    }
+    lines.push("  ]".to_string());
+    lines.push("}".to_string());
+    crlf(&lines)
+}
+
+/// Every LF is part of a CRLF, and the file ends with one.
+fn assert_crlf_only(bytes: &[u8]) {
+    for (i, &b) in bytes.iter().enumerate() {
+        if b == b'\n' {
+            assert!(i > 0 && bytes[i - 1] == b'\r', "bare LF at byte {i}");
+        }
+    }
+    assert!(bytes.ends_with(b"\r\n"), "report does not end with CRLF");
+}
+
+fn assert_success(out: &Output) {
+    assert!(
+        out.status.success(),
+        "status {}\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn clean_text_report() {
+    let (dir, out) = run("clean", &[]);
+    assert_success(&out);
+    assert!(out.stdout.is_empty(), "/quiet prints nothing");
+    let (path, time) = only_report(dir.path(), HOST, "txt");
+    let bytes = fs::read(path).unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&bytes),
+        String::from_utf8_lossy(&expected_text(&EN, &time, &[]))
+    );
+    assert_crlf_only(&bytes);
+    assert!(bytes.starts_with(b"[EmoCheck v2.4.0]\r\nScan time: "));
+    assert!(
+        String::from_utf8_lossy(&bytes).contains(&format!("\r\n{DELIM}\r\n\r\n[Result] \r\n")),
+        "52 underscores, then an empty line"
+    );
+    assert_eq!(DELIM.len(), 52);
+}
+
+#[test]
+fn detected_text_report() {
+    let (dir, out) = run("detected", &[]);
+    assert_success(&out);
+    let (path, time) = only_report(dir.path(), HOST, "txt");
+    let bytes = fs::read(path).unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&bytes),
+        String::from_utf8_lossy(&expected_text(&EN, &time, &[P1]))
+    );
+    assert_crlf_only(&bytes);
+    let text = String::from_utf8(bytes).unwrap();
+    assert!(text.contains(
+        "[Emotet Process] \r\n     Process Name  : wfsrvhost.exe\r\n     Process ID    : 4312\r\n"
+    ));
+    assert!(text.ends_with(&format!(
+        "\r\n{DELIM}\r\n\r\nPlease remove or isolate the suspicious execution file.\r\n"
+    )));
+}
+
+#[test]
+fn two_process_blocks_follow_one_another() {
+    let (dir, out) = run("detected2", &[]);
+    assert_success(&out);
+    let (path, time) = only_report(dir.path(), HOST, "txt");
+    let bytes = fs::read(path).unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&bytes),
+        String::from_utf8_lossy(&expected_text(&EN, &time, &[P1, P2]))
+    );
+    let text = String::from_utf8(bytes).unwrap();
+    assert_eq!(text.matches("[Emotet Process] \r\n").count(), 2);
+    assert!(text.contains("Run\\wfsrvhost\r\n[Emotet Process] \r\n"));
+}
+
+#[test]
+fn japanese_and_french_labels() {
+    let (dir, out) = run("detected", &["/lang", "ja"]);
+    assert_success(&out);
+    let (path, time) = only_report(dir.path(), HOST, "txt");
+    assert_eq!(
+        String::from_utf8(fs::read(path).unwrap()).unwrap(),
+        String::from_utf8(expected_text(&JA, &time, &[P1])).unwrap()
+    );
+
+    let (dir, out) = run("clean", &["-lang", "fr"]);
+    assert_success(&out);
+    let (path, time) = only_report(dir.path(), HOST, "txt");
+    assert_eq!(
+        String::from_utf8(fs::read(path).unwrap()).unwrap(),
+        String::from_utf8(expected_text(&FR, &time, &[])).unwrap()
+    );
+}
+
+#[test]
+fn json_reports() {
+    let (dir, out) = run("clean", &["/json"]);
+    assert_success(&out);
+    let (path, time) = only_report(dir.path(), HOST, "json");
+    let bytes = fs::read(path).unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&bytes),
+        String::from_utf8_lossy(&expected_json(&time, &[]))
+    );
+    assert_crlf_only(&bytes);
+    let value: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(value["is_infected"], "no");
+    assert!(value.get("emotet_processes").is_none());
+
+    let (dir, out) = run("detected2", &["-json"]);
+    assert_success(&out);
+    let (path, time) = only_report(dir.path(), HOST, "json");
+    let bytes = fs::read(path).unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&bytes),
+        String::from_utf8_lossy(&expected_json(&time, &[P1, P2]))
+    );
+    assert_crlf_only(&bytes);
+    let value: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(value["hostname"], HOST);
+    assert_eq!(value["scan_time"], time.as_str());
+    assert_eq!(value["is_infected"], "yes");
+    let procs = value["emotet_processes"].as_array().unwrap();
+    assert_eq!(procs.len(), 2);
+    assert_eq!(procs[0]["process_id"], "4312");
+    assert_eq!(procs[0]["image_path"], P1[2]);
+    assert_eq!(procs[1]["registry_key"], P2[3]);
+}
+
+#[test]
+fn noreport_writes_nothing() {
+    let (dir, out) = run("noreport", &[]);
+    assert_success(&out);
+    assert!(names(dir.path()).is_empty());
+}
+
+#[test]
+fn crash_leaves_a_cut_report_and_exits_139() {
+    for (json, ext) in [(false, "txt"), (true, "json")] {
+        let (dir, out) = run("crash", if json { &["/json"] } else { &[] });
+        assert_eq!(out.status.code(), Some(139), "{out:?}");
+        let (path, time) = only_report(dir.path(), HOST, ext);
+        let bytes = fs::read(path).unwrap();
+        let full = if json {
+            expected_json(&time, &[P1])
+        } else {
+            expected_text(&EN, &time, &[P1])
+        };
+        assert!(full.starts_with(&bytes), "a prefix of the full report");
+        assert!(bytes.len() < full.len());
+        assert!(!bytes.ends_with(b"\n"), "cut in the middle of a line");
+        if json {
+            assert!(bytes.ends_with(b"\"process_id\":\"43"));
+            assert!(serde_json::from_slice::<serde_json::Value>(&bytes).is_err());
+        } else {
+            assert!(bytes.ends_with(b"[Emotet Process] \r\n     Process Name  : wfsrvhost.exe\r\n     Process ID    : 43"));
+        }
+    }
+}
+
+#[test]
+fn huge_report_is_64_mib() {
+    let (dir, out) = run("huge", &[]);
+    assert_success(&out);
+    let (path, time) = only_report(dir.path(), HOST, "txt");
+    let bytes = fs::read(path).unwrap();
+    assert_eq!(bytes.len(), 64 * 1024 * 1024);
+    let head = expected_text(&EN, &time, &[]);
+    assert!(bytes.starts_with(&head));
+    assert!(bytes[head.len()..].iter().all(|&b| b == 0));
+}
+
+#[test]
+fn hostile_names_and_content() {
+    let (dir, out) = run("hostile", &[]);
+    assert_success(&out);
+    let names = names(dir.path());
+    assert!(
+        names.contains(&r"..\..\evil_emocheck.txt".to_string()),
+        "{names:?}"
+    );
+    assert!(names.contains(&"EVIL\n\u{1b}[31mPC_20250101000000_emocheck.txt".to_string()));
+    let link = dir.path().join("PC_20260101000000_emocheck.txt");
+    assert_eq!(fs::read_link(&link).unwrap(), Path::new("/etc/passwd"));
+    let real: Vec<&String> = names
+        .iter()
+        .filter(|n| report_stamp(n, HOST, "txt").is_some())
+        .collect();
+    assert_eq!(real.len(), 1);
+    let stamp = report_stamp(real[0], HOST, "txt").unwrap();
+    assert!(
+        stamp.as_str() > "20260101000000",
+        "the real report is the newest"
+    );
+    let text = fs::read(dir.path().join(real[0])).unwrap();
+    let text = String::from_utf8(text).unwrap();
+    assert!(text.contains("     Process Name  : <script>alert(1)</script>\u{1b}[31mRED\r\n"));
+}
+
+#[test]
+fn missing_output_dir_writes_to_the_current_directory() {
+    let cwd = tempfile::tempdir().unwrap();
+    let missing = cwd.path().join("no-such-dir");
+    let out = sim(
+        &[
+            "-quiet",
+            "-output",
+            missing.to_str().unwrap(),
+            "-host",
+            HOST,
+            "-scenario",
+            "detected",
+        ],
+        cwd.path(),
+    );
+    assert_success(&out);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("Output directory does not exist"),
+        "{stdout}"
+    );
+    let (path, time) = only_report(cwd.path(), HOST, "txt");
+    assert_eq!(fs::read(path).unwrap(), expected_text(&EN, &time, &[P1]));
+}
+
+#[test]
+fn invalid_parameter_scans_nothing() {
+    let cwd = tempfile::tempdir().unwrap();
+    let out = sim(&["/quiet", "/bogus"], cwd.path());
+    assert_success(&out);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "Invalid parameter: bogus\n"
+    );
+    assert!(names(cwd.path()).is_empty());
+}
+
+#[test]
+fn no_argument_writes_to_cwd_and_pauses() {
+    let cwd = tempfile::tempdir().unwrap();
+    // stdin is at EOF, so the pause returns at once.
+    let out = sim(&[], cwd.path());
+    assert_success(&out);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.ends_with("Press any key to continue . . . "),
+        "{stdout}"
+    );
+    let names = names(cwd.path());
+    assert_eq!(names.len(), 1);
+    assert!(names[0].ends_with("_emocheck.txt"), "{names:?}");
+}
+
+#[test]
+fn padded_to_one_mib_still_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut script = fs::read(SCRIPT).unwrap();
+    while script.len() < 1024 * 1024 {
+        script.extend_from_slice(b"# padding padding padding padding padding padding padding\n");
+    }
+    let padded = dir.path().join("emocheck-sim.sh");
+    fs::write(&padded, &script).unwrap();
+    let reports = dir.path().join("reports");
+    fs::create_dir(&reports).unwrap();
+    let out = Command::new("sh")
+        .arg(&padded)
+        .args(["/quiet", "/output", reports.to_str().unwrap()])
+        .args(["/host", HOST, "/scenario", "detected"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_success(&out);
+    let (path, time) = only_report(&reports, HOST, "txt");
+    assert_eq!(fs::read(path).unwrap(), expected_text(&EN, &time, &[P1]));
+}
