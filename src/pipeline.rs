@@ -23,7 +23,7 @@ use crate::template::{render, Vars};
 use crate::transport::local::LocalConnection;
 use crate::transport::ssh::{SshConnector, SshTarget};
 use crate::transport::{
-    CommandSpec, Connection, EntryKind, ExecOutcome, RemoteEntry, TransportError,
+    CommandSpec, Connection, EntryKind, ExecOutcome, RemoteEntry, Staged, TransportError,
 };
 
 /// Output kept from a checker run (stdout and stderr each).
@@ -143,6 +143,7 @@ struct Progress {
     /// Result files we fetched this run (remote paths), for cleanup.
     fetched: Vec<String>,
     ran: bool,
+    push_attempted: bool,
 }
 
 /// Runs the whole pipeline for one host and records its outcome.
@@ -220,55 +221,8 @@ async fn steps(
     let (run_id, host) = (ctx.run_id, plan.host.name.as_str());
     let j = &ctx.journal;
 
-    // Prepare: directories, and the hash of any checker already there.
-    let dirs = vec![plan.work_dir.clone(), plan.run_dir.clone()];
-    j.intent(run_id, host, "mkdir", &dirs.join("\n"))
-        .await
-        .map_err(Failure::journal)?;
-    let present = conn
-        .prepare(&dirs, &plan.checker_path)
-        .await
-        .map_err(|e| Failure::at("prepare", e))?;
-    j.outcome(run_id, host, "mkdir", true, &dirs.join("\n"), "");
-
-    // Push only when missing or different.
-    if present.as_deref() == Some(pb.checker.sha256.as_str()) {
-        progress.pushed = Some(false);
-        j.outcome(
-            run_id,
-            host,
-            "push",
-            true,
-            &plan.checker_path,
-            "skipped: hash matches pin",
-        );
-    } else {
-        j.intent(run_id, host, "push", &plan.tmp_path)
-            .await
-            .map_err(Failure::journal)?;
-        conn.install(
-            &pb.checker_local,
-            &plan.tmp_path,
-            &plan.checker_path,
-            &pb.checker.sha256,
-        )
-        .await
-        .map_err(|e| {
-            j.outcome(run_id, host, "push", false, &plan.tmp_path, &e.message);
-            Failure::at("push", e)
-        })?;
-        progress.pushed = Some(true);
-        j.outcome(
-            run_id,
-            host,
-            "push",
-            true,
-            &plan.checker_path,
-            "verified and renamed",
-        );
-    }
-
-    // Snapshot the result dir so this run's files can be told apart.
+    // Snapshot the result dir so this run's files can be told apart (a
+    // missing dir lists as empty).
     let wants_files = ctx.parser.wants_files();
     let before = if wants_files {
         conn.list_dir(&plan.run_dir)
@@ -278,6 +232,13 @@ async fn steps(
         Vec::new()
     };
 
+    // Directories, hash check, then (if needed) the push, then the run.
+    // Intents for mkdir and run are committed first; the push intent is
+    // committed only once the host says a push is needed.
+    let dirs = vec![plan.work_dir.clone(), plan.run_dir.clone()];
+    j.intent(run_id, host, "mkdir", &dirs.join("\n"))
+        .await
+        .map_err(Failure::journal)?;
     j.intent(run_id, host, "run", &plan.checker_path)
         .await
         .map_err(Failure::journal)?;
@@ -288,17 +249,35 @@ async fn steps(
         timeout: pb.timeout,
         output_cap: OUTPUT_CAP,
     };
-    let exec = conn.exec(&cmd).await.map_err(|e| Failure::at("run", e))?;
+    let staged = conn
+        .begin_run(&dirs, &plan.checker_path, &plan.tmp_path, &pb.checker.sha256, &cmd)
+        .await
+        .map_err(|e| Failure::at("prepare", e))?;
+    j.outcome(run_id, host, "mkdir", true, &dirs.join("\n"), "");
+    match staged {
+        Staged::Current => {
+            progress.pushed = Some(false);
+            j.outcome(run_id, host, "push", true, &plan.checker_path, "skipped: hash matches pin");
+        }
+        Staged::NeedsPush => {
+            j.intent(run_id, host, "push", &plan.tmp_path)
+                .await
+                .map_err(Failure::journal)?;
+            progress.push_attempted = true;
+            conn.push_staged(&pb.checker_local, &plan.tmp_path, &plan.checker_path, &pb.checker.sha256)
+                .await
+                .map_err(|e| {
+                    j.outcome(run_id, host, "push", false, &plan.tmp_path, &e.message);
+                    Failure::at("push", e)
+                })?;
+            progress.pushed = Some(true);
+            j.outcome(run_id, host, "push", true, &plan.checker_path, "verified and renamed");
+        }
+    }
+    let exec = conn.finish_run(&cmd).await.map_err(|e| Failure::at("run", e))?;
     progress.ran = true;
     progress.exit_code = exec.exit_code;
-    j.outcome(
-        run_id,
-        host,
-        "run",
-        !exec.timed_out,
-        &plan.checker_path,
-        &exec_summary(&exec),
-    );
+    j.outcome(run_id, host, "run", !exec.timed_out, &plan.checker_path, &exec_summary(&exec));
 
     // Collect this run's result files, newest first.
     let mut fetched = Vec::new();
@@ -409,9 +388,9 @@ async fn cleanup(
     let (run_id, host) = (ctx.run_id, plan.host.name.as_str());
     let j = &ctx.journal;
     let mut targets: Vec<String> = Vec::new();
-    // A temp copy exists only if a push died half way; removing an absent
-    // file is a no-op, so it is always on the list once a push was tried.
-    if progress.pushed != Some(false) {
+    // A temp copy can exist only if a push started and did not complete
+    // (a completed push renamed it away).
+    if progress.push_attempted && progress.pushed != Some(true) {
         targets.push(plan.tmp_path.clone());
     }
     if pb.cleanup.checker {

@@ -155,7 +155,9 @@ fn setup() -> Lab {
     std::fs::write(root.path().join("playbook.yml"), playbook).unwrap();
     // json hosts: set json_flag=/json and lang=en.
     let inv = std::fs::read_to_string(root.path().join("inventory.yml")).unwrap();
-    let inv = inv.replace("          lang: json\n", "          lang: en\n          json_flag: /json\n");
+    let inv = inv
+        .replace("          lang: json\n", "          lang: en\n          json_flag: /json\n")
+        .replace("          lang: text\n", "          lang: en\n");
     std::fs::write(root.path().join("inventory.yml"), inv).unwrap();
     Lab { fleet, root, hosts }
 }

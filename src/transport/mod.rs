@@ -105,12 +105,13 @@ impl ExecOutcome {
     }
 }
 
-/// What `install` did.
+/// What `begin_run` found on the host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PushOutcome {
-    /// The file on the host already had the pinned hash.
-    AlreadyPresent,
-    Pushed,
+pub enum Staged {
+    /// The checker on the host already has the pinned hash: no push.
+    Current,
+    /// The checker is missing or different: push it before running.
+    NeedsPush,
 }
 
 /// An open connection to one host. Every step of the pipeline goes through
@@ -120,12 +121,46 @@ pub trait Connection: Send {
     /// Creates directories (and parents) if missing.
     async fn mkdirs(&mut self, dirs: &[String]) -> TResult<()>;
 
-    /// Creates the directories and returns the checker's current SHA-256, in
-    /// one round trip where the transport can (this runs on every host of
-    /// every sweep, so it is worth a specialised implementation).
+    /// Creates the directories and returns the checker's current SHA-256.
     async fn prepare(&mut self, dirs: &[String], checker: &str) -> TResult<Option<String>> {
         self.mkdirs(dirs).await?;
         self.sha256(checker).await
+    }
+
+    // ---- the staged run: the three calls every sweep makes per host ----
+    //
+    // `begin_run` creates the directories and checks the checker's hash;
+    // when it reports `NeedsPush`, the caller journals the push intent and
+    // calls `push_staged`; then `finish_run` runs the checker. The default
+    // implementations compose the primitives above. A transport may instead
+    // do all three in one remote session (SSH does: one login shell per host
+    // per sweep, which is what makes a sweep cost little more than a login).
+
+    /// Step 1: directories and hash check. `tmp` is where a push would go
+    /// and `cmd` the run `finish_run` will do, for transports that prepare
+    /// them early.
+    async fn begin_run(
+        &mut self,
+        dirs: &[String],
+        checker: &str,
+        _tmp: &str,
+        pin: &str,
+        _cmd: &CommandSpec,
+    ) -> TResult<Staged> {
+        Ok(match self.prepare(dirs, checker).await? {
+            Some(h) if h == pin => Staged::Current,
+            _ => Staged::NeedsPush,
+        })
+    }
+
+    /// Step 2 (only after `NeedsPush`): the verified push, as `install`.
+    async fn push_staged(&mut self, local: &Path, tmp: &str, dest: &str, pin: &str) -> TResult<()> {
+        self.install(local, tmp, dest, pin).await
+    }
+
+    /// Step 3: run the checker, as `exec`.
+    async fn finish_run(&mut self, cmd: &CommandSpec) -> TResult<ExecOutcome> {
+        self.exec(cmd).await
     }
 
     /// SHA-256 (lower-case hex) of a remote regular file; `None` if absent.

@@ -25,7 +25,7 @@ use tokio::io::AsyncReadExt;
 
 use super::{
     push_capped, sh_quote, CommandSpec, Connection, Credentials, EntryKind, ExecOutcome,
-    RemoteEntry, TResult, TransportError,
+    RemoteEntry, Staged, TResult, TransportError,
 };
 use crate::model::HostClass;
 
@@ -149,7 +149,11 @@ impl SshConnector {
             Ok(Ok(h)) => h,
         };
         self.authenticate(&mut handle, target).await?;
-        Ok(SshConnection { handle, sftp: None })
+        Ok(SshConnection {
+            handle,
+            sftp: None,
+            pending: None,
+        })
     }
 
     async fn authenticate(&self, handle: &mut Handle<Checker>, t: &SshTarget) -> TResult<()> {
@@ -352,6 +356,218 @@ impl client::Handler for Checker {
 pub struct SshConnection {
     handle: Handle<Checker>,
     sftp: Option<SftpSession>,
+    /// The staged run between `begin_run` and `finish_run`.
+    pending: Option<RunChannel>,
+}
+
+/// How long the preparation and push phases of a staged run may take.
+const PREP_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Hash of a regular, non-symlink file, or nothing.
+fn hash_expr(path: &str) -> String {
+    let p = sh_quote(path);
+    format!(
+        "$(if [ -f {p} ] && [ ! -L {p} ]; then (sha256sum < {p} 2>/dev/null || shasum -a 256 < {p}) | cut -c1-64; fi)"
+    )
+}
+
+fn run_tail_prefix() -> &'static str {
+    "umask 077"
+}
+
+/// The end of every run script: announce the PID (the process group to kill
+/// on timeout), enter the working dir, become the checker. The checker gets
+/// no stdin, so one that waits for a key press sees EOF at once.
+fn run_tail(cmd: &CommandSpec) -> String {
+    let mut line = format!(
+        "echo {PID_MARKER}$$ >&2\ncd -- {} || {{ echo PUSHSCAN_FAIL=cd >&2; exit 126; }}\nexec {}",
+        sh_quote(&cmd.cwd),
+        sh_quote(&cmd.program)
+    );
+    for a in &cmd.args {
+        line.push(' ');
+        line.push_str(&sh_quote(a));
+    }
+    line.push_str(" </dev/null");
+    line
+}
+
+/// The whole staged run as one remote script: mkdir, hash check, an
+/// optional verified push read from stdin (only after the client says
+/// `push`, i.e. after its journal intent), then the run.
+fn staged_script(dirs: &[String], checker: &str, pin: &str, tmp: &str, cmd: &CommandSpec) -> String {
+    let quoted: Vec<String> = dirs.iter().map(|d| sh_quote(d)).collect();
+    let (c, t, p) = (sh_quote(checker), sh_quote(tmp), sh_quote(pin));
+    format!(
+        "{prefix}\n\
+         mkdir -p -- {dirs} || {{ echo PUSHSCAN_FAIL=mkdir >&2; exit 97; }}\n\
+         h={hc}\n\
+         if [ \"$h\" = {p} ]; then echo PUSHSCAN_STATE=current >&2\n\
+         else\n\
+           echo PUSHSCAN_STATE=push >&2\n\
+           IFS= read -r go || exit 98\n\
+           [ \"$go\" = push ] || exit 98\n\
+           cat > {t} || {{ echo PUSHSCAN_FAIL=write >&2; exit 90; }}\n\
+           h={ht}\n\
+           if [ \"$h\" != {p} ]; then rm -f -- {t}; echo \"PUSHSCAN_FAIL=hash mismatch after copy: $h\" >&2; exit 91; fi\n\
+           chmod 700 {t} && mv -f -- {t} {c} || {{ echo PUSHSCAN_FAIL=rename >&2; exit 92; }}\n\
+           echo PUSHSCAN_PUSHED=ok >&2\n\
+         fi\n\
+         {tail}",
+        prefix = run_tail_prefix(),
+        dirs = quoted.join(" "),
+        hc = hash_expr(checker),
+        ht = hash_expr(tmp),
+        tail = run_tail(cmd)
+    )
+}
+
+/// One exec channel running a pushscan script. While `in_markers`, stderr is
+/// read line by line for `PUSHSCAN_*` markers (other lines are the script's
+/// own errors); after the PID marker, everything is the checker's output.
+struct RunChannel {
+    ch: russh::Channel<client::Msg>,
+    cap: usize,
+    in_markers: bool,
+    line: Vec<u8>,
+    script_err: Vec<u8>,
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
+    dropped: u64,
+    exit_code: Option<u32>,
+    exit_signal: Option<String>,
+    pid: Option<u32>,
+    closed: bool,
+    timed_out: bool,
+    eof_sent: bool,
+}
+
+impl RunChannel {
+    fn new(ch: russh::Channel<client::Msg>, cap: usize) -> RunChannel {
+        RunChannel {
+            ch,
+            cap,
+            in_markers: true,
+            line: Vec::new(),
+            script_err: Vec::new(),
+            stdout: Vec::new(),
+            stderr: Vec::new(),
+            dropped: 0,
+            exit_code: None,
+            exit_signal: None,
+            pid: None,
+            closed: false,
+            timed_out: false,
+            eof_sent: false,
+        }
+    }
+
+    async fn send_eof(&mut self) -> TResult<()> {
+        self.eof_sent = true;
+        self.ch.eof().await.map_err(SshConnection::lost)
+    }
+
+    fn push_stderr(&mut self, data: &[u8]) {
+        push_capped(&mut self.stderr, data, self.cap, &mut self.dropped);
+    }
+
+    /// Next marker line, `None` when the channel closed (or the deadline
+    /// passed: then `timed_out` is set).
+    async fn next_marker(&mut self, deadline: tokio::time::Instant) -> TResult<Option<String>> {
+        loop {
+            while let Some(nl) = self.line.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = self.line.drain(..=nl).collect();
+                let text = String::from_utf8_lossy(&line).trim_end().to_string();
+                if text.starts_with("PUSHSCAN_") {
+                    return Ok(Some(text));
+                }
+                push_capped(&mut self.script_err, &line, 4096, &mut self.dropped);
+            }
+            if self.closed {
+                return Ok(None);
+            }
+            match tokio::time::timeout_at(deadline, self.ch.wait()).await {
+                Err(_) => {
+                    self.timed_out = true;
+                    return Ok(None);
+                }
+                Ok(None) => {
+                    self.closed = true;
+                }
+                Ok(Some(msg)) => self.absorb(msg),
+            }
+        }
+    }
+
+    /// Reads until the channel closes or the deadline passes.
+    async fn collect(&mut self, deadline: tokio::time::Instant) {
+        while !self.closed {
+            match tokio::time::timeout_at(deadline, self.ch.wait()).await {
+                Err(_) => {
+                    self.timed_out = true;
+                    return;
+                }
+                Ok(None) => self.closed = true,
+                Ok(Some(msg)) => self.absorb(msg),
+            }
+        }
+    }
+
+    fn absorb(&mut self, msg: ChannelMsg) {
+        match msg {
+            ChannelMsg::Data { data } => push_capped(&mut self.stdout, &data, self.cap, &mut self.dropped),
+            ChannelMsg::ExtendedData { data, .. } => {
+                if self.in_markers {
+                    // Bounded: a marker line is short; anything longer is
+                    // the script's error text and goes to script_err.
+                    if self.line.len() > 64 * 1024 {
+                        let old = std::mem::take(&mut self.line);
+                        push_capped(&mut self.script_err, &old, 4096, &mut self.dropped);
+                    }
+                    self.line.extend_from_slice(&data);
+                } else {
+                    self.push_stderr(&data);
+                }
+            }
+            ChannelMsg::ExitStatus { exit_status } => self.exit_code = Some(exit_status),
+            ChannelMsg::ExitSignal { signal_name, .. } => {
+                self.exit_signal = Some(format!("{signal_name:?}"))
+            }
+            ChannelMsg::Close => self.closed = true,
+            _ => {}
+        }
+    }
+
+    /// The error for a script that stopped before the expected marker.
+    fn prep_failure(&self, step: &str, marker: Option<String>) -> TransportError {
+        let detail = match &marker {
+            Some(m) => m.trim_start_matches("PUSHSCAN_FAIL=").to_string(),
+            None if self.timed_out => format!("no answer from the host during {step}"),
+            None => format!("script ended (exit {:?})", self.exit_code),
+        };
+        let err = text(&self.script_err);
+        let msg = if err.is_empty() {
+            detail
+        } else {
+            format!("{detail}: {}", crate::sanitize::display(&err, 300))
+        };
+        TransportError::error(msg)
+    }
+
+    fn into_outcome(self) -> ExecOutcome {
+        let mut stderr = self.stderr;
+        if self.in_markers && !self.line.is_empty() {
+            stderr.extend_from_slice(&self.line);
+        }
+        ExecOutcome {
+            exit_code: if self.exit_signal.is_some() { None } else { self.exit_code.map(i64::from) },
+            exit_signal: self.exit_signal,
+            timed_out: self.timed_out,
+            stdout: self.stdout,
+            stderr,
+            truncated_bytes: self.dropped,
+        }
+    }
 }
 
 /// Output of a short helper command (not the checker run).
@@ -423,6 +639,45 @@ impl SshConnection {
         self.sftp
             .as_ref()
             .ok_or_else(|| TransportError::error("SFTP session unavailable"))
+    }
+
+    async fn open_run(&mut self, script: String, cap: usize) -> TResult<RunChannel> {
+        let ch = self
+            .handle
+            .channel_open_session()
+            .await
+            .map_err(Self::lost)?;
+        ch.exec(true, script).await.map_err(Self::lost)?;
+        Ok(RunChannel::new(ch, cap))
+    }
+
+    /// Waits for the PID marker, then collects the checker's output until it
+    /// ends or the timeout kills its process group.
+    async fn complete_run(&mut self, mut run: RunChannel, cmd: &CommandSpec) -> TResult<ExecOutcome> {
+        let deadline = tokio::time::Instant::now() + cmd.timeout;
+        if !run.eof_sent {
+            run.send_eof().await?;
+        }
+        match run.next_marker(deadline).await? {
+            Some(m) if m.starts_with(PID_MARKER) => {
+                run.pid = m[PID_MARKER.len()..].trim().parse().ok();
+                run.in_markers = false;
+                let tail = std::mem::take(&mut run.line);
+                run.push_stderr(&tail);
+            }
+            None if run.timed_out => {}
+            other => return Err(run.prep_failure("run", other)),
+        }
+        if !run.timed_out {
+            run.collect(deadline).await;
+        }
+        if run.timed_out {
+            let _ = run.ch.close().await;
+            if let Some(p) = run.pid {
+                self.kill_group(p).await;
+            }
+        }
+        Ok(run.into_outcome())
     }
 
     /// Kills the process group `pgid` on the host: TERM, then KILL.
@@ -539,90 +794,62 @@ impl Connection for SshConnection {
     }
 
     async fn exec(&mut self, cmd: &CommandSpec) -> TResult<ExecOutcome> {
-        let mut line = format!(
-            "echo {PID_MARKER}$$ >&2; cd -- {} || exit 126; exec {}",
-            sh_quote(&cmd.cwd),
-            sh_quote(&cmd.program)
-        );
-        for a in &cmd.args {
-            line.push(' ');
-            line.push_str(&sh_quote(a));
-        }
-        let mut ch = self
-            .handle
-            .channel_open_session()
-            .await
-            .map_err(Self::lost)?;
-        ch.exec(true, line).await.map_err(Self::lost)?;
-        // No stdin: a checker that waits for a key press sees EOF at once.
-        ch.eof().await.map_err(Self::lost)?;
+        let script = format!("{}\n{}", run_tail_prefix(), run_tail(cmd));
+        let mut run = self.open_run(script, cmd.output_cap).await?;
+        run.send_eof().await?;
+        self.complete_run(run, cmd).await
+    }
 
-        let mut out = ExecOutcome::default();
-        let mut pid: Option<u32> = None;
-        let mut marker = Vec::new();
-        let deadline = tokio::time::Instant::now() + cmd.timeout;
-        loop {
-            let msg = match tokio::time::timeout_at(deadline, ch.wait()).await {
-                Ok(Some(m)) => m,
-                Ok(None) => break,
-                Err(_) => {
-                    out.timed_out = true;
-                    break;
-                }
-            };
-            match msg {
-                ChannelMsg::Data { data } => push_capped(
-                    &mut out.stdout,
-                    &data,
-                    cmd.output_cap,
-                    &mut out.truncated_bytes,
-                ),
-                ChannelMsg::ExtendedData { data, .. } => {
-                    let mut rest: &[u8] = &data;
-                    if pid.is_none() && marker.len() < 64 {
-                        // The wrapper's first stderr line carries the PID.
-                        let take = rest.len().min(64 - marker.len());
-                        marker.extend_from_slice(&rest[..take]);
-                        rest = &rest[take..];
-                        if let Some(nl) = marker.iter().position(|&b| b == b'\n') {
-                            let first = String::from_utf8_lossy(&marker[..nl]).to_string();
-                            pid = first
-                                .strip_prefix(PID_MARKER)
-                                .and_then(|p| p.trim().parse().ok());
-                            let tail = marker[nl + 1..].to_vec();
-                            push_capped(
-                                &mut out.stderr,
-                                &tail,
-                                cmd.output_cap,
-                                &mut out.truncated_bytes,
-                            );
-                            marker.clear();
-                            marker.push(0); // never parse again
-                            marker.resize(64, 0);
-                        }
-                    }
-                    push_capped(
-                        &mut out.stderr,
-                        rest,
-                        cmd.output_cap,
-                        &mut out.truncated_bytes,
-                    );
-                }
-                ChannelMsg::ExitStatus { exit_status } => out.exit_code = Some(exit_status.into()),
-                ChannelMsg::ExitSignal { signal_name, .. } => {
-                    out.exit_signal = Some(format!("{signal_name:?}"))
-                }
-                ChannelMsg::Close => break,
-                _ => {}
+    async fn begin_run(
+        &mut self,
+        dirs: &[String],
+        checker: &str,
+        tmp: &str,
+        pin: &str,
+        cmd: &CommandSpec,
+    ) -> TResult<Staged> {
+        let script = staged_script(dirs, checker, pin, tmp, cmd);
+        let mut run = self.open_run(script, cmd.output_cap).await?;
+        let deadline = tokio::time::Instant::now() + PREP_TIMEOUT;
+        let staged = match run.next_marker(deadline).await? {
+            Some(m) if m == "PUSHSCAN_STATE=current" => {
+                run.send_eof().await?;
+                Staged::Current
+            }
+            Some(m) if m == "PUSHSCAN_STATE=push" => Staged::NeedsPush,
+            other => return Err(run.prep_failure("prepare", other)),
+        };
+        self.pending = Some(run);
+        Ok(staged)
+    }
+
+    async fn push_staged(&mut self, local: &Path, tmp: &str, dest: &str, pin: &str) -> TResult<()> {
+        let Some(run) = self.pending.as_mut() else {
+            // Not staged by begin_run: the plain verified install.
+            return self.install(local, tmp, dest, pin).await;
+        };
+        let file = tokio::fs::File::open(local).await.map_err(|e| {
+            TransportError::error(format!("cannot open {}: {e}", local.display()))
+        })?;
+        run.ch.data(&b"push\n"[..]).await.map_err(Self::lost)?;
+        run.ch.data(file).await.map_err(Self::lost)?;
+        run.send_eof().await?;
+        let deadline = tokio::time::Instant::now() + PREP_TIMEOUT;
+        match run.next_marker(deadline).await? {
+            Some(m) if m == "PUSHSCAN_PUSHED=ok" => Ok(()),
+            other => {
+                let e = run.prep_failure("push", other);
+                self.pending = None;
+                Err(e)
             }
         }
-        if out.timed_out {
-            let _ = ch.close().await;
-            if let Some(p) = pid {
-                self.kill_group(p).await;
-            }
+    }
+
+    async fn finish_run(&mut self, cmd: &CommandSpec) -> TResult<ExecOutcome> {
+        match self.pending.take() {
+            Some(run) => self.complete_run(run, cmd).await,
+            None => self.exec(cmd).await,
         }
-        Ok(out)
     }
 
     async fn list_dir(&mut self, dir: &str) -> TResult<Vec<RemoteEntry>> {
