@@ -1,0 +1,279 @@
+//! The `pushscan` command as a user runs it, on the `local` transport (no
+//! network): exit codes, reports in every format, config errors located,
+//! the checker pin enforced before anything is touched, `parse` over the
+//! shared EmoCheck samples, and `--help` with examples.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_pushscan"))
+}
+
+fn checker() -> PathBuf {
+    Path::new(ROOT).join("lab/checker/emocheck-sim.sh")
+}
+
+fn sha256_hex(path: &Path) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(std::fs::read(path).unwrap()))
+}
+
+/// A local "fleet": each host is the controller itself with its own dir.
+struct Local {
+    dir: tempfile::TempDir,
+}
+
+impl Local {
+    fn new(hosts: &[(&str, &str)]) -> Local {
+        let dir = tempfile::tempdir().unwrap();
+        let mut inv = String::from("all:\n  children:\n    lab:\n      hosts:\n");
+        for (name, scenario) in hosts {
+            inv.push_str(&format!(
+                "        {name}:\n          ansible_connection: local\n          scenario: {scenario}\n          pushscan_dir: {}\n",
+                dir.path().join("hosts").join(name).display()
+            ));
+        }
+        std::fs::write(dir.path().join("inv.yml"), inv).unwrap();
+        let pb = std::fs::read_to_string(Path::new(ROOT).join("playbooks/emocheck-ssh.yml"))
+            .unwrap()
+            .replace("../lab/checker/emocheck-sim.sh", &checker().display().to_string())
+            .replace("timeout: 60s", "timeout: 3s");
+        std::fs::write(dir.path().join("pb.yml"), pb).unwrap();
+        Local { dir }
+    }
+
+    fn p(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn sweep(&self, extra: &[&str]) -> Output {
+        bin()
+            .arg("sweep")
+            .arg("-i")
+            .arg(self.p("inv.yml"))
+            .arg("-p")
+            .arg(self.p("pb.yml"))
+            .arg("--state-dir")
+            .arg(self.p("state"))
+            .args(["--progress", "lines"])
+            .args(extra)
+            .output()
+            .unwrap()
+    }
+
+    fn report(&self, format: &str) -> Output {
+        bin()
+            .args(["report", "--format", format, "--state-dir"])
+            .arg(self.p("state"))
+            .output()
+            .unwrap()
+    }
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn clean_fleet_exits_0_and_reports_in_every_format() {
+    let lab = Local::new(&[("a", "clean"), ("b", "clean")]);
+    let out = lab.sweep(&[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("not_detected"));
+
+    let json: Value = serde_json::from_slice(&lab.report("json").stdout).unwrap();
+    assert_eq!(json["run"]["id"], 1);
+    assert_eq!(json["run"]["status"], "finished");
+    let hosts = json["hosts"].as_array().unwrap();
+    assert_eq!(hosts.len(), 2);
+    for h in hosts {
+        assert_eq!(h["status"], "not_detected");
+        assert_eq!(h["groups"][0], "lab");
+        for key in ["host", "reason", "scan_time", "report_file", "checker_version", "processes"] {
+            assert!(h.get(key).is_some(), "JSON host entry has {key}: {h}");
+        }
+    }
+
+    let csv = text(&lab.report("csv").stdout);
+    let mut lines = csv.lines();
+    assert!(lines.next().unwrap().starts_with("run_id,host,address,groups,status,reason,scan_time"));
+    assert_eq!(lines.count(), 2);
+
+    let runs = bin().args(["runs", "--state-dir"]).arg(lab.p("state")).output().unwrap();
+    assert!(text(&runs.stdout).lines().nth(1).unwrap().starts_with("1 "));
+}
+
+#[test]
+fn detection_exits_1_and_incomplete_exits_2() {
+    let lab = Local::new(&[("clean1", "clean"), ("infected", "detected2")]);
+    let out = lab.sweep(&[]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let table = text(&out.stdout);
+    assert!(table.contains("DETECTED (1)"), "{table}");
+    assert!(table.contains("wfsrvhost.exe") && table.contains("4312"), "{table}");
+    assert!(table.contains("C:\\Users\\tanaka\\AppData\\Local\\wfsrvhost\\wfsrvhost.exe"), "{table}");
+    assert!(table.contains("CurrentVersion\\Run\\msrdpsvc"), "{table}");
+
+    let lab = Local::new(&[("clean1", "clean"), ("silent", "noreport"), ("stuck", "hang")]);
+    let out = lab.sweep(&[]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let json: Value = serde_json::from_slice(&lab.report("json").stdout).unwrap();
+    let status = |n: &str| {
+        json["hosts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|h| h["host"] == n)
+            .unwrap()["status"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(status("silent"), "no_result");
+    assert_eq!(status("stuck"), "timeout");
+    assert!(text(&out.stdout).contains("NO RESULT FOUND (1)"));
+}
+
+#[test]
+fn limit_selects_hosts_and_a_pattern_matching_nothing_is_a_usage_error() {
+    let lab = Local::new(&[("web1", "clean"), ("web2", "clean"), ("db1", "clean")]);
+    let out = lab.sweep(&["--limit", "web*:!web2"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let json: Value = serde_json::from_slice(&lab.report("json").stdout).unwrap();
+    let names: Vec<&str> = json["hosts"].as_array().unwrap().iter().map(|h| h["host"].as_str().unwrap()).collect();
+    assert_eq!(names, vec!["web1"]);
+
+    let out = lab.sweep(&["--limit", "nosuchhost"]);
+    assert_eq!(out.status.code(), Some(64), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("nosuchhost"));
+}
+
+#[test]
+fn checker_not_matching_its_pin_stops_before_any_host_is_touched() {
+    let lab = Local::new(&[("a", "clean")]);
+    let pb = std::fs::read_to_string(lab.p("pb.yml")).unwrap();
+    let pin = sha256_hex(&checker());
+    let wrong = format!("{}{}", &pin[..63], if pin.ends_with('0') { '1' } else { '0' });
+    std::fs::write(lab.p("pb.yml"), pb.replace(&pin, &wrong)).unwrap();
+    let out = lab.sweep(&[]);
+    assert_eq!(out.status.code(), Some(66), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("refusing to push"), "{}", text(&out.stderr));
+    assert!(!lab.p("hosts").exists(), "no host was touched");
+    assert!(!lab.p("state").join("journal.sqlite").exists(), "no run was started");
+}
+
+#[test]
+fn config_errors_name_file_line_and_column() {
+    let lab = Local::new(&[("a", "clean")]);
+    let pb = std::fs::read_to_string(lab.p("pb.yml")).unwrap();
+    std::fs::write(lab.p("pb.yml"), pb.replace("cleanup:", "cleanpu:")).unwrap();
+    let out = lab.sweep(&[]);
+    assert_eq!(out.status.code(), Some(65));
+    let err = text(&out.stderr);
+    let line = pb.lines().position(|l| l.starts_with("cleanup:")).unwrap() + 1;
+    assert!(err.contains(&format!("pb.yml:{line}:1: ")), "{err}");
+    assert!(err.contains("cleanpu"), "{err}");
+
+    // A template naming an undefined variable is refused before any host.
+    std::fs::write(lab.p("pb.yml"), pb.replace("{{ inventory_hostname }}", "{{ no_such_var }}")).unwrap();
+    let out = lab.sweep(&[]);
+    assert_eq!(out.status.code(), Some(65));
+    assert!(text(&out.stderr).contains("undefined variable 'no_such_var'"), "{}", text(&out.stderr));
+    assert!(!lab.p("hosts").exists());
+
+    // Plaintext secrets in an inventory are refused with a pointer to the supported ways.
+    std::fs::write(lab.p("pb.yml"), &pb).unwrap();
+    std::fs::write(lab.p("inv.ini"), "[lab]\na ansible_connection=local ansible_password=hunter2\n").unwrap();
+    let out = bin()
+        .arg("sweep")
+        .arg("-i")
+        .arg(lab.p("inv.ini"))
+        .arg("-p")
+        .arg(lab.p("pb.yml"))
+        .arg("--state-dir")
+        .arg(lab.p("state"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(65));
+    let err = text(&out.stderr);
+    assert!(err.contains("inv.ini:2:"), "{err}");
+    assert!(err.contains("PUSHSCAN_SSH_PASSWORD"), "{err}");
+    assert!(!err.contains("hunter2"), "the secret is not echoed: {err}");
+}
+
+#[test]
+fn parse_prints_one_json_object_per_file() {
+    let samples = Path::new(ROOT).join("../shared/emocheck/samples");
+    let samples = if samples.exists() {
+        samples
+    } else {
+        PathBuf::from(std::env::var("PUSHSCAN_SHARED_DIR").expect(
+            "EmoCheck samples not found: expected ../shared/emocheck/samples beside the repo, or set PUSHSCAN_SHARED_DIR",
+        ))
+        .join("emocheck/samples")
+    };
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&samples).unwrap().map(|e| e.unwrap().path()).collect();
+    files.sort();
+    let out = bin().args(["parse", "--format", "json"]).args(&files).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "samples include detections");
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let arr = v.as_array().unwrap();
+    assert_eq!(arr.len(), files.len());
+    let get = |suffix: &str| arr.iter().find(|o| o["file"].as_str().unwrap().ends_with(suffix)).unwrap();
+    let s014 = get("PC-SALES-014_20261120101542_emocheck.txt");
+    assert_eq!(s014["status"], "detected");
+    assert_eq!(s014["hostname"], "PC-SALES-014", "host name from the file name");
+    assert_eq!(s014["scan_time"], "2026-11-20 10:15:42");
+    assert_eq!(s014["checker_version"], "2.4.0");
+    assert_eq!(s014["processes"][0]["pid"], 4312);
+    assert_eq!(s014["processes"][0]["name"], "wfsrvhost.exe");
+    let s022 = get("PC-SALES-022_20261120102041_emocheck.json");
+    assert_eq!(s022["status"], "not_detected");
+    assert_eq!(s022["processes"].as_array().unwrap().len(), 0);
+    let keiri = get("PC-KEIRI-003_20261120093011_emocheck.txt");
+    assert_eq!(keiri["status"], "detected");
+    assert_eq!(keiri["processes"][0]["pid"], 9120);
+
+    // A truncated or garbage file is unparseable, never clean: exit 2.
+    let dir = tempfile::tempdir().unwrap();
+    let junk = dir.path().join("PC-X_20261120101542_emocheck.txt");
+    std::fs::write(&junk, "[EmoCheck v2.4.0]\r\nScan time: 2026-11-20 10:15:42\r\n____").unwrap();
+    let out = bin().args(["parse", "--format", "json"]).arg(&junk).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v[0]["status"], "unparseable");
+}
+
+#[test]
+fn every_subcommand_help_has_an_example() {
+    for sub in ["sweep", "parse", "report", "runs", "pin"] {
+        let out = bin().args([sub, "--help"]).output().unwrap();
+        assert_eq!(out.status.code(), Some(0));
+        let help = text(&out.stdout);
+        assert!(help.contains("Example"), "{sub} --help:\n{help}");
+    }
+    let out = bin().arg("--help").output().unwrap();
+    let help = text(&out.stdout);
+    for code in ["0 ", "1 ", "2 ", "64", "65", "66"] {
+        assert!(help.contains(&format!("  {code}")), "exit code {code} documented:\n{help}");
+    }
+}
+
+#[test]
+fn shipped_playbooks_load_and_demo_pins_match_the_stand_in() {
+    let pin = sha256_hex(&checker());
+    for name in ["demo-local.yml", "emocheck-ssh.yml"] {
+        let text = std::fs::read_to_string(Path::new(ROOT).join("playbooks").join(name)).unwrap();
+        assert!(text.contains(&pin), "{name} pins the current stand-in checker ({pin})");
+        pushscan::playbook::Playbook::parse(&text, &Path::new(ROOT).join("playbooks").join(name)).unwrap();
+    }
+    // The Windows playbook loads but refuses to run until the operator pins
+    // their own EmoCheck.
+    let pb = pushscan::playbook::Playbook::load(&Path::new(ROOT).join("playbooks/emocheck.yml")).unwrap();
+    assert!(pb.verify_checker().is_err());
+}
