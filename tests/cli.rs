@@ -277,3 +277,47 @@ fn shipped_playbooks_load_and_demo_pins_match_the_stand_in() {
     let pb = pushscan::playbook::Playbook::load(&Path::new(ROOT).join("playbooks/emocheck.yml")).unwrap();
     assert!(pb.verify_checker().is_err());
 }
+
+#[cfg(unix)]
+#[test]
+fn interrupt_stops_starting_hosts_and_records_them_as_not_started() {
+    let lab = Local::new(&[("h1", "hang"), ("h2", "clean"), ("h3", "clean"), ("h4", "clean")]);
+    let child = bin()
+        .arg("sweep")
+        .arg("-i")
+        .arg(lab.p("inv.yml"))
+        .arg("-p")
+        .arg(lab.p("pb.yml"))
+        .arg("--state-dir")
+        .arg(lab.p("state"))
+        .args(["--progress", "lines", "--forks", "1"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until h1 (the hanging checker) is running, then interrupt.
+    let journal = lab.p("state").join("journal.sqlite");
+    let started = (0..200).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        journal.exists()
+            && rusqlite::Connection::open(&journal)
+                .and_then(|c| {
+                    c.query_row("SELECT COUNT(*) FROM hosts WHERE state='running'", [], |r| r.get::<_, i64>(0))
+                })
+                .map(|n| n > 0)
+                .unwrap_or(false)
+    });
+    assert!(started, "the sweep started a host");
+    // SAFETY: plain kill(2) on our own child.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGINT);
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("interrupted"), "{}", text(&out.stderr));
+    let json: Value = serde_json::from_slice(&lab.report("json").stdout).unwrap();
+    assert_eq!(json["run"]["status"], "interrupted");
+    let statuses: Vec<&str> = json["hosts"].as_array().unwrap().iter().map(|h| h["status"].as_str().unwrap()).collect();
+    assert_eq!(statuses[0], "timeout", "the host in flight finished (its checker was killed at the timeout)");
+    assert!(statuses[1..].iter().all(|s| *s == "not_started"), "{statuses:?}");
+}

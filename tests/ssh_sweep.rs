@@ -477,3 +477,63 @@ fn unknown_host_key_needs_explicit_acceptance_and_changed_key_always_fails() {
     let recorded = std::fs::read_to_string(&kh).unwrap();
     assert!(recorded.contains(&fleet.addresses[0]), "the new key was recorded:\n{recorded}");
 }
+
+#[test]
+fn password_from_environment_authenticates_and_never_reaches_argv_or_logs() {
+    use common::sshd::FleetOptions;
+    let secret = "Pw-for-pushscan-test-7731";
+    let fleet = SshFleet::start_with(FleetOptions {
+        password: Some(secret.to_string()),
+        ..FleetOptions::hosts(1)
+    });
+    let root = tempfile::tempdir().unwrap();
+    std::fs::write(
+        root.path().join("hosts.ini"),
+        format!(
+            "pw ansible_host={} ansible_port={} pushscan_dir={}/pw\n",
+            fleet.addresses[0],
+            fleet.port,
+            root.path().display()
+        ),
+    )
+    .unwrap();
+    let pb = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/playbooks/emocheck-ssh.yml"))
+        .unwrap()
+        .replace("../lab/checker/emocheck-sim.sh", CHECKER);
+    std::fs::write(root.path().join("pb.yml"), pb).unwrap();
+    let run = |password: Option<&str>| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_pushscan"));
+        c.arg("sweep")
+            .arg("-i")
+            .arg(root.path().join("hosts.ini"))
+            .arg("-p")
+            .arg(root.path().join("pb.yml"))
+            .arg("--state-dir")
+            .arg(root.path().join("state"))
+            .arg("--known-hosts")
+            .arg(&fleet.known_hosts)
+            // No usable key: only the password can work.
+            .arg("-k")
+            .arg(root.path().join("no-such-key"))
+            .args(["--no-agent", "--progress", "lines", "-vv"]);
+        match password {
+            Some(p) => c.env("PUSHSCAN_SSH_PASSWORD", p),
+            None => c.env_remove("PUSHSCAN_SSH_PASSWORD"),
+        };
+        c.output().unwrap()
+    };
+    let bad = run(Some("wrong-password"));
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stdout).contains("auth_failed"));
+    let good = run(Some(secret));
+    assert_eq!(good.status.code(), Some(0), "{}", String::from_utf8_lossy(&good.stderr));
+    for out in [&good.stdout, &good.stderr] {
+        assert!(!String::from_utf8_lossy(out).contains(secret), "the password is never printed");
+    }
+    let journal = std::fs::read(root.path().join("state/journal.sqlite")).unwrap();
+    assert!(
+        !journal.windows(secret.len()).any(|w| w == secret.as_bytes()),
+        "the password is never journaled"
+    );
+    assert!(!fleet.sshd_log().contains(secret));
+}
