@@ -28,6 +28,8 @@ use crate::transport::{
 
 /// Output kept from a checker run (stdout and stderr each).
 const OUTPUT_CAP: usize = 64 * 1024;
+/// Time allowed per host beyond the checker's timeout (connect, push, fetch).
+const HOST_OVERHEAD: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// Everything about one host that can be decided before connecting.
 #[derive(Debug, Clone)]
@@ -152,21 +154,38 @@ pub async fn run_host(ctx: Arc<SweepCtx>, plan: HostPlan) -> HostResult {
     let name = plan.host.name.clone();
     ctx.journal.host_started(ctx.run_id, &name);
     let mut progress = Progress::default();
-    let outcome = match connect(&ctx, &plan.host).await {
-        Err(e) => Err(Failure::at("connect", e)),
-        Ok(mut conn) => {
-            let res = steps(&ctx, &plan, conn.as_mut(), &mut progress).await;
-            let cleaned = cleanup(&ctx, &plan, conn.as_mut(), &progress).await;
-            conn.close().await;
-            match (res, cleaned) {
-                (Ok(mut v), Err(e)) => {
-                    // The verdict stands; the leftover is reported with it.
-                    v.1.push_str(&format!("; cleanup incomplete: {e}"));
-                    Ok(v)
+    // A watchdog over the whole host: a host that stalls a transfer or
+    // never answers cannot hold a fork forever. It is generous (the checker
+    // timeout plus time for connecting, pushing and fetching) because the
+    // steps have their own bounds; this is the last line.
+    let limit = ctx.playbook.timeout + HOST_OVERHEAD;
+    let work = async {
+        match connect(&ctx, &plan.host).await {
+            Err(e) => Err(Failure::at("connect", e)),
+            Ok(mut conn) => {
+                let res = steps(&ctx, &plan, conn.as_mut(), &mut progress).await;
+                let cleaned = cleanup(&ctx, &plan, conn.as_mut(), &progress).await;
+                conn.close().await;
+                match (res, cleaned) {
+                    (Ok(mut v), Err(e)) => {
+                        // The verdict stands; the leftover is reported with it.
+                        v.1.push_str(&format!("; cleanup incomplete: {e}"));
+                        Ok(v)
+                    }
+                    (r, _) => r,
                 }
-                (r, _) => r,
             }
         }
+    };
+    let outcome = match tokio::time::timeout(limit, work).await {
+        Ok(o) => o,
+        Err(_) => Err(Failure {
+            class: HostClass::Error,
+            reason: format!(
+                "host did not finish within {}s; abandoned (see the journal for what may be left on it)",
+                limit.as_secs()
+            ),
+        }),
     };
     let (class, reason) = match outcome {
         Ok((class, reason)) => (class, reason),
@@ -250,34 +269,69 @@ async fn steps(
         output_cap: OUTPUT_CAP,
     };
     let staged = conn
-        .begin_run(&dirs, &plan.checker_path, &plan.tmp_path, &pb.checker.sha256, &cmd)
+        .begin_run(
+            &dirs,
+            &plan.checker_path,
+            &plan.tmp_path,
+            &pb.checker.sha256,
+            &cmd,
+        )
         .await
         .map_err(|e| Failure::at("prepare", e))?;
     j.outcome(run_id, host, "mkdir", true, &dirs.join("\n"), "");
     match staged {
         Staged::Current => {
             progress.pushed = Some(false);
-            j.outcome(run_id, host, "push", true, &plan.checker_path, "skipped: hash matches pin");
+            j.outcome(
+                run_id,
+                host,
+                "push",
+                true,
+                &plan.checker_path,
+                "skipped: hash matches pin",
+            );
         }
         Staged::NeedsPush => {
             j.intent(run_id, host, "push", &plan.tmp_path)
                 .await
                 .map_err(Failure::journal)?;
             progress.push_attempted = true;
-            conn.push_staged(&pb.checker_local, &plan.tmp_path, &plan.checker_path, &pb.checker.sha256)
-                .await
-                .map_err(|e| {
-                    j.outcome(run_id, host, "push", false, &plan.tmp_path, &e.message);
-                    Failure::at("push", e)
-                })?;
+            conn.push_staged(
+                &pb.checker_local,
+                &plan.tmp_path,
+                &plan.checker_path,
+                &pb.checker.sha256,
+            )
+            .await
+            .map_err(|e| {
+                j.outcome(run_id, host, "push", false, &plan.tmp_path, &e.message);
+                Failure::at("push", e)
+            })?;
             progress.pushed = Some(true);
-            j.outcome(run_id, host, "push", true, &plan.checker_path, "verified and renamed");
+            j.outcome(
+                run_id,
+                host,
+                "push",
+                true,
+                &plan.checker_path,
+                "verified and renamed",
+            );
         }
     }
-    let exec = conn.finish_run(&cmd).await.map_err(|e| Failure::at("run", e))?;
+    let exec = conn
+        .finish_run(&cmd)
+        .await
+        .map_err(|e| Failure::at("run", e))?;
     progress.ran = true;
     progress.exit_code = exec.exit_code;
-    j.outcome(run_id, host, "run", !exec.timed_out, &plan.checker_path, &exec_summary(&exec));
+    j.outcome(
+        run_id,
+        host,
+        "run",
+        !exec.timed_out,
+        &plan.checker_path,
+        &exec_summary(&exec),
+    );
 
     // Collect this run's result files, newest first.
     let mut fetched = Vec::new();

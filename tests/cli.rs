@@ -41,7 +41,10 @@ impl Local {
         std::fs::write(dir.path().join("inv.yml"), inv).unwrap();
         let pb = std::fs::read_to_string(Path::new(ROOT).join("playbooks/emocheck-ssh.yml"))
             .unwrap()
-            .replace("../lab/checker/emocheck-sim.sh", &checker().display().to_string())
+            .replace(
+                "../lab/checker/emocheck-sim.sh",
+                &checker().display().to_string(),
+            )
             .replace("timeout: 60s", "timeout: 3s");
         std::fs::write(dir.path().join("pb.yml"), pb).unwrap();
         Local { dir }
@@ -94,17 +97,31 @@ fn clean_fleet_exits_0_and_reports_in_every_format() {
     for h in hosts {
         assert_eq!(h["status"], "not_detected");
         assert_eq!(h["groups"][0], "lab");
-        for key in ["host", "reason", "scan_time", "report_file", "checker_version", "processes"] {
+        for key in [
+            "host",
+            "reason",
+            "scan_time",
+            "report_file",
+            "checker_version",
+            "processes",
+        ] {
             assert!(h.get(key).is_some(), "JSON host entry has {key}: {h}");
         }
     }
 
     let csv = text(&lab.report("csv").stdout);
     let mut lines = csv.lines();
-    assert!(lines.next().unwrap().starts_with("run_id,host,address,groups,status,reason,scan_time"));
+    assert!(lines
+        .next()
+        .unwrap()
+        .starts_with("run_id,host,address,groups,status,reason,scan_time"));
     assert_eq!(lines.count(), 2);
 
-    let runs = bin().args(["runs", "--state-dir"]).arg(lab.p("state")).output().unwrap();
+    let runs = bin()
+        .args(["runs", "--state-dir"])
+        .arg(lab.p("state"))
+        .output()
+        .unwrap();
     assert!(text(&runs.stdout).lines().nth(1).unwrap().starts_with("1 "));
 }
 
@@ -115,11 +132,21 @@ fn detection_exits_1_and_incomplete_exits_2() {
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
     let table = text(&out.stdout);
     assert!(table.contains("DETECTED (1)"), "{table}");
-    assert!(table.contains("wfsrvhost.exe") && table.contains("4312"), "{table}");
-    assert!(table.contains("C:\\Users\\tanaka\\AppData\\Local\\wfsrvhost\\wfsrvhost.exe"), "{table}");
+    assert!(
+        table.contains("wfsrvhost.exe") && table.contains("4312"),
+        "{table}"
+    );
+    assert!(
+        table.contains("C:\\Users\\tanaka\\AppData\\Local\\wfsrvhost\\wfsrvhost.exe"),
+        "{table}"
+    );
     assert!(table.contains("CurrentVersion\\Run\\msrdpsvc"), "{table}");
 
-    let lab = Local::new(&[("clean1", "clean"), ("silent", "noreport"), ("stuck", "hang")]);
+    let lab = Local::new(&[
+        ("clean1", "clean"),
+        ("silent", "noreport"),
+        ("stuck", "hang"),
+    ]);
     let out = lab.sweep(&[]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
     let json: Value = serde_json::from_slice(&lab.report("json").stdout).unwrap();
@@ -145,7 +172,12 @@ fn limit_selects_hosts_and_a_pattern_matching_nothing_is_a_usage_error() {
     let out = lab.sweep(&["--limit", "web*:!web2"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let json: Value = serde_json::from_slice(&lab.report("json").stdout).unwrap();
-    let names: Vec<&str> = json["hosts"].as_array().unwrap().iter().map(|h| h["host"].as_str().unwrap()).collect();
+    let names: Vec<&str> = json["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["host"].as_str().unwrap())
+        .collect();
     assert_eq!(names, vec!["web1"]);
 
     let out = lab.sweep(&["--limit", "nosuchhost"]);
@@ -158,13 +190,24 @@ fn checker_not_matching_its_pin_stops_before_any_host_is_touched() {
     let lab = Local::new(&[("a", "clean")]);
     let pb = std::fs::read_to_string(lab.p("pb.yml")).unwrap();
     let pin = sha256_hex(&checker());
-    let wrong = format!("{}{}", &pin[..63], if pin.ends_with('0') { '1' } else { '0' });
+    let wrong = format!(
+        "{}{}",
+        &pin[..63],
+        if pin.ends_with('0') { '1' } else { '0' }
+    );
     std::fs::write(lab.p("pb.yml"), pb.replace(&pin, &wrong)).unwrap();
     let out = lab.sweep(&[]);
     assert_eq!(out.status.code(), Some(66), "{}", text(&out.stderr));
-    assert!(text(&out.stderr).contains("refusing to push"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("refusing to push"),
+        "{}",
+        text(&out.stderr)
+    );
     assert!(!lab.p("hosts").exists(), "no host was touched");
-    assert!(!lab.p("state").join("journal.sqlite").exists(), "no run was started");
+    assert!(
+        !lab.p("state").join("journal.sqlite").exists(),
+        "no run was started"
+    );
 }
 
 #[test]
@@ -180,15 +223,27 @@ fn config_errors_name_file_line_and_column() {
     assert!(err.contains("cleanpu"), "{err}");
 
     // A template naming an undefined variable is refused before any host.
-    std::fs::write(lab.p("pb.yml"), pb.replace("{{ inventory_hostname }}", "{{ no_such_var }}")).unwrap();
+    std::fs::write(
+        lab.p("pb.yml"),
+        pb.replace("{{ inventory_hostname }}", "{{ no_such_var }}"),
+    )
+    .unwrap();
     let out = lab.sweep(&[]);
     assert_eq!(out.status.code(), Some(65));
-    assert!(text(&out.stderr).contains("undefined variable 'no_such_var'"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("undefined variable 'no_such_var'"),
+        "{}",
+        text(&out.stderr)
+    );
     assert!(!lab.p("hosts").exists());
 
     // Plaintext secrets in an inventory are refused with a pointer to the supported ways.
     std::fs::write(lab.p("pb.yml"), &pb).unwrap();
-    std::fs::write(lab.p("inv.ini"), "[lab]\na ansible_connection=local ansible_password=hunter2\n").unwrap();
+    std::fs::write(
+        lab.p("inv.ini"),
+        "[lab]\na ansible_connection=local ansible_password=hunter2\n",
+    )
+    .unwrap();
     let out = bin()
         .arg("sweep")
         .arg("-i")
@@ -217,17 +272,31 @@ fn parse_prints_one_json_object_per_file() {
         ))
         .join("emocheck/samples")
     };
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&samples).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&samples)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     files.sort();
-    let out = bin().args(["parse", "--format", "json"]).args(&files).output().unwrap();
+    let out = bin()
+        .args(["parse", "--format", "json"])
+        .args(&files)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1), "samples include detections");
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     let arr = v.as_array().unwrap();
     assert_eq!(arr.len(), files.len());
-    let get = |suffix: &str| arr.iter().find(|o| o["file"].as_str().unwrap().ends_with(suffix)).unwrap();
+    let get = |suffix: &str| {
+        arr.iter()
+            .find(|o| o["file"].as_str().unwrap().ends_with(suffix))
+            .unwrap()
+    };
     let s014 = get("PC-SALES-014_20261120101542_emocheck.txt");
     assert_eq!(s014["status"], "detected");
-    assert_eq!(s014["hostname"], "PC-SALES-014", "host name from the file name");
+    assert_eq!(
+        s014["hostname"], "PC-SALES-014",
+        "host name from the file name"
+    );
     assert_eq!(s014["scan_time"], "2026-11-20 10:15:42");
     assert_eq!(s014["checker_version"], "2.4.0");
     assert_eq!(s014["processes"][0]["pid"], 4312);
@@ -242,8 +311,16 @@ fn parse_prints_one_json_object_per_file() {
     // A truncated or garbage file is unparseable, never clean: exit 2.
     let dir = tempfile::tempdir().unwrap();
     let junk = dir.path().join("PC-X_20261120101542_emocheck.txt");
-    std::fs::write(&junk, "[EmoCheck v2.4.0]\r\nScan time: 2026-11-20 10:15:42\r\n____").unwrap();
-    let out = bin().args(["parse", "--format", "json"]).arg(&junk).output().unwrap();
+    std::fs::write(
+        &junk,
+        "[EmoCheck v2.4.0]\r\nScan time: 2026-11-20 10:15:42\r\n____",
+    )
+    .unwrap();
+    let out = bin()
+        .args(["parse", "--format", "json"])
+        .arg(&junk)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v[0]["status"], "unparseable");
@@ -260,7 +337,10 @@ fn every_subcommand_help_has_an_example() {
     let out = bin().arg("--help").output().unwrap();
     let help = text(&out.stdout);
     for code in ["0 ", "1 ", "2 ", "64", "65", "66"] {
-        assert!(help.contains(&format!("  {code}")), "exit code {code} documented:\n{help}");
+        assert!(
+            help.contains(&format!("  {code}")),
+            "exit code {code} documented:\n{help}"
+        );
     }
 }
 
@@ -269,19 +349,29 @@ fn shipped_playbooks_load_and_demo_pins_match_the_stand_in() {
     let pin = sha256_hex(&checker());
     for name in ["demo-local.yml", "emocheck-ssh.yml"] {
         let text = std::fs::read_to_string(Path::new(ROOT).join("playbooks").join(name)).unwrap();
-        assert!(text.contains(&pin), "{name} pins the current stand-in checker ({pin})");
-        pushscan::playbook::Playbook::parse(&text, &Path::new(ROOT).join("playbooks").join(name)).unwrap();
+        assert!(
+            text.contains(&pin),
+            "{name} pins the current stand-in checker ({pin})"
+        );
+        pushscan::playbook::Playbook::parse(&text, &Path::new(ROOT).join("playbooks").join(name))
+            .unwrap();
     }
     // The Windows playbook loads but refuses to run until the operator pins
     // their own EmoCheck.
-    let pb = pushscan::playbook::Playbook::load(&Path::new(ROOT).join("playbooks/emocheck.yml")).unwrap();
+    let pb = pushscan::playbook::Playbook::load(&Path::new(ROOT).join("playbooks/emocheck.yml"))
+        .unwrap();
     assert!(pb.verify_checker().is_err());
 }
 
 #[cfg(unix)]
 #[test]
 fn interrupt_stops_starting_hosts_and_records_them_as_not_started() {
-    let lab = Local::new(&[("h1", "hang"), ("h2", "clean"), ("h3", "clean"), ("h4", "clean")]);
+    let lab = Local::new(&[
+        ("h1", "hang"),
+        ("h2", "clean"),
+        ("h3", "clean"),
+        ("h4", "clean"),
+    ]);
     let child = bin()
         .arg("sweep")
         .arg("-i")
@@ -302,7 +392,11 @@ fn interrupt_stops_starting_hosts_and_records_them_as_not_started() {
         journal.exists()
             && rusqlite::Connection::open(&journal)
                 .and_then(|c| {
-                    c.query_row("SELECT COUNT(*) FROM hosts WHERE state='running'", [], |r| r.get::<_, i64>(0))
+                    c.query_row(
+                        "SELECT COUNT(*) FROM hosts WHERE state='running'",
+                        [],
+                        |r| r.get::<_, i64>(0),
+                    )
                 })
                 .map(|n| n > 0)
                 .unwrap_or(false)
@@ -314,10 +408,25 @@ fn interrupt_stops_starting_hosts_and_records_them_as_not_started() {
     }
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
-    assert!(text(&out.stderr).contains("interrupted"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("interrupted"),
+        "{}",
+        text(&out.stderr)
+    );
     let json: Value = serde_json::from_slice(&lab.report("json").stdout).unwrap();
     assert_eq!(json["run"]["status"], "interrupted");
-    let statuses: Vec<&str> = json["hosts"].as_array().unwrap().iter().map(|h| h["status"].as_str().unwrap()).collect();
-    assert_eq!(statuses[0], "timeout", "the host in flight finished (its checker was killed at the timeout)");
-    assert!(statuses[1..].iter().all(|s| *s == "not_started"), "{statuses:?}");
+    let statuses: Vec<&str> = json["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        statuses[0], "timeout",
+        "the host in flight finished (its checker was killed at the timeout)"
+    );
+    assert!(
+        statuses[1..].iter().all(|s| *s == "not_started"),
+        "{statuses:?}"
+    );
 }

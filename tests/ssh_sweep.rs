@@ -97,8 +97,18 @@ fn setup() -> Lab {
     let n = list.len();
     let extra = [
         ("unknownkey", fleet.addresses[n].clone(), fleet.port, None),
-        ("changedkey", fleet.addresses[n + 1].clone(), fleet.port, None),
-        ("badauth", fleet.addresses[0].clone(), fleet.port, Some("nosuchuser")),
+        (
+            "changedkey",
+            fleet.addresses[n + 1].clone(),
+            fleet.port,
+            None,
+        ),
+        (
+            "badauth",
+            fleet.addresses[0].clone(),
+            fleet.port,
+            Some("nosuchuser"),
+        ),
         ("nothere", "127.0.3.250".to_string(), fleet.port, None),
     ];
     yaml.push_str("    broken:\n      hosts:\n");
@@ -156,7 +166,10 @@ fn setup() -> Lab {
     // json hosts: set json_flag=/json and lang=en.
     let inv = std::fs::read_to_string(root.path().join("inventory.yml")).unwrap();
     let inv = inv
-        .replace("          lang: json\n", "          lang: en\n          json_flag: /json\n")
+        .replace(
+            "          lang: json\n",
+            "          lang: en\n          json_flag: /json\n",
+        )
         .replace("          lang: text\n", "          lang: en\n");
     std::fs::write(root.path().join("inventory.yml"), inv).unwrap();
     Lab { fleet, root, hosts }
@@ -187,13 +200,20 @@ fn pushscan(lab: &Lab, extra: &[&str]) -> Output {
 
 fn report_json(lab: &Lab, run: Option<i64>) -> Value {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_pushscan"));
-    cmd.arg("report").arg("--format").arg("json").arg("--state-dir").arg(lab.state());
+    cmd.arg("report")
+        .arg("--format")
+        .arg("json")
+        .arg("--state-dir")
+        .arg(lab.state());
     if let Some(r) = run {
         cmd.arg("--run").arg(r.to_string());
     }
     let out = cmd.output().expect("report");
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!("report is not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout))
+        panic!(
+            "report is not JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
     })
 }
 
@@ -233,7 +253,11 @@ fn ssh_fleet_end_to_end() {
 
     let report = report_json(&lab, None);
     let hosts = by_host(&report);
-    assert_eq!(hosts.len(), lab.hosts.len(), "every targeted host is in the report");
+    assert_eq!(
+        hosts.len(),
+        lab.hosts.len(),
+        "every targeted host is in the report"
+    );
 
     // ---- every host's class ----
     for (name, (_, scenario)) in &lab.hosts {
@@ -258,41 +282,89 @@ fn ssh_fleet_end_to_end() {
     }
 
     // ---- fields of detections ----
-    let det = hosts.iter().find(|(n, _)| n.ends_with("-detected-text")).unwrap().1;
+    let det = hosts
+        .iter()
+        .find(|(n, _)| n.ends_with("-detected-text"))
+        .unwrap()
+        .1;
     assert!(det["scan_time"].as_str().unwrap().len() == 19, "{det}");
     let rf = det["report_file"].as_str().unwrap();
-    assert!(rf.ends_with("_emocheck.txt") && rf.starts_with(det["host"].as_str().unwrap()), "{rf}");
+    assert!(
+        rf.ends_with("_emocheck.txt") && rf.starts_with(det["host"].as_str().unwrap()),
+        "{rf}"
+    );
     assert_eq!(det["checker_version"], "2.4.0");
     let p = &det["processes"][0];
     assert_eq!(p["name"], "wfsrvhost.exe");
     assert_eq!(p["pid"], 4312);
-    assert_eq!(p["image_path"], "C:\\Users\\tanaka\\AppData\\Local\\wfsrvhost\\wfsrvhost.exe");
+    assert_eq!(
+        p["image_path"],
+        "C:\\Users\\tanaka\\AppData\\Local\\wfsrvhost\\wfsrvhost.exe"
+    );
     assert_eq!(
         p["registry_key"],
         "HKEY_CURRENT_USER\\Software\\Microsoft\\Windows\\CurrentVersion\\Run\\wfsrvhost"
     );
-    let det_json = hosts.iter().find(|(n, _)| n.ends_with("-detected-json")).unwrap().1;
-    assert!(det_json["report_file"].as_str().unwrap().ends_with("_emocheck.json"));
+    let det_json = hosts
+        .iter()
+        .find(|(n, _)| n.ends_with("-detected-json"))
+        .unwrap()
+        .1;
+    assert!(det_json["report_file"]
+        .as_str()
+        .unwrap()
+        .ends_with("_emocheck.json"));
     assert_eq!(det_json["processes"][0]["pid"], 4312);
-    let det2 = hosts.iter().find(|(n, _)| n.contains("-detected2-")).unwrap().1;
+    let det2 = hosts
+        .iter()
+        .find(|(n, _)| n.contains("-detected2-"))
+        .unwrap()
+        .1;
     assert_eq!(det2["processes"].as_array().unwrap().len(), 2);
-    let ja = hosts.iter().find(|(n, _)| n.ends_with("-detected-ja")).unwrap().1;
+    let ja = hosts
+        .iter()
+        .find(|(n, _)| n.ends_with("-detected-ja"))
+        .unwrap()
+        .1;
     assert_eq!(ja["processes"][0]["name"], "wfsrvhost.exe");
     let crash = hosts.iter().find(|(n, _)| n.contains("-crash-")).unwrap().1;
     assert!(crash["reason"].as_str().unwrap().contains("139"), "{crash}");
     let huge = hosts.iter().find(|(n, _)| n.contains("-huge-")).unwrap().1;
     assert!(huge["reason"].as_str().unwrap().contains("cap"), "{huge}");
-    let clean_json = hosts.iter().find(|(n, _)| n.ends_with("-clean-json")).unwrap().1;
-    assert!(clean_json["report_file"].as_str().unwrap().ends_with(".json"));
+    let clean_json = hosts
+        .iter()
+        .find(|(n, _)| n.ends_with("-clean-json"))
+        .unwrap()
+        .1;
+    assert!(clean_json["report_file"]
+        .as_str()
+        .unwrap()
+        .ends_with(".json"));
     assert!(clean_json["scan_time"].is_string());
 
     // ---- hostile host: strings kept verbatim in JSON, escaped on the terminal ----
-    let hostile = hosts.iter().find(|(n, _)| n.contains("-hostile-")).unwrap().1;
+    let hostile = hosts
+        .iter()
+        .find(|(n, _)| n.contains("-hostile-"))
+        .unwrap()
+        .1;
     let pname = hostile["processes"][0]["name"].as_str().unwrap();
-    assert!(pname.starts_with("<script>alert(1)</script>\u{1b}[31m"), "{pname:?}");
-    assert!(!stdout.contains('\u{1b}'), "no raw ESC reaches the terminal report");
-    assert!(!stderr.contains('\u{1b}'), "no raw ESC reaches the progress lines");
-    assert!(stdout.contains("\\x1b[31m"), "ESC is shown escaped:\n{stdout}");
+    assert!(
+        pname.starts_with("<script>alert(1)</script>\u{1b}[31m"),
+        "{pname:?}"
+    );
+    assert!(
+        !stdout.contains('\u{1b}'),
+        "no raw ESC reaches the terminal report"
+    );
+    assert!(
+        !stderr.contains('\u{1b}'),
+        "no raw ESC reaches the progress lines"
+    );
+    assert!(
+        stdout.contains("\\x1b[31m"),
+        "ESC is shown escaped:\n{stdout}"
+    );
 
     // ---- evidence stays inside the evidence dir, names sanitized, no links ----
     let evidence = lab.state().join("evidence");
@@ -300,33 +372,52 @@ fn ssh_fleet_end_to_end() {
     walk(&lab.state(), &mut files);
     for f in &files {
         let meta = std::fs::symlink_metadata(f).unwrap();
-        assert!(!meta.file_type().is_symlink(), "no symlink in the state dir: {f:?}");
+        assert!(
+            !meta.file_type().is_symlink(),
+            "no symlink in the state dir: {f:?}"
+        );
         let name = f.file_name().unwrap().to_string_lossy().to_string();
         assert!(
-            name.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)),
+            name.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)),
             "sanitized local name: {name:?}"
         );
         if meta.is_file() && !name.starts_with("journal.sqlite") {
             assert!(f.starts_with(&evidence), "{f:?} outside evidence dir");
         }
     }
-    let hostile_dir = std::fs::read_dir(evidence.join("run-1").join(hostile["host"].as_str().unwrap()))
-        .unwrap()
-        .count();
-    assert!(hostile_dir >= 2, "the hostile host's regular files were kept as evidence");
+    let hostile_dir = std::fs::read_dir(
+        evidence
+            .join("run-1")
+            .join(hostile["host"].as_str().unwrap()),
+    )
+    .unwrap()
+    .count();
     assert!(
-        !files.iter().any(|f| std::fs::read(f).map(|b| b.starts_with(b"root:")).unwrap_or(false)),
+        hostile_dir >= 2,
+        "the hostile host's regular files were kept as evidence"
+    );
+    assert!(
+        !files.iter().any(|f| std::fs::read(f)
+            .map(|b| b.starts_with(b"root:"))
+            .unwrap_or(false)),
         "the /etc/passwd symlink was never followed"
     );
 
     // ---- the journal ----
     let db = rusqlite::Connection::open(lab.state().join("journal.sqlite")).unwrap();
     let (status, code): (String, i64) = db
-        .query_row("SELECT status, exit_code FROM runs WHERE id=1", [], |r| Ok((r.get(0)?, r.get(1)?)))
+        .query_row("SELECT status, exit_code FROM runs WHERE id=1", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
         .unwrap();
     assert_eq!((status.as_str(), code), ("finished", 1));
     let unfinished: i64 = db
-        .query_row("SELECT COUNT(*) FROM hosts WHERE run_id=1 AND (state!='done' OR class IS NULL)", [], |r| r.get(0))
+        .query_row(
+            "SELECT COUNT(*) FROM hosts WHERE run_id=1 AND (state!='done' OR class IS NULL)",
+            [],
+            |r| r.get(0),
+        )
         .unwrap();
     assert_eq!(unfinished, 0, "every host ends in a class");
     // Every push and run has its intent recorded before its outcome.
@@ -339,24 +430,50 @@ fn ssh_fleet_end_to_end() {
         .map(Result::unwrap)
         .collect();
     for (host, step, phase) in &rows {
-        if phase == "done" && !(step == "push" && rows.iter().all(|(h, s, p)| !(h == host && s == "push" && p == "intent"))) {
-            let intent = rows.iter().position(|(h, s, p)| h == host && s == step && p == "intent");
-            let done = rows.iter().position(|(h, s, p)| h == host && s == step && p == phase);
-            assert!(intent.is_some() && intent < done, "{host} {step}: intent before outcome");
+        if phase == "done"
+            && !(step == "push"
+                && rows
+                    .iter()
+                    .all(|(h, s, p)| !(h == host && s == "push" && p == "intent")))
+        {
+            let intent = rows
+                .iter()
+                .position(|(h, s, p)| h == host && s == step && p == "intent");
+            let done = rows
+                .iter()
+                .position(|(h, s, p)| h == host && s == step && p == phase);
+            assert!(
+                intent.is_some() && intent < done,
+                "{host} {step}: intent before outcome"
+            );
         }
     }
     let pushes: i64 = db
-        .query_row("SELECT COUNT(*) FROM steps WHERE run_id=1 AND step='push' AND phase='intent'", [], |r| r.get(0))
+        .query_row(
+            "SELECT COUNT(*) FROM steps WHERE run_id=1 AND step='push' AND phase='intent'",
+            [],
+            |r| r.get(0),
+        )
         .unwrap();
-    assert_eq!(pushes as usize, scenarios().len(), "first sweep pushes to every reachable host");
+    assert_eq!(
+        pushes as usize,
+        scenarios().len(),
+        "first sweep pushes to every reachable host"
+    );
     // Raw reports are stored with their SHA-256.
-    let mut stmt = db.prepare("SELECT raw, sha256 FROM reports WHERE run_id=1").unwrap();
+    let mut stmt = db
+        .prepare("SELECT raw, sha256 FROM reports WHERE run_id=1")
+        .unwrap();
     let reports: Vec<(Vec<u8>, String)> = stmt
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
         .unwrap()
         .map(Result::unwrap)
         .collect();
-    assert!(reports.len() >= scenarios().len() - 3, "reports stored: {}", reports.len());
+    assert!(
+        reports.len() >= scenarios().len() - 3,
+        "reports stored: {}",
+        reports.len()
+    );
     for (raw, sha) in &reports {
         use sha2::{Digest, Sha256};
         assert_eq!(&hex::encode(Sha256::digest(raw)), sha);
@@ -365,7 +482,10 @@ fn ssh_fleet_end_to_end() {
     // ---- nothing but the keepers left on the hosts ----
     for (name, (_, scenario)) in &lab.hosts {
         if scenario == "broken" {
-            assert!(!lab.remote_dir(name).exists(), "{name}: nothing created on a host we never reached");
+            assert!(
+                !lab.remote_dir(name).exists(),
+                "{name}: nothing created on a host we never reached"
+            );
             continue;
         }
         let dir = lab.remote_dir(name);
@@ -374,10 +494,17 @@ fn ssh_fleet_end_to_end() {
             .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
             .collect();
         top.sort();
-        assert_eq!(top, vec!["emocheck-sim.sh", "reports"], "{name}: only the checker and the reports dir");
+        assert_eq!(
+            top,
+            vec!["emocheck-sim.sh", "reports"],
+            "{name}: only the checker and the reports dir"
+        );
         for e in std::fs::read_dir(dir.join("reports")).unwrap() {
             let n = e.unwrap().file_name().to_string_lossy().to_string();
-            assert!(n.contains("_emocheck."), "{name}: unexpected leftover {n:?}");
+            assert!(
+                n.contains("_emocheck."),
+                "{name}: unexpected leftover {n:?}"
+            );
         }
     }
     // The hung checker's whole process tree is gone.
@@ -387,23 +514,42 @@ fn ssh_fleet_end_to_end() {
         .arg(format!("pushscan-sim-hang-{hang}"))
         .output()
         .expect("pgrep (apt-get install procps)");
-    assert!(pg.stdout.is_empty(), "hung checker processes left: {}", String::from_utf8_lossy(&pg.stdout));
+    assert!(
+        pg.stdout.is_empty(),
+        "hung checker processes left: {}",
+        String::from_utf8_lossy(&pg.stdout)
+    );
 
     // ---- second sweep: no push where the hash matches ----
     let second = pushscan(&lab, &["--limit", "sc_clean:sc_detected"]);
-    assert_eq!(second.status.code(), Some(1), "{}", String::from_utf8_lossy(&second.stderr));
+    assert_eq!(
+        second.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&second.stderr)
+    );
     let report2 = report_json(&lab, Some(2));
     for h in report2["hosts"].as_array().unwrap() {
         assert_eq!(h["pushed"], false, "second sweep skips the push: {h}");
     }
     let intents: i64 = db
-        .query_row("SELECT COUNT(*) FROM steps WHERE run_id=2 AND step='push' AND phase='intent'", [], |r| r.get(0))
+        .query_row(
+            "SELECT COUNT(*) FROM steps WHERE run_id=2 AND step='push' AND phase='intent'",
+            [],
+            |r| r.get(0),
+        )
         .unwrap();
     assert_eq!(intents, 0);
     // Reports accumulate on the host (EmoCheck keeps history), and only the
     // new one is this run's.
-    let clean = lab.hosts.keys().find(|n| n.ends_with("-clean-text")).unwrap();
-    let n_reports = std::fs::read_dir(lab.remote_dir(clean).join("reports")).unwrap().count();
+    let clean = lab
+        .hosts
+        .keys()
+        .find(|n| n.ends_with("-clean-text"))
+        .unwrap();
+    let n_reports = std::fs::read_dir(lab.remote_dir(clean).join("reports"))
+        .unwrap()
+        .count();
     assert!(n_reports >= 1);
 
     // ---- `runs` lists both ----
@@ -426,7 +572,13 @@ fn unknown_host_key_needs_explicit_acceptance_and_changed_key_always_fails() {
     let mut parts = other.split_whitespace();
     std::fs::write(
         &kh,
-        format!("[{}]:{} {} {}\n", fleet.addresses[1], fleet.port, parts.next().unwrap(), parts.next().unwrap()),
+        format!(
+            "[{}]:{} {} {}\n",
+            fleet.addresses[1],
+            fleet.port,
+            parts.next().unwrap(),
+            parts.next().unwrap()
+        ),
     )
     .unwrap();
     let inv = format!(
@@ -437,9 +589,12 @@ fn unknown_host_key_needs_explicit_acceptance_and_changed_key_always_fails() {
         d = root.path().display()
     );
     std::fs::write(root.path().join("hosts.ini"), inv).unwrap();
-    let pb = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/playbooks/emocheck-ssh.yml"))
-        .unwrap()
-        .replace("../lab/checker/emocheck-sim.sh", CHECKER);
+    let pb = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/playbooks/emocheck-ssh.yml"
+    ))
+    .unwrap()
+    .replace("../lab/checker/emocheck-sim.sh", CHECKER);
     std::fs::write(root.path().join("pb.yml"), pb).unwrap();
     let run = |accept: bool| {
         let mut c = Command::new(env!("CARGO_BIN_EXE_pushscan"));
@@ -460,22 +615,35 @@ fn unknown_host_key_needs_explicit_acceptance_and_changed_key_always_fails() {
             c.arg("--accept-new-host-keys");
         }
         let out = c.output().unwrap();
-        let v: Value = serde_json::from_slice(&std::fs::read(root.path().join("r.json")).unwrap()).unwrap();
+        let v: Value =
+            serde_json::from_slice(&std::fs::read(root.path().join("r.json")).unwrap()).unwrap();
         (out.status.code(), by_host(&v))
     };
     let (code, hosts) = run(false);
     assert_eq!(code, Some(2), "hosts not checked: exit 2");
     assert_eq!(hosts["new"]["status"], "host_key_rejected");
-    assert!(hosts["new"]["reason"].as_str().unwrap().contains("--accept-new-host-keys"));
+    assert!(hosts["new"]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("--accept-new-host-keys"));
     assert_eq!(hosts["changed"]["status"], "host_key_rejected");
-    assert!(hosts["changed"]["reason"].as_str().unwrap().contains("CHANGED"));
+    assert!(hosts["changed"]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("CHANGED"));
 
     let (code, hosts) = run(true);
     assert_eq!(hosts["new"]["status"], "not_detected", "{:?}", hosts["new"]);
-    assert_eq!(hosts["changed"]["status"], "host_key_rejected", "a changed key is never accepted");
+    assert_eq!(
+        hosts["changed"]["status"], "host_key_rejected",
+        "a changed key is never accepted"
+    );
     assert_eq!(code, Some(2));
     let recorded = std::fs::read_to_string(&kh).unwrap();
-    assert!(recorded.contains(&fleet.addresses[0]), "the new key was recorded:\n{recorded}");
+    assert!(
+        recorded.contains(&fleet.addresses[0]),
+        "the new key was recorded:\n{recorded}"
+    );
 }
 
 #[test]
@@ -497,9 +665,12 @@ fn password_from_environment_authenticates_and_never_reaches_argv_or_logs() {
         ),
     )
     .unwrap();
-    let pb = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/playbooks/emocheck-ssh.yml"))
-        .unwrap()
-        .replace("../lab/checker/emocheck-sim.sh", CHECKER);
+    let pb = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/playbooks/emocheck-ssh.yml"
+    ))
+    .unwrap()
+    .replace("../lab/checker/emocheck-sim.sh", CHECKER);
     std::fs::write(root.path().join("pb.yml"), pb).unwrap();
     let run = |password: Option<&str>| {
         let mut c = Command::new(env!("CARGO_BIN_EXE_pushscan"));
@@ -526,13 +697,23 @@ fn password_from_environment_authenticates_and_never_reaches_argv_or_logs() {
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stdout).contains("auth_failed"));
     let good = run(Some(secret));
-    assert_eq!(good.status.code(), Some(0), "{}", String::from_utf8_lossy(&good.stderr));
+    assert_eq!(
+        good.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&good.stderr)
+    );
     for out in [&good.stdout, &good.stderr] {
-        assert!(!String::from_utf8_lossy(out).contains(secret), "the password is never printed");
+        assert!(
+            !String::from_utf8_lossy(out).contains(secret),
+            "the password is never printed"
+        );
     }
     let journal = std::fs::read(root.path().join("state/journal.sqlite")).unwrap();
     assert!(
-        !journal.windows(secret.len()).any(|w| w == secret.as_bytes()),
+        !journal
+            .windows(secret.len())
+            .any(|w| w == secret.as_bytes()),
         "the password is never journaled"
     );
     assert!(!fleet.sshd_log().contains(secret));

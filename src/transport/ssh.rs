@@ -148,7 +148,19 @@ impl SshConnector {
             }
             Ok(Ok(h)) => h,
         };
-        self.authenticate(&mut handle, target).await?;
+        // A host that stalls during authentication must not hold a fork.
+        match tokio::time::timeout(timeout, self.authenticate(&mut handle, target)).await {
+            Ok(r) => r?,
+            Err(_) => {
+                return Err(TransportError::new(
+                    HostClass::Unreachable,
+                    format!(
+                        "authentication did not finish within {}s",
+                        timeout.as_secs()
+                    ),
+                ))
+            }
+        }
         Ok(SshConnection {
             handle,
             sftp: None,
@@ -395,7 +407,13 @@ fn run_tail(cmd: &CommandSpec) -> String {
 /// The whole staged run as one remote script: mkdir, hash check, an
 /// optional verified push read from stdin (only after the client says
 /// `push`, i.e. after its journal intent), then the run.
-fn staged_script(dirs: &[String], checker: &str, pin: &str, tmp: &str, cmd: &CommandSpec) -> String {
+fn staged_script(
+    dirs: &[String],
+    checker: &str,
+    pin: &str,
+    tmp: &str,
+    cmd: &CommandSpec,
+) -> String {
     let quoted: Vec<String> = dirs.iter().map(|d| sh_quote(d)).collect();
     let (c, t, p) = (sh_quote(checker), sh_quote(tmp), sh_quote(pin));
     format!(
@@ -515,7 +533,9 @@ impl RunChannel {
 
     fn absorb(&mut self, msg: ChannelMsg) {
         match msg {
-            ChannelMsg::Data { data } => push_capped(&mut self.stdout, &data, self.cap, &mut self.dropped),
+            ChannelMsg::Data { data } => {
+                push_capped(&mut self.stdout, &data, self.cap, &mut self.dropped)
+            }
             ChannelMsg::ExtendedData { data, .. } => {
                 if self.in_markers {
                     // Bounded: a marker line is short; anything longer is
@@ -560,7 +580,11 @@ impl RunChannel {
             stderr.extend_from_slice(&self.line);
         }
         ExecOutcome {
-            exit_code: if self.exit_signal.is_some() { None } else { self.exit_code.map(i64::from) },
+            exit_code: if self.exit_signal.is_some() {
+                None
+            } else {
+                self.exit_code.map(i64::from)
+            },
             exit_signal: self.exit_signal,
             timed_out: self.timed_out,
             stdout: self.stdout,
@@ -653,7 +677,11 @@ impl SshConnection {
 
     /// Waits for the PID marker, then collects the checker's output until it
     /// ends or the timeout kills its process group.
-    async fn complete_run(&mut self, mut run: RunChannel, cmd: &CommandSpec) -> TResult<ExecOutcome> {
+    async fn complete_run(
+        &mut self,
+        mut run: RunChannel,
+        cmd: &CommandSpec,
+    ) -> TResult<ExecOutcome> {
         let deadline = tokio::time::Instant::now() + cmd.timeout;
         if !run.eof_sent {
             run.send_eof().await?;
@@ -828,9 +856,9 @@ impl Connection for SshConnection {
             // Not staged by begin_run: the plain verified install.
             return self.install(local, tmp, dest, pin).await;
         };
-        let file = tokio::fs::File::open(local).await.map_err(|e| {
-            TransportError::error(format!("cannot open {}: {e}", local.display()))
-        })?;
+        let file = tokio::fs::File::open(local)
+            .await
+            .map_err(|e| TransportError::error(format!("cannot open {}: {e}", local.display())))?;
         run.ch.data(&b"push\n"[..]).await.map_err(Self::lost)?;
         run.ch.data(file).await.map_err(Self::lost)?;
         run.send_eof().await?;
