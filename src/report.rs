@@ -141,13 +141,15 @@ pub fn to_csv(r: &RunReport) -> Result<String> {
     Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 
-/// Spreadsheet formula injection: a cell a host controls must not start
-/// with a formula character when opened in Excel.
+/// A cell a host controls: control characters escaped (a CSV is often
+/// `cat`-ed on a terminal), and no leading formula character (spreadsheet
+/// formula injection when opened in Excel).
 fn csv_safe(s: &str) -> String {
-    if s.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+    let s = display(s, usize::MAX);
+    if s.starts_with(['=', '+', '-', '@']) {
         format!("'{s}")
     } else {
-        s.to_string()
+        s
     }
 }
 
@@ -198,7 +200,14 @@ pub fn to_table(r: &RunReport) -> String {
                     "      process {}  PID {}\n      image   {}\n      run key {}",
                     display(&p.name, 120),
                     p.pid.map(|x| x.to_string()).unwrap_or_else(|| "?".into()),
-                    display(&p.image_path, 300),
+                    display(
+                        if p.image_path.is_empty() {
+                            "?"
+                        } else {
+                            &p.image_path
+                        },
+                        300
+                    ),
                     display(p.registry_key.as_deref().unwrap_or("-"), 300),
                 );
             }
@@ -272,5 +281,6 @@ mod tests {
     fn csv_cells_cannot_become_formulas() {
         assert_eq!(csv_safe("=HYPERLINK(\"x\")"), "'=HYPERLINK(\"x\")");
         assert_eq!(csv_safe("PC-1"), "PC-1");
+        assert_eq!(csv_safe("a\x1b[31mb"), "a\\x1b[31mb");
     }
 }

@@ -687,9 +687,22 @@ impl<'a> TextState<'a> {
 
 fn parse_text(body: &[u8], w: &mut Warnings) -> Outcome {
     let mut st = TextState::default();
+    let segments = body.split(|&b| b == b'\n').count();
+    let unterminated = !body.ends_with(b"\n");
+    let mut cut_field = false;
     for (index, raw) in body.split(|&b| b == b'\n').enumerate() {
         let line = raw.strip_suffix(b"\r").unwrap_or(raw);
+        // A field on a last line with no line end may be cut mid-value: a
+        // PID of "43" read from a file cut inside "4312" names another
+        // process. Such a field is dropped, not guessed.
+        if unterminated && index + 1 == segments && matches!(classify(line), Line::Field(..)) {
+            cut_field = true;
+            continue;
+        }
         st.line(index, line);
+    }
+    if cut_field {
+        w.push("truncated: last field cut off mid-line, not read");
     }
 
     let mut out = Outcome::unparseable(st.lang.map(Lang::code));
@@ -1027,7 +1040,13 @@ fn scan_json(b: &[u8]) -> JsonFields {
                     Some(b'"') => {
                         let (value, terminated, next) = tolerant_value(b, v + 1);
                         intact &= terminated;
-                        store(&mut f, key, value);
+                        // A value cut by the end of the file is partial (a
+                        // path or PID cut short names something else): drop
+                        // it; the missing closing brace already says
+                        // "truncated".
+                        if terminated || next < b.len() {
+                            store(&mut f, key, value);
+                        }
                         i = next;
                     }
                     Some(b'[' | b'{') => {
@@ -1969,7 +1988,8 @@ mod tests {
             let prefix = &full[..cut];
             let r = parse(JFILE, prefix);
             assert_ne!(r.status, ReportStatus::NotDetected, "cut {cut}");
-            if contains(prefix, b"\"is_infected\":\"yes") {
+            // A verdict cut before its closing quote is not read.
+            if contains(prefix, b"\"is_infected\":\"yes\"") {
                 assert_eq!(r.status, ReportStatus::Detected, "cut {cut}");
                 if trim_end(prefix) != trim_end(&full) {
                     assert!(has_warning(&r, "truncated"), "cut {cut}: {:?}", r.warnings);
@@ -1989,17 +2009,20 @@ mod tests {
         let r = parse(FILE, &full[..at]);
         assert_eq!(r.status, ReportStatus::Detected);
         assert_eq!(r.processes[0].name, "wfsrvhost.exe");
-        assert_eq!(r.processes[0].pid, Some(43));
+        // "43" is what was left of "4312": a cut value is dropped, not guessed.
+        assert_eq!(r.processes[0].pid, None);
         assert!(has_warning(
             &r,
             "truncated: report ends inside the process list"
         ));
+        assert!(has_warning(&r, "truncated: last field cut off"));
 
         let full = json(b"PC-1", true, &[wfs()]);
         let at = full.windows(7).position(|w| w == b"AppData").unwrap();
         let r = parse(JFILE, &full[..at]);
         assert_eq!(r.status, ReportStatus::Detected);
-        assert_eq!(r.processes[0].image_path, "C:\\Users\\tanaka\\");
+        assert_eq!(r.processes[0].image_path, "", "a cut path is dropped");
+        assert_eq!(r.processes[0].pid, Some(4312));
         assert!(has_warning(&r, "truncated"));
     }
 
