@@ -2,8 +2,9 @@
 //!
 //! One data shape ([`RunReport`]) feeds every output: the terminal summary,
 //! JSON (stable schema, for SIEMs and scripts) and CSV (one row per host).
-//! Every endpoint-supplied string is escaped on the terminal; JSON and CSV
-//! carry it verbatim but properly encoded.
+//! Every endpoint-supplied string is escaped on the terminal and in CSV
+//! (control characters shown as `\x1b`, no leading formula character); JSON
+//! carries it verbatim, JSON-encoded.
 
 use std::fmt::Write as _;
 
