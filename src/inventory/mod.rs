@@ -1,59 +1,1051 @@
-//! Inventory (temporary stub with the agreed public face; replaced by the real module).
-use std::collections::BTreeMap;
+//! Ansible inventories, read the way Ansible reads them, so that an operator
+//! can point pushscan at the inventory they already maintain.
+//!
+//! Both file formats (YAML, including its JSON subset, and INI) are parsed
+//! into one intermediate `Builder` that records groups, hosts and
+//! variables together with the line and column they came from. `finish`
+//! then applies Ansible's rules (implicit `all`/`ungrouped`, group depth,
+//! variable precedence) and resolves the connection settings pushscan needs.
+//! Every error carries the file, line and column when they are known,
+//! because an operator fixing a 2 000-line inventory needs to be pointed at
+//! the exact spot.
+//!
+//! Deliberate departures from Ansible are all refusals, never guesses:
+//! plaintext and templated secrets, templated or vaulted connection
+//! settings, unknown keys in YAML groups and host patterns that match
+//! nothing are errors rather than warnings, because a silently ignored
+//! typo would mean silently scanning the wrong set of machines.
+
+mod ini;
+mod pattern;
+mod yaml;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::fmt;
 use std::path::{Path, PathBuf};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+use serde::Serialize;
+use serde_json::Value;
+
+/// How pushscan reaches a host, read from `ansible_connection`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Connection {
+    /// `ssh` (Ansible's default), also `paramiko`/`paramiko_ssh` and `smart`.
     Ssh,
+    /// `local`: run on the machine pushscan runs on.
     Local,
+    /// `winrm`, also `psrp` (both are WinRM transports).
     Winrm,
 }
 
-#[derive(Debug, Clone)]
+impl Connection {
+    /// Map an `ansible_connection` value (short or `ansible.builtin.` name)
+    /// to the transport pushscan uses; `None` for plugins we cannot speak.
+    pub fn parse(value: &str) -> Option<Connection> {
+        let short = value.strip_prefix("ansible.builtin.").unwrap_or(value);
+        match short {
+            "ssh" | "smart" | "paramiko" | "paramiko_ssh" => Some(Connection::Ssh),
+            "local" => Some(Connection::Local),
+            "winrm" | "psrp" => Some(Connection::Winrm),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Connection::Ssh => "ssh",
+            Connection::Local => "local",
+            Connection::Winrm => "winrm",
+        }
+    }
+}
+
+impl fmt::Display for Connection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One inventory host with its connection settings resolved.
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Host {
+    /// `inventory_hostname`: the name the inventory knows the host by.
     pub name: String,
+    /// `ansible_host` (or the legacy `ansible_ssh_host`), else `name`.
     pub address: String,
+    /// `ansible_port` (or `ansible_ssh_port`, or a `host:port` suffix).
     pub port: Option<u16>,
+    /// `ansible_user` (or `ansible_ssh_user`).
     pub user: Option<String>,
     pub connection: Connection,
+    /// `ansible_ssh_private_key_file` (or `ansible_private_key_file`). A
+    /// relative path is resolved against the inventory file's directory; a
+    /// path starting with `~` is kept as written for the caller to expand.
     pub key_file: Option<PathBuf>,
+    /// Every group the host belongs to, directly or through parents,
+    /// excluding `all` and `ungrouped`; sorted and unique.
     pub groups: Vec<String>,
+    /// Each chain from a top-level group down to a group listing the host
+    /// directly, e.g. `["europe", "lyon"]`. `all` and `ungrouped` are left
+    /// out, so a host only in those has no chain. Sorted, unique, and capped
+    /// at [`MAX_GROUP_PATHS`] chains.
     pub group_paths: Vec<Vec<String>>,
-    pub vars: BTreeMap<String, serde_json::Value>,
+    /// Merged variables: `all` < parent groups < child groups < host.
+    pub vars: BTreeMap<String, Value>,
 }
 
-#[derive(Debug, Clone)]
+/// A group as written in the inventory (plus Ansible's implicit ones).
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
+pub struct Group {
+    pub name: String,
+    /// Direct child groups, in the order first seen.
+    pub children: Vec<String>,
+    /// Hosts listed directly in this group, in the order first seen.
+    pub hosts: Vec<String>,
+    /// This group's own variables (not inherited ones).
+    pub vars: BTreeMap<String, Value>,
+}
+
+/// A parsed inventory. `groups` always holds `all` and `ungrouped`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Inventory {
     pub source: PathBuf,
+    /// Hosts in the order they were first seen in the file.
     pub hosts: Vec<Host>,
+    pub groups: BTreeMap<String, Group>,
 }
 
-#[derive(Debug)]
+impl Inventory {
+    /// Select hosts with Ansible `--limit` semantics; see `pattern.rs`.
+    pub fn select(&self, pattern: &str) -> Result<Vec<&Host>, InventoryError> {
+        pattern::select(self, pattern)
+    }
+
+    /// The host whose inventory name is `name`.
+    pub fn host(&self, name: &str) -> Option<&Host> {
+        self.hosts.iter().find(|h| h.name == name)
+    }
+}
+
+/// Upper bound on `Host::group_paths`: a diamond-shaped group graph can
+/// have exponentially many chains, and nobody reads more than a handful.
+pub const MAX_GROUP_PATHS: usize = 256;
+
+/// An inventory problem, located as precisely as the parser knows.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InventoryError {
     pub file: PathBuf,
+    /// 1-based line.
     pub line: Option<usize>,
+    /// 1-based column, in characters.
     pub col: Option<usize>,
     pub message: String,
 }
 
-impl std::fmt::Display for InventoryError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {}", self.file.display(), self.message)
+impl InventoryError {
+    pub fn new(file: &Path, message: impl Into<String>) -> Self {
+        InventoryError {
+            file: file.to_path_buf(),
+            line: None,
+            col: None,
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn at(file: &Path, loc: Option<Loc>, message: impl Into<String>) -> Self {
+        InventoryError {
+            file: file.to_path_buf(),
+            line: loc.map(|l| l.line),
+            col: loc.and_then(|l| if l.col == 0 { None } else { Some(l.col) }),
+            message: message.into(),
+        }
     }
 }
-impl std::error::Error for InventoryError {}
 
-pub fn load(path: &Path) -> Result<Inventory, InventoryError> {
-    Err(InventoryError {
-        file: path.to_path_buf(),
-        line: None,
-        col: None,
-        message: "stub".into(),
-    })
+impl fmt::Display for InventoryError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+            if let Some(col) = self.col {
+                write!(f, ":{col}")?;
+            }
+        }
+        write!(f, ": {}", self.message)
+    }
 }
 
-impl Inventory {
-    pub fn select(&self, _pattern: &str) -> Result<Vec<&Host>, InventoryError> {
-        Ok(self.hosts.iter().collect())
+impl std::error::Error for InventoryError {}
+
+/// Read an inventory file. `.yml`, `.yaml` and `.json` are YAML; `.ini`
+/// and `.cfg` are INI; anything else (including no extension, like the
+/// classic `hosts` file) is sniffed, defaulting to INI.
+pub fn load(path: &Path) -> Result<Inventory, InventoryError> {
+    if path.is_dir() {
+        return Err(InventoryError::new(
+            path,
+            "is a directory; inventory directories are not supported, name one inventory file",
+        ));
+    }
+    let bytes =
+        std::fs::read(path).map_err(|e| InventoryError::new(path, format!("cannot read: {e}")))?;
+    let text = String::from_utf8(bytes)
+        .map_err(|e| InventoryError::new(path, format!("not valid UTF-8: {e}")))?;
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(|e| e.to_ascii_lowercase());
+    match ext.as_deref() {
+        Some("yml" | "yaml" | "json") => parse_yaml(&text, path),
+        Some("ini" | "cfg") => parse_ini(&text, path),
+        _ if looks_like_yaml(&text) => parse_yaml(&text, path),
+        _ => parse_ini(&text, path),
+    }
+}
+
+/// Parse a YAML (or JSON) inventory; `source` is used for error messages
+/// and to resolve relative key files.
+pub fn parse_yaml(text: &str, source: &Path) -> Result<Inventory, InventoryError> {
+    yaml::parse(text, source)
+}
+
+/// Parse an INI inventory; `source` is used for error messages and to
+/// resolve relative key files.
+pub fn parse_ini(text: &str, source: &Path) -> Result<Inventory, InventoryError> {
+    ini::parse(text, source)
+}
+
+/// Guess the format from the first meaningful line. INI lines are section
+/// headers or host lines (`name key=value`); YAML inventories open with a
+/// document marker, a flow mapping, or a `group:` key.
+fn looks_like_yaml(text: &str) -> bool {
+    for line in text.lines() {
+        let t = line.trim_start_matches('\u{feff}').trim();
+        if t.is_empty() || t.starts_with('#') || t.starts_with(';') {
+            continue;
+        }
+        if t.starts_with("---") || t.starts_with("%YAML") || t.starts_with('{') {
+            return true;
+        }
+        if t.starts_with('[') {
+            return false;
+        }
+        let code = t.split(" #").next().unwrap_or(t).trim_end();
+        return code.ends_with(':') || code.contains(": ");
+    }
+    false
+}
+
+// ---------------------------------------------------------------------------
+// Shared building blocks for both parsers.
+
+/// A 1-based source position. `col == 0` means "column unknown".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Loc {
+    pub line: usize,
+    pub col: usize,
+}
+
+impl Loc {
+    pub fn new(line: usize, col: usize) -> Loc {
+        Loc { line, col }
+    }
+}
+
+/// One variable assignment and where it was written, so that a problem
+/// found after merging can still point at the line that caused it.
+#[derive(Debug, Clone)]
+pub(crate) struct VarDef {
+    pub value: Value,
+    pub key_loc: Option<Loc>,
+    pub val_loc: Option<Loc>,
+}
+
+/// Variables that would hold a password. Ansible accepts all of these; we
+/// refuse them so that no plaintext credential is ever read from (and so
+/// encouraged in) an inventory file.
+const SECRET_VARS: &[&str] = &[
+    "ansible_password",
+    "ansible_ssh_pass",
+    "ansible_ssh_password",
+    "ansible_winrm_password",
+    "ansible_winrm_pass",
+    "ansible_psrp_password",
+    "ansible_psrp_pass",
+    "ansible_become_password",
+    "ansible_become_pass",
+    "ansible_sudo_pass",
+    "ansible_sudo_password",
+    "ansible_su_pass",
+    "ansible_su_password",
+    "ansible_ssh_private_key_passphrase",
+];
+
+const SECRET_ADVICE: &str =
+    "secrets are not read from inventories; supply the password through the \
+     PUSHSCAN_SSH_PASSWORD or PUSHSCAN_PASSWORD environment variable, or --ask-pass, \
+     or use SSH keys / ssh-agent";
+
+// Connection settings as Ansible's connection plugins read them: each
+// setting has a list of variable names, and the *last* name in the list
+// that is defined (not null) wins, whatever level it was set at. So a group
+// `ansible_ssh_user` beats a host `ansible_user`, exactly as in Ansible.
+const SSH_HOST: &[&str] = &["ansible_host", "ansible_ssh_host"];
+const SSH_PORT: &[&str] = &["ansible_port", "ansible_ssh_port"];
+const SSH_USER: &[&str] = &["ansible_user", "ansible_ssh_user"];
+const WINRM_HOST: &[&str] = &["ansible_host", "ansible_winrm_host"];
+const WINRM_PORT: &[&str] = &["ansible_port", "ansible_winrm_port"];
+const WINRM_USER: &[&str] = &["ansible_user", "ansible_winrm_user"];
+const KEY_VARS: &[&str] = &["ansible_private_key_file", "ansible_ssh_private_key_file"];
+
+// Every spelling, for checking assignments as they are read.
+const PORT_VARS: &[&str] = &["ansible_port", "ansible_ssh_port", "ansible_winrm_port"];
+const HOST_VARS: &[&str] = &["ansible_host", "ansible_ssh_host", "ansible_winrm_host"];
+const USER_VARS: &[&str] = &["ansible_user", "ansible_ssh_user", "ansible_winrm_user"];
+const CONNECTION_VAR: &str = "ansible_connection";
+const PRIORITY_VAR: &str = "ansible_group_priority";
+
+/// Jinja markers: pushscan has no template engine, so such a value would
+/// be used literally, which is never what the operator meant.
+fn is_templated(s: &str) -> bool {
+    s.contains("{{") || s.contains("{%")
+}
+
+fn describe(value: &Value) -> String {
+    match value {
+        Value::Null => "null".into(),
+        Value::Bool(b) => format!("boolean {b}"),
+        Value::Number(n) => format!("number {n}"),
+        Value::String(s) => format!("{s:?}"),
+        Value::Array(_) => "a list".into(),
+        Value::Object(_) => "a mapping".into(),
+    }
+}
+
+/// `ansible_port` as a port number: an integer or a string holding one.
+fn port_value(value: &Value) -> Option<u16> {
+    let n = match value {
+        Value::Number(n) => n.as_u64()?,
+        Value::String(s) => s.trim().parse::<u64>().ok()?,
+        _ => return None,
+    };
+    u16::try_from(n).ok().filter(|p| *p != 0)
+}
+
+/// A connection setting that must be a plain string (numbers are accepted
+/// and printed, since `ansible_user: 1000` is plausible); null means unset.
+fn text_value(value: &Value) -> Option<Option<String>> {
+    match value {
+        Value::Null => Some(None),
+        Value::String(s) => Some(Some(s.clone())),
+        Value::Number(n) => Some(Some(n.to_string())),
+        _ => None,
+    }
+}
+
+/// Check one assignment as soon as it is read, so that errors come out in
+/// file order and point at the assignment itself, even if a later, more
+/// specific assignment would have overridden it.
+fn check_var(source: &Path, key: &str, def: &VarDef) -> Result<(), InventoryError> {
+    let vloc = def.val_loc.or(def.key_loc);
+    if SECRET_VARS.contains(&key) {
+        let templated = matches!(&def.value, Value::String(s) if is_templated(s));
+        let msg = if templated {
+            format!("`{key}` is set: templated secrets are unsupported, and {SECRET_ADVICE}")
+        } else {
+            format!("`{key}` is set: {SECRET_ADVICE}")
+        };
+        return Err(InventoryError::at(source, def.key_loc, msg));
+    }
+    let interpreted = PORT_VARS.contains(&key)
+        || HOST_VARS.contains(&key)
+        || USER_VARS.contains(&key)
+        || KEY_VARS.contains(&key)
+        || key == CONNECTION_VAR;
+    if !interpreted && key != PRIORITY_VAR {
+        return Ok(());
+    }
+    if let Value::String(s) = &def.value {
+        if s.trim_start().starts_with("$ANSIBLE_VAULT;") {
+            return Err(InventoryError::at(
+                source,
+                vloc,
+                format!("`{key}` is vault-encrypted; pushscan cannot decrypt Ansible Vault values"),
+            ));
+        }
+        if is_templated(s) {
+            return Err(InventoryError::at(
+                source,
+                vloc,
+                format!(
+                    "`{key}` is templated ({s:?}); pushscan does not evaluate Jinja, \
+                     write the literal value"
+                ),
+            ));
+        }
+    }
+    if PORT_VARS.contains(&key) {
+        if def.value.is_null() {
+            return Ok(());
+        }
+        if port_value(&def.value).is_none() {
+            return Err(InventoryError::at(
+                source,
+                vloc,
+                format!(
+                    "`{key}` must be a port number between 1 and 65535, found {}",
+                    describe(&def.value)
+                ),
+            ));
+        }
+    } else if key == CONNECTION_VAR {
+        let ok = match &def.value {
+            Value::Null => true,
+            Value::String(s) => Connection::parse(s).is_some(),
+            _ => false,
+        };
+        if !ok {
+            return Err(InventoryError::at(
+                source,
+                vloc,
+                format!(
+                    "unsupported ansible_connection {}: pushscan speaks ssh (also paramiko, smart), \
+                     local and winrm (also psrp)",
+                    describe(&def.value)
+                ),
+            ));
+        }
+    } else if KEY_VARS.contains(&key) {
+        if !matches!(def.value, Value::Null | Value::String(_)) {
+            return Err(InventoryError::at(
+                source,
+                vloc,
+                format!("`{key}` must be a path, found {}", describe(&def.value)),
+            ));
+        }
+    } else if key == PRIORITY_VAR {
+        let ok = match &def.value {
+            Value::Null => true,
+            Value::Number(n) => n.as_i64().is_some(),
+            Value::String(s) => s.trim().parse::<i64>().is_ok(),
+            _ => false,
+        };
+        if !ok {
+            return Err(InventoryError::at(
+                source,
+                vloc,
+                format!("`{key}` must be an integer, found {}", describe(&def.value)),
+            ));
+        }
+    } else if text_value(&def.value).is_none() {
+        return Err(InventoryError::at(
+            source,
+            vloc,
+            format!("`{key}` must be a string, found {}", describe(&def.value)),
+        ));
+    }
+    Ok(())
+}
+
+#[derive(Debug, Default)]
+struct GroupB {
+    name: String,
+    children: Vec<String>,
+    child_locs: Vec<Option<Loc>>,
+    hosts: Vec<String>,
+    vars: BTreeMap<String, VarDef>,
+}
+
+#[derive(Debug)]
+struct HostB {
+    name: String,
+    vars: BTreeMap<String, VarDef>,
+}
+
+/// Accumulates what a parser reads, in Ansible's terms (groups, hosts,
+/// variables), then `finish` applies Ansible's inventory rules.
+pub(crate) struct Builder {
+    source: PathBuf,
+    groups: Vec<GroupB>,
+    group_index: HashMap<String, usize>,
+    hosts: Vec<HostB>,
+    host_index: HashMap<String, usize>,
+    /// (group, host) pairs already listed, so that adding is O(1) even for
+    /// a range expanding to tens of thousands of hosts.
+    membership: HashSet<(usize, usize)>,
+}
+
+const ALL: usize = 0;
+const UNGROUPED: usize = 1;
+
+impl Builder {
+    pub fn new(source: &Path) -> Builder {
+        let mut b = Builder {
+            source: source.to_path_buf(),
+            groups: Vec::new(),
+            group_index: HashMap::new(),
+            hosts: Vec::new(),
+            host_index: HashMap::new(),
+            membership: HashSet::new(),
+        };
+        // Ansible creates these two before reading anything; `ungrouped` is
+        // the first child of `all`.
+        b.add_group("all");
+        b.add_group("ungrouped");
+        b.groups[ALL].children.push("ungrouped".into());
+        b.groups[ALL].child_locs.push(None);
+        b
+    }
+
+    pub fn err(&self, loc: Option<Loc>, message: impl Into<String>) -> InventoryError {
+        InventoryError::at(&self.source, loc, message)
+    }
+
+    pub fn add_group(&mut self, name: &str) -> usize {
+        if let Some(&i) = self.group_index.get(name) {
+            return i;
+        }
+        let i = self.groups.len();
+        self.groups.push(GroupB {
+            name: name.to_string(),
+            ..GroupB::default()
+        });
+        self.group_index.insert(name.to_string(), i);
+        i
+    }
+
+    pub fn add_child(
+        &mut self,
+        parent: &str,
+        child: &str,
+        loc: Option<Loc>,
+    ) -> Result<(), InventoryError> {
+        if child == "all" {
+            return Err(self.err(loc, "group `all` cannot be the child of another group"));
+        }
+        if parent == child {
+            return Err(self.err(loc, format!("group `{child}` cannot be its own child")));
+        }
+        let p = self.add_group(parent);
+        self.add_group(child);
+        let g = &mut self.groups[p];
+        if !g.children.iter().any(|c| c == child) {
+            g.children.push(child.to_string());
+            g.child_locs.push(loc);
+        }
+        Ok(())
+    }
+
+    /// Add `host` to `group` (creating both as needed).
+    pub fn add_host(&mut self, group: &str, host: &str) {
+        let h = match self.host_index.get(host) {
+            Some(&h) => h,
+            None => {
+                let h = self.hosts.len();
+                self.host_index.insert(host.to_string(), h);
+                self.hosts.push(HostB {
+                    name: host.to_string(),
+                    vars: BTreeMap::new(),
+                });
+                h
+            }
+        };
+        let g = self.add_group(group);
+        if self.membership.insert((g, h)) {
+            self.groups[g].hosts.push(host.to_string());
+        }
+    }
+
+    pub fn set_group_var(
+        &mut self,
+        group: &str,
+        key: &str,
+        def: VarDef,
+    ) -> Result<(), InventoryError> {
+        check_var(&self.source, key, &def)?;
+        let g = self.add_group(group);
+        self.groups[g].vars.insert(key.to_string(), def);
+        Ok(())
+    }
+
+    /// Set a host variable; the host must have been added. A later
+    /// assignment replaces an earlier one, as in Ansible.
+    pub fn set_host_var(
+        &mut self,
+        host: &str,
+        key: &str,
+        def: VarDef,
+    ) -> Result<(), InventoryError> {
+        check_var(&self.source, key, &def)?;
+        match self.host_index.get(host) {
+            Some(&i) => {
+                self.hosts[i].vars.insert(key.to_string(), def);
+                Ok(())
+            }
+            None => Err(self.err(def.key_loc, format!("internal: unknown host `{host}`"))),
+        }
+    }
+
+    /// Apply Ansible's inventory rules and resolve every host.
+    pub fn finish(mut self) -> Result<Inventory, InventoryError> {
+        let n = self.groups.len();
+
+        // Groups nobody lists as a child hang under `all`, like Ansible's
+        // reconcile step does.
+        let mut has_parent = vec![false; n];
+        for g in &self.groups {
+            for c in &g.children {
+                if let Some(&ci) = self.group_index.get(c) {
+                    has_parent[ci] = true;
+                }
+            }
+        }
+        // Skip `all` itself and `ungrouped` (already its first child).
+        let orphans: Vec<String> = self
+            .groups
+            .iter()
+            .zip(&has_parent)
+            .skip(2)
+            .filter(|(_, has)| !**has)
+            .map(|(g, _)| g.name.clone())
+            .collect();
+        for name in orphans {
+            self.groups[ALL].children.push(name);
+            self.groups[ALL].child_locs.push(None);
+        }
+
+        let children: Vec<Vec<usize>> = self
+            .groups
+            .iter()
+            .map(|g| {
+                g.children
+                    .iter()
+                    .filter_map(|c| self.group_index.get(c).copied())
+                    .collect()
+            })
+            .collect();
+        let mut parents: Vec<Vec<usize>> = vec![Vec::new(); n];
+        for (p, cs) in children.iter().enumerate() {
+            for &c in cs {
+                parents[c].push(p);
+            }
+        }
+
+        let order = self.topological_order(&children)?;
+
+        // Ansible's group depth: the longest distance from `all`.
+        let mut depth = vec![0usize; n];
+        for &g in &order {
+            for &c in &children[g] {
+                depth[c] = depth[c].max(depth[g] + 1);
+            }
+        }
+        let priority: Vec<i64> = self
+            .groups
+            .iter()
+            .map(|g| {
+                g.vars
+                    .get(PRIORITY_VAR)
+                    .and_then(|d| match &d.value {
+                        Value::Number(n) => n.as_i64(),
+                        Value::String(s) => s.trim().parse().ok(),
+                        _ => None,
+                    })
+                    .unwrap_or(1)
+            })
+            .collect();
+
+        // Direct memberships, host index -> group indices.
+        let mut direct: Vec<Vec<usize>> = vec![Vec::new(); self.hosts.len()];
+        for (gi, g) in self.groups.iter().enumerate() {
+            for h in &g.hosts {
+                if let Some(&hi) = self.host_index.get(h) {
+                    direct[hi].push(gi);
+                }
+            }
+        }
+
+        // `ungrouped` holds exactly the hosts that are in no real group.
+        let mut misplaced: HashSet<&str> = HashSet::new();
+        for (hi, hb) in self.hosts.iter().enumerate() {
+            let real = direct[hi].iter().any(|&g| g != ALL && g != UNGROUPED);
+            let in_ungrouped = direct[hi].contains(&UNGROUPED);
+            if real && in_ungrouped {
+                misplaced.insert(hb.name.as_str());
+                direct[hi].retain(|&g| g != UNGROUPED);
+            } else if !real && !in_ungrouped {
+                self.groups[UNGROUPED].hosts.push(hb.name.clone());
+                direct[hi].push(UNGROUPED);
+            }
+        }
+        if !misplaced.is_empty() {
+            self.groups[UNGROUPED]
+                .hosts
+                .retain(|h| !misplaced.contains(h.as_str()));
+        }
+
+        let mut hosts = Vec::with_capacity(self.hosts.len());
+        for (hi, hb) in self.hosts.iter().enumerate() {
+            let ancestors = ancestors_of(&direct[hi], &parents);
+            let mut ordered: Vec<usize> = ancestors.iter().copied().collect();
+            // Ansible's sort_groups: depth, then priority, then name.
+            ordered.sort_by(|&a, &b| {
+                (depth[a], priority[a], &self.groups[a].name).cmp(&(
+                    depth[b],
+                    priority[b],
+                    &self.groups[b].name,
+                ))
+            });
+            let mut merged: BTreeMap<&str, &VarDef> = BTreeMap::new();
+            for &g in &ordered {
+                for (k, d) in &self.groups[g].vars {
+                    merged.insert(k, d);
+                }
+            }
+            for (k, d) in &hb.vars {
+                merged.insert(k, d);
+            }
+            let host = self.resolve_host(hb, &merged, &ancestors, &direct[hi], &parents)?;
+            hosts.push(host);
+        }
+
+        let groups = self
+            .groups
+            .into_iter()
+            .map(|g| {
+                let group = Group {
+                    name: g.name.clone(),
+                    children: g.children,
+                    hosts: g.hosts,
+                    vars: g.vars.into_iter().map(|(k, d)| (k, d.value)).collect(),
+                };
+                (g.name, group)
+            })
+            .collect();
+        Ok(Inventory {
+            source: self.source,
+            hosts,
+            groups,
+        })
+    }
+
+    /// Kahn's algorithm from `all`, iterative so that a long chain of groups
+    /// cannot exhaust the stack. Whatever is left over sits on a cycle.
+    fn topological_order(&self, children: &[Vec<usize>]) -> Result<Vec<usize>, InventoryError> {
+        let n = children.len();
+        let mut indegree = vec![0usize; n];
+        for cs in children {
+            for &c in cs {
+                indegree[c] += 1;
+            }
+        }
+        let mut queue: VecDeque<usize> = (0..n).filter(|&g| indegree[g] == 0).collect();
+        let mut order = Vec::with_capacity(n);
+        while let Some(g) = queue.pop_front() {
+            order.push(g);
+            for &c in &children[g] {
+                indegree[c] -= 1;
+                if indegree[c] == 0 {
+                    queue.push_back(c);
+                }
+            }
+        }
+        if order.len() == n {
+            return Ok(order);
+        }
+        // Every leftover group still has a leftover parent (that is why its
+        // in-degree never reached zero), so walking up through leftover
+        // parents must revisit a group: the walk's tail is a cycle.
+        let left: Vec<bool> = (0..n).map(|g| indegree[g] > 0).collect();
+        let mut parents: Vec<Vec<usize>> = vec![Vec::new(); n];
+        for (p, cs) in children.iter().enumerate() {
+            for &c in cs {
+                parents[c].push(p);
+            }
+        }
+        let start = (0..n).find(|&g| left[g]).unwrap_or(0);
+        let mut path = vec![start];
+        let mut seen_at = HashMap::new();
+        seen_at.insert(start, 0usize);
+        let mut cur = start;
+        let cycle: Vec<usize> = loop {
+            let Some(up) = parents[cur].iter().copied().find(|&p| left[p]) else {
+                return Err(self.err(None, "group children form a cycle"));
+            };
+            if let Some(&pos) = seen_at.get(&up) {
+                // path[i + 1] is a parent of path[i]; turn it downward.
+                let mut down: Vec<usize> = path[pos..].iter().rev().copied().collect();
+                down.insert(0, up);
+                break down;
+            }
+            seen_at.insert(up, path.len());
+            path.push(up);
+            cur = up;
+        };
+        // Point at the edge written last: it is the one that closed the loop.
+        let mut loc: Option<Loc> = None;
+        for w in cycle.windows(2) {
+            let (p, c) = (w[0], w[1]);
+            let g = &self.groups[p];
+            let edge = g
+                .children
+                .iter()
+                .position(|x| *x == self.groups[c].name)
+                .and_then(|i| g.child_locs.get(i).copied().flatten());
+            if let Some(e) = edge {
+                if loc.is_none_or(|l| (e.line, e.col) > (l.line, l.col)) {
+                    loc = Some(e);
+                }
+            }
+        }
+        let names: Vec<&str> = cycle
+            .iter()
+            .map(|&g| self.groups[g].name.as_str())
+            .collect();
+        Err(self.err(
+            loc,
+            format!("group children form a cycle: {}", names.join(" -> ")),
+        ))
+    }
+
+    fn resolve_host(
+        &self,
+        hb: &HostB,
+        merged: &BTreeMap<&str, &VarDef>,
+        ancestors: &BTreeSet<usize>,
+        direct: &[usize],
+        parents: &[Vec<usize>],
+    ) -> Result<Host, InventoryError> {
+        // The last defined name in the list wins (see SSH_HOST).
+        let pick = |names: &[&str]| {
+            names
+                .iter()
+                .rev()
+                .find_map(|n| merged.get(n).copied().filter(|d| !d.value.is_null()))
+        };
+        let text = |names: &[&str]| -> Result<Option<String>, InventoryError> {
+            match pick(names) {
+                None => Ok(None),
+                Some(d) => text_value(&d.value).ok_or_else(|| {
+                    self.err(
+                        d.val_loc,
+                        format!("expected a string, found {}", describe(&d.value)),
+                    )
+                }),
+            }
+        };
+        let connection = match pick(&[CONNECTION_VAR]) {
+            Some(d) => match &d.value {
+                Value::String(s) => Connection::parse(s).ok_or_else(|| {
+                    self.err(d.val_loc, format!("unsupported ansible_connection {s:?}"))
+                })?,
+                other => {
+                    return Err(self.err(
+                        d.val_loc,
+                        format!("unsupported ansible_connection {}", describe(other)),
+                    ))
+                }
+            },
+            None => Connection::Ssh,
+        };
+        let (host_vars, port_vars, user_vars) = match connection {
+            Connection::Winrm => (WINRM_HOST, WINRM_PORT, WINRM_USER),
+            Connection::Ssh | Connection::Local => (SSH_HOST, SSH_PORT, SSH_USER),
+        };
+        let address = text(host_vars)?.unwrap_or_else(|| hb.name.clone());
+        let user = text(user_vars)?;
+        let port = match pick(port_vars) {
+            Some(d) => Some(port_value(&d.value).ok_or_else(|| {
+                self.err(d.val_loc, format!("invalid port {}", describe(&d.value)))
+            })?),
+            None => None,
+        };
+        let key_file = text(KEY_VARS)?.map(|k| self.resolve_key_file(&k));
+
+        let groups: Vec<String> = ancestors
+            .iter()
+            .filter(|&&g| g != ALL && g != UNGROUPED)
+            .map(|&g| self.groups[g].name.clone())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+
+        Ok(Host {
+            name: hb.name.clone(),
+            address,
+            port,
+            user,
+            connection,
+            key_file,
+            groups,
+            group_paths: self.group_paths(direct, parents),
+            vars: merged
+                .iter()
+                .map(|(k, d)| (k.to_string(), d.value.clone()))
+                .collect(),
+        })
+    }
+
+    fn resolve_key_file(&self, key: &str) -> PathBuf {
+        let p = Path::new(key);
+        if p.is_absolute() || key.starts_with('~') {
+            return p.to_path_buf();
+        }
+        match self.source.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir.join(p),
+            _ => p.to_path_buf(),
+        }
+    }
+
+    /// Every chain top-level group -> ... -> direct group, found by walking
+    /// parent links upward with an explicit stack (no recursion).
+    fn group_paths(&self, direct: &[usize], parents: &[Vec<usize>]) -> Vec<Vec<String>> {
+        let mut out: BTreeSet<Vec<String>> = BTreeSet::new();
+        // Each stack entry is a partial chain, bottom group first.
+        let mut stack: Vec<Vec<usize>> = direct
+            .iter()
+            .filter(|&&g| g != ALL && g != UNGROUPED)
+            .map(|&g| vec![g])
+            .collect();
+        let mut budget = MAX_GROUP_PATHS.saturating_mul(64);
+        while let Some(chain) = stack.pop() {
+            if out.len() >= MAX_GROUP_PATHS || budget == 0 {
+                break;
+            }
+            budget -= 1;
+            let top = chain[chain.len() - 1];
+            let ups: Vec<usize> = parents[top]
+                .iter()
+                .copied()
+                .filter(|&p| p != ALL && p != UNGROUPED)
+                .collect();
+            if ups.is_empty() {
+                out.insert(
+                    chain
+                        .iter()
+                        .rev()
+                        .map(|&g| self.groups[g].name.clone())
+                        .collect(),
+                );
+                continue;
+            }
+            for p in ups {
+                let mut next = chain.clone();
+                next.push(p);
+                stack.push(next);
+            }
+        }
+        out.into_iter().collect()
+    }
+}
+
+/// The direct groups plus all their ancestors (iterative).
+fn ancestors_of(direct: &[usize], parents: &[Vec<usize>]) -> BTreeSet<usize> {
+    let mut seen: BTreeSet<usize> = BTreeSet::new();
+    let mut stack: Vec<usize> = direct.to_vec();
+    while let Some(g) = stack.pop() {
+        if seen.insert(g) {
+            stack.extend(parents[g].iter().copied());
+        }
+    }
+    seen.insert(ALL);
+    seen
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn def(v: Value) -> VarDef {
+        VarDef {
+            value: v,
+            key_loc: Some(Loc::new(3, 5)),
+            val_loc: Some(Loc::new(3, 12)),
+        }
+    }
+
+    #[test]
+    fn error_display_is_file_line_col() {
+        let e = InventoryError::at(Path::new("inv.yml"), Some(Loc::new(4, 7)), "boom");
+        assert_eq!(e.to_string(), "inv.yml:4:7: boom");
+        let e = InventoryError::at(Path::new("inv.yml"), Some(Loc::new(4, 0)), "boom");
+        assert_eq!(e.to_string(), "inv.yml:4: boom");
+        assert_eq!(InventoryError::new(Path::new("x"), "m").to_string(), "x: m");
+    }
+
+    #[test]
+    fn connection_names() {
+        assert_eq!(Connection::parse("ssh"), Some(Connection::Ssh));
+        assert_eq!(Connection::parse("paramiko"), Some(Connection::Ssh));
+        assert_eq!(Connection::parse("smart"), Some(Connection::Ssh));
+        assert_eq!(
+            Connection::parse("ansible.builtin.psrp"),
+            Some(Connection::Winrm)
+        );
+        assert_eq!(Connection::parse("local"), Some(Connection::Local));
+        assert_eq!(Connection::parse("docker"), None);
+    }
+
+    #[test]
+    fn port_checks() {
+        let p = Path::new("i");
+        assert!(check_var(p, "ansible_port", &def(Value::from(22))).is_ok());
+        assert!(check_var(p, "ansible_port", &def(Value::from("2222"))).is_ok());
+        let e = check_var(p, "ansible_port", &def(Value::from(0))).unwrap_err();
+        assert_eq!((e.line, e.col), (Some(3), Some(12)));
+        assert!(check_var(p, "ansible_ssh_port", &def(Value::from(65536))).is_err());
+        assert!(check_var(p, "ansible_port", &def(Value::from("ssh"))).is_err());
+    }
+
+    #[test]
+    fn secrets_point_at_the_key() {
+        let e = check_var(
+            Path::new("i"),
+            "ansible_become_pass",
+            &def(Value::from("x")),
+        )
+        .unwrap_err();
+        assert_eq!((e.line, e.col), (Some(3), Some(5)));
+        assert!(e.message.contains("secrets are not read from inventories"));
+        let e = check_var(
+            Path::new("i"),
+            "ansible_password",
+            &def(Value::from("{{ lookup('env', 'P') }}")),
+        )
+        .unwrap_err();
+        assert!(e.message.contains("templated secrets are unsupported"));
+    }
+
+    #[test]
+    fn sniffing() {
+        assert!(looks_like_yaml("# c\nall:\n  hosts:\n"));
+        assert!(looks_like_yaml("---\n"));
+        assert!(looks_like_yaml("{\"all\": {}}"));
+        assert!(!looks_like_yaml("[web]\nhost1\n"));
+        assert!(!looks_like_yaml("host1 ansible_port=22\n"));
+        assert!(!looks_like_yaml("web01:2222\n"));
+        assert!(!looks_like_yaml(""));
+    }
+
+    #[test]
+    fn cycle_is_reported_with_location() {
+        let mut b = Builder::new(Path::new("c.ini"));
+        b.add_child("a", "b", Some(Loc::new(2, 1))).unwrap();
+        b.add_child("b", "c", Some(Loc::new(5, 1))).unwrap();
+        b.add_child("c", "a", Some(Loc::new(8, 1))).unwrap();
+        let e = b.finish().unwrap_err();
+        assert!(e.message.contains("cycle"), "{e}");
+        assert!(e.line.is_some());
+    }
+
+    #[test]
+    fn key_file_resolution() {
+        let b = Builder::new(Path::new("/etc/inv/hosts.ini"));
+        assert_eq!(b.resolve_key_file("k/id"), PathBuf::from("/etc/inv/k/id"));
+        assert_eq!(b.resolve_key_file("~/.ssh/id"), PathBuf::from("~/.ssh/id"));
+        assert_eq!(b.resolve_key_file("/k"), PathBuf::from("/k"));
+        let b = Builder::new(Path::new("hosts.ini"));
+        assert_eq!(b.resolve_key_file("k"), PathBuf::from("k"));
     }
 }
