@@ -967,3 +967,17 @@ fn deep_nesting_does_not_overflow() {
     assert_eq!(leaf.group_paths[0].len(), 5001);
     assert_eq!(sel(&inv, "g0"), ["leaf"]);
 }
+
+#[test]
+fn ini_content_in_a_yml_file_loads_as_ansible_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hosts.yml");
+    std::fs::write(&path, "[web]\nweb1 ansible_host=10.0.0.1\n").unwrap();
+    let inv = pushscan::inventory::load(&path).unwrap();
+    assert_eq!(inv.hosts[0].name, "web1");
+    assert_eq!(inv.hosts[0].address, "10.0.0.1");
+    // Broken YAML that is not INI either reports the YAML error.
+    std::fs::write(&path, "all:\n  hosts: [a\n").unwrap();
+    let e = pushscan::inventory::load(&path).unwrap_err().to_string();
+    assert!(e.contains("hosts.yml:"), "{e}");
+}

@@ -197,7 +197,16 @@ pub fn load(path: &Path) -> Result<Inventory, InventoryError> {
         .and_then(|e| e.to_str())
         .map(|e| e.to_ascii_lowercase());
     match ext.as_deref() {
-        Some("yml" | "yaml" | "json") => parse_yaml(&text, path),
+        // Ansible tries its YAML plugin, then its INI plugin: an INI file
+        // named `hosts.yml` still loads there, so it loads here. When both
+        // fail, the YAML error is the one that explains the file.
+        Some("yml" | "yaml" | "json") => match parse_yaml(&text, path) {
+            Ok(inv) => Ok(inv),
+            Err(yaml_err) if !looks_like_yaml(&text) => {
+                parse_ini(&text, path).map_err(|_| yaml_err)
+            }
+            Err(e) => Err(e),
+        },
         Some("ini" | "cfg") => parse_ini(&text, path),
         _ if looks_like_yaml(&text) => parse_yaml(&text, path),
         _ => parse_ini(&text, path),
