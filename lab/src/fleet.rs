@@ -1,0 +1,1 @@
+//! Lab fleet orchestration (up/down/status). Being written.

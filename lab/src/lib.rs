@@ -1,0 +1,12 @@
+//! pushscan-lab: a fleet of simulated Windows hosts on loopback addresses.
+//!
+//! Real parts: Samba `smbd` serves each host's `ADMIN$` and `C$` shares.
+//! Simulated parts: the WinRM endpoint (WS-Management / Windows Remote
+//! Shell over HTTP(S), NTLM with sealing) and command execution (a stand-in
+//! checker and a small `cmd /c` subset run on this machine against each
+//! host's directory tree). See `lab/README.md`.
+
+pub mod fleet;
+pub mod samba;
+pub mod spec;
+pub mod winrm;

@@ -1,0 +1,5 @@
+//! `pushscan-lab up|down|status`. Being written.
+fn main() {
+    eprintln!("pushscan-lab: not implemented yet");
+    std::process::exit(70);
+}

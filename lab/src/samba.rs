@@ -1,0 +1,1 @@
+//! Samba configuration for the lab. Being written.

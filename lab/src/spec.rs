@@ -1,0 +1,1 @@
+//! The lab spec (YAML). Being written.
