@@ -4,6 +4,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use anyhow::Context;
 use serde::Serialize;
 
 use crate::exit::{self, Fail, WithCode};
@@ -59,19 +60,116 @@ fn write_out(text: &str, output: Option<&Path>) -> Result<(), Fail> {
 pub async fn sweep(cfg: SweepConfig, report_json: Option<PathBuf>) -> Result<i32, Fail> {
     let state_dir = cfg.state_dir.clone();
     let outcome = sweep::sweep(cfg).await?;
-    let reader = Reader::open(&state_dir).code(exit::IO)?;
-    let rep = report::load(&reader, Some(outcome.run_id)).code(exit::IO)?;
+    finish_sweep(&state_dir, &outcome, report_json)
+}
+
+/// `pushscan resume`.
+pub async fn resume(
+    state_dir: &Path,
+    run: Option<i64>,
+    forks: Option<usize>,
+    access: &sweep::Access,
+    progress: crate::progress::Mode,
+    report_json: Option<PathBuf>,
+) -> Result<i32, Fail> {
+    let outcome = sweep::resume(state_dir, run, forks, access, progress).await?;
+    finish_sweep(state_dir, &outcome, report_json)
+}
+
+fn finish_sweep(
+    state_dir: &Path,
+    outcome: &sweep::SweepOutcome,
+    report_json: Option<PathBuf>,
+) -> Result<i32, Fail> {
+    let reader = Reader::open(state_dir).code(exit::IO)?;
+    let rep =
+        report::load(&reader, Some(outcome.run_id), report::DEFAULT_BLIND_DAYS).code(exit::IO)?;
     write_out(&report::to_table(&rep), None)?;
     if let Some(path) = report_json {
         write_out(&report::to_json(&rep).code(exit::SOFTWARE)?, Some(&path))?;
     }
     if outcome.interrupted {
         eprintln!(
-            "run {} was interrupted; hosts not started are recorded as not_started",
-            outcome.run_id
+            "run {} was interrupted; hosts not started are recorded as not_started.\n\
+             Continue it with: pushscan resume {} --state-dir {}",
+            outcome.run_id,
+            outcome.run_id,
+            state_dir.display()
         );
     }
     Ok(outcome.exit_code)
+}
+
+/// `pushscan cleanup`: run `run`, the last run, or every run (`all`).
+pub async fn cleanup(
+    state_dir: &Path,
+    run: Option<i64>,
+    all: bool,
+    dry_run: bool,
+    access: &sweep::Access,
+) -> Result<i32, Fail> {
+    let reader = Reader::open(state_dir).code(exit::IO)?;
+    let runs: Vec<i64> = if all {
+        reader
+            .runs(usize::MAX >> 1)
+            .code(exit::IO)?
+            .into_iter()
+            .map(|r| r.id)
+            .collect()
+    } else {
+        vec![reader.run(run).code(exit::USAGE)?.id]
+    };
+    drop(reader);
+    let mut failed = 0;
+    for id in runs {
+        failed += crate::cleanup::cleanup_run(state_dir, id, dry_run, access)
+            .await?
+            .hosts_failed;
+    }
+    Ok(if failed > 0 {
+        exit::INCOMPLETE
+    } else {
+        exit::OK
+    })
+}
+
+/// `pushscan history HOST`.
+pub fn history(state_dir: &Path, host: &str, limit: usize, json: bool) -> Result<i32, Fail> {
+    let reader = Reader::open(state_dir).code(exit::IO)?;
+    let (items, found) = reader.host_history(host, limit).code(exit::IO)?;
+    let text = if json {
+        serde_json::to_string_pretty(&serde_json::json!({
+            "host": host,
+            "results": items,
+            "found_on_host": found,
+        }))
+        .code(exit::SOFTWARE)?
+            + "\n"
+    } else {
+        report::history_table(host, &items, &found)
+    };
+    write_out(&text, None)?;
+    Ok(exit::OK)
+}
+
+/// `pushscan prune --keep-days N`: forget old runs and their evidence files.
+pub async fn prune(state_dir: &Path, keep_days: u64) -> Result<i32, Fail> {
+    let journal = crate::journal::Journal::open(state_dir).code(exit::IO)?;
+    let ids = journal.prune(keep_days).await.code(exit::IO)?;
+    journal.close();
+    for id in &ids {
+        let dir = state_dir.join("evidence").join(format!("run-{id}"));
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir)
+                .with_context(|| format!("cannot remove {}", dir.display()))
+                .code(exit::IO)?;
+        }
+    }
+    write_out(
+        &format!("pruned {} run(s) older than {keep_days} days\n", ids.len()),
+        None,
+    )?;
+    Ok(exit::OK)
 }
 
 /// `pushscan report`.
@@ -80,9 +178,10 @@ pub fn report(
     run: Option<i64>,
     format: Format,
     output: Option<&Path>,
+    blind_days: u64,
 ) -> Result<i32, Fail> {
     let reader = Reader::open(state_dir).code(exit::IO)?;
-    let rep = report::load(&reader, run).code(exit::USAGE)?;
+    let rep = report::load(&reader, run, blind_days).code(exit::USAGE)?;
     let text = match format {
         Format::Table => report::to_table(&rep),
         Format::Json => report::to_json(&rep).code(exit::SOFTWARE)?,

@@ -92,6 +92,12 @@ CREATE TABLE IF NOT EXISTS reports(
     warnings TEXT
 );
 CREATE INDEX IF NOT EXISTS reports_by_host ON reports(host, run_id);
+CREATE TABLE IF NOT EXISTS leases(
+    host TEXT PRIMARY KEY,
+    run_id INTEGER NOT NULL,
+    owner TEXT NOT NULL,
+    expires_at INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS processes(
     report_id INTEGER NOT NULL REFERENCES reports(id),
     idx INTEGER NOT NULL,
@@ -151,7 +157,13 @@ impl Journal {
         conn.execute_batch(SCHEMA)
             .with_context(|| format!("cannot create schema in {}", path.display()))?;
         conn.execute(
-            "INSERT OR IGNORE INTO meta(key, value) VALUES('schema_version', '1')",
+            "INSERT OR IGNORE INTO meta(key, value) VALUES('schema_version', '2')",
+            [],
+        )?;
+        // Journals written before these columns existed gain them here.
+        ensure_column(&conn, "reports", "origin", "TEXT NOT NULL DEFAULT 'run'")?;
+        conn.execute(
+            "UPDATE meta SET value='2' WHERE key='schema_version' AND value='1'",
             [],
         )?;
         let (tx, rx) = mpsc::channel::<Msg>();
@@ -339,8 +351,8 @@ impl Journal {
         self.write(move |tx| {
             tx.execute(
                 "INSERT INTO reports(run_id, host, remote_name, remote_path, local_path, size, sha256,
-                    raw, fetched_at, status, hostname, scan_time, checker_version, format, warnings)
-                 VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15)",
+                    raw, fetched_at, status, hostname, scan_time, checker_version, format, warnings, origin)
+                 VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16)",
                 params![
                     r.run_id,
                     r.host,
@@ -357,6 +369,7 @@ impl Journal {
                     r.parsed.checker_version,
                     r.parsed.format,
                     serde_json::to_string(&r.parsed.warnings).unwrap_or_default(),
+                    if r.history { "history" } else { "run" },
                 ],
             )?;
             let id = tx.last_insert_rowid();
@@ -404,6 +417,122 @@ impl Journal {
         .map(|_| ())
     }
 
+    /// Runs `f` on the writer's connection (in its transaction) and returns
+    /// its value: a consistent read among the writes.
+    pub async fn query<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Transaction<'_>) -> rusqlite::Result<T> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        self.write(move |t| {
+            let v = f(t)?;
+            let _ = tx.send(v);
+            Ok(0)
+        })
+        .await?;
+        rx.await
+            .map_err(|_| anyhow::anyhow!("journal query lost its answer"))
+    }
+
+    /// Takes the host's lease for this run, unless another live sweep holds
+    /// it. A lease expires (a crashed controller on another machine does not
+    /// lock hosts forever) and is taken over at once from a dead process on
+    /// this controller.
+    pub async fn acquire_lease(&self, run_id: i64, host: &str, ttl_secs: u64) -> Result<Lease> {
+        let host = host.to_string();
+        let me = lease_owner();
+        self.query(move |tx| {
+            let now = chrono::Utc::now().timestamp();
+            let held: Option<(i64, String, i64)> = tx
+                .query_row(
+                    "SELECT run_id, owner, expires_at FROM leases WHERE host=?1",
+                    [&host],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )
+                .optional()?;
+            if let Some((other_run, owner, expires)) = held {
+                let mine = owner == me;
+                if !mine && expires > now && !owner_is_dead(&owner) {
+                    return Ok(Lease::Busy { run_id: other_run, owner });
+                }
+            }
+            tx.execute(
+                "INSERT OR REPLACE INTO leases(host, run_id, owner, expires_at) VALUES(?1,?2,?3,?4)",
+                params![host, run_id, me, now + ttl_secs as i64],
+            )?;
+            Ok(Lease::Acquired)
+        })
+        .await
+    }
+
+    /// Gives the lease back (only if we still hold it).
+    pub fn release_lease(&self, host: &str) {
+        let host = host.to_string();
+        let me = lease_owner();
+        self.write_later(move |tx| {
+            tx.execute(
+                "DELETE FROM leases WHERE host=?1 AND owner=?2",
+                params![host, me],
+            )
+            .map(|n| n as i64)
+        });
+    }
+
+    /// Puts every host of `run_id` that has no final result (in flight at a
+    /// crash, never started, busy) back to pending and marks the run running
+    /// again. Returns those hosts.
+    pub async fn reopen_run(&self, run_id: i64) -> Result<Vec<String>> {
+        self.query(move |tx| {
+            let mut stmt = tx.prepare(
+                "SELECT host FROM hosts WHERE run_id=?1
+                   AND (state!='done' OR class IS NULL OR class IN ('not_started','busy'))
+                 ORDER BY seq",
+            )?;
+            let hosts = stmt
+                .query_map([run_id], |r| r.get::<_, String>(0))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            tx.execute(
+                "UPDATE hosts SET state='pending', class=NULL, reason=NULL, finished_at=NULL
+                 WHERE run_id=?1 AND (state!='done' OR class IS NULL OR class IN ('not_started','busy'))",
+                [run_id],
+            )?;
+            tx.execute(
+                "UPDATE runs SET status='running', finished_at=NULL, exit_code=NULL WHERE id=?1",
+                [run_id],
+            )?;
+            insert_step(tx, run_id, "", "resume", "done", "", &lease_owner())?;
+            Ok(hosts)
+        })
+        .await
+    }
+
+    /// Deletes runs that started more than `keep_days` ago, with everything
+    /// recorded about them. Returns their IDs (evidence dirs are the
+    /// caller's to remove).
+    pub async fn prune(&self, keep_days: u64) -> Result<Vec<i64>> {
+        self.query(move |tx| {
+            let cutoff = (chrono::Utc::now() - chrono::Duration::days(keep_days as i64))
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+            let mut stmt = tx.prepare("SELECT id FROM runs WHERE started_at < ?1 AND status != 'running'")?;
+            let ids = stmt
+                .query_map([&cutoff], |r| r.get::<_, i64>(0))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            for id in &ids {
+                tx.execute(
+                    "DELETE FROM processes WHERE report_id IN (SELECT id FROM reports WHERE run_id=?1)",
+                    [id],
+                )?;
+                for table in ["reports", "steps", "hosts"] {
+                    tx.execute(&format!("DELETE FROM {table} WHERE run_id=?1"), [id])?;
+                }
+                tx.execute("DELETE FROM runs WHERE id=?1", [id])?;
+            }
+            Ok(ids)
+        })
+        .await
+    }
+
     /// Marks every host of the run that never started as `not_started`.
     pub async fn mark_not_started(&self, run_id: i64, reason: &str) -> Result<()> {
         let reason = reason.to_string();
@@ -418,6 +547,57 @@ impl Journal {
         .await
         .map(|_| ())
     }
+}
+
+fn ensure_column(conn: &Connection, table: &str, column: &str, decl: &str) -> Result<()> {
+    let mut stmt = conn.prepare(&format!("PRAGMA table_info({table})"))?;
+    let names = stmt
+        .query_map([], |r| r.get::<_, String>(1))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    if !names.iter().any(|n| n == column) {
+        conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {decl}"))?;
+    }
+    Ok(())
+}
+
+/// `controller:pid` of this process: who holds a lease.
+pub fn lease_owner() -> String {
+    format!("{}:{}", crate::sweep::controller_name(), std::process::id())
+}
+
+/// Whether the process that took a lease is certainly gone: it ran on this
+/// controller and its PID no longer exists. Elsewhere we cannot tell, so the
+/// lease runs to its expiry.
+fn owner_is_dead(owner: &str) -> bool {
+    let Some((controller, pid)) = owner.rsplit_once(':') else {
+        return false;
+    };
+    if controller != crate::sweep::controller_name() {
+        return false;
+    }
+    #[cfg(unix)]
+    {
+        match pid.parse::<u32>() {
+            Ok(p) => p != std::process::id() && !Path::new(&format!("/proc/{p}")).exists(),
+            Err(_) => false,
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = pid;
+        false
+    }
+}
+
+/// The outcome of asking for a host's lease.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lease {
+    Acquired,
+    /// Another live sweep works on the host.
+    Busy {
+        run_id: i64,
+        owner: String,
+    },
 }
 
 fn insert_step(
@@ -511,6 +691,9 @@ pub struct RunHost {
 }
 
 pub struct NewReport {
+    /// A report found on the host from before this run (EmoCheck keeps
+    /// every report): recorded as history, never this run's verdict.
+    pub history: bool,
     pub run_id: i64,
     pub host: String,
     pub remote_name: String,
@@ -531,6 +714,18 @@ pub struct HostFinish {
 }
 
 // ---------------------------------------------------------------- reading
+
+/// The inputs a run was started with, as stored.
+#[derive(Debug, Clone)]
+pub struct RunSources {
+    pub playbook_path: String,
+    pub playbook_text: String,
+    pub inventory_path: String,
+    pub inventory_text: String,
+    pub limit: Option<String>,
+    pub forks: usize,
+    pub checker_sha256: String,
+}
 
 /// Read-only view of the journal, for reports and listings.
 pub struct Reader {
@@ -555,6 +750,11 @@ pub struct RunInfo {
     pub checker_sha256: Option<String>,
     pub hosts_targeted: Option<i64>,
     pub exit_code: Option<i64>,
+    /// Hosts per class (filled by `runs`).
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub counts: std::collections::BTreeMap<String, i64>,
+    /// Finished, and every host has a final result (none `not_started`/`busy`).
+    pub complete: bool,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -589,6 +789,17 @@ pub struct ReportRecord {
     pub format: Option<String>,
     pub warnings: Vec<String>,
     pub processes: Vec<Process>,
+}
+
+/// One past result of a host.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct HistoryItem {
+    pub run_id: i64,
+    pub run_started_at: String,
+    pub class: Option<String>,
+    pub reason: Option<String>,
+    pub finished_at: Option<String>,
+    pub report: Option<ReportRecord>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -644,6 +855,127 @@ impl Reader {
             Some(id) => anyhow::anyhow!("no run {id} in the journal (see `pushscan runs`)"),
             None => anyhow::anyhow!("the journal has no runs yet"),
         })
+    }
+
+    /// The newest run that did not finish (crashed, interrupted, halted).
+    pub fn last_unfinished_run(&self) -> Result<Option<i64>> {
+        self.conn
+            .query_row(
+                "SELECT id FROM runs WHERE status != 'finished' ORDER BY id DESC LIMIT 1",
+                [],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(Into::into)
+    }
+
+    /// What a run was started with, to resume or clean it up exactly.
+    pub fn run_sources(&self, id: i64) -> Result<RunSources> {
+        self.conn
+            .query_row(
+                "SELECT playbook_path, playbook_text, inventory_path, inventory_text, limit_pattern,
+                        forks, checker_sha256 FROM runs WHERE id=?1",
+                [id],
+                |r| {
+                    Ok(RunSources {
+                        playbook_path: r.get::<_, Option<String>>(0)?.unwrap_or_default(),
+                        playbook_text: r.get::<_, Option<String>>(1)?.unwrap_or_default(),
+                        inventory_path: r.get::<_, Option<String>>(2)?.unwrap_or_default(),
+                        inventory_text: r.get::<_, Option<String>>(3)?.unwrap_or_default(),
+                        limit: r.get(4)?,
+                        forks: r.get::<_, Option<i64>>(5)?.unwrap_or(50).max(1) as usize,
+                        checker_sha256: r.get::<_, Option<String>>(6)?.unwrap_or_default(),
+                    })
+                },
+            )
+            .optional()?
+            .ok_or_else(|| anyhow::anyhow!("no run {id} in the journal (see `pushscan runs`)"))
+    }
+
+    /// Remote paths of the result files fetched for `host` in `run_id`.
+    pub fn run_report_paths(&self, run_id: i64, host: &str) -> Result<Vec<String>> {
+        let mut st = self.conn.prepare(
+            "SELECT remote_path FROM reports WHERE run_id=?1 AND host=?2 AND origin='run'",
+        )?;
+        let rows = st.query_map(params![run_id, host], |r| r.get(0))?;
+        rows.collect::<rusqlite::Result<Vec<String>>>()
+            .map_err(Into::into)
+    }
+
+    /// The class of `host` at its last check (detected or not) before run
+    /// `before_run`, if it was ever checked.
+    pub fn previous_check(&self, host: &str, before_run: i64) -> Result<Option<HostClass>> {
+        let c: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT class FROM hosts WHERE host=?1 AND run_id<?2
+                   AND class IN ('detected','not_detected') ORDER BY run_id DESC LIMIT 1",
+                params![host, before_run],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(c.as_deref().and_then(HostClass::parse))
+    }
+
+    /// When `host` was last checked successfully (detected or not), in any run.
+    pub fn last_success(&self, host: &str) -> Result<Option<String>> {
+        self.conn
+            .query_row(
+                "SELECT finished_at FROM hosts WHERE host=?1 AND class IN ('detected','not_detected')
+                 ORDER BY finished_at DESC LIMIT 1",
+                [host],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(Into::into)
+    }
+
+    /// `host`'s results, newest run first, and the reports found on it from
+    /// before pushscan saw it (history reports), newest first.
+    pub fn host_history(
+        &self,
+        host: &str,
+        limit: usize,
+    ) -> Result<(Vec<HistoryItem>, Vec<ReportRecord>)> {
+        let mut st = self.conn.prepare(
+            "SELECT h.run_id, r.started_at, h.class, h.reason, h.finished_at, h.primary_report
+             FROM hosts h JOIN runs r ON r.id = h.run_id
+             WHERE h.host=?1 AND h.class IS NOT NULL ORDER BY h.run_id DESC LIMIT ?2",
+        )?;
+        let rows = st.query_map(params![host, limit as i64], |r| {
+            Ok((
+                HistoryItem {
+                    run_id: r.get(0)?,
+                    run_started_at: r.get(1)?,
+                    class: r.get(2)?,
+                    reason: r.get(3)?,
+                    finished_at: r.get(4)?,
+                    report: None,
+                },
+                r.get::<_, Option<i64>>(5)?,
+            ))
+        })?;
+        let mut items = Vec::new();
+        for row in rows {
+            let (mut item, report) = row?;
+            if let Some(id) = report {
+                item.report = self.report(id)?;
+            }
+            items.push(item);
+        }
+        let mut st = self.conn.prepare(
+            "SELECT id FROM reports WHERE host=?1 AND origin='history' ORDER BY remote_name DESC LIMIT ?2",
+        )?;
+        let ids = st
+            .query_map(params![host, limit as i64], |r| r.get::<_, i64>(0))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        let mut found = Vec::new();
+        for id in ids {
+            if let Some(r) = self.report(id)? {
+                found.push(r);
+            }
+        }
+        Ok((items, found))
     }
 
     /// Per-class host counts of a run.
@@ -800,5 +1132,7 @@ fn run_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunInfo> {
         checker_sha256: r.get(13)?,
         hosts_targeted: r.get(14)?,
         exit_code: r.get(15)?,
+        counts: Default::default(),
+        complete: false,
     })
 }

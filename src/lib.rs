@@ -1,5 +1,6 @@
 //! pushscan: agentless push scanner.
 pub mod app;
+pub mod cleanup;
 pub mod exit;
 pub mod inventory;
 pub mod journal;

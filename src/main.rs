@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use pushscan::app::{self, Format};
 use pushscan::exit;
 use pushscan::progress::Mode;
-use pushscan::sweep::SweepConfig;
+use pushscan::sweep::{Access, SweepConfig};
 use pushscan::transport::Credentials;
 
 const EXIT_CODES: &str = "\
@@ -74,6 +74,9 @@ enum Command {
         /// Write to this file instead of stdout.
         #[arg(short, long)]
         output: Option<PathBuf>,
+        /// List hosts not successfully checked for more than this many days.
+        #[arg(long, default_value_t = pushscan::report::DEFAULT_BLIND_DAYS)]
+        blind_days: u64,
         #[command(flatten)]
         state: StateArgs,
     },
@@ -86,6 +89,68 @@ enum Command {
         /// JSON instead of a table.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        state: StateArgs,
+    },
+    /// Continue an interrupted or crashed sweep with the settings it was started with.
+    #[command(
+        after_help = "Example:\n  pushscan resume            # the last unfinished run\n  pushscan resume 12 -k ~/.ssh/id_ops\n\nHosts with a final result keep it; hosts in flight at the crash, never started or busy are redone."
+    )]
+    Resume {
+        /// Run ID [default: the last unfinished run].
+        run: Option<i64>,
+        /// Hosts worked on at the same time [default: as the run was started].
+        #[arg(short, long)]
+        forks: Option<usize>,
+        #[command(flatten)]
+        state: StateArgs,
+        #[command(flatten)]
+        conn: ConnArgs,
+        /// Progress display on stderr.
+        #[arg(long, value_enum, default_value = "auto")]
+        progress: ProgressArg,
+        /// Also write the JSON report of the run to FILE.
+        #[arg(long, value_name = "FILE")]
+        report_json: Option<PathBuf>,
+    },
+    /// Remove from hosts what the journal says a run may have left there (temp files, ...).
+    #[command(
+        after_help = "Example:\n  pushscan cleanup --dry-run     # show what would be removed (last run)\n  pushscan cleanup 12\n  pushscan cleanup --all\n\nWhat the playbook keeps (EmoCheck reports by default) stays."
+    )]
+    Cleanup {
+        /// Run ID [default: the last run].
+        run: Option<i64>,
+        /// Every run in the journal.
+        #[arg(long, conflicts_with = "run")]
+        all: bool,
+        /// Print what would be removed, touch nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        state: StateArgs,
+        #[command(flatten)]
+        conn: ConnArgs,
+    },
+    /// A host's past results, newest first, and reports found on it from before.
+    #[command(after_help = "Example:\n  pushscan history PC-SALES-014 --limit 5")]
+    History {
+        /// Host name as in the inventory.
+        host: String,
+        /// How many results.
+        #[arg(long, default_value_t = 10)]
+        limit: usize,
+        /// JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        state: StateArgs,
+    },
+    /// Forget runs older than N days, evidence files included.
+    #[command(after_help = "Example:\n  pushscan prune --keep-days 90")]
+    Prune {
+        /// Keep runs started within this many days.
+        #[arg(long)]
+        keep_days: u64,
         #[command(flatten)]
         state: StateArgs,
     },
@@ -128,6 +193,19 @@ struct SweepArgs {
     forks: usize,
     #[command(flatten)]
     state: StateArgs,
+    #[command(flatten)]
+    conn: ConnArgs,
+    /// Progress display on stderr.
+    #[arg(long, value_enum, default_value = "auto")]
+    progress: ProgressArg,
+    /// Also write the JSON report of this run to FILE.
+    #[arg(long, value_name = "FILE")]
+    report_json: Option<PathBuf>,
+}
+
+/// How to reach and trust hosts; never stored in the journal.
+#[derive(Args)]
+struct ConnArgs {
     /// SSH user for hosts without ansible_user [default: the current user].
     #[arg(short, long)]
     user: Option<String>,
@@ -150,12 +228,6 @@ struct SweepArgs {
     /// Give up connecting to a host after this long (e.g. 10s).
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     connect_timeout: Duration,
-    /// Progress display on stderr.
-    #[arg(long, value_enum, default_value = "auto")]
-    progress: ProgressArg,
-    /// Also write the JSON report of this run to FILE.
-    #[arg(long, value_name = "FILE")]
-    report_json: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -209,21 +281,80 @@ fn init_logging(verbose: u8) {
         .try_init();
 }
 
+fn runtime() -> Result<tokio::runtime::Runtime, exit::Fail> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| exit::Fail::new(exit::SOFTWARE, e))
+}
+
+fn progress_mode(p: ProgressArg) -> Mode {
+    match p {
+        ProgressArg::Auto => Mode::Auto,
+        ProgressArg::Lines => Mode::Lines,
+        ProgressArg::Quiet => Mode::Quiet,
+    }
+}
+
 fn run(cli: Cli) -> Result<i32, exit::Fail> {
     match cli.command {
         Command::Sweep(a) => {
-            let (cfg, report_json) = sweep_config(a)?;
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| exit::Fail::new(exit::SOFTWARE, e))?;
-            runtime.block_on(app::sweep(cfg, report_json))
+            let access = access(&a.conn)?;
+            let cfg = SweepConfig {
+                inventory: a.inventory,
+                playbook: a.playbook,
+                limit: a.limit,
+                forks: a.forks,
+                state_dir: a.state.dir(),
+                creds: access.creds,
+                default_user: access.default_user,
+                progress: progress_mode(a.progress),
+            };
+            runtime()?.block_on(app::sweep(cfg, a.report_json))
+        }
+        Command::Resume {
+            run,
+            forks,
+            state,
+            conn,
+            progress,
+            report_json,
+        } => {
+            let access = access(&conn)?;
+            runtime()?.block_on(app::resume(
+                &state.dir(),
+                run,
+                forks,
+                &access,
+                progress_mode(progress),
+                report_json,
+            ))
+        }
+        Command::Cleanup {
+            run,
+            all,
+            dry_run,
+            state,
+            conn,
+        } => {
+            let access = access(&conn)?;
+            runtime()?.block_on(app::cleanup(&state.dir(), run, all, dry_run, &access))
+        }
+        Command::History {
+            host,
+            limit,
+            json,
+            state,
+        } => app::history(&state.dir(), &host, limit, json),
+        Command::Prune { keep_days, state } => {
+            runtime()?.block_on(app::prune(&state.dir(), keep_days))
         }
         Command::Parse { format, files } => app::parse(&files, matches!(format, ParseFormat::Json)),
         Command::Report {
             run,
             format,
             output,
+            blind_days,
             state,
         } => {
             let f = match format {
@@ -231,14 +362,15 @@ fn run(cli: Cli) -> Result<i32, exit::Fail> {
                 ReportFormat::Json => Format::Json,
                 ReportFormat::Csv => Format::Csv,
             };
-            app::report(&state.dir(), run, f, output.as_deref())
+            app::report(&state.dir(), run, f, output.as_deref(), blind_days)
         }
         Command::Runs { limit, json, state } => app::runs(&state.dir(), limit, json),
         Command::Pin { file } => app::pin(&file),
     }
 }
 
-fn sweep_config(a: SweepArgs) -> Result<(SweepConfig, Option<PathBuf>), exit::Fail> {
+/// Credentials and trust settings from the flags and the environment.
+fn access(a: &ConnArgs) -> Result<Access, exit::Fail> {
     let mut password = std::env::var("PUSHSCAN_SSH_PASSWORD")
         .ok()
         .filter(|p| !p.is_empty());
@@ -263,30 +395,15 @@ fn sweep_config(a: SweepArgs) -> Result<(SweepConfig, Option<PathBuf>), exit::Fa
     } else {
         a.private_keys.clone()
     };
-    let creds = Credentials {
-        ssh_password: password,
-        known_hosts: a.known_hosts.clone(),
-        accept_new_host_keys: a.accept_new_host_keys,
-        default_key_files: default_keys,
-        use_agent: !a.no_agent,
-        connect_timeout: a.connect_timeout,
-    };
-    let progress = match a.progress {
-        ProgressArg::Auto => Mode::Auto,
-        ProgressArg::Lines => Mode::Lines,
-        ProgressArg::Quiet => Mode::Quiet,
-    };
-    Ok((
-        SweepConfig {
-            inventory: a.inventory,
-            playbook: a.playbook,
-            limit: a.limit,
-            forks: a.forks,
-            state_dir: a.state.dir(),
-            creds,
-            default_user: a.user,
-            progress,
+    Ok(Access {
+        creds: Credentials {
+            ssh_password: password,
+            known_hosts: a.known_hosts.clone(),
+            accept_new_host_keys: a.accept_new_host_keys,
+            default_key_files: default_keys,
+            use_agent: !a.no_agent,
+            connect_timeout: a.connect_timeout,
         },
-        a.report_json,
-    ))
+        default_user: a.user.clone(),
+    })
 }

@@ -28,6 +28,8 @@ pub enum HostClass {
     CheckerFailed,
     /// Anything else that went wrong on our side or in a transfer.
     Error,
+    /// Another sweep held this host's lease: it was not touched.
+    Busy,
     /// The sweep stopped (interrupt, halt) before this host was started.
     NotStarted,
     /// The checker ran and found nothing.
@@ -35,7 +37,7 @@ pub enum HostClass {
 }
 
 impl HostClass {
-    pub const ALL: [HostClass; 10] = [
+    pub const ALL: [HostClass; 11] = [
         HostClass::Detected,
         HostClass::NoResult,
         HostClass::Unreachable,
@@ -44,6 +46,7 @@ impl HostClass {
         HostClass::Timeout,
         HostClass::CheckerFailed,
         HostClass::Error,
+        HostClass::Busy,
         HostClass::NotStarted,
         HostClass::NotDetected,
     ];
@@ -59,6 +62,7 @@ impl HostClass {
             HostClass::Timeout => "timeout",
             HostClass::CheckerFailed => "checker_failed",
             HostClass::Error => "error",
+            HostClass::Busy => "busy",
             HostClass::NotStarted => "not_started",
         }
     }

@@ -28,6 +28,8 @@ use crate::transport::{
 
 /// Output kept from a checker run (stdout and stderr each).
 const OUTPUT_CAP: usize = 64 * 1024;
+/// At most this many older reports are fetched per host and sweep as history.
+const MAX_HISTORY_FETCH: usize = 8;
 /// Time allowed per host beyond the checker's timeout (connect, push, fetch).
 const HOST_OVERHEAD: std::time::Duration = std::time::Duration::from_secs(600);
 
@@ -159,6 +161,37 @@ pub async fn run_host(ctx: Arc<SweepCtx>, plan: HostPlan) -> HostResult {
     // timeout plus time for connecting, pushing and fetching) because the
     // steps have their own bounds; this is the last line.
     let limit = ctx.playbook.timeout + HOST_OVERHEAD;
+    // The lease outlives the watchdog, so it cannot expire under a host
+    // that is still being worked on.
+    let ttl = (limit + std::time::Duration::from_secs(60)).as_secs();
+    match ctx.journal.acquire_lease(ctx.run_id, &name, ttl).await {
+        Ok(crate::journal::Lease::Acquired) => {}
+        Ok(crate::journal::Lease::Busy { run_id, owner }) => {
+            return finish(
+                &ctx,
+                &name,
+                start,
+                &progress,
+                HostClass::Busy,
+                format!(
+                    "run {run_id} ({}) is working on this host; not touched",
+                    sanitize::display(&owner, 80)
+                ),
+            )
+            .await;
+        }
+        Err(e) => {
+            return finish(
+                &ctx,
+                &name,
+                start,
+                &progress,
+                HostClass::Error,
+                format!("journal: {e:#}"),
+            )
+            .await;
+        }
+    }
     let work = async {
         match connect(&ctx, &plan.host).await {
             Err(e) => Err(Failure::at("connect", e)),
@@ -191,6 +224,20 @@ pub async fn run_host(ctx: Arc<SweepCtx>, plan: HostPlan) -> HostResult {
         Ok((class, reason)) => (class, reason),
         Err(f) => (f.class, f.reason),
     };
+    let result = finish(&ctx, &name, start, &progress, class, reason).await;
+    ctx.journal.release_lease(&name);
+    result
+}
+
+/// Records the host's final class and reason.
+async fn finish(
+    ctx: &SweepCtx,
+    name: &str,
+    start: Instant,
+    progress: &Progress,
+    class: HostClass,
+    reason: String,
+) -> HostResult {
     let fin = HostFinish {
         class,
         reason: reason.clone(),
@@ -199,17 +246,20 @@ pub async fn run_host(ctx: Arc<SweepCtx>, plan: HostPlan) -> HostResult {
         exit_code: progress.exit_code,
         primary_report: progress.primary_report,
     };
-    if let Err(e) = ctx.journal.finish_host(ctx.run_id, &name, fin).await {
+    if let Err(e) = ctx.journal.finish_host(ctx.run_id, name, fin).await {
         tracing::error!(host = %name, "cannot record host result: {e:#}");
     }
     HostResult {
-        host: name,
+        host: name.to_string(),
         class,
         reason,
     }
 }
 
-async fn connect(ctx: &SweepCtx, host: &Host) -> Result<Box<dyn Connection>, TransportError> {
+pub(crate) async fn connect(
+    ctx: &SweepCtx,
+    host: &Host,
+) -> Result<Box<dyn Connection>, TransportError> {
     match host.connection {
         ConnKind::Local => Ok(Box::new(LocalConnection)),
         ConnKind::Ssh => {
@@ -348,54 +398,43 @@ async fn steps(
                 .cmp(&ctx.parser.recency(&a.name, a.mtime))
         });
         for entry in candidates.into_iter().take(pb.results.max_files) {
-            let shown = sanitize::display(&entry.name, 120);
-            if entry.kind != EntryKind::File {
-                problems.push(format!("{shown} is not a regular file; not read"));
-                continue;
-            }
-            if entry.size > pb.results.max_file_size {
-                problems.push(format!(
-                    "{shown} is {} bytes, over the {}-byte cap; not fetched",
-                    entry.size, pb.results.max_file_size
-                ));
-                continue;
-            }
-            let remote = pb.checker.platform.join(&plan.run_dir, &entry.name);
-            match conn.read_file(&remote, pb.results.max_file_size).await {
-                Ok(bytes) => {
-                    let parsed = ctx.parser.parse_file(&entry.name, &bytes);
-                    let local = store_evidence(&ctx.evidence_dir, host, &entry.name, &bytes).await;
-                    let local_path = match &local {
-                        Ok(p) => Some(p.to_string_lossy().into_owned()),
-                        Err(e) => {
-                            problems.push(format!("cannot store evidence for {shown}: {e}"));
-                            None
-                        }
-                    };
-                    let id = j
-                        .add_report(NewReport {
-                            run_id,
-                            host: host.to_string(),
-                            remote_name: entry.name.clone(),
-                            remote_path: remote.clone(),
-                            local_path,
-                            sha256: hex::encode(Sha256::digest(&bytes)),
-                            raw: bytes,
-                            parsed: parsed.clone(),
-                        })
-                        .await
-                        .map_err(Failure::journal)?;
+            match fetch_report(ctx, plan, conn, &entry, false).await? {
+                Ok((id, report, remote)) => {
                     progress.fetched.push(remote);
-                    fetched.push((
-                        id,
-                        FetchedReport {
-                            name: entry.name,
-                            parsed,
-                        },
-                    ));
+                    fetched.push((id, report));
                 }
-                Err(e) => problems.push(e.message),
+                Err(problem) => problems.push(problem),
             }
+        }
+        // Reports left on the host by earlier runs (EmoCheck keeps them all)
+        // become the host's history, once: names already in the journal for
+        // this host are not fetched again.
+        let host_name = host.to_string();
+        let known: Vec<String> = j
+            .query(move |tx| {
+                let mut st =
+                    tx.prepare("SELECT DISTINCT remote_name FROM reports WHERE host=?1")?;
+                let names = st
+                    .query_map([&host_name], |r| r.get::<_, String>(0))?
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                Ok(names)
+            })
+            .await
+            .map_err(Failure::journal)?;
+        let pattern = WildMatch::new(&pb.results.glob);
+        let mut older: Vec<&RemoteEntry> = before
+            .iter()
+            .filter(|e| e.kind == EntryKind::File && pattern.matches(&e.name))
+            .filter(|e| !known.contains(&e.name))
+            .collect();
+        older.sort_by(|a, b| {
+            ctx.parser
+                .recency(&b.name, b.mtime)
+                .cmp(&ctx.parser.recency(&a.name, a.mtime))
+        });
+        for entry in older.into_iter().take(MAX_HISTORY_FETCH) {
+            // History is best effort: a problem there does not change the verdict.
+            let _ = fetch_report(ctx, plan, conn, entry, true).await?;
         }
     }
 
@@ -406,6 +445,66 @@ async fn steps(
         .and_then(|i| fetched.get(i))
         .map(|(id, _)| *id);
     Ok((verdict.class, verdict.reason))
+}
+
+/// Fetches one result file, parses it, stores it as evidence and in the
+/// journal. The outer error is a journal failure (fatal for the host); the
+/// inner one a problem with this file, explained for the reason line.
+async fn fetch_report(
+    ctx: &SweepCtx,
+    plan: &HostPlan,
+    conn: &mut dyn Connection,
+    entry: &RemoteEntry,
+    history: bool,
+) -> Result<Result<(i64, FetchedReport, String), String>, Failure> {
+    let pb = &ctx.playbook;
+    let host = plan.host.name.as_str();
+    let shown = sanitize::display(&entry.name, 120);
+    if entry.kind != EntryKind::File {
+        return Ok(Err(format!("{shown} is not a regular file; not read")));
+    }
+    if entry.size > pb.results.max_file_size {
+        return Ok(Err(format!(
+            "{shown} is {} bytes, over the {}-byte cap; not fetched",
+            entry.size, pb.results.max_file_size
+        )));
+    }
+    let remote = pb.checker.platform.join(&plan.run_dir, &entry.name);
+    let bytes = match conn.read_file(&remote, pb.results.max_file_size).await {
+        Ok(b) => b,
+        Err(e) => return Ok(Err(e.message)),
+    };
+    let parsed = ctx.parser.parse_file(&entry.name, &bytes);
+    let local_path = store_evidence(&ctx.evidence_dir, host, &entry.name, &bytes)
+        .await
+        .map(|p| p.to_string_lossy().into_owned());
+    let store_problem = local_path
+        .as_ref()
+        .err()
+        .map(|e| format!("cannot store evidence for {shown}: {e}"));
+    let id = ctx
+        .journal
+        .add_report(NewReport {
+            history,
+            run_id: ctx.run_id,
+            host: host.to_string(),
+            remote_name: entry.name.clone(),
+            remote_path: remote.clone(),
+            local_path: local_path.ok(),
+            sha256: hex::encode(Sha256::digest(&bytes)),
+            raw: bytes,
+            parsed: parsed.clone(),
+        })
+        .await
+        .map_err(Failure::journal)?;
+    if let Some(p) = store_problem {
+        tracing::warn!(host, "{p}");
+    }
+    let report = FetchedReport {
+        name: entry.name.clone(),
+        parsed,
+    };
+    Ok(Ok((id, report, remote)))
 }
 
 /// Result files that are new or changed since `before` and match the glob.

@@ -19,6 +19,17 @@ use crate::sanitize::display;
 pub struct RunReport {
     pub run: RunSection,
     pub hosts: Vec<HostEntry>,
+    /// Hosts of this run not successfully checked for more than
+    /// `blind_days` days, across all runs (or never).
+    pub blind_spots: Vec<BlindSpot>,
+    pub blind_days: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BlindSpot {
+    pub host: String,
+    /// When the host was last checked successfully; `None`: never.
+    pub last_success: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -46,6 +57,9 @@ pub struct HostEntry {
     pub pushed: Option<bool>,
     pub exit_code: Option<i64>,
     pub duration_ms: Option<i64>,
+    /// Against the host's previous check: `new_detection`, `still_detected`,
+    /// `cleared`, `unchanged`, or `first_check`; `None` when not checked now.
+    pub change: Option<String>,
     pub processes: Vec<Process>,
 }
 
@@ -71,19 +85,56 @@ impl HostEntry {
             pushed: r.pushed,
             exit_code: r.exit_code,
             duration_ms: r.duration_ms,
+            change: None,
             processes: report.map(|x| x.processes).unwrap_or_default(),
         }
     }
 }
 
-/// Loads run `id` (default: the latest) from the journal.
-pub fn load(reader: &Reader, id: Option<i64>) -> Result<RunReport> {
+/// Default for "not successfully checked for more than N days".
+pub const DEFAULT_BLIND_DAYS: u64 = 7;
+
+/// Loads run `id` (default: the latest) from the journal, with each host's
+/// change since its previous check and the fleet's blind spots.
+pub fn load(reader: &Reader, id: Option<i64>, blind_days: u64) -> Result<RunReport> {
     let info = reader.run(id)?;
-    let hosts: Vec<HostEntry> = reader
+    let mut hosts: Vec<HostEntry> = reader
         .hosts(info.id)?
         .into_iter()
         .map(HostEntry::from_record)
         .collect();
+    let cutoff = chrono::Utc::now() - chrono::Duration::days(blind_days as i64);
+    let mut blind_spots = Vec::new();
+    for h in &mut hosts {
+        let now = HostClass::parse(&h.status);
+        if matches!(now, Some(HostClass::Detected | HostClass::NotDetected)) {
+            let before = reader.previous_check(&h.host, info.id)?;
+            h.change = Some(
+                match (before, now) {
+                    (None, _) => "first_check",
+                    (Some(HostClass::Detected), Some(HostClass::Detected)) => "still_detected",
+                    (Some(HostClass::Detected), _) => "cleared",
+                    (Some(_), Some(HostClass::Detected)) => "new_detection",
+                    _ => "unchanged",
+                }
+                .to_string(),
+            );
+        } else {
+            let last = reader.last_success(&h.host)?;
+            let stale = match &last {
+                None => true,
+                Some(t) => chrono::DateTime::parse_from_rfc3339(t)
+                    .map(|t| t < cutoff)
+                    .unwrap_or(true),
+            };
+            if stale {
+                blind_spots.push(BlindSpot {
+                    host: h.host.clone(),
+                    last_success: last,
+                });
+            }
+        }
+    }
     let mut counts = std::collections::BTreeMap::new();
     for h in &hosts {
         *counts.entry(h.status.clone()).or_insert(0) += 1;
@@ -91,6 +142,8 @@ pub fn load(reader: &Reader, id: Option<i64>) -> Result<RunReport> {
     Ok(RunReport {
         run: RunSection { info, counts },
         hosts,
+        blind_spots,
+        blind_days,
     })
 }
 
@@ -187,9 +240,14 @@ pub fn to_table(r: &RunReport) -> String {
     if !detected.is_empty() {
         let _ = writeln!(out, "\nDETECTED ({})", detected.len());
         for h in detected {
+            let marker = match h.change.as_deref() {
+                Some("new_detection") | Some("first_check") => "NEW ",
+                Some("still_detected") => "STILL ",
+                _ => "",
+            };
             let _ = writeln!(
                 out,
-                "  {}  [{}]  scan time {}  report {}",
+                "  {marker}{}  [{}]  scan time {}  report {}",
                 display(&h.host, 80),
                 display(&h.groups.join(","), 80),
                 display(h.scan_time.as_deref().unwrap_or("?"), 40),
@@ -250,28 +308,125 @@ pub fn to_table(r: &RunReport) -> String {
             );
         }
     }
+    let cleared: Vec<&HostEntry> = r
+        .hosts
+        .iter()
+        .filter(|h| h.change.as_deref() == Some("cleared"))
+        .collect();
+    if !cleared.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nCLEARED since the previous check ({})",
+            cleared.len()
+        );
+        for h in cleared {
+            let _ = writeln!(out, "  {}", display(&h.host, 80));
+        }
+    }
+    if !r.blind_spots.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nBLIND SPOTS: not successfully checked for more than {} days ({})",
+            r.blind_days,
+            r.blind_spots.len()
+        );
+        for b in &r.blind_spots {
+            let _ = writeln!(
+                out,
+                "  {}  last checked {}",
+                display(&b.host, 80),
+                b.last_success.as_deref().unwrap_or("never")
+            );
+        }
+    }
     out
 }
 
 /// `pushscan runs`: one line per run, newest first.
 pub fn runs_table(runs: &[RunInfo]) -> String {
-    let mut out =
-        String::from("ID  STARTED                   STATUS       HOSTS  EXIT  PLAYBOOK\n");
+    let mut out = String::from(
+        "ID  STARTED                   STATUS       COMPLETE HOSTS  EXIT  PLAYBOOK / COUNTS\n",
+    );
     for r in runs {
+        let counts: Vec<String> = r.counts.iter().map(|(k, v)| format!("{k} {v}")).collect();
         let _ = writeln!(
             out,
-            "{:<3} {:<25} {:<12} {:>5}  {:>4}  {}",
+            "{:<3} {:<25} {:<12} {:<8} {:>5}  {:>4}  {}\n    {}",
             r.id,
             r.started_at,
             r.status,
+            if r.complete { "yes" } else { "no" },
             r.hosts_targeted.unwrap_or(0),
             r.exit_code
                 .map(|c| c.to_string())
                 .unwrap_or_else(|| "-".into()),
-            display(r.playbook_name.as_deref().unwrap_or("?"), 60)
+            display(r.playbook_name.as_deref().unwrap_or("?"), 60),
+            counts.join(", ")
         );
     }
     out
+}
+
+/// `pushscan history HOST`: the host's results, newest first, then the
+/// reports found on it from before.
+pub fn history_table(
+    host: &str,
+    items: &[crate::journal::HistoryItem],
+    found: &[crate::journal::ReportRecord],
+) -> String {
+    let mut out = format!("History of {}\n", display(host, 80));
+    if items.is_empty() {
+        out.push_str("  no run has a result for this host\n");
+    }
+    for i in items {
+        let _ = writeln!(
+            out,
+            "  run {:<4} {}  {:<15} {}",
+            i.run_id,
+            i.finished_at.as_deref().unwrap_or(&i.run_started_at),
+            i.class.as_deref().unwrap_or("?"),
+            display(i.reason.as_deref().unwrap_or(""), 200)
+        );
+        if let Some(rep) = &i.report {
+            let _ = writeln!(
+                out,
+                "           report {}  scan time {}",
+                display(&rep.remote_name, 120),
+                display(rep.scan_time.as_deref().unwrap_or("?"), 40)
+            );
+            write_processes(&mut out, "           ", &rep.processes);
+        }
+    }
+    if !found.is_empty() {
+        let _ = writeln!(
+            out,
+            "Reports found on the host from before (fetched as history):"
+        );
+        for rep in found {
+            let _ = writeln!(
+                out,
+                "  {}  {}  scan time {}",
+                display(&rep.remote_name, 120),
+                rep.status,
+                display(rep.scan_time.as_deref().unwrap_or("?"), 40)
+            );
+            write_processes(&mut out, "      ", &rep.processes);
+        }
+    }
+    out
+}
+
+fn write_processes(out: &mut String, indent: &str, procs: &[Process]) {
+    for p in procs {
+        let _ = writeln!(
+            out,
+            "{indent}process {}  PID {}  image {}  run key {}",
+            display(&p.name, 120),
+            p.pid.map(|x| x.to_string()).unwrap_or_else(|| "?".into()),
+            display(&p.image_path, 300),
+            display(p.registry_key.as_deref().unwrap_or("-"), 300)
+        );
+    }
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@
 //! holds every intent).
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -80,46 +80,70 @@ pub fn controller_name() -> String {
         .unwrap_or_else(|_| "unknown".to_string())
 }
 
-pub async fn sweep(cfg: SweepConfig) -> Result<SweepOutcome, Fail> {
-    // ---- everything that needs no host ----
-    let inv = inventory::load(&cfg.inventory).code(exit::CONFIG)?;
-    let selected: Vec<inventory::Host> = match &cfg.limit {
-        Some(p) => inv
-            .select(p)
-            .code(exit::USAGE)?
-            .into_iter()
-            .cloned()
-            .collect(),
-        None => inv.hosts.clone(),
+/// Connection settings of a sweep, resume or cleanup (not stored in the
+/// journal: credentials are the operator's, per invocation).
+#[derive(Debug, Clone)]
+pub struct Access {
+    pub creds: Credentials,
+    /// SSH user for hosts without `ansible_user`.
+    pub default_user: Option<String>,
+}
+
+/// Renders the plan of every selected host. Needs no network.
+pub fn plan_hosts(
+    inv: &inventory::Inventory,
+    limit: Option<&str>,
+    pb: &Playbook,
+) -> Result<Vec<HostPlan>, Fail> {
+    let selected: Vec<&inventory::Host> = match limit {
+        Some(p) => inv.select(p).code(exit::USAGE)?,
+        None => inv.hosts.iter().collect(),
     };
     if selected.is_empty() {
         return Err(Fail::new(
             exit::USAGE,
-            anyhow::anyhow!("no host selected in {}", cfg.inventory.display()),
+            anyhow::anyhow!("no host selected in {}", inv.source.display()),
         ));
     }
-    let pb = Playbook::load(&cfg.playbook).code(exit::CONFIG)?;
-    let checker_size = pb.verify_checker().code(exit::CHECKER)?;
-    let mut plans = Vec::with_capacity(selected.len());
-    for h in &selected {
-        let plan = HostPlan::new(&pb, h).map_err(|e| {
-            Fail::new(
-                exit::CONFIG,
-                anyhow::anyhow!("{}: host {}: {e}", pb.source.display(), h.name),
-            )
-        })?;
-        plans.push(plan);
+    selected
+        .into_iter()
+        .map(|h| {
+            HostPlan::new(pb, h).map_err(|e| {
+                Fail::new(
+                    exit::CONFIG,
+                    anyhow::anyhow!("{}: host {}: {e}", pb.source.display(), h.name),
+                )
+            })
+        })
+        .collect()
+}
+
+fn transport_name(c: ConnKind) -> &'static str {
+    match c {
+        ConnKind::Ssh => "ssh",
+        ConnKind::Local => "local",
+        ConnKind::Winrm => "winrm",
     }
+}
+
+pub async fn sweep(cfg: SweepConfig) -> Result<SweepOutcome, Fail> {
+    // ---- everything that needs no host ----
     if cfg.forks == 0 {
         return Err(Fail::new(
             exit::USAGE,
             anyhow::anyhow!("--forks must be at least 1"),
         ));
     }
+    let inventory_text = std::fs::read_to_string(&cfg.inventory)
+        .with_context(|| format!("cannot read inventory {}", cfg.inventory.display()))
+        .code(exit::CONFIG)?;
+    let inv = inventory::parse(&inventory_text, &cfg.inventory).code(exit::CONFIG)?;
+    let pb = Playbook::load(&cfg.playbook).code(exit::CONFIG)?;
+    let checker_size = pb.verify_checker().code(exit::CHECKER)?;
+    let plans = plan_hosts(&inv, cfg.limit.as_deref(), &pb)?;
 
     // ---- the run ----
     let journal = Journal::open(&cfg.state_dir).code(exit::IO)?;
-    let inventory_text = std::fs::read_to_string(&cfg.inventory).unwrap_or_default();
     let run_id = journal
         .start_run(NewRun {
             operator: current_user(),
@@ -140,12 +164,7 @@ pub async fn sweep(cfg: SweepConfig) -> Result<SweepOutcome, Fail> {
                     name: p.host.name.clone(),
                     address: p.host.address.clone(),
                     port: p.host.port,
-                    transport: match p.host.connection {
-                        ConnKind::Ssh => "ssh",
-                        ConnKind::Local => "local",
-                        ConnKind::Winrm => "winrm",
-                    }
-                    .to_string(),
+                    transport: transport_name(p.host.connection).to_string(),
                     groups: p.host.groups.clone(),
                     group_paths: p.host.group_paths.clone(),
                 })
@@ -153,8 +172,97 @@ pub async fn sweep(cfg: SweepConfig) -> Result<SweepOutcome, Fail> {
         })
         .await
         .code(exit::IO)?;
+    let access = Access {
+        creds: cfg.creds.clone(),
+        default_user: cfg.default_user.clone(),
+    };
+    execute(
+        journal,
+        &cfg.state_dir,
+        run_id,
+        pb,
+        plans,
+        cfg.forks,
+        &access,
+        cfg.progress,
+    )
+    .await
+}
 
-    let evidence_dir = cfg.state_dir.join("evidence").join(format!("run-{run_id}"));
+/// `pushscan resume`: continues run `run` (default: the last unfinished
+/// one) with the playbook and inventory stored in it. Hosts with a final
+/// result keep it; hosts in flight at a crash, never started, or busy are
+/// (re)done from the start (every step is idempotent: mkdir -p, hash
+/// compare, overwrite the temp copy, re-run).
+pub async fn resume(
+    state_dir: &Path,
+    run: Option<i64>,
+    forks: Option<usize>,
+    access: &Access,
+    progress: Mode,
+) -> Result<SweepOutcome, Fail> {
+    let reader = crate::journal::Reader::open(state_dir).code(exit::IO)?;
+    let run_id = match run {
+        Some(id) => id,
+        None => reader
+            .last_unfinished_run()
+            .code(exit::IO)?
+            .ok_or_else(|| {
+                Fail::new(
+                    exit::USAGE,
+                    anyhow::anyhow!("no unfinished run to resume (see `pushscan runs`)"),
+                )
+            })?,
+    };
+    let src = reader.run_sources(run_id).code(exit::USAGE)?;
+    drop(reader);
+    let pb =
+        Playbook::parse(&src.playbook_text, Path::new(&src.playbook_path)).code(exit::CONFIG)?;
+    if pb.checker.sha256 != src.checker_sha256 {
+        return Err(Fail::new(
+            exit::CHECKER,
+            anyhow::anyhow!("run {run_id} was started with checker pin {}, not {}: refusing to resume with another checker", src.checker_sha256, pb.checker.sha256),
+        ));
+    }
+    pb.verify_checker().code(exit::CHECKER)?;
+    let inv =
+        inventory::parse(&src.inventory_text, Path::new(&src.inventory_path)).code(exit::CONFIG)?;
+    let journal = Journal::open(state_dir).code(exit::IO)?;
+    let todo = journal.reopen_run(run_id).await.code(exit::IO)?;
+    let mut plans = Vec::with_capacity(todo.len());
+    for name in &todo {
+        let Some(host) = inv.host(name) else {
+            return Err(Fail::new(
+                exit::CONFIG,
+                anyhow::anyhow!("host {name} of run {run_id} is not in the run's stored inventory"),
+            ));
+        };
+        plans.push(
+            HostPlan::new(&pb, host)
+                .map_err(|e| Fail::new(exit::CONFIG, anyhow::anyhow!("host {name}: {e}")))?,
+        );
+    }
+    let forks = forks.unwrap_or(src.forks.max(1));
+    execute(
+        journal, state_dir, run_id, pb, plans, forks, access, progress,
+    )
+    .await
+}
+
+/// Runs the plans of `run_id` with bounded concurrency and records the end
+/// of the run.
+#[allow(clippy::too_many_arguments)]
+async fn execute(
+    journal: Journal,
+    state_dir: &Path,
+    run_id: i64,
+    pb: Playbook,
+    plans: Vec<HostPlan>,
+    forks: usize,
+    access: &Access,
+    progress_mode: Mode,
+) -> Result<SweepOutcome, Fail> {
+    let evidence_dir = state_dir.join("evidence").join(format!("run-{run_id}"));
     std::fs::create_dir_all(&evidence_dir)
         .with_context(|| format!("cannot create {}", evidence_dir.display()))
         .code(exit::IO)?;
@@ -165,23 +273,21 @@ pub async fn sweep(cfg: SweepConfig) -> Result<SweepOutcome, Fail> {
         playbook: Arc::new(pb),
         journal: journal.clone(),
         evidence_dir,
-        ssh: Arc::new(SshConnector::new(cfg.creds.clone())),
-        default_user: cfg.default_user.clone().unwrap_or_else(current_user),
+        ssh: Arc::new(SshConnector::new(access.creds.clone())),
+        default_user: access.default_user.clone().unwrap_or_else(current_user),
     });
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let signals = tokio::spawn(watch_interrupts(stop_tx));
 
-    let mut progress = Progress::new(plans.len(), cfg.progress);
+    let mut progress = Progress::new(plans.len(), progress_mode);
     progress.note(&format!(
-        "run {run_id}: {} host(s), forks {}, journal {}",
+        "run {run_id}: {} host(s), forks {forks}, journal {}",
         plans.len(),
-        cfg.forks,
         journal.path().display()
     ));
-    let sem = Arc::new(Semaphore::new(cfg.forks));
+    let sem = Arc::new(Semaphore::new(forks.max(1)));
     let mut tasks: JoinSet<crate::pipeline::HostResult> = JoinSet::new();
-    let mut counts: BTreeMap<HostClass, usize> = BTreeMap::new();
     let mut interrupted = false;
     let mut stop = stop_rx.clone();
     for plan in plans {
@@ -193,7 +299,6 @@ pub async fn sweep(cfg: SweepConfig) -> Result<SweepOutcome, Fail> {
                 p = sem.clone().acquire_owned() => break p.ok(),
                 Some(done) = tasks.join_next(), if !tasks.is_empty() => {
                     if let Ok(r) = done {
-                        *counts.entry(r.class).or_default() += 1;
                         progress.host_done(&r);
                     }
                 }
@@ -212,10 +317,7 @@ pub async fn sweep(cfg: SweepConfig) -> Result<SweepOutcome, Fail> {
     }
     while let Some(done) = tasks.join_next().await {
         match done {
-            Ok(r) => {
-                *counts.entry(r.class).or_default() += 1;
-                progress.host_done(&r);
-            }
+            Ok(r) => progress.host_done(&r),
             Err(e) => tracing::error!("host task failed: {e}"),
         }
     }
@@ -229,9 +331,9 @@ pub async fn sweep(cfg: SweepConfig) -> Result<SweepOutcome, Fail> {
             .await
             .code(exit::IO)?;
     }
-    // Re-count from the journal: it, not memory, is the source of truth.
+    // Count from the journal: it, not memory, is the source of truth.
     drop(ctx);
-    let reader = crate::journal::Reader::open(&cfg.state_dir).code(exit::IO)?;
+    let reader = crate::journal::Reader::open(state_dir).code(exit::IO)?;
     let mut final_counts = BTreeMap::new();
     for (class, n) in reader.class_counts(run_id).code(exit::IO)? {
         let c = class

@@ -192,6 +192,14 @@ pub fn load(path: &Path) -> Result<Inventory, InventoryError> {
         std::fs::read(path).map_err(|e| InventoryError::new(path, format!("cannot read: {e}")))?;
     let text = String::from_utf8(bytes)
         .map_err(|e| InventoryError::new(path, format!("not valid UTF-8: {e}")))?;
+    parse(&text, path)
+}
+
+/// Parses inventory text as `load` would read the file at `source` (the
+/// format is chosen from the name and the content). Used to re-read the
+/// inventory stored with a run, exactly as it was.
+pub fn parse(text: &str, source: &Path) -> Result<Inventory, InventoryError> {
+    let path = source;
     let ext = path
         .extension()
         .and_then(|e| e.to_str())
@@ -200,16 +208,14 @@ pub fn load(path: &Path) -> Result<Inventory, InventoryError> {
         // Ansible tries its YAML plugin, then its INI plugin: an INI file
         // named `hosts.yml` still loads there, so it loads here. When both
         // fail, the YAML error is the one that explains the file.
-        Some("yml" | "yaml" | "json") => match parse_yaml(&text, path) {
+        Some("yml" | "yaml" | "json") => match parse_yaml(text, path) {
             Ok(inv) => Ok(inv),
-            Err(yaml_err) if !looks_like_yaml(&text) => {
-                parse_ini(&text, path).map_err(|_| yaml_err)
-            }
+            Err(yaml_err) if !looks_like_yaml(text) => parse_ini(text, path).map_err(|_| yaml_err),
             Err(e) => Err(e),
         },
-        Some("ini" | "cfg") => parse_ini(&text, path),
-        _ if looks_like_yaml(&text) => parse_yaml(&text, path),
-        _ => parse_ini(&text, path),
+        Some("ini" | "cfg") => parse_ini(text, path),
+        _ if looks_like_yaml(text) => parse_yaml(text, path),
+        _ => parse_ini(text, path),
     }
 }
 

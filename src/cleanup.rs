@@ -1,0 +1,249 @@
+//! `pushscan cleanup`: remove from hosts what the journal says we may have
+//! left there, verify, and record it.
+//!
+//! The journal holds an intent for every remote side effect, so after a
+//! crash or a kill it knows, per host, which paths of ours may exist: a temp
+//! copy from a push that never completed, the checker when the playbook does
+//! not keep it, fetched result files when the playbook removes them. What
+//! the playbook keeps (EmoCheck's reports, by default) stays.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::exit::{self, Fail, WithCode};
+use crate::inventory;
+use crate::journal::{Journal, Reader};
+use crate::parser;
+use crate::pipeline::{connect, HostPlan, SweepCtx};
+use crate::playbook::Playbook;
+use crate::sanitize::display;
+use crate::sweep::{current_user, Access};
+use crate::transport::ssh::SshConnector;
+
+/// What may be left of ours on one host.
+#[derive(Debug, Clone)]
+pub struct Leftovers {
+    pub host: String,
+    pub files: Vec<String>,
+    pub dirs: Vec<String>,
+}
+
+/// Computes, from the journal alone, what may be left on each host of a run.
+pub fn leftovers(
+    reader: &Reader,
+    run_id: i64,
+    pb: &Playbook,
+    inv: &inventory::Inventory,
+) -> anyhow::Result<Vec<Leftovers>> {
+    let steps = reader.steps(run_id, None)?;
+    let mut hosts: Vec<String> = steps
+        .iter()
+        .map(|s| s.host.clone())
+        .filter(|h| !h.is_empty())
+        .collect();
+    hosts.sort();
+    hosts.dedup();
+    let mut out = Vec::new();
+    for host in hosts {
+        let Some(h) = inv.host(&host) else { continue };
+        let Ok(plan) = HostPlan::new(pb, h) else {
+            continue;
+        };
+        let mine: Vec<_> = steps.iter().filter(|s| s.host == host).collect();
+        let has = |step: &str, phase: &str| mine.iter().any(|s| s.step == step && s.phase == phase);
+        // Everything a successful removal (pipeline or earlier cleanup) took.
+        let removed: BTreeSet<String> = mine
+            .iter()
+            .filter(|s| {
+                (s.step == "remove" || s.step == "cleanup")
+                    && s.phase == "done"
+                    && s.detail.as_deref().unwrap_or("").is_empty()
+            })
+            .flat_map(|s| {
+                s.target
+                    .as_deref()
+                    .unwrap_or("")
+                    .lines()
+                    .map(str::to_string)
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let mut files = Vec::new();
+        if has("push", "intent") && !has("push", "done") {
+            files.push(plan.tmp_path.clone());
+        }
+        if pb.cleanup.checker && (has("push", "intent") || has("run", "intent")) {
+            files.push(plan.checker_path.clone());
+        }
+        if pb.cleanup.results {
+            for r in reader.run_report_paths(run_id, &host)? {
+                files.push(r);
+            }
+        }
+        files.retain(|f| !removed.contains(f));
+        files.dedup();
+        let mut dirs = Vec::new();
+        if pb.cleanup.dirs && has("mkdir", "intent") {
+            dirs.push(plan.run_dir.clone());
+            dirs.push(plan.work_dir.clone());
+        }
+        // Directories are only worth a visit together with files to remove.
+        if !files.is_empty() {
+            out.push(Leftovers { host, files, dirs });
+        }
+    }
+    Ok(out)
+}
+
+/// Result of `cleanup` for one run.
+#[derive(Debug, Default)]
+pub struct CleanupSummary {
+    pub hosts_cleaned: usize,
+    pub hosts_failed: usize,
+}
+
+/// Cleans run `run_id`. With `dry_run`, prints what would be removed.
+pub async fn cleanup_run(
+    state_dir: &Path,
+    run_id: i64,
+    dry_run: bool,
+    access: &Access,
+) -> Result<CleanupSummary, Fail> {
+    let reader = Reader::open(state_dir).code(exit::IO)?;
+    let src = reader.run_sources(run_id).code(exit::USAGE)?;
+    let pb =
+        Playbook::parse(&src.playbook_text, Path::new(&src.playbook_path)).code(exit::CONFIG)?;
+    let inv =
+        inventory::parse(&src.inventory_text, Path::new(&src.inventory_path)).code(exit::CONFIG)?;
+    let todo = leftovers(&reader, run_id, &pb, &inv).code(exit::IO)?;
+    drop(reader);
+    let mut summary = CleanupSummary::default();
+    if todo.is_empty() {
+        println!("run {run_id}: nothing of ours is recorded as possibly left on any host");
+        return Ok(summary);
+    }
+    if dry_run {
+        for l in &todo {
+            println!("run {run_id} {}:", display(&l.host, 80));
+            for f in &l.files {
+                println!("  remove file {}", display(f, 300));
+            }
+            for d in &l.dirs {
+                println!("  remove dir if empty {}", display(d, 300));
+            }
+        }
+        return Ok(summary);
+    }
+    let journal = Journal::open(state_dir).code(exit::IO)?;
+    let ctx = Arc::new(SweepCtx {
+        run_id,
+        parser: Arc::from(parser::for_playbook(&pb.results)),
+        playbook: Arc::new(pb.clone()),
+        journal: journal.clone(),
+        evidence_dir: state_dir.join("evidence").join(format!("run-{run_id}")),
+        ssh: Arc::new(SshConnector::new(access.creds.clone())),
+        default_user: access.default_user.clone().unwrap_or_else(current_user),
+    });
+    let mut set = tokio::task::JoinSet::new();
+    let sem = Arc::new(tokio::sync::Semaphore::new(50));
+    for l in todo {
+        let Some(host) = inv.host(&l.host).cloned() else {
+            continue;
+        };
+        let ctx = ctx.clone();
+        let sem = sem.clone();
+        set.spawn(async move {
+            let _permit = sem.acquire_owned().await;
+            let res = clean_host(&ctx, &host, &l).await;
+            (l.host, res)
+        });
+    }
+    while let Some(done) = set.join_next().await {
+        let Ok((host, res)) = done else { continue };
+        match res {
+            Ok(()) => {
+                summary.hosts_cleaned += 1;
+                println!("run {run_id} {}: cleaned", display(&host, 80));
+            }
+            Err(e) => {
+                summary.hosts_failed += 1;
+                println!(
+                    "run {run_id} {}: NOT cleaned: {}",
+                    display(&host, 80),
+                    display(&e, 300)
+                );
+            }
+        }
+    }
+    drop(ctx);
+    journal.close();
+    Ok(summary)
+}
+
+async fn clean_host(ctx: &SweepCtx, host: &inventory::Host, l: &Leftovers) -> Result<(), String> {
+    let j = &ctx.journal;
+    let targets = l.files.join("\n");
+    j.intent(ctx.run_id, &l.host, "cleanup", &targets)
+        .await
+        .map_err(|e| format!("journal: {e:#}"))?;
+    let mut conn = connect(ctx, host)
+        .await
+        .map_err(|e| format!("connect: {}", e.message))?;
+    let mut errors = Vec::new();
+    for f in &l.files {
+        if let Err(e) = conn.remove_file(f).await {
+            errors.push(e.message);
+        }
+    }
+    for d in &l.dirs {
+        let _ = conn.remove_dir_if_empty(d).await;
+    }
+    // Verify: none of the files may still be listed in its directory.
+    for f in &l.files {
+        let (dir, name) = split_remote(f);
+        match conn.list_dir(dir).await {
+            Ok(entries) if entries.iter().any(|e| e.name == name) => {
+                errors.push(format!("{f} is still there"));
+            }
+            Ok(_) => {}
+            Err(e) => errors.push(format!("cannot verify {f}: {}", e.message)),
+        }
+    }
+    conn.close().await;
+    let detail = errors.join("; ");
+    j.outcome(
+        ctx.run_id,
+        &l.host,
+        "cleanup",
+        errors.is_empty(),
+        &targets,
+        &detail,
+    );
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(detail)
+    }
+}
+
+/// Splits a remote path (either separator) into directory and file name.
+fn split_remote(path: &str) -> (&str, &str) {
+    match path.rfind(['/', '\\']) {
+        Some(0) => ("/", &path[1..]),
+        Some(i) => (&path[..i], &path[i + 1..]),
+        None => (".", path),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_remote;
+
+    #[test]
+    fn splits_both_separators() {
+        assert_eq!(split_remote("/tmp/a/b.sh"), ("/tmp/a", "b.sh"));
+        assert_eq!(split_remote("C:\\W\\T\\x.exe"), ("C:\\W\\T", "x.exe"));
+        assert_eq!(split_remote("/x"), ("/", "x"));
+    }
+}
