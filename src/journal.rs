@@ -832,8 +832,19 @@ impl Reader {
             .conn
             .prepare(&format!("{RUN_COLUMNS} ORDER BY id DESC LIMIT ?1"))?;
         let rows = stmt.query_map([limit as i64], run_from_row)?;
-        rows.collect::<rusqlite::Result<Vec<_>>>()
-            .map_err(Into::into)
+        let mut runs = rows.collect::<rusqlite::Result<Vec<_>>>()?;
+        for run in &mut runs {
+            for (class, n) in self.class_counts(run.id)? {
+                run.counts
+                    .insert(class.unwrap_or_else(|| "unfinished".into()), n);
+            }
+            run.complete = run.status == "finished"
+                && !run
+                    .counts
+                    .keys()
+                    .any(|k| matches!(k.as_str(), "unfinished" | "not_started" | "busy"));
+        }
+        Ok(runs)
     }
 
     pub fn run(&self, id: Option<i64>) -> Result<RunInfo> {

@@ -317,6 +317,7 @@ async fn steps(
         cwd: plan.work_dir.clone(),
         timeout: pb.timeout,
         output_cap: OUTPUT_CAP,
+        not_before: newest_mtime(&before, &pb.results.glob),
     };
     let staged = conn
         .begin_run(
@@ -391,7 +392,12 @@ async fn steps(
             .list_dir(&plan.run_dir)
             .await
             .map_err(|e| Failure::at("list", e))?;
-        let mut candidates = new_entries(&before, &after, &pb.results.glob);
+        // Files modified since the checker started count only when it
+        // started in a later second than every earlier result file.
+        let started = exec
+            .started_at
+            .filter(|s| cmd.not_before.is_none_or(|nb| *s > nb));
+        let mut candidates = new_entries(&before, &after, &pb.results.glob, started);
         candidates.sort_by(|a, b| {
             ctx.parser
                 .recency(&b.name, b.mtime)
@@ -507,13 +513,34 @@ async fn fetch_report(
     Ok(Ok((id, report, remote)))
 }
 
-/// Result files that are new or changed since `before` and match the glob.
-fn new_entries(before: &[RemoteEntry], after: &[RemoteEntry], glob: &str) -> Vec<RemoteEntry> {
+/// The newest mtime among the result files already there.
+fn newest_mtime(entries: &[RemoteEntry], glob: &str) -> Option<u64> {
+    let pattern = WildMatch::new(glob);
+    entries
+        .iter()
+        .filter(|e| pattern.matches(&e.name))
+        .filter_map(|e| e.mtime)
+        .max()
+}
+
+/// Result files of this run: matching the glob and new or changed since
+/// `before`, or modified at or after `started` (the host's clock when the
+/// checker started). The second rule catches a report rewritten within the
+/// same second under the same name (EmoCheck names reports by the second).
+fn new_entries(
+    before: &[RemoteEntry],
+    after: &[RemoteEntry],
+    glob: &str,
+    started: Option<u64>,
+) -> Vec<RemoteEntry> {
     let pattern = WildMatch::new(glob);
     after
         .iter()
         .filter(|e| pattern.matches(&e.name))
-        .filter(|e| !before.iter().any(|b| b == *e))
+        .filter(|e| {
+            !before.iter().any(|b| b == *e)
+                || matches!((started, e.mtime), (Some(s), Some(m)) if m >= s)
+        })
         .cloned()
         .collect()
 }
@@ -641,11 +668,18 @@ mod tests {
             entry("new_emocheck.json", 3),
             entry("notes.log", 3),
         ];
-        let names: Vec<String> = new_entries(&before, &after, "*_emocheck.*")
+        let names: Vec<String> = new_entries(&before, &after, "*_emocheck.*", None)
             .into_iter()
             .map(|e| e.name)
             .collect();
         assert_eq!(names, vec!["grow_emocheck.txt", "new_emocheck.json"]);
+        // Rewritten in the second the run started: same name, size, mtime.
+        let names: Vec<String> = new_entries(&before, &before, "*_emocheck.*", Some(1))
+            .into_iter()
+            .map(|e| e.name)
+            .collect();
+        assert_eq!(names, vec!["old_emocheck.txt", "grow_emocheck.txt"]);
+        assert!(new_entries(&before, &before, "*_emocheck.*", Some(2)).is_empty());
     }
 
     #[tokio::test]

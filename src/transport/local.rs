@@ -102,6 +102,18 @@ impl Connection for LocalConnection {
     }
 
     async fn exec(&mut self, cmd: &CommandSpec) -> TResult<ExecOutcome> {
+        let now_secs = || {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0)
+        };
+        if let Some(nb) = cmd.not_before {
+            let limit = std::time::Instant::now() + std::time::Duration::from_secs(2);
+            while now_secs() <= nb && std::time::Instant::now() < limit {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
         let mut command = tokio::process::Command::new(&cmd.program);
         command
             .args(&cmd.args)
@@ -134,7 +146,10 @@ impl Connection for LocalConnection {
                 None => (Vec::new(), 0),
             }
         });
-        let mut out = ExecOutcome::default();
+        let mut out = ExecOutcome {
+            started_at: Some(now_secs()),
+            ..Default::default()
+        };
         match tokio::time::timeout(cmd.timeout, child.wait()).await {
             Ok(Ok(status)) => {
                 out.exit_code = status.code().map(i64::from);

@@ -79,6 +79,10 @@ pub struct CommandSpec {
     pub timeout: Duration,
     /// At most this many bytes of stdout and of stderr are kept.
     pub output_cap: usize,
+    /// Start only once the host's clock is past this second (waiting at
+    /// most 2 s): result files written by this run then have a newer mtime
+    /// than any file that was there before, even at 1-second resolution.
+    pub not_before: Option<u64>,
 }
 
 /// How a command ended.
@@ -94,6 +98,11 @@ pub struct ExecOutcome {
     pub stderr: Vec<u8>,
     /// Bytes dropped beyond `output_cap` (stdout + stderr).
     pub truncated_bytes: u64,
+    /// The host's clock (seconds since the epoch) when the command started,
+    /// where the transport can tell: files modified since then are this
+    /// run's even when a rewrite kept their name, size and (second-grained)
+    /// mtime.
+    pub started_at: Option<u64>,
 }
 
 impl ExecOutcome {

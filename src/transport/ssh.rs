@@ -391,8 +391,14 @@ fn run_tail_prefix() -> &'static str {
 /// on timeout), enter the working dir, become the checker. The checker gets
 /// no stdin, so one that waits for a key press sees EOF at once.
 fn run_tail(cmd: &CommandSpec) -> String {
+    let wait = match cmd.not_before {
+        Some(nb) => format!(
+            "i=0; while [ \"$(date +%s)\" -le {nb} ] && [ $i -lt 10 ]; do sleep 0.2 2>/dev/null || sleep 1; i=$((i+1)); done\n"
+        ),
+        None => String::new(),
+    };
     let mut line = format!(
-        "echo {PID_MARKER}$$ >&2\ncd -- {} || {{ echo PUSHSCAN_FAIL=cd >&2; exit 126; }}\nexec {}",
+        "{wait}echo {PID_MARKER}$$ $(date +%s) >&2\ncd -- {} || {{ echo PUSHSCAN_FAIL=cd >&2; exit 126; }}\nexec {}",
         sh_quote(&cmd.cwd),
         sh_quote(&cmd.program)
     );
@@ -455,6 +461,7 @@ struct RunChannel {
     exit_code: Option<u32>,
     exit_signal: Option<String>,
     pid: Option<u32>,
+    started_at: Option<u64>,
     closed: bool,
     timed_out: bool,
     eof_sent: bool,
@@ -474,6 +481,7 @@ impl RunChannel {
             exit_code: None,
             exit_signal: None,
             pid: None,
+            started_at: None,
             closed: false,
             timed_out: false,
             eof_sent: false,
@@ -590,6 +598,7 @@ impl RunChannel {
             stdout: self.stdout,
             stderr,
             truncated_bytes: self.dropped,
+            started_at: self.started_at,
         }
     }
 }
@@ -688,7 +697,9 @@ impl SshConnection {
         }
         match run.next_marker(deadline).await? {
             Some(m) if m.starts_with(PID_MARKER) => {
-                run.pid = m[PID_MARKER.len()..].trim().parse().ok();
+                let mut fields = m[PID_MARKER.len()..].split_whitespace();
+                run.pid = fields.next().and_then(|p| p.parse().ok());
+                run.started_at = fields.next().and_then(|t| t.parse().ok());
                 run.in_markers = false;
                 let tail = std::mem::take(&mut run.line);
                 run.push_stderr(&tail);
