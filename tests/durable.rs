@@ -130,7 +130,7 @@ fn kill9_at_random_moments_then_resume_and_cleanup_loses_nothing_and_leaves_noth
     let mut rng = Rng(seed);
     eprintln!("seed {seed}");
     let mut seen_reports: Vec<i64> = Vec::new();
-    let mut check_reports_kept = |seen: &mut Vec<i64>| {
+    let check_reports_kept = |seen: &mut Vec<i64>| {
         // Nothing fetched before a kill may be lost.
         let d = db(&state);
         let mut st = d.prepare("SELECT id FROM reports ORDER BY id").unwrap();
