@@ -39,6 +39,8 @@ pub const OUTPUT_CAP: usize = 1 << 20;
 const MAX_RECEIVE_CHUNK: usize = 64 * 1024;
 /// Stdin chunks buffered for a command before Send is refused.
 const STDIN_QUEUE: usize = 64;
+/// Stdin bytes buffered for a command before Send is refused.
+const STDIN_CAP: usize = 4 << 20;
 /// OperationTimeout used when a Receive carries none (Windows' default).
 const DEFAULT_OPERATION_TIMEOUT: Duration = Duration::from_secs(60);
 /// Longest OperationTimeout honoured.
@@ -319,6 +321,7 @@ impl HostState {
             changed: Notify::new(),
             space: Notify::new(),
             stdin: Mutex::new(Some(stdin_tx)),
+            stdin_pending: Arc::new(AtomicUsize::new(0)),
             groups: Mutex::new(Vec::new()),
             runner: Mutex::new(None),
         });
@@ -562,6 +565,7 @@ pub struct Command {
     changed: Notify,
     space: Notify,
     stdin: Mutex<Option<mpsc::Sender<Vec<u8>>>>,
+    stdin_pending: Arc<AtomicUsize>,
     groups: Mutex<Vec<i32>>,
     runner: Mutex<Option<tokio::task::AbortHandle>>,
 }
@@ -658,8 +662,14 @@ impl Command {
         let mut guard = lock(&self.stdin);
         if let Some(tx) = guard.as_ref() {
             if !data.is_empty() {
+                let len = data.len();
+                if self.stdin_pending.load(Ordering::SeqCst) + len > STDIN_CAP {
+                    return Err(Fault::stdin_full());
+                }
                 match tx.try_send(data) {
-                    Ok(()) => {}
+                    Ok(()) => {
+                        self.stdin_pending.fetch_add(len, Ordering::SeqCst);
+                    }
                     Err(mpsc::error::TrySendError::Full(_)) => return Err(Fault::stdin_full()),
                     // The reader is gone (process ended or never read stdin).
                     Err(mpsc::error::TrySendError::Closed(_)) => {}
@@ -739,7 +749,12 @@ impl Sink {
 
 async fn write_dest(command: &Command, dest: &Dest, data: Vec<u8>) {
     match dest {
-        Dest::Queue(kind) => command.push(*kind, data).await,
+        Dest::Queue(kind) => {
+            // In pieces, so that big builtin output (type) waits for Receives.
+            for piece in data.chunks(32 * 1024) {
+                command.push(*kind, piece.to_vec()).await;
+            }
+        }
         Dest::Null => {}
         Dest::File(f) => {
             let f = Arc::clone(f);
@@ -1045,14 +1060,19 @@ async fn run_exe(
         }
     }
     let writer = match (child.stdin.take(), stdin.take()) {
-        (Some(mut pipe), Some(mut rx)) => Some(tokio::spawn(async move {
-            while let Some(chunk) = rx.recv().await {
-                if pipe.write_all(&chunk).await.is_err() {
-                    break;
+        (Some(mut pipe), Some(mut rx)) => {
+            let pending = Arc::clone(&command.stdin_pending);
+            Some(tokio::spawn(async move {
+                while let Some(chunk) = rx.recv().await {
+                    let written = pipe.write_all(&chunk).await;
+                    pending.fetch_sub(chunk.len(), Ordering::SeqCst);
+                    if written.is_err() {
+                        break;
+                    }
                 }
-            }
-            let _ = pipe.shutdown().await;
-        })),
+                let _ = pipe.shutdown().await;
+            }))
+        }
         _ => None,
     };
     let out_pipe = child.stdout.take();
@@ -1298,6 +1318,66 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(err, Fault::invalid_directory());
+    }
+
+    #[tokio::test]
+    async fn big_output_streams_in_bounded_chunks() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = host(dir.path());
+        let big: Vec<u8> = (0..3 * OUTPUT_CAP as u32)
+            .map(|i| (i % 251) as u8)
+            .collect();
+        std::fs::write(h.tree.drive().join("big.bin"), &big).unwrap();
+        let (_, body) = h
+            .dispatch(&req("<rsp:Shell/>", soap::ACTION_CREATE, None), "lab", "x")
+            .await
+            .unwrap();
+        let shell_id = between(&body, "<rsp:ShellId>", "</rsp:ShellId>").to_string();
+        let cmdline = "<rsp:CommandLine><rsp:Command>type</rsp:Command>\
+                       <rsp:Arguments>C:\\BIG.BIN</rsp:Arguments></rsp:CommandLine>";
+        let (_, body) = h
+            .dispatch(
+                &req(cmdline, soap::ACTION_COMMAND, Some(&shell_id)),
+                "lab",
+                "x",
+            )
+            .await
+            .unwrap();
+        let cid = between(&body, "<rsp:CommandId>", "</rsp:CommandId>").to_string();
+        let recv = format!(
+            "<rsp:Receive><rsp:DesiredStream CommandId=\"{cid}\">stdout</rsp:DesiredStream></rsp:Receive>"
+        );
+        let mut got = Vec::new();
+        let mut replies = 0;
+        loop {
+            let Ok((_, b)) = h
+                .dispatch(
+                    &req(&recv, soap::ACTION_RECEIVE, Some(&shell_id)),
+                    "lab",
+                    "x",
+                )
+                .await
+            else {
+                continue;
+            };
+            replies += 1;
+            let wrapped = format!("<r xmlns:rsp=\"{}\">{b}</r>", soap::NS_SHELL);
+            let root = soap::parse_xml(&wrapped).unwrap();
+            let resp = root.child(soap::NS_SHELL, "ReceiveResponse").unwrap();
+            for st in resp.children_named(soap::NS_SHELL, "Stream") {
+                let data = base64::engine::general_purpose::STANDARD
+                    .decode(st.text.trim())
+                    .unwrap();
+                assert!(data.len() <= MAX_RECEIVE_CHUNK);
+                got.extend_from_slice(&data);
+            }
+            if b.contains("CommandState/Done") {
+                break;
+            }
+        }
+        assert_eq!(got.len(), big.len());
+        assert!(got == big);
+        assert!(replies >= big.len() / MAX_RECEIVE_CHUNK);
     }
 
     #[tokio::test]
