@@ -490,3 +490,225 @@ fn padded_to_one_mib_still_runs() {
     let (path, time) = only_report(&reports, HOST, "txt");
     assert_eq!(fs::read(path).unwrap(), expected_text(&EN, &time, &[P1]));
 }
+
+/// `/user`, `/process`, `/pid`, `/image` and `/runkey` replace the first detected process.
+#[test]
+fn process_switches_override_the_detected_process() {
+    let image = r"C:\Users\Public\upd\svch0st.exe";
+    let key = r"HKEY_LOCAL_MACHINE\Software\Microsoft\Windows\CurrentVersion\Run\upd";
+    let (dir, out) = run(
+        "detected",
+        &[
+            "/process",
+            "svch0st.exe",
+            "/pid",
+            "77",
+            "/image",
+            image,
+            "-runkey",
+            key,
+        ],
+    );
+    assert_success(&out);
+    let (path, time) = only_report(dir.path(), HOST, "txt");
+    let p1 = ["svch0st.exe", "77", image, key];
+    assert_eq!(
+        String::from_utf8(fs::read(path).unwrap()).unwrap(),
+        String::from_utf8(expected_text(&EN, &time, &[p1])).unwrap()
+    );
+
+    // /user moves both default image paths to another profile.
+    let (dir, out) = run("detected2", &["/json", "/user", "dupont"]);
+    assert_success(&out);
+    let (path, time) = only_report(dir.path(), HOST, "json");
+    let p1 = [
+        P1[0],
+        P1[1],
+        r"C:\Users\dupont\AppData\Local\wfsrvhost\wfsrvhost.exe",
+        P1[3],
+    ];
+    let p2 = [
+        P2[0],
+        P2[1],
+        r"C:\Users\dupont\AppData\Roaming\msrdpsvc\msrdpsvc.exe",
+        P2[3],
+    ];
+    assert_eq!(
+        String::from_utf8(fs::read(path).unwrap()).unwrap(),
+        String::from_utf8(expected_json(&time, &[p1, p2])).unwrap()
+    );
+
+    for bad in [
+        &["/pid", "12x"][..],
+        &["/encoding", "latin1"][..],
+        &["/image"][..],
+    ] {
+        let (dir, out) = run("detected", bad);
+        assert_eq!(out.status.code(), Some(64), "{bad:?}: {out:?}");
+        assert!(names(dir.path()).is_empty(), "{bad:?} writes no report");
+    }
+}
+
+const JA_NAME: &str = "ソフト更新.exe";
+const JA_IMAGE: &str = r"C:\Users\鈴木\AppData\Local\ソフト\x.exe";
+const JA_KEY: &str = r"HKEY_CURRENT_USER\Software\Microsoft\Windows\CurrentVersion\Run\ソフト";
+
+fn cp932(text: &str) -> Vec<u8> {
+    let (bytes, _, unmappable) = encoding_rs::SHIFT_JIS.encode(text);
+    assert!(!unmappable, "{text} fits CP932");
+    bytes.into_owned()
+}
+
+/// Undoes EmoCheck's JSON escaping on bytes: `\\` -> `\`.
+fn json_unescape_bytes(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        out.push(bytes[i]);
+        i += if bytes[i] == b'\\' && bytes.get(i + 1) == Some(&b'\\') {
+            2
+        } else {
+            1
+        };
+    }
+    out
+}
+
+fn ja_cp932_args() -> Vec<&'static str> {
+    vec![
+        "/lang",
+        "ja",
+        "/encoding",
+        "cp932",
+        "/process",
+        JA_NAME,
+        "/pid",
+        "5120",
+        "/image",
+        JA_IMAGE,
+        "/runkey",
+        JA_KEY,
+    ]
+}
+
+/// `/encoding cp932`: UTF-8 labels, CP932 names and paths in one text report, CRLF kept.
+#[test]
+fn cp932_text_report_mixes_utf8_labels_and_cp932_paths() {
+    let (dir, out) = run("detected", &ja_cp932_args());
+    assert_success(&out);
+    let (path, time) = only_report(dir.path(), HOST, "txt");
+    let bytes = fs::read(path).unwrap();
+    let mut expected = Vec::new();
+    for line in [
+        "[EmoCheck v2.4.0]".to_string(),
+        format!("{}{time}", JA.time),
+        DELIM.to_string(),
+        String::new(),
+        JA.result.to_string(),
+        JA.detected.to_string(),
+        String::new(),
+        JA.block.to_string(),
+    ] {
+        expected.extend_from_slice(line.as_bytes());
+        expected.extend_from_slice(b"\r\n");
+    }
+    for (label, value) in [
+        (JA.name, cp932(JA_NAME)),
+        (JA.pid, b"5120".to_vec()),
+        (JA.path, cp932(JA_IMAGE)),
+        (JA.key, cp932(JA_KEY)),
+    ] {
+        expected.extend_from_slice(label.as_bytes());
+        expected.extend_from_slice(&value);
+        expected.extend_from_slice(b"\r\n");
+    }
+    for line in [DELIM, "", JA.advice] {
+        expected.extend_from_slice(line.as_bytes());
+        expected.extend_from_slice(b"\r\n");
+    }
+    assert_eq!(bytes, expected);
+    assert!(String::from_utf8(bytes.clone()).is_err(), "not valid UTF-8");
+    assert_crlf_only(&bytes);
+    // `ソ` is 0x83 0x5C: its trail byte is a backslash byte.
+    assert!(cp932(JA_IMAGE).windows(2).any(|w| w == [0x83, 0x5C]));
+}
+
+/// `/encoding cp932` in JSON: every 0x5C byte doubled, the CP932 trail bytes too; undoing
+/// the escaping on bytes and then decoding gives the paths back.
+#[test]
+fn cp932_json_report_doubles_trail_byte_backslashes() {
+    let mut args = ja_cp932_args();
+    args.push("/json");
+    let (dir, out) = run("detected", &args);
+    assert_success(&out);
+    let (path, _) = only_report(dir.path(), HOST, "json");
+    let bytes = fs::read(path).unwrap();
+    let field = |name: &str| -> Vec<u8> {
+        let start = format!("\"{name}\":\"");
+        let pos = bytes
+            .windows(start.len())
+            .position(|w| w == start.as_bytes())
+            .unwrap_or_else(|| panic!("no {name}"))
+            + start.len();
+        // The value ends at its closing quote (every field here is followed by `,` or a
+        // line end; none contains a `"`).
+        let end = bytes[pos..].iter().position(|&b| b == b'"').unwrap();
+        bytes[pos..pos + end].to_vec()
+    };
+    let image = field("image_path");
+    let doubled: Vec<u8> = cp932(JA_IMAGE)
+        .iter()
+        .flat_map(|&b| if b == b'\\' { vec![b, b] } else { vec![b] })
+        .collect();
+    assert_eq!(image, doubled);
+    // The trap: `ソ` (0x83 0x5C) followed by the doubled trail byte.
+    assert!(image.windows(3).any(|w| w == [0x83, 0x5C, 0x5C]));
+    let decode = |escaped: &[u8]| {
+        encoding_rs::SHIFT_JIS
+            .decode(&json_unescape_bytes(escaped))
+            .0
+            .into_owned()
+    };
+    assert_eq!(decode(&image), JA_IMAGE);
+    assert_eq!(decode(&field("registry_key")), JA_KEY);
+    // process_name is written raw (no escaping), in CP932 under /lang ja.
+    assert_eq!(field("process_name"), cp932(JA_NAME));
+    assert_eq!(field("process_id"), b"5120");
+}
+
+/// Outside Japanese, `/encoding cp932` converts paths but leaves process names as given.
+#[test]
+fn cp932_converts_names_only_for_japanese() {
+    let (dir, out) = run(
+        "detected",
+        &[
+            "/encoding",
+            "cp932",
+            "/process",
+            "ソフト.exe",
+            "/image",
+            JA_IMAGE,
+        ],
+    );
+    assert_success(&out);
+    let (path, _) = only_report(dir.path(), HOST, "txt");
+    let bytes = fs::read(path).unwrap();
+    let name_line = format!("{}ソフト.exe\r\n", EN.name);
+    assert!(bytes
+        .windows(name_line.len())
+        .any(|w| w == name_line.as_bytes()));
+    let mut path_line = EN.path.as_bytes().to_vec();
+    path_line.extend(cp932(JA_IMAGE));
+    assert!(bytes.windows(path_line.len()).any(|w| w == path_line));
+}
+
+/// A character CP932 cannot carry is an error, not a report with a wrong path.
+#[test]
+fn cp932_refuses_what_it_cannot_carry() {
+    let (dir, out) = run(
+        "detected",
+        &["/encoding", "cp932", "/image", r"C:\Users\x\😀.exe"],
+    );
+    assert_eq!(out.status.code(), Some(64), "{out:?}");
+    assert!(names(dir.path()).is_empty());
+}

@@ -17,6 +17,20 @@
 #     /host NAME     computer name for the file name and the JSON hostname (default: hostname)
 #     /scenario S    what the "scan" does (default: clean), see below
 #     /lang L        report language: en (default), ja, fr
+#     /encoding E    how names and paths are written into the reports: utf8 (default) or
+#                    cp932 (Japanese Windows' OEM code page: the image paths and registry keys,
+#                    and with /lang ja the process names, become CP932 bytes, as EmoCheck's
+#                    UTF-16 -> CP_OEMCP conversion writes them; a CP932 trail byte 0x5C, as in
+#                    `ソ` = 0x83 0x5C, is a backslash byte and is doubled in JSON like any
+#                    other). Converted with iconv(1) (glibc: package libc-bin); a character
+#                    CP932 lacks is an error (exit 64).
+#   Detected-process switches (same prefix, each takes a value; they change the first
+#   process of detected/detected2/crash):
+#     /user NAME     Windows user in the default image paths (default tanaka)
+#     /process NAME  process name (default wfsrvhost.exe)
+#     /pid N         process id, digits (default 4312)
+#     /image PATH    image path (default C:\Users\<user>\AppData\Local\wfsrvhost\wfsrvhost.exe)
+#     /runkey KEY    registry key (default HKEY_CURRENT_USER\...\Run\wfsrvhost)
 #   Any other argument: prints "Invalid parameter: ..." and exits 0 without scanning, as
 #   EmoCheck does.
 #
@@ -125,9 +139,41 @@ crlf() {
     done
 }
 
-# JSON escaping as EmoCheck does it: double every backslash, nothing else.
+# JSON escaping as EmoCheck does it: double every backslash byte, nothing else (bytewise:
+# a CP932 trail byte 0x5C is doubled too).
 json_escape() {
-    printf '%s' "$1" | sed 's/\\/\\\\/g'
+    printf '%s' "$1" | LC_ALL=C sed 's/\\/\\\\/g'
+}
+
+# to_cp932 TEXT: TEXT (UTF-8) as CP932 bytes on stdout; fails if CP932 cannot carry it.
+to_cp932() {
+    printf '%s' "$1" | iconv -f UTF-8 -t CP932 2>/dev/null
+}
+
+# apply_process_switches: /user, /process, /pid, /image, /runkey, then /encoding.
+apply_process_switches() {
+    if [ -n "$OPT_USER" ]; then
+        P1_PATH='C:\Users\'"$OPT_USER"'\AppData\Local\wfsrvhost\wfsrvhost.exe'
+        P2_PATH='C:\Users\'"$OPT_USER"'\AppData\Roaming\msrdpsvc\msrdpsvc.exe'
+    fi
+    [ -n "$OPT_PROCESS" ] && P1_NAME=$OPT_PROCESS
+    [ -n "$OPT_PID" ] && P1_PID=$OPT_PID
+    [ -n "$OPT_IMAGE" ] && P1_PATH=$OPT_IMAGE
+    [ -n "$OPT_RUNKEY" ] && P1_KEY=$OPT_RUNKEY
+    [ "$ENCODING" = cp932 ] || return 0
+    for n in 1 2; do
+        for field in PATH KEY NAME; do
+            [ "$field" = NAME ] && [ "$LANGUAGE" != ja ] && continue
+            eval "value=\$P${n}_$field"
+            converted=$(to_cp932 "$value") || {
+                printf 'emocheck-sim: cannot write %s in CP932 (iconv missing, or a character\n' \
+                    "$value" >&2
+                printf 'CP932 lacks)\n' >&2
+                exit 64
+            }
+            eval "P${n}_$field=\$converted"
+        done
+    done
 }
 
 # load_process I: NAME/PID/IPATH/KEY of process I.
@@ -251,7 +297,8 @@ usage() {
     printf 'Set output directory (default: current directory ):\n'
     printf '\t/output [output directory] or -output [output directory]\n'
     printf 'Simulator: /host NAME, /scenario clean|detected|detected2|noreport|hang|crash|'
-    printf 'huge|hostile|slow, /lang en|ja|fr\n'
+    printf 'huge|hostile|slow, /lang en|ja|fr, /encoding utf8|cp932, /user NAME, /process NAME,\n'
+    printf '/pid N, /image PATH, /runkey KEY\n'
 }
 
 pause() {
@@ -267,6 +314,12 @@ main() {
     HOST=
     SCENARIO=clean
     LANGUAGE=en
+    ENCODING=utf8
+    OPT_USER=
+    OPT_PROCESS=
+    OPT_PID=
+    OPT_IMAGE=
+    OPT_RUNKEY=
     while [ "$#" -gt 0 ]; do
         case $1 in
         /quiet | -quiet) QUIET=1 ;;
@@ -291,7 +344,8 @@ main() {
             fi
             shift
             ;;
-        /host | -host | /scenario | -scenario | /lang | -lang)
+        /host | -host | /scenario | -scenario | /lang | -lang | /encoding | -encoding | \
+            /user | -user | /process | -process | /pid | -pid | /image | -image | /runkey | -runkey)
             if [ "$#" -lt 2 ]; then
                 printf 'emocheck-sim: %s needs a value\n' "$1" >&2
                 exit 64
@@ -300,6 +354,12 @@ main() {
             ?host) HOST=$2 ;;
             ?scenario) SCENARIO=$2 ;;
             ?lang) LANGUAGE=$2 ;;
+            ?encoding) ENCODING=$2 ;;
+            ?user) OPT_USER=$2 ;;
+            ?process) OPT_PROCESS=$2 ;;
+            ?pid) OPT_PID=$2 ;;
+            ?image) OPT_IMAGE=$2 ;;
+            ?runkey) OPT_RUNKEY=$2 ;;
             esac
             shift
             ;;
@@ -321,10 +381,24 @@ main() {
         exit 64
         ;;
     esac
+    case $ENCODING in
+    utf8 | cp932) ;;
+    *)
+        printf 'emocheck-sim: unknown encoding: %s (utf8 or cp932)\n' "$ENCODING" >&2
+        exit 64
+        ;;
+    esac
+    case $OPT_PID in
+    *[!0-9]*)
+        printf 'emocheck-sim: /pid needs digits: %s\n' "$OPT_PID" >&2
+        exit 64
+        ;;
+    esac
     if [ -z "$HOST" ]; then
         HOST=$(hostname 2>/dev/null || uname -n)
     fi
     set_language "$LANGUAGE"
+    apply_process_switches
 
     [ "$QUIET" = 1 ] || banner
     case $SCENARIO in
