@@ -230,7 +230,13 @@ impl ServePlan {
                 .map(|h| winrm::SimHost {
                     name: h.name.clone(),
                     address: h.address,
-                    root: h.root.clone(),
+                    // The simulator's root holds the drive: its `C:\` is
+                    // `root/C`, while `h.root` is the drive itself.
+                    root: h
+                        .root
+                        .parent()
+                        .map(Path::to_path_buf)
+                        .unwrap_or_else(|| h.root.clone()),
                     checker_args: h.checker_args.clone(),
                     username: h.username.clone(),
                     password: h.password.clone(),

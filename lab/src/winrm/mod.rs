@@ -7,7 +7,7 @@
 //!
 //! Public face (used by `fleet` and the tests):
 //!
-//! ```ignore
+//! ```text
 //! let server = Server::bind(ServerConfig { hosts, ..ServerConfig::default() }).await?;
 //! for e in server.endpoints() { /* host, address, tls */ }
 //! server.run(shutdown_rx).await?;          // or: serve(cfg, shutdown_rx).await?
