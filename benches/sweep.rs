@@ -649,6 +649,7 @@ fn floor_child(args: &Args) -> ExitCode {
                     cwd: "/".into(),
                     timeout: FLOOR_TIMEOUT,
                     output_cap: 64 * 1024,
+                    not_before: None,
                 };
                 let res = conn.exec(&cmd).await;
                 conn.close().await;
