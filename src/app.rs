@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::exit::{self, Fail, WithCode};
 use crate::journal::Reader;
-use crate::model::{ParsedReport, Process};
+use crate::model::{ParsedReport, ReportStatus};
 use crate::report;
 use crate::sanitize::display;
 use crate::sweep::{self, SweepConfig};
@@ -209,17 +209,12 @@ pub fn runs(state_dir: &Path, limit: usize, json: bool) -> Result<i32, Fail> {
     Ok(exit::OK)
 }
 
-/// One entry of `pushscan parse --format json`.
+/// One entry of `pushscan parse --format json`: the file and its parse.
 #[derive(Debug, Serialize)]
 pub struct ParsedFile {
     pub file: String,
-    pub status: String,
-    pub hostname: Option<String>,
-    pub scan_time: Option<String>,
-    pub checker_version: Option<String>,
-    pub format: Option<String>,
-    pub processes: Vec<Process>,
-    pub warnings: Vec<String>,
+    #[serde(flatten)]
+    pub report: ParsedReport,
 }
 
 /// Reports larger than this are not parsed by `pushscan parse`.
@@ -247,24 +242,18 @@ pub fn parse(files: &[PathBuf], json: bool) -> Result<i32, Fail> {
         };
         out.push(ParsedFile {
             file: f.display().to_string(),
-            status: parsed.status.as_str().to_string(),
-            hostname: parsed.hostname,
-            scan_time: parsed.scan_time,
-            checker_version: parsed.checker_version,
-            format: parsed.format,
-            processes: parsed.processes,
-            warnings: parsed.warnings,
+            report: parsed,
         });
     }
     let text = if json {
         serde_json::to_string_pretty(&out).code(exit::SOFTWARE)? + "\n"
     } else {
         let mut t = String::new();
-        for p in &out {
+        for ParsedFile { file, report: p } in &out {
             t.push_str(&format!(
                 "{}  {}  host {}  scan time {}  v{}\n",
-                display(&p.file, 200),
-                p.status,
+                display(file, 200),
+                p.status.as_str(),
                 display(p.hostname.as_deref().unwrap_or("?"), 80),
                 display(p.scan_time.as_deref().unwrap_or("?"), 40),
                 display(p.checker_version.as_deref().unwrap_or("?"), 20),
@@ -285,9 +274,10 @@ pub fn parse(files: &[PathBuf], json: bool) -> Result<i32, Fail> {
         t
     };
     write_out(&text, None)?;
-    Ok(if out.iter().any(|p| p.status == "detected") {
+    let any = |s: ReportStatus| out.iter().any(|p| p.report.status == s);
+    Ok(if any(ReportStatus::Detected) {
         exit::DETECTED
-    } else if out.iter().any(|p| p.status == "unparseable") {
+    } else if any(ReportStatus::Unparseable) {
         exit::INCOMPLETE
     } else {
         exit::OK

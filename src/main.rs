@@ -106,12 +106,8 @@ enum Command {
         state: StateArgs,
         #[command(flatten)]
         conn: ConnArgs,
-        /// Progress display on stderr.
-        #[arg(long, value_enum, default_value = "auto")]
-        progress: ProgressArg,
-        /// Also write the JSON report of the run to FILE.
-        #[arg(long, value_name = "FILE")]
-        report_json: Option<PathBuf>,
+        #[command(flatten)]
+        out: OutputArgs,
     },
     /// Remove from hosts what the journal says a run may have left there (temp files, ...).
     #[command(
@@ -195,10 +191,17 @@ struct SweepArgs {
     state: StateArgs,
     #[command(flatten)]
     conn: ConnArgs,
+    #[command(flatten)]
+    out: OutputArgs,
+}
+
+/// What a sweep or resume shows and writes besides the terminal report.
+#[derive(Args)]
+struct OutputArgs {
     /// Progress display on stderr.
     #[arg(long, value_enum, default_value = "auto")]
     progress: ProgressArg,
-    /// Also write the JSON report of this run to FILE.
+    /// Also write the JSON report of the run to FILE.
     #[arg(long, value_name = "FILE")]
     report_json: Option<PathBuf>,
 }
@@ -311,17 +314,16 @@ fn run(cli: Cli) -> Result<i32, exit::Fail> {
                 state_dir: a.state.dir(),
                 creds: access.creds,
                 default_user: access.default_user,
-                progress: progress_mode(a.progress),
+                progress: progress_mode(a.out.progress),
             };
-            runtime()?.block_on(app::sweep(cfg, a.report_json))
+            runtime()?.block_on(app::sweep(cfg, a.out.report_json))
         }
         Command::Resume {
             run,
             forks,
             state,
             conn,
-            progress,
-            report_json,
+            out,
         } => {
             let access = access(&conn)?;
             runtime()?.block_on(app::resume(
@@ -329,8 +331,8 @@ fn run(cli: Cli) -> Result<i32, exit::Fail> {
                 run,
                 forks,
                 &access,
-                progress_mode(progress),
-                report_json,
+                progress_mode(out.progress),
+                out.report_json,
             ))
         }
         Command::Cleanup {

@@ -398,11 +398,7 @@ async fn steps(
             .started_at
             .filter(|s| cmd.not_before.is_none_or(|nb| *s > nb));
         let mut candidates = new_entries(&before, &after, &pb.results.glob, started);
-        candidates.sort_by(|a, b| {
-            ctx.parser
-                .recency(&b.name, b.mtime)
-                .cmp(&ctx.parser.recency(&a.name, a.mtime))
-        });
+        candidates.sort_by_cached_key(|e| std::cmp::Reverse(ctx.parser.recency(&e.name, e.mtime)));
         for entry in candidates.into_iter().take(pb.results.max_files) {
             match fetch_report(ctx, plan, conn, &entry, false).await? {
                 Ok((id, report, remote)) => {
@@ -433,11 +429,7 @@ async fn steps(
             .filter(|e| e.kind == EntryKind::File && pattern.matches(&e.name))
             .filter(|e| !known.contains(&e.name))
             .collect();
-        older.sort_by(|a, b| {
-            ctx.parser
-                .recency(&b.name, b.mtime)
-                .cmp(&ctx.parser.recency(&a.name, a.mtime))
-        });
+        older.sort_by_cached_key(|e| std::cmp::Reverse(ctx.parser.recency(&e.name, e.mtime)));
         for entry in older.into_iter().take(MAX_HISTORY_FETCH) {
             // History is best effort: a problem there does not change the verdict.
             let _ = fetch_report(ctx, plan, conn, entry, true).await?;
