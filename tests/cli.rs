@@ -430,3 +430,38 @@ fn interrupt_stops_starting_hosts_and_records_them_as_not_started() {
         "{statuses:?}"
     );
 }
+
+#[test]
+fn prune_forgets_old_runs_and_their_evidence() {
+    let lab = Local::new(&[("a", "detected")]);
+    assert_eq!(lab.sweep(&[]).status.code(), Some(1));
+    let evidence = lab.p("state").join("evidence").join("run-1");
+    assert!(std::fs::read_dir(evidence.join("a")).unwrap().count() > 0);
+    // Keeping 30 days keeps a run from a moment ago.
+    let out = bin()
+        .args(["prune", "--keep-days", "30", "--state-dir"])
+        .arg(lab.p("state"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(text(&out.stdout).contains("pruned 0 run(s)"));
+    // Keeping 0 days forgets it, evidence included.
+    let out = bin()
+        .args(["prune", "--keep-days", "0", "--state-dir"])
+        .arg(lab.p("state"))
+        .output()
+        .unwrap();
+    assert!(
+        text(&out.stdout).contains("pruned 1 run(s)"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert!(!evidence.exists());
+    let d = rusqlite::Connection::open(lab.p("state").join("journal.sqlite")).unwrap();
+    for table in ["runs", "hosts", "steps", "reports", "processes"] {
+        let n: i64 = d
+            .query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 0, "{table} emptied");
+    }
+}
