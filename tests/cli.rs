@@ -465,3 +465,24 @@ fn prune_forgets_old_runs_and_their_evidence() {
         assert_eq!(n, 0, "{table} emptied");
     }
 }
+
+#[test]
+fn readme_demo_shows_detections_no_result_and_clean() {
+    let state = tempfile::tempdir().unwrap();
+    let out = bin()
+        .args(["sweep", "-i"])
+        .arg(Path::new(ROOT).join("inventories/demo.yml"))
+        .arg("-p")
+        .arg(Path::new(ROOT).join("playbooks/demo-local.yml"))
+        .arg("--state-dir")
+        .arg(state.path())
+        .args(["--progress", "quiet"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let table = text(&out.stdout);
+    assert!(table.contains("DETECTED (2)"), "{table}");
+    assert!(table.contains("NO RESULT FOUND (1)"), "{table}");
+    assert!(table.contains("not_detected            1"), "{table}");
+    assert!(table.contains("msrdpsvc.exe"), "the Japanese report's second process: {table}");
+}
