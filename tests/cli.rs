@@ -484,5 +484,8 @@ fn readme_demo_shows_detections_no_result_and_clean() {
     assert!(table.contains("DETECTED (2)"), "{table}");
     assert!(table.contains("NO RESULT FOUND (1)"), "{table}");
     assert!(table.contains("not_detected            1"), "{table}");
-    assert!(table.contains("msrdpsvc.exe"), "the Japanese report's second process: {table}");
+    assert!(
+        table.contains("msrdpsvc.exe"),
+        "the Japanese report's second process: {table}"
+    );
 }
