@@ -4,6 +4,7 @@ pub mod cleanup;
 pub mod exit;
 pub mod inventory;
 pub mod journal;
+mod located;
 pub mod model;
 pub mod parser;
 pub mod pipeline;

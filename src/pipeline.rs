@@ -146,7 +146,6 @@ struct Progress {
     primary_report: Option<i64>,
     /// Result files we fetched this run (remote paths), for cleanup.
     fetched: Vec<String>,
-    ran: bool,
     push_attempted: bool,
 }
 
@@ -373,7 +372,6 @@ async fn steps(
         .finish_run(&cmd)
         .await
         .map_err(|e| Failure::at("run", e))?;
-    progress.ran = true;
     progress.exit_code = exec.exit_code;
     j.outcome(
         run_id,

@@ -136,21 +136,14 @@ pub struct Playbook {
 #[derive(Debug)]
 pub struct PlaybookError {
     pub file: PathBuf,
-    pub line: Option<u64>,
-    pub col: Option<u64>,
+    pub line: Option<usize>,
+    pub col: Option<usize>,
     pub message: String,
 }
 
 impl fmt::Display for PlaybookError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.file.display())?;
-        if let Some(line) = self.line {
-            write!(f, ":{line}")?;
-            if let Some(col) = self.col {
-                write!(f, ":{col}")?;
-            }
-        }
-        write!(f, ": {}", self.message)
+        crate::located::write(f, &self.file, self.line, self.col, &self.message)
     }
 }
 
@@ -178,8 +171,8 @@ impl Playbook {
             let loc = e.location();
             PlaybookError {
                 file: source.to_path_buf(),
-                line: loc.map(|l| l.line()),
-                col: loc.map(|l| l.column()),
+                line: loc.and_then(|l| usize::try_from(l.line()).ok()),
+                col: loc.and_then(|l| usize::try_from(l.column()).ok()),
                 message: first_message_line(&e.to_string()),
             }
         })?;
