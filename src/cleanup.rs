@@ -14,12 +14,10 @@ use std::sync::Arc;
 use crate::exit::{self, Fail, WithCode};
 use crate::inventory;
 use crate::journal::{Journal, Reader};
-use crate::parser;
 use crate::pipeline::{connect, HostPlan, SweepCtx};
 use crate::playbook::Playbook;
 use crate::sanitize::display;
-use crate::sweep::{current_user, Access};
-use crate::transport::ssh::SshConnector;
+use crate::sweep::{context, Access};
 
 /// What may be left of ours on one host.
 #[derive(Debug, Clone)]
@@ -136,26 +134,37 @@ pub async fn cleanup_run(
         return Ok(summary);
     }
     let journal = Journal::open(state_dir).code(exit::IO)?;
-    let ctx = Arc::new(SweepCtx {
-        run_id,
-        parser: Arc::from(parser::for_playbook(&pb.results)),
-        playbook: Arc::new(pb.clone()),
-        journal: journal.clone(),
-        evidence_dir: state_dir.join("evidence").join(format!("run-{run_id}")),
-        ssh: Arc::new(SshConnector::new(access.creds.clone())),
-        default_user: access.default_user.clone().unwrap_or_else(current_user),
-    });
-    let mut set = tokio::task::JoinSet::new();
-    let sem = Arc::new(tokio::sync::Semaphore::new(50));
+    let mut work = Vec::new();
     for l in todo {
-        let Some(host) = inv.host(&l.host).cloned() else {
+        let Some(host) = inv.host(&l.host) else {
             continue;
         };
+        match HostPlan::new(&pb, host) {
+            Ok(plan) => work.push((plan, l)),
+            Err(e) => println!(
+                "run {run_id} {}: NOT cleaned: {}",
+                display(&l.host, 80),
+                display(&e, 300)
+            ),
+        }
+    }
+    let plans: Vec<HostPlan> = work.iter().map(|(p, _)| p.clone()).collect();
+    let ctx = Arc::new(context(
+        run_id,
+        pb.clone(),
+        journal.clone(),
+        state_dir.join("evidence").join(format!("run-{run_id}")),
+        access,
+        &plans,
+    )?);
+    let mut set = tokio::task::JoinSet::new();
+    let sem = Arc::new(tokio::sync::Semaphore::new(50));
+    for (plan, l) in work {
         let ctx = ctx.clone();
         let sem = sem.clone();
         set.spawn(async move {
             let _permit = sem.acquire_owned().await;
-            let res = clean_host(&ctx, &host, &l).await;
+            let res = clean_host(&ctx, &plan, &l).await;
             (l.host, res)
         });
     }
@@ -181,13 +190,13 @@ pub async fn cleanup_run(
     Ok(summary)
 }
 
-async fn clean_host(ctx: &SweepCtx, host: &inventory::Host, l: &Leftovers) -> Result<(), String> {
+async fn clean_host(ctx: &SweepCtx, plan: &HostPlan, l: &Leftovers) -> Result<(), String> {
     let j = &ctx.journal;
     let targets = l.files.join("\n");
     j.intent(ctx.run_id, &l.host, "cleanup", &targets)
         .await
         .map_err(|e| format!("journal: {e:#}"))?;
-    let mut conn = connect(ctx, host)
+    let mut conn = connect(ctx, plan)
         .await
         .map_err(|e| format!("connect: {}", e.message))?;
     let mut errors = Vec::new();

@@ -22,6 +22,7 @@ use crate::sanitize;
 use crate::template::{render, Vars};
 use crate::transport::local::LocalConnection;
 use crate::transport::ssh::{SshConnector, SshTarget};
+use crate::transport::winrm::{WinLogin, WinTarget, WinrmConnector};
 use crate::transport::{
     CommandSpec, Connection, EntryKind, ExecOutcome, RemoteEntry, Staged, TransportError,
 };
@@ -42,6 +43,9 @@ pub struct HostPlan {
     pub checker_path: String,
     pub tmp_path: String,
     pub args: Vec<String>,
+    /// How to reach a Windows host (its Ansible WinRM vars, checked here so
+    /// a refused setting such as CredSSP touches no host).
+    pub win: Option<WinTarget>,
 }
 
 impl HostPlan {
@@ -78,7 +82,12 @@ impl HostPlan {
             .enumerate()
             .map(|(i, a)| render(a, &vars).map_err(|e| format!("args[{i}]: {e}")))
             .collect::<Result<Vec<_>, _>>()?;
+        let win = match host.connection {
+            ConnKind::Winrm => Some(WinTarget::from_host(host)?),
+            _ => None,
+        };
         Ok(HostPlan {
+            win,
             host: host.clone(),
             work_dir,
             run_dir,
@@ -108,6 +117,10 @@ pub struct SweepCtx {
     pub evidence_dir: PathBuf,
     pub ssh: Arc<SshConnector>,
     pub default_user: String,
+    pub win: Arc<WinrmConnector>,
+    /// The account and password of each Windows host, resolved before the
+    /// sweep starts (a host without one is a configuration error).
+    pub win_logins: Arc<std::collections::HashMap<String, WinLogin>>,
 }
 
 /// The end of one host's pipeline.
@@ -192,20 +205,31 @@ pub async fn run_host(ctx: Arc<SweepCtx>, plan: HostPlan) -> HostResult {
         }
     }
     let work = async {
-        match connect(&ctx, &plan.host).await {
+        match connect(&ctx, &plan).await {
             Err(e) => Err(Failure::at("connect", e)),
             Ok(mut conn) => {
                 let res = steps(&ctx, &plan, conn.as_mut(), &mut progress).await;
                 let cleaned = cleanup(&ctx, &plan, conn.as_mut(), &progress).await;
+                let notes = conn.notes();
                 conn.close().await;
-                match (res, cleaned) {
+                let mut res = match (res, cleaned) {
                     (Ok(mut v), Err(e)) => {
                         // The verdict stands; the leftover is reported with it.
                         v.1.push_str(&format!("; cleanup incomplete: {e}"));
                         Ok(v)
                     }
                     (r, _) => r,
+                };
+                // How the host was reached, when it matters (e.g. files went
+                // through WinRM because SMB was closed).
+                if !notes.is_empty() {
+                    let tail = format!(" [{}]", notes.join("; "));
+                    match &mut res {
+                        Ok(v) => v.1.push_str(&tail),
+                        Err(f) => f.reason.push_str(&tail),
+                    }
                 }
+                res
             }
         }
     };
@@ -257,8 +281,9 @@ async fn finish(
 
 pub(crate) async fn connect(
     ctx: &SweepCtx,
-    host: &Host,
+    plan: &HostPlan,
 ) -> Result<Box<dyn Connection>, TransportError> {
+    let host = &plan.host;
     match host.connection {
         ConnKind::Local => Ok(Box::new(LocalConnection)),
         ConnKind::Ssh => {
@@ -273,9 +298,16 @@ pub(crate) async fn connect(
             };
             Ok(Box::new(ctx.ssh.connect(&target).await?))
         }
-        ConnKind::Winrm => Err(TransportError::error(
-            "the winrm transport is not available in this build yet",
-        )),
+        ConnKind::Winrm => {
+            let (Some(target), Some(login)) = (&plan.win, ctx.win_logins.get(&host.name)) else {
+                return Err(TransportError::error(
+                    "no WinRM settings or credential for this host",
+                ));
+            };
+            Ok(Box::new(
+                ctx.win.connect(target, login, &plan.work_dir).await?,
+            ))
+        }
     }
 }
 
@@ -458,6 +490,15 @@ async fn fetch_report(
     let shown = sanitize::display(&entry.name, 120);
     if entry.kind != EntryKind::File {
         return Ok(Err(format!("{shown} is not a regular file; not read")));
+    }
+    // A listing is the host's word: a "name" with a separator or a dot-dot
+    // would make us read outside the result directory.
+    if entry.name.is_empty()
+        || entry.name == "."
+        || entry.name == ".."
+        || entry.name.contains(['/', '\\', '\0'])
+    {
+        return Ok(Err(format!("{shown} is not a plain file name; not read")));
     }
     if entry.size > pb.results.max_file_size {
         return Ok(Err(format!(

@@ -17,6 +17,7 @@ use anyhow::Context;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
+use crate::credentials::{self, Credential, CredentialStore};
 use crate::exit::{self, Fail, WithCode};
 use crate::inventory::{self, Connection as ConnKind};
 use crate::journal::{Journal, NewRun, RunHost};
@@ -26,6 +27,7 @@ use crate::pipeline::{run_host, HostPlan, SweepCtx};
 use crate::playbook::Playbook;
 use crate::progress::{Mode, Progress};
 use crate::transport::ssh::SshConnector;
+use crate::transport::winrm::{WinLogin, WinrmConnector, WinrmOptions};
 use crate::transport::Credentials;
 
 /// Everything a sweep needs, decided by the command line.
@@ -36,9 +38,7 @@ pub struct SweepConfig {
     pub limit: Option<String>,
     pub forks: usize,
     pub state_dir: PathBuf,
-    pub creds: Credentials,
-    /// SSH user for hosts without `ansible_user`.
-    pub default_user: Option<String>,
+    pub access: Access,
     pub progress: Mode,
 }
 
@@ -87,6 +87,90 @@ pub struct Access {
     pub creds: Credentials,
     /// SSH user for hosts without `ansible_user`.
     pub default_user: Option<String>,
+    /// Windows hosts: WinRM/SMB settings and where passwords come from.
+    pub windows: WindowsAccess,
+}
+
+/// Where Windows hosts' credentials come from, and the sweep-wide WinRM/SMB
+/// settings.
+#[derive(Debug, Clone, Default)]
+pub struct WindowsAccess {
+    pub opts: WinrmOptions,
+    /// `--credentials FILE` (entries chosen by `pushscan_credential`).
+    pub store: Option<Arc<CredentialStore>>,
+    /// PUSHSCAN_USER / PUSHSCAN_PASSWORD or `--ask-pass`.
+    pub fallback: Option<Credential>,
+}
+
+/// The shared context of a sweep, resume or cleanup of `plans`: resolves
+/// every Windows host's credential first, so a host without one stops the
+/// run before anything is touched.
+pub(crate) fn context(
+    run_id: i64,
+    pb: Playbook,
+    journal: Journal,
+    evidence_dir: PathBuf,
+    access: &Access,
+    plans: &[HostPlan],
+) -> Result<SweepCtx, Fail> {
+    let mut logins = std::collections::HashMap::new();
+    let mut missing = Vec::new();
+    for p in plans.iter().filter(|p| p.win.is_some()) {
+        let h = &p.host;
+        let vars = serde_json::Value::Object(h.vars.clone().into_iter().collect());
+        match credentials::resolve(
+            &vars,
+            &h.name,
+            access.windows.store.as_deref(),
+            access.windows.fallback.as_ref(),
+        ) {
+            Ok(c) => {
+                // ansible_user overrides the account unless the host names
+                // a credential entry (which carries its own account).
+                let c = match (&h.user, h.vars.contains_key("pushscan_credential")) {
+                    (Some(u), false) => match credentials::Account::parse(u) {
+                        Ok(a) => c.with_user(a),
+                        Err(e) => {
+                            missing.push(format!("{}: ansible_user: {e}", h.name));
+                            continue;
+                        }
+                    },
+                    _ => c.clone(),
+                };
+                logins.insert(
+                    h.name.clone(),
+                    WinLogin {
+                        user: c.account.ntlm_user().to_string(),
+                        domain: c.account.ntlm_domain().to_string(),
+                        password: c.password.clone(),
+                    },
+                );
+            }
+            Err(e) => missing.push(e),
+        }
+    }
+    if !missing.is_empty() {
+        let n = missing.len();
+        missing.truncate(5);
+        return Err(Fail::new(
+            exit::CONFIG,
+            anyhow::anyhow!(
+                "{n} Windows host(s) without a usable credential:\n  {}",
+                missing.join("\n  ")
+            ),
+        ));
+    }
+    Ok(SweepCtx {
+        run_id,
+        parser: Arc::from(parser::for_playbook(&pb.results)),
+        playbook: Arc::new(pb),
+        journal,
+        evidence_dir,
+        ssh: Arc::new(SshConnector::new(access.creds.clone())),
+        default_user: access.default_user.clone().unwrap_or_else(current_user),
+        win: Arc::new(WinrmConnector::new(access.windows.opts.clone())),
+        win_logins: Arc::new(logins),
+    })
 }
 
 /// Renders the plan of every selected host. Needs no network.
@@ -172,10 +256,7 @@ pub async fn sweep(cfg: SweepConfig) -> Result<SweepOutcome, Fail> {
         })
         .await
         .code(exit::IO)?;
-    let access = Access {
-        creds: cfg.creds.clone(),
-        default_user: cfg.default_user.clone(),
-    };
+    let access = cfg.access.clone();
     execute(
         journal,
         &cfg.state_dir,
@@ -267,15 +348,14 @@ async fn execute(
         .with_context(|| format!("cannot create {}", evidence_dir.display()))
         .code(exit::IO)?;
 
-    let ctx = Arc::new(SweepCtx {
+    let ctx = Arc::new(context(
         run_id,
-        parser: Arc::from(parser::for_playbook(&pb.results)),
-        playbook: Arc::new(pb),
-        journal: journal.clone(),
+        pb,
+        journal.clone(),
         evidence_dir,
-        ssh: Arc::new(SshConnector::new(access.creds.clone())),
-        default_user: access.default_user.clone().unwrap_or_else(current_user),
-    });
+        access,
+        &plans,
+    )?);
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let signals = tokio::spawn(watch_interrupts(stop_tx));

@@ -1167,7 +1167,7 @@ pub fn inventory_yaml(state: &LabState) -> String {
     ));
     out.push_str("        ansible_winrm_transport: ntlm\n");
     out.push_str("        ansible_winrm_scheme: http\n");
-    out.push_str(&format!("        lab_smb_port: {}\n", state.smb_port));
+    out.push_str(&format!("        pushscan_smb_port: {}\n", state.smb_port));
     out.push_str("      children:\n");
     let mut ous: Vec<&str> = Vec::new();
     for h in &state.hosts {

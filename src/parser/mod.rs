@@ -142,8 +142,7 @@ impl ResultParser for EmoCheckParser {
         if exec.timed_out {
             return Verdict {
                 class: HostClass::Timeout,
-                reason: "checker still running at the timeout; its process group was killed"
-                    .to_string(),
+                reason: "checker still running at the timeout; it was killed".to_string(),
                 primary: None,
             };
         }

@@ -11,6 +11,7 @@
 
 pub mod local;
 pub mod ssh;
+pub mod winrm;
 
 use std::path::Path;
 use std::time::Duration;
@@ -198,6 +199,12 @@ pub trait Connection: Send {
 
     /// Removes a directory if it is empty; returns whether it is gone.
     async fn remove_dir_if_empty(&mut self, path: &str) -> TResult<bool>;
+
+    /// Facts about how this host was reached that belong in its reason
+    /// line (e.g. "files over WinRM (SMB port closed)").
+    fn notes(&self) -> Vec<String> {
+        Vec::new()
+    }
 
     /// Closes the connection politely.
     async fn close(&mut self);

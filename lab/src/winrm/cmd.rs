@@ -14,8 +14,9 @@
 //!   a directory deletes the files in it), `rmdir`/`rd [/s] [/q] PATH`,
 //!   `mkdir`/`md PATH...` (with intermediate directories), `dir [/b] [PATH]`
 //!   (bare format only), `type PATH`, `cd`/`chdir [PATH]`, `exit [/b] [N]`,
-//!   `ver`, plus `hostname`, `whoami` and `certutil -hashfile PATH
-//!   [SHA256|SHA384|SHA512]` which are programs on Windows. Anything else is
+//!   `ver`, `move [/y] SRC DST`, plus `hostname`, `whoami`, `certutil
+//!   -hashfile PATH [SHA256|SHA384|SHA512]` and `certutil [-f] -decode IN
+//!   OUT` which are programs on Windows. Anything else is
 //!   "'x' is not recognized as an internal or external command" (exit 1),
 //!   unless it names an `.exe` of the host tree, which the shell runs.
 //!
@@ -398,6 +399,7 @@ pub fn is_builtin(name: &str) -> bool {
             | "whoami.exe"
             | "certutil"
             | "certutil.exe"
+            | "move"
     )
 }
 
@@ -519,6 +521,7 @@ pub fn run_builtin(
         "dir" => dir(args, tree, cwd),
         "type" => type_file(args, tree, cwd),
         "certutil" | "certutil.exe" => certutil(args, tree, cwd),
+        "move" => move_file(args, tree, cwd),
         other => not_recognized(other),
     }
 }
@@ -818,9 +821,21 @@ fn certutil(args: &[String], tree: &HostTree, cwd: &WinPath) -> Output {
         .first()
         .map(|a| a.to_ascii_lowercase())
         .unwrap_or_default();
+    // `-f` (overwrite) may come before the verb.
+    let (force, args) = match verb.as_str() {
+        "-f" | "/f" => (true, &args[1..]),
+        _ => (false, args),
+    };
+    let verb = args
+        .first()
+        .map(|a| a.to_ascii_lowercase())
+        .unwrap_or_default();
+    if verb == "-decode" || verb == "/decode" {
+        return certutil_decode(&args[1..], force, tree, cwd);
+    }
     if verb != "-hashfile" && verb != "/hashfile" {
         return Output::out(
-            "CertUtil: Unknown arg: the lab's certutil supports only -hashfile\r\n",
+            "CertUtil: Unknown arg: the lab's certutil supports only -hashfile and -decode\r\n",
         )
         .with_code(-2147024809);
     }
@@ -874,6 +889,81 @@ fn certutil(args: &[String], tree: &HostTree, cwd: &WinPath) -> Output {
             "{alg} hash of {file}:\r\n{hex}\r\nCertUtil: -hashfile command completed successfully.\r\n"
         )),
         None => not_found(),
+    }
+}
+
+/// `certutil [-f] -decode IN OUT`: base64 text (whitespace and line breaks
+/// ignored, optional `-----BEGIN ...-----` armour) to bytes. Without `-f` an
+/// existing OUT is refused, as on Windows.
+fn certutil_decode(args: &[String], force: bool, tree: &HostTree, cwd: &WinPath) -> Output {
+    use base64::Engine as _;
+    let failed = |code: i32, what: &str| {
+        Output::out(&format!("CertUtil: -decode command FAILED: {what}\r\n")).with_code(code)
+    };
+    let (Some(input), Some(output)) = (args.first(), args.get(1)) else {
+        return failed(
+            -2147024809,
+            "0x80070057 (WIN32: 87 ERROR_INVALID_PARAMETER)",
+        );
+    };
+    let (Ok((_, rin)), Ok((_, rout))) = (
+        tree.resolve(input, cwd, true),
+        tree.resolve(output, cwd, true),
+    ) else {
+        return failed(-2147024891, "0x80070005 (WIN32: 5 ERROR_ACCESS_DENIED)");
+    };
+    let Ok(text) = fs::read(&rin) else {
+        return failed(-2147024894, "0x80070002 (WIN32: 2 ERROR_FILE_NOT_FOUND)");
+    };
+    if rout.exists() && !force {
+        return failed(-2147024816, "0x80070050 (WIN32: 80 ERROR_FILE_EXISTS)");
+    }
+    let body: Vec<u8> = String::from_utf8_lossy(&text)
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("-----"))
+        .flat_map(|l| l.bytes())
+        .filter(|b| !b.is_ascii_whitespace())
+        .collect();
+    let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(&body) else {
+        return failed(-2146885623, "0x80092009 (-2146885623 CRYPT_E_ASN1_BADTAG)");
+    };
+    if fs::write(&rout, &bytes).is_err() {
+        return failed(-2147024891, "0x80070005 (WIN32: 5 ERROR_ACCESS_DENIED)");
+    }
+    Output::out(&format!(
+        "Input Length = {}\r\nOutput Length = {}\r\nCertUtil: -decode command completed successfully.\r\n",
+        text.len(),
+        bytes.len()
+    ))
+}
+
+/// `move [/y] SRC DST` for one file (DST a file name or a directory).
+fn move_file(args: &[String], tree: &HostTree, cwd: &WinPath) -> Output {
+    let (sw, ops) = switches_and_operands(args);
+    if ops.len() != 2 {
+        return Output::err("The syntax of the command is incorrect.\r\n", 1);
+    }
+    let (Ok((_, src)), Ok((_, mut dst))) = (
+        tree.resolve(&ops[0], cwd, false),
+        tree.resolve(&ops[1], cwd, true),
+    ) else {
+        return Output::err("Access is denied.\r\n", 1);
+    };
+    if !src.is_file() {
+        return Output::err("The system cannot find the file specified.\r\n", 1);
+    }
+    if dst.is_dir() {
+        if let Some(name) = src.file_name() {
+            dst = dst.join(name);
+        }
+    }
+    if dst.exists() && !sw.iter().any(|s| s == "y") {
+        // Windows would prompt; with no console it answers no.
+        return Output::out("        0 file(s) moved.\r\n").with_code(1);
+    }
+    match fs::rename(&src, &dst) {
+        Ok(()) => Output::out("        1 file(s) moved.\r\n"),
+        Err(_) => Output::err("Access is denied.\r\n", 1),
     }
 }
 

@@ -212,6 +212,11 @@ pub struct WinrmConfig {
     /// The cap counts bytes as received, before PowerShell CLIXML on stderr
     /// is decoded, so it also bounds stderr still buffered by the decoder.
     pub max_output_bytes: Option<usize>,
+    /// PEM text of the certificate authorities that HTTPS server
+    /// certificates must chain to (default: `None` = the bundled Mozilla
+    /// roots). When set, only these are trusted: a WinRM listener's
+    /// certificate is usually issued by a private CA.
+    pub ca_cert_pem: Option<String>,
 }
 
 impl Default for WinrmConfig {
@@ -235,6 +240,7 @@ impl Default for WinrmConfig {
             env_vars: Vec::new(),
             idle_timeout_secs: None,
             max_output_bytes: Some(64 * 1024 * 1024),
+            ca_cert_pem: None,
         }
     }
 }
@@ -261,6 +267,7 @@ impl std::fmt::Debug for WinrmConfig {
             user_agent,
             idle_timeout_secs,
             max_output_bytes,
+            ca_cert_pem,
         } = self;
         let proxy = proxy.as_deref().map(crate::transport::redact_userinfo);
         f.debug_struct("WinrmConfig")
@@ -282,6 +289,7 @@ impl std::fmt::Debug for WinrmConfig {
             .field("user_agent", user_agent)
             .field("idle_timeout_secs", idle_timeout_secs)
             .field("max_output_bytes", max_output_bytes)
+            .field("ca_cert_pem", &ca_cert_pem.as_ref().map(|p| p.len()))
             .finish()
     }
 }

@@ -533,8 +533,31 @@ impl HttpTransport {
         // that carried the challenge: from the response (`tls_info`), or from
         // the verifier of a dedicated single-connection client (see `AuthConn`).
         let tls_config = if config.use_tls {
-            let root_store =
-                rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+            let root_store = match config.ca_cert_pem.as_deref() {
+                // A private CA (the usual case for WinRM listeners): trust
+                // exactly the certificates of that PEM, not the web roots.
+                Some(pem) => {
+                    use rustls::pki_types::{CertificateDer, pem::PemObject};
+                    let mut store = rustls::RootCertStore::empty();
+                    for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+                        let cert = cert.map_err(|e| {
+                            WinrmError::AuthFailed(format!("CA certificate PEM: {e}"))
+                        })?;
+                        store.add(cert).map_err(|e| {
+                            WinrmError::AuthFailed(format!("CA certificate rejected: {e}"))
+                        })?;
+                    }
+                    if store.is_empty() {
+                        return Err(WinrmError::AuthFailed(
+                            "CA certificate PEM holds no certificate".into(),
+                        ));
+                    }
+                    store
+                }
+                None => rustls::RootCertStore::from_iter(
+                    webpki_roots::TLS_SERVER_ROOTS.iter().cloned(),
+                ),
+            };
             let inner_verifier: Arc<dyn rustls::client::danger::ServerCertVerifier> =
                 if config.accept_invalid_certs {
                     Arc::new(crate::tls::NoVerifier)

@@ -1,0 +1,140 @@
+//! Running commands over WinRM: one `winrm-rs` client and one remote shell
+//! per host, reused for every command of the sweep.
+//!
+//! We drive the WS-Management operations ourselves (Command, Receive,
+//! Signal) instead of winrm-rs' `run_command` so that output is capped as it
+//! arrives, a timeout terminates the remote process (Signal terminate) and
+//! the shell survives for the next command.
+
+use std::time::{Duration, Instant};
+
+use winrm_rs::{WinrmClient, WinrmError};
+
+use crate::model::HostClass;
+use crate::transport::{push_capped, ExecOutcome, TResult, TransportError};
+
+/// How long the cleanup calls (terminate, delete shell) may take.
+const CLEANUP_LIMIT: Duration = Duration::from_secs(10);
+
+pub(super) struct Remote {
+    client: WinrmClient,
+    /// The address as the client's URLs use it.
+    host: String,
+    shell_id: String,
+}
+
+impl Remote {
+    /// Builds the client and opens the shell; this is where authentication
+    /// and TLS verification happen, so their failures are classified here.
+    pub async fn open(client: WinrmClient, host: String, limit: Duration) -> TResult<Remote> {
+        let shell_id = match tokio::time::timeout(limit, client.create_shell(&host)).await {
+            Ok(Ok(id)) => id,
+            Ok(Err(e)) => return Err(classify("winrm", &e)),
+            Err(_) => {
+                return Err(TransportError::new(
+                    HostClass::Unreachable,
+                    format!("winrm: no shell after {}s", limit.as_secs()),
+                ))
+            }
+        };
+        Ok(Remote {
+            client,
+            host,
+            shell_id,
+        })
+    }
+
+    /// Runs one command line in the shell. Output beyond `cap` bytes (stdout
+    /// and stderr each) is dropped and counted; at `timeout` the command is
+    /// terminated and `timed_out` set.
+    pub async fn run(&self, line: &str, timeout: Duration, cap: usize) -> TResult<ExecOutcome> {
+        let command_id = self
+            .client
+            .execute_command(&self.host, &self.shell_id, line, &[])
+            .await
+            .map_err(|e| classify("winrm command", &e))?;
+        let mut out = ExecOutcome::default();
+        let deadline = Instant::now() + timeout;
+        let polled = tokio::time::timeout_at(deadline.into(), async {
+            loop {
+                let r = self
+                    .client
+                    .receive_output(&self.host, &self.shell_id, &command_id)
+                    .await?;
+                push_capped(&mut out.stdout, &r.stdout, cap, &mut out.truncated_bytes);
+                push_capped(&mut out.stderr, &r.stderr, cap, &mut out.truncated_bytes);
+                if r.done {
+                    return Ok::<_, WinrmError>(r.exit_code);
+                }
+            }
+        })
+        .await;
+        match polled {
+            Ok(Ok(code)) => {
+                // Windows exit codes are DWORDs; NTSTATUS crash codes arrive
+                // as negative i32 and are reported as the unsigned value.
+                out.exit_code = code.map(|c| i64::from(c as u32));
+            }
+            Ok(Err(e)) => {
+                self.terminate(&command_id).await;
+                return Err(classify("winrm receive", &e));
+            }
+            Err(_) => out.timed_out = true,
+        }
+        // Frees the command on the host (and kills it after a timeout).
+        self.terminate(&command_id).await;
+        Ok(out)
+    }
+
+    async fn terminate(&self, command_id: &str) {
+        let signal = self
+            .client
+            .signal_terminate(&self.host, &self.shell_id, command_id);
+        if let Ok(Err(e)) = tokio::time::timeout(CLEANUP_LIMIT, signal).await {
+            tracing::debug!(host = %self.host, "terminate: {e}");
+        }
+    }
+
+    /// Deletes the shell (best effort, bounded).
+    pub async fn close(&self) {
+        let delete = self.client.delete_shell(&self.host, &self.shell_id);
+        let _ = tokio::time::timeout(CLEANUP_LIMIT, delete).await;
+    }
+}
+
+/// Sorts a winrm-rs error into the class the host ends in, with the cause
+/// chain (reqwest's own message names only the URL).
+pub(super) fn classify(step: &str, e: &WinrmError) -> TransportError {
+    let mut text = e.to_string();
+    // winrm-rs does not chain reqwest's error as a source: walk it directly
+    // (reqwest's own message names only the URL; the cause is below it).
+    let mut src = match e {
+        WinrmError::Http(h) => std::error::Error::source(h),
+        other => std::error::Error::source(other),
+    };
+    while let Some(s) = src {
+        let t = s.to_string();
+        if !text.contains(&t) {
+            text.push_str(": ");
+            text.push_str(&t);
+        }
+        src = s.source();
+    }
+    let lower = text.to_ascii_lowercase();
+    let class = match e {
+        WinrmError::AuthFailed(_) | WinrmError::Ntlm(_) => HostClass::AuthFailed,
+        WinrmError::Http(_) if lower.contains("certificate") => HostClass::HostKeyRejected,
+        WinrmError::Http(h) if h.is_connect() || h.is_timeout() => HostClass::Unreachable,
+        WinrmError::Http(h) if h.status().is_some_and(|s| s.as_u16() == 401) => {
+            HostClass::AuthFailed
+        }
+        _ => HostClass::Error,
+    };
+    let message = match class {
+        HostClass::HostKeyRejected => format!(
+            "{step}: TLS certificate not trusted ({text}); give the issuing CA with --ca-cert"
+        ),
+        _ => format!("{step}: {text}"),
+    };
+    TransportError::new(class, crate::sanitize::display(&message, 400))
+}

@@ -1,0 +1,431 @@
+//! The `winrm` transport, for Windows hosts: commands over WinRM
+//! (`winrm-rs`), files over SMB (`smb2`) through the administrative shares,
+//! and, when SMB is closed or refused, files through the WinRM shell alone.
+//!
+//! Why two protocols: WinRM is the only agentless way to start a process on
+//! Windows without PowerShell remoting or a service install, but moving a
+//! binary through it means base64 in SOAP envelopes; SMB moves files at wire
+//! speed with one round trip per small read. So each host gets one SMB
+//! session (reused for every file step) and one WinRM shell (reused for
+//! every command). The fallback is per host and said in the host's reason.
+//!
+//! Security choices, all deliberate: NTLMv2 with message sealing over HTTP by
+//! default; HTTPS verifies certificates (a private CA with `--ca-cert`);
+//! Basic only inside HTTPS; CredSSP is refused (it hands the operator's
+//! password to a host that may be compromised). The password lives in a
+//! `SecretString` and in the two clients' memory; it is never on a command
+//! line, in a log, the journal or a report.
+
+mod cmdline;
+mod exec;
+mod shellfs;
+mod smbfs;
+
+use std::path::Path;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use secrecy::{ExposeSecret, SecretString};
+use winrm_rs::{AuthMethod, EncryptionMode, WinrmClient, WinrmConfig, WinrmCredentials};
+
+use super::{CommandSpec, Connection, ExecOutcome, RemoteEntry, Staged, TResult, TransportError};
+use crate::inventory::Host;
+pub use smbfs::ShareMode;
+
+/// How a host authenticates over WinRM (`ansible_winrm_transport`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WinAuth {
+    Ntlm,
+    Basic,
+    Kerberos,
+}
+
+/// The account and password for one host. Built per host from the
+/// credential store; the password is zeroized when dropped.
+#[derive(Clone)]
+pub struct WinLogin {
+    pub user: String,
+    pub domain: String,
+    pub password: SecretString,
+}
+
+impl std::fmt::Debug for WinLogin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WinLogin")
+            .field("user", &self.user)
+            .field("domain", &self.domain)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
+/// Whether SMB is used for files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmbUse {
+    /// SMB when it answers, else files through WinRM (said in the report).
+    Auto,
+    /// Files through WinRM only.
+    Off,
+}
+
+/// Everything about reaching one Windows host, from its inventory vars.
+#[derive(Debug, Clone)]
+pub struct WinTarget {
+    pub address: String,
+    pub port: u16,
+    pub https: bool,
+    pub auth: WinAuth,
+    /// `ansible_winrm_server_cert_validation: ignore` turns this off.
+    pub verify_tls: bool,
+    pub share: ShareMode,
+    pub smb_port: u16,
+    pub smb: SmbUse,
+}
+
+impl WinTarget {
+    /// Reads the Ansible WinRM variables of `host`. Refusals (CredSSP,
+    /// Basic over HTTP, unknown values) are errors before any connection.
+    pub fn from_host(host: &Host) -> Result<WinTarget, String> {
+        let var = |k: &str| -> Option<String> {
+            host.vars.get(k).map(|v| match v {
+                serde_json::Value::String(s) => s.trim().to_string(),
+                other => other.to_string(),
+            })
+        };
+        let scheme = var("ansible_winrm_scheme").map(|s| s.to_ascii_lowercase());
+        let https = match scheme.as_deref() {
+            Some("https") => true,
+            Some("http") => false,
+            Some(other) => {
+                return Err(format!("ansible_winrm_scheme {other:?}: use http or https"))
+            }
+            None => host.port == Some(5986),
+        };
+        let port = host.port.unwrap_or(if https { 5986 } else { 5985 });
+        let transport = var("ansible_winrm_transport")
+            .map(|s| {
+                // Ansible accepts a list ("ntlm,kerberos"): the first is used.
+                s.trim_matches(['[', ']'])
+                    .split(',')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .trim_matches(['"', '\''])
+                    .to_ascii_lowercase()
+            })
+            .unwrap_or_else(|| "ntlm".into());
+        let auth = match transport.as_str() {
+            "ntlm" | "negotiate" => WinAuth::Ntlm,
+            "kerberos" => WinAuth::Kerberos,
+            "basic" | "plaintext" => WinAuth::Basic,
+            "credssp" => {
+                return Err("ansible_winrm_transport credssp is refused: CredSSP delegates \
+                            your password to the host, which may be compromised; use ntlm or kerberos"
+                    .into())
+            }
+            other => {
+                return Err(format!(
+                    "ansible_winrm_transport {other:?} is not supported (ntlm, kerberos, basic)"
+                ))
+            }
+        };
+        if auth == WinAuth::Basic && !https {
+            return Err(
+                "Basic authentication over HTTP is refused: it sends the password \
+                        in clear; use ansible_winrm_scheme: https or ntlm"
+                    .into(),
+            );
+        }
+        let verify_tls = match var("ansible_winrm_server_cert_validation")
+            .map(|s| s.to_ascii_lowercase())
+            .as_deref()
+        {
+            None | Some("validate") => true,
+            Some("ignore") => false,
+            Some(other) => {
+                return Err(format!(
+                    "ansible_winrm_server_cert_validation {other:?}: use validate or ignore"
+                ))
+            }
+        };
+        let share = match var("pushscan_smb_share")
+            .map(|s| s.to_ascii_uppercase())
+            .as_deref()
+        {
+            None | Some("ADMIN$") => ShareMode::Admin,
+            Some("C$") => ShareMode::Drive,
+            Some(other) => return Err(format!("pushscan_smb_share {other:?}: use ADMIN$ or C$")),
+        };
+        let smb_port = match var("pushscan_smb_port") {
+            None => 445,
+            Some(p) => p
+                .parse::<u16>()
+                .ok()
+                .filter(|p| *p > 0)
+                .ok_or_else(|| format!("pushscan_smb_port {p:?} is not a port"))?,
+        };
+        let smb = match var("pushscan_smb")
+            .map(|s| s.to_ascii_lowercase())
+            .as_deref()
+        {
+            None | Some("auto") | Some("true") => SmbUse::Auto,
+            Some("off") | Some("false") => SmbUse::Off,
+            Some(other) => return Err(format!("pushscan_smb {other:?}: use auto or off")),
+        };
+        Ok(WinTarget {
+            address: host.address.clone(),
+            port,
+            https,
+            auth,
+            verify_tls,
+            share,
+            smb_port,
+            smb,
+        })
+    }
+}
+
+/// Sweep-wide WinRM/SMB settings (from the command line).
+#[derive(Debug, Clone)]
+pub struct WinrmOptions {
+    /// PEM of the CA that HTTPS listener certificates chain to.
+    pub ca_pem: Option<String>,
+    /// `--insecure-skip-tls-verify`: no certificate check for any host.
+    pub insecure: bool,
+    pub connect_timeout: Duration,
+    /// SMB for files unless `Off` (then WinRM only for every host).
+    pub smb: SmbUse,
+    /// Refuse SMB sessions the server does not encrypt.
+    pub smb_require_encryption: bool,
+}
+
+impl Default for WinrmOptions {
+    fn default() -> Self {
+        WinrmOptions {
+            ca_pem: None,
+            insecure: false,
+            connect_timeout: Duration::from_secs(10),
+            smb: SmbUse::Auto,
+            smb_require_encryption: false,
+        }
+    }
+}
+
+/// Opens [`WinConnection`]s.
+pub struct WinrmConnector {
+    opts: WinrmOptions,
+}
+
+impl WinrmConnector {
+    pub fn new(opts: WinrmOptions) -> WinrmConnector {
+        WinrmConnector { opts }
+    }
+
+    /// Connects WinRM (authenticating and opening the shell) and SMB at the
+    /// same time; SMB trouble other than a refused password falls back to
+    /// WinRM-only file transfers for this host. `probe` is a remote path the
+    /// sweep will use (its share is opened as part of the check).
+    pub async fn connect(
+        &self,
+        t: &WinTarget,
+        login: &WinLogin,
+        probe: &str,
+    ) -> TResult<WinConnection> {
+        let client = self.client(t, login)?;
+        let host = t.address.clone();
+        let limit = self.opts.connect_timeout + Duration::from_secs(30);
+        let winrm = exec::Remote::open(client, host, limit);
+        let want_smb = t.smb == SmbUse::Auto && self.opts.smb == SmbUse::Auto;
+        let smb = async {
+            if !want_smb {
+                return Err(TransportError::error(
+                    "SMB not used for this host (configured)",
+                ));
+            }
+            let password = login.password.expose_secret();
+            smbfs::SmbFiles::connect(
+                smbfs::SmbLogin {
+                    addr: format!("{}:{}", smb_host(&t.address), t.smb_port),
+                    user: &login.user,
+                    domain: &login.domain,
+                    password,
+                    timeout: self.opts.connect_timeout,
+                    require_encryption: self.opts.smb_require_encryption,
+                },
+                t.share,
+                probe,
+            )
+            .await
+        };
+        let (remote, files) = tokio::join!(winrm, smb);
+        let remote = remote?;
+        let mut notes = Vec::new();
+        let files = match files {
+            Ok(f) => {
+                if !f.encrypted {
+                    tracing::debug!(host = %t.address, "SMB session signed, not encrypted");
+                }
+                Some(f)
+            }
+            Err(e) => {
+                if want_smb {
+                    notes.push(format!("files over WinRM ({})", e.message));
+                } else {
+                    notes.push("files over WinRM (SMB off)".into());
+                }
+                None
+            }
+        };
+        if !t.verify_tls && t.https || self.opts.insecure && t.https {
+            notes.push("TLS certificate NOT verified".into());
+        }
+        Ok(WinConnection {
+            remote,
+            files,
+            notes,
+        })
+    }
+
+    fn client(&self, t: &WinTarget, login: &WinLogin) -> TResult<WinrmClient> {
+        let auth_method = match t.auth {
+            WinAuth::Ntlm => AuthMethod::Ntlm,
+            WinAuth::Basic => AuthMethod::Basic,
+            WinAuth::Kerberos => {
+                if cfg!(feature = "kerberos") {
+                    AuthMethod::Kerberos
+                } else {
+                    return Err(TransportError::error(
+                        "kerberos: this build has no Kerberos support; rebuild with \
+                         `cargo build --release --features kerberos` (see README)",
+                    ));
+                }
+            }
+        };
+        let config = WinrmConfig {
+            port: t.port,
+            use_tls: t.https,
+            accept_invalid_certs: t.https && (self.opts.insecure || !t.verify_tls),
+            connect_timeout_secs: self.opts.connect_timeout.as_secs().max(1),
+            // Each Receive is held at most this long by the host: a long
+            // checker run is a series of polls, each well inside HTTP limits.
+            operation_timeout_secs: 20,
+            auth_method,
+            // Windows' default MaxEnvelopeSizekb is 500: large envelopes mean
+            // fewer round trips for output and WinRM-only transfers.
+            max_envelope_size: 512_000,
+            encryption: EncryptionMode::Auto,
+            ca_cert_pem: self.opts.ca_pem.clone(),
+            // We never hand a proxy our NTLM exchange.
+            proxy: None,
+            ..WinrmConfig::default()
+        };
+        let creds = WinrmCredentials {
+            username: login.user.clone(),
+            password: login.password.clone(),
+            domain: login.domain.clone(),
+        };
+        WinrmClient::builder(config)
+            .credentials(creds)
+            .build()
+            .map_err(|e| exec::classify("winrm client", &e))
+    }
+}
+
+/// An IPv6 literal needs brackets in `host:port`.
+fn smb_host(address: &str) -> String {
+    if address.contains(':') && !address.starts_with('[') {
+        format!("[{address}]")
+    } else {
+        address.to_string()
+    }
+}
+
+/// One Windows host: a WinRM shell and, when available, an SMB session.
+pub struct WinConnection {
+    remote: exec::Remote,
+    files: Option<smbfs::SmbFiles>,
+    notes: Vec<String>,
+}
+
+#[async_trait]
+impl Connection for WinConnection {
+    async fn mkdirs(&mut self, dirs: &[String]) -> TResult<()> {
+        match &mut self.files {
+            Some(f) => f.mkdirs(dirs).await,
+            None => shellfs::mkdirs(&self.remote, dirs).await,
+        }
+    }
+
+    async fn begin_run(
+        &mut self,
+        dirs: &[String],
+        checker: &str,
+        _tmp: &str,
+        pin: &str,
+        _cmd: &CommandSpec,
+    ) -> TResult<Staged> {
+        self.mkdirs(dirs).await?;
+        Ok(match self.sha256(checker).await? {
+            Some(h) if h == pin => Staged::Current,
+            _ => Staged::NeedsPush,
+        })
+    }
+
+    async fn sha256(&mut self, path: &str) -> TResult<Option<String>> {
+        match &mut self.files {
+            Some(f) => f.sha256(path).await,
+            None => shellfs::sha256(&self.remote, path).await,
+        }
+    }
+
+    async fn install(&mut self, local: &Path, tmp: &str, dest: &str, pin: &str) -> TResult<()> {
+        match &mut self.files {
+            Some(f) => f.install(local, tmp, dest, pin).await,
+            None => shellfs::install(&self.remote, local, tmp, dest, pin).await,
+        }
+    }
+
+    async fn exec(&mut self, cmd: &CommandSpec) -> TResult<ExecOutcome> {
+        let line = cmdline::command_line(&cmd.program, &cmd.args)?;
+        self.remote.run(&line, cmd.timeout, cmd.output_cap).await
+    }
+
+    async fn list_dir(&mut self, dir: &str) -> TResult<Vec<RemoteEntry>> {
+        match &mut self.files {
+            Some(f) => f.list_dir(dir).await,
+            None => shellfs::list_dir(&self.remote, dir).await,
+        }
+    }
+
+    async fn read_file(&mut self, path: &str, cap: u64) -> TResult<Vec<u8>> {
+        match &mut self.files {
+            Some(f) => f.read_file(path, cap).await,
+            None => shellfs::read_file(&self.remote, path, cap).await,
+        }
+    }
+
+    async fn remove_file(&mut self, path: &str) -> TResult<()> {
+        match &mut self.files {
+            Some(f) => f.remove_file(path).await,
+            None => shellfs::remove_file(&self.remote, path).await,
+        }
+    }
+
+    async fn remove_dir_if_empty(&mut self, path: &str) -> TResult<bool> {
+        match &mut self.files {
+            Some(f) => f.remove_dir_if_empty(path).await,
+            None => shellfs::remove_dir_if_empty(&self.remote, path).await,
+        }
+    }
+
+    fn notes(&self) -> Vec<String> {
+        self.notes.clone()
+    }
+
+    async fn close(&mut self) {
+        if let Some(f) = &mut self.files {
+            f.close().await;
+        }
+        self.remote.close().await;
+    }
+}
