@@ -1,0 +1,540 @@
+//! End to end against the Windows lab: a 44-host fleet (real Samba for SMB, the WinRM
+//! simulator for execution; see lab/README.md) mixing every scenario, swept twice by the real
+//! `pushscan` binary. Checks every host's class and fields, that pushed binaries carry the
+//! pinned hash, that the second sweep pushes nothing, that nothing but the kept checker and
+//! reports remains in the host trees, that the password appears in no process's argv, no log,
+//! the journal or any report, and that CredSSP and Basic over HTTP are refused before any
+//! connection. Needs root and Samba (`scripts/test` installs it).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{Ipv4Addr, SocketAddrV4, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use pushscan_lab::fleet::{self, Lab, LabHost, UpOptions};
+use pushscan_lab::spec::{ScenarioKind, Spec};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+const PUSHSCAN: &str = env!("CARGO_BIN_EXE_pushscan");
+const SAMBA_MISSING: &str = "apt-get install samba smbclient (scripts/test does this)";
+
+/// The lab's own executable (its `serve` process), built by cargo if needed: it belongs
+/// to another package, so cargo does not hand us its path.
+fn lab_exe() -> PathBuf {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = Command::new(cargo)
+        .args(["build", "-q", "-p", "pushscan-lab", "--bin", "pushscan-lab"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("cannot run cargo to build pushscan-lab");
+    assert!(
+        out.status.success(),
+        "building pushscan-lab failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let exe = Path::new(PUSHSCAN).with_file_name("pushscan-lab");
+    assert!(exe.is_file(), "{} missing after the build", exe.display());
+    exe
+}
+
+fn port_or_free(ip: Ipv4Addr, preferred: u16, avoid: &[u16]) -> u16 {
+    if !avoid.contains(&preferred) && TcpListener::bind(SocketAddrV4::new(ip, preferred)).is_ok() {
+        return preferred;
+    }
+    loop {
+        let l = TcpListener::bind(SocketAddrV4::new(ip, 0)).expect("bind port 0");
+        let port = l.local_addr().unwrap().port();
+        if !avoid.contains(&port) {
+            return port;
+        }
+    }
+}
+
+struct TestLab {
+    lab: Lab,
+    dir: tempfile::TempDir,
+}
+
+fn start_lab(base: Ipv4Addr, hosts: usize) -> TestLab {
+    for tool in ["smbd", "smbpasswd"] {
+        assert!(
+            pushscan_lab::fleet::sys::find_binary(tool).is_some(),
+            "`{tool}` not found: {SAMBA_MISSING}"
+        );
+    }
+    // The shipped spec: every scenario kind, en/ja/fr reports, CP932 paths.
+    let mut spec = Spec::shipped();
+    spec.hosts = hosts;
+    spec.base_address = base;
+    spec.smb.port = port_or_free(base, 445, &[]);
+    spec.winrm.http_port = port_or_free(base, 5985, &[spec.smb.port]);
+    spec.winrm.https_port = None;
+    let dir = tempfile::Builder::new()
+        .prefix("pushscan-win-test-")
+        .tempdir()
+        .unwrap();
+    let mut opts = UpOptions::new(dir.path().join("lab"), spec);
+    opts.exe = lab_exe();
+    let lab = fleet::up(opts).unwrap_or_else(|e| panic!("lab up failed: {e:#}"));
+    TestLab { lab, dir }
+}
+
+/// The lab's playbook with a short timeout, so the hanging host costs seconds.
+fn playbook(t: &TestLab) -> PathBuf {
+    let text = std::fs::read_to_string(&t.lab.playbook).unwrap();
+    let text = text
+        .lines()
+        .map(|l| {
+            if l.starts_with("timeout:") {
+                "timeout: 8s".to_string()
+            } else if l.starts_with("  path:") {
+                format!("  path: {}", t.lab.checker.display())
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let p = t.dir.path().join("emocheck-test.yml");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn pushscan(t: &TestLab, args: &[&str]) -> Output {
+    Command::new(PUSHSCAN)
+        .args(args)
+        .env("PUSHSCAN_USER", &t.lab.username)
+        .env("PUSHSCAN_PASSWORD", &t.lab.password)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run pushscan")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn report_json(state: &Path) -> Value {
+    let o = Command::new(PUSHSCAN)
+        .args(["report", "--format", "json", "--state-dir"])
+        .arg(state)
+        .output()
+        .unwrap();
+    // `report` exits as the run did: 1 with detections, 2 with unchecked hosts.
+    assert!(matches!(o.status.code(), Some(0..=2)), "{}", text(&o));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+fn by_host(report: &Value) -> BTreeMap<String, Value> {
+    report["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| (h["host"].as_str().unwrap().to_string(), h.clone()))
+        .collect()
+}
+
+/// Every file (relative path) under a host's tree.
+fn files(root: &Path) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                stack.push(p);
+            } else {
+                out.insert(p.strip_prefix(root).unwrap().to_string_lossy().into_owned());
+            }
+        }
+    }
+    out
+}
+
+/// The value following `switch` in a host's stand-in checker arguments.
+fn arg<'a>(h: &'a LabHost, switch: &str) -> Option<&'a str> {
+    h.checker_args
+        .iter()
+        .position(|a| a == switch)
+        .and_then(|i| h.checker_args.get(i + 1))
+        .map(String::as_str)
+}
+
+/// Watches every process's argv while a sweep runs; returns the ones holding `secret`.
+fn watch_argv(secret: String, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Vec<String>> {
+    std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        let mut scans = 0u64;
+        while !stop.load(Ordering::Relaxed) {
+            if let Ok(rd) = std::fs::read_dir("/proc") {
+                for e in rd.flatten() {
+                    if let Ok(cmd) = std::fs::read(e.path().join("cmdline")) {
+                        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+                        if cmd.contains(&secret) {
+                            seen.push(cmd);
+                        }
+                    }
+                }
+            }
+            scans += 1;
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(scans > 5, "the argv watcher barely ran ({scans} scans)");
+        seen
+    })
+}
+
+#[test]
+fn windows_fleet_sweep_end_to_end() {
+    let t = start_lab(Ipv4Addr::new(127, 0, 60, 1), 44);
+    let hosts = t.lab.state.hosts.clone();
+    let kinds: std::collections::HashSet<ScenarioKind> = hosts.iter().map(|h| h.scenario).collect();
+    for k in [
+        ScenarioKind::Clean,
+        ScenarioKind::Infected,
+        ScenarioKind::Hang,
+        ScenarioKind::Crash,
+        ScenarioKind::Noreport,
+        ScenarioKind::WrongPassword,
+        ScenarioKind::PortClosed,
+        ScenarioKind::SmbDown,
+        ScenarioKind::Slow,
+    ] {
+        assert!(kinds.contains(&k), "the fleet has no {k:?} host");
+    }
+    let before: BTreeMap<String, BTreeSet<String>> = hosts
+        .iter()
+        .map(|h| (h.name.clone(), files(&h.root)))
+        .collect();
+    let pb = playbook(&t);
+    let state = t.dir.path().join("state");
+    let inv = t.lab.inventory.to_str().unwrap().to_string();
+    let pb_s = pb.to_str().unwrap().to_string();
+    let state_s = state.to_str().unwrap().to_string();
+    let sweep_args = [
+        "sweep",
+        "-i",
+        &inv,
+        "-p",
+        &pb_s,
+        "--state-dir",
+        &state_s,
+        "--progress",
+        "lines",
+        "-vv",
+        "--forks",
+        "16",
+    ];
+
+    // ---- first sweep, argv watched ----
+    let stop = Arc::new(AtomicBool::new(false));
+    let watcher = watch_argv(t.lab.password.clone(), stop.clone());
+    let first = pushscan(&t, &sweep_args);
+    stop.store(true, Ordering::Relaxed);
+    let leaked_argv = watcher.join().unwrap();
+    assert!(
+        leaked_argv.is_empty(),
+        "password on a command line: {leaked_argv:?}"
+    );
+    let first_out = text(&first);
+    assert_eq!(
+        first.status.code(),
+        Some(1),
+        "detections exit 1:\n{first_out}"
+    );
+
+    let rep = by_host(&report_json(&state));
+    assert_eq!(rep.len(), hosts.len());
+    let pin = t.lab.checker_sha256.clone();
+    let checker_rel = "Windows/Temp/pushscan/emocheck.exe";
+    for h in &hosts {
+        let r = &rep[&h.name];
+        let status = r["status"].as_str().unwrap();
+        let reason = r["reason"].as_str().unwrap();
+        let ctx = format!("{} ({:?}): {r}", h.name, h.scenario);
+        let reached = !matches!(
+            h.scenario,
+            ScenarioKind::WrongPassword | ScenarioKind::PortClosed
+        );
+        if reached {
+            assert_eq!(r["pushed"], Value::Bool(true), "{ctx}");
+            let bytes = std::fs::read(h.root.join(checker_rel)).unwrap();
+            assert_eq!(hex::encode(Sha256::digest(&bytes)), pin, "{ctx}");
+        } else {
+            assert!(!h.root.join(checker_rel).exists(), "{ctx}");
+        }
+        match h.scenario {
+            ScenarioKind::Clean | ScenarioKind::Slow | ScenarioKind::SmbDown => {
+                assert_eq!(status, "not_detected", "{ctx}");
+                assert!(
+                    r["report_file"]
+                        .as_str()
+                        .unwrap()
+                        .ends_with("_emocheck.json"),
+                    "{ctx}"
+                );
+                assert!(r["scan_time"].is_string(), "{ctx}");
+                let evidence = r["evidence_path"].as_str().unwrap();
+                assert!(Path::new(evidence).starts_with(&state), "{ctx}");
+                assert!(Path::new(evidence).is_file(), "{ctx}");
+                if h.scenario == ScenarioKind::SmbDown {
+                    assert!(reason.contains("files over WinRM"), "{ctx}");
+                } else {
+                    assert!(!reason.contains("files over WinRM"), "{ctx}");
+                }
+            }
+            ScenarioKind::Infected => {
+                assert_eq!(status, "detected", "{ctx}");
+                let p = &r["processes"][0];
+                let user = arg(h, "/user").unwrap_or("tanaka");
+                let name = arg(h, "/process").unwrap_or("wfsrvhost.exe");
+                let pid: u64 = arg(h, "/pid").map(|p| p.parse().unwrap()).unwrap_or(4312);
+                assert_eq!(p["name"], name, "{ctx}");
+                assert_eq!(p["pid"], pid, "{ctx}");
+                let image = arg(h, "/image").map(str::to_string).unwrap_or_else(|| {
+                    format!("C:\\Users\\{user}\\AppData\\Local\\wfsrvhost\\wfsrvhost.exe")
+                });
+                assert_eq!(p["image_path"], image.as_str(), "{ctx}");
+                if let Some(k) = arg(h, "/runkey") {
+                    assert_eq!(p["registry_key"], k, "{ctx}");
+                }
+                assert!(r["scan_time"].is_string(), "{ctx}");
+            }
+            ScenarioKind::Hang => {
+                assert_eq!(status, "timeout", "{ctx}");
+            }
+            ScenarioKind::Crash => {
+                // Half a report that names a process: kept as a detection, with the crash.
+                assert_eq!(status, "detected", "{ctx}");
+                assert!(reason.contains("exit 139"), "{ctx}");
+            }
+            ScenarioKind::Noreport => {
+                assert_eq!(status, "no_result", "{ctx}");
+                assert!(reason.contains("No EmoCheck result found"), "{ctx}");
+            }
+            ScenarioKind::WrongPassword => {
+                assert_eq!(status, "auth_failed", "{ctx}");
+            }
+            ScenarioKind::PortClosed => {
+                assert_eq!(status, "unreachable", "{ctx}");
+                assert!(reason.contains("Connection refused"), "{ctx}");
+            }
+        }
+    }
+
+    // ---- nothing of ours left but the kept checker and reports ----
+    for h in &hosts {
+        let now = files(&h.root);
+        let new: Vec<&String> = now.difference(&before[&h.name]).collect();
+        for f in &new {
+            let kept = f.as_str() == checker_rel
+                || (f.starts_with("Windows/Temp/pushscan/reports/")
+                    && f.ends_with("_emocheck.json"));
+            assert!(kept, "{}: left behind: {f} (all new: {new:?})", h.name);
+        }
+    }
+
+    // ---- second sweep: nothing pushed; a tampered copy is replaced ----
+    let tampered = hosts
+        .iter()
+        .find(|h| h.scenario == ScenarioKind::Clean)
+        .unwrap();
+    std::fs::write(tampered.root.join(checker_rel), b"not the pinned checker").unwrap();
+    let second = pushscan(&t, &sweep_args);
+    let second_out = text(&second);
+    assert_eq!(second.status.code(), Some(1), "{second_out}");
+    let rep2 = by_host(&report_json(&state));
+    for h in &hosts {
+        let r = &rep2[&h.name];
+        let ctx = format!("{} ({:?}) second sweep: {r}", h.name, h.scenario);
+        match h.scenario {
+            ScenarioKind::WrongPassword | ScenarioKind::PortClosed => {
+                assert!(r["pushed"].is_null(), "{ctx}")
+            }
+            _ if h.name == tampered.name => {
+                assert_eq!(r["pushed"], Value::Bool(true), "{ctx}");
+                let bytes = std::fs::read(h.root.join(checker_rel)).unwrap();
+                assert_eq!(hex::encode(Sha256::digest(&bytes)), pin, "{ctx}");
+            }
+            _ => assert_eq!(r["pushed"], Value::Bool(false), "{ctx}"),
+        }
+    }
+
+    // ---- the password appears nowhere ----
+    let secret = t.lab.password.as_bytes();
+    let contains = |hay: &[u8]| hay.windows(secret.len()).any(|w| w == secret);
+    for (what, out) in [("first sweep", &first), ("second sweep", &second)] {
+        assert!(
+            !contains(&out.stdout) && !contains(&out.stderr),
+            "password in the {what}'s output"
+        );
+    }
+    assert!(
+        first_out.contains("DEBUG") || first_out.contains("debug"),
+        "-vv produced no debug log to check"
+    );
+    let mut checked = 0;
+    let mut stack = vec![state.clone()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                let bytes = std::fs::read(&p).unwrap();
+                assert!(!contains(&bytes), "password in {}", p.display());
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked > hosts.len(), "only {checked} state files checked");
+    for fmt in ["json", "csv", "table"] {
+        let o = Command::new(PUSHSCAN)
+            .args(["report", "--format", fmt, "--state-dir", &state_s])
+            .output()
+            .unwrap();
+        assert!(!contains(&o.stdout), "password in the {fmt} report");
+    }
+}
+
+/// CredSSP and Basic over HTTP are refused for what they are, before any host is touched.
+#[test]
+fn credssp_and_basic_over_http_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let checker = dir.path().join("c.exe");
+    std::fs::write(&checker, b"x").unwrap();
+    let pin = hex::encode(Sha256::digest(b"x"));
+    let pb = dir.path().join("pb.yml");
+    std::fs::write(
+        &pb,
+        format!(
+            "name: t\nchecker:\n  path: {}\n  sha256: \"{pin}\"\n  platform: windows\n\
+             work_dir: 'C:\\Windows\\Temp\\pushscan'\nargs: [\"/quiet\"]\ntimeout: 5s\n\
+             results:\n  parser: emocheck\n",
+            checker.display()
+        ),
+    )
+    .unwrap();
+    // Nothing listens on this address: a refusal must come before any connection.
+    for (vars, expect) in [
+        ("ansible_winrm_transport: credssp", "credssp is refused"),
+        (
+            "ansible_winrm_transport: basic\n      ansible_winrm_scheme: http",
+            "Basic authentication over HTTP is refused",
+        ),
+    ] {
+        let inv = dir.path().join("inv.yml");
+        std::fs::write(
+            &inv,
+            format!(
+                "all:\n  hosts:\n    w1:\n      ansible_host: 127.0.61.1\n      \
+                 ansible_connection: winrm\n      {vars}\n"
+            ),
+        )
+        .unwrap();
+        let o = Command::new(PUSHSCAN)
+            .args(["sweep", "-i"])
+            .arg(&inv)
+            .arg("-p")
+            .arg(&pb)
+            .arg("--state-dir")
+            .arg(dir.path().join("state"))
+            .env("PUSHSCAN_USER", "u")
+            .env("PUSHSCAN_PASSWORD", "p")
+            .output()
+            .unwrap();
+        let out = text(&o);
+        assert_eq!(o.status.code(), Some(65), "{out}");
+        assert!(out.contains(expect), "{expect:?} not in:\n{out}");
+        assert!(
+            !dir.path().join("state").join("journal.sqlite").exists() || !out.contains("run "),
+            "a run was started:\n{out}"
+        );
+    }
+}
+
+/// Files over WinRM only (`--smb off`): the same verdicts through the shell path, with a
+/// pushed, verified checker and nothing left but the kept files.
+#[test]
+fn winrm_only_transfers() {
+    let t = start_lab(Ipv4Addr::new(127, 0, 62, 1), 12);
+    let hosts = t.lab.state.hosts.clone();
+    let before: BTreeMap<String, BTreeSet<String>> = hosts
+        .iter()
+        .map(|h| (h.name.clone(), files(&h.root)))
+        .collect();
+    let pb = playbook(&t);
+    let state = t.dir.path().join("state");
+    let inv = t.lab.inventory.to_str().unwrap().to_string();
+    let args = [
+        "sweep",
+        "-i",
+        &inv,
+        "-p",
+        pb.to_str().unwrap(),
+        "--state-dir",
+        state.to_str().unwrap(),
+        "--smb",
+        "off",
+        "--progress",
+        "quiet",
+    ];
+    let o = pushscan(&t, &args);
+    assert!(matches!(o.status.code(), Some(1) | Some(2)), "{}", text(&o));
+    let rep = by_host(&report_json(&state));
+    let checker_rel = "Windows/Temp/pushscan/emocheck.exe";
+    let mut through_shell = 0;
+    for h in &hosts {
+        let r = &rep[&h.name];
+        let ctx = format!("{} ({:?}): {r}", h.name, h.scenario);
+        let status = r["status"].as_str().unwrap();
+        match h.scenario {
+            ScenarioKind::Clean | ScenarioKind::Slow | ScenarioKind::SmbDown => {
+                assert_eq!(status, "not_detected", "{ctx}");
+                assert!(
+                    r["reason"].as_str().unwrap().contains("files over WinRM"),
+                    "{ctx}"
+                );
+                let bytes = std::fs::read(h.root.join(checker_rel)).unwrap();
+                assert_eq!(
+                    hex::encode(Sha256::digest(&bytes)),
+                    t.lab.checker_sha256,
+                    "{ctx}"
+                );
+                through_shell += 1;
+            }
+            ScenarioKind::Infected | ScenarioKind::Crash => assert_eq!(status, "detected", "{ctx}"),
+            ScenarioKind::Noreport => assert_eq!(status, "no_result", "{ctx}"),
+            _ => {}
+        }
+        let now = files(&h.root);
+        for f in now.difference(&before[&h.name]) {
+            assert!(
+                f == checker_rel
+                    || (f.starts_with("Windows/Temp/pushscan/reports/")
+                        && f.ends_with("_emocheck.json")),
+                "{}: left behind: {f}",
+                h.name
+            );
+        }
+    }
+    assert!(through_shell >= 3, "only {through_shell} clean hosts");
+    // Second sweep over the shell path: the hash check finds the copy, no push.
+    let o = pushscan(&t, &args);
+    assert!(matches!(o.status.code(), Some(1) | Some(2)), "{}", text(&o));
+    let rep = by_host(&report_json(&state));
+    for h in hosts.iter().filter(|h| h.scenario == ScenarioKind::Clean) {
+        assert_eq!(rep[&h.name]["pushed"], Value::Bool(false), "{}", h.name);
+    }
+}
