@@ -350,12 +350,21 @@ async fn steps(
         output_cap: OUTPUT_CAP,
         not_before: newest_mtime(&before, &pb.results.glob),
     };
+    // Two builds (x64/x86): the host's architecture picks one.
+    let build = match &pb.x86 {
+        None => pb.main_build(),
+        Some(x86) => match conn.is_64bit().await {
+            Ok(Some(false)) => x86.clone(),
+            Ok(_) => pb.main_build(),
+            Err(e) => return Err(Failure::at("architecture", e)),
+        },
+    };
     let staged = conn
         .begin_run(
             &dirs,
             &plan.checker_path,
             &plan.tmp_path,
-            &pb.checker.sha256,
+            &build.sha256,
             &cmd,
         )
         .await
@@ -370,7 +379,11 @@ async fn steps(
                 "push",
                 true,
                 &plan.checker_path,
-                "skipped: hash matches pin",
+                &format!(
+                    "skipped: hash matches pin {}{}",
+                    build.sha256,
+                    arch_note(&build)
+                ),
             );
         }
         Staged::NeedsPush => {
@@ -379,10 +392,10 @@ async fn steps(
                 .map_err(Failure::journal)?;
             progress.push_attempted = true;
             conn.push_staged(
-                &pb.checker_local,
+                &build.local,
                 &plan.tmp_path,
                 &plan.checker_path,
-                &pb.checker.sha256,
+                &build.sha256,
             )
             .await
             .map_err(|e| {
@@ -396,7 +409,7 @@ async fn steps(
                 "push",
                 true,
                 &plan.checker_path,
-                "verified and renamed",
+                &format!("verified {} and renamed{}", build.sha256, arch_note(&build)),
             );
         }
     }
@@ -574,6 +587,14 @@ fn new_entries(
         })
         .cloned()
         .collect()
+}
+
+fn arch_note(b: &crate::playbook::Build) -> String {
+    if b.label.is_empty() {
+        String::new()
+    } else {
+        format!(" ({} build)", b.label)
+    }
 }
 
 fn exec_summary(exec: &ExecOutcome) -> String {

@@ -57,6 +57,27 @@ pub struct Checker {
     /// File name on the host; defaults to the local file name.
     #[serde(default)]
     pub remote_name: Option<String>,
+    /// Windows: the 32-bit build, pushed to hosts without `SysWOW64` (32-bit
+    /// Windows); `path`/`sha256` above are then the x64 build.
+    #[serde(default)]
+    pub x86: Option<Variant>,
+}
+
+/// Another build of the checker (e.g. EmoCheck's x86 release).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Variant {
+    pub path: PathBuf,
+    pub sha256: String,
+}
+
+/// The build of the checker a host gets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Build {
+    pub local: PathBuf,
+    pub sha256: String,
+    /// "x64"/"x86" when the playbook has two builds, else "".
+    pub label: &'static str,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -121,6 +142,8 @@ pub struct Playbook {
     pub checker: Checker,
     /// Absolute (or cwd-relative) local path of the checker.
     pub checker_local: PathBuf,
+    /// The x86 build (local path, pin), when the playbook names one.
+    pub x86: Option<Build>,
     pub checker_remote_name: String,
     /// Template of the remote directory holding the checker.
     pub work_dir: String,
@@ -176,20 +199,40 @@ impl Playbook {
                 message: first_message_line(&e.to_string()),
             }
         })?;
-        let pin = raw.checker.sha256.trim().to_ascii_lowercase();
-        if pin.len() != 64 || !pin.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(err(format!(
-                "checker.sha256 must be the 64 hex digits of the checker's SHA-256 \
-                 (got {:?}); compute it with `pushscan pin {}`",
-                raw.checker.sha256,
-                raw.checker.path.display()
-            )));
-        }
+        let check_pin = |field: &str, pin: &str, path: &Path| {
+            let pin = pin.trim().to_ascii_lowercase();
+            if pin.len() != 64 || !pin.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(err(format!(
+                    "{field} must be the 64 hex digits of the checker's SHA-256 \
+                     (got {pin:?}); compute and record it with `pushscan pin {} --playbook {}`",
+                    path.display(),
+                    source.display()
+                )));
+            }
+            Ok(pin)
+        };
+        let pin = check_pin("checker.sha256", &raw.checker.sha256, &raw.checker.path)?;
         let base = source.parent().unwrap_or_else(|| Path::new("."));
-        let checker_local = if raw.checker.path.is_absolute() {
-            raw.checker.path.clone()
-        } else {
-            base.join(&raw.checker.path)
+        let local = |p: &Path| {
+            if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                base.join(p)
+            }
+        };
+        let checker_local = local(&raw.checker.path);
+        let x86 = match &raw.checker.x86 {
+            Some(v) => {
+                if raw.checker.platform != Platform::Windows {
+                    return Err(err("checker.x86 applies to platform: windows only".into()));
+                }
+                Some(Build {
+                    local: local(&v.path),
+                    sha256: check_pin("checker.x86.sha256", &v.sha256, &v.path)?,
+                    label: "x86",
+                })
+            }
+            None => None,
         };
         let remote_name = match &raw.checker.remote_name {
             Some(n) => n.clone(),
@@ -227,6 +270,7 @@ impl Playbook {
             description: raw.description,
             checker,
             checker_local,
+            x86,
             checker_remote_name: remote_name,
             work_dir: raw.work_dir,
             run_dir,
@@ -237,20 +281,38 @@ impl Playbook {
         })
     }
 
-    /// Hashes the local checker and compares it with the pin. Called before
-    /// any host is touched: a tampered or swapped binary stops the sweep.
+    /// The main build (x64 when there are two).
+    pub fn main_build(&self) -> Build {
+        Build {
+            local: self.checker_local.clone(),
+            sha256: self.checker.sha256.clone(),
+            label: if self.x86.is_some() { "x64" } else { "" },
+        }
+    }
+
+    /// Hashes the local checker(s) and compares them with the pins. Called
+    /// before any host is touched: a tampered or swapped binary stops the
+    /// sweep. Returns the main build's size.
     pub fn verify_checker(&self) -> anyhow::Result<u64> {
-        let (digest, size) = sha256_file(&self.checker_local).map_err(|e| {
-            anyhow::anyhow!("cannot read checker {}: {e}", self.checker_local.display())
-        })?;
-        if digest != self.checker.sha256 {
-            anyhow::bail!(
-                "checker {} has SHA-256 {digest}, but the playbook {} pins {}: \
-                 refusing to push an unpinned binary",
-                self.checker_local.display(),
-                self.source.display(),
-                self.checker.sha256
-            );
+        let mut size = 0;
+        for (i, b) in std::iter::once(self.main_build())
+            .chain(self.x86.clone())
+            .enumerate()
+        {
+            let (digest, n) = sha256_file(&b.local)
+                .map_err(|e| anyhow::anyhow!("cannot read checker {}: {e}", b.local.display()))?;
+            if digest != b.sha256 {
+                anyhow::bail!(
+                    "checker {} has SHA-256 {digest}, but the playbook {} pins {}: \
+                     refusing to push an unpinned binary",
+                    b.local.display(),
+                    self.source.display(),
+                    b.sha256
+                );
+            }
+            if i == 0 {
+                size = n;
+            }
         }
         Ok(size)
     }

@@ -83,8 +83,15 @@ fn start_lab(base: Ipv4Addr, hosts: usize) -> TestLab {
     TestLab { lab, dir }
 }
 
-/// The lab's playbook with a short timeout, so the hanging host costs seconds.
-fn playbook(t: &TestLab) -> PathBuf {
+/// The lab's playbook with a short timeout (so the hanging host costs seconds) and a
+/// second, "x86" build of the checker (the stand-in plus a comment line: another hash).
+/// Returns the playbook and the x86 build's pin.
+fn playbook(t: &TestLab) -> (PathBuf, String) {
+    let mut x86 = std::fs::read(&t.lab.checker).unwrap();
+    x86.extend_from_slice(b"\n# the x86 build\n");
+    let x86_path = t.dir.path().join("emocheck-x86.exe");
+    std::fs::write(&x86_path, &x86).unwrap();
+    let x86_pin = hex::encode(Sha256::digest(&x86));
     let text = std::fs::read_to_string(&t.lab.playbook).unwrap();
     let text = text
         .lines()
@@ -93,6 +100,11 @@ fn playbook(t: &TestLab) -> PathBuf {
                 "timeout: 8s".to_string()
             } else if l.starts_with("  path:") {
                 format!("  path: {}", t.lab.checker.display())
+            } else if l.starts_with("  remote_name:") {
+                format!(
+                    "{l}\n  x86:\n    path: {}\n    sha256: \"{x86_pin}\"",
+                    x86_path.display()
+                )
             } else {
                 l.to_string()
             }
@@ -101,7 +113,7 @@ fn playbook(t: &TestLab) -> PathBuf {
         .join("\n");
     let p = t.dir.path().join("emocheck-test.yml");
     std::fs::write(&p, text).unwrap();
-    p
+    (p, x86_pin)
 }
 
 fn pushscan(t: &TestLab, args: &[&str]) -> Output {
@@ -217,7 +229,7 @@ fn windows_fleet_sweep_end_to_end() {
         .iter()
         .map(|h| (h.name.clone(), files(&h.root)))
         .collect();
-    let pb = playbook(&t);
+    let (pb, x86_pin) = playbook(&t);
     let state = t.dir.path().join("state");
     let inv = t.lab.inventory.to_str().unwrap().to_string();
     let pb_s = pb.to_str().unwrap().to_string();
@@ -258,6 +270,7 @@ fn windows_fleet_sweep_end_to_end() {
     assert_eq!(rep.len(), hosts.len());
     let pin = t.lab.checker_sha256.clone();
     let checker_rel = "Windows/Temp/pushscan/emocheck.exe";
+    let mut x86_hosts = 0;
     for h in &hosts {
         let r = &rep[&h.name];
         let status = r["status"].as_str().unwrap();
@@ -267,10 +280,14 @@ fn windows_fleet_sweep_end_to_end() {
             h.scenario,
             ScenarioKind::WrongPassword | ScenarioKind::PortClosed
         );
+        // 32-bit Windows (no SysWOW64) gets the x86 build.
+        let x86 = !h.root.join("Windows/SysWOW64").exists();
+        let want = if x86 { &x86_pin } else { &pin };
+        x86_hosts += usize::from(x86);
         if reached {
             assert_eq!(r["pushed"], Value::Bool(true), "{ctx}");
             let bytes = std::fs::read(h.root.join(checker_rel)).unwrap();
-            assert_eq!(hex::encode(Sha256::digest(&bytes)), pin, "{ctx}");
+            assert_eq!(&hex::encode(Sha256::digest(&bytes)), want, "{ctx}");
         } else {
             assert!(!h.root.join(checker_rel).exists(), "{ctx}");
         }
@@ -333,6 +350,8 @@ fn windows_fleet_sweep_end_to_end() {
         }
     }
 
+    assert!(x86_hosts >= 1, "the fleet has no 32-bit host");
+
     // ---- nothing of ours left but the kept checker and reports ----
     for h in &hosts {
         let now = files(&h.root);
@@ -348,7 +367,7 @@ fn windows_fleet_sweep_end_to_end() {
     // ---- second sweep: nothing pushed; a tampered copy is replaced ----
     let tampered = hosts
         .iter()
-        .find(|h| h.scenario == ScenarioKind::Clean)
+        .find(|h| h.scenario == ScenarioKind::Clean && h.root.join("Windows/SysWOW64").exists())
         .unwrap();
     std::fs::write(tampered.root.join(checker_rel), b"not the pinned checker").unwrap();
     let second = pushscan(&t, &sweep_args);
@@ -474,7 +493,7 @@ fn winrm_only_transfers() {
         .iter()
         .map(|h| (h.name.clone(), files(&h.root)))
         .collect();
-    let pb = playbook(&t);
+    let (pb, x86_pin) = playbook(&t);
     let state = t.dir.path().join("state");
     let inv = t.lab.inventory.to_str().unwrap().to_string();
     let args = [
@@ -507,11 +526,12 @@ fn winrm_only_transfers() {
                     "{ctx}"
                 );
                 let bytes = std::fs::read(h.root.join(checker_rel)).unwrap();
-                assert_eq!(
-                    hex::encode(Sha256::digest(&bytes)),
-                    t.lab.checker_sha256,
-                    "{ctx}"
-                );
+                let want = if h.root.join("Windows/SysWOW64").exists() {
+                    &t.lab.checker_sha256
+                } else {
+                    &x86_pin
+                };
+                assert_eq!(&hex::encode(Sha256::digest(&bytes)), want, "{ctx}");
                 through_shell += 1;
             }
             ScenarioKind::Infected | ScenarioKind::Crash => assert_eq!(status, "detected", "{ctx}"),

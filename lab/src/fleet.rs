@@ -630,6 +630,9 @@ fn make_host_trees(
             c.join("ProgramData"),
             c.join("Program Files"),
         ];
+        if h.scenario.arch == crate::spec::Arch::X64 {
+            dirs.push(c.join("Windows").join("SysWOW64"));
+        }
         let image = (h.scenario.kind == ScenarioKind::Infected)
             .then(|| {
                 h.scenario

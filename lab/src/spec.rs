@@ -208,6 +208,20 @@ pub struct Scenario {
     /// 500).
     #[serde(default)]
     pub latency_ms: Option<u64>,
+    /// Processor architecture of the host's Windows (`x64` has `C:\Windows\SysWOW64`).
+    #[serde(default)]
+    pub arch: Arch,
+}
+
+/// Processor architecture of a simulated Windows.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Arch {
+    /// 64-bit Windows (the default): has `C:\Windows\SysWOW64`.
+    #[default]
+    X64,
+    /// 32-bit Windows: no `SysWOW64`.
+    X86,
 }
 
 impl Scenario {
@@ -224,6 +238,7 @@ impl Scenario {
             runkey: None,
             user: None,
             latency_ms: None,
+            arch: Arch::X64,
         }
     }
 

@@ -200,6 +200,12 @@ pub trait Connection: Send {
     /// Removes a directory if it is empty; returns whether it is gone.
     async fn remove_dir_if_empty(&mut self, path: &str) -> TResult<bool>;
 
+    /// Whether the host runs a 64-bit OS, where the transport can tell
+    /// (`None`: unknown; the main build is used).
+    async fn is_64bit(&mut self) -> TResult<Option<bool>> {
+        Ok(None)
+    }
+
     /// Facts about how this host was reached that belong in its reason
     /// line (e.g. "files over WinRM (SMB port closed)").
     fn notes(&self) -> Vec<String> {

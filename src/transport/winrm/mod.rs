@@ -418,6 +418,16 @@ impl Connection for WinConnection {
         }
     }
 
+    /// 64-bit Windows has `%windir%\SysWOW64` (the 32-bit subsystem).
+    async fn is_64bit(&mut self) -> TResult<Option<bool>> {
+        match &mut self.files {
+            Some(f) => f.is_dir(r"C:\Windows\SysWOW64").await.map(Some),
+            None => shellfs::is_dir(&self.remote, r"C:\Windows\SysWOW64")
+                .await
+                .map(Some),
+        }
+    }
+
     fn notes(&self) -> Vec<String> {
         self.notes.clone()
     }

@@ -179,6 +179,20 @@ pub(super) async fn read_file(r: &Remote, path: &str, cap: u64) -> TResult<Vec<u
     Ok(out.stdout)
 }
 
+/// Whether `path` is a directory: `dir /b /ad` of its parent with its name
+/// as the pattern lists it only then (and exits 1 with "File Not Found").
+pub(super) async fn is_dir(r: &Remote, path: &str) -> TResult<bool> {
+    let name = path.rsplit('\\').next().unwrap_or(path);
+    let q = quote_path("path", &format!("{path}*"))?;
+    let out = r
+        .run(&format!("dir /b /ad {q}"), OP_TIMEOUT, OP_CAP)
+        .await?;
+    Ok(out.exit_code == Some(0)
+        && String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .any(|l| l.trim_end().eq_ignore_ascii_case(name)))
+}
+
 pub(super) async fn remove_file(r: &Remote, path: &str) -> TResult<()> {
     let q = quote_path("path", path)?;
     run_ok(r, &format!("del /f /q {q} 2>nul & exit /b 0"), "del").await?;

@@ -279,6 +279,16 @@ impl SmbFiles {
         Ok(data)
     }
 
+    pub async fn is_dir(&mut self, path: &str) -> TResult<bool> {
+        let (share, rel) = self.map(path)?;
+        let (client, tree) = self.tree(&share).await?;
+        match client.stat(tree, &rel).await {
+            Ok(info) => Ok(info.is_directory),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(smb_error("smb stat", &e)),
+        }
+    }
+
     pub async fn remove_file(&mut self, path: &str) -> TResult<()> {
         let (share, rel) = self.map(path)?;
         let (client, tree) = self.tree(&share).await?;
