@@ -285,7 +285,7 @@ pub fn parse(files: &[PathBuf], json: bool) -> Result<i32, Fail> {
 }
 
 /// `pushscan pin FILE`: prints the SHA-256 to put in a playbook.
-pub fn pin(file: &Path) -> Result<i32, Fail> {
+pub fn pin(file: &Path, playbook: Option<&Path>, x86: bool) -> Result<i32, Fail> {
     let (digest, size) = crate::playbook::sha256_file(file).map_err(|e| {
         Fail::new(
             exit::CHECKER,
@@ -296,5 +296,16 @@ pub fn pin(file: &Path) -> Result<i32, Fail> {
         &format!("{digest}  {}  ({size} bytes)\n", file.display()),
         None,
     )?;
+    if let Some(pb) = playbook {
+        crate::playbook::record_pin(pb, file, &digest, x86).code(exit::CONFIG)?;
+        write_out(
+            &format!(
+                "recorded in {} (checker{}.sha256)\n",
+                pb.display(),
+                if x86 { ".x86" } else { "" }
+            ),
+            None,
+        )?;
+    }
     Ok(exit::OK)
 }

@@ -152,10 +152,19 @@ enum Command {
         state: StateArgs,
     },
     /// Print the SHA-256 of a checker binary, to pin it in a playbook.
-    #[command(after_help = "Example:\n  pushscan pin lab/checker/emocheck-sim.sh")]
+    #[command(
+        after_help = "Examples:\n  pushscan pin lab/checker/emocheck-sim.sh\n  pushscan pin checkers/emocheck_x64.exe --playbook playbooks/emocheck.yml\n  pushscan pin checkers/emocheck_x86.exe --playbook playbooks/emocheck.yml --x86"
+    )]
     Pin {
         /// The checker binary.
         file: PathBuf,
+        /// Record the pin in this playbook (its checker.sha256, or checker.x86.sha256
+        /// with --x86); the file must be the one the playbook names.
+        #[arg(long, value_name = "PLAYBOOK")]
+        playbook: Option<PathBuf>,
+        /// The binary is the playbook's x86 build.
+        #[arg(long, requires = "playbook")]
+        x86: bool,
     },
 }
 
@@ -404,7 +413,11 @@ fn run(cli: Cli) -> Result<i32, exit::Fail> {
             app::report(&state.dir(), run, f, output.as_deref(), blind_days)
         }
         Command::Runs { limit, json, state } => app::runs(&state.dir(), limit, json),
-        Command::Pin { file } => app::pin(&file),
+        Command::Pin {
+            file,
+            playbook,
+            x86,
+        } => app::pin(&file, playbook.as_deref(), x86),
     }
 }
 

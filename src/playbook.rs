@@ -318,6 +318,79 @@ impl Playbook {
     }
 }
 
+/// Writes `pin` as the playbook's `checker.sha256` (or `checker.x86.sha256`),
+/// editing only that line so comments and layout stay. Refuses when `file`
+/// is not the binary the playbook names there, and checks that the edited
+/// playbook loads and that the pin matches before replacing the file
+/// (written beside it, then renamed).
+pub fn record_pin(playbook: &Path, file: &Path, pin: &str, x86: bool) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let text = std::fs::read_to_string(playbook)
+        .with_context(|| format!("cannot read playbook {}", playbook.display()))?;
+    let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+    let indent = |l: &str| l.len() - l.trim_start().len();
+    // The `checker:` block, then (for --x86) its `x86:` block, then the
+    // first `sha256:` key directly inside.
+    let start = lines
+        .iter()
+        .position(|l| l.trim_end() == "checker:")
+        .context("the playbook has no top-level `checker:` block")?;
+    let mut scope = start;
+    let end_of = |from: usize, lines: &[String]| {
+        let base = indent(&lines[from]);
+        (from + 1..lines.len())
+            .find(|&i| {
+                let t = lines[i].trim();
+                !t.is_empty() && !t.starts_with('#') && indent(&lines[i]) <= base
+            })
+            .unwrap_or(lines.len())
+    };
+    if x86 {
+        let end = end_of(start, &lines);
+        scope = (start + 1..end)
+            .find(|&i| lines[i].trim_start().starts_with("x86:"))
+            .context("the playbook's checker has no `x86:` block; add one with its path")?;
+    }
+    let end = end_of(scope, &lines);
+    let child = (scope + 1..end)
+        .find(|&i| !lines[i].trim().is_empty() && !lines[i].trim_start().starts_with('#'))
+        .map(|i| indent(&lines[i]))
+        .context("empty checker block")?;
+    let at = (scope + 1..end)
+        .find(|&i| indent(&lines[i]) == child && lines[i].trim_start().starts_with("sha256:"))
+        .context("no `sha256:` key in the checker block to record the pin in")?;
+    lines[at] = format!("{}sha256: \"{pin}\"", " ".repeat(child));
+    let mut new_text = lines.join("\n");
+    if text.ends_with('\n') {
+        new_text.push('\n');
+    }
+    let pb = Playbook::parse(&new_text, playbook).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let named = if x86 {
+        pb.x86.as_ref().map(|b| b.local.clone()).unwrap_or_default()
+    } else {
+        pb.checker_local.clone()
+    };
+    let same = match (std::fs::canonicalize(&named), std::fs::canonicalize(file)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    };
+    if !same {
+        anyhow::bail!(
+            "{} names the checker {}, not {}: move the binary there (or edit checker{}.path) \
+             and pin again",
+            playbook.display(),
+            named.display(),
+            file.display(),
+            if x86 { ".x86" } else { "" }
+        );
+    }
+    let tmp = playbook.with_extension("yml.pushscan-tmp");
+    std::fs::write(&tmp, new_text).with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, playbook)
+        .with_context(|| format!("cannot replace {}", playbook.display()))?;
+    Ok(())
+}
+
 /// Streams a local file through SHA-256; returns (hex digest, size).
 pub fn sha256_file(path: &Path) -> std::io::Result<(String, u64)> {
     use std::io::Read;
@@ -488,6 +561,41 @@ mod tests {
         assert_eq!(parse_size("4MiB"), Ok(4 << 20));
         assert_eq!(parse_size("10"), Ok(10));
         assert!(parse_size("3 parsecs").is_err());
+    }
+
+    #[test]
+    fn pin_is_recorded_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("c64.exe");
+        let bin86 = dir.path().join("c86.exe");
+        std::fs::write(&bin, b"x64").unwrap();
+        std::fs::write(&bin86, b"x86").unwrap();
+        let pb = dir.path().join("pb.yml");
+        let zero = "0".repeat(64);
+        let text = format!(
+            "# keep me\nname: t\nchecker:\n  path: c64.exe\n  sha256: \"{zero}\"  # fill in\n  \
+             platform: windows\n  x86:\n    path: c86.exe\n    sha256: \"{zero}\"\n\
+             work_dir: 'C:\\W'\ntimeout: 1m\nresults:\n  parser: emocheck\n"
+        );
+        std::fs::write(&pb, &text).unwrap();
+        let (h64, _) = sha256_file(&bin).unwrap();
+        let (h86, _) = sha256_file(&bin86).unwrap();
+        record_pin(&pb, &bin, &h64, false).unwrap();
+        record_pin(&pb, &bin86, &h86, true).unwrap();
+        let loaded = Playbook::load(&pb).unwrap();
+        assert_eq!(loaded.checker.sha256, h64);
+        assert_eq!(loaded.x86.as_ref().unwrap().sha256, h86);
+        loaded.verify_checker().unwrap();
+        assert!(std::fs::read_to_string(&pb)
+            .unwrap()
+            .starts_with("# keep me\n"));
+        // Another file than the one the playbook names is refused.
+        let other = dir.path().join("other.exe");
+        std::fs::write(&other, b"x64").unwrap();
+        let e = record_pin(&pb, &other, &h64, false)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("names the checker"), "{e}");
     }
 
     #[test]
