@@ -69,7 +69,7 @@ pub fn leftovers(
             .collect();
         let mut files = Vec::new();
         if has("push", "intent") && !has("push", "done") {
-            files.push(plan.tmp_path.clone());
+            files.extend(plan.staging_files());
         }
         if pb.cleanup.checker && (has("push", "intent") || has("run", "intent")) {
             files.push(plan.checker_path.clone());

@@ -98,6 +98,18 @@ impl HostPlan {
     }
 }
 
+impl HostPlan {
+    /// Every file a push may leave on the host if it is cut short: the temp
+    /// copy, and on Windows the base64 staging file of a WinRM-only push.
+    pub fn staging_files(&self) -> Vec<String> {
+        let mut v = vec![self.tmp_path.clone()];
+        if self.win.is_some() {
+            v.push(format!("{}.b64", self.tmp_path));
+        }
+        v
+    }
+}
+
 fn check_remote_dir(field: &str, dir: &str) -> Result<(), String> {
     if dir.trim().is_empty() {
         return Err(format!("{field} renders to an empty path"));
@@ -387,7 +399,7 @@ async fn steps(
             );
         }
         Staged::NeedsPush => {
-            j.intent(run_id, host, "push", &plan.tmp_path)
+            j.intent(run_id, host, "push", &plan.staging_files().join("\n"))
                 .await
                 .map_err(Failure::journal)?;
             progress.push_attempted = true;
@@ -623,7 +635,7 @@ async fn cleanup(
     // A temp copy can exist only if a push started and did not complete
     // (a completed push renamed it away).
     if progress.push_attempted && progress.pushed != Some(true) {
-        targets.push(plan.tmp_path.clone());
+        targets.extend(plan.staging_files());
     }
     if pb.cleanup.checker {
         targets.push(plan.checker_path.clone());
