@@ -325,6 +325,12 @@ async fn handle_inner(req: Request<Incoming>, conn: &Arc<Conn>) -> Response<Full
             if matches!(&*lock(&conn.auth), ConnAuth::Ntlm(_)) {
                 ntlm_body(conn, &content_type, body).await
             } else {
+                if ntlm::is_sealed_content_type(&content_type) {
+                    conn.host
+                        .stats
+                        .sealed_without_session
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
                 challenge(conn, None)
             }
         }
@@ -364,6 +370,10 @@ async fn ntlm_body(conn: &Arc<Conn>, content_type: &str, body: Bytes) -> Respons
                 }
             }
         };
+        conn.host
+            .stats
+            .sealed_requests
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let (status, xml) = soap_reply(conn, &plain).await;
         let sealed = {
             let mut auth = lock(&conn.auth);

@@ -140,6 +140,14 @@ pub struct Stats {
     /// NTLM AUTHENTICATE messages refused because they came on another
     /// connection than their NEGOTIATE (part of `auth_failures`).
     pub ntlm_split_legs: u64,
+    /// Sealed (`multipart/encrypted`) bodies unsealed and served.
+    pub sealed_requests: u64,
+    /// Sealed bodies that came on a connection without an NTLM session
+    /// (refused with 401; not counted in `auth_failures`, since no
+    /// credentials were presented).
+    pub sealed_without_session: u64,
+    /// Receives answered with the `w:TimedOut` fault.
+    pub receive_timeouts: u64,
     /// Shells created.
     pub shells_created: u64,
     /// Commands started.
@@ -328,6 +336,9 @@ impl StatsHandle {
                 requests: h.stats.requests.load(Ordering::Relaxed),
                 auth_failures: h.stats.auth_failures.load(Ordering::Relaxed),
                 ntlm_split_legs: h.stats.ntlm_split_legs.load(Ordering::Relaxed),
+                sealed_requests: h.stats.sealed_requests.load(Ordering::Relaxed),
+                sealed_without_session: h.stats.sealed_without_session.load(Ordering::Relaxed),
+                receive_timeouts: h.stats.receive_timeouts.load(Ordering::Relaxed),
                 shells_created: h.stats.shells_created.load(Ordering::Relaxed),
                 commands_started: h.stats.commands_started.load(Ordering::Relaxed),
                 open_shells: h.shell_count(),

@@ -74,6 +74,15 @@ pub struct HostStats {
     /// the one of their NEGOTIATE (refused, as by Windows; counted in
     /// `auth_failures` too).
     pub ntlm_split_legs: AtomicU64,
+    /// Sealed (`multipart/encrypted`) bodies unsealed and served.
+    pub sealed_requests: AtomicU64,
+    /// Sealed bodies that arrived on a connection without an NTLM session
+    /// (refused with 401 and a `Negotiate` challenge, as by Windows): a
+    /// client sending a sealed request on a new connection.
+    pub sealed_without_session: AtomicU64,
+    /// Receives answered with the `w:TimedOut` fault (nothing to return
+    /// within their OperationTimeout).
+    pub receive_timeouts: AtomicU64,
     /// Shells created.
     pub shells_created: AtomicU64,
     /// Commands started.
@@ -369,7 +378,11 @@ impl HostState {
             .map(|m| (m.saturating_sub(4096) / 4 * 3).max(1024))
             .unwrap_or(MAX_RECEIVE_CHUNK)
             .min(MAX_RECEIVE_CHUNK);
-        let got = command.receive(max_chunk, timeout).await?;
+        let got = command.receive(max_chunk, timeout).await.inspect_err(|f| {
+            if f.subcode == Fault::timed_out().subcode {
+                self.stats.receive_timeouts.fetch_add(1, Ordering::Relaxed);
+            }
+        })?;
         let b64 = base64::engine::general_purpose::STANDARD;
         let mut body = String::from("<rsp:ReceiveResponse>");
         for (kind, data) in &got.streams {

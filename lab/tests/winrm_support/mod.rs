@@ -143,3 +143,94 @@ impl Drop for Lab {
         let _ = self.shutdown.send(true);
     }
 }
+
+/// Bytes one [`Tap`] connection carried, per direction.
+#[derive(Debug, Clone, Default)]
+pub struct TapConn {
+    /// Client to server.
+    pub up: Vec<u8>,
+    /// Server to client.
+    pub down: Vec<u8>,
+}
+
+/// A loopback TCP relay that records every byte it forwards: the client
+/// connects to [`Tap::address`], each connection is relayed one to one to
+/// `target` (so a session bound to a TCP connection, NTLM's, survives).
+pub struct Tap {
+    /// Where clients connect.
+    pub address: SocketAddr,
+    conns: std::sync::Arc<std::sync::Mutex<Vec<TapConn>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Tap {
+    /// Listen on `listen` (port 0: ephemeral) and relay to `target`.
+    pub async fn start(listen: Ipv4Addr, target: SocketAddr) -> Tap {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind((listen, 0))
+            .await
+            .expect("bind the tap");
+        let address = listener.local_addr().expect("tap address");
+        let conns = std::sync::Arc::new(std::sync::Mutex::new(Vec::<TapConn>::new()));
+        let record = std::sync::Arc::clone(&conns);
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((client, _)) = listener.accept().await else {
+                    continue;
+                };
+                let Ok(server) = tokio::net::TcpStream::connect(target).await else {
+                    continue;
+                };
+                let index = {
+                    let mut c = record.lock().expect("tap lock");
+                    c.push(TapConn::default());
+                    c.len() - 1
+                };
+                let (mut cr, mut cw) = client.into_split();
+                let (mut sr, mut sw) = server.into_split();
+                let up = std::sync::Arc::clone(&record);
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 16 * 1024];
+                    while let Ok(n @ 1..) = cr.read(&mut buf).await {
+                        up.lock().expect("tap lock")[index]
+                            .up
+                            .extend_from_slice(&buf[..n]);
+                        if sw.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                    let _ = sw.shutdown().await;
+                });
+                let down = std::sync::Arc::clone(&record);
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 16 * 1024];
+                    while let Ok(n @ 1..) = sr.read(&mut buf).await {
+                        down.lock().expect("tap lock")[index]
+                            .down
+                            .extend_from_slice(&buf[..n]);
+                        if cw.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                    let _ = cw.shutdown().await;
+                });
+            }
+        });
+        Tap {
+            address,
+            conns,
+            task,
+        }
+    }
+
+    /// What every connection carried so far.
+    pub fn connections(&self) -> Vec<TapConn> {
+        self.conns.lock().expect("tap lock").clone()
+    }
+}
+
+impl Drop for Tap {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
