@@ -550,8 +550,34 @@ fn winrm_only_transfers() {
         }
     }
     assert!(through_shell >= 3, "only {through_shell} clean hosts");
-    // Second sweep over the shell path: the hash check finds the copy, no push.
-    let o = pushscan(&t, &args);
+    // Second sweep over the shell path, the account from a credentials file (0600, no
+    // environment): the hash check finds the copy, no push.
+    let creds = t.dir.path().join("creds.yml");
+    std::fs::write(
+        &creds,
+        format!(
+            "default: lab\ncredentials:\n  lab:\n    user: '{}'\n    password: '{}'\n",
+            t.lab.username, t.lab.password
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&creds, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let with_file = |args: &[&str]| {
+        Command::new(PUSHSCAN)
+            .args(args)
+            .arg("--credentials")
+            .arg(&creds)
+            .env_remove("PUSHSCAN_USER")
+            .env_remove("PUSHSCAN_PASSWORD")
+            .output()
+            .unwrap()
+    };
+    let o = with_file(&args);
+    assert_eq!(o.status.code(), Some(65), "a 0644 credentials file: {}", text(&o));
+    assert!(text(&o).contains("chmod 600"), "{}", text(&o));
+    std::fs::set_permissions(&creds, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let o = with_file(&args);
     assert!(matches!(o.status.code(), Some(1) | Some(2)), "{}", text(&o));
     let rep = by_host(&report_json(&state));
     for h in hosts.iter().filter(|h| h.scenario == ScenarioKind::Clean) {

@@ -48,19 +48,21 @@ impl Remote {
     /// and stderr each) is dropped and counted; at `timeout` the command is
     /// terminated and `timed_out` set.
     pub async fn run(&self, line: &str, timeout: Duration, cap: usize) -> TResult<ExecOutcome> {
-        let command_id = self
-            .client
-            .execute_command(&self.host, &self.shell_id, line, &[])
-            .await
-            .map_err(|e| classify("winrm command", &e))?;
+        let command_id = retrying(|| {
+            self.client
+                .execute_command(&self.host, &self.shell_id, line, &[])
+        })
+        .await
+        .map_err(|e| classify("winrm command", &e))?;
         let mut out = ExecOutcome::default();
         let deadline = Instant::now() + timeout;
         let polled = tokio::time::timeout_at(deadline.into(), async {
             loop {
-                let r = self
-                    .client
-                    .receive_output(&self.host, &self.shell_id, &command_id)
-                    .await?;
+                let r = retrying(|| {
+                    self.client
+                        .receive_output(&self.host, &self.shell_id, &command_id)
+                })
+                .await?;
                 push_capped(&mut out.stdout, &r.stdout, cap, &mut out.truncated_bytes);
                 push_capped(&mut out.stderr, &r.stderr, cap, &mut out.truncated_bytes);
                 if r.done {
@@ -87,9 +89,10 @@ impl Remote {
     }
 
     async fn terminate(&self, command_id: &str) {
-        let signal = self
-            .client
-            .signal_terminate(&self.host, &self.shell_id, command_id);
+        let signal = retrying(|| {
+            self.client
+                .signal_terminate(&self.host, &self.shell_id, command_id)
+        });
         if let Ok(Err(e)) = tokio::time::timeout(CLEANUP_LIMIT, signal).await {
             tracing::debug!(host = %self.host, "terminate: {e}");
         }
@@ -97,9 +100,47 @@ impl Remote {
 
     /// Deletes the shell (best effort, bounded).
     pub async fn close(&self) {
-        let delete = self.client.delete_shell(&self.host, &self.shell_id);
+        let delete = retrying(|| self.client.delete_shell(&self.host, &self.shell_id));
         let _ = tokio::time::timeout(CLEANUP_LIMIT, delete).await;
     }
+}
+
+/// How often a request the server refused unprocessed is sent again.
+const RACE_RETRIES: usize = 3;
+
+/// Runs one WS-Management request, sending it again when it was refused
+/// because it went out on a connection without the NTLM session.
+///
+/// winrm-rs 1.4.1 keeps NTLM-sealed connections in hyper's pool, which on a
+/// multi-thread runtime sometimes sends the next request on a fresh
+/// connection before the previous one is back (the lab measured 0.5-18% of
+/// commands, lab/README.md). The server answers such a request 401 at the
+/// HTTP layer, before WinRM sees it, so sending it again is safe. Only used
+/// after the shell is open: the password is then known to be right, so a
+/// repeated "authentication rejected" cannot lock an account.
+async fn retrying<T, F, Fut>(mut op: F) -> Result<T, WinrmError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, WinrmError>>,
+{
+    let mut tries = 0;
+    loop {
+        match op().await {
+            Err(e) if tries < RACE_RETRIES && lost_session(&e) => {
+                tries += 1;
+                tracing::debug!("winrm: request refused on a connection without the session; sending it again ({tries})");
+            }
+            r => return r,
+        }
+    }
+}
+
+/// The two faces of winrm-rs' pooled-connection race: a 401 to a request on
+/// a connection thought authenticated, and a handshake whose legs were split.
+fn lost_session(e: &WinrmError) -> bool {
+    let text = e.to_string();
+    matches!(e, WinrmError::AuthFailed(_) | WinrmError::Ntlm(_))
+        && (text.contains("HTTP 401 to a") || text.contains("authentication rejected"))
 }
 
 /// Sorts a winrm-rs error into the class the host ends in, with the cause

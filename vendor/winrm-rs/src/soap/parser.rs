@@ -95,8 +95,17 @@ pub(crate) fn parse_receive_output_raw(xml: &str) -> Result<ReceiveOutput, SoapE
     // from "server returned ExitCode element with unparseable text" (possible
     // server malfunction or MITM tampering with the response).
     if let Some(code_str) = extract_element_text(xml, "ExitCode") {
-        match code_str.parse::<i32>() {
-            Ok(c) => exit_code = Some(c),
+        // Windows sends the process's DWORD exit code unsigned (an NTSTATUS
+        // such as 0xC0000005 arrives as 3221225477): read it as i64 and keep
+        // its 32 bits, so the i32 holds the same bit pattern (negative for
+        // NTSTATUS codes) instead of dropping it.
+        match code_str.trim().parse::<i64>() {
+            Ok(c) if (i64::from(i32::MIN)..=i64::from(u32::MAX)).contains(&c) => {
+                exit_code = Some(c as u32 as i32)
+            }
+            Ok(c) => {
+                tracing::warn!(raw = c, "WinRM ExitCode out of the 32-bit range; treating as absent");
+            }
             Err(e) => {
                 tracing::warn!(
                     raw = %code_str.escape_debug(),
@@ -763,6 +772,17 @@ mod tests {
         let output = parse_receive_output(xml).unwrap();
         assert!(output.done);
         assert_eq!(output.exit_code, Some(-1));
+    }
+
+    #[test]
+    fn parse_receive_output_ntstatus_exit_code_keeps_its_bits() {
+        let xml = r#"<s:Envelope><s:Body><rsp:ReceiveResponse>
+            <rsp:CommandState CommandId="C1" State="http://schemas.microsoft.com/wbem/wsman/1/windows/shell/CommandState/Done">
+                <rsp:ExitCode>3221225477</rsp:ExitCode>
+            </rsp:CommandState>
+        </rsp:ReceiveResponse></s:Body></s:Envelope>"#;
+        let output = parse_receive_output(xml).unwrap();
+        assert_eq!(output.exit_code.map(|c| c as u32), Some(0xC000_0005));
     }
 
     #[test]
