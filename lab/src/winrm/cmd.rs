@@ -1098,21 +1098,41 @@ mod tests {
         let dir = tree.drive().join("Windows/Temp");
         // Two lines of base64 ("hello, " + "world"), as echo >> writes them.
         fs::write(dir.join("x.b64"), "aGVsbG8s\r\nIHdvcmxk\r\n").unwrap();
-        let o = run(&tree, &mut cwd, r"certutil -f -decode C:\Windows\Temp\x.b64 C:\Windows\Temp\x.tmp");
+        let o = run(
+            &tree,
+            &mut cwd,
+            r"certutil -f -decode C:\Windows\Temp\x.b64 C:\Windows\Temp\x.tmp",
+        );
         assert_eq!(o.code, 0, "{}", String::from_utf8_lossy(&o.stdout));
         assert_eq!(fs::read(dir.join("x.tmp")).unwrap(), b"hello, world");
         // Without -f an existing output is refused, as on Windows.
-        let o = run(&tree, &mut cwd, r"certutil -decode C:\Windows\Temp\x.b64 C:\Windows\Temp\x.tmp");
+        let o = run(
+            &tree,
+            &mut cwd,
+            r"certutil -decode C:\Windows\Temp\x.b64 C:\Windows\Temp\x.tmp",
+        );
         assert_ne!(o.code, 0);
         fs::write(dir.join("bad.b64"), "!!!!").unwrap();
-        let o = run(&tree, &mut cwd, r"certutil -f -decode C:\Windows\Temp\bad.b64 C:\Windows\Temp\bad.out");
+        let o = run(
+            &tree,
+            &mut cwd,
+            r"certutil -f -decode C:\Windows\Temp\bad.b64 C:\Windows\Temp\bad.out",
+        );
         assert_ne!(o.code, 0);
         // move /y replaces; without /y an existing target is kept.
         fs::write(dir.join("old.exe"), b"old").unwrap();
-        let o = run(&tree, &mut cwd, r"move C:\Windows\Temp\x.tmp C:\Windows\Temp\old.exe");
+        let o = run(
+            &tree,
+            &mut cwd,
+            r"move C:\Windows\Temp\x.tmp C:\Windows\Temp\old.exe",
+        );
         assert_eq!(o.code, 1);
         assert_eq!(fs::read(dir.join("old.exe")).unwrap(), b"old");
-        let o = run(&tree, &mut cwd, r"move /y C:\Windows\Temp\x.tmp C:\Windows\Temp\old.exe");
+        let o = run(
+            &tree,
+            &mut cwd,
+            r"move /y C:\Windows\Temp\x.tmp C:\Windows\Temp\old.exe",
+        );
         assert_eq!(o.code, 0);
         assert_eq!(fs::read(dir.join("old.exe")).unwrap(), b"hello, world");
         assert!(!dir.join("x.tmp").exists());

@@ -276,7 +276,7 @@ impl WinrmConnector {
                 None
             }
         };
-        if !t.verify_tls && t.https || self.opts.insecure && t.https {
+        if t.https && (!t.verify_tls || self.opts.insecure) {
             notes.push("TLS certificate NOT verified".into());
         }
         Ok(WinConnection {
