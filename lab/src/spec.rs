@@ -323,9 +323,12 @@ impl Scenario {
 #[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum SmbEncryption {
-    /// Windows' default: no encryption unless the client asks for it per share.
+    /// No SMB3 encryption at all: none negotiated, a client that requires it is refused.
     #[default]
     Off,
+    /// Samba's own default and Windows' (no `EncryptData`): encryption negotiated and used
+    /// when the client encrypts on its own initiative, never demanded.
+    IfRequired,
     /// Encrypt when the client supports SMB3 encryption.
     Desired,
     /// Refuse clients that cannot encrypt (SMB 2.x dialects).
@@ -336,6 +339,7 @@ impl SmbEncryption {
     pub fn as_str(self) -> &'static str {
         match self {
             SmbEncryption::Off => "off",
+            SmbEncryption::IfRequired => "if_required",
             SmbEncryption::Desired => "desired",
             SmbEncryption::Required => "required",
         }

@@ -243,6 +243,28 @@ pub enum Error {
         anonymous: bool,
     },
 
+    /// The client requires encryption
+    /// ([`EncryptionMode::Required`](crate::EncryptionMode::Required)) and
+    /// this session would not be encrypted, so the login was abandoned before
+    /// any request on it went out.
+    ///
+    /// `reason` says why: an SMB 2.x dialect (no encryption in the protocol),
+    /// a server with encryption off or no cipher in common, or a guest or
+    /// anonymous session (no key). Classifies as
+    /// [`ErrorKind::EncryptionUnavailable`] and is not retryable: the server's
+    /// configuration has to change, or the client has to accept an
+    /// unencrypted session.
+    #[error(
+        "encryption is required, and the {dialect} session with this server would not be \
+         encrypted: {reason}"
+    )]
+    EncryptionUnavailable {
+        /// The dialect the server negotiated.
+        dialect: crate::types::Dialect,
+        /// Why the session can't be encrypted.
+        reason: &'static str,
+    },
+
     /// An I/O or transport error occurred.
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
@@ -858,6 +880,10 @@ pub enum ErrorKind {
     /// server that maps failed logins to guest; check the credentials. Only
     /// [`Error::GuestSessionRefused`] has it. Not retryable.
     GuestSessionRefused,
+    /// The client requires encryption and the server can't encrypt the
+    /// session (encryption off, an SMB 2.x dialect, a guest session). Only
+    /// [`Error::EncryptionUnavailable`] has it. Not retryable.
+    EncryptionUnavailable,
     /// A protocol error not covered by other variants.
     ///
     /// Use [`Error::status()`] to get the raw NTSTATUS code. Some defined
@@ -884,6 +910,7 @@ impl Error {
             Error::Auth { .. } => ErrorKind::AuthRequired,
             Error::SignatureInvalid { .. } => ErrorKind::SignatureInvalid,
             Error::GuestSessionRefused { .. } => ErrorKind::GuestSessionRefused,
+            Error::EncryptionUnavailable { .. } => ErrorKind::EncryptionUnavailable,
             Error::Io(_) => ErrorKind::Io,
             Error::Disconnected => ErrorKind::ConnectionLost,
             Error::Timeout => ErrorKind::TimedOut,
@@ -1141,6 +1168,17 @@ mod tests {
             assert_eq!(err.kind(), ErrorKind::GuestSessionRefused);
             assert!(!err.is_retryable());
         }
+        let err = Error::EncryptionUnavailable {
+            dialect: crate::types::Dialect::Smb2_1,
+            reason: "the dialect has no encryption",
+        };
+        assert_eq!(err.kind(), ErrorKind::EncryptionUnavailable);
+        assert!(!err.is_retryable());
+        assert_eq!(
+            err.to_string(),
+            "encryption is required, and the SMB 2.1 session with this server would not be \
+             encrypted: the dialect has no encryption"
+        );
     }
 
     #[test]

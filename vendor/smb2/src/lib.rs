@@ -146,8 +146,8 @@ pub use client::pipeline::{Op, OpResult, Pipeline};
 
 // Connection-level types (useful for advanced users)
 pub use client::connection::{
-    CompoundOp, Frame, NegotiatedParams, ReconnectEvent, ReconnectObserver, ReconnectPolicy,
-    SessionReviver,
+    CompoundOp, EncryptionMode, Frame, NegotiatedParams, ReconnectEvent, ReconnectObserver,
+    ReconnectPolicy, SessionReviver,
 };
 pub use client::session::Session;
 

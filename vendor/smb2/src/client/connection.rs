@@ -1575,6 +1575,33 @@ pub enum ReconnectEvent {
     },
 }
 
+/// When a connection encrypts its SMB 3.x traffic.
+///
+/// The server asks for encryption with `SMB2_SESSION_FLAG_ENCRYPT_DATA` on the
+/// session or `SMB2_SHAREFLAG_ENCRYPT_DATA` on a share, and every mode honours
+/// that (MS-SMB2 § 3.2.4.1.8). The modes differ in what the client does when
+/// the server supports encryption without asking for it, and in whether a
+/// session that ends up unencrypted is acceptable. Set it with
+/// [`ClientConfig::encryption`](crate::ClientConfig::encryption) or
+/// [`Connection::set_encryption_mode`]; whether a connection encrypts is
+/// [`Connection::should_encrypt`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum EncryptionMode {
+    /// Encrypt when the server asks for it, and only then. The default.
+    #[default]
+    IfServerRequires,
+    /// Also encrypt, on the client's own initiative, when the server supports
+    /// encryption (SMB 3.x with a cipher both sides know) without asking for
+    /// it; stay signed-only when it doesn't.
+    Desired,
+    /// Encrypt like [`Desired`](Self::Desired), and fail the session setup
+    /// with [`Error::EncryptionUnavailable`] when the session would not be
+    /// encrypted: an SMB 2.x dialect, a server without encryption, or a guest
+    /// or anonymous session.
+    Required,
+}
+
 /// Parameters established during negotiate.
 #[derive(Debug, Clone)]
 pub struct NegotiatedParams {
@@ -1966,6 +1993,8 @@ struct Inner {
     compression_enabled: AtomicBool,
     /// Whether the client wants compression (from config).
     compression_requested: AtomicBool,
+    /// When the client encrypts (from config). Kept across a revival.
+    encryption_mode: StdMutex<EncryptionMode>,
     /// Preauth integrity hash (for SMB 3.1.1 key derivation). Mutated during
     /// negotiate and session setup; both happen on one task before any clone
     /// is expected to observe it.
@@ -2084,6 +2113,7 @@ impl Inner {
             write_lateness_hint: StdMutex::new(None),
             compression_enabled: AtomicBool::new(false),
             compression_requested: AtomicBool::new(true),
+            encryption_mode: StdMutex::new(EncryptionMode::default()),
             preauth_hasher: StdMutex::new(PreauthHasher::new()),
             dfs_trees: StdMutex::new(HashSet::new()),
             ipc_tree: StdMutex::new(None),
@@ -3010,8 +3040,15 @@ impl Connection {
 
         let request = NegotiateRequest {
             security_mode: SecurityMode::new(SecurityMode::SIGNING_ENABLED),
+            // ENCRYPTION: this client encrypts on SMB 3.x (MS-SMB2 § 2.2.3).
+            // Without it a server enables no encryption for the connection
+            // (Samba then refuses every session under `smb encrypt =
+            // required`), and on 3.1.1 Samba ignores the cipher context too.
             capabilities: Capabilities::new(
-                Capabilities::DFS | Capabilities::LEASING | Capabilities::LARGE_MTU,
+                Capabilities::DFS
+                    | Capabilities::LEASING
+                    | Capabilities::LARGE_MTU
+                    | Capabilities::ENCRYPTION,
             ),
             client_guid,
             dialects: Dialect::ALL.to_vec(),
@@ -3121,6 +3158,15 @@ impl Connection {
                 }
                 _ => {}
             }
+        }
+
+        // SMB 3.0 and 3.0.2 have no cipher context: a server that can encrypt
+        // says so with the capability, and the cipher is AES-128-CCM
+        // (MS-SMB2 § 3.2.5.2).
+        if matches!(resp.dialect_revision, Dialect::Smb3_0 | Dialect::Smb3_0_2)
+            && resp.capabilities.contains(Capabilities::ENCRYPTION)
+        {
+            cipher = Some(Cipher::Aes128Ccm);
         }
 
         let signing_required = resp.security_mode.signing_required();
@@ -3616,6 +3662,18 @@ impl Connection {
     /// Whether compression is active on this connection.
     pub fn compression_enabled(&self) -> bool {
         self.inner.compression_enabled.load(Ordering::Acquire)
+    }
+
+    /// Set when this connection encrypts (see [`EncryptionMode`]). Read by
+    /// [`Session::setup`](crate::Session::setup), so set it before; a
+    /// revival keeps it.
+    pub fn set_encryption_mode(&mut self, mode: EncryptionMode) {
+        *self.inner.encryption_mode.lock().unwrap() = mode;
+    }
+
+    /// When this connection encrypts (see [`EncryptionMode`]).
+    pub fn encryption_mode(&self) -> EncryptionMode {
+        *self.inner.encryption_mode.lock().unwrap()
     }
 
     /// Send a single SMB2 request and wait for its response.
@@ -6593,6 +6651,13 @@ mod tests {
 
     /// Build a canned negotiate response with the given dialect.
     fn build_negotiate_response(dialect: Dialect) -> Vec<u8> {
+        build_negotiate_response_with_caps(
+            dialect,
+            Capabilities::new(Capabilities::DFS | Capabilities::LEASING),
+        )
+    }
+
+    fn build_negotiate_response_with_caps(dialect: Dialect, capabilities: Capabilities) -> Vec<u8> {
         let resp_header = {
             let mut h = Header::new_request(Command::Negotiate);
             h.flags.set_response();
@@ -6603,7 +6668,7 @@ mod tests {
             security_mode: SecurityMode::new(SecurityMode::SIGNING_ENABLED),
             dialect_revision: dialect,
             server_guid: Guid::ZERO,
-            capabilities: Capabilities::new(Capabilities::DFS | Capabilities::LEASING),
+            capabilities,
             max_transact_size: 65536,
             max_read_size: 65536,
             max_write_size: 65536,
@@ -6620,6 +6685,77 @@ mod tests {
             },
         };
         pack_message(&resp_header, &resp_body)
+    }
+
+    /// MS-SMB2 § 2.2.3: a client that encrypts sets
+    /// `SMB2_GLOBAL_CAP_ENCRYPTION`. Without it Samba enables no encryption
+    /// for the connection, ignores the 3.1.1 cipher context, and refuses every
+    /// session under `server smb encrypt = required`.
+    #[tokio::test]
+    async fn negotiate_announces_the_encryption_capability() {
+        let mock = Arc::new(MockTransport::new());
+        mock.enable_auto_rewrite_msg_id();
+        mock.queue_response(build_negotiate_response(Dialect::Smb3_1_1));
+
+        let mut conn = Connection::from_transport(
+            Box::new(mock.clone()),
+            Box::new(mock.clone()),
+            "test-server",
+        );
+        conn.negotiate().await.unwrap();
+
+        let sent = mock.sent_message(0).unwrap();
+        let mut cursor = ReadCursor::new(&sent);
+        let _header = Header::unpack(&mut cursor).unwrap();
+        let req = NegotiateRequest::unpack(&mut cursor).unwrap();
+        assert!(req.capabilities.contains(Capabilities::ENCRYPTION));
+        assert!(req
+            .negotiate_contexts
+            .iter()
+            .any(|ctx| matches!(ctx, NegotiateContext::Encryption { .. })));
+    }
+
+    /// SMB 3.0.x has no cipher context: the server's capability says it
+    /// encrypts, and then with AES-128-CCM (MS-SMB2 § 3.2.5.2).
+    #[tokio::test]
+    async fn negotiate_3_0_x_takes_aes_128_ccm_from_the_encryption_capability() {
+        for dialect in [Dialect::Smb3_0, Dialect::Smb3_0_2] {
+            for (capabilities, expected) in [
+                (Capabilities::ENCRYPTION, Some(Cipher::Aes128Ccm)),
+                (Capabilities::DFS, None),
+            ] {
+                let mock = Arc::new(MockTransport::new());
+                mock.enable_auto_rewrite_msg_id();
+                mock.queue_response(build_negotiate_response_with_caps(
+                    dialect,
+                    Capabilities::new(capabilities),
+                ));
+                let mut conn = Connection::from_transport(
+                    Box::new(mock.clone()),
+                    Box::new(mock.clone()),
+                    "test-server",
+                );
+                conn.negotiate().await.unwrap();
+                assert_eq!(
+                    conn.params().unwrap().cipher,
+                    expected,
+                    "{dialect} with capabilities {capabilities:#x}"
+                );
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn encryption_mode_defaults_to_the_servers_choice_and_survives_as_set() {
+        let mock = Arc::new(MockTransport::new());
+        let mut conn = Connection::from_transport(
+            Box::new(mock.clone()),
+            Box::new(mock.clone()),
+            "test-server",
+        );
+        assert_eq!(conn.encryption_mode(), EncryptionMode::IfServerRequires);
+        conn.set_encryption_mode(EncryptionMode::Required);
+        assert_eq!(conn.clone().encryption_mode(), EncryptionMode::Required);
     }
 
     #[tokio::test]

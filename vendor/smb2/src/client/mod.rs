@@ -49,8 +49,8 @@ pub mod xattr;
 pub use crate::crypto::encryption::Cipher;
 pub use batch::{BatchOptions, BatchResults};
 pub use connection::{
-    CompoundOp, Connection, Frame, NegotiatedParams, ReconnectEvent, ReconnectObserver,
-    ReconnectPolicy, SessionReviver,
+    CompoundOp, Connection, EncryptionMode, Frame, NegotiatedParams, ReconnectEvent,
+    ReconnectObserver, ReconnectPolicy, SessionReviver,
 };
 pub use dfs_policy::{DfsSignIn, DfsTargetPolicy};
 pub use diagnostics::{
@@ -225,6 +225,17 @@ pub struct ClientConfig {
     ///
     /// Default: `None`.
     pub previous_session_id: Option<SessionId>,
+    /// When this client encrypts its SMB 3.x traffic.
+    ///
+    /// A server that asks for encryption (on the session or on a share) gets
+    /// it whatever this says. [`EncryptionMode::Desired`] also encrypts when
+    /// the server merely supports it, and [`EncryptionMode::Required`] fails
+    /// [`SmbClient::connect`] with [`Error::EncryptionUnavailable`] when the
+    /// session would not be encrypted. DFS target connections and reconnects
+    /// use the same mode. [`SmbClient::is_encrypted`] says whether it is.
+    ///
+    /// Default: [`EncryptionMode::IfServerRequires`].
+    pub encryption: EncryptionMode,
 }
 
 impl std::fmt::Debug for ClientConfig {
@@ -244,6 +255,7 @@ impl std::fmt::Debug for ClientConfig {
             connect_options,
             response_timeout,
             previous_session_id,
+            encryption,
         } = self;
         f.debug_struct("ClientConfig")
             .field("addr", addr)
@@ -259,6 +271,7 @@ impl std::fmt::Debug for ClientConfig {
             .field("connect_options", connect_options)
             .field("response_timeout", response_timeout)
             .field("previous_session_id", previous_session_id)
+            .field("encryption", encryption)
             .finish()
     }
 }
@@ -305,6 +318,7 @@ impl Default for ClientConfig {
             connect_options: None,
             response_timeout: Some(connection::RESPONSE_TIMEOUT),
             previous_session_id: None,
+            encryption: EncryptionMode::default(),
         }
     }
 }
@@ -323,6 +337,7 @@ struct ClientReviver {
     addr: String,
     connect_options: crate::transport::ConnectOptions,
     compression: bool,
+    encryption: EncryptionMode,
     username: String,
     password: String,
     domain: String,
@@ -366,6 +381,7 @@ impl ClientReviver {
             addr,
             connect_options: config.connect_options(),
             compression: config.compression,
+            encryption: config.encryption,
             username: config.username.clone(),
             password: config.password.clone(),
             domain: config.domain.clone(),
@@ -398,6 +414,7 @@ impl connection::SessionReviver for ClientReviver {
 
     async fn reauthenticate(&self, conn: &mut Connection) -> Result<()> {
         conn.set_compression_requested(self.compression);
+        conn.set_encryption_mode(self.encryption);
         conn.negotiate().await?;
         // `Session::setup` publishes the new session onto the connection, so
         // an `SmbClient` that has one cached picks the new keys up.
@@ -617,6 +634,7 @@ impl SmbClient {
 
         let mut conn = Connection::connect_with(&config.addr, config.connect_options()).await?;
         conn.set_compression_requested(config.compression);
+        conn.set_encryption_mode(config.encryption);
         // Before NEGOTIATE, so the handshake itself is bounded by it.
         conn.set_response_timeout(config.response_timeout);
         conn.negotiate().await?;
@@ -1070,6 +1088,16 @@ impl SmbClient {
     /// session a reconnect established behind this client's back.
     pub fn session_id(&self) -> SessionId {
         self.connections.primary().session_id()
+    }
+
+    /// Whether this client's primary connection encrypts its traffic: the
+    /// server asked for it (on the session, or on a share connected since),
+    /// or [`ClientConfig::encryption`] made the client encrypt on its own.
+    ///
+    /// A share on a DFS target travels on that target's connection; ask
+    /// [`connection_for`](Self::connection_for)`(&tree)?.should_encrypt()`.
+    pub fn is_encrypted(&self) -> bool {
+        self.connections.primary().should_encrypt()
     }
 
     /// Get the client config.
@@ -1611,6 +1639,7 @@ impl SmbClient {
         // Create new connection to target.
         let mut conn = Connection::connect_with(target_addr, self.config.connect_options()).await?;
         conn.set_compression_requested(self.config.compression);
+        conn.set_encryption_mode(self.config.encryption);
         // The primary's deadline as it stands now, not the config's: the
         // consumer may have tuned it since `connect`. Before NEGOTIATE, so a
         // target that accepts and never answers can't hang the call.
@@ -4747,6 +4776,22 @@ mod tests {
                 .should_encrypt(),
             "a DFS target share flagged SMB2_SHAREFLAG_ENCRYPT_DATA must be encrypted"
         );
+    }
+
+    /// `is_encrypted` reports what the primary connection does: off on a
+    /// session the server didn't encrypt, on once a share asked for it.
+    #[tokio::test]
+    async fn is_encrypted_follows_a_share_that_asks_for_encryption() {
+        let mock = Arc::new(MockTransport::new());
+        let mut client = make_mock_client(&mock, SessionId(0x77)).await;
+        assert_eq!(client.config().encryption, EncryptionMode::IfServerRequires);
+        assert!(!client.is_encrypted());
+
+        mock.queue_response(build_encrypting_tree_connect_response(TreeId(5)));
+        let tree = client.connect_share("secret").await.unwrap();
+
+        assert!(tree.encrypt_data);
+        assert!(client.is_encrypted());
     }
 
     /// A target share that did not ask for encryption does not get it, so the

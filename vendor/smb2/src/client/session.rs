@@ -6,7 +6,8 @@
 use log::{debug, info, trace, warn};
 
 use crate::auth::ntlm::{NtlmAuthenticator, NtlmCredentials};
-use crate::client::connection::Connection;
+use crate::client::connection::{Connection, EncryptionMode, NegotiatedParams};
+use crate::crypto::encryption::Cipher;
 use crate::crypto::kdf::derive_session_keys;
 use crate::crypto::signing::{self, algorithm_for_dialect, SigningAlgorithm};
 use crate::error::{Result, SignatureFailure};
@@ -308,33 +309,18 @@ impl Session {
         let should_sign = params.signing_required
             || !setup_resp2.session_flags.is_guest() && !setup_resp2.session_flags.is_null();
 
-        let should_encrypt = setup_resp2.session_flags.encrypt_data();
-
         // Activate signing on the connection.
         if should_sign {
             conn.activate_signing(signing_key.clone(), signing_algorithm);
         }
 
-        // Activate encryption on the connection if the session requires it.
-        // The cipher comes from negotiate contexts (SMB 3.1.1). If the server
-        // didn't send one (for example, Samba with `smb encrypt = required` sometimes
-        // omits the encryption context), fall back to AES-128-CCM which is
-        // universally supported by all SMB 3.x servers.
-        if should_encrypt {
-            let cipher = params
-                .cipher
-                .unwrap_or(crate::crypto::encryption::Cipher::Aes128Ccm);
-            if let (Some(ref enc_key), Some(ref dec_key)) = (&encryption_key, &decryption_key) {
-                conn.activate_encryption(enc_key.clone(), dec_key.clone(), cipher);
-            } else {
-                warn!(
-                    "session: encryption requested but missing keys, \
-                     enc_key={}, dec_key={}",
-                    encryption_key.is_some(),
-                    decryption_key.is_some(),
-                );
-            }
-        }
+        let should_encrypt = activate_session_encryption(
+            conn,
+            &params,
+            setup_resp2.session_flags,
+            &encryption_key,
+            &decryption_key,
+        )?;
 
         info!(
             "session: established, session_id={}, sign={}, encrypt={}",
@@ -578,20 +564,17 @@ impl Session {
         let should_sign = params.signing_required
             || !setup_resp.session_flags.is_guest() && !setup_resp.session_flags.is_null();
 
-        let should_encrypt = setup_resp.session_flags.encrypt_data();
-
         if should_sign {
             conn.activate_signing(signing_key.clone(), signing_algorithm);
         }
 
-        if should_encrypt {
-            let cipher = params
-                .cipher
-                .unwrap_or(crate::crypto::encryption::Cipher::Aes128Ccm);
-            if let (Some(ref enc_key), Some(ref dec_key)) = (&encryption_key, &decryption_key) {
-                conn.activate_encryption(enc_key.clone(), dec_key.clone(), cipher);
-            }
-        }
+        let should_encrypt = activate_session_encryption(
+            conn,
+            &params,
+            setup_resp.session_flags,
+            &encryption_key,
+            &decryption_key,
+        )?;
 
         info!(
             "session: Kerberos established, session_id={}, sign={}, encrypt={}",
@@ -613,6 +596,68 @@ impl Session {
         conn.adopt_session(&session);
         Ok(session)
     }
+}
+
+/// Turn encryption on for a session that was just set up, and say whether it
+/// is on.
+///
+/// On when the server asks for it (`SMB2_SESSION_FLAG_ENCRYPT_DATA`), and,
+/// under [`EncryptionMode::Desired`] or [`EncryptionMode::Required`], when the
+/// server merely supports it: the client may encrypt what it sends, and the
+/// server then encrypts its answers (MS-SMB2 § 3.3.4.1.4). Under `Required`, a
+/// session left unencrypted is an error, so no request goes out in the clear.
+///
+/// Only called once the final response proved itself
+/// ([`authenticate_final_response`]), since its flags decide this.
+fn activate_session_encryption(
+    conn: &mut Connection,
+    params: &NegotiatedParams,
+    flags: SessionFlags,
+    encryption_key: &Option<Vec<u8>>,
+    decryption_key: &Option<Vec<u8>>,
+) -> Result<bool> {
+    let mode = conn.encryption_mode();
+    let guest = flags.is_guest() || flags.is_null();
+    let cipher = if flags.encrypt_data() {
+        // The cipher comes from the negotiate context (3.1.1) or the
+        // capability (3.0.x). A server asking for encryption without either
+        // gets AES-128-CCM, which every SMB 3.x server supports.
+        Some(params.cipher.unwrap_or(Cipher::Aes128Ccm))
+    } else if mode != EncryptionMode::IfServerRequires && !guest {
+        params.cipher
+    } else {
+        None
+    };
+    if let Some(cipher) = cipher {
+        if let (Some(enc_key), Some(dec_key)) = (encryption_key, decryption_key) {
+            conn.activate_encryption(enc_key.clone(), dec_key.clone(), cipher);
+            return Ok(true);
+        }
+        warn!(
+            "session: encryption requested but missing keys, \
+             enc_key={}, dec_key={}",
+            encryption_key.is_some(),
+            decryption_key.is_some(),
+        );
+    }
+    if mode != EncryptionMode::Required {
+        return Ok(false);
+    }
+    let reason = if encryption_key.is_none() {
+        "the dialect has no encryption"
+    } else if guest {
+        "a guest or anonymous session has no key to encrypt with"
+    } else {
+        "the server does not support encryption"
+    };
+    debug!(
+        "session: encryption required but unavailable, dialect={}: {reason}",
+        params.dialect
+    );
+    Err(Error::EncryptionUnavailable {
+        dialect: params.dialect,
+        reason,
+    })
 }
 
 /// Whether a login named `username` asks for a guest session: the name
@@ -1077,6 +1122,33 @@ mod tests {
         flags: SessionFlags,
         finish: Final,
     ) -> Result<Session> {
+        setup_against_encrypting_server(
+            dialect,
+            gmac,
+            username,
+            password,
+            flags,
+            finish,
+            None,
+            EncryptionMode::default(),
+        )
+        .await
+        .0
+    }
+
+    /// [`setup_against_server`] with the cipher NEGOTIATE agreed on and the
+    /// client's [`EncryptionMode`]; also hands back the connection.
+    #[allow(clippy::too_many_arguments)]
+    async fn setup_against_encrypting_server(
+        dialect: Dialect,
+        gmac: bool,
+        username: &str,
+        password: &str,
+        flags: SessionFlags,
+        finish: Final,
+        cipher: Option<Cipher>,
+        mode: EncryptionMode,
+    ) -> (Result<Session>, Connection) {
         let mock = Arc::new(MockTransport::new());
         mock.enable_auto_rewrite_msg_id();
         let session_id = SessionId(0x4242);
@@ -1095,10 +1167,17 @@ mod tests {
             "test-server",
         );
         set_test_params_with(&mut conn, dialect, gmac);
+        let mut params = conn.params().unwrap();
+        params.cipher = cipher;
+        conn.set_test_params(params);
+        conn.set_encryption_mode(mode);
         let mut hasher = conn.preauth_hasher();
 
         let (user, pass) = (username.to_string(), password.to_string());
-        let task = tokio::spawn(async move { Session::setup(&mut conn, &user, &pass, "").await });
+        let task = tokio::spawn(async move {
+            let session = Session::setup(&mut conn, &user, &pass, "").await;
+            (session, conn)
+        });
 
         // Wait for the AUTHENTICATE request: the key the final response is
         // signed with depends on what the client put in it.
@@ -1167,6 +1246,160 @@ mod tests {
         mock.queue_response(response);
 
         task.await.unwrap()
+    }
+
+    // ── Encryption the client asks for (`EncryptionMode`) ──
+
+    /// The default leaves it to the server: one that supports encryption
+    /// without asking for it gets a signed, unencrypted session, as before.
+    #[tokio::test]
+    async fn by_default_a_session_the_server_does_not_encrypt_stays_unencrypted() {
+        let (session, conn) = setup_against_encrypting_server(
+            Dialect::Smb3_1_1,
+            true,
+            USER,
+            PASS,
+            SessionFlags(0),
+            Final::Signed,
+            Some(Cipher::Aes128Gcm),
+            EncryptionMode::IfServerRequires,
+        )
+        .await;
+        let session = session.unwrap();
+        assert!(session.should_sign);
+        assert!(!session.should_encrypt);
+        assert!(!conn.should_encrypt());
+    }
+
+    /// Every mode encrypts a session the server flags `ENCRYPT_DATA`.
+    #[tokio::test]
+    async fn every_mode_encrypts_when_the_server_asks() {
+        for mode in [
+            EncryptionMode::IfServerRequires,
+            EncryptionMode::Desired,
+            EncryptionMode::Required,
+        ] {
+            let (session, conn) = setup_against_encrypting_server(
+                Dialect::Smb3_1_1,
+                true,
+                USER,
+                PASS,
+                SessionFlags(SessionFlags::ENCRYPT_DATA),
+                Final::Signed,
+                Some(Cipher::Aes128Gcm),
+                mode,
+            )
+            .await;
+            assert!(session.unwrap().should_encrypt, "{mode:?}");
+            assert!(conn.should_encrypt(), "{mode:?}");
+        }
+    }
+
+    /// `Desired` and `Required` encrypt on the client's own initiative when
+    /// the server has a cipher but doesn't ask, on 3.1.1 and 3.0.x alike.
+    #[tokio::test]
+    async fn desired_and_required_encrypt_when_the_server_only_supports_it() {
+        for mode in [EncryptionMode::Desired, EncryptionMode::Required] {
+            for (dialect, gmac, cipher) in [
+                (Dialect::Smb3_1_1, true, Cipher::Aes128Gcm),
+                (Dialect::Smb3_0_2, false, Cipher::Aes128Ccm),
+            ] {
+                let (session, conn) = setup_against_encrypting_server(
+                    dialect,
+                    gmac,
+                    USER,
+                    PASS,
+                    SessionFlags(0),
+                    Final::Signed,
+                    Some(cipher),
+                    mode,
+                )
+                .await;
+                let session = session.unwrap();
+                assert!(session.should_encrypt, "{mode:?} on {dialect}");
+                assert!(conn.should_encrypt(), "{mode:?} on {dialect}");
+            }
+        }
+    }
+
+    /// `Desired` takes an unencrypted session when the server can't encrypt.
+    #[tokio::test]
+    async fn desired_settles_for_signing_when_the_server_cannot_encrypt() {
+        let (session, conn) = setup_against_encrypting_server(
+            Dialect::Smb3_1_1,
+            true,
+            USER,
+            PASS,
+            SessionFlags(0),
+            Final::Signed,
+            None,
+            EncryptionMode::Desired,
+        )
+        .await;
+        let session = session.unwrap();
+        assert!(session.should_sign);
+        assert!(!session.should_encrypt);
+        assert!(!conn.should_encrypt());
+    }
+
+    /// `Required` refuses every session that would go unencrypted, and says
+    /// why.
+    #[tokio::test]
+    async fn required_refuses_a_session_that_would_not_be_encrypted() {
+        let cases = [
+            (
+                Dialect::Smb3_1_1,
+                true,
+                USER,
+                SessionFlags(0),
+                Final::Signed,
+                None,
+                "the server does not support encryption",
+            ),
+            (
+                Dialect::Smb2_1,
+                false,
+                USER,
+                SessionFlags(0),
+                Final::Signed,
+                None,
+                "the dialect has no encryption",
+            ),
+            (
+                Dialect::Smb3_1_1,
+                false,
+                "",
+                SessionFlags(SessionFlags::IS_GUEST),
+                Final::Unsigned,
+                Some(Cipher::Aes128Gcm),
+                "a guest or anonymous session has no key to encrypt with",
+            ),
+        ];
+        for (dialect, gmac, user, flags, finish, cipher, expected) in cases {
+            let (session, conn) = setup_against_encrypting_server(
+                dialect,
+                gmac,
+                user,
+                PASS,
+                flags,
+                finish,
+                cipher,
+                EncryptionMode::Required,
+            )
+            .await;
+            match session {
+                Err(Error::EncryptionUnavailable { dialect: d, reason }) => {
+                    assert_eq!(d, dialect);
+                    assert_eq!(reason, expected);
+                }
+                Err(other) => panic!("{dialect}: expected EncryptionUnavailable, got {other:?}"),
+                Ok(s) => panic!(
+                    "{dialect}: expected EncryptionUnavailable, got a session (encrypt={})",
+                    s.should_encrypt
+                ),
+            }
+            assert!(!conn.should_encrypt());
+        }
     }
 
     /// Offset of `SessionFlags` in a SESSION_SETUP response: the 64-byte
