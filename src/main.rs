@@ -253,8 +253,8 @@ struct ConnArgs {
     /// (auto), or always through WinRM (off).
     #[arg(long, value_enum, default_value = "auto")]
     smb: SmbArg,
-    /// SMB3 encryption: used when the server offers it (desired), or
-    /// required (a host that does not encrypt falls back to WinRM transfers).
+    /// SMB3 encryption: used whenever the server supports it (desired), or
+    /// required (a host that cannot encrypt falls back to WinRM transfers).
     #[arg(long, value_enum, default_value = "desired")]
     smb_encryption: SmbEncArg,
     /// Do not use ssh-agent (SSH_AUTH_SOCK).

@@ -60,6 +60,10 @@ struct TestLab {
 }
 
 fn start_lab(base: Ipv4Addr, hosts: usize) -> TestLab {
+    start_lab_with(base, hosts, |_| {})
+}
+
+fn start_lab_with(base: Ipv4Addr, hosts: usize, tweak: impl FnOnce(&mut Spec)) -> TestLab {
     for tool in ["smbd", "smbpasswd"] {
         assert!(
             pushscan_lab::fleet::sys::find_binary(tool).is_some(),
@@ -73,6 +77,7 @@ fn start_lab(base: Ipv4Addr, hosts: usize) -> TestLab {
     spec.smb.port = port_or_free(base, 445, &[]);
     spec.winrm.http_port = port_or_free(base, 5985, &[spec.smb.port]);
     spec.winrm.https_port = None;
+    tweak(&mut spec);
     let dir = tempfile::Builder::new()
         .prefix("pushscan-win-test-")
         .tempdir()
@@ -574,7 +579,12 @@ fn winrm_only_transfers() {
             .unwrap()
     };
     let o = with_file(&args);
-    assert_eq!(o.status.code(), Some(65), "a 0644 credentials file: {}", text(&o));
+    assert_eq!(
+        o.status.code(),
+        Some(65),
+        "a 0644 credentials file: {}",
+        text(&o)
+    );
     assert!(text(&o).contains("chmod 600"), "{}", text(&o));
     std::fs::set_permissions(&creds, std::fs::Permissions::from_mode(0o600)).unwrap();
     let o = with_file(&args);
@@ -582,5 +592,58 @@ fn winrm_only_transfers() {
     let rep = by_host(&report_json(&state));
     for h in hosts.iter().filter(|h| h.scenario == ScenarioKind::Clean) {
         assert_eq!(rep[&h.name]["pushed"], Value::Bool(false), "{}", h.name);
+    }
+}
+
+/// SMB3 encryption end to end: against a server that requires it the sweep's files go over
+/// (encrypted) SMB; with `--smb-encryption required` against a server that cannot encrypt,
+/// that host's files go through WinRM instead, and its reason says why.
+#[test]
+fn smb_encryption_required_and_refused() {
+    use pushscan_lab::spec::{Scenario, SmbEncryption};
+    for (enc, fallback) in [(SmbEncryption::Required, false), (SmbEncryption::Off, true)] {
+        let base = if fallback {
+            Ipv4Addr::new(127, 0, 63, 1)
+        } else {
+            Ipv4Addr::new(127, 0, 64, 1)
+        };
+        let t = start_lab_with(base, 2, |s| {
+            s.scenarios = vec![Scenario::new(ScenarioKind::Clean)];
+            s.smb.encryption = enc;
+        });
+        let (pb, _) = playbook(&t);
+        let state = t.dir.path().join("state");
+        let o = pushscan(
+            &t,
+            &[
+                "sweep",
+                "-i",
+                t.lab.inventory.to_str().unwrap(),
+                "-p",
+                pb.to_str().unwrap(),
+                "--state-dir",
+                state.to_str().unwrap(),
+                "--smb-encryption",
+                "required",
+                "--progress",
+                "quiet",
+            ],
+        );
+        assert_eq!(o.status.code(), Some(0), "{enc:?}: {}", text(&o));
+        for (name, r) in by_host(&report_json(&state)) {
+            let reason = r["reason"].as_str().unwrap();
+            assert_eq!(r["status"], "not_detected", "{name} {enc:?}: {r}");
+            if fallback {
+                assert!(
+                    reason.contains("files over WinRM") && reason.contains("encrypt"),
+                    "{name} {enc:?}: {reason}"
+                );
+            } else {
+                assert!(
+                    !reason.contains("files over WinRM"),
+                    "{name} {enc:?}: {reason}"
+                );
+            }
+        }
     }
 }

@@ -69,7 +69,20 @@ pub fn spawn_detached(mut cmd: Command, log: &Path) -> Result<u32> {
         });
     }
     let child = cmd.spawn()?;
-    Ok(child.id())
+    let pid = child.id();
+    unreaped().insert(pid);
+    Ok(pid)
+}
+
+/// Pids of the detached children this process spawned and has not reaped yet. Only these are
+/// ever passed to `waitpid`: while a child is unreaped its pid cannot be reused, and once it is
+/// reaped it leaves the set, so a stale pid that the kernel has since given to another child of
+/// this process (a `smbpasswd` run by another test thread, say) is never collected by mistake.
+fn unreaped() -> std::sync::MutexGuard<'static, HashSet<u32>> {
+    static SET: std::sync::OnceLock<std::sync::Mutex<HashSet<u32>>> = std::sync::OnceLock::new();
+    SET.get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Whether `pid` is a live process (a zombie counts as dead). Reaps it if it is our child.
@@ -81,16 +94,22 @@ pub fn alive(pid: u32) -> bool {
     }
 }
 
-/// `waitpid(pid, WNOHANG)`: collects the exit status of our own exited child (no effect on
-/// other processes).
+/// `waitpid(pid, WNOHANG)` for a detached child spawned by [`spawn_detached`] that has exited
+/// (no effect on any other process, nor on a pid already reaped).
 pub fn reap(pid: u32) {
-    let Ok(pid) = libc::pid_t::try_from(pid) else {
+    let Ok(raw) = libc::pid_t::try_from(pid) else {
         return;
     };
+    let mut set = unreaped();
+    if !set.contains(&pid) {
+        return;
+    }
     let mut status = 0;
     // SAFETY: plain syscall with a valid out pointer.
-    unsafe {
-        libc::waitpid(pid, &mut status, libc::WNOHANG);
+    let r = unsafe { libc::waitpid(raw, &mut status, libc::WNOHANG) };
+    // r == pid: collected now; r < 0: not (or no longer) our child. Either way it is done.
+    if r != 0 {
+        set.remove(&pid);
     }
 }
 

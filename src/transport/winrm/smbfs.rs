@@ -62,6 +62,13 @@ impl SmbFiles {
             compression: false,
             dfs_enabled: false,
             response_timeout: Some(login.timeout.max(Duration::from_secs(30))),
+            // Encrypt whenever the server can (SMB 3), not only when it
+            // demands it; `Required` refuses a session that would be clear.
+            encryption: if login.require_encryption {
+                smb2::EncryptionMode::Required
+            } else {
+                smb2::EncryptionMode::Desired
+            },
             ..Default::default()
         };
         let client = tokio::time::timeout(login.timeout * 2, SmbClient::connect(config))
@@ -77,12 +84,7 @@ impl SmbFiles {
                 )
             })?
             .map_err(|e| smb_error("smb connect", &e))?;
-        let encrypted = client.session().should_encrypt;
-        if login.require_encryption && !encrypted {
-            return Err(TransportError::error(
-                "smb: the server did not turn on SMB3 encryption and --smb-encryption required was given",
-            ));
-        }
+        let encrypted = client.is_encrypted();
         let mut files = SmbFiles {
             client,
             trees: HashMap::new(),
