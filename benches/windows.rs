@@ -1,0 +1,1463 @@
+//! Windows sweep benchmark (issue 4): pushscan against the simulated Windows lab
+//! (`pushscan-lab`: real Samba for ADMIN$/C$, the WinRM simulator running the EmoCheck
+//! stand-in), and the same job done by the script an admin would write
+//! (`bench/windows_peer.py`: pywinrm + smbprotocol, a thread pool), on the same lab in the same
+//! run.
+//!
+//! Not a test: nothing here asserts on time. Per sweep of N hosts it measures wall time,
+//! hosts/s, the per-host time (p50 / p95 / max, as each tool reports it), the controller's CPU
+//! (user + sys of the tool's process from `wait4` on its pid, divided by N) and peak RSS
+//! (`ru_maxrss` of that process), the fleet side's CPU (smbd, the WinRM simulator and the
+//! checkers they ran and reaped: `utime + stime + cutime + cstime` growth of the two lab
+//! daemons) and the whole machine's busy CPU (`/proc/stat`) as a cross-check. Both tools are
+//! child processes measured the same way (the peer's interpreter is run directly, not through
+//! a pyenv shim).
+//!
+//! Figures, for each tool:
+//! * `first`  - hosts without the checker: push it, run it, fetch and parse the report. Before
+//!   each first run (untimed) every host's `C:\Windows\Temp\pushscan` (checker and reports) is
+//!   deleted, so each first run pushes.
+//! * `second` - the next sweep: the checker is there with the pinned hash, no push.
+//!
+//! Every run is checked, independently of what the tool says and the same way for both:
+//! exit 0; the tool's own result lists every host `not detected` with `pushed` true (first) or
+//! false (second); and in every host's tree the checker has the pinned SHA-256, exactly one new
+//! `*_emocheck.json` report appeared, and (second) the checker file was not rewritten (same
+//! inode and mtime). A run that did not do the job is reported loudly, left out of the figures,
+//! and makes the benchmark exit 1. While pushscan has no WinRM transport ("the winrm transport
+//! is not available in this build yet") its runs fail that way, and the pushscan figures and
+//! the ratios are missing.
+//!
+//! Goals (issue 4): pushscan at least 10x faster than the script (peer wall / pushscan wall),
+//! and pushscan's second sweep at most half its first.
+//!
+//! The lab: `pushscan-lab up --hosts N --dir DIR --spec DIR/bench/spec.yml` (every host
+//! `clean`, addresses from --base, no HTTPS listener), stopped with `down --purge` at the end.
+//! Needs root (the lab does). Run it through `bench/windows`, which installs what is missing
+//! and builds the release binaries. Flags:
+//!   --hosts N        fleet size (default 200, or $PUSHSCAN_BENCH_HOSTS; 1000 by hand)
+//!   --runs K         timed runs per figure (default 3, or $PUSHSCAN_BENCH_RUNS)
+//!   --forks F        pushscan --forks and the script's thread pool (default 64)
+//!   --tools LIST     pushscan,peer (default both)
+//!   --base ADDR      first host address (default 127.0.70.1)
+//!   --dir DIR        lab directory (default target/bench-windows)
+//!   --json FILE      also write the raw figures as JSON
+//!   --pushscan BIN   default target/release/pushscan
+//!   --lab BIN        default target/release/pushscan-lab
+//!   --python BIN     default python3
+//!   --checker-bytes N  pad the stand-in checker to N bytes (with a copy of the lab
+//!                    playbook pinning it); default: the stand-in as shipped (~17 KB)
+//!   --keep-lab       leave the lab running at the end (stop it with `pushscan-lab down`)
+
+use std::collections::{HashMap, HashSet};
+use std::fs;
+use std::io::Write as _;
+use std::net::{Ipv4Addr, SocketAddrV4, TcpListener};
+use std::os::unix::fs::MetadataExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+use clap::Parser;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+/// What pushscan says while its WinRM transport is missing (src/pipeline.rs).
+const NO_TRANSPORT: &str = "not available in this build";
+/// Where both tools put the checker and the reports (the lab playbook's work_dir / run_dir).
+const WORK_DIR: &str = "Windows/Temp/pushscan";
+const CHECKER_NAME: &str = "emocheck.exe";
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "windows-bench",
+    about = "pushscan vs. a pywinrm + smbprotocol script on the simulated Windows lab"
+)]
+struct Args {
+    /// Fleet size.
+    #[arg(long, env = "PUSHSCAN_BENCH_HOSTS", default_value_t = 200)]
+    hosts: usize,
+    /// Timed runs per figure.
+    #[arg(long, env = "PUSHSCAN_BENCH_RUNS", default_value_t = 3)]
+    runs: usize,
+    /// pushscan --forks and the script's thread pool size.
+    #[arg(long, default_value_t = 64)]
+    forks: usize,
+    /// Which tools to measure: pushscan, peer.
+    #[arg(long, value_delimiter = ',', default_value = "pushscan,peer")]
+    tools: Vec<String>,
+    /// First host address (127.0.0.0/8).
+    #[arg(long, default_value = "127.0.70.1")]
+    base: Ipv4Addr,
+    /// Lab directory [default: target/bench-windows].
+    #[arg(long, value_name = "DIR")]
+    dir: Option<PathBuf>,
+    /// Write the raw figures as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// The pushscan binary [default: target/release/pushscan].
+    #[arg(long, value_name = "BIN")]
+    pushscan: Option<PathBuf>,
+    /// The pushscan-lab binary [default: target/release/pushscan-lab].
+    #[arg(long, value_name = "BIN")]
+    lab: Option<PathBuf>,
+    /// The Python interpreter for the peer script.
+    #[arg(long, value_name = "BIN", default_value = "python3")]
+    python: String,
+    /// Pad the lab's stand-in checker to this many bytes (the real EmoCheck is about 1 MiB);
+    /// default: the stand-in as the lab ships it, with the lab's playbook.
+    #[arg(long, value_name = "N")]
+    checker_bytes: Option<usize>,
+    /// Leave the lab running at the end.
+    #[arg(long)]
+    keep_lab: bool,
+    /// Passed by `cargo bench`; ignored.
+    #[arg(long, hide = true)]
+    bench: bool,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match bench(&args) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("\nBENCHMARK ERROR: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// Measurement of one child process
+// ------------------------------------------------------------------------------------------
+
+/// What one measured run cost.
+#[derive(Debug, Clone, Copy)]
+struct Sample {
+    wall_s: f64,
+    /// user + sys of the tool's process.
+    cpu_s: f64,
+    /// Peak RSS of the tool's process, KiB (Linux `ru_maxrss`).
+    peak_rss_kb: i64,
+    /// CPU of the lab (smbd, WinRM simulator, checkers) during the run.
+    fleet_cpu_s: f64,
+    /// CPU of the whole machine during the run (`/proc/stat`).
+    machine_cpu_s: f64,
+    /// Per-host time p50 / p95 / max, seconds (as the tool measured it).
+    host_s: [f64; 3],
+}
+
+/// p50, p95 and max of per-host durations (seconds).
+fn host_percentiles(mut v: Vec<f64>) -> [f64; 3] {
+    if v.is_empty() {
+        return [f64::NAN; 3];
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
+    [at(0.5), at(0.95), v[v.len() - 1]]
+}
+
+/// Exit status and rusage of one child, from `wait4` on its pid.
+struct Waited {
+    code: Option<i32>,
+    signal: Option<i32>,
+    cpu_s: f64,
+    maxrss_kb: i64,
+}
+
+fn wait4_child(pid: u32) -> std::io::Result<Waited> {
+    let mut status: libc::c_int = 0;
+    // SAFETY: an all-zero rusage is a valid value; wait4 fills it.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    loop {
+        // SAFETY: plain syscall on our own child's pid with valid out-pointers.
+        let r = unsafe { libc::wait4(pid as libc::pid_t, &mut status, 0, &mut ru) };
+        if r == pid as libc::pid_t {
+            break;
+        }
+        let err = std::io::Error::last_os_error();
+        if err.kind() != std::io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    let (code, signal) = if libc::WIFEXITED(status) {
+        (Some(libc::WEXITSTATUS(status)), None)
+    } else if libc::WIFSIGNALED(status) {
+        (None, Some(libc::WTERMSIG(status)))
+    } else {
+        (None, None)
+    };
+    Ok(Waited {
+        code,
+        signal,
+        cpu_s: tv(ru.ru_utime) + tv(ru.ru_stime),
+        maxrss_kb: ru.ru_maxrss,
+    })
+}
+
+fn clock_ticks() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64
+}
+
+/// The fields after "pid (comm)" of `/proc/<pid>/stat` (index 0 = state, field 3).
+fn proc_stat(pid: u32) -> Option<Vec<String>> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 1..];
+    Some(rest.split_whitespace().map(str::to_string).collect())
+}
+
+/// CPU seconds of the lab daemons and every process they reaped (smbd's per-connection
+/// processes, the simulator's checkers): `utime + stime + cutime + cstime`.
+fn fleet_cpu_s(pids: &[u32]) -> f64 {
+    let mut total = 0u64;
+    for &pid in pids {
+        if let Some(f) = proc_stat(pid) {
+            for idx in 11..=14 {
+                total += f.get(idx).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+            }
+        }
+    }
+    total as f64 / clock_ticks()
+}
+
+/// Busy CPU seconds of the whole machine since boot (`/proc/stat`: user nice system irq
+/// softirq steal; not idle, not iowait).
+fn machine_cpu_s() -> f64 {
+    let stat = fs::read_to_string("/proc/stat").unwrap_or_default();
+    let Some(line) = stat.lines().find(|l| l.starts_with("cpu ")) else {
+        return 0.0;
+    };
+    let f: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|v| v.parse().unwrap_or(0))
+        .collect();
+    let busy: u64 = [0usize, 1, 2, 5, 6, 7]
+        .iter()
+        .map(|&i| f.get(i).copied().unwrap_or(0))
+        .sum();
+    busy as f64 / clock_ticks()
+}
+
+/// Every live descendant of `roots`.
+fn descendants(roots: &[u32]) -> HashSet<u32> {
+    let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
+    if let Ok(dir) = fs::read_dir("/proc") {
+        for entry in dir.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            if let Some(ppid) = proc_stat(pid).and_then(|f| f.get(1)?.parse::<u32>().ok()) {
+                children.entry(ppid).or_default().push(pid);
+            }
+        }
+    }
+    let mut out = HashSet::new();
+    let mut todo: Vec<u32> = roots.to_vec();
+    while let Some(p) = todo.pop() {
+        for &c in children.get(&p).map(Vec::as_slice).unwrap_or(&[]) {
+            if out.insert(c) {
+                todo.push(c);
+            }
+        }
+    }
+    out
+}
+
+/// Waits until the lab daemons have no descendant besides their long-lived helpers
+/// (`baseline`): smbd's per-connection processes and the checkers have been reaped, so their
+/// CPU is in the daemons' `cutime`. Returns how many are still alive.
+fn wait_fleet_quiet(lab: &Lab, baseline: &HashSet<u32>) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let left = descendants(&lab.daemons).difference(baseline).count();
+        if left == 0 || Instant::now() > deadline {
+            return left;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// Runs `cmd` (stdout/stderr to files) and measures it.
+fn measure(
+    lab: &Lab,
+    mut cmd: Command,
+    out: &Path,
+    err: &Path,
+) -> Result<(Sample, Waited), String> {
+    let stdout = fs::File::create(out).map_err(|e| format!("{}: {e}", out.display()))?;
+    let stderr = fs::File::create(err).map_err(|e| format!("{}: {e}", err.display()))?;
+    cmd.stdin(Stdio::null()).stdout(stdout).stderr(stderr);
+    if wait_fleet_quiet(lab, &lab.helpers) != 0 {
+        eprintln!("  warning: lab processes from an earlier run are still alive");
+    }
+    let fleet_before = fleet_cpu_s(&lab.daemons);
+    let machine_before = machine_cpu_s();
+    let start = Instant::now();
+    let child = cmd
+        .spawn()
+        .map_err(|e| format!("cannot start {:?}: {e}", cmd.get_program()))?;
+    let waited = wait4_child(child.id()).map_err(|e| format!("wait4: {e}"))?;
+    let wall_s = start.elapsed().as_secs_f64();
+    let left = wait_fleet_quiet(lab, &lab.helpers);
+    if left != 0 {
+        eprintln!("  warning: {left} lab process(es) (SMB connections, checkers) still alive 20 s after the run");
+    }
+    let fleet_cpu = fleet_cpu_s(&lab.daemons) - fleet_before;
+    let machine_cpu = machine_cpu_s() - machine_before;
+    Ok((
+        Sample {
+            wall_s,
+            cpu_s: waited.cpu_s,
+            peak_rss_kb: waited.maxrss_kb,
+            fleet_cpu_s: fleet_cpu,
+            machine_cpu_s: machine_cpu,
+            host_s: [f64::NAN; 3],
+        },
+        waited,
+    ))
+}
+
+fn status_text(w: &Waited) -> String {
+    match (w.code, w.signal) {
+        (Some(c), _) => format!("exit {c}"),
+        (None, Some(s)) => format!("killed by signal {s}"),
+        _ => "unknown status".into(),
+    }
+}
+
+fn tail(path: &Path, lines: usize) -> String {
+    let text = fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+// ------------------------------------------------------------------------------------------
+// The lab
+// ------------------------------------------------------------------------------------------
+
+struct LabHost {
+    name: String,
+    address: String,
+    /// The host's `C:\` on this machine.
+    root: PathBuf,
+}
+
+impl LabHost {
+    fn work_dir(&self) -> PathBuf {
+        self.root.join(WORK_DIR)
+    }
+    fn checker(&self) -> PathBuf {
+        self.work_dir().join(CHECKER_NAME)
+    }
+    fn reports(&self) -> PathBuf {
+        self.work_dir().join("reports")
+    }
+}
+
+struct Lab {
+    dir: PathBuf,
+    /// Our own files: spec, host list, logs, pushscan state dirs, reports.
+    work: PathBuf,
+    lab_bin: PathBuf,
+    pushscan: PathBuf,
+    python: PathBuf,
+    peer: PathBuf,
+    forks: usize,
+    hosts: Vec<LabHost>,
+    user: String,
+    password: String,
+    smb_port: u16,
+    winrm_port: u16,
+    inventory: PathBuf,
+    playbook: PathBuf,
+    checker: PathBuf,
+    checker_sha: String,
+    /// smbd and the WinRM simulator (`lab.json`).
+    daemons: Vec<u32>,
+    /// Their long-lived children at start (smbd's helpers), not waited for.
+    helpers: HashSet<u32>,
+}
+
+impl Lab {
+    fn path(&self, rel: &str) -> PathBuf {
+        self.work.join(rel)
+    }
+}
+
+/// `preferred` if it can be bound on `ip`, else a free port there.
+fn port_or_free(ip: Ipv4Addr, preferred: u16, avoid: &[u16]) -> Result<u16, String> {
+    if !avoid.contains(&preferred) && TcpListener::bind(SocketAddrV4::new(ip, preferred)).is_ok() {
+        return Ok(preferred);
+    }
+    for _ in 0..100 {
+        let l =
+            TcpListener::bind(SocketAddrV4::new(ip, 0)).map_err(|e| format!("bind {ip}:0: {e}"))?;
+        let port = l.local_addr().map_err(|e| e.to_string())?.port();
+        if !avoid.contains(&port) {
+            return Ok(port);
+        }
+    }
+    Err(format!("no free port on {ip}"))
+}
+
+/// Every host `clean` (so both tools do the same job and every host must end "not detected"),
+/// one OU, no HTTPS listener (neither tool uses it).
+fn spec_yaml(hosts: usize, base: Ipv4Addr) -> String {
+    format!(
+        "# Windows sweep benchmark (benches/windows.rs): every host clean.\n\
+         hosts: {hosts}\n\
+         base_address: {base}\n\
+         name_pattern: \"PC-{{ou}}-{{n:04}}\"\n\
+         seed: 1\n\
+         ous:\n  - name: BENCH\n\
+         scenarios:\n  - kind: clean\n\
+         winrm:\n  https_port: null\n"
+    )
+}
+
+/// `sh -c '. lab.env'` and read the two variables back (the file is sh syntax).
+fn read_lab_env(path: &Path) -> Result<(String, String), String> {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(". \"$1\" && printf '%s\\0%s' \"$PUSHSCAN_USER\" \"$PUSHSCAN_PASSWORD\"")
+        .arg("sh")
+        .arg(path)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("sh: {e}"))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    match text.split_once('\0') {
+        Some((u, p)) if out.status.success() && !u.is_empty() && !p.is_empty() => {
+            Ok((u.to_string(), p.to_string()))
+        }
+        _ => Err(format!(
+            "cannot read PUSHSCAN_USER / PUSHSCAN_PASSWORD from {}",
+            path.display()
+        )),
+    }
+}
+
+fn sha256_file(path: &Path) -> Option<String> {
+    fs::read(path).ok().map(|b| hex::encode(Sha256::digest(b)))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn start_lab(
+    args: &Args,
+    dir: &Path,
+    lab_bin: PathBuf,
+    pushscan: PathBuf,
+    python: PathBuf,
+    peer: PathBuf,
+) -> Result<Lab, String> {
+    let work = dir.join("bench");
+    let _ = fs::remove_dir_all(&work);
+    for d in ["logs", "state", "reports"] {
+        fs::create_dir_all(work.join(d)).map_err(|e| format!("{}: {e}", work.join(d).display()))?;
+    }
+    let spec = work.join("spec.yml");
+    fs::write(&spec, spec_yaml(args.hosts, args.base))
+        .map_err(|e| format!("{}: {e}", spec.display()))?;
+    let smb_port = port_or_free(args.base, 445, &[])?;
+    let winrm_port = port_or_free(args.base, 5985, &[smb_port])?;
+
+    let t = Instant::now();
+    let out = Command::new(&lab_bin)
+        .arg("up")
+        .arg("--hosts")
+        .arg(args.hosts.to_string())
+        .arg("--dir")
+        .arg(dir)
+        .arg("--spec")
+        .arg(&spec)
+        .arg("--smb-port")
+        .arg(smb_port.to_string())
+        .arg("--winrm-port")
+        .arg(winrm_port.to_string())
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", lab_bin.display()))?;
+    if !out.status.success() {
+        return Err(format!(
+            "pushscan-lab up failed ({}):\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let up_s = t.elapsed().as_secs_f64();
+    let state: Value = serde_json::from_str(
+        &fs::read_to_string(dir.join("lab.json")).map_err(|e| format!("lab.json: {e}"))?,
+    )
+    .map_err(|e| format!("lab.json: {e}"))?;
+    let daemons: Vec<u32> = ["smbd_pid", "serve_pid"]
+        .iter()
+        .filter_map(|k| state[*k].as_u64().map(|p| p as u32))
+        .collect();
+    if daemons.len() != 2 {
+        return Err(format!("lab.json lacks smbd_pid / serve_pid: {state}"));
+    }
+    let hosts: Vec<LabHost> = state["hosts"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|h| LabHost {
+                    name: h["name"].as_str().unwrap_or("").to_string(),
+                    address: h["address"].as_str().unwrap_or("").to_string(),
+                    root: PathBuf::from(h["root"].as_str().unwrap_or("")),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    if hosts.len() != args.hosts || hosts.iter().any(|h| h.name.is_empty() || !h.root.is_dir()) {
+        return Err(format!(
+            "lab.json lists {} usable host(s), {} were asked for",
+            hosts.len(),
+            args.hosts
+        ));
+    }
+    let (user, password) = read_lab_env(&dir.join("lab.env"))?;
+    let mut checker = dir.join("emocheck-lab.exe");
+    let mut checker_sha =
+        sha256_file(&checker).ok_or_else(|| format!("{}: unreadable", checker.display()))?;
+    let mut playbook = dir.join("emocheck-lab.yml");
+    if let Some(size) = args.checker_bytes {
+        (checker, checker_sha, playbook) =
+            padded_checker(dir, &work, &checker, &checker_sha, size)?;
+    }
+    let checker_size = fs::metadata(&checker).map(|m| m.len()).unwrap_or(0);
+    // The lab's inventory names the SMB port (`pushscan_smb_port`): used as written.
+    let inventory = dir.join("inventory.yml");
+    let text =
+        fs::read_to_string(&inventory).map_err(|e| format!("{}: {e}", inventory.display()))?;
+    if !text.contains(&format!("pushscan_smb_port: {smb_port}\n")) {
+        return Err(format!(
+            "{}: no `pushscan_smb_port: {smb_port}` line",
+            inventory.display()
+        ));
+    }
+    let list: String = hosts
+        .iter()
+        .map(|h| format!("{} {}\n", h.name, h.address))
+        .collect();
+    fs::write(work.join("hosts.txt"), list).map_err(|e| format!("hosts.txt: {e}"))?;
+    println!(
+        "lab: {} hosts {} .. {}, SMB port {smb_port}, WinRM port {winrm_port}, up in {up_s:.1} s ({})",
+        hosts.len(),
+        hosts[0].address,
+        hosts[hosts.len() - 1].address,
+        dir.display()
+    );
+    println!(
+        "checker: {} ({checker_size} bytes, sha256 {checker_sha}); playbook {}",
+        checker.display(),
+        playbook.display()
+    );
+    let helpers = descendants(&daemons);
+    Ok(Lab {
+        dir: dir.to_path_buf(),
+        work,
+        lab_bin,
+        pushscan,
+        python,
+        peer,
+        forks: args.forks,
+        hosts,
+        user,
+        password,
+        smb_port,
+        winrm_port,
+        inventory,
+        playbook,
+        checker,
+        checker_sha,
+        daemons,
+        helpers,
+    })
+}
+
+/// `--checker-bytes N`: the lab's stand-in padded to N bytes (comment lines after its final
+/// `exit`, never read by the shell), about the size of the real EmoCheck, and a copy of the lab
+/// playbook pinning it. Returns (checker, sha256, playbook).
+fn padded_checker(
+    dir: &Path,
+    work: &Path,
+    stand_in: &Path,
+    stand_in_sha: &str,
+    size: usize,
+) -> Result<(PathBuf, String, PathBuf), String> {
+    let mut bytes = fs::read(stand_in).map_err(|e| format!("{}: {e}", stand_in.display()))?;
+    if bytes.len() > size {
+        return Err(format!(
+            "--checker-bytes {size}: the stand-in is already {} bytes",
+            bytes.len()
+        ));
+    }
+    if !bytes.ends_with(b"\n") {
+        bytes.push(b'\n');
+    }
+    let line = b"# pushscan Windows benchmark padding (never read: after the final exit)\n";
+    while bytes.len() + line.len() <= size {
+        bytes.extend_from_slice(line);
+    }
+    let room = size - bytes.len();
+    if room > 0 {
+        bytes.extend(std::iter::repeat_n(b'#', room - 1));
+        bytes.push(b'\n');
+    }
+    let checker = work.join("emocheck-padded.exe");
+    fs::write(&checker, &bytes).map_err(|e| format!("{}: {e}", checker.display()))?;
+    let sha = hex::encode(Sha256::digest(&bytes));
+    let lab_playbook = dir.join("emocheck-lab.yml");
+    let text = fs::read_to_string(&lab_playbook)
+        .map_err(|e| format!("{}: {e}", lab_playbook.display()))?;
+    let (path_line, sha_line) = (
+        "  path: emocheck-lab.exe\n",
+        format!("  sha256: \"{stand_in_sha}\"\n"),
+    );
+    if !text.contains(path_line) || !text.contains(&sha_line) {
+        return Err(format!(
+            "{}: no `path: emocheck-lab.exe` / `sha256: \"{stand_in_sha}\"` line to repoint",
+            lab_playbook.display()
+        ));
+    }
+    let text = text
+        .replacen(path_line, "  path: emocheck-padded.exe\n", 1)
+        .replacen(&sha_line, &format!("  sha256: \"{sha}\"\n"), 1);
+    let playbook = work.join("emocheck-padded.yml");
+    fs::write(&playbook, text).map_err(|e| format!("{}: {e}", playbook.display()))?;
+    Ok((checker, sha, playbook))
+}
+
+fn stop_lab(lab: &Lab) {
+    let out = Command::new(&lab.lab_bin)
+        .arg("down")
+        .arg("--purge")
+        .arg("--dir")
+        .arg(&lab.dir)
+        .stdin(Stdio::null())
+        .output();
+    match out {
+        Ok(o) if o.status.success() => println!("lab stopped and purged ({})", lab.dir.display()),
+        Ok(o) => eprintln!(
+            "pushscan-lab down --purge failed ({}): {}{}",
+            o.status,
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        ),
+        Err(e) => eprintln!("cannot run {} down: {e}", lab.lab_bin.display()),
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// The host trees: wipe before a first run, snapshot, check after a run
+// ------------------------------------------------------------------------------------------
+
+/// What a host's tree says, before or after a run.
+#[derive(Clone, Debug, PartialEq)]
+struct TreeState {
+    /// (inode, mtime ns) of the checker, if there.
+    checker: Option<(u64, i128)>,
+    reports: usize,
+}
+
+fn tree_state(h: &LabHost) -> TreeState {
+    let checker = fs::metadata(h.checker()).ok().map(|m| {
+        (
+            m.ino(),
+            m.mtime() as i128 * 1_000_000_000 + m.mtime_nsec() as i128,
+        )
+    });
+    let reports = fs::read_dir(h.reports())
+        .map(|d| {
+            d.flatten()
+                .filter(|e| e.file_name().to_string_lossy().ends_with("_emocheck.json"))
+                .count()
+        })
+        .unwrap_or(0);
+    TreeState { checker, reports }
+}
+
+/// Untimed, before a first run: no checker and no reports anywhere.
+fn wipe(lab: &Lab) -> Result<(), String> {
+    for h in &lab.hosts {
+        let d = h.work_dir();
+        match fs::remove_dir_all(&d) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(format!("{}: {e}", d.display())),
+        }
+    }
+    Ok(())
+}
+
+/// The checks of the host trees after a run, the same for both tools.
+fn check_trees(lab: &Lab, before: &[TreeState], sweep: Sweep) -> Vec<String> {
+    let mut bad = Vec::new();
+    for (h, b) in lab.hosts.iter().zip(before) {
+        let a = tree_state(h);
+        let mut why = Vec::new();
+        match sha256_file(&h.checker()) {
+            Some(s) if s == lab.checker_sha => {}
+            Some(s) => why.push(format!("checker has sha256 {s}")),
+            None => why.push("no checker".to_string()),
+        }
+        if a.reports != b.reports + 1 {
+            why.push(format!(
+                "{} report(s) before, {} after (expected one new)",
+                b.reports, a.reports
+            ));
+        }
+        if sweep == Sweep::Second && a.checker != b.checker {
+            why.push("the checker file was rewritten (expected no push)".to_string());
+        }
+        if !why.is_empty() {
+            bad.push(format!("  {} ({}): {}", h.name, h.address, why.join("; ")));
+        }
+    }
+    bad
+}
+
+// ------------------------------------------------------------------------------------------
+// One run of a tool, and its verification
+// ------------------------------------------------------------------------------------------
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Sweep {
+    First,
+    Second,
+}
+
+impl Sweep {
+    fn label(self) -> &'static str {
+        match self {
+            Sweep::First => "first",
+            Sweep::Second => "second",
+        }
+    }
+    fn pushed(self) -> bool {
+        self == Sweep::First
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Tool {
+    Pushscan,
+    Peer,
+}
+
+impl Tool {
+    fn label(self) -> &'static str {
+        match self {
+            Tool::Pushscan => "pushscan",
+            Tool::Peer => "peer",
+        }
+    }
+}
+
+/// A failed run: what went wrong, and whether pushscan lacks its WinRM transport.
+struct Failed {
+    text: String,
+    no_transport: bool,
+}
+
+fn run_once(
+    lab: &Lab,
+    tool: Tool,
+    sweep: Sweep,
+    run: usize,
+) -> Result<Result<Sample, Failed>, String> {
+    let tag = format!("{}-{}-{run}", tool.label(), sweep.label());
+    let out = lab.path(&format!("logs/{tag}.out"));
+    let err = lab.path(&format!("logs/{tag}.err"));
+    let report = lab.path(&format!("reports/{tag}.json"));
+    let cmd = match tool {
+        Tool::Pushscan => {
+            let mut cmd = Command::new(&lab.pushscan);
+            cmd.arg("sweep")
+                .arg("-i")
+                .arg(&lab.inventory)
+                .arg("-p")
+                .arg(&lab.playbook)
+                .arg("--forks")
+                .arg(lab.forks.to_string())
+                .arg("--state-dir")
+                .arg(lab.path(&format!("state/{tag}")))
+                .arg("--progress")
+                .arg("quiet")
+                .arg("--report-json")
+                .arg(&report);
+            cmd
+        }
+        Tool::Peer => {
+            let mut cmd = Command::new(&lab.python);
+            cmd.arg(&lab.peer)
+                .arg(lab.path("hosts.txt"))
+                .arg("--checker")
+                .arg(&lab.checker)
+                .arg("--sha256")
+                .arg(&lab.checker_sha)
+                .arg("--workers")
+                .arg(lab.forks.to_string())
+                .arg("--winrm-port")
+                .arg(lab.winrm_port.to_string())
+                .arg("--smb-port")
+                .arg(lab.smb_port.to_string())
+                .arg("--json");
+            cmd
+        }
+    };
+    let mut cmd = cmd;
+    cmd.env("PUSHSCAN_USER", &lab.user)
+        .env("PUSHSCAN_PASSWORD", &lab.password)
+        .env_remove("RUST_LOG")
+        .env_remove("PUSHSCAN_CREDENTIALS");
+
+    let before: Vec<TreeState> = lab.hosts.iter().map(tree_state).collect();
+    let (mut sample, waited) = measure(lab, cmd, &out, &err)?;
+
+    let mut problems = Vec::new();
+    if waited.code != Some(0) {
+        problems.push(format!(
+            "{} ended with {} (expected exit 0); stderr tail:\n{}",
+            tool.label(),
+            status_text(&waited),
+            tail(&err, 8)
+        ));
+    }
+    // The tool's own per-host results.
+    let results = match tool {
+        Tool::Pushscan => pushscan_results(&report),
+        Tool::Peer => peer_results(&out),
+    };
+    let no_transport = tool == Tool::Pushscan
+        && (fs::read_to_string(&err)
+            .unwrap_or_default()
+            .contains(NO_TRANSPORT)
+            || fs::read_to_string(&report)
+                .unwrap_or_default()
+                .contains(NO_TRANSPORT));
+    match results {
+        Ok(rows) => {
+            let names: HashSet<&str> = rows.iter().map(|r| r.host.as_str()).collect();
+            let missing = lab
+                .hosts
+                .iter()
+                .filter(|h| !names.contains(h.name.as_str()))
+                .count();
+            if rows.len() != lab.hosts.len() || missing != 0 {
+                problems.push(format!(
+                    "the tool reports {} host(s), {missing} of the fleet's {} missing",
+                    rows.len(),
+                    lab.hosts.len()
+                ));
+            }
+            let bad: Vec<String> = rows
+                .iter()
+                .filter(|r| !r.not_detected || r.pushed != Some(sweep.pushed()))
+                .map(|r| {
+                    format!(
+                        "  {} {} pushed={:?}: {}",
+                        r.host, r.status, r.pushed, r.detail
+                    )
+                })
+                .collect();
+            if !bad.is_empty() {
+                problems.push(format!(
+                    "{} host(s) not `not detected` with pushed={} (first 10):\n{}",
+                    bad.len(),
+                    sweep.pushed(),
+                    bad[..bad.len().min(10)].join("\n")
+                ));
+            }
+            sample.host_s = host_percentiles(rows.iter().filter_map(|r| r.seconds).collect());
+        }
+        Err(e) => problems.push(e),
+    }
+    // The host trees.
+    let bad = check_trees(lab, &before, sweep);
+    if !bad.is_empty() {
+        problems.push(format!(
+            "{} host tree(s) do not show the job done (first 10):\n{}",
+            bad.len(),
+            bad[..bad.len().min(10)].join("\n")
+        ));
+    }
+    Ok(if problems.is_empty() {
+        Ok(sample)
+    } else {
+        Err(Failed {
+            text: format!(
+                "{tag}: {}\n  (logs: {}, {})",
+                problems.join("\n"),
+                out.display(),
+                err.display()
+            ),
+            no_transport,
+        })
+    })
+}
+
+/// One host's result as a tool reported it.
+struct HostRow {
+    host: String,
+    status: String,
+    not_detected: bool,
+    pushed: Option<bool>,
+    seconds: Option<f64>,
+    detail: String,
+}
+
+/// `pushscan sweep --report-json`: `{"hosts": [{"host", "status", "pushed", "duration_ms",
+/// "reason", ...}]}`.
+fn pushscan_results(path: &Path) -> Result<Vec<HostRow>, String> {
+    let text =
+        fs::read_to_string(path).map_err(|e| format!("no JSON report {} ({e})", path.display()))?;
+    let doc: Value =
+        serde_json::from_str(&text).map_err(|e| format!("{}: not JSON ({e})", path.display()))?;
+    Ok(doc["hosts"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|h| HostRow {
+            host: h["host"].as_str().unwrap_or("?").to_string(),
+            status: h["status"].as_str().unwrap_or("?").to_string(),
+            not_detected: h["status"].as_str() == Some("not_detected"),
+            pushed: h["pushed"].as_bool(),
+            seconds: h["duration_ms"].as_f64().map(|ms| ms / 1000.0),
+            detail: h["reason"].as_str().unwrap_or("").to_string(),
+        })
+        .collect())
+}
+
+/// `windows_peer.py --json` on stdout: `{"results": [{"host", "status", "pushed", "seconds",
+/// "detail"}]}`.
+fn peer_results(path: &Path) -> Result<Vec<HostRow>, String> {
+    let text = fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let doc: Value = serde_json::from_str(&text)
+        .map_err(|e| format!("the script's stdout {} is not JSON ({e})", path.display()))?;
+    Ok(doc["results"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|h| HostRow {
+            host: h["host"].as_str().unwrap_or("?").to_string(),
+            status: h["status"].as_str().unwrap_or("?").to_string(),
+            not_detected: h["status"].as_str() == Some("not detected"),
+            pushed: h["pushed"].as_bool(),
+            seconds: h["seconds"].as_f64(),
+            detail: h["detail"].as_str().unwrap_or("").to_string(),
+        })
+        .collect())
+}
+
+// ------------------------------------------------------------------------------------------
+// The benchmark
+// ------------------------------------------------------------------------------------------
+
+/// One figure: a tool, a sweep kind, its samples.
+struct Figure {
+    tool: Tool,
+    sweep: Sweep,
+    samples: Vec<Sample>,
+    failed: usize,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+impl Figure {
+    fn walls(&self) -> Vec<f64> {
+        self.samples.iter().map(|s| s.wall_s).collect()
+    }
+    fn med<F: Fn(&Sample) -> f64>(&self, f: F) -> f64 {
+        median(self.samples.iter().map(f).collect())
+    }
+    fn wall(&self) -> Option<f64> {
+        (!self.samples.is_empty()).then(|| median(self.walls()))
+    }
+}
+
+/// Untimed: report file names carry a one-second stamp; keep runs on a host a second apart.
+fn settle() {
+    std::thread::sleep(Duration::from_millis(1100));
+}
+
+fn manifest() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Newest modification time under `dir` (to warn about a stale release binary).
+fn newest_source(dir: &Path) -> Option<SystemTime> {
+    let mut newest = None;
+    for entry in fs::read_dir(dir).ok()?.flatten() {
+        let p = entry.path();
+        let t = if p.is_dir() {
+            newest_source(&p)
+        } else {
+            entry.metadata().ok().and_then(|m| m.modified().ok())
+        };
+        newest = newest.max(t);
+    }
+    newest
+}
+
+fn warn_if_stale(bin: &Path, src: &Path) {
+    let built = fs::metadata(bin).and_then(|m| m.modified()).ok();
+    if let (Some(b), Some(s)) = (built, newest_source(src)) {
+        if s > b {
+            eprintln!(
+                "WARNING: {} is older than {}: rebuild it (bench/windows does)",
+                bin.display(),
+                src.display()
+            );
+        }
+    }
+}
+
+/// The interpreter itself (not a pyenv shim, whose bash start-up would be measured too), after
+/// checking that it has pywinrm and smbprotocol.
+fn resolve_python(python: &str) -> Result<PathBuf, String> {
+    let out = Command::new(python)
+        .args(["-c", "import sys, winrm, smbclient; print(sys.executable)"])
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run {python}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{python} lacks pywinrm or smbprotocol ({}): python3 -m pip install pywinrm smbprotocol \
+             (bench/windows installs them)",
+            String::from_utf8_lossy(&out.stderr).trim().lines().last().unwrap_or("")
+        ));
+    }
+    let exe = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    if exe.is_file() {
+        Ok(exe)
+    } else {
+        Err(format!(
+            "{python}: sys.executable {} is not a file",
+            exe.display()
+        ))
+    }
+}
+
+fn bench(args: &Args) -> Result<bool, String> {
+    let started = Instant::now();
+    if args.hosts == 0 || args.runs == 0 || args.forks == 0 {
+        return Err("--hosts, --runs and --forks must be at least 1".into());
+    }
+    let mut tools = Vec::new();
+    for t in &args.tools {
+        match t.as_str() {
+            "pushscan" => tools.push(Tool::Pushscan),
+            "peer" => tools.push(Tool::Peer),
+            other => return Err(format!("--tools: unknown tool {other:?} (pushscan, peer)")),
+        }
+    }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Err("the lab needs root (a Samba account, addresses on lo): run as root".into());
+    }
+    let pushscan = args
+        .pushscan
+        .clone()
+        .unwrap_or_else(|| manifest().join("target/release/pushscan"));
+    let lab_bin = args
+        .lab
+        .clone()
+        .unwrap_or_else(|| manifest().join("target/release/pushscan-lab"));
+    for (bin, what, needed) in [
+        (
+            &pushscan,
+            "cargo build --release",
+            tools.contains(&Tool::Pushscan),
+        ),
+        (&lab_bin, "cargo build --release -p pushscan-lab", true),
+    ] {
+        if needed && !bin.is_file() {
+            return Err(format!(
+                "{} is missing: build it with `{what}` (bench/windows does)",
+                bin.display()
+            ));
+        }
+    }
+    if tools.contains(&Tool::Pushscan) {
+        warn_if_stale(&pushscan, &manifest().join("src"));
+    }
+    warn_if_stale(&lab_bin, &manifest().join("lab/src"));
+    let peer = manifest().join("bench/windows_peer.py");
+    let python = if tools.contains(&Tool::Peer) {
+        resolve_python(&args.python)?
+    } else {
+        PathBuf::from(&args.python)
+    };
+    let dir = args
+        .dir
+        .clone()
+        .unwrap_or_else(|| manifest().join("target/bench-windows"));
+    fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let dir = fs::canonicalize(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    println!(
+        "Windows sweep benchmark: {} hosts, {} run(s) per figure, forks/workers {}, tools {:?}, {} core(s)",
+        args.hosts,
+        args.runs,
+        args.forks,
+        tools.iter().map(|t| t.label()).collect::<Vec<_>>(),
+        cores
+    );
+    println!("pushscan: {}", pushscan.display());
+    println!("peer:     {} {}", python.display(), peer.display());
+    let load = fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!(
+        "load average at start: {}",
+        load.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+
+    let lab = start_lab(args, &dir, lab_bin, pushscan, python, peer)?;
+    let result = sweeps(args, &lab, &tools, cores);
+    if args.keep_lab {
+        println!(
+            "lab left running: {} down --purge --dir {}",
+            lab.lab_bin.display(),
+            lab.dir.display()
+        );
+    } else {
+        stop_lab(&lab);
+    }
+    let ok = result?;
+    println!(
+        "\nbenchmark took {:.1} s in all",
+        started.elapsed().as_secs_f64()
+    );
+    if ok && !args.keep_lab {
+        let _ = fs::remove_dir_all(&lab.work);
+        let _ = fs::remove_dir(&lab.dir); // only if `down --purge` left it empty
+    } else {
+        println!(
+            "logs, pushscan state and reports kept in {}",
+            lab.work.display()
+        );
+    }
+    let _ = std::io::stdout().flush();
+    Ok(ok)
+}
+
+fn sweeps(args: &Args, lab: &Lab, tools: &[Tool], cores: usize) -> Result<bool, String> {
+    let mut figures: Vec<Figure> = Vec::new();
+    let mut failures: Vec<String> = Vec::new();
+    let mut no_transport = false;
+    let mut record = |fig: &mut Figure, run: usize, res: Result<Sample, Failed>| -> bool {
+        match res {
+            Ok(s) => {
+                let other = s.machine_cpu_s - s.fleet_cpu_s - s.cpu_s;
+                println!(
+                    "  run {run}: wall {:.2} s ({:.1} hosts/s), controller CPU {:.2} s, peak RSS {:.1} MiB, \
+                     lab CPU {:.1} s, machine CPU {:.1} s (other processes {other:.1} s); \
+                     per host p50 {:.2} s, p95 {:.2} s, max {:.2} s",
+                    s.wall_s,
+                    lab.hosts.len() as f64 / s.wall_s,
+                    s.cpu_s,
+                    s.peak_rss_kb as f64 / 1024.0,
+                    s.fleet_cpu_s,
+                    s.machine_cpu_s,
+                    s.host_s[0],
+                    s.host_s[1],
+                    s.host_s[2]
+                );
+                if other > 0.1 * s.machine_cpu_s && other > 1.0 {
+                    println!(
+                        "    note: {other:.1} s of CPU went to processes outside this benchmark: \
+                         the machine was not idle, figures are inflated"
+                    );
+                }
+                fig.samples.push(s);
+                true
+            }
+            Err(f) => {
+                eprintln!(
+                    "\n!!!!!!!! {} {} run {run}: RUN FAILED - it did not do the job !!!!!!!!\n{}\n",
+                    fig.tool.label(),
+                    fig.sweep.label(),
+                    f.text
+                );
+                fig.failed += 1;
+                failures.push(f.text);
+                if f.no_transport {
+                    no_transport = true;
+                    eprintln!(
+                        "!!!!!!!! pushscan CANNOT SWEEP WINDOWS HOSTS WITH THIS BUILD: its WinRM \
+                         transport is missing (\"the winrm transport is not available in this build \
+                         yet\"). No pushscan figure is measured; the remaining pushscan runs are \
+                         skipped and the benchmark fails. !!!!!!!!\n"
+                    );
+                    return false;
+                }
+                true
+            }
+        }
+    };
+
+    'tools: for &tool in tools {
+        let mut first = Figure {
+            tool,
+            sweep: Sweep::First,
+            samples: Vec::new(),
+            failed: 0,
+        };
+        println!(
+            "\n{} first sweep (no checker on the hosts: push, run, fetch), {} at a time:",
+            tool.label(),
+            lab.forks
+        );
+        for run in 1..=args.runs {
+            wipe(lab)?;
+            settle();
+            let res = run_once(lab, tool, Sweep::First, run)?;
+            if !record(&mut first, run, res) {
+                first.failed += args.runs - run;
+                figures.push(first);
+                figures.push(Figure {
+                    tool,
+                    sweep: Sweep::Second,
+                    samples: Vec::new(),
+                    failed: args.runs,
+                });
+                continue 'tools;
+            }
+        }
+        figures.push(first);
+
+        // The checker must be on every host for a second sweep; the last first run left it
+        // there unless it failed: then an untimed priming run of the same tool.
+        let missing = lab
+            .hosts
+            .iter()
+            .filter(|h| sha256_file(&h.checker()).as_deref() != Some(lab.checker_sha.as_str()))
+            .count();
+        if missing != 0 {
+            println!(
+                "{} priming sweep (untimed): {missing} host(s) lack the checker",
+                tool.label()
+            );
+            settle();
+            let _ = run_once(lab, tool, Sweep::First, 0)?;
+        }
+        let mut second = Figure {
+            tool,
+            sweep: Sweep::Second,
+            samples: Vec::new(),
+            failed: 0,
+        };
+        println!(
+            "{} second sweep (checker present with the pinned hash: no push), {} at a time:",
+            tool.label(),
+            lab.forks
+        );
+        for run in 1..=args.runs {
+            settle();
+            let res = run_once(lab, tool, Sweep::Second, run)?;
+            if !record(&mut second, run, res) {
+                second.failed += args.runs - run;
+                break;
+            }
+        }
+        figures.push(second);
+    }
+
+    let hosts = lab.hosts.len();
+    print_table(&figures, hosts, lab.forks);
+    print_ratios(&figures, cores);
+
+    if let Some(path) = &args.json {
+        let results: Vec<Value> = figures
+            .iter()
+            .map(|f| {
+                json!({
+                    "tool": f.tool.label(),
+                    "sweep": f.sweep.label(),
+                    "forks": lab.forks,
+                    "wall_s": f.walls(),
+                    "cpu_s": f.samples.iter().map(|s| s.cpu_s).collect::<Vec<_>>(),
+                    "peak_rss_kb": f.samples.iter().map(|s| s.peak_rss_kb).collect::<Vec<_>>(),
+                    "fleet_cpu_s": f.samples.iter().map(|s| s.fleet_cpu_s).collect::<Vec<_>>(),
+                    "machine_cpu_s": f.samples.iter().map(|s| s.machine_cpu_s).collect::<Vec<_>>(),
+                    "host_s_p50_p95_max": f.samples.iter().map(|s| s.host_s.to_vec()).collect::<Vec<_>>(),
+                    "failed_runs": f.failed,
+                })
+            })
+            .collect();
+        let doc = json!({
+            "hosts": hosts,
+            "cores": cores,
+            "checker_sha256": lab.checker_sha,
+            "no_winrm_transport": no_transport,
+            "results": results,
+        });
+        let text = serde_json::to_string_pretty(&doc).map_err(|e| e.to_string())? + "\n";
+        fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+        println!("JSON written to {}", path.display());
+    }
+
+    if failures.is_empty() {
+        return Ok(true);
+    }
+    eprintln!(
+        "\n!!!!!!!! BENCHMARK INVALID: {} run(s) did not do the job (left out of the figures above) !!!!!!!!",
+        failures.len()
+    );
+    if no_transport {
+        eprintln!(
+            "- pushscan has no WinRM transport in this build: build one that has it and rerun"
+        );
+    }
+    for f in &failures {
+        eprintln!("- {}", f.lines().next().unwrap_or(""));
+    }
+    Ok(false)
+}
+
+fn print_table(figures: &[Figure], hosts: usize, forks: usize) {
+    println!(
+        "\n{:<16} {:>5} {:>9} {:>13} {:>8} {:>7} {:>7} {:>12} {:>12} {:>8} {:>6}",
+        "tool/sweep",
+        "forks",
+        "median s",
+        "min-max s",
+        "hosts/s",
+        "p50 s",
+        "p95 s",
+        "ctl CPU ms/h",
+        "lab CPU ms/h",
+        "RSS MiB",
+        "runs"
+    );
+    for f in figures {
+        let name = format!("{} {}", f.tool.label(), f.sweep.label());
+        let runs = if f.failed == 0 {
+            format!("{}", f.samples.len())
+        } else {
+            format!("{}+{}F", f.samples.len(), f.failed)
+        };
+        if f.samples.is_empty() {
+            println!(
+                "{name:<16} {forks:>5} {:>9} (no successful run) {runs:>72}",
+                "-"
+            );
+            continue;
+        }
+        let walls = f.walls();
+        let med = median(walls.clone());
+        let min = walls.iter().copied().fold(f64::INFINITY, f64::min);
+        let max = walls.iter().copied().fold(0.0, f64::max);
+        let cpu_ms = f.med(|s| s.cpu_s) * 1000.0 / hosts as f64;
+        let fleet_ms = f.med(|s| s.fleet_cpu_s) * 1000.0 / hosts as f64;
+        let rss = f.samples.iter().map(|s| s.peak_rss_kb).max().unwrap_or(0) as f64 / 1024.0;
+        println!(
+            "{name:<16} {forks:>5} {med:>9.2} {:>13} {:>8.1} {:>7.2} {:>7.2} {cpu_ms:>12.2} {fleet_ms:>12.1} {rss:>8.1} {runs:>6}",
+            format!("{min:.2}-{max:.2}"),
+            hosts as f64 / med,
+            f.med(|s| s.host_s[0]),
+            f.med(|s| s.host_s[1]),
+        );
+    }
+    println!(
+        "(median over the runs; p50/p95 = per-host time as the tool measured it, median over the \
+         runs; ctl CPU = user+sys of the tool's process per host; lab CPU = smbd + WinRM simulator + \
+         checkers per host; RSS = max peak over the runs)"
+    );
+}
+
+fn find(figures: &[Figure], tool: Tool, sweep: Sweep) -> Option<&Figure> {
+    figures
+        .iter()
+        .find(|f| f.tool == tool && f.sweep == sweep && !f.samples.is_empty())
+}
+
+fn print_ratios(figures: &[Figure], cores: usize) {
+    println!("\npushscan / peer (below 1: pushscan uses less):");
+    let mut speedups = Vec::new();
+    for sweep in [Sweep::First, Sweep::Second] {
+        match (
+            find(figures, Tool::Pushscan, sweep),
+            find(figures, Tool::Peer, sweep),
+        ) {
+            (Some(p), Some(q)) => {
+                let (pw, qw) = (median(p.walls()), median(q.walls()));
+                let rss =
+                    |f: &Figure| f.samples.iter().map(|s| s.peak_rss_kb).max().unwrap_or(0) as f64;
+                println!(
+                    "  {:<6}: wall {:.3} ({pw:.2} s vs {qw:.2} s: pushscan {:.1}x faster), controller CPU {:.3}, peak RSS {:.2}",
+                    sweep.label(),
+                    pw / qw,
+                    qw / pw,
+                    p.med(|s| s.cpu_s) / q.med(|s| s.cpu_s),
+                    rss(p) / rss(q)
+                );
+                speedups.push((sweep, qw / pw));
+            }
+            _ => println!(
+                "  {:<6}: not measured (a tool has no successful run)",
+                sweep.label()
+            ),
+        }
+    }
+    println!("\nsecond / first (wall):");
+    let mut second_ratio = None;
+    for tool in [Tool::Pushscan, Tool::Peer] {
+        if let (Some(a), Some(b)) = (
+            find(figures, tool, Sweep::First),
+            find(figures, tool, Sweep::Second),
+        ) {
+            let r = b.wall().unwrap_or(f64::NAN) / a.wall().unwrap_or(f64::NAN);
+            println!("  {:<8}: {r:.2}", tool.label());
+            if tool == Tool::Pushscan {
+                second_ratio = Some(r);
+            }
+        } else {
+            println!("  {:<8}: not measured", tool.label());
+        }
+    }
+    println!("\ngoals (issue 4), on this {cores}-core machine where the lab shares the cores:");
+    if speedups.is_empty() {
+        println!("  pushscan >= 10x faster than the script: NOT MEASURED");
+    }
+    for (sweep, s) in speedups {
+        println!(
+            "  pushscan >= 10x faster than the script ({}): {s:.1}x -> {}",
+            sweep.label(),
+            if s >= 10.0 { "MET" } else { "NOT MET" }
+        );
+    }
+    match second_ratio {
+        Some(r) => println!(
+            "  pushscan second sweep <= 0.5x its first: {r:.2}x -> {}",
+            if r <= 0.5 { "MET" } else { "NOT MET" }
+        ),
+        None => println!("  pushscan second sweep <= 0.5x its first: NOT MEASURED"),
+    }
+}
