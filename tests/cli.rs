@@ -466,8 +466,10 @@ fn prune_forgets_old_runs_and_their_evidence() {
     }
 }
 
+/// README's "A sweep of this machine alone" example (the README's first command, the lab
+/// demo, is held by `lab/tests/demo.rs`).
 #[test]
-fn readme_demo_shows_detections_no_result_and_clean() {
+fn readme_local_example_shows_detections_no_result_and_clean() {
     let state = tempfile::tempdir().unwrap();
     let out = bin()
         .args(["sweep", "-i"])

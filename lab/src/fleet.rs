@@ -426,7 +426,7 @@ pub fn up(opts: UpOptions) -> Result<Lab> {
     }
 }
 
-fn lab_host(dir: &Path, h: &HostPlan) -> LabHost {
+pub(crate) fn lab_host(dir: &Path, h: &HostPlan) -> LabHost {
     LabHost {
         name: h.name.clone(),
         address: h.address,
@@ -606,7 +606,7 @@ fn ensure_user(username: &str) -> Result<(u32, u32)> {
 
 /// Creates each host's `C:\` skeleton (existing content is kept) and hands it to the lab
 /// account.
-fn make_host_trees(
+pub(crate) fn make_host_trees(
     dir: &Path,
     plan: &[HostPlan],
     username: &str,
@@ -1126,7 +1126,7 @@ pub async fn start_winrm(
 }
 
 /// Writes a file readable by its owner only (0600), replacing it.
-fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
+pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = path.with_extension("tmp");
     let _ = fs::remove_file(&tmp);
     let mut f = OpenOptions::new()
@@ -1146,7 +1146,7 @@ fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 /// `'text'` for sh (a `'` becomes `'\''`).
-fn shell_quote(s: &str) -> String {
+pub(crate) fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
 

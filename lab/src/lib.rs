@@ -6,6 +6,7 @@
 //! checker and a small `cmd /c` subset run on this machine against each
 //! host's directory tree). See `lab/README.md`.
 
+pub mod demo;
 pub mod fleet;
 pub mod samba;
 pub mod spec;

@@ -10,6 +10,7 @@ use std::time::Instant;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
+use pushscan_lab::demo::{self, DemoOptions, SmbChoice};
 use pushscan_lab::fleet::{self, UpOptions};
 use pushscan_lab::spec::Spec;
 
@@ -30,6 +31,38 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Start a small demo fleet, sweep it with pushscan, print the report, clean up.
+    #[command(after_help = "Example:\n  cargo run -p pushscan-lab -- demo\n  \
+                            pushscan-lab demo --hosts 30 --keep\n\n\
+                            As root with Samba installed, files go over SMB (a real smbd); \
+                            otherwise (or with --no-smb) the WinRM simulator runs in this \
+                            process and files go over WinRM only: no root, no Samba needed.\n\n\
+                            Exit code: 0 when the sweep came out as designed (pushscan's own \
+                            exit code for it, printed in the footer, is 1: detections); 1 when \
+                            anything failed.")]
+    Demo {
+        /// Number of hosts (default 12: every scenario once, clean three times).
+        #[arg(long)]
+        hosts: Option<usize>,
+        /// Demo directory, new or empty (default: a temporary directory).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Keep the directory (inventory, playbook, host trees, journal) at the end.
+        #[arg(long)]
+        keep: bool,
+        /// Files over WinRM only, even as root with Samba installed.
+        #[arg(long, conflicts_with = "smb")]
+        no_smb: bool,
+        /// Files over SMB or fail (needs root and Samba).
+        #[arg(long)]
+        smb: bool,
+        /// Progress on stderr: auto (a bar on a terminal), lines or quiet.
+        #[arg(long, default_value = "auto", value_parser = ["auto", "lines", "quiet"])]
+        progress: String,
+        /// First host address (default 127.0.20.1).
+        #[arg(long, hide = true)]
+        base_address: Option<std::net::Ipv4Addr>,
+    },
     /// Start a lab in the background (a lab already in DIR is stopped first).
     Up {
         /// Number of hosts (default: the spec's `hosts`).
@@ -82,6 +115,47 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
+        Cmd::Demo {
+            hosts,
+            dir,
+            keep,
+            no_smb,
+            smb,
+            progress,
+            base_address,
+        } => {
+            let mut opts = DemoOptions {
+                hosts,
+                dir,
+                keep,
+                smb: match (no_smb, smb) {
+                    (true, _) => SmbChoice::Off,
+                    (_, true) => SmbChoice::Required,
+                    _ => SmbChoice::Auto,
+                },
+                progress: match progress.as_str() {
+                    "lines" => pushscan::progress::Mode::Lines,
+                    "quiet" => pushscan::progress::Mode::Quiet,
+                    _ => pushscan::progress::Mode::Auto,
+                },
+                ..DemoOptions::default()
+            };
+            if let Some(a) = base_address {
+                opts.base_address = a;
+            }
+            let outcome = demo::run(opts)?;
+            if outcome.ok() {
+                Ok(ExitCode::SUCCESS)
+            } else {
+                eprintln!(
+                    "pushscan-lab demo: the sweep did not come out as designed (pushscan exit \
+                     code {}, {} host(s) in an unexpected class)",
+                    outcome.sweep_exit_code,
+                    outcome.unexpected.len()
+                );
+                Ok(ExitCode::from(1))
+            }
+        }
         Cmd::Up {
             hosts,
             spec,

@@ -1,0 +1,822 @@
+//! `pushscan-lab demo`: one command that shows what pushscan does, with nothing to set up.
+//!
+//! It starts a small lab fleet (a fixed, deterministic mix of scenarios: clean hosts,
+//! detections in English, Japanese with CP932 paths and French, a host that leaves no
+//! report, a crashing and a hanging checker, a wrong password, a closed port, SMB down),
+//! sweeps it with the real pushscan engine ([`pushscan::app::sweep`], which prints the
+//! consolidated report), checks that every host ended in the class its scenario calls for,
+//! prints a short footer, and removes everything it started and wrote.
+//!
+//! Two ways to serve the fleet, chosen at start and said in one line before the report:
+//!
+//! - **SMB** (root, and Samba's `smbd` installed): [`fleet::up`], the same lab as
+//!   `pushscan-lab up` (a private Samba serving `ADMIN$`/`C$`, the WinRM simulator in a
+//!   detached process), stopped with `down` at the end, on errors, on Ctrl-C during the
+//!   start, and when the sweep's second Ctrl-C ends the process (an `atexit` hook).
+//! - **WinRM only** (otherwise, or `--no-smb`): the host trees and the WinRM simulator run in
+//!   this process, on the sweep's own tokio runtime; no Samba, no root (binding 127.0.0.0/8
+//!   addresses needs no privilege on Linux). The inventory says `pushscan_smb: off` and the
+//!   sweep runs with SMB off, so every host uses pushscan's WinRM-only transfer path.
+//!
+//! The demo exits 0 when the sweep came out as designed (pushscan's own exit code for it is
+//! 1, "detections", and is printed); anything else is a real failure.
+
+use std::fs;
+use std::net::{Ipv4Addr, SocketAddrV4, TcpListener};
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context as _, Result};
+use sha2::{Digest as _, Sha256};
+
+use pushscan::credentials::{Account, Credential};
+use pushscan::progress::Mode;
+use pushscan::sweep::{Access, SweepConfig, WindowsAccess};
+use pushscan::transport::winrm::{SmbUse, WinrmOptions};
+use pushscan::transport::Credentials;
+
+use crate::fleet::{self, LabHost, LabState, ServeHost, ServePlan, UpOptions};
+use crate::samba;
+use crate::spec::{self, HostPlan, ScenarioKind, Spec};
+use crate::winrm;
+
+/// The demo fleet. Twelve hosts, one per scenario entry (clean has weight 3), so every
+/// class of the report shows up; `--hosts N` scales the mix.
+pub const DEMO_SPEC_YAML: &str = r#"
+hosts: 12
+base_address: 127.0.20.1
+name_pattern: "PC-{ou}-{n:03}"
+seed: 7
+ous:
+  - {name: SALES, weight: 2, groups: [wave1]}
+  - {name: DEV, weight: 1, groups: [wave2]}
+  - {name: TOKYO, weight: 1, groups: [wave2]}
+scenarios:
+  - {kind: clean, weight: 3}
+  - {kind: infected}
+  - kind: infected
+    locale: ja
+    encoding: cp932
+    process: "ソフト更新.exe"
+    pid: 5120
+    image: 'C:\Users\鈴木\AppData\Local\ソフト\ソフト更新.exe'
+    runkey: 'HKEY_CURRENT_USER\Software\Microsoft\Windows\CurrentVersion\Run\ソフト'
+  - {kind: infected, locale: fr, user: dupont}
+  - {kind: noreport}
+  - {kind: crash}
+  - {kind: hang}
+  - {kind: wrong_password}
+  - {kind: port_closed}
+  - {kind: smb_down}
+winrm:
+  https_port: null
+"#;
+
+/// The first address of the demo fleet (a range of its own: a `pushscan-lab up` lab on
+/// 127.0.10.x may run at the same time).
+pub const DEMO_BASE_ADDRESS: Ipv4Addr = Ipv4Addr::new(127, 0, 20, 1);
+
+/// The playbook's timeout: the hanging host is killed after it, so the demo stays short.
+pub const DEMO_TIMEOUT: &str = "5s";
+
+/// Whether to serve files over SMB.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SmbChoice {
+    /// SMB when root and Samba is installed, else WinRM only.
+    Auto,
+    /// SMB or fail (with the reason and the install command).
+    Required,
+    /// WinRM only.
+    Off,
+}
+
+/// How the hosts' files travel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transfer {
+    /// Real Samba (`fleet::up`), files over SMB (`smb_down` hosts fall back to WinRM).
+    Smb,
+    /// The WinRM simulator in this process, files over WinRM only.
+    WinrmOnly,
+}
+
+/// Options of [`run`].
+#[derive(Clone, Debug)]
+pub struct DemoOptions {
+    /// Number of hosts (default: the demo spec's 12).
+    pub hosts: Option<usize>,
+    /// The demo directory: absent or empty (default: a new temporary directory).
+    pub dir: Option<PathBuf>,
+    /// Keep the directory (host trees, inventory, journal) at the end.
+    pub keep: bool,
+    pub smb: SmbChoice,
+    /// First host address (tests use ranges of their own).
+    pub base_address: Ipv4Addr,
+    /// The `pushscan-lab` executable run as the serve process of the SMB path.
+    pub exe: PathBuf,
+    pub progress: Mode,
+}
+
+impl Default for DemoOptions {
+    fn default() -> Self {
+        DemoOptions {
+            hosts: None,
+            dir: None,
+            keep: false,
+            smb: SmbChoice::Auto,
+            base_address: DEMO_BASE_ADDRESS,
+            exe: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("pushscan-lab")),
+            progress: Mode::Auto,
+        }
+    }
+}
+
+/// What a demo run did.
+#[derive(Clone, Debug)]
+pub struct DemoOutcome {
+    pub transfer: Transfer,
+    /// pushscan's exit code for the sweep (1: detections, as designed).
+    pub sweep_exit_code: i32,
+    /// The exit code the fleet calls for (1 unless `--hosts` is too small for a detection).
+    pub expected_exit_code: i32,
+    /// Hosts whose class differs from what their scenario calls for (empty: as designed).
+    pub unexpected: Vec<String>,
+    /// The demo directory, when kept.
+    pub kept: Option<PathBuf>,
+    pub elapsed: Duration,
+}
+
+impl DemoOutcome {
+    /// Whether the demo came out as designed.
+    pub fn ok(&self) -> bool {
+        self.unexpected.is_empty() && self.sweep_exit_code == self.expected_exit_code
+    }
+}
+
+/// pushscan's exit code for a sweep of `plan` where every host ends as designed.
+pub fn expected_exit_code(plan: &[HostPlan]) -> i32 {
+    let classes: Vec<&str> = plan
+        .iter()
+        .map(|h| expected_class(h.scenario.kind))
+        .collect();
+    if classes.contains(&"detected") {
+        pushscan::exit::DETECTED
+    } else if classes.iter().any(|c| *c != "not_detected") {
+        pushscan::exit::INCOMPLETE
+    } else {
+        pushscan::exit::OK
+    }
+}
+
+/// The class pushscan must give a host of `kind`.
+pub fn expected_class(kind: ScenarioKind) -> &'static str {
+    match kind {
+        ScenarioKind::Clean | ScenarioKind::SmbDown | ScenarioKind::Slow => "not_detected",
+        // The crashing stand-in leaves a detected report cut inside the process block:
+        // pushscan keeps the detection (a cut report is never read as clean) and says
+        // "exit 139; truncated" in the reason.
+        ScenarioKind::Infected | ScenarioKind::Crash => "detected",
+        ScenarioKind::Noreport => "no_result",
+        ScenarioKind::Hang => "timeout",
+        ScenarioKind::WrongPassword => "auth_failed",
+        ScenarioKind::PortClosed => "unreachable",
+    }
+}
+
+/// The demo spec for `opts` (host count, base address; ports are chosen at start).
+pub fn demo_spec(opts: &DemoOptions) -> Result<Spec> {
+    let mut spec = Spec::parse(DEMO_SPEC_YAML, Path::new("<demo spec>"))?;
+    if let Some(n) = opts.hosts {
+        if n == 0 {
+            bail!("--hosts must be at least 1");
+        }
+        spec.hosts = n;
+    }
+    spec.base_address = opts.base_address;
+    Ok(spec)
+}
+
+/// Which path `choice` gives on this machine, or why SMB cannot be used.
+pub fn choose_transfer(choice: SmbChoice) -> Result<(Transfer, &'static str)> {
+    if choice == SmbChoice::Off {
+        return Ok((Transfer::WinrmOnly, "--no-smb"));
+    }
+    let root = unsafe { libc::geteuid() } == 0;
+    let missing = ["smbd", "smbpasswd"]
+        .iter()
+        .find_map(|t| samba::binary(t).err());
+    match (root, missing, choice) {
+        (true, None, _) => Ok((Transfer::Smb, "root, Samba installed")),
+        (false, _, SmbChoice::Required) => bail!(
+            "the SMB path needs root (it adds loopback addresses and a system account for Samba)"
+        ),
+        (true, Some(e), SmbChoice::Required) => Err(e),
+        (false, _, _) => Ok((Transfer::WinrmOnly, "not root")),
+        (true, Some(_), _) => Ok((Transfer::WinrmOnly, "Samba is not installed")),
+    }
+}
+
+/// Runs the demo (see the module doc): prints the path line, the report and the footer.
+pub fn run(opts: DemoOptions) -> Result<DemoOutcome> {
+    let t0 = Instant::now();
+    let (transfer, why) = choose_transfer(opts.smb)?;
+    let spec = demo_spec(&opts)?;
+    let plan = spec.plan().context("invalid demo spec")?;
+
+    let (dir, temp) = match &opts.dir {
+        Some(d) => {
+            if d.exists()
+                && fs::read_dir(d)
+                    .with_context(|| format!("cannot list {}", d.display()))?
+                    .next()
+                    .is_some()
+            {
+                bail!(
+                    "{} is not empty: the demo removes its directory at the end, so it only \
+                     uses a new or empty one",
+                    d.display()
+                );
+            }
+            fs::create_dir_all(d).with_context(|| format!("cannot create {}", d.display()))?;
+            (fs::canonicalize(d)?, None)
+        }
+        None => {
+            let t = tempfile::Builder::new()
+                .prefix("pushscan-demo-")
+                .tempdir()
+                .context("cannot create a temporary directory")?;
+            // Other users may need to traverse it (Samba's account on the SMB path).
+            fs::set_permissions(t.path(), fs::Permissions::from_mode(0o755))?;
+            (fs::canonicalize(t.path())?, Some(t))
+        }
+    };
+    let _guard = ExitGuard::arm(&dir, transfer == Transfer::Smb, !opts.keep);
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let result = runtime.block_on(run_async(&opts, transfer, why, spec, &plan, &dir));
+    runtime.shutdown_timeout(Duration::from_secs(5));
+
+    let kept = if opts.keep {
+        if let Some(t) = temp {
+            let _ = t.keep();
+        }
+        Some(dir.clone())
+    } else {
+        drop(temp);
+        if opts.dir.is_some() {
+            let _ = fs::remove_dir_all(&dir);
+        }
+        None
+    };
+    let (sweep_exit_code, unexpected) = result?;
+    Ok(DemoOutcome {
+        transfer,
+        sweep_exit_code,
+        expected_exit_code: expected_exit_code(&plan),
+        unexpected,
+        kept,
+        elapsed: t0.elapsed(),
+    })
+}
+
+async fn run_async(
+    opts: &DemoOptions,
+    transfer: Transfer,
+    why: &str,
+    mut spec: Spec,
+    plan: &[HostPlan],
+    dir: &Path,
+) -> Result<(i32, Vec<String>)> {
+    // Ctrl-C / SIGTERM while the fleet starts: finish starting, then stop it and give up.
+    // (During the sweep pushscan handles them itself.)
+    let interrupted = Arc::new(AtomicBool::new(false));
+    let watcher = {
+        let flag = Arc::clone(&interrupted);
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("cannot catch SIGTERM")?;
+        let ctrl_c = tokio::signal::ctrl_c();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+            flag.store(true, Ordering::SeqCst);
+        })
+    };
+    let addresses: Vec<Ipv4Addr> = plan.iter().map(|h| h.address).collect();
+    let first = addresses.first().copied().unwrap_or(spec.base_address);
+    let last = addresses.last().copied().unwrap_or(first);
+    let mix = scenario_mix(plan);
+    let timeout_note = format!("playbook timeout {DEMO_TIMEOUT}");
+
+    match transfer {
+        Transfer::Smb => {
+            let smb: Vec<Ipv4Addr> = plan
+                .iter()
+                .filter(|h| h.scenario.kind.serves_smb())
+                .map(|h| h.address)
+                .collect();
+            spec.smb.port = free_port(&smb, 445, &[])?;
+            spec.winrm.http_port = free_port(&addresses, 5985, &[spec.smb.port])?;
+            let mut up = UpOptions::new(dir, spec);
+            up.exe = opts.exe.clone();
+            let lab = tokio::task::spawn_blocking(move || fleet::up(up))
+                .await
+                .context("the lab start panicked")??;
+            if interrupted.load(Ordering::SeqCst) {
+                let _ = tokio::task::spawn_blocking(move || lab.down()).await;
+                bail!("interrupted while the demo fleet started; it is stopped again");
+            }
+            watcher.abort();
+            set_timeout(&lab.playbook)?;
+            println!(
+                "pushscan-lab demo: {} simulated Windows hosts on {first}..{last} ({why}): files \
+                 over SMB (a real Samba smbd serving ADMIN$, port {}), commands over the WinRM \
+                 simulator (port {}); {timeout_note}",
+                plan.len(),
+                lab.smb_port(),
+                lab.winrm_port()
+            );
+            println!("  scenarios: {mix}\n");
+            let access = access(&lab.username, &lab.password, SmbUse::Auto)?;
+            let swept = sweep(dir, &lab.inventory, &lab.playbook, access, opts.progress).await;
+            let down = tokio::task::spawn_blocking(move || lab.down())
+                .await
+                .context("stopping the lab panicked")?;
+            let code = swept?;
+            down.context("cannot stop the demo fleet")?;
+            finish(dir, plan, code, transfer, opts.keep)
+        }
+        Transfer::WinrmOnly => {
+            let username = spec.account.username.clone();
+            let password = match &spec.account.password {
+                Some(p) => p.clone(),
+                None => spec::generate_password()?,
+            };
+            let http_port = free_port(&addresses, 5985, &[])?;
+            let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+            fleet::make_host_trees(dir, plan, &username, uid, gid)?;
+            let state = LabState {
+                version: 1,
+                dir: dir.to_path_buf(),
+                started: 0,
+                smbd_pid: None,
+                serve_pid: None,
+                smbd_conf: PathBuf::new(),
+                smb_port: spec.smb.port,
+                smb_encryption: spec.smb.encryption,
+                winrm_http_port: http_port,
+                winrm_https_port: None,
+                username: username.clone(),
+                added_addresses: Vec::new(),
+                hosts: plan.iter().map(|h| fleet::lab_host(dir, h)).collect(),
+            };
+            let files = write_lab_files(dir, &state, &password)?;
+            let serve = ServePlan {
+                http_port,
+                https_port: None,
+                tls_cert: None,
+                tls_key: None,
+                allow_basic_over_http: false,
+                max_shells_per_user: spec.winrm.max_shells_per_user,
+                max_processes_per_shell: spec.winrm.max_processes_per_shell,
+                idle_timeout_secs: spec.winrm.idle_timeout_secs,
+                hosts: state
+                    .hosts
+                    .iter()
+                    .map(|h| serve_host(h, &username, &password))
+                    .collect(),
+            };
+            let server = winrm::Server::bind(serve.server_config())
+                .await
+                .context("cannot start the WinRM simulator")?;
+            let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+            let server = tokio::spawn(server.run(stop_rx));
+            if interrupted.load(Ordering::SeqCst) {
+                let _ = stop_tx.send(true);
+                let _ = server.await;
+                bail!("interrupted while the demo fleet started");
+            }
+            watcher.abort();
+            println!(
+                "pushscan-lab demo: {} simulated Windows hosts on {first}..{last}: the WinRM \
+                 simulator runs in this process (port {http_port}), files over WinRM only (no \
+                 SMB: {why}); {timeout_note}",
+                plan.len()
+            );
+            println!("  scenarios: {mix}\n");
+            let access = access(&username, &password, SmbUse::Off)?;
+            let swept = sweep(dir, &files.0, &files.1, access, opts.progress).await;
+            let _ = stop_tx.send(true);
+            let stopped = server.await;
+            let code = swept?;
+            stopped
+                .context("the WinRM simulator panicked")?
+                .context("the WinRM simulator failed")?;
+            finish(dir, plan, code, transfer, opts.keep)
+        }
+    }
+}
+
+fn serve_host(h: &LabHost, username: &str, password: &str) -> ServeHost {
+    ServeHost {
+        name: h.name.clone(),
+        address: h.address,
+        root: h.root.clone(),
+        checker_args: h.checker_args.clone(),
+        username: username.to_string(),
+        password: if h.scenario == ScenarioKind::WrongPassword {
+            format!("{password}-but-not-on-this-host")
+        } else {
+            password.to_string()
+        },
+        latency_ms: h.latency_ms,
+        enabled: h.winrm,
+    }
+}
+
+/// Writes what `fleet::up` writes for pushscan (checker, playbook, inventory with
+/// `pushscan_smb: off`, `lab.env`); returns (inventory, playbook).
+fn write_lab_files(dir: &Path, state: &LabState, password: &str) -> Result<(PathBuf, PathBuf)> {
+    let checker = dir.join("emocheck-lab.exe");
+    fs::write(&checker, fleet::CHECKER_SCRIPT)
+        .with_context(|| format!("cannot write {}", checker.display()))?;
+    fs::set_permissions(&checker, fs::Permissions::from_mode(0o755))?;
+    let sha = hex::encode(Sha256::digest(fleet::CHECKER_SCRIPT));
+    let playbook = dir.join("emocheck-lab.yml");
+    fs::write(&playbook, fleet::playbook_yaml(&sha))
+        .with_context(|| format!("cannot write {}", playbook.display()))?;
+    set_timeout(&playbook)?;
+    let inventory = dir.join("inventory.yml");
+    let text = fleet::inventory_yaml(state);
+    let anchor = format!("        pushscan_smb_port: {}\n", state.smb_port);
+    if !text.contains(&anchor) {
+        bail!("the lab inventory has no windows vars to add `pushscan_smb: off` to");
+    }
+    let text = text.replacen(
+        &anchor,
+        &format!("{anchor}        pushscan_smb: 'off'  # files over WinRM only (no Samba)\n"),
+        1,
+    );
+    fs::write(&inventory, text).with_context(|| format!("cannot write {}", inventory.display()))?;
+    fleet::write_private(
+        &dir.join("lab.env"),
+        format!(
+            "# The pushscan demo lab account (a wrong_password host refuses it).\n\
+             PUSHSCAN_USER={}\nPUSHSCAN_PASSWORD={}\n",
+            fleet::shell_quote(&state.username),
+            fleet::shell_quote(password)
+        )
+        .as_bytes(),
+    )?;
+    Ok((inventory, playbook))
+}
+
+/// Sets the lab playbook's timeout to [`DEMO_TIMEOUT`].
+fn set_timeout(playbook: &Path) -> Result<()> {
+    let text = fs::read_to_string(playbook)
+        .with_context(|| format!("cannot read {}", playbook.display()))?;
+    let mut found = false;
+    let out: Vec<String> = text
+        .lines()
+        .map(|l| {
+            if l.starts_with("timeout:") {
+                found = true;
+                format!("timeout: {DEMO_TIMEOUT}")
+            } else {
+                l.to_string()
+            }
+        })
+        .collect();
+    if !found {
+        bail!("{} has no `timeout:` line", playbook.display());
+    }
+    fs::write(playbook, out.join("\n") + "\n")
+        .with_context(|| format!("cannot write {}", playbook.display()))
+}
+
+fn access(username: &str, password: &str, smb: SmbUse) -> Result<Access> {
+    let account = Account::parse(username).map_err(|e| anyhow!("lab account {username:?}: {e}"))?;
+    Ok(Access {
+        creds: Credentials {
+            use_agent: false,
+            connect_timeout: Duration::from_secs(10),
+            ..Credentials::default()
+        },
+        default_user: None,
+        windows: WindowsAccess {
+            opts: WinrmOptions {
+                smb,
+                ..WinrmOptions::default()
+            },
+            store: None,
+            fallback: Some(Credential {
+                account,
+                password: secrecy::SecretString::from(password.to_string()),
+            }),
+        },
+    })
+}
+
+/// The sweep, as `pushscan sweep` runs it (prints the report); pushscan's exit code.
+async fn sweep(
+    dir: &Path,
+    inventory: &Path,
+    playbook: &Path,
+    access: Access,
+    progress: Mode,
+) -> Result<i32> {
+    let cfg = SweepConfig {
+        inventory: inventory.to_path_buf(),
+        playbook: playbook.to_path_buf(),
+        limit: None,
+        forks: 50,
+        state_dir: dir.join("state"),
+        access,
+        progress,
+    };
+    pushscan::app::sweep(cfg, None)
+        .await
+        .map_err(|f| anyhow!("the sweep failed (pushscan exit code {}): {f}", f.code))
+}
+
+/// Compares every host's class with its scenario and prints the footer.
+fn finish(
+    dir: &Path,
+    plan: &[HostPlan],
+    code: i32,
+    transfer: Transfer,
+    keep: bool,
+) -> Result<(i32, Vec<String>)> {
+    let state = dir.join("state");
+    let reader = pushscan::journal::Reader::open(&state)?;
+    let report = pushscan::report::load(&reader, None, pushscan::report::DEFAULT_BLIND_DAYS)?;
+    if report.run.info.status == "interrupted" {
+        bail!(
+            "the sweep was interrupted; the demo fleet is stopped{}",
+            if keep {
+                format!(" (its directory is kept: {})", dir.display())
+            } else {
+                " and its directory removed (nothing to resume)".to_string()
+            }
+        );
+    }
+    let mut unexpected = Vec::new();
+    for h in plan {
+        let want = expected_class(h.scenario.kind);
+        match report.hosts.iter().find(|e| e.host == h.name) {
+            Some(e) if e.status == want => {}
+            Some(e) => unexpected.push(format!(
+                "{} (scenario {}): {} instead of {want}: {}",
+                h.name,
+                h.scenario.kind,
+                e.status,
+                e.reason.as_deref().unwrap_or("")
+            )),
+            None => unexpected.push(format!("{}: not in the report", h.name)),
+        }
+    }
+    let count = |class: &str| report.hosts.iter().filter(|e| e.status == class).count();
+    let not_checked =
+        report.hosts.len() - count("detected") - count("not_detected") - count("no_result");
+    let files = match transfer {
+        Transfer::Smb => "files over SMB",
+        Transfer::WinrmOnly => "files over WinRM only",
+    };
+    println!();
+    let meaning = match code {
+        0 => "nothing detected",
+        1 => "at least one detection",
+        2 => "some hosts not checked",
+        _ => "an error",
+    };
+    println!(
+        "What you just saw: pushscan swept {} simulated Windows hosts (WinRM, {files}): {} \
+         detected, {} clean, {} with no result, {} not checked, each with its reason. \
+         pushscan's exit code for this sweep is {code} ({meaning}); the demo's is 0 when every \
+         host ended as its scenario says.",
+        report.hosts.len(),
+        count("detected"),
+        count("not_detected"),
+        count("no_result"),
+        not_checked,
+    );
+    if keep {
+        println!(
+            "Kept in {0}: inventory.yml, emocheck-lab.yml, lab.env, hosts/, and the journal: \
+             cargo run -- report --state-dir {0}/state --format json (or runs, history HOST).",
+            dir.display()
+        );
+    } else {
+        println!(
+            "Everything it started and wrote is gone again (--keep keeps the inventory, \
+             playbook, host trees and journal; pushscan-lab up --hosts 20 runs a lab that stays)."
+        );
+    }
+    println!(
+        "Next, your own fleet: cargo run --release -- sweep -i YOUR-INVENTORY.yml -p \
+         playbooks/emocheck.yml (Windows: PUSHSCAN_USER / PUSHSCAN_PASSWORD; see README.md)."
+    );
+    if !unexpected.is_empty() {
+        eprintln!(
+            "pushscan-lab demo: {} host(s) did not end as their scenario says:",
+            unexpected.len()
+        );
+        for u in &unexpected {
+            eprintln!("  {u}");
+        }
+    }
+    Ok((code, unexpected))
+}
+
+/// "clean 3, infected 3 (en, ja/cp932, fr), ...".
+fn scenario_mix(plan: &[HostPlan]) -> String {
+    let mut counts: Vec<(ScenarioKind, Vec<String>)> = Vec::new();
+    for h in plan {
+        let note = match (h.scenario.locale.as_str(), h.scenario.encoding) {
+            (l, spec::PathEncoding::Cp932) => format!("{l}/cp932"),
+            (l, _) => l.to_string(),
+        };
+        match counts.iter_mut().find(|(k, _)| *k == h.scenario.kind) {
+            Some((_, notes)) => notes.push(note),
+            None => counts.push((h.scenario.kind, vec![note])),
+        }
+    }
+    counts
+        .iter()
+        .map(|(k, notes)| {
+            let mut locales: Vec<&str> = Vec::new();
+            for n in notes {
+                if !locales.contains(&n.as_str()) {
+                    locales.push(n);
+                }
+            }
+            if *k == ScenarioKind::Infected {
+                format!("{k} {} ({})", notes.len(), locales.join(", "))
+            } else {
+                format!("{k} {}", notes.len())
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `preferred` when it can be bound on every address (and is not in `avoid`), else a port
+/// free on all of them.
+fn free_port(addresses: &[Ipv4Addr], preferred: u16, avoid: &[u16]) -> Result<u16> {
+    let free_everywhere = |port: u16| {
+        !avoid.contains(&port)
+            && addresses
+                .iter()
+                .all(|ip| TcpListener::bind(SocketAddrV4::new(*ip, port)).is_ok())
+    };
+    if addresses.is_empty() || free_everywhere(preferred) {
+        return Ok(preferred);
+    }
+    for _ in 0..50 {
+        let l = TcpListener::bind(SocketAddrV4::new(addresses[0], 0))
+            .context("cannot bind a loopback port")?;
+        let port = l.local_addr()?.port();
+        drop(l);
+        if free_everywhere(port) {
+            return Ok(port);
+        }
+    }
+    bail!(
+        "no TCP port is free on all of {} demo addresses",
+        addresses.len()
+    )
+}
+
+/// What to clean if the process ends abruptly (pushscan's second Ctrl-C calls
+/// `process::exit`): the lab (SMB path) and the demo directory.
+struct ExitGuard;
+
+struct PendingCleanup {
+    dir: PathBuf,
+    lab: bool,
+    remove: bool,
+}
+
+static PENDING: Mutex<Option<PendingCleanup>> = Mutex::new(None);
+
+extern "C" fn cleanup_at_exit() {
+    let Ok(mut pending) = PENDING.try_lock() else {
+        return;
+    };
+    let Some(p) = pending.take() else {
+        return;
+    };
+    // The process is exiting under the sweep's feet (its threads still run and would print
+    // the errors of hosts whose lab goes away): silence stdout and stderr, keep our own line.
+    let mut err = silence_std_streams();
+    use std::io::Write as _;
+    let _ = writeln!(
+        err,
+        "pushscan-lab demo: stopping the demo fleet{}",
+        if p.remove {
+            format!(" and removing {}", p.dir.display())
+        } else {
+            String::new()
+        }
+    );
+    if p.lab {
+        if let Err(e) = fleet::down(&p.dir, false) {
+            let _ = writeln!(err, "pushscan-lab demo: stopping the lab: {e:#}");
+        }
+    }
+    if p.remove {
+        let _ = fs::remove_dir_all(&p.dir);
+    }
+}
+
+/// Points fds 1 and 2 at /dev/null; returns the original stderr.
+fn silence_std_streams() -> Box<dyn std::io::Write> {
+    use std::os::fd::FromRawFd as _;
+    unsafe {
+        let saved = libc::dup(2);
+        let null = libc::open(c"/dev/null".as_ptr(), libc::O_WRONLY);
+        if saved < 0 || null < 0 {
+            return Box::new(std::io::stderr());
+        }
+        libc::dup2(null, 1);
+        libc::dup2(null, 2);
+        libc::close(null);
+        Box::new(fs::File::from_raw_fd(saved))
+    }
+}
+
+impl ExitGuard {
+    fn arm(dir: &Path, lab: bool, remove: bool) -> ExitGuard {
+        static REGISTERED: std::sync::Once = std::sync::Once::new();
+        REGISTERED.call_once(|| unsafe {
+            libc::atexit(cleanup_at_exit);
+        });
+        if let Ok(mut p) = PENDING.lock() {
+            *p = Some(PendingCleanup {
+                dir: dir.to_path_buf(),
+                lab,
+                remove,
+            });
+        }
+        ExitGuard
+    }
+}
+
+impl Drop for ExitGuard {
+    fn drop(&mut self) {
+        if let Ok(mut p) = PENDING.lock() {
+            *p = None;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_demo_fleet_has_every_scenario_once_and_is_deterministic() {
+        let opts = DemoOptions::default();
+        let plan = demo_spec(&opts).unwrap().plan().unwrap();
+        assert_eq!(plan.len(), 12);
+        for kind in [
+            ScenarioKind::Infected,
+            ScenarioKind::Noreport,
+            ScenarioKind::Crash,
+            ScenarioKind::Hang,
+            ScenarioKind::WrongPassword,
+            ScenarioKind::PortClosed,
+            ScenarioKind::SmbDown,
+        ] {
+            assert!(plan.iter().any(|h| h.scenario.kind == kind), "{kind}");
+        }
+        let infected = plan
+            .iter()
+            .filter(|h| h.scenario.kind == ScenarioKind::Infected)
+            .count();
+        assert_eq!(infected, 3);
+        assert_eq!(plan, demo_spec(&opts).unwrap().plan().unwrap());
+        assert!(
+            scenario_mix(&plan).contains("infected 3 ("),
+            "{}",
+            scenario_mix(&plan)
+        );
+    }
+
+    #[test]
+    fn the_demo_playbook_timeout_is_short() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("pb.yml");
+        fs::write(&p, fleet::playbook_yaml("00")).unwrap();
+        set_timeout(&p).unwrap();
+        let text = fs::read_to_string(&p).unwrap();
+        assert!(text.contains("\ntimeout: 5s\n"), "{text}");
+        assert!(!text.contains("2m"), "{text}");
+    }
+}

@@ -1,0 +1,236 @@
+//! `pushscan-lab demo`, the README's first command, run as a newcomer runs it: the report
+//! must show detections (one Japanese with CP932 paths), clean hosts, a host with no result,
+//! and the unreachable, auth_failed and timeout hosts; the demo exits 0 and leaves nothing
+//! running. Both ways of serving the fleet are run: the WinRM-only path (simulator in
+//! process, no Samba, also as an unprivileged user) and the real SMB path (root + Samba;
+//! a missing Samba fails the test with the install command).
+//!
+//! Each test uses an address range of its own (`--base-address`, hidden) so they run in
+//! parallel; the README test runs the command exactly as written (127.0.20.x).
+
+use std::process::{Command, Output};
+
+const EXE: &str = env!("CARGO_BIN_EXE_pushscan-lab");
+const README: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md");
+const SAMBA_MISSING: &str = "apt-get install samba smbclient (scripts/test does this)";
+
+fn text(out: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn demo(args: &[&str]) -> (String, String) {
+    let out = Command::new(EXE)
+        .arg("demo")
+        .args(args)
+        .output()
+        .expect("run pushscan-lab demo");
+    let (stdout, stderr) = text(&out);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "demo {args:?} failed\n--- stdout\n{stdout}\n--- stderr\n{stderr}"
+    );
+    (stdout, stderr)
+}
+
+/// The report of the 12-host demo fleet, whichever path served it.
+fn assert_report(stdout: &str, stderr: &str) {
+    let ctx = format!("--- stdout\n{stdout}\n--- stderr\n{stderr}");
+    let count = |class: &str| -> Option<usize> {
+        stdout.lines().find_map(|l| {
+            let mut w = l.split_whitespace();
+            (w.next() == Some(class)).then(|| w.next()?.parse().ok())?
+        })
+    };
+    for (class, n) in [
+        ("detected", 4),
+        ("not_detected", 4),
+        ("no_result", 1),
+        ("unreachable", 1),
+        ("auth_failed", 1),
+        ("timeout", 1),
+    ] {
+        assert_eq!(count(class), Some(n), "{class}\n{ctx}");
+    }
+    assert!(stdout.contains("DETECTED (4)"), "{ctx}");
+    assert!(stdout.contains("NO RESULT FOUND (1)"), "{ctx}");
+    assert!(stdout.contains("NOT CHECKED (3)"), "{ctx}");
+    // The Japanese host's CP932 report, decoded.
+    assert!(stdout.contains("ソフト更新.exe  PID 5120"), "{ctx}");
+    assert!(
+        stdout.contains(r"C:\Users\鈴木\AppData\Local\ソフト\ソフト更新.exe"),
+        "{ctx}"
+    );
+    // The crashed checker's cut report keeps its detection and says why (progress lines).
+    assert!(
+        stderr.contains("exit 139); invalid JSON recovered; truncated"),
+        "{ctx}"
+    );
+    assert!(
+        stdout.contains("checker still running at the timeout"),
+        "{ctx}"
+    );
+    assert!(stdout.contains("What you just saw"), "{ctx}");
+    assert!(
+        stdout.contains("pushscan's exit code for this sweep is 1"),
+        "{ctx}"
+    );
+    assert!(
+        !stderr.contains("did not end as their scenario says"),
+        "{ctx}"
+    );
+}
+
+/// Nothing of a demo on `prefix` (e.g. "127.0.21.") still listens or sits on `lo`.
+fn assert_gone(prefix: &str) {
+    use pushscan_lab::fleet::sys;
+    let listening: Vec<String> = sys::listening_v4()
+        .iter()
+        .map(|s| s.to_string())
+        .filter(|s| s.starts_with(prefix))
+        .collect();
+    assert!(
+        listening.is_empty(),
+        "demo sockets still listen: {listening:?}"
+    );
+    let on_lo: Vec<String> = sys::lo_addresses()
+        .unwrap_or_default()
+        .iter()
+        .map(|a| a.to_string())
+        .filter(|a| a.starts_with(prefix))
+        .collect();
+    assert!(on_lo.is_empty(), "demo addresses left on lo: {on_lo:?}");
+}
+
+fn first_command(readme: &str) -> String {
+    let quick = readme
+        .split("## Quick start")
+        .nth(1)
+        .expect("README has a Quick start section");
+    let block = quick
+        .split("```sh\n")
+        .nth(1)
+        .and_then(|b| b.split("```").next())
+        .expect("Quick start has a ```sh block");
+    block.trim().to_string()
+}
+
+#[test]
+fn readme_first_command_is_the_demo_and_shows_every_class() {
+    let readme = std::fs::read_to_string(README).expect("README.md");
+    let cmd = first_command(&readme);
+    assert_eq!(
+        cmd, "cargo run -p pushscan-lab -- demo",
+        "README's first command"
+    );
+    // Exactly two set-up commands: the demo and the tests.
+    let quick = readme.split("## Quick start").nth(1).unwrap();
+    let quick = quick.split("\n## ").next().unwrap();
+    let blocks: Vec<&str> = quick
+        .split("```sh\n")
+        .skip(1)
+        .filter_map(|b| b.split("```").next())
+        .map(str::trim)
+        .collect();
+    assert_eq!(
+        blocks,
+        [cmd.as_str(), "scripts/test"],
+        "Quick start commands"
+    );
+    // What `cargo run -p pushscan-lab -- demo` runs, as written.
+    let (stdout, stderr) = demo(&[]);
+    assert_report(&stdout, &stderr);
+    assert_gone("127.0.20.");
+}
+
+#[test]
+fn winrm_only_path_runs_the_simulator_in_process() {
+    let (stdout, stderr) = demo(&["--no-smb", "--base-address", "127.0.21.1"]);
+    assert!(
+        stdout
+            .lines()
+            .next()
+            .unwrap_or("")
+            .contains("the WinRM simulator runs in this process")
+            && stdout.contains("files over WinRM only (no SMB: --no-smb)"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("[files over WinRM (SMB off)]"), "{stdout}");
+    assert!(
+        !stderr.contains("smb connect"),
+        "no host tried SMB: {stderr}"
+    );
+    assert_report(&stdout, &stderr);
+    assert_gone("127.0.21.");
+}
+
+#[test]
+fn smb_path_uses_a_real_samba() {
+    let root = unsafe { libc::geteuid() } == 0;
+    assert!(
+        root,
+        "the SMB path of the demo needs root (it adds loopback addresses and a system account)"
+    );
+    for tool in ["smbd", "smbpasswd"] {
+        assert!(
+            pushscan_lab::fleet::sys::find_binary(tool).is_some(),
+            "`{tool}` not found: {SAMBA_MISSING}"
+        );
+    }
+    let (stdout, stderr) = demo(&["--smb", "--base-address", "127.0.23.1"]);
+    assert!(
+        stdout
+            .lines()
+            .next()
+            .unwrap_or("")
+            .contains("files over SMB (a real Samba smbd serving ADMIN$"),
+        "{stdout}"
+    );
+    // The smb_down host falls back to WinRM-only files, and says so (progress lines).
+    assert!(stderr.contains("files over WinRM (smb connect"), "{stderr}");
+    assert_report(&stdout, &stderr);
+    assert_gone("127.0.23.");
+}
+
+#[test]
+fn the_demo_runs_without_root() {
+    let args = [
+        "demo",
+        "--base-address",
+        "127.0.22.1",
+        "--progress",
+        "lines",
+    ];
+    let out = if unsafe { libc::geteuid() } == 0 {
+        // As `nobody`, when it can reach the binary (a target dir under /root cannot).
+        let reach = Command::new("runuser")
+            .args(["-u", "nobody", "--", "test", "-x", EXE])
+            .status();
+        if !matches!(reach, Ok(s) if s.success()) {
+            eprintln!(
+                "note: `runuser -u nobody` cannot run {EXE}: the unprivileged run is not tested"
+            );
+            return;
+        }
+        Command::new("runuser")
+            .args(["-u", "nobody", "--", EXE])
+            .args(args)
+            .current_dir("/")
+            .env("TMPDIR", "/tmp")
+            .output()
+            .expect("runuser")
+    } else {
+        Command::new(EXE).args(args).output().expect("run the demo")
+    };
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("files over WinRM only (no SMB: not root)"),
+        "{stdout}"
+    );
+    assert_report(&stdout, &stderr);
+    assert_gone("127.0.22.");
+}
