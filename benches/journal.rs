@@ -49,8 +49,11 @@ fn main() -> anyhow::Result<()> {
                         transport: "ssh".into(),
                         groups: vec!["g".into()],
                         group_paths: vec![vec!["g".into()]],
+                        wave: Some(1),
+                        wave_partition: None,
                     })
                     .collect(),
+                rollout: None,
             })
             .await?;
         let raw = vec![b'x'; 2048];

@@ -88,7 +88,16 @@ fn finish_sweep(
     if let Some(path) = report_json {
         write_out(&report::to_json(&rep).code(exit::SOFTWARE)?, Some(&path))?;
     }
-    if outcome.interrupted {
+    if let Some(reason) = &outcome.halted {
+        eprintln!(
+            "run {}: {}; the hosts of later waves are recorded as not_started.\n\
+             Continue it (the next waves, gated the same way) with: pushscan resume {} --state-dir {}",
+            outcome.run_id,
+            display(reason, 300),
+            outcome.run_id,
+            state_dir.display()
+        );
+    } else if outcome.interrupted {
         eprintln!(
             "run {} was interrupted; hosts not started are recorded as not_started.\n\
              Continue it with: pushscan resume {} --state-dir {}",
@@ -281,6 +290,45 @@ pub fn parse(files: &[PathBuf], json: bool) -> Result<i32, Fail> {
         exit::INCOMPLETE
     } else {
         exit::OK
+    })
+}
+
+/// `pushscan plan`: the waves and what each host gets, without connecting. Exit 0, or 66
+/// when the checker does not match its pin (the plan is still printed).
+pub fn plan(
+    inventory: &Path,
+    playbook: &Path,
+    limit: Option<&str>,
+    overrides: &crate::rollout::Overrides,
+    json: bool,
+) -> Result<i32, Fail> {
+    let inv = crate::inventory::load(inventory).code(exit::CONFIG)?;
+    let pb = crate::playbook::Playbook::load(playbook).code(exit::CONFIG)?;
+    let plans = sweep::plan_hosts(&inv, limit, &pb)?;
+    let rollout = pb
+        .rollout
+        .clone()
+        .with(overrides)
+        .map_err(|e| Fail::new(exit::USAGE, anyhow::anyhow!("rollout: {e}")))?;
+    let plan = crate::plan::build(
+        &pb,
+        &inventory.display().to_string(),
+        limit,
+        &plans,
+        &rollout,
+    );
+    let text = if json {
+        let mut t = serde_json::to_string_pretty(&plan).code(exit::SOFTWARE)?;
+        t.push('\n');
+        t
+    } else {
+        crate::plan::to_text(&plan)
+    };
+    write_out(&text, None)?;
+    Ok(if plan.checker.matches_pin {
+        exit::OK
+    } else {
+        exit::CHECKER
     })
 }
 

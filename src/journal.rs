@@ -162,6 +162,12 @@ impl Journal {
         )?;
         // Journals written before these columns existed gain them here.
         ensure_column(&conn, "reports", "origin", "TEXT NOT NULL DEFAULT 'run'")?;
+        // Staged rollout: the effective `rollout:` of a run (JSON), why it halted, and each
+        // host's planned wave, so `resume` continues wave by wave with the same gate.
+        ensure_column(&conn, "runs", "rollout", "TEXT")?;
+        ensure_column(&conn, "runs", "halt_reason", "TEXT")?;
+        ensure_column(&conn, "hosts", "wave", "INTEGER")?;
+        ensure_column(&conn, "hosts", "wave_partition", "TEXT")?;
         conn.execute(
             "UPDATE meta SET value='2' WHERE key='schema_version' AND value='1'",
             [],
@@ -228,8 +234,9 @@ impl Journal {
             tx.execute(
                 "INSERT INTO runs(started_at, status, operator, controller, pushscan_version,
                     playbook_path, playbook_name, playbook_text, inventory_path, inventory_text,
-                    limit_pattern, forks, checker_path, checker_sha256, checker_size, hosts_targeted)
-                 VALUES(?1,'running',?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15)",
+                    limit_pattern, forks, checker_path, checker_sha256, checker_size, hosts_targeted,
+                    rollout)
+                 VALUES(?1,'running',?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16)",
                 params![
                     now(),
                     run.operator,
@@ -246,12 +253,14 @@ impl Journal {
                     run.checker_sha256,
                     run.checker_size as i64,
                     run.hosts.len() as i64,
+                    run.rollout,
                 ],
             )?;
             let run_id = tx.last_insert_rowid();
             let mut stmt = tx.prepare(
-                "INSERT INTO hosts(run_id, host, seq, address, port, transport, groups, group_paths, state)
-                 VALUES(?1,?2,?3,?4,?5,?6,?7,?8,'pending')",
+                "INSERT INTO hosts(run_id, host, seq, address, port, transport, groups, group_paths,
+                    state, wave, wave_partition)
+                 VALUES(?1,?2,?3,?4,?5,?6,?7,?8,'pending',?9,?10)",
             )?;
             for (seq, h) in run.hosts.iter().enumerate() {
                 stmt.execute(params![
@@ -263,6 +272,8 @@ impl Journal {
                     h.transport,
                     serde_json::to_string(&h.groups).unwrap_or_default(),
                     serde_json::to_string(&h.group_paths).unwrap_or_default(),
+                    h.wave.map(|w| w as i64),
+                    h.wave_partition,
                 ])?;
             }
             Ok(run_id)
@@ -498,7 +509,8 @@ impl Journal {
                 [run_id],
             )?;
             tx.execute(
-                "UPDATE runs SET status='running', finished_at=NULL, exit_code=NULL WHERE id=?1",
+                "UPDATE runs SET status='running', finished_at=NULL, exit_code=NULL, halt_reason=NULL
+                 WHERE id=?1",
                 [run_id],
             )?;
             insert_step(tx, run_id, "", "resume", "done", "", &lease_owner())?;
@@ -529,6 +541,34 @@ impl Journal {
                 tx.execute("DELETE FROM runs WHERE id=?1", [id])?;
             }
             Ok(ids)
+        })
+        .await
+    }
+
+    /// Records why a staged run stopped before its last wave (shown by `report`).
+    pub async fn set_halt_reason(&self, run_id: i64, reason: &str) -> Result<()> {
+        let reason = reason.to_string();
+        self.write(move |tx| {
+            tx.execute(
+                "UPDATE runs SET halt_reason=?1 WHERE id=?2",
+                params![reason, run_id],
+            )
+            .map(|n| n as i64)
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// The planned wave of each of `hosts` in `run_id` (`None`: not staged).
+    pub async fn host_waves(
+        &self,
+        run_id: i64,
+    ) -> Result<std::collections::HashMap<String, (Option<i64>, Option<String>)>> {
+        self.query(move |tx| {
+            let mut stmt =
+                tx.prepare("SELECT host, wave, wave_partition FROM hosts WHERE run_id=?1")?;
+            let rows = stmt.query_map([run_id], |r| Ok((r.get(0)?, (r.get(1)?, r.get(2)?))))?;
+            rows.collect::<rusqlite::Result<_>>()
         })
         .await
     }
@@ -678,6 +718,8 @@ pub struct NewRun {
     pub checker_sha256: String,
     pub checker_size: u64,
     pub hosts: Vec<RunHost>,
+    /// The effective rollout (JSON), when the run is staged.
+    pub rollout: Option<String>,
 }
 
 /// A targeted host as recorded at run start.
@@ -688,6 +730,9 @@ pub struct RunHost {
     pub transport: String,
     pub groups: Vec<String>,
     pub group_paths: Vec<Vec<String>>,
+    /// The planned wave (1-based) and its OU/group.
+    pub wave: Option<usize>,
+    pub wave_partition: Option<String>,
 }
 
 pub struct NewReport {
@@ -725,6 +770,8 @@ pub struct RunSources {
     pub limit: Option<String>,
     pub forks: usize,
     pub checker_sha256: String,
+    /// The effective rollout stored at the start (JSON), if the run is staged.
+    pub rollout: Option<String>,
 }
 
 /// Read-only view of the journal, for reports and listings.
@@ -750,6 +797,8 @@ pub struct RunInfo {
     pub checker_sha256: Option<String>,
     pub hosts_targeted: Option<i64>,
     pub exit_code: Option<i64>,
+    /// Why a staged run stopped before its last wave (`status` is then `halted`).
+    pub halt_reason: Option<String>,
     /// Hosts per class (filled by `runs`).
     #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub counts: std::collections::BTreeMap<String, i64>,
@@ -772,6 +821,9 @@ pub struct HostRecord {
     pub duration_ms: Option<i64>,
     pub pushed: Option<bool>,
     pub exit_code: Option<i64>,
+    /// The planned wave (1-based) and its OU/group, for a staged run.
+    pub wave: Option<i64>,
+    pub wave_partition: Option<String>,
     pub report: Option<ReportRecord>,
 }
 
@@ -885,7 +937,7 @@ impl Reader {
         self.conn
             .query_row(
                 "SELECT playbook_path, playbook_text, inventory_path, inventory_text, limit_pattern,
-                        forks, checker_sha256 FROM runs WHERE id=?1",
+                        forks, checker_sha256, rollout FROM runs WHERE id=?1",
                 [id],
                 |r| {
                     Ok(RunSources {
@@ -896,6 +948,7 @@ impl Reader {
                         limit: r.get(4)?,
                         forks: r.get::<_, Option<i64>>(5)?.unwrap_or(50).max(1) as usize,
                         checker_sha256: r.get::<_, Option<String>>(6)?.unwrap_or_default(),
+                        rollout: r.get(7)?,
                     })
                 },
             )
@@ -1002,7 +1055,7 @@ impl Reader {
     pub fn hosts(&self, run_id: i64) -> Result<Vec<HostRecord>> {
         let mut stmt = self.conn.prepare(
             "SELECT host, address, port, transport, groups, group_paths, class, reason, started_at,
-                    finished_at, duration_ms, pushed, exit_code, primary_report
+                    finished_at, duration_ms, pushed, exit_code, primary_report, wave, wave_partition
              FROM hosts WHERE run_id=?1 ORDER BY seq",
         )?;
         let rows = stmt.query_map([run_id], |r| {
@@ -1028,6 +1081,8 @@ impl Reader {
                     duration_ms: r.get(10)?,
                     pushed: r.get(11)?,
                     exit_code: r.get(12)?,
+                    wave: r.get(14)?,
+                    wave_partition: r.get(15)?,
                     report: None,
                 },
                 r.get::<_, Option<i64>>(13)?,
@@ -1123,7 +1178,7 @@ impl Reader {
 
 const RUN_COLUMNS: &str = "SELECT id, started_at, finished_at, status, operator, controller,
     pushscan_version, playbook_path, playbook_name, inventory_path, limit_pattern, forks,
-    checker_path, checker_sha256, hosts_targeted, exit_code FROM runs";
+    checker_path, checker_sha256, hosts_targeted, exit_code, halt_reason FROM runs";
 
 fn run_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunInfo> {
     Ok(RunInfo {
@@ -1143,6 +1198,7 @@ fn run_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunInfo> {
         checker_sha256: r.get(13)?,
         hosts_targeted: r.get(14)?,
         exit_code: r.get(15)?,
+        halt_reason: r.get(16)?,
         counts: Default::default(),
         complete: false,
     })

@@ -49,6 +49,29 @@ enum Command {
         "Exit codes: 0 clean, 1 detection, 2 some hosts not checked, 64+ errors (see pushscan --help)."
     ))]
     Sweep(SweepArgs),
+    /// Print the waves, each host's transport and port, and what will be pushed where,
+    /// without opening a single connection.
+    #[command(after_help = concat!(
+        "Example:\n  pushscan plan -i inventories/example-windows.yml -p playbooks/emocheck.yml\n  ",
+        "pushscan plan -i hosts.yml -p pb.yml --by ou --waves 1,5,20%,100% --format json\n\n",
+        "Exit codes: 0, or 66 when the checker does not match its pin (the plan is printed anyway)."
+    ))]
+    Plan {
+        /// Inventory: Ansible YAML or INI, as Ansible reads it.
+        #[arg(short, long, value_name = "FILE")]
+        inventory: PathBuf,
+        /// Playbook (see playbooks/).
+        #[arg(short, long, value_name = "FILE")]
+        playbook: PathBuf,
+        /// Ansible host pattern, as for sweep.
+        #[arg(short, long, value_name = "PATTERN")]
+        limit: Option<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "text")]
+        format: PlanFormat,
+        #[command(flatten)]
+        rollout: RolloutArgs,
+    },
     /// Parse checker reports already on disk (EmoCheck text or JSON).
     #[command(
         after_help = "Example:\n  pushscan parse --format json reports/*_emocheck.*\n\nExit codes: 0 all clean, 1 a detection, 2 an unparseable file."
@@ -203,6 +226,105 @@ struct SweepArgs {
     conn: ConnArgs,
     #[command(flatten)]
     out: OutputArgs,
+    #[command(flatten)]
+    rollout: RolloutArgs,
+}
+
+/// Staged rollout: overrides of the playbook's `rollout:` section.
+#[derive(Args)]
+struct RolloutArgs {
+    /// Partition the hosts before cutting waves: by OU (host var `ou`, else the group
+    /// chain), by the group listing each host, or not at all.
+    #[arg(long, value_enum, help_heading = "Rollout")]
+    by: Option<ByArg>,
+    /// Wave sizes, counts or percentages of the hosts still remaining, the last one
+    /// repeating; the first wave is the canary (e.g. 1,5,20%,100%).
+    #[arg(long, value_name = "LIST", help_heading = "Rollout")]
+    waves: Option<String>,
+    /// Halt when strictly more than this percentage of a wave's hosts failed
+    /// [default: only when all of them failed].
+    #[arg(long, value_name = "PCT", help_heading = "Rollout")]
+    max_fail_percentage: Option<f64>,
+    /// Between waves: none, prompt (ask on the terminal) or a duration (5m).
+    #[arg(long, value_name = "WHEN", help_heading = "Rollout")]
+    pause: Option<String>,
+    /// Host order before the cut: inventory, sorted, or shuffle(SEED).
+    #[arg(long, value_name = "ORDER", help_heading = "Rollout")]
+    order: Option<String>,
+    /// Wave sizes apply within each OU/group in turn (per-group) or across all (across).
+    #[arg(long, value_enum, help_heading = "Rollout")]
+    span: Option<SpanArg>,
+    /// Host classes that count as failures in a wave (comma-separated)
+    /// [default: unreachable,auth_failed,host_key_rejected,timeout,checker_failed,error].
+    #[arg(long, value_name = "LIST", help_heading = "Rollout")]
+    failure_classes: Option<String>,
+}
+
+impl RolloutArgs {
+    fn overrides(&self) -> Result<pushscan::rollout::Overrides, exit::Fail> {
+        use pushscan::rollout::{self, By, Span, WaveSize};
+        let usage = |e: String| exit::Fail::new(exit::USAGE, anyhow::anyhow!(e));
+        Ok(rollout::Overrides {
+            by: self.by.map(|b| match b {
+                ByArg::Ou => By::Ou,
+                ByArg::Group => By::Group,
+                ByArg::None => By::None,
+            }),
+            waves: self
+                .waves
+                .as_deref()
+                .map(|w| {
+                    w.split(',')
+                        .map(WaveSize::parse)
+                        .collect::<Result<Vec<_>, _>>()
+                        .map_err(|e| format!("--waves: {e}"))
+                })
+                .transpose()
+                .map_err(usage)?,
+            max_fail_percentage: self.max_fail_percentage,
+            pause: self
+                .pause
+                .as_deref()
+                .map(rollout::Pause::parse)
+                .transpose()
+                .map_err(|e| usage(format!("--pause: {e}")))?,
+            order: self
+                .order
+                .as_deref()
+                .map(rollout::Order::parse)
+                .transpose()
+                .map_err(|e| usage(format!("--order: {e}")))?,
+            span: self.span.map(|s| match s {
+                SpanArg::PerGroup => Span::PerGroup,
+                SpanArg::Across => Span::Across,
+            }),
+            failure_classes: self
+                .failure_classes
+                .as_deref()
+                .map(rollout::parse_classes)
+                .transpose()
+                .map_err(|e| usage(format!("--failure-classes: {e}")))?,
+        })
+    }
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ByArg {
+    Ou,
+    Group,
+    None,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum SpanArg {
+    PerGroup,
+    Across,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum PlanFormat {
+    Text,
+    Json,
 }
 
 /// What a sweep or resume shows and writes besides the terminal report.
@@ -349,6 +471,7 @@ fn progress_mode(p: ProgressArg) -> Mode {
 fn run(cli: Cli) -> Result<i32, exit::Fail> {
     match cli.command {
         Command::Sweep(a) => {
+            let rollout = a.rollout.overrides()?;
             let access = access(&a.conn)?;
             let cfg = SweepConfig {
                 inventory: a.inventory,
@@ -358,9 +481,23 @@ fn run(cli: Cli) -> Result<i32, exit::Fail> {
                 state_dir: a.state.dir(),
                 access,
                 progress: progress_mode(a.out.progress),
+                rollout,
             };
             runtime()?.block_on(app::sweep(cfg, a.out.report_json))
         }
+        Command::Plan {
+            inventory,
+            playbook,
+            limit,
+            format,
+            rollout,
+        } => app::plan(
+            &inventory,
+            &playbook,
+            limit.as_deref(),
+            &rollout.overrides()?,
+            matches!(format, PlanFormat::Json),
+        ),
         Command::Resume {
             run,
             forks,

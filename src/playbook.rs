@@ -129,6 +129,8 @@ struct RawPlaybook {
     results: Results,
     #[serde(default)]
     cleanup: Cleanup,
+    #[serde(default)]
+    rollout: Option<crate::rollout::Rollout>,
 }
 
 /// A loaded, validated playbook.
@@ -153,6 +155,8 @@ pub struct Playbook {
     pub timeout: Duration,
     pub results: Results,
     pub cleanup: Cleanup,
+    /// Staged waves (default: one wave of every host).
+    pub rollout: crate::rollout::Rollout,
 }
 
 /// A playbook error, located when the YAML parser knows where.
@@ -258,6 +262,8 @@ impl Playbook {
         if raw.results.max_files == 0 {
             return Err(err("results.max_files must be at least 1".into()));
         }
+        let rollout = raw.rollout.unwrap_or_default();
+        rollout.check().map_err(err)?;
         let mut checker = raw.checker;
         checker.sha256 = pin;
         let run_dir = raw
@@ -278,6 +284,7 @@ impl Playbook {
             timeout: raw.timeout,
             results: raw.results,
             cleanup: raw.cleanup,
+            rollout,
         })
     }
 

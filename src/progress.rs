@@ -27,6 +27,9 @@ pub struct Progress {
     total: usize,
     done: usize,
     counts: BTreeMap<HostClass, usize>,
+    /// The current wave of a staged sweep and its outcome so far.
+    wave: Option<String>,
+    wave_counts: BTreeMap<HostClass, usize>,
 }
 
 impl Progress {
@@ -51,12 +54,15 @@ impl Progress {
             total,
             done: 0,
             counts: BTreeMap::new(),
+            wave: None,
+            wave_counts: BTreeMap::new(),
         }
     }
 
     pub fn host_done(&mut self, r: &HostResult) {
         self.done += 1;
         *self.counts.entry(r.class).or_default() += 1;
+        *self.wave_counts.entry(r.class).or_default() += 1;
         if let Some(bar) = &self.bar {
             bar.inc(1);
             bar.set_message(self.counts_line());
@@ -80,6 +86,34 @@ impl Progress {
         }
     }
 
+    /// A wave starts: its label leads the bar's message and a line says so.
+    pub fn wave_start(&mut self, label: &str, hosts: usize) {
+        self.wave = Some(format!("{label}: {hosts} host(s)"));
+        self.wave_counts.clear();
+        self.note(&format!("{label}: {hosts} host(s)"));
+        if let Some(bar) = &self.bar {
+            bar.set_message(self.counts_line());
+        }
+    }
+
+    /// A wave ended: its outcome line.
+    pub fn wave_done(&mut self, outcome: &str) {
+        self.note(outcome);
+    }
+
+    /// Hides the bar while the operator is asked something (and shows it again).
+    pub fn hide(&self, hidden: bool) {
+        if let Some(bar) = &self.bar {
+            if hidden {
+                bar.disable_steady_tick();
+                bar.set_draw_target(ProgressDrawTarget::hidden());
+            } else {
+                bar.set_draw_target(ProgressDrawTarget::stderr());
+                bar.enable_steady_tick(Duration::from_millis(200));
+            }
+        }
+    }
+
     pub fn note(&self, msg: &str) {
         match &self.bar {
             Some(bar) => bar.println(msg),
@@ -89,11 +123,24 @@ impl Progress {
     }
 
     fn counts_line(&self) -> String {
-        self.counts
+        let all = self
+            .counts
             .iter()
             .map(|(c, n)| format!("{c} {n}"))
             .collect::<Vec<_>>()
-            .join("  ")
+            .join("  ");
+        match &self.wave {
+            Some(w) => {
+                let now = self
+                    .wave_counts
+                    .iter()
+                    .map(|(c, n)| format!("{c} {n}"))
+                    .collect::<Vec<_>>()
+                    .join("  ");
+                format!("{w} — {now}\n  all: {all}")
+            }
+            None => all,
+        }
     }
 
     /// Clears the bar so no terminal garbage is left behind.

@@ -61,6 +61,11 @@ pub struct HostEntry {
     /// `cleared`, `unchanged`, or `first_check`; `None` when not checked now.
     pub change: Option<String>,
     pub processes: Vec<Process>,
+    /// The wave the host was planned in, and its OU/group (staged runs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wave: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wave_partition: Option<String>,
 }
 
 impl HostEntry {
@@ -87,6 +92,8 @@ impl HostEntry {
             duration_ms: r.duration_ms,
             change: None,
             processes: report.map(|x| x.processes).unwrap_or_default(),
+            wave: r.wave,
+            wave_partition: r.wave_partition,
         }
     }
 }
@@ -223,6 +230,9 @@ pub fn to_table(r: &RunReport) -> String {
     );
     if let Some(sha) = &i.checker_sha256 {
         let _ = writeln!(out, "Checker SHA-256 {sha}");
+    }
+    if let Some(reason) = &i.halt_reason {
+        let _ = writeln!(out, "HALTED: {}", display(reason, 300));
     }
     let _ = writeln!(out);
     let mut order: Vec<(String, usize)> =

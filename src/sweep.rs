@@ -8,6 +8,11 @@
 //! The first Ctrl-C stops starting hosts and lets those in flight finish and
 //! clean up; a second one ends the process at once (the journal already
 //! holds every intent).
+//!
+//! A staged sweep runs its waves (see `rollout.rs`) one after the other, each
+//! bounded by the same `forks`; after each wave the gate judges it, and a
+//! failed gate halts the sweep: the hosts of later waves are recorded as
+//! `not_started` with the reason, and `resume` continues wave by wave.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -26,6 +31,7 @@ use crate::parser;
 use crate::pipeline::{run_host, HostPlan, SweepCtx};
 use crate::playbook::Playbook;
 use crate::progress::{Mode, Progress};
+use crate::rollout::{self, Pause, Rollout};
 use crate::transport::ssh::SshConnector;
 use crate::transport::winrm::{WinLogin, WinrmConnector, WinrmOptions};
 use crate::transport::Credentials;
@@ -40,6 +46,8 @@ pub struct SweepConfig {
     pub state_dir: PathBuf,
     pub access: Access,
     pub progress: Mode,
+    /// Command-line overrides of the playbook's `rollout:`.
+    pub rollout: rollout::Overrides,
 }
 
 /// What a finished sweep reports back.
@@ -48,6 +56,8 @@ pub struct SweepOutcome {
     pub run_id: i64,
     pub counts: BTreeMap<HostClass, usize>,
     pub interrupted: bool,
+    /// Why a staged sweep stopped before its last wave.
+    pub halted: Option<String>,
     pub exit_code: i32,
 }
 
@@ -225,6 +235,22 @@ pub async fn sweep(cfg: SweepConfig) -> Result<SweepOutcome, Fail> {
     let pb = Playbook::load(&cfg.playbook).code(exit::CONFIG)?;
     let checker_size = pb.verify_checker().code(exit::CHECKER)?;
     let plans = plan_hosts(&inv, cfg.limit.as_deref(), &pb)?;
+    let rollout = pb
+        .rollout
+        .clone()
+        .with(&cfg.rollout)
+        .map_err(|e| Fail::new(exit::USAGE, anyhow::anyhow!("rollout: {e}")))?;
+    let waves = {
+        let hosts: Vec<&inventory::Host> = plans.iter().map(|p| &p.host).collect();
+        rollout::plan_waves(&hosts, &rollout)
+    };
+    check_pause_possible(&rollout, waves.len())?;
+    let mut wave_of = vec![(0usize, None::<String>); plans.len()];
+    for w in &waves {
+        for &i in &w.hosts {
+            wave_of[i] = (w.number, w.partition.clone());
+        }
+    }
 
     // ---- the run ----
     let journal = Journal::open(&cfg.state_dir).code(exit::IO)?;
@@ -244,30 +270,69 @@ pub async fn sweep(cfg: SweepConfig) -> Result<SweepOutcome, Fail> {
             checker_size,
             hosts: plans
                 .iter()
-                .map(|p| RunHost {
+                .zip(&wave_of)
+                .map(|(p, (wave, partition))| RunHost {
                     name: p.host.name.clone(),
                     address: p.host.address.clone(),
                     port: p.host.port,
                     transport: transport_name(p.host.connection).to_string(),
                     groups: p.host.groups.clone(),
                     group_paths: p.host.group_paths.clone(),
+                    wave: Some(*wave),
+                    wave_partition: partition.clone(),
                 })
                 .collect(),
+            rollout: serde_json::to_string(&rollout).ok(),
         })
         .await
         .code(exit::IO)?;
     let access = cfg.access.clone();
+    let mut slots: Vec<Option<HostPlan>> = plans.into_iter().map(Some).collect();
+    let staged = waves
+        .into_iter()
+        .map(|w| WavePlans {
+            number: w.number,
+            partition: w.partition,
+            canary: w.canary,
+            plans: w.hosts.iter().filter_map(|&i| slots[i].take()).collect(),
+        })
+        .collect();
     execute(
         journal,
         &cfg.state_dir,
         run_id,
         pb,
-        plans,
+        staged,
+        rollout,
         cfg.forks,
         &access,
         cfg.progress,
     )
     .await
+}
+
+/// `pause: prompt` asks between waves; without a terminal to ask on, the sweep would hang
+/// or guess, so it refuses to start.
+fn check_pause_possible(r: &Rollout, waves: usize) -> Result<(), Fail> {
+    use std::io::IsTerminal as _;
+    if r.pause == Pause::Prompt && waves > 1 && !std::io::stdin().is_terminal() {
+        return Err(Fail::new(
+            exit::USAGE,
+            anyhow::anyhow!(
+                "rollout pause: prompt asks on the terminal between waves, but stdin is not a \
+                 terminal; use --pause none or a duration (--pause 5m) for unattended sweeps"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The hosts of one wave, in run order.
+struct WavePlans {
+    number: usize,
+    partition: Option<String>,
+    canary: bool,
+    plans: Vec<HostPlan>,
 }
 
 /// `pushscan resume`: continues run `run` (default: the last unfinished
@@ -308,9 +373,17 @@ pub async fn resume(
     pb.verify_checker().code(exit::CHECKER)?;
     let inv =
         inventory::parse(&src.inventory_text, Path::new(&src.inventory_path)).code(exit::CONFIG)?;
+    // The rollout the run started with (a run from before staged rollouts: one wave).
+    let rollout: Rollout = match &src.rollout {
+        Some(json) => serde_json::from_str(json)
+            .with_context(|| format!("run {run_id}: stored rollout unreadable"))
+            .code(exit::CONFIG)?,
+        None => Rollout::default(),
+    };
     let journal = Journal::open(state_dir).code(exit::IO)?;
+    let waves_of = journal.host_waves(run_id).await.code(exit::IO)?;
     let todo = journal.reopen_run(run_id).await.code(exit::IO)?;
-    let mut plans = Vec::with_capacity(todo.len());
+    let mut staged: Vec<WavePlans> = Vec::new();
     for name in &todo {
         let Some(host) = inv.host(name) else {
             return Err(Fail::new(
@@ -318,27 +391,39 @@ pub async fn resume(
                 anyhow::anyhow!("host {name} of run {run_id} is not in the run's stored inventory"),
             ));
         };
-        plans.push(
-            HostPlan::new(&pb, host)
-                .map_err(|e| Fail::new(exit::CONFIG, anyhow::anyhow!("host {name}: {e}")))?,
-        );
+        let plan = HostPlan::new(&pb, host)
+            .map_err(|e| Fail::new(exit::CONFIG, anyhow::anyhow!("host {name}: {e}")))?;
+        let (wave, partition) = waves_of.get(name).cloned().unwrap_or((None, None));
+        let number = wave.and_then(|w| usize::try_from(w).ok()).unwrap_or(1);
+        match staged.iter_mut().find(|w| w.number == number) {
+            Some(w) => w.plans.push(plan),
+            None => staged.push(WavePlans {
+                number,
+                partition,
+                canary: false,
+                plans: vec![plan],
+            }),
+        }
     }
+    staged.sort_by_key(|w| w.number);
+    check_pause_possible(&rollout, staged.len())?;
     let forks = forks.unwrap_or(src.forks.max(1));
     execute(
-        journal, state_dir, run_id, pb, plans, forks, access, progress,
+        journal, state_dir, run_id, pb, staged, rollout, forks, access, progress,
     )
     .await
 }
 
-/// Runs the plans of `run_id` with bounded concurrency and records the end
-/// of the run.
+/// Runs the waves of `run_id` one after the other, each with bounded
+/// concurrency, judges each finished wave, and records the end of the run.
 #[allow(clippy::too_many_arguments)]
 async fn execute(
     journal: Journal,
     state_dir: &Path,
     run_id: i64,
     pb: Playbook,
-    plans: Vec<HostPlan>,
+    waves: Vec<WavePlans>,
+    rollout: Rollout,
     forks: usize,
     access: &Access,
     progress_mode: Mode,
@@ -348,64 +433,178 @@ async fn execute(
         .with_context(|| format!("cannot create {}", evidence_dir.display()))
         .code(exit::IO)?;
 
+    let all_plans: Vec<&HostPlan> = waves.iter().flat_map(|w| &w.plans).collect();
+    let total = all_plans.len();
     let ctx = Arc::new(context(
         run_id,
         pb,
         journal.clone(),
         evidence_dir,
         access,
-        &plans,
+        &all_plans.into_iter().cloned().collect::<Vec<_>>(),
     )?);
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let signals = tokio::spawn(watch_interrupts(stop_tx));
 
-    let mut progress = Progress::new(plans.len(), progress_mode);
+    let mut progress = Progress::new(total, progress_mode);
     progress.note(&format!(
-        "run {run_id}: {} host(s), forks {forks}, journal {}",
-        plans.len(),
+        "run {run_id}: {total} host(s), forks {forks}, journal {}",
         journal.path().display()
     ));
+    let staged = waves.len() > 1;
+    let last_wave = waves.last().map(|w| w.number).unwrap_or(0);
+    if staged {
+        progress.note(&format!(
+            "rollout: {} waves; {}",
+            waves.len(),
+            rollout.describe()
+        ));
+    }
     let sem = Arc::new(Semaphore::new(forks.max(1)));
-    let mut tasks: JoinSet<crate::pipeline::HostResult> = JoinSet::new();
     let mut interrupted = false;
+    let mut halt: Option<String> = None;
     let mut stop = stop_rx.clone();
-    for plan in plans {
-        // Wait for a slot, collecting finished hosts meanwhile.
-        let permit = loop {
-            tokio::select! {
-                biased;
-                _ = stop.wait_for(|s| *s) => { interrupted = true; break None; }
-                p = sem.clone().acquire_owned() => break p.ok(),
-                Some(done) = tasks.join_next(), if !tasks.is_empty() => {
-                    if let Ok(r) = done {
-                        progress.host_done(&r);
+    let mut waves = waves.into_iter().peekable();
+    while let Some(wave) = waves.next() {
+        let label = wave_label(&wave, last_wave);
+        if staged {
+            progress.wave_start(&label, wave.plans.len());
+        }
+        let mut results: Vec<crate::pipeline::HostResult> = Vec::with_capacity(wave.plans.len());
+        let mut tasks: JoinSet<crate::pipeline::HostResult> = JoinSet::new();
+        for plan in wave.plans {
+            // Wait for a slot, collecting finished hosts meanwhile.
+            let permit = loop {
+                tokio::select! {
+                    biased;
+                    _ = stop.wait_for(|s| *s) => { interrupted = true; break None; }
+                    p = sem.clone().acquire_owned() => break p.ok(),
+                    Some(done) = tasks.join_next(), if !tasks.is_empty() => {
+                        finished(done, &mut progress, &mut results);
+                    }
+                }
+            };
+            let Some(permit) = permit else { break };
+            let ctx = ctx.clone();
+            tasks.spawn(async move {
+                let r = run_host(ctx, plan).await;
+                drop(permit);
+                r
+            });
+        }
+        if interrupted {
+            progress.note("interrupted: no new host is started; waiting for hosts in flight (Ctrl-C again to stop at once)");
+        }
+        while let Some(done) = tasks.join_next().await {
+            finished(done, &mut progress, &mut results);
+        }
+        if interrupted || *stop_rx.borrow() {
+            interrupted = true;
+            break;
+        }
+        if !staged {
+            continue;
+        }
+        // ---- the gate ----
+        let judged: Vec<&crate::pipeline::HostResult> = results
+            .iter()
+            .filter(|r| r.class != HostClass::NotStarted)
+            .collect();
+        let failed: Vec<&&crate::pipeline::HostResult> = judged
+            .iter()
+            .filter(|r| rollout.is_failure(r.class))
+            .collect();
+        let pct = if judged.is_empty() {
+            0.0
+        } else {
+            failed.len() as f64 * 100.0 / judged.len() as f64
+        };
+        let outcome = format!(
+            "{label} done: {} host(s), {} failed ({pct:.0}%)",
+            judged.len(),
+            failed.len()
+        );
+        progress.wave_done(&outcome);
+        if rollout.wave_fails(failed.len(), judged.len()) {
+            let limit = match rollout.max_fail_percentage {
+                Some(p) => format!("more than {p}%"),
+                None => "every host".to_string(),
+            };
+            let reason = format!(
+                "rollout halted after {label}: {} of {} host(s) failed ({pct:.0}%, {limit} halts)",
+                failed.len(),
+                judged.len()
+            );
+            progress.note(&reason);
+            for r in failed.iter().take(20) {
+                progress.note(&format!(
+                    "  {} {}: {}",
+                    crate::sanitize::display(&r.host, 80),
+                    r.class,
+                    crate::sanitize::display(&r.reason, 160)
+                ));
+            }
+            halt = Some(reason);
+            break;
+        }
+        let Some(next) = waves.peek() else { break };
+        let next_label = wave_label(next, last_wave);
+        match rollout.pause {
+            Pause::None => {}
+            Pause::For(d) => {
+                progress.note(&format!(
+                    "pausing {}s before {next_label} (Ctrl-C stops the sweep)",
+                    d.as_secs()
+                ));
+                tokio::select! {
+                    _ = tokio::time::sleep(d) => {}
+                    _ = stop.wait_for(|s| *s) => { interrupted = true; break; }
+                }
+            }
+            Pause::Prompt => {
+                let failures: Vec<String> = failed
+                    .iter()
+                    .map(|r| {
+                        format!(
+                            "  {} {}: {}",
+                            crate::sanitize::display(&r.host, 80),
+                            r.class,
+                            crate::sanitize::display(&r.reason, 200)
+                        )
+                    })
+                    .collect();
+                let question = format!(
+                    "{outcome}. Next: {next_label}, {} host(s).",
+                    next.plans.len()
+                );
+                match ask(&mut progress, &question, &failures, &mut stop).await {
+                    Answer::Continue => {}
+                    Answer::Abort => {
+                        halt = Some(format!("rollout aborted by the operator after {label}"));
+                        break;
+                    }
+                    Answer::Interrupted => {
+                        interrupted = true;
+                        break;
                     }
                 }
             }
-        };
-        let Some(permit) = permit else { break };
-        let ctx = ctx.clone();
-        tasks.spawn(async move {
-            let r = run_host(ctx, plan).await;
-            drop(permit);
-            r
-        });
-    }
-    if interrupted {
-        progress.note("interrupted: no new host is started; waiting for hosts in flight (Ctrl-C again to stop at once)");
-    }
-    while let Some(done) = tasks.join_next().await {
-        match done {
-            Ok(r) => progress.host_done(&r),
-            Err(e) => tracing::error!("host task failed: {e}"),
         }
     }
     progress.finish();
     signals.abort();
 
-    if interrupted || *stop_rx.borrow() {
-        interrupted = true;
+    if let Some(reason) = &halt {
+        journal
+            .set_halt_reason(run_id, reason)
+            .await
+            .code(exit::IO)?;
+        journal
+            .mark_not_started(run_id, &format!("not started: {reason}"))
+            .await
+            .code(exit::IO)?;
+    } else if interrupted {
         journal
             .mark_not_started(run_id, "sweep interrupted before this host started")
             .await
@@ -426,7 +625,9 @@ async fn execute(
     journal
         .finish_run(
             run_id,
-            if interrupted {
+            if halt.is_some() {
+                "halted"
+            } else if interrupted {
                 "interrupted"
             } else {
                 "finished"
@@ -440,8 +641,100 @@ async fn execute(
         run_id,
         counts: final_counts,
         interrupted,
+        halted: halt,
         exit_code: code,
     })
+}
+
+fn wave_label(w: &WavePlans, last: usize) -> String {
+    let mut s = format!("wave {}/{last}", w.number);
+    if let Some(p) = &w.partition {
+        s.push_str(&format!(" ({})", crate::sanitize::display(p, 80)));
+    }
+    if w.canary {
+        s.push_str(" [canary]");
+    }
+    s
+}
+
+fn finished(
+    done: Result<crate::pipeline::HostResult, tokio::task::JoinError>,
+    progress: &mut Progress,
+    results: &mut Vec<crate::pipeline::HostResult>,
+) {
+    match done {
+        Ok(r) => {
+            progress.host_done(&r);
+            results.push(r);
+        }
+        Err(e) => {
+            // A host task that panicked counts against its wave: its class is unknown.
+            tracing::error!("host task failed: {e}");
+            results.push(crate::pipeline::HostResult {
+                host: "?".into(),
+                class: HostClass::Error,
+                reason: format!("host task failed: {e}"),
+            });
+        }
+    }
+}
+
+enum Answer {
+    Continue,
+    Abort,
+    Interrupted,
+}
+
+/// Asks the operator between two waves. The line is read on a plain thread (not tokio's
+/// blocking pool, which the runtime would wait for at exit), so Ctrl-C still ends the
+/// sweep while the question is open.
+async fn ask(
+    progress: &mut Progress,
+    question: &str,
+    failures: &[String],
+    stop: &mut watch::Receiver<bool>,
+) -> Answer {
+    progress.hide(true);
+    let answer = loop {
+        eprint!("{question}\n[c]ontinue, [a]bort, [f]ailures? ");
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let reader = std::thread::Builder::new()
+            .name("pushscan-prompt".into())
+            .spawn(move || {
+                let mut line = String::new();
+                let n = std::io::stdin().read_line(&mut line);
+                let _ = tx.send(n.map(|n| (n, line)));
+            });
+        if reader.is_err() {
+            break Answer::Abort;
+        }
+        let line = tokio::select! {
+            r = rx => r,
+            _ = stop.wait_for(|s| *s) => break Answer::Interrupted,
+        };
+        match line {
+            // End of input: nobody can answer, so nothing more is started.
+            Ok(Ok((0, _))) | Ok(Err(_)) | Err(_) => {
+                eprintln!();
+                break Answer::Abort;
+            }
+            Ok(Ok((_, text))) => match text.trim().to_ascii_lowercase().as_str() {
+                "c" | "continue" | "y" | "yes" => break Answer::Continue,
+                "a" | "abort" | "n" | "no" | "q" => break Answer::Abort,
+                "f" | "failures" => {
+                    if failures.is_empty() {
+                        eprintln!("  no failed host in this wave");
+                    }
+                    for f in failures {
+                        eprintln!("{f}");
+                    }
+                }
+                _ => eprintln!("  answer c, a or f"),
+            },
+        }
+    };
+    progress.hide(false);
+    answer
 }
 
 /// First Ctrl-C (or SIGTERM): ask the sweep to stop starting hosts.

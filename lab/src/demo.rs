@@ -539,6 +539,7 @@ async fn sweep(
         state_dir: dir.join("state"),
         access,
         progress,
+        rollout: Default::default(),
     };
     pushscan::app::sweep(cfg, None)
         .await

@@ -1,0 +1,222 @@
+//! `pushscan plan`: what a sweep would do, computed without opening a single connection.
+//!
+//! The plan is built from the same pieces the sweep uses — the selected hosts' rendered
+//! [`HostPlan`]s and [`rollout::plan_waves`] — so the waves and remote paths printed here are
+//! the ones the sweep then runs (a test holds the two together through the journal). Text for
+//! the operator, JSON (`--format json`) for tooling. Every inventory-supplied string is escaped
+//! for the terminal.
+
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::inventory::{Connection as ConnKind, Host};
+use crate::pipeline::HostPlan;
+use crate::playbook::Playbook;
+use crate::rollout::{self, Rollout};
+use crate::sanitize::display;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    pub inventory: String,
+    pub playbook: String,
+    pub limit: Option<String>,
+    pub hosts: usize,
+    pub checker: CheckerPlan,
+    pub rollout: Rollout,
+    pub waves: Vec<WavePlan>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckerPlan {
+    pub local: String,
+    pub sha256: String,
+    /// Whether the local file matches the pin now (the sweep refuses to start otherwise).
+    pub matches_pin: bool,
+    pub problem: Option<String>,
+    pub size: Option<u64>,
+    pub remote_name: String,
+    /// The x86 build, pushed instead to 32-bit Windows hosts.
+    pub x86: Option<BuildPlan>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BuildPlan {
+    pub local: String,
+    pub sha256: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct WavePlan {
+    pub number: usize,
+    pub partition: Option<String>,
+    pub canary: bool,
+    pub hosts: Vec<HostLine>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct HostLine {
+    pub name: String,
+    pub address: String,
+    pub transport: &'static str,
+    /// The port the transport connects to (`None` for `local`).
+    pub port: Option<u16>,
+    /// Windows: how files travel (`smb` port and share, or `winrm` only).
+    pub files: Option<String>,
+    pub checker_path: String,
+    pub run_dir: String,
+    pub args: Vec<String>,
+    /// Which build goes to the host: `main`, or `x64/x86 by architecture` when the playbook
+    /// names both (decided on the host, once connected).
+    pub build: &'static str,
+}
+
+/// Builds the plan of `plans` (already selected and rendered) under `rollout`.
+pub fn build(
+    pb: &Playbook,
+    inventory_label: &str,
+    limit: Option<&str>,
+    plans: &[HostPlan],
+    rollout: &Rollout,
+) -> Plan {
+    let hosts: Vec<&Host> = plans.iter().map(|p| &p.host).collect();
+    let waves = rollout::plan_waves(&hosts, rollout);
+    let verified = pb.verify_checker();
+    Plan {
+        inventory: inventory_label.to_string(),
+        playbook: pb.source.display().to_string(),
+        limit: limit.map(str::to_string),
+        hosts: plans.len(),
+        checker: CheckerPlan {
+            local: pb.checker_local.display().to_string(),
+            sha256: pb.checker.sha256.clone(),
+            matches_pin: verified.is_ok(),
+            problem: verified.as_ref().err().map(|e| e.to_string()),
+            size: verified.ok(),
+            remote_name: pb.checker_remote_name.clone(),
+            x86: pb.x86.as_ref().map(|b| BuildPlan {
+                local: b.local.display().to_string(),
+                sha256: b.sha256.clone(),
+            }),
+        },
+        rollout: rollout.clone(),
+        waves: waves
+            .into_iter()
+            .map(|w| WavePlan {
+                number: w.number,
+                partition: w.partition,
+                canary: w.canary,
+                hosts: w.hosts.iter().map(|&i| host_line(pb, &plans[i])).collect(),
+            })
+            .collect(),
+    }
+}
+
+fn host_line(pb: &Playbook, p: &HostPlan) -> HostLine {
+    let h = &p.host;
+    let (transport, port, files) = match (h.connection, &p.win) {
+        (ConnKind::Winrm, Some(w)) => (
+            if w.https { "winrm-https" } else { "winrm" },
+            Some(w.port),
+            Some(match w.smb {
+                crate::transport::winrm::SmbUse::Off => "winrm only (smb off)".to_string(),
+                crate::transport::winrm::SmbUse::Auto => format!(
+                    "smb {}:{} {} (winrm if closed)",
+                    w.address,
+                    w.smb_port,
+                    match w.share {
+                        crate::transport::winrm::ShareMode::Admin => "ADMIN$",
+                        crate::transport::winrm::ShareMode::Drive => "C$",
+                    }
+                ),
+            }),
+        ),
+        (ConnKind::Winrm, None) => ("winrm", h.port, None),
+        (ConnKind::Ssh, _) => ("ssh", Some(h.port.unwrap_or(22)), None),
+        (ConnKind::Local, _) => ("local", None, None),
+    };
+    HostLine {
+        name: h.name.clone(),
+        address: h.address.clone(),
+        transport,
+        port,
+        files,
+        checker_path: p.checker_path.clone(),
+        run_dir: p.run_dir.clone(),
+        args: p.args.clone(),
+        build: if pb.x86.is_some() && p.win.is_some() {
+            "x64/x86 by architecture"
+        } else {
+            "main"
+        },
+    }
+}
+
+/// The operator's view: run facts, then each wave with its hosts.
+pub fn to_text(p: &Plan) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "Plan: {} host(s) in {} wave(s); inventory {}, playbook {}{} (no connection opened)",
+        p.hosts,
+        p.waves.len(),
+        display(&p.inventory, 200),
+        display(&p.playbook, 200),
+        p.limit
+            .as_deref()
+            .map(|l| format!(", limit {}", display(l, 200)))
+            .unwrap_or_default()
+    );
+    let c = &p.checker;
+    let _ = writeln!(
+        out,
+        "Checker: {} sha256 {} → <work_dir>/{}{}",
+        display(&c.local, 200),
+        c.sha256,
+        display(&c.remote_name, 100),
+        match (&c.problem, c.size) {
+            (None, Some(n)) => format!(" ({n} bytes, matches the pin)"),
+            (Some(e), _) => format!("\n  NOT USABLE, the sweep would refuse to start: {e}"),
+            _ => String::new(),
+        }
+    );
+    if let Some(x) = &c.x86 {
+        let _ = writeln!(
+            out,
+            "  x86 build: {} sha256 {} (for 32-bit Windows hosts)",
+            display(&x.local, 200),
+            x.sha256
+        );
+    }
+    let _ = writeln!(out, "Rollout: {}", p.rollout.describe());
+    let last = p.waves.len();
+    for w in &p.waves {
+        let _ = writeln!(
+            out,
+            "\nWave {}/{last}{}{}: {} host(s)",
+            w.number,
+            w.partition
+                .as_deref()
+                .map(|s| format!(" ({})", display(s, 120)))
+                .unwrap_or_default(),
+            if w.canary { " [canary]" } else { "" },
+            w.hosts.len()
+        );
+        for h in &w.hosts {
+            let _ = writeln!(
+                out,
+                "  {:<24} {:<16} {}{}{}  → {}",
+                display(&h.name, 80),
+                display(&h.address, 80),
+                h.transport,
+                h.port.map(|p| format!(":{p}")).unwrap_or_default(),
+                h.files
+                    .as_deref()
+                    .map(|f| format!(", files {}", display(f, 120)))
+                    .unwrap_or_default(),
+                display(&h.checker_path, 200)
+            );
+        }
+    }
+    out
+}
