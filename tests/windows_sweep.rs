@@ -647,3 +647,105 @@ fn smb_encryption_required_and_refused() {
         }
     }
 }
+
+/// Staged by OU on the Windows lab: `plan` (no connection) names each host's WinRM port, SMB
+/// share and remote checker path, and the waves per OU with a canary each; the sweep then runs
+/// exactly those waves, one after the other.
+#[test]
+fn staged_by_ou_on_the_windows_lab_runs_the_planned_waves() {
+    // Without the scenarios that cost seconds per wave (a hanging checker, SMB fallback).
+    let t = start_lab_with(Ipv4Addr::new(127, 0, 66, 1), 16, |spec| {
+        spec.scenarios.retain(|s| {
+            !matches!(
+                s.kind,
+                ScenarioKind::Hang | ScenarioKind::SmbDown | ScenarioKind::Slow
+            )
+        })
+    });
+    let (pb, _) = playbook(&t);
+    let state = t.dir.path().join("state");
+    let inv = t.lab.inventory.to_str().unwrap().to_string();
+    let pb_s = pb.to_str().unwrap().to_string();
+    let rollout = [
+        "--by",
+        "ou",
+        "--waves",
+        "1,50%",
+        "--max-fail-percentage",
+        "100",
+    ];
+    let mut plan_args = vec!["plan", "-i", &inv, "-p", &pb_s, "--format", "json"];
+    plan_args.extend(rollout);
+    let plan = pushscan(&t, &plan_args);
+    assert_eq!(plan.status.code(), Some(0), "{}", text(&plan));
+    assert!(!state.exists(), "plan touched the state dir");
+    let plan: Value = serde_json::from_slice(&plan.stdout).expect("plan JSON");
+
+    // Waves per OU, in the order of each OU's first host, a canary first.
+    let mut ous: Vec<String> = Vec::new();
+    for h in t.lab.hosts() {
+        if !ous.contains(&h.ou) {
+            ous.push(h.ou.clone());
+        }
+    }
+    let waves = plan["waves"].as_array().unwrap();
+    let mut planned: BTreeMap<String, i64> = BTreeMap::new();
+    let mut seen_ous: Vec<String> = Vec::new();
+    for w in waves {
+        let ou = w["partition"].as_str().unwrap().to_string();
+        let hosts = w["hosts"].as_array().unwrap();
+        if !seen_ous.contains(&ou) {
+            seen_ous.push(ou.clone());
+            assert_eq!(w["canary"], true, "first wave of {ou} is its canary");
+            assert_eq!(hosts.len(), 1);
+        }
+        for h in hosts {
+            let name = h["name"].as_str().unwrap();
+            let lab_host = t.lab.hosts().iter().find(|x| x.name == name).unwrap();
+            assert_eq!(lab_host.ou, ou, "{name} planned in another OU");
+            assert_eq!(h["transport"], "winrm");
+            assert_eq!(h["port"].as_u64(), Some(u64::from(t.lab.winrm_port())));
+            assert_eq!(
+                h["files"].as_str().unwrap(),
+                format!(
+                    "smb {}:{} ADMIN$ (winrm if closed)",
+                    lab_host.address,
+                    t.lab.smb_port()
+                )
+            );
+            assert!(h["checker_path"]
+                .as_str()
+                .unwrap()
+                .starts_with(r"C:\Windows\Temp\pushscan\"));
+            assert_eq!(h["build"], "x64/x86 by architecture");
+            planned.insert(name.to_string(), w["number"].as_i64().unwrap());
+        }
+    }
+    assert_eq!(seen_ous, ous);
+    assert_eq!(planned.len(), 16);
+
+    let state_s = state.to_str().unwrap().to_string();
+    let mut sweep_args = vec![
+        "sweep",
+        "-i",
+        &inv,
+        "-p",
+        &pb_s,
+        "--state-dir",
+        &state_s,
+        "--progress",
+        "lines",
+        "--forks",
+        "16",
+    ];
+    sweep_args.extend(rollout);
+    let out = pushscan(&t, &sweep_args);
+    let all = text(&out);
+    assert!(matches!(out.status.code(), Some(1) | Some(2)), "{all}");
+    assert!(all.contains("[canary]: 1 host(s)"), "{all}");
+    let rep = by_host(&report_json(&state));
+    for (name, wave) in &planned {
+        assert_eq!(rep[name]["wave"].as_i64(), Some(*wave), "{name}\n{all}");
+        assert_ne!(rep[name]["status"], "not_started", "{name}\n{all}");
+    }
+}
