@@ -40,6 +40,7 @@
 //!   --pushscan BIN the binary to measure (default target/release/pushscan)
 //!   --no-floor     skip the floor measurement
 
+mod common;
 #[path = "../tests/common/sshd.rs"]
 #[allow(dead_code)]
 mod sshd;
@@ -49,7 +50,7 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use clap::Parser;
 use serde_json::{json, Value};
@@ -58,6 +59,7 @@ use sha2::{Digest, Sha256};
 use pushscan::transport::ssh::{SshConnector, SshTarget};
 use pushscan::transport::{CommandSpec, Connection, Credentials};
 
+use common::*;
 use sshd::SshFleet;
 
 /// Exact size of the benchmark checker (the EmoCheck stand-in, padded).
@@ -125,115 +127,6 @@ fn main() -> ExitCode {
 // Measurement of one child process
 // ------------------------------------------------------------------------------------------
 
-/// What one measured run cost.
-#[derive(Debug, Clone, Copy)]
-struct Sample {
-    wall_s: f64,
-    /// user + sys of the child (the controller).
-    cpu_s: f64,
-    /// Peak RSS of the child, KiB (Linux `ru_maxrss`).
-    peak_rss_kb: i64,
-    /// CPU of the fleet side (sshd daemons and everything they reaped) during the run.
-    fleet_cpu_s: f64,
-    /// CPU of the whole machine (all processes, `/proc/stat`) during the run: a cross-check of
-    /// controller + fleet.
-    machine_cpu_s: f64,
-    /// Per-host time (connect to close) p50 / p95 / max, seconds.
-    host_s: [f64; 3],
-}
-
-/// p50, p95 and max of per-host durations (seconds).
-fn host_percentiles(mut v: Vec<f64>) -> [f64; 3] {
-    if v.is_empty() {
-        return [f64::NAN; 3];
-    }
-    v.sort_by(|a, b| a.total_cmp(b));
-    let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
-    [at(0.5), at(0.95), v[v.len() - 1]]
-}
-
-/// Exit status and rusage of one child, from `wait4` on its pid.
-struct Waited {
-    code: Option<i32>,
-    signal: Option<i32>,
-    cpu_s: f64,
-    maxrss_kb: i64,
-}
-
-fn wait4_child(pid: u32) -> std::io::Result<Waited> {
-    let mut status: libc::c_int = 0;
-    // SAFETY: an all-zero rusage is a valid value; wait4 fills it.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    loop {
-        // SAFETY: plain syscall on our own child's pid with valid out-pointers.
-        let r = unsafe { libc::wait4(pid as libc::pid_t, &mut status, 0, &mut ru) };
-        if r == pid as libc::pid_t {
-            break;
-        }
-        let err = std::io::Error::last_os_error();
-        if err.kind() != std::io::ErrorKind::Interrupted {
-            return Err(err);
-        }
-    }
-    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    let (code, signal) = if libc::WIFEXITED(status) {
-        (Some(libc::WEXITSTATUS(status)), None)
-    } else if libc::WIFSIGNALED(status) {
-        (None, Some(libc::WTERMSIG(status)))
-    } else {
-        (None, None)
-    };
-    Ok(Waited {
-        code,
-        signal,
-        cpu_s: tv(ru.ru_utime) + tv(ru.ru_stime),
-        maxrss_kb: ru.ru_maxrss,
-    })
-}
-
-/// CPU seconds used by the sshd daemons and every process they have reaped (sessions, login
-/// shells, checkers): `utime + stime + cutime + cstime` from `/proc/<pid>/stat`.
-fn fleet_cpu_s(pids: &[u32]) -> f64 {
-    // SAFETY: sysconf has no preconditions.
-    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    let mut total = 0u64;
-    for pid in pids {
-        let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
-            continue;
-        };
-        // After "pid (comm)": state is field 3, utime 14, stime 15, cutime 16, cstime 17.
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        for idx in 11..=14 {
-            total += f.get(idx).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-        }
-    }
-    total as f64 / ticks
-}
-
-/// Busy CPU seconds of the whole machine since boot (`/proc/stat`, first line: user nice
-/// system idle iowait irq softirq steal ...; idle and iowait are not busy).
-fn machine_cpu_s() -> f64 {
-    // SAFETY: sysconf has no preconditions.
-    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    let stat = fs::read_to_string("/proc/stat").unwrap_or_default();
-    let Some(line) = stat.lines().find(|l| l.starts_with("cpu ")) else {
-        return 0.0;
-    };
-    let f: Vec<u64> = line
-        .split_whitespace()
-        .skip(1)
-        .map(|v| v.parse().unwrap_or(0))
-        .collect();
-    let busy: u64 = [0usize, 1, 2, 5, 6, 7]
-        .iter()
-        .map(|&i| f.get(i).copied().unwrap_or(0))
-        .sum();
-    busy as f64 / ticks
-}
-
 /// Waits until the daemons have reaped every session (so their CPU is in `cutime`).
 fn wait_sessions_gone(fleet: &SshFleet) -> usize {
     let roots = fleet.daemon_pids();
@@ -286,20 +179,6 @@ fn measure(
         },
         waited,
     ))
-}
-
-fn status_text(w: &Waited) -> String {
-    match (w.code, w.signal) {
-        (Some(c), _) => format!("exit {c}"),
-        (None, Some(s)) => format!("killed by signal {s}"),
-        _ => "unknown status".into(),
-    }
-}
-
-fn tail(path: &Path, lines: usize) -> String {
-    let text = fs::read_to_string(path).unwrap_or_default();
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
 }
 
 // ------------------------------------------------------------------------------------------
@@ -703,19 +582,6 @@ struct Figure {
     failed: usize,
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(|a, b| a.total_cmp(b));
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
-
 impl Figure {
     fn walls(&self) -> Vec<f64> {
         self.samples.iter().map(|s| s.wall_s).collect()
@@ -725,28 +591,8 @@ impl Figure {
     }
 }
 
-/// Untimed: the report file name has a one-second stamp; keep runs on a host a second apart.
-fn settle() {
-    std::thread::sleep(Duration::from_millis(1100));
-}
-
 fn default_pushscan() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/pushscan")
-}
-
-/// Newest modification time of the crate's sources (to warn about a stale release binary).
-fn newest_source(dir: &Path) -> Option<SystemTime> {
-    let mut newest = None;
-    for entry in fs::read_dir(dir).ok()?.flatten() {
-        let p = entry.path();
-        let t = if p.is_dir() {
-            newest_source(&p)
-        } else {
-            entry.metadata().ok().and_then(|m| m.modified().ok())
-        };
-        newest = newest.max(t);
-    }
-    newest
 }
 
 fn bench(args: &Args) -> Result<bool, String> {

@@ -49,6 +49,8 @@
 //!                    playbook pinning it); default: the stand-in as shipped (~17 KB)
 //!   --keep-lab       leave the lab running at the end (stop it with `pushscan-lab down`)
 
+mod common;
+
 use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io::Write as _;
@@ -56,11 +58,13 @@ use std::net::{Ipv4Addr, SocketAddrV4, TcpListener};
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use clap::Parser;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
+
+use common::*;
 
 /// What pushscan says while its WinRM transport is missing (src/pipeline.rs).
 const NO_TRANSPORT: &str = "not available in this build";
@@ -131,116 +135,6 @@ fn main() -> ExitCode {
 // ------------------------------------------------------------------------------------------
 // Measurement of one child process
 // ------------------------------------------------------------------------------------------
-
-/// What one measured run cost.
-#[derive(Debug, Clone, Copy)]
-struct Sample {
-    wall_s: f64,
-    /// user + sys of the tool's process.
-    cpu_s: f64,
-    /// Peak RSS of the tool's process, KiB (Linux `ru_maxrss`).
-    peak_rss_kb: i64,
-    /// CPU of the lab (smbd, WinRM simulator, checkers) during the run.
-    fleet_cpu_s: f64,
-    /// CPU of the whole machine during the run (`/proc/stat`).
-    machine_cpu_s: f64,
-    /// Per-host time p50 / p95 / max, seconds (as the tool measured it).
-    host_s: [f64; 3],
-}
-
-/// p50, p95 and max of per-host durations (seconds).
-fn host_percentiles(mut v: Vec<f64>) -> [f64; 3] {
-    if v.is_empty() {
-        return [f64::NAN; 3];
-    }
-    v.sort_by(|a, b| a.total_cmp(b));
-    let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
-    [at(0.5), at(0.95), v[v.len() - 1]]
-}
-
-/// Exit status and rusage of one child, from `wait4` on its pid.
-struct Waited {
-    code: Option<i32>,
-    signal: Option<i32>,
-    cpu_s: f64,
-    maxrss_kb: i64,
-}
-
-fn wait4_child(pid: u32) -> std::io::Result<Waited> {
-    let mut status: libc::c_int = 0;
-    // SAFETY: an all-zero rusage is a valid value; wait4 fills it.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    loop {
-        // SAFETY: plain syscall on our own child's pid with valid out-pointers.
-        let r = unsafe { libc::wait4(pid as libc::pid_t, &mut status, 0, &mut ru) };
-        if r == pid as libc::pid_t {
-            break;
-        }
-        let err = std::io::Error::last_os_error();
-        if err.kind() != std::io::ErrorKind::Interrupted {
-            return Err(err);
-        }
-    }
-    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    let (code, signal) = if libc::WIFEXITED(status) {
-        (Some(libc::WEXITSTATUS(status)), None)
-    } else if libc::WIFSIGNALED(status) {
-        (None, Some(libc::WTERMSIG(status)))
-    } else {
-        (None, None)
-    };
-    Ok(Waited {
-        code,
-        signal,
-        cpu_s: tv(ru.ru_utime) + tv(ru.ru_stime),
-        maxrss_kb: ru.ru_maxrss,
-    })
-}
-
-fn clock_ticks() -> f64 {
-    // SAFETY: sysconf has no preconditions.
-    unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64
-}
-
-/// The fields after "pid (comm)" of `/proc/<pid>/stat` (index 0 = state, field 3).
-fn proc_stat(pid: u32) -> Option<Vec<String>> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &stat[stat.rfind(')')? + 1..];
-    Some(rest.split_whitespace().map(str::to_string).collect())
-}
-
-/// CPU seconds of the lab daemons and every process they reaped (smbd's per-connection
-/// processes, the simulator's checkers): `utime + stime + cutime + cstime`.
-fn fleet_cpu_s(pids: &[u32]) -> f64 {
-    let mut total = 0u64;
-    for &pid in pids {
-        if let Some(f) = proc_stat(pid) {
-            for idx in 11..=14 {
-                total += f.get(idx).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-            }
-        }
-    }
-    total as f64 / clock_ticks()
-}
-
-/// Busy CPU seconds of the whole machine since boot (`/proc/stat`: user nice system irq
-/// softirq steal; not idle, not iowait).
-fn machine_cpu_s() -> f64 {
-    let stat = fs::read_to_string("/proc/stat").unwrap_or_default();
-    let Some(line) = stat.lines().find(|l| l.starts_with("cpu ")) else {
-        return 0.0;
-    };
-    let f: Vec<u64> = line
-        .split_whitespace()
-        .skip(1)
-        .map(|v| v.parse().unwrap_or(0))
-        .collect();
-    let busy: u64 = [0usize, 1, 2, 5, 6, 7]
-        .iter()
-        .map(|&i| f.get(i).copied().unwrap_or(0))
-        .sum();
-    busy as f64 / clock_ticks()
-}
 
 /// Every live descendant of `roots`.
 fn descendants(roots: &[u32]) -> HashSet<u32> {
@@ -323,20 +217,6 @@ fn measure(
         },
         waited,
     ))
-}
-
-fn status_text(w: &Waited) -> String {
-    match (w.code, w.signal) {
-        (Some(c), _) => format!("exit {c}"),
-        (None, Some(s)) => format!("killed by signal {s}"),
-        _ => "unknown status".into(),
-    }
-}
-
-fn tail(path: &Path, lines: usize) -> String {
-    let text = fs::read_to_string(path).unwrap_or_default();
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
 }
 
 // ------------------------------------------------------------------------------------------
@@ -973,19 +853,6 @@ struct Figure {
     failed: usize,
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(|a, b| a.total_cmp(b));
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
-
 impl Figure {
     fn walls(&self) -> Vec<f64> {
         self.samples.iter().map(|s| s.wall_s).collect()
@@ -998,28 +865,8 @@ impl Figure {
     }
 }
 
-/// Untimed: report file names carry a one-second stamp; keep runs on a host a second apart.
-fn settle() {
-    std::thread::sleep(Duration::from_millis(1100));
-}
-
 fn manifest() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// Newest modification time under `dir` (to warn about a stale release binary).
-fn newest_source(dir: &Path) -> Option<SystemTime> {
-    let mut newest = None;
-    for entry in fs::read_dir(dir).ok()?.flatten() {
-        let p = entry.path();
-        let t = if p.is_dir() {
-            newest_source(&p)
-        } else {
-            entry.metadata().ok().and_then(|m| m.modified().ok())
-        };
-        newest = newest.max(t);
-    }
-    newest
 }
 
 fn warn_if_stale(bin: &Path, src: &Path) {
