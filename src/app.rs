@@ -8,6 +8,7 @@ use anyhow::Context;
 use serde::Serialize;
 
 use crate::exit::{self, Fail, WithCode};
+use crate::inventory::{self, list};
 use crate::journal::Reader;
 use crate::model::{ParsedReport, ReportStatus};
 use crate::report;
@@ -107,6 +108,73 @@ fn finish_sweep(
         );
     }
     Ok(outcome.exit_code)
+}
+
+/// What `pushscan inventory` shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InventoryView {
+    /// `--list`: every group and host, as ansible-inventory's JSON.
+    List,
+    /// `--graph GROUP`: the group tree from GROUP.
+    Graph(String),
+    /// `--host PATTERN`: the variables of the one host it matches.
+    Host(String),
+}
+
+/// `pushscan inventory`: the inventory as `ansible-inventory` shows it.
+/// `export` shows own variables rather than merged ones (`--list`,
+/// `--host`); `limit` selects hosts as for a sweep (`--list`, `--graph`).
+pub async fn inventory(
+    sources: &[PathBuf],
+    limit: Option<&str>,
+    view: InventoryView,
+    export: bool,
+) -> Result<i32, Fail> {
+    let loaded = inventory::load_sources(sources).await.code(exit::CONFIG)?;
+    for w in &loaded.warnings {
+        tracing::warn!("inventory: {}", crate::sanitize::display(w, 1000));
+    }
+    let inv = &loaded.inventory;
+    let selected = match limit {
+        Some(p) => Some(inv.select(p).code(exit::USAGE)?),
+        None => None,
+    };
+    let text = match view {
+        InventoryView::List => list::to_text(&list::list_json(inv, selected.as_deref(), export)),
+        InventoryView::Graph(group) => {
+            let tree = list::graph(inv, &group, selected.as_deref()).ok_or_else(|| {
+                Fail::new(
+                    exit::USAGE,
+                    anyhow::anyhow!(
+                        "--graph {}: no such group in {}",
+                        display(&group, 200),
+                        inv.source.display()
+                    ),
+                )
+            })?;
+            // Names go to the terminal as they are, except for control
+            // characters (an LDAP source is not the operator's own text).
+            tree.lines()
+                .map(|l| display(l, usize::MAX) + "\n")
+                .collect()
+        }
+        InventoryView::Host(pattern) => {
+            let hosts = inv.select(&pattern).code(exit::USAGE)?;
+            let [host] = hosts[..] else {
+                return Err(Fail::new(
+                    exit::USAGE,
+                    anyhow::anyhow!(
+                        "--host {} matches {} hosts; name exactly one",
+                        display(&pattern, 200),
+                        hosts.len()
+                    ),
+                ));
+            };
+            list::to_text(&list::host_json(host, export))
+        }
+    };
+    write_out(&text, None)?;
+    Ok(exit::OK)
 }
 
 /// `pushscan cleanup`: run `run`, the last run, or every run (`all`).
@@ -295,14 +363,20 @@ pub fn parse(files: &[PathBuf], json: bool) -> Result<i32, Fail> {
 
 /// `pushscan plan`: the waves and what each host gets, without connecting. Exit 0, or 66
 /// when the checker does not match its pin (the plan is still printed).
-pub fn plan(
-    inventory: &Path,
+pub async fn plan(
+    sources: &[PathBuf],
     playbook: &Path,
     limit: Option<&str>,
     overrides: &crate::rollout::Overrides,
     json: bool,
 ) -> Result<i32, Fail> {
-    let inv = crate::inventory::load(inventory).code(exit::CONFIG)?;
+    let loaded = crate::inventory::load_sources(sources)
+        .await
+        .code(exit::CONFIG)?;
+    for w in &loaded.warnings {
+        tracing::warn!("inventory: {}", crate::sanitize::display(w, 1000));
+    }
+    let inv = loaded.inventory;
     let pb = crate::playbook::Playbook::load(playbook).code(exit::CONFIG)?;
     let plans = sweep::plan_hosts(&inv, limit, &pb)?;
     let rollout = pb
@@ -310,13 +384,7 @@ pub fn plan(
         .clone()
         .with(overrides)
         .map_err(|e| Fail::new(exit::USAGE, anyhow::anyhow!("rollout: {e}")))?;
-    let plan = crate::plan::build(
-        &pb,
-        &inventory.display().to_string(),
-        limit,
-        &plans,
-        &rollout,
-    );
+    let plan = crate::plan::build(&pb, &loaded.label, limit, &plans, &rollout);
     let text = if json {
         let mut t = serde_json::to_string_pretty(&plan).code(exit::SOFTWARE)?;
         t.push('\n');

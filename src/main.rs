@@ -5,9 +5,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 
-use pushscan::app::{self, Format};
+use pushscan::app::{self, Format, InventoryView};
 use pushscan::exit;
 use pushscan::progress::Mode;
 use pushscan::sweep::{Access, SweepConfig, WindowsAccess};
@@ -57,9 +57,9 @@ enum Command {
         "Exit codes: 0, or 66 when the checker does not match its pin (the plan is printed anyway)."
     ))]
     Plan {
-        /// Inventory: Ansible YAML or INI, as Ansible reads it.
-        #[arg(short, long, value_name = "FILE")]
-        inventory: PathBuf,
+        /// Inventory: Ansible YAML or INI, as Ansible reads it. Repeat to merge several.
+        #[arg(short, long, value_name = "FILE", required = true)]
+        inventory: Vec<PathBuf>,
         /// Playbook (see playbooks/).
         #[arg(short, long, value_name = "FILE")]
         playbook: PathBuf,
@@ -72,6 +72,16 @@ enum Command {
         #[command(flatten)]
         rollout: RolloutArgs,
     },
+    /// Show inventories as pushscan reads them, in ansible-inventory's formats.
+    #[command(after_help = concat!(
+        "Examples:\n  pushscan inventory -i inventories/example-linux.ini --list\n  ",
+        "pushscan inventory -i hosts.ini -i extra.yml --graph\n  ",
+        "pushscan inventory -i inventories/example-windows.yml --graph ou_osaka_keiri\n  ",
+        "pushscan inventory -i hosts.ini --host web01.example.com\n\n",
+        "--list prints the JSON that `ansible-inventory --list` prints for the same files.\n\n",
+        "Exit codes: 0 shown, 64 unknown host or group or a --limit matching nothing, 65 invalid inventory."
+    ))]
+    Inventory(InventoryArgs),
     /// Parse checker reports already on disk (EmoCheck text or JSON).
     #[command(
         after_help = "Example:\n  pushscan parse --format json reports/*_emocheck.*\n\nExit codes: 0 all clean, 1 a detection, 2 an unparseable file."
@@ -208,9 +218,10 @@ impl StateArgs {
 
 #[derive(Args)]
 struct SweepArgs {
-    /// Inventory: Ansible YAML or INI, as Ansible reads it.
-    #[arg(short, long, value_name = "FILE")]
-    inventory: PathBuf,
+    /// Inventory: Ansible YAML or INI, as Ansible reads it. Repeat to merge
+    /// several (a variable set in two takes the later one's value).
+    #[arg(short, long, value_name = "FILE", required = true)]
+    inventory: Vec<PathBuf>,
     /// Playbook (see playbooks/).
     #[arg(short, long, value_name = "FILE")]
     playbook: PathBuf,
@@ -325,6 +336,30 @@ enum SpanArg {
 enum PlanFormat {
     Text,
     Json,
+}
+
+#[derive(Args)]
+#[command(group(ArgGroup::new("view").required(true).args(["list", "graph", "host"])))]
+struct InventoryArgs {
+    /// Inventory: Ansible YAML or INI. Repeat to merge several.
+    #[arg(short, long, value_name = "FILE", required = true)]
+    inventory: Vec<PathBuf>,
+    /// Only these hosts (with --list and --graph), as for sweep.
+    #[arg(short, long, value_name = "PATTERN", conflicts_with = "host")]
+    limit: Option<String>,
+    /// Every group (hosts, children) and every host's variables, as JSON.
+    #[arg(long)]
+    list: bool,
+    /// The tree of groups and hosts, from GROUP.
+    #[arg(long, value_name = "GROUP", num_args = 0..=1, default_missing_value = "all")]
+    graph: Option<String>,
+    /// One host's variables, as JSON.
+    #[arg(long, value_name = "HOST")]
+    host: Option<String>,
+    /// With --list or --host: each group's and host's own variables
+    /// rather than every host's merged ones (ansible-inventory --export).
+    #[arg(long)]
+    export: bool,
 }
 
 /// What a sweep or resume shows and writes besides the terminal report.
@@ -491,13 +526,29 @@ fn run(cli: Cli) -> Result<i32, exit::Fail> {
             limit,
             format,
             rollout,
-        } => app::plan(
-            &inventory,
-            &playbook,
-            limit.as_deref(),
-            &rollout.overrides()?,
-            matches!(format, PlanFormat::Json),
-        ),
+        } => {
+            let overrides = rollout.overrides()?;
+            runtime()?.block_on(app::plan(
+                &inventory,
+                &playbook,
+                limit.as_deref(),
+                &overrides,
+                matches!(format, PlanFormat::Json),
+            ))
+        }
+        Command::Inventory(a) => {
+            let view = match (a.list, a.graph, a.host) {
+                (_, Some(group), _) => InventoryView::Graph(group),
+                (_, _, Some(host)) => InventoryView::Host(host),
+                _ => InventoryView::List,
+            };
+            runtime()?.block_on(app::inventory(
+                &a.inventory,
+                a.limit.as_deref(),
+                view,
+                a.export,
+            ))
+        }
         Command::Resume {
             run,
             forks,

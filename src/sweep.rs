@@ -39,7 +39,8 @@ use crate::transport::Credentials;
 /// Everything a sweep needs, decided by the command line.
 #[derive(Debug, Clone)]
 pub struct SweepConfig {
-    pub inventory: PathBuf,
+    /// Inventory sources, read in order into one inventory.
+    pub inventory: Vec<PathBuf>,
     pub playbook: PathBuf,
     pub limit: Option<String>,
     pub forks: usize,
@@ -228,10 +229,16 @@ pub async fn sweep(cfg: SweepConfig) -> Result<SweepOutcome, Fail> {
             anyhow::anyhow!("--forks must be at least 1"),
         ));
     }
-    let inventory_text = std::fs::read_to_string(&cfg.inventory)
-        .with_context(|| format!("cannot read inventory {}", cfg.inventory.display()))
+    let loaded = inventory::load_sources(&cfg.inventory)
+        .await
         .code(exit::CONFIG)?;
-    let inv = inventory::parse(&inventory_text, &cfg.inventory).code(exit::CONFIG)?;
+    for w in &loaded.warnings {
+        tracing::warn!("inventory: {}", crate::sanitize::display(w, 1000));
+    }
+    // The run stores the inventory as resolved (list JSON), so that resume
+    // reads exactly this, without asking the sources again.
+    let (inventory_path, inventory_text) = (loaded.label, loaded.text);
+    let inv = loaded.inventory;
     let pb = Playbook::load(&cfg.playbook).code(exit::CONFIG)?;
     let checker_size = pb.verify_checker().code(exit::CHECKER)?;
     let plans = plan_hosts(&inv, cfg.limit.as_deref(), &pb)?;
@@ -261,7 +268,7 @@ pub async fn sweep(cfg: SweepConfig) -> Result<SweepOutcome, Fail> {
             playbook_path: pb.source.display().to_string(),
             playbook_name: pb.name.clone(),
             playbook_text: pb.text.clone(),
-            inventory_path: cfg.inventory.display().to_string(),
+            inventory_path,
             inventory_text,
             limit: cfg.limit.clone(),
             forks: cfg.forks,

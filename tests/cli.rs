@@ -328,7 +328,7 @@ fn parse_prints_one_json_object_per_file() {
 
 #[test]
 fn every_subcommand_help_has_an_example() {
-    for sub in ["sweep", "parse", "report", "runs", "pin"] {
+    for sub in ["sweep", "inventory", "parse", "report", "runs", "pin"] {
         let out = bin().args([sub, "--help"]).output().unwrap();
         assert_eq!(out.status.code(), Some(0));
         let help = text(&out.stdout);

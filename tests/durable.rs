@@ -646,3 +646,163 @@ sys.stderr.write("EXIT %d\n" % os.waitstatus_to_exitcode(status))
     }
     assert!(screen.contains("not_started"), "{screen}");
 }
+
+/// Starts a sweep with `inventories` (local hosts, forks 1), interrupts it
+/// once a host is running, and returns its output (run 1 is then
+/// unfinished).
+fn interrupted_sweep(dir: &Path, inventories: &[&Path], pb: &Path) -> Output {
+    let mut cmd = bin();
+    cmd.arg("sweep");
+    for inv in inventories {
+        cmd.arg("-i").arg(inv);
+    }
+    let child = cmd
+        .arg("-p")
+        .arg(pb)
+        .arg("--state-dir")
+        .arg(dir.join("state"))
+        .args(["--progress", "quiet", "--forks", "1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let journal = dir.join("state").join("journal.sqlite");
+    let started = (0..400).any(|_| {
+        std::thread::sleep(Duration::from_millis(50));
+        journal.exists()
+            && rusqlite::Connection::open(&journal)
+                .and_then(|c| {
+                    c.query_row(
+                        "SELECT COUNT(*) FROM hosts WHERE state='running'",
+                        [],
+                        |r| r.get::<_, i64>(0),
+                    )
+                })
+                .map(|n| n > 0)
+                .unwrap_or(false)
+    });
+    assert!(started, "the sweep started a host");
+    // SAFETY: plain kill(2) on our own child.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGINT);
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    out
+}
+
+fn resume(dir: &Path) -> Output {
+    bin()
+        .args(["resume", "1", "--progress", "quiet", "--state-dir"])
+        .arg(dir.join("state"))
+        .output()
+        .unwrap()
+}
+
+fn quick_playbook(dir: &Path) -> PathBuf {
+    let checker = Path::new(ROOT).join("lab/checker/emocheck-sim.sh");
+    let pin = sha256_hex(&std::fs::read(&checker).unwrap());
+    let pb = playbook(dir, &checker, &pin, false);
+    let pb_text = std::fs::read_to_string(&pb)
+        .unwrap()
+        .replace("timeout: 20s", "timeout: 3s");
+    std::fs::write(&pb, pb_text).unwrap();
+    pb
+}
+
+#[test]
+fn resume_of_a_sweep_over_several_inventories_needs_none_of_them() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path();
+    let pb = quick_playbook(dir);
+    let h = |name: &str| dir.join("hosts").join(name).display().to_string();
+    // r1 hangs (and is interrupted); r2's scenario comes from the second
+    // source, which overrides the first; r4 is only in the second.
+    let a = dir.join("a.yml");
+    std::fs::write(
+        &a,
+        format!(
+            "all:\n  vars:\n    ansible_connection: local\n  children:\n    lab:\n      hosts:\n\
+             \x20       r1: {{scenario: hang, pushscan_dir: {}}}\n\
+             \x20       r2: {{scenario: clean, pushscan_dir: {}}}\n\
+             \x20       r3: {{pushscan_dir: {}}}\n",
+            h("r1"),
+            h("r2"),
+            h("r3")
+        ),
+    )
+    .unwrap();
+    let b = dir.join("b.ini");
+    std::fs::write(
+        &b,
+        format!(
+            "[lab]\nr2 scenario=detected\nr4 ansible_connection=local pushscan_dir={}\n",
+            h("r4")
+        ),
+    )
+    .unwrap();
+    let out = interrupted_sweep(dir, &[&a, &b], &pb);
+    let err = text(&out.stderr);
+    assert!(
+        err.lines().any(|l| l.contains("host `r2`")
+            && l.contains("`scenario`")
+            && l.contains("a.yml")
+            && l.contains("b.ini")),
+        "a warning names both sources: {err}"
+    );
+    // The run stores the resolved inventory (list JSON) under a label
+    // naming both sources.
+    let (label, stored): (String, String) = db(&dir.join("state"))
+        .query_row(
+            "SELECT inventory_path, inventory_text FROM runs WHERE id=1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(label, format!("{} + {}", a.display(), b.display()));
+    let json: Value = serde_json::from_str(&stored).unwrap();
+    assert_eq!(json["_meta"]["hostvars"]["r2"]["scenario"], "detected");
+    assert_eq!(
+        json["_meta"]["pushscan"]["hosts"],
+        serde_json::json!(["r1", "r2", "r3", "r4"])
+    );
+
+    // Without the sources, resume finishes the run from what it stored.
+    std::fs::remove_file(&a).unwrap();
+    std::fs::remove_file(&b).unwrap();
+    let out = resume(dir);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "r2 is a detection: {}",
+        text(&out.stderr)
+    );
+    let r = report(dir, 1, 7);
+    assert_eq!(r["r1"]["status"], "timeout", "{}", r["r1"]);
+    assert_eq!(r["r2"]["status"], "detected", "{}", r["r2"]);
+    assert_eq!(r["r3"]["status"], "not_detected", "{}", r["r3"]);
+    assert_eq!(r["r4"]["status"], "not_detected", "{}", r["r4"]);
+}
+
+#[test]
+fn resume_still_reads_runs_that_stored_the_inventory_file_itself() {
+    // Runs recorded before inventories were stored as list JSON hold the
+    // file's own text and path.
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path();
+    let pb = quick_playbook(dir);
+    let inv = local_inventory(dir, &[("o1", "hang"), ("o2", "detected")]);
+    interrupted_sweep(dir, &[&inv], &pb);
+    let raw = std::fs::read_to_string(&inv).unwrap();
+    db(&dir.join("state"))
+        .execute(
+            "UPDATE runs SET inventory_path=?1, inventory_text=?2 WHERE id=1",
+            [inv.display().to_string(), raw],
+        )
+        .unwrap();
+    std::fs::remove_file(&inv).unwrap();
+    let out = resume(dir);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let r = report(dir, 1, 7);
+    assert_eq!(r["o2"]["status"], "detected", "{}", r["o2"]);
+}

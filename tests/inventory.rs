@@ -339,8 +339,7 @@ env=production
 [late:vars]
 x=1
 
-[lonely:children]
-nobody_defined_this
+[late:children]
 "#);
     assert_eq!(inv.groups["ungrouped"].hosts, vec!["loose1", "loose2"]);
     assert_eq!(inv.host("loose2").unwrap().port, Some(2201));
@@ -351,10 +350,29 @@ nobody_defined_this
         inv.host("db1").unwrap().group_paths,
         vec![vec!["prod", "db"]]
     );
-    // [x:vars] / [x:children] for undefined groups create them.
+    // [x:vars] before the section that declares x (here an empty
+    // [x:children]) is fine.
     assert_eq!(inv.groups["late"].vars["x"], json!(1));
-    assert!(inv.groups.contains_key("nobody_defined_this"));
-    assert_eq!(inv.groups["lonely"].children, vec!["nobody_defined_this"]);
+}
+
+#[test]
+fn ini_groups_must_be_declared_as_in_ansible() {
+    // A child joins its parent when a section declares it, so children are
+    // in the order they were declared, not listed.
+    let inv = ini("[p:children]\ny\nz\n[z]\nhz\n[y]\nhy\n");
+    assert_eq!(inv.groups["p"].children, vec!["z", "y"]);
+    // A child no section declares, or [g:vars] for a group only ever used
+    // as a child, is an error (Ansible: "includes undefined group",
+    // "not valid for undefined group").
+    let e = ini_err("[p:children]\ny\n[q]\nhq\n");
+    assert_at(&e, "inv.ini", 2, 1);
+    assert!(
+        e.message.contains("[p:children]") && e.message.contains("`y`"),
+        "{e}"
+    );
+    let e = ini_err("[q]\nh\n[x:vars]\na=1\n[p:children]\nx\n");
+    assert_at(&e, "inv.ini", 3, 1);
+    assert!(e.message.contains("[x:vars]"), "{e}");
 }
 
 #[test]
@@ -875,6 +893,8 @@ fn garbage_never_panics() {
         "h[1:3000] x=1\n".into(),
         "h[a:Z][0:9]\n".into(),
         "\u{feff}\u{0}\u{7f}é日本\r\n[é]\nü=1\n".into(),
+        r#"{"_meta": {"hostvars": {"a": {"x": [1, {"y": null}]}}, "pushscan": {"hosts": ["a"], "key_files": {"a": "k"}}}, "all": {"children": ["g"]}, "g": {"hosts": ["a"], "vars": {"v": 1.5e300}}, "h": ["b"], "s": {"x": 1}}"#.into(),
+        "k: &a [*a]\nm: {<<: [x]}\nd: 2001-13-40\nt: !!int x\n".into(),
     ];
     // Random strings over an alphabet of characters that matter to either
     // format.
@@ -902,14 +922,14 @@ fn garbage_never_panics() {
         };
         for &cut in &cuts {
             let t = &text[..cut];
-            // The YAML parser runs on its own thread, which turns a panic
-            // into an "internal error"; that must never happen either.
+            // Malformed input is an error, never a panic.
             for r in [
                 inventory::parse_yaml(t, Path::new("g.yml")),
                 inventory::parse_ini(t, Path::new("g.ini")),
+                inventory::parse(t, Path::new("g.json")),
             ] {
                 if let Err(e) = r {
-                    assert!(!e.message.contains("internal error"), "{t:?}: {e}");
+                    assert!(!e.message.contains("internal"), "{t:?}: {e}");
                 }
             }
         }
@@ -945,7 +965,7 @@ fn garbage_never_panics() {
 
 #[test]
 fn deep_nesting_does_not_overflow() {
-    // serde-saphyr's depth budget turns this into an error, not a crash.
+    // The YAML reader's depth limit turns this into an error, not a crash.
     let mut text = String::new();
     for i in 0..200 {
         text.push_str(&"  ".repeat(2 * i));
@@ -953,7 +973,8 @@ fn deep_nesting_does_not_overflow() {
         text.push_str(&"  ".repeat(2 * i + 1));
         text.push_str("children:\n");
     }
-    let _ = inventory::parse_yaml(&text, Path::new("deep.yml"));
+    let e = inventory::parse_yaml(&text, Path::new("deep.yml")).unwrap_err();
+    assert!(e.message.contains("too deep"), "{e}");
     // A long INI chain has no such budget and must work without recursion.
     let mut chain = String::new();
     for i in 0..5000 {

@@ -532,7 +532,7 @@ async fn sweep(
     progress: Mode,
 ) -> Result<i32> {
     let cfg = SweepConfig {
-        inventory: inventory.to_path_buf(),
+        inventory: vec![inventory.to_path_buf()],
         playbook: playbook.to_path_buf(),
         limit: None,
         forks: 50,

@@ -12,7 +12,14 @@
 //! `literal_eval`, so there `x="22"` is the string "22" and `x=22` is 22.
 //! Anything `literal_eval` rejects stays a plain string. [`py_literal`] is a
 //! small, bounded re-implementation of the literal subset involved.
+//!
+//! Groups follow the plugin's bookkeeping too: a group named in
+//! `[parent:children]` joins its parent only once a section declares it
+//! (so a parent's children are in the order they were declared), and a
+//! child never declared, or a `[g:vars]` group never declared by `[g]` or
+//! `[g:children]`, is an error, as in Ansible.
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use serde_json::{Map, Number, Value};
@@ -28,8 +35,29 @@ enum State {
 
 pub(super) fn parse(text: &str, source: &Path) -> Result<Inventory, InventoryError> {
     let mut b = Builder::new(source);
+    read_into(&mut b, text)?;
+    b.finish()
+}
+
+/// A group used before any section declared it (Ansible's
+/// `pending_declarations`).
+struct Pending {
+    /// Where it was first used.
+    loc: Loc,
+    /// `[g:vars]` (true) or named as a child (false).
+    vars: bool,
+    /// Groups whose `:children` named it, with where.
+    parents: Vec<(String, Loc)>,
+}
+
+/// Add an INI inventory's groups, hosts and variables to `b`.
+pub(super) fn read_into(b: &mut Builder, text: &str) -> Result<(), InventoryError> {
     let mut group = String::from("ungrouped");
     let mut state = State::Hosts;
+    let mut pending: HashMap<String, Pending> = HashMap::new();
+    // Names in `pending`, in the order they were added (the first one left
+    // over is the error Ansible reports).
+    let mut pending_order: Vec<String> = Vec::new();
     for (idx, raw) in text.lines().enumerate() {
         let lineno = idx + 1;
         let raw = if idx == 0 {
@@ -51,6 +79,7 @@ pub(super) fn parse(text: &str, source: &Path) -> Result<Inventory, InventoryErr
                     kind,
                     kind_col,
                 })) => {
+                    let section_loc = Loc::new(lineno, indent);
                     state = match kind {
                         None => State::Hosts,
                         Some("vars") => State::Vars,
@@ -65,9 +94,24 @@ pub(super) fn parse(text: &str, source: &Path) -> Result<Inventory, InventoryErr
                             ))
                         }
                     };
-                    // Any section naming a group declares it, including
-                    // [x:vars] and [x:children] for a group not seen yet.
-                    b.add_group(name);
+                    let is_vars = matches!(state, State::Vars);
+                    if !b.has_group(name) {
+                        if is_vars && !pending.contains_key(name) {
+                            pending.insert(
+                                name.to_string(),
+                                Pending {
+                                    loc: section_loc,
+                                    vars: true,
+                                    parents: Vec::new(),
+                                },
+                            );
+                            pending_order.push(name.to_string());
+                        }
+                        b.add_group(name);
+                    }
+                    if !is_vars {
+                        declared(b, name, &mut pending)?;
+                    }
                     group = name.to_string();
                     continue;
                 }
@@ -87,21 +131,67 @@ pub(super) fn parse(text: &str, source: &Path) -> Result<Inventory, InventoryErr
         }
 
         match state {
-            State::Hosts => host_line(&mut b, &group, raw, lineno)?,
-            State::Vars => var_line(&mut b, &group, raw, lineno, indent)?,
+            State::Hosts => host_line(b, &group, raw, lineno)?,
+            State::Vars => var_line(b, &group, raw, lineno, indent)?,
             State::Children => {
+                let at = Loc::new(lineno, indent);
                 let name = group_name(line).ok_or_else(|| {
-                    b.err(
-                        Some(Loc::new(lineno, indent)),
-                        format!("expected a group name, found {line:?}"),
-                    )
+                    b.err(Some(at), format!("expected a group name, found {line:?}"))
                 })?;
-                b.add_group(name);
-                b.add_child(&group, name, Some(Loc::new(lineno, indent)))?;
+                if b.has_group(name) {
+                    b.add_child(&group, name, Some(at))?;
+                } else {
+                    let p = pending.entry(name.to_string()).or_insert_with(|| {
+                        pending_order.push(name.to_string());
+                        Pending {
+                            loc: at,
+                            vars: false,
+                            parents: Vec::new(),
+                        }
+                    });
+                    p.parents.push((group.clone(), at));
+                }
             }
         }
     }
-    b.finish()
+    for name in pending_order {
+        let Some(p) = pending.get(&name) else {
+            continue;
+        };
+        let msg = if p.vars {
+            format!("section [{name}:vars] is for a group that no [{name}] or [{name}:children] section declares")
+        } else {
+            let parent = p.parents.last().map_or("?", |(g, _)| g.as_str());
+            format!("section [{parent}:children] names group `{name}`, which no section declares")
+        };
+        return Err(b.err(Some(p.loc), msg));
+    }
+    Ok(())
+}
+
+/// A section declared `name`: it joins the parents that named it before
+/// (and they theirs, if they were waiting too). Iterative.
+fn declared(
+    b: &mut Builder,
+    name: &str,
+    pending: &mut HashMap<String, Pending>,
+) -> Result<(), InventoryError> {
+    let mut todo = vec![name.to_string()];
+    while let Some(g) = todo.pop() {
+        let Some(p) = pending.remove(&g) else {
+            continue;
+        };
+        if p.vars {
+            continue;
+        }
+        for (parent, at) in p.parents {
+            b.add_child(&parent, &g, Some(at))?;
+            if pending.get(&parent).is_some_and(|pp| !pp.vars) {
+                todo.push(parent);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A `[name]` or `[name:kind]` header.
@@ -210,21 +300,13 @@ fn host_line(b: &mut Builder, group: &str, raw: &str, lineno: usize) -> Result<(
             return Err(b.err(key_loc, format!("missing variable name in {:?}", t.text)));
         }
         let val_loc = Some(Loc::new(lineno, t.eq_col.map_or(t.col, |c| c + 1)));
-        let def = VarDef {
-            value: py_literal(v),
-            key_loc,
-            val_loc,
-        };
+        let def = VarDef::new(py_literal(v), key_loc, val_loc);
         vars.push((k.to_string(), def));
     }
     for name in &names {
         b.add_host(group, name);
         if let Some(p) = port {
-            let def = VarDef {
-                value: Value::from(p),
-                key_loc: host_loc,
-                val_loc: host_loc,
-            };
+            let def = VarDef::new(Value::from(p), host_loc, host_loc);
             b.set_host_var(name, "ansible_port", def)?;
         }
         for (k, def) in &vars {
@@ -260,11 +342,11 @@ fn var_line(
     let value = v.trim();
     let after_eq = indent + k.chars().count() + 1;
     let val_col = after_eq + v.chars().take_while(|c| c.is_whitespace()).count();
-    let def = VarDef {
-        value: py_literal(value),
-        key_loc: Some(Loc::new(lineno, indent)),
-        val_loc: Some(Loc::new(lineno, val_col)),
-    };
+    let def = VarDef::new(
+        py_literal(value),
+        Some(Loc::new(lineno, indent)),
+        Some(Loc::new(lineno, val_col)),
+    );
     b.set_group_var(group, key, def)
 }
 
@@ -463,9 +545,9 @@ impl Py {
                     "True" => Some(Value::Bool(true)),
                     "False" => Some(Value::Bool(false)),
                     "None" => Some(Value::Null),
-                    // String prefixes: r'', u'' (bytes and f-strings are not
-                    // plain literals for our purposes).
-                    "r" | "R" | "u" | "U" if matches!(self.peek(), Some('\'' | '"')) => {
+                    // String prefixes: r'', u'', and bytes b'', rb'' (Ansible
+                    // turns bytes into text); f-strings are not literals.
+                    w if is_string_prefix(w) && matches!(self.peek(), Some('\'' | '"')) => {
                         self.i = start;
                         self.strings()
                     }
@@ -558,17 +640,16 @@ impl Py {
         loop {
             self.skip_ws();
             let start = self.i;
-            let raw = match self.peek() {
-                Some('r' | 'R') => {
-                    self.i += 1;
-                    true
-                }
-                Some('u' | 'U') => {
-                    self.i += 1;
-                    false
-                }
-                _ => false,
-            };
+            let mut prefix = String::new();
+            while prefix.len() < 2 && self.peek().is_some_and(|c| "rRuUbB".contains(c)) {
+                prefix.extend(self.peek());
+                self.i += 1;
+            }
+            if !is_string_prefix(&prefix) {
+                self.i = start;
+                return any.then_some(Value::String(out));
+            }
+            let raw = prefix.contains(['r', 'R']);
             match self.peek() {
                 Some(q @ ('\'' | '"')) => {
                     self.i += 1;
@@ -661,7 +742,7 @@ impl Py {
             self.i += 1;
         }
         let text: String = self.s[start..self.i].iter().collect();
-        if text.starts_with('_') || text.ends_with('_') || text.contains("__") {
+        if !underscores_ok(&text) {
             return None;
         }
         let lower = text.to_ascii_lowercase();
@@ -695,14 +776,46 @@ impl Py {
     }
 }
 
-/// Python's `str()` of a scalar, for dict keys.
+/// A dict key as Python's `json.dumps` writes it (`true`, `null`, `1.5`).
 fn py_str(v: &Value) -> String {
     match v {
-        Value::Null => "None".into(),
-        Value::Bool(true) => "True".into(),
-        Value::Bool(false) => "False".into(),
+        Value::String(s) => s.clone(),
         other => other.to_string(),
     }
+}
+
+/// `''` (none), `r`, `u`, `b`, `rb`, `br` in any case: the prefixes of a
+/// Python string or bytes literal.
+fn is_string_prefix(p: &str) -> bool {
+    matches!(
+        p.to_ascii_lowercase().as_str(),
+        "" | "r" | "u" | "b" | "rb" | "br"
+    )
+}
+
+/// Python allows `_` in a number only between two digits, or right after
+/// a base prefix (`0x_1f`).
+fn underscores_ok(text: &str) -> bool {
+    let b = text.as_bytes();
+    let hex = text.len() > 1 && matches!(&b[..2], b"0x" | b"0X");
+    let digit = |c: u8| {
+        if hex {
+            c.is_ascii_hexdigit()
+        } else {
+            c.is_ascii_digit()
+        }
+    };
+    b.iter().enumerate().all(|(i, &c)| {
+        if c != b'_' {
+            return true;
+        }
+        let prev_ok = i > 0
+            && (digit(b[i - 1])
+                || (i == 2
+                    && b[0] == b'0'
+                    && matches!(b[1], b'x' | b'X' | b'o' | b'O' | b'b' | b'B')));
+        prev_ok && b.get(i + 1).is_some_and(|&n| digit(n))
+    })
 }
 
 #[cfg(test)]
@@ -736,6 +849,17 @@ mod tests {
         assert_eq!(py_literal("(1,)"), json!([1]));
         assert_eq!(py_literal("(1)"), json!(1));
         assert_eq!(py_literal("{'a': 1, 2: None}"), json!({"a": 1, "2": null}));
+        assert_eq!(
+            py_literal("{True: 1, None: 2, 1.5: 3}"),
+            json!({"true": 1, "null": 2, "1.5": 3})
+        );
+        assert_eq!(py_literal("b'x'"), json!("x"));
+        assert_eq!(py_literal("Rb'a\\tb'"), json!("a\\tb"));
+        assert_eq!(py_literal("f'x'"), json!("f'x'"));
+        assert_eq!(py_literal("1._5"), json!("1._5"));
+        assert_eq!(py_literal("1_0.5"), json!(10.5));
+        assert_eq!(py_literal("0x_1f"), json!(31));
+        assert_eq!(py_literal("1_e5"), json!("1_e5"));
         assert_eq!(py_literal("010"), json!("010"));
         assert_eq!(py_literal("00"), json!(0));
         assert_eq!(py_literal("/usr/bin/python3"), json!("/usr/bin/python3"));

@@ -1,24 +1,31 @@
 //! Ansible inventories, read the way Ansible reads them, so that an operator
 //! can point pushscan at the inventory they already maintain.
 //!
-//! Both file formats (YAML, including its JSON subset, and INI) are parsed
-//! into one intermediate `Builder` that records groups, hosts and
-//! variables together with the line and column they came from. `finish`
+//! Every format (YAML, including its JSON subset; INI; Ansible's list JSON)
+//! is parsed into one intermediate `Builder` that records groups, hosts and
+//! variables together with the line and column they came from; several
+//! sources (`-i` more than once, see [`load_sources`]) are read into the
+//! same builder in turn, as Ansible reads them into one inventory. `finish`
 //! then applies Ansible's rules (implicit `all`/`ungrouped`, group depth,
 //! variable precedence) and resolves the connection settings pushscan needs.
 //! Every error carries the file, line and column when they are known,
 //! because an operator fixing a 2 000-line inventory needs to be pointed at
-//! the exact spot.
+//! the exact spot. [`list`] prints the result as `ansible-inventory` does,
+//! and `tests/inventory_ansible.rs` compares the two.
 //!
 //! Deliberate departures from Ansible are all refusals, never guesses:
 //! plaintext and templated secrets, templated or vaulted connection
-//! settings, unknown keys in YAML groups and host patterns that match
-//! nothing are errors rather than warnings, because a silently ignored
-//! typo would mean silently scanning the wrong set of machines.
+//! settings, unknown keys in YAML groups, duplicated YAML keys and host
+//! patterns that match nothing are errors rather than warnings, because a
+//! silently ignored typo would mean silently scanning the wrong set of
+//! machines.
 
 mod ini;
+pub mod ldap;
+pub mod list;
 mod pattern;
 mod yaml;
+mod yaml11;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::fmt;
@@ -93,6 +100,10 @@ pub struct Host {
     pub group_paths: Vec<Vec<String>>,
     /// Merged variables: `all` < parent groups < child groups < host.
     pub vars: BTreeMap<String, Value>,
+    /// The variables set on the host itself (its inventory entries), before
+    /// any group's are merged in: what `ansible-inventory --list --export`
+    /// prints for it, and what merging inventories combines.
+    pub own_vars: BTreeMap<String, Value>,
 }
 
 /// A group as written in the inventory (plus Ansible's implicit ones).
@@ -101,15 +112,20 @@ pub struct Group {
     pub name: String,
     /// Direct child groups, in the order first seen.
     pub children: Vec<String>,
-    /// Hosts listed directly in this group, in the order first seen.
+    /// Hosts listed directly in this group, in the order first seen. `all`
+    /// lists none (every host is in it), as Ansible prints it.
     pub hosts: Vec<String>,
-    /// This group's own variables (not inherited ones).
+    /// This group's own variables (not inherited ones). An
+    /// `ansible_group_priority` other than 1 is kept here as an integer;
+    /// it orders groups and is never merged into hosts, as in Ansible.
     pub vars: BTreeMap<String, Value>,
 }
 
 /// A parsed inventory. `groups` always holds `all` and `ungrouped`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Inventory {
+    /// The inventory file, or a label naming all the sources it was
+    /// merged from (`a.yml + b.ini`).
     pub source: PathBuf,
     /// Hosts in the order they were first seen in the file.
     pub hosts: Vec<Host>,
@@ -173,43 +189,147 @@ impl std::error::Error for InventoryError {}
 
 /// Read an inventory file. `.yml`, `.yaml` and `.json` are YAML; `.ini`
 /// and `.cfg` are INI; anything else (including no extension, like the
-/// classic `hosts` file) is sniffed, defaulting to INI.
+/// classic `hosts` file) is sniffed, defaulting to INI. A JSON document in
+/// Ansible's list shape (what `ansible-inventory --list` and inventory
+/// scripts print) is read as such, whatever the name.
 pub fn load(path: &Path) -> Result<Inventory, InventoryError> {
-    if path.is_dir() {
-        return Err(InventoryError::new(
-            path,
-            "is a directory; inventory directories are not supported, name one inventory file",
-        ));
-    }
-    let bytes =
-        std::fs::read(path).map_err(|e| InventoryError::new(path, format!("cannot read: {e}")))?;
-    let text = String::from_utf8(bytes)
-        .map_err(|e| InventoryError::new(path, format!("not valid UTF-8: {e}")))?;
+    let text = decode(path, read_bytes(path)?)?;
     parse(&text, path)
 }
 
+fn dir_error(path: &Path) -> InventoryError {
+    InventoryError::new(
+        path,
+        "is a directory; inventory directories are not supported, name one inventory file",
+    )
+}
+
+fn read_bytes(path: &Path) -> Result<Vec<u8>, InventoryError> {
+    if path.is_dir() {
+        return Err(dir_error(path));
+    }
+    std::fs::read(path).map_err(|e| InventoryError::new(path, format!("cannot read: {e}")))
+}
+
+fn decode(path: &Path, bytes: Vec<u8>) -> Result<String, InventoryError> {
+    String::from_utf8(bytes).map_err(|e| InventoryError::new(path, format!("not valid UTF-8: {e}")))
+}
+
 /// Parses inventory text as `load` would read the file at `source` (the
-/// format is chosen from the name and the content). Used to re-read the
-/// inventory stored with a run, exactly as it was.
+/// format is chosen from the content and the name). Used to re-read the
+/// inventory stored with a run, exactly as it was: the list JSON that
+/// [`load_sources`] stores, or the raw file text older runs stored.
 pub fn parse(text: &str, source: &Path) -> Result<Inventory, InventoryError> {
-    let path = source;
-    let ext = path
+    let mut b = Builder::new(source);
+    read_source(&mut b, text)?;
+    b.finish()
+}
+
+/// Add one source's text to `b`, whose current source names its file.
+fn read_source(b: &mut Builder, text: &str) -> Result<(), InventoryError> {
+    if list::is_list_json(text) {
+        return list::read_into(b, text);
+    }
+    let ext = b
+        .current_source()
         .extension()
         .and_then(|e| e.to_str())
         .map(|e| e.to_ascii_lowercase());
     match ext.as_deref() {
-        // Ansible tries its YAML plugin, then its INI plugin: an INI file
-        // named `hosts.yml` still loads there, so it loads here. When both
-        // fail, the YAML error is the one that explains the file.
-        Some("yml" | "yaml" | "json") => match parse_yaml(text, path) {
-            Ok(inv) => Ok(inv),
-            Err(yaml_err) if !looks_like_yaml(text) => parse_ini(text, path).map_err(|_| yaml_err),
-            Err(e) => Err(e),
-        },
-        Some("ini" | "cfg") => parse_ini(text, path),
-        _ if looks_like_yaml(text) => parse_yaml(text, path),
-        _ => parse_ini(text, path),
+        Some("yml" | "yaml" | "json") => read_yaml_or_ini(b, text),
+        Some("ini" | "cfg") => ini::read_into(b, text),
+        _ if looks_like_yaml(text) => {
+            let root = yaml::tree(b, text)?;
+            yaml::read_tree(b, root)
+        }
+        _ => ini::read_into(b, text),
     }
+}
+
+/// Ansible tries its YAML plugin, then its INI plugin: an INI file named
+/// `hosts.yml` still loads there, so it loads here. When both fail, the
+/// YAML error is the one that explains the file.
+fn read_yaml_or_ini(b: &mut Builder, text: &str) -> Result<(), InventoryError> {
+    match yaml::tree(b, text) {
+        Ok(root) if yaml::is_inventory_shaped(&root) || looks_like_yaml(text) => {
+            yaml::read_tree(b, root)
+        }
+        Ok(root) => match ini::read_into(b, text) {
+            Ok(()) => Ok(()),
+            Err(_) => yaml::read_tree(b, root),
+        },
+        Err(e) if !looks_like_yaml(text) => ini::read_into(b, text).map_err(|_| e),
+        Err(e) => Err(e),
+    }
+}
+
+/// Several inventory sources read into one inventory (see [`load_sources`]).
+#[derive(Debug, Clone)]
+pub struct LoadedInventory {
+    pub inventory: Inventory,
+    /// One line for every variable that a later source set to another
+    /// value than an earlier one (the later wins), naming both sources.
+    pub warnings: Vec<String>,
+    /// What a run stores to re-read exactly this inventory on `resume`,
+    /// without the sources (an LDAP directory is not asked again): a label
+    /// (the file, or the files joined with ` + `) ...
+    pub label: String,
+    /// ... and the resolved inventory as list JSON ([`list::stored_json`]),
+    /// which [`parse`] reads back into an identical [`Inventory`].
+    pub text: String,
+}
+
+/// Read every source, in order, into one inventory, as Ansible does with
+/// several `-i`: a host or group found in two sources is one host or group,
+/// memberships are unioned, and a variable set in both takes the later
+/// source's value (with a warning naming both). Group depth, `ungrouped`
+/// and precedence are worked out once, over the whole. A YAML file whose
+/// top level says `plugin: pushscan.ldap` (or `kind: ldap`) is an LDAP
+/// source, handed to [`ldap::load`].
+pub async fn load_sources(paths: &[PathBuf]) -> Result<LoadedInventory, InventoryError> {
+    if paths.is_empty() {
+        return Err(InventoryError::new(
+            Path::new("-i"),
+            "no inventory source given",
+        ));
+    }
+    let label = source_label(paths);
+    let mut b = Builder::with_label(Path::new(&label));
+    for path in paths {
+        if path.is_dir() {
+            return Err(dir_error(path));
+        }
+        let bytes = tokio::fs::read(path)
+            .await
+            .map_err(|e| InventoryError::new(path, format!("cannot read: {e}")))?;
+        let text = decode(path, bytes)?;
+        b.begin_source(path);
+        if ldap::is_ldap_source(&text) {
+            let inv = ldap::load(path, &text).await?;
+            b.absorb(&inv)?;
+        } else {
+            read_source(&mut b, &text)?;
+        }
+    }
+    let warnings = b.take_warnings();
+    let inventory = b.finish()?;
+    let text = list::stored_json(&inventory);
+    Ok(LoadedInventory {
+        inventory,
+        warnings,
+        label,
+        text,
+    })
+}
+
+/// The name of a set of sources: the file itself, or all of them joined
+/// with ` + `.
+pub fn source_label(paths: &[PathBuf]) -> String {
+    paths
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(" + ")
 }
 
 /// Parse a YAML (or JSON) inventory; `source` is used for error messages
@@ -268,6 +388,19 @@ pub(crate) struct VarDef {
     pub value: Value,
     pub key_loc: Option<Loc>,
     pub val_loc: Option<Loc>,
+    /// Which of the builder's sources set it (the builder fills it in).
+    pub src: usize,
+}
+
+impl VarDef {
+    pub fn new(value: Value, key_loc: Option<Loc>, val_loc: Option<Loc>) -> VarDef {
+        VarDef {
+            value,
+            key_loc,
+            val_loc,
+            src: 0,
+        }
+    }
 }
 
 /// Variables that would hold a password. Ansible accepts all of these; we
@@ -339,6 +472,26 @@ fn port_value(value: &Value) -> Option<u16> {
         _ => return None,
     };
     u16::try_from(n).ok().filter(|p| *p != 0)
+}
+
+/// `ansible_group_priority` as Ansible's `int(value)` reads it.
+fn priority_value(value: &Value) -> Option<i64> {
+    match value {
+        Value::Number(n) => n.as_i64(),
+        Value::String(s) => s.trim().parse().ok(),
+        Value::Bool(b) => Some(i64::from(*b)),
+        _ => None,
+    }
+}
+
+/// A value for a one-line message: JSON, cut at 60 characters.
+fn short_json(value: &Value) -> String {
+    let s = value.to_string();
+    if s.chars().count() <= 60 {
+        return s;
+    }
+    let cut: String = s.chars().take(57).collect();
+    format!("{cut}...")
 }
 
 /// A connection setting that must be a plain string (numbers are accepted
@@ -460,7 +613,8 @@ fn check_var(source: &Path, key: &str, def: &VarDef) -> Result<(), InventoryErro
 struct GroupB {
     name: String,
     children: Vec<String>,
-    child_locs: Vec<Option<Loc>>,
+    /// Where each child was added: (source, location).
+    child_locs: Vec<(usize, Option<Loc>)>,
     hosts: Vec<String>,
     vars: BTreeMap<String, VarDef>,
 }
@@ -471,10 +625,20 @@ struct HostB {
     vars: BTreeMap<String, VarDef>,
 }
 
-/// Accumulates what a parser reads, in Ansible's terms (groups, hosts,
-/// variables), then `finish` applies Ansible's inventory rules.
+/// Accumulates what the parsers read, in Ansible's terms (groups, hosts,
+/// variables), from one source or several in turn, then `finish` applies
+/// Ansible's inventory rules once, over everything read.
 pub(crate) struct Builder {
-    source: PathBuf,
+    /// The inventory's name: its file, or the label of several sources.
+    label: PathBuf,
+    /// Every source read so far; errors name the current one.
+    sources: Vec<PathBuf>,
+    current: usize,
+    /// Variables one source set differently from another.
+    warnings: Vec<String>,
+    /// Key files as resolved where the inventory was first read (a stored
+    /// list JSON carries them): host -> (source, path).
+    key_files: HashMap<String, (usize, PathBuf)>,
     groups: Vec<GroupB>,
     group_index: HashMap<String, usize>,
     hosts: Vec<HostB>,
@@ -488,9 +652,21 @@ const ALL: usize = 0;
 const UNGROUPED: usize = 1;
 
 impl Builder {
+    /// A builder for one source, the inventory named after it.
     pub fn new(source: &Path) -> Builder {
+        let mut b = Builder::with_label(source);
+        b.begin_source(source);
+        b
+    }
+
+    /// A builder for sources still to be named with `begin_source`.
+    pub fn with_label(label: &Path) -> Builder {
         let mut b = Builder {
-            source: source.to_path_buf(),
+            label: label.to_path_buf(),
+            sources: Vec::new(),
+            current: 0,
+            warnings: Vec::new(),
+            key_files: HashMap::new(),
             groups: Vec::new(),
             group_index: HashMap::new(),
             hosts: Vec::new(),
@@ -502,12 +678,48 @@ impl Builder {
         b.add_group("all");
         b.add_group("ungrouped");
         b.groups[ALL].children.push("ungrouped".into());
-        b.groups[ALL].child_locs.push(None);
+        b.groups[ALL].child_locs.push((0, None));
         b
     }
 
+    /// What is read next comes from `path`.
+    pub fn begin_source(&mut self, path: &Path) {
+        self.current = self.sources.len();
+        self.sources.push(path.to_path_buf());
+    }
+
+    /// The file being read (the label before any source is named).
+    pub fn current_source(&self) -> &Path {
+        self.sources.get(self.current).unwrap_or(&self.label)
+    }
+
+    fn source_path(&self, src: usize) -> &Path {
+        self.sources.get(src).unwrap_or(&self.label)
+    }
+
     pub fn err(&self, loc: Option<Loc>, message: impl Into<String>) -> InventoryError {
-        InventoryError::at(&self.source, loc, message)
+        InventoryError::at(self.current_source(), loc, message)
+    }
+
+    fn err_in(&self, src: usize, loc: Option<Loc>, message: impl Into<String>) -> InventoryError {
+        InventoryError::at(self.source_path(src), loc, message)
+    }
+
+    /// The cross-source conflicts seen so far (see `LoadedInventory`).
+    pub fn take_warnings(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.warnings)
+    }
+
+    pub fn has_group(&self, name: &str) -> bool {
+        self.group_index.contains_key(name)
+    }
+
+    /// Record a key file as already resolved for `host` (from a stored
+    /// inventory), used while the host's key variable is the one that
+    /// came with it.
+    pub fn set_resolved_key_file(&mut self, host: &str, path: PathBuf) {
+        self.key_files
+            .insert(host.to_string(), (self.current, path));
     }
 
     pub fn add_group(&mut self, name: &str) -> usize {
@@ -537,17 +749,19 @@ impl Builder {
         }
         let p = self.add_group(parent);
         self.add_group(child);
+        let src = self.current;
         let g = &mut self.groups[p];
         if !g.children.iter().any(|c| c == child) {
             g.children.push(child.to_string());
-            g.child_locs.push(loc);
+            g.child_locs.push((src, loc));
         }
         Ok(())
     }
 
-    /// Add `host` to `group` (creating both as needed).
-    pub fn add_host(&mut self, group: &str, host: &str) {
-        let h = match self.host_index.get(host) {
+    /// Create `host` if it is new, in no group yet (`finish` puts a host
+    /// left in none into `ungrouped`); its index.
+    pub fn declare_host(&mut self, host: &str) -> usize {
+        match self.host_index.get(host) {
             Some(&h) => h,
             None => {
                 let h = self.hosts.len();
@@ -558,22 +772,49 @@ impl Builder {
                 });
                 h
             }
-        };
+        }
+    }
+
+    /// Add `host` to `group` (creating both as needed).
+    pub fn add_host(&mut self, group: &str, host: &str) {
+        let h = self.declare_host(host);
         let g = self.add_group(group);
         if self.membership.insert((g, h)) {
             self.groups[g].hosts.push(host.to_string());
         }
     }
 
+    /// Set a group variable (creating the group as needed). A later
+    /// assignment replaces an earlier one, as in Ansible.
+    /// `ansible_group_priority` is kept as an integer, and not at all when
+    /// it is the default 1 (Ansible keeps it apart from the variables).
     pub fn set_group_var(
         &mut self,
         group: &str,
         key: &str,
-        def: VarDef,
+        mut def: VarDef,
     ) -> Result<(), InventoryError> {
-        check_var(&self.source, key, &def)?;
+        check_var(self.current_source(), key, &def)?;
+        def.src = self.current;
+        let mut drop = false;
+        if key == PRIORITY_VAR {
+            let n = priority_value(&def.value).unwrap_or(1);
+            def.value = Value::from(n);
+            drop = n == 1;
+        }
         let g = self.add_group(group);
-        self.groups[g].vars.insert(key.to_string(), def);
+        let old = self.groups[g].vars.get(key);
+        let old_value = match old {
+            Some(o) => Some((o.src, o.value.clone())),
+            None if key == PRIORITY_VAR => Some((self.current, Value::from(1))),
+            None => None,
+        };
+        self.note_conflict("group", group, key, old_value, &def);
+        if drop {
+            self.groups[g].vars.remove(key);
+        } else {
+            self.groups[g].vars.insert(key.to_string(), def);
+        }
         Ok(())
     }
 
@@ -583,16 +824,90 @@ impl Builder {
         &mut self,
         host: &str,
         key: &str,
-        def: VarDef,
+        mut def: VarDef,
     ) -> Result<(), InventoryError> {
-        check_var(&self.source, key, &def)?;
+        check_var(self.current_source(), key, &def)?;
+        def.src = self.current;
         match self.host_index.get(host) {
             Some(&i) => {
+                let old = self.hosts[i]
+                    .vars
+                    .get(key)
+                    .map(|o| (o.src, o.value.clone()));
+                self.note_conflict("host", host, key, old, &def);
                 self.hosts[i].vars.insert(key.to_string(), def);
                 Ok(())
             }
             None => Err(self.err(def.key_loc, format!("internal: unknown host `{host}`"))),
         }
+    }
+
+    /// A warning when a variable set by one source gets another value
+    /// from a later one.
+    fn note_conflict(
+        &mut self,
+        what: &str,
+        name: &str,
+        key: &str,
+        old: Option<(usize, Value)>,
+        new: &VarDef,
+    ) {
+        let Some((src, value)) = old else { return };
+        if src == new.src || value == new.value {
+            return;
+        }
+        self.warnings.push(format!(
+            "{what} `{name}`: variable `{key}` is {} in {} but {} in {}; the later source wins",
+            short_json(&value),
+            self.source_path(src).display(),
+            short_json(&new.value),
+            self.source_path(new.src).display(),
+        ));
+    }
+
+    /// Fold in an inventory read by other means (an LDAP source): its
+    /// groups with their own variables, children and hosts, and its hosts'
+    /// own variables, as if read from the current source.
+    pub fn absorb(&mut self, inv: &Inventory) -> Result<(), InventoryError> {
+        for h in &inv.hosts {
+            self.declare_host(&h.name);
+        }
+        // Groups from `all` down, breadth first, then any left over, so
+        // that they are created in an order close to the source's.
+        let mut order: Vec<&Group> = Vec::new();
+        let mut seen: HashSet<&str> = HashSet::new();
+        let mut queue: VecDeque<&str> = VecDeque::from(["all"]);
+        while let Some(name) = queue.pop_front() {
+            if let Some(g) = inv.groups.get(name) {
+                if seen.insert(name) {
+                    order.push(g);
+                    queue.extend(g.children.iter().map(String::as_str));
+                }
+            }
+        }
+        for g in inv.groups.values() {
+            if seen.insert(g.name.as_str()) {
+                order.push(g);
+            }
+        }
+        for g in order {
+            self.add_group(&g.name);
+            for (k, v) in &g.vars {
+                self.set_group_var(&g.name, k, VarDef::new(v.clone(), None, None))?;
+            }
+            for c in &g.children {
+                self.add_child(&g.name, c, None)?;
+            }
+            for h in &g.hosts {
+                self.add_host(&g.name, h);
+            }
+        }
+        for h in &inv.hosts {
+            for (k, v) in &h.own_vars {
+                self.set_host_var(&h.name, k, VarDef::new(v.clone(), None, None))?;
+            }
+        }
+        Ok(())
     }
 
     /// Apply Ansible's inventory rules and resolve every host.
@@ -620,7 +935,7 @@ impl Builder {
             .collect();
         for name in orphans {
             self.groups[ALL].children.push(name);
-            self.groups[ALL].child_locs.push(None);
+            self.groups[ALL].child_locs.push((0, None));
         }
 
         let children: Vec<Vec<usize>> = self
@@ -655,11 +970,7 @@ impl Builder {
             .map(|g| {
                 g.vars
                     .get(PRIORITY_VAR)
-                    .and_then(|d| match &d.value {
-                        Value::Number(n) => n.as_i64(),
-                        Value::String(s) => s.trim().parse().ok(),
-                        _ => None,
-                    })
+                    .and_then(|d| priority_value(&d.value))
                     .unwrap_or(1)
             })
             .collect();
@@ -692,6 +1003,8 @@ impl Builder {
                 .hosts
                 .retain(|h| !misplaced.contains(h.as_str()));
         }
+        // Every host is in `all`; like Ansible's output, it lists none.
+        self.groups[ALL].hosts.clear();
 
         let mut hosts = Vec::with_capacity(self.hosts.len());
         for (hi, hb) in self.hosts.iter().enumerate() {
@@ -708,7 +1021,9 @@ impl Builder {
             let mut merged: BTreeMap<&str, &VarDef> = BTreeMap::new();
             for &g in &ordered {
                 for (k, d) in &self.groups[g].vars {
-                    merged.insert(k, d);
+                    if k != PRIORITY_VAR {
+                        merged.insert(k, d);
+                    }
                 }
             }
             for (k, d) in &hb.vars {
@@ -732,7 +1047,7 @@ impl Builder {
             })
             .collect();
         Ok(Inventory {
-            source: self.source,
+            source: self.label,
             hosts,
             groups,
         })
@@ -792,7 +1107,7 @@ impl Builder {
             cur = up;
         };
         // Point at the edge written last: it is the one that closed the loop.
-        let mut loc: Option<Loc> = None;
+        let mut at: Option<(usize, Loc)> = None;
         for w in cycle.windows(2) {
             let (p, c) = (w[0], w[1]);
             let g = &self.groups[p];
@@ -800,10 +1115,11 @@ impl Builder {
                 .children
                 .iter()
                 .position(|x| *x == self.groups[c].name)
-                .and_then(|i| g.child_locs.get(i).copied().flatten());
-            if let Some(e) = edge {
-                if loc.is_none_or(|l| (e.line, e.col) > (l.line, l.col)) {
-                    loc = Some(e);
+                .and_then(|i| g.child_locs.get(i).copied())
+                .and_then(|(src, loc)| loc.map(|l| (src, l)));
+            if let Some((src, e)) = edge {
+                if at.is_none_or(|(s, l)| (src, e.line, e.col) > (s, l.line, l.col)) {
+                    at = Some((src, e));
                 }
             }
         }
@@ -811,7 +1127,9 @@ impl Builder {
             .iter()
             .map(|&g| self.groups[g].name.as_str())
             .collect();
-        Err(self.err(
+        let (src, loc) = at.map_or((self.current, None), |(s, l)| (s, Some(l)));
+        Err(self.err_in(
+            src,
             loc,
             format!("group children form a cycle: {}", names.join(" -> ")),
         ))
@@ -836,7 +1154,8 @@ impl Builder {
             match pick(names) {
                 None => Ok(None),
                 Some(d) => text_value(&d.value).ok_or_else(|| {
-                    self.err(
+                    self.err_in(
+                        d.src,
                         d.val_loc,
                         format!("expected a string, found {}", describe(&d.value)),
                     )
@@ -846,10 +1165,15 @@ impl Builder {
         let connection = match pick(&[CONNECTION_VAR]) {
             Some(d) => match &d.value {
                 Value::String(s) => Connection::parse(s).ok_or_else(|| {
-                    self.err(d.val_loc, format!("unsupported ansible_connection {s:?}"))
+                    self.err_in(
+                        d.src,
+                        d.val_loc,
+                        format!("unsupported ansible_connection {s:?}"),
+                    )
                 })?,
                 other => {
-                    return Err(self.err(
+                    return Err(self.err_in(
+                        d.src,
                         d.val_loc,
                         format!("unsupported ansible_connection {}", describe(other)),
                     ))
@@ -865,11 +1189,20 @@ impl Builder {
         let user = text(user_vars)?;
         let port = match pick(port_vars) {
             Some(d) => Some(port_value(&d.value).ok_or_else(|| {
-                self.err(d.val_loc, format!("invalid port {}", describe(&d.value)))
+                self.err_in(
+                    d.src,
+                    d.val_loc,
+                    format!("invalid port {}", describe(&d.value)),
+                )
             })?),
             None => None,
         };
-        let key_file = text(KEY_VARS)?.map(|k| self.resolve_key_file(&k));
+        let key_src = pick(KEY_VARS).map_or(self.current, |d| d.src);
+        let key_file = match (text(KEY_VARS)?, self.key_files.get(&hb.name)) {
+            (Some(_), Some((src, resolved))) if *src == key_src => Some(resolved.clone()),
+            (Some(k), _) => Some(self.resolve_key_file(&k, key_src)),
+            (None, _) => None,
+        };
 
         let groups: Vec<String> = ancestors
             .iter()
@@ -892,15 +1225,22 @@ impl Builder {
                 .iter()
                 .map(|(k, d)| (k.to_string(), d.value.clone()))
                 .collect(),
+            own_vars: hb
+                .vars
+                .iter()
+                .map(|(k, d)| (k.clone(), d.value.clone()))
+                .collect(),
         })
     }
 
-    fn resolve_key_file(&self, key: &str) -> PathBuf {
+    /// A relative key file is taken from the directory of the file that
+    /// named it.
+    fn resolve_key_file(&self, key: &str, src: usize) -> PathBuf {
         let p = Path::new(key);
         if p.is_absolute() || key.starts_with('~') {
             return p.to_path_buf();
         }
-        match self.source.parent() {
+        match self.source_path(src).parent() {
             Some(dir) if !dir.as_os_str().is_empty() => dir.join(p),
             _ => p.to_path_buf(),
         }
@@ -966,11 +1306,7 @@ mod tests {
     use super::*;
 
     fn def(v: Value) -> VarDef {
-        VarDef {
-            value: v,
-            key_loc: Some(Loc::new(3, 5)),
-            val_loc: Some(Loc::new(3, 12)),
-        }
+        VarDef::new(v, Some(Loc::new(3, 5)), Some(Loc::new(3, 12)))
     }
 
     #[test]
@@ -1050,10 +1386,16 @@ mod tests {
     #[test]
     fn key_file_resolution() {
         let b = Builder::new(Path::new("/etc/inv/hosts.ini"));
-        assert_eq!(b.resolve_key_file("k/id"), PathBuf::from("/etc/inv/k/id"));
-        assert_eq!(b.resolve_key_file("~/.ssh/id"), PathBuf::from("~/.ssh/id"));
-        assert_eq!(b.resolve_key_file("/k"), PathBuf::from("/k"));
+        assert_eq!(
+            b.resolve_key_file("k/id", 0),
+            PathBuf::from("/etc/inv/k/id")
+        );
+        assert_eq!(
+            b.resolve_key_file("~/.ssh/id", 0),
+            PathBuf::from("~/.ssh/id")
+        );
+        assert_eq!(b.resolve_key_file("/k", 0), PathBuf::from("/k"));
         let b = Builder::new(Path::new("hosts.ini"));
-        assert_eq!(b.resolve_key_file("k"), PathBuf::from("k"));
+        assert_eq!(b.resolve_key_file("k", 0), PathBuf::from("k"));
     }
 }

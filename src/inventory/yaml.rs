@@ -1,260 +1,52 @@
 //! The YAML inventory format (`all:` with `hosts:`, `vars:`, `children:`),
 //! which also covers JSON inventories since JSON is YAML.
 //!
-//! serde-saphyr deserializes straight into types, so to keep a location on
-//! every key and value we deserialize into our own small tree ([`Node`])
-//! whose every node is wrapped in `serde_saphyr::Spanned`. Walking that tree
-//! follows Ansible's `yaml` inventory plugin, except that structure Ansible
-//! would skip with a warning (a list where a mapping belongs, an unknown
-//! key in a group) is an error here: a skipped section means hosts that are
-//! silently not scanned.
+//! The text is read into a located tree by [`super::yaml11`], which types
+//! unquoted values as Ansible's PyYAML does; walking that tree follows
+//! Ansible's `yaml` inventory plugin, except that structure Ansible would
+//! skip with a warning (a list where a mapping belongs, an unknown key in a
+//! group) is an error here: a skipped section means hosts that are silently
+//! not scanned. Names (groups, hosts, variables) must be strings, as Ansible
+//! requires: an unquoted `010:` is the number 8 to YAML, and is refused
+//! rather than guessed at.
 
-use std::fmt;
 use std::path::Path;
 
-use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
-use serde_json::{Map, Number, Value};
-use serde_saphyr::{Location, MessageFormatter, Spanned};
+use serde_json::Value;
 
 use super::pattern::expand_host_pattern;
-use super::{Builder, Inventory, InventoryError, Loc, VarDef};
-
-/// A YAML node and where it starts.
-#[derive(Debug)]
-struct Node {
-    loc: Option<Loc>,
-    kind: Kind,
-}
-
-#[derive(Debug)]
-enum Kind {
-    Null,
-    Bool(bool),
-    Int(i64),
-    Uint(u64),
-    Float(f64),
-    Str(String),
-    Seq(Vec<Node>),
-    Map(Vec<(Key, Node)>),
-}
-
-/// A mapping key. Keys are read as strings so that a host named `010` or
-/// `1234` keeps its spelling instead of becoming a number.
-#[derive(Debug)]
-struct Key {
-    loc: Option<Loc>,
-    name: String,
-}
-
-fn loc_of(l: &Location) -> Option<Loc> {
-    let (line, col) = (l.line(), l.column());
-    if line == 0 {
-        return None;
-    }
-    Some(Loc::new(
-        usize::try_from(line).unwrap_or(usize::MAX),
-        usize::try_from(col).unwrap_or(0),
-    ))
-}
-
-impl<'de> Deserialize<'de> for Node {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = Spanned::<Kind>::deserialize(d)?;
-        Ok(Node {
-            loc: loc_of(&s.referenced),
-            kind: s.value,
-        })
-    }
-}
-
-impl<'de> Deserialize<'de> for Key {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = Spanned::<String>::deserialize(d)?;
-        Ok(Key {
-            loc: loc_of(&s.referenced),
-            name: s.value,
-        })
-    }
-}
-
-impl<'de> Deserialize<'de> for Kind {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(KindVisitor)
-    }
-}
-
-struct KindVisitor;
-
-impl<'de> Visitor<'de> for KindVisitor {
-    type Value = Kind;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("any YAML value")
-    }
-    fn visit_unit<E>(self) -> Result<Kind, E> {
-        Ok(Kind::Null)
-    }
-    fn visit_none<E>(self) -> Result<Kind, E> {
-        Ok(Kind::Null)
-    }
-    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Kind, D::Error> {
-        d.deserialize_any(KindVisitor)
-    }
-    fn visit_bool<E>(self, v: bool) -> Result<Kind, E> {
-        Ok(Kind::Bool(v))
-    }
-    fn visit_i64<E>(self, v: i64) -> Result<Kind, E> {
-        Ok(Kind::Int(v))
-    }
-    fn visit_u64<E>(self, v: u64) -> Result<Kind, E> {
-        Ok(Kind::Uint(v))
-    }
-    fn visit_i128<E>(self, v: i128) -> Result<Kind, E> {
-        // Too big for JSON integers; keep the digits rather than round.
-        Ok(Kind::Str(v.to_string()))
-    }
-    fn visit_u128<E>(self, v: u128) -> Result<Kind, E> {
-        Ok(Kind::Str(v.to_string()))
-    }
-    fn visit_f64<E>(self, v: f64) -> Result<Kind, E> {
-        Ok(Kind::Float(v))
-    }
-    fn visit_str<E>(self, v: &str) -> Result<Kind, E> {
-        Ok(Kind::Str(v.to_string()))
-    }
-    fn visit_string<E>(self, v: String) -> Result<Kind, E> {
-        Ok(Kind::Str(v))
-    }
-    fn visit_bytes<E>(self, v: &[u8]) -> Result<Kind, E> {
-        Ok(Kind::Str(String::from_utf8_lossy(v).into_owned()))
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut a: A) -> Result<Kind, A::Error> {
-        let mut items = Vec::new();
-        while let Some(n) = a.next_element::<Node>()? {
-            items.push(n);
-        }
-        Ok(Kind::Seq(items))
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<Kind, A::Error> {
-        let mut entries = Vec::new();
-        while let Some(k) = a.next_key::<Key>()? {
-            let v = a.next_value::<Node>()?;
-            entries.push((k, v));
-        }
-        Ok(Kind::Map(entries))
-    }
-    fn visit_newtype_struct<D: Deserializer<'de>>(self, d: D) -> Result<Kind, D::Error> {
-        d.deserialize_any(KindVisitor)
-    }
-    fn visit_enum<A: de::EnumAccess<'de>>(self, _a: A) -> Result<Kind, A::Error> {
-        Err(de::Error::custom("unexpected tagged value"))
-    }
-}
-
-impl Kind {
-    fn what(&self) -> &'static str {
-        match self {
-            Kind::Null => "null",
-            Kind::Bool(_) => "a boolean",
-            Kind::Int(_) | Kind::Uint(_) | Kind::Float(_) => "a number",
-            Kind::Str(_) => "a string",
-            Kind::Seq(_) => "a list",
-            Kind::Map(_) => "a mapping",
-        }
-    }
-}
-
-fn to_json(node: Node) -> Value {
-    match node.kind {
-        Kind::Null => Value::Null,
-        Kind::Bool(b) => Value::Bool(b),
-        Kind::Int(i) => Value::from(i),
-        Kind::Uint(u) => Value::from(u),
-        Kind::Float(f) => Number::from_f64(f)
-            .map(Value::Number)
-            .unwrap_or_else(|| Value::String(f.to_string())),
-        Kind::Str(s) => Value::String(s),
-        Kind::Seq(items) => Value::Array(items.into_iter().map(to_json).collect()),
-        Kind::Map(entries) => {
-            let mut m = Map::new();
-            for (k, v) in entries {
-                m.insert(k.name, to_json(v));
-            }
-            Value::Object(m)
-        }
-    }
-}
-
-fn syntax_error(source: &Path, e: &serde_saphyr::Error) -> InventoryError {
-    let inner = e.without_snippet();
-    let msg = serde_saphyr::DefaultMessageFormatter.format_message(inner);
-    // The library's own rendering adds the location and a snippet; we want
-    // one line in our "file:line:col: message" shape.
-    let msg: String = msg
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    // Reword the few messages that talk about the library's API or internals
-    // rather than about the inventory.
-    let msg = if let Some((head, _)) = msg.split_once(", set DuplicateKeyPolicy") {
-        format!("{head} (each key may appear only once in a mapping)")
-    } else if msg.contains("budget breached: Depth") || msg.contains("recursion limit") {
-        "nesting is too deep (more than 64 levels)".to_string()
-    } else if msg.contains("null into string") {
-        "a null key (`~` or empty) cannot name a group, host or variable".to_string()
-    } else {
-        msg
-    };
-    InventoryError::at(
-        source,
-        e.location().as_ref().and_then(loc_of),
-        format!("invalid YAML: {msg}"),
-    )
-}
-
-/// Stack for the parsing thread. serde-saphyr's depth budget (64 nested
-/// collections) bounds recursion, but an unoptimised build spends tens of
-/// kilobytes per level, more than a 2 MiB test or worker thread has. A
-/// dedicated thread makes the limit independent of the caller's stack; the
-/// memory is only reserved, not touched.
-const PARSER_STACK: usize = 64 * 1024 * 1024;
+use super::yaml11::{self, Kind, Node, Schema};
+use super::{Builder, Inventory, InventoryError, VarDef};
 
 pub(super) fn parse(text: &str, source: &Path) -> Result<Inventory, InventoryError> {
-    std::thread::scope(|scope| {
-        let worker = std::thread::Builder::new()
-            .name("inventory-yaml".into())
-            .stack_size(PARSER_STACK)
-            .spawn_scoped(scope, || parse_here(text, source))
-            .map_err(|e| {
-                InventoryError::new(source, format!("cannot start the YAML parser: {e}"))
-            })?;
-        worker.join().unwrap_or_else(|_| {
-            Err(InventoryError::new(
-                source,
-                "internal error: the YAML parser panicked on this input",
-            ))
-        })
-    })
+    let mut b = Builder::new(source);
+    let root = tree(&b, text)?;
+    read_tree(&mut b, root)?;
+    b.finish()
 }
 
-fn parse_here(text: &str, source: &Path) -> Result<Inventory, InventoryError> {
-    let root: Node = serde_saphyr::from_str(text).map_err(|e| syntax_error(source, &e))?;
-    let mut b = Builder::new(source);
-    match root.kind {
-        // An empty file (or a lone `---`) is an empty inventory.
-        Kind::Null => {}
-        Kind::Map(entries) => {
-            for (key, node) in entries {
-                if key.name == "plugin" && matches!(node.kind, Kind::Str(_)) {
-                    return Err(b.err(
-                        key.loc,
-                        "this is an inventory plugin configuration (`plugin:`); \
-                         pushscan reads static inventories only",
-                    ));
-                }
-                parse_group(&mut b, &key, node)?;
-            }
-        }
+/// The document as a located tree (`None` for an empty one); errors are
+/// YAML syntax errors, located.
+pub(super) fn tree(b: &Builder, text: &str) -> Result<Option<Node>, InventoryError> {
+    yaml11::parse(text, Schema::Yaml11)
+        .map_err(|e| b.err(e.loc, format!("invalid YAML: {}", e.message)))
+}
+
+/// Whether a parsed document has the shape of a YAML inventory at all (a
+/// mapping, or empty), as opposed to INI text that happens to parse as a
+/// YAML scalar or list.
+pub(super) fn is_inventory_shaped(root: &Option<Node>) -> bool {
+    root.as_ref()
+        .is_none_or(|n| matches!(n.kind, Kind::Map(_) | Kind::Null))
+}
+
+/// Add the groups, hosts and variables of a parsed YAML inventory.
+pub(super) fn read_tree(b: &mut Builder, root: Option<Node>) -> Result<(), InventoryError> {
+    // An empty file (or a lone `---`) is an empty inventory.
+    let Some(root) = root else { return Ok(()) };
+    let entries = match root.kind {
+        Kind::Map(entries) => entries,
+        Kind::Null => return Ok(()),
         other => {
             return Err(b.err(
                 root.loc,
@@ -264,18 +56,68 @@ fn parse_here(text: &str, source: &Path) -> Result<Inventory, InventoryError> {
                 ),
             ))
         }
+    };
+    for (key, node) in &entries {
+        if matches!(&key.kind, Kind::Str(k) if k == "plugin") && is_truthy(node) {
+            return Err(b.err(
+                key.loc,
+                "this is an inventory plugin configuration (`plugin:`); \
+                 pushscan reads static inventories only",
+            ));
+        }
     }
-    b.finish()
+    for (key, node) in entries {
+        parse_group(b, &key, node)?;
+    }
+    Ok(())
+}
+
+/// Python truthiness, which Ansible applies in a few places (`plugin:`,
+/// `host: ""` meaning no variables).
+fn is_truthy(node: &Node) -> bool {
+    match &node.kind {
+        Kind::Null => false,
+        Kind::Bool(b) => *b,
+        Kind::Int(i) => *i != 0,
+        Kind::Uint(u) => *u != 0,
+        Kind::Float(f) => *f != 0.0,
+        Kind::Str(s) | Kind::Time(s) => !s.is_empty(),
+        Kind::Seq(items) => !items.is_empty(),
+        Kind::Map(entries) => !entries.is_empty(),
+    }
+}
+
+/// A group, host or variable name: a string, as Ansible requires.
+fn name_of(b: &Builder, key: &Node, what: &str) -> Result<String, InventoryError> {
+    match &key.kind {
+        Kind::Str(s) => Ok(s.clone()),
+        Kind::Null => Err(b.err(
+            key.loc,
+            "a null key (`~` or empty) cannot name a group, host or variable",
+        )),
+        other => {
+            let value = key.clone().into_json();
+            Err(b.err(
+                key.loc,
+                format!(
+                    "{what} name {} is read by YAML as {} ({value}); put it in quotes \
+                     (Ansible requires names to be strings)",
+                    key.shown(),
+                    other.what(),
+                ),
+            ))
+        }
+    }
 }
 
 /// One group: null, or a mapping with `hosts`, `vars` and `children`.
-/// Recursion depth is bounded by serde-saphyr's nesting budget.
-fn parse_group(b: &mut Builder, name: &Key, node: Node) -> Result<(), InventoryError> {
-    let group = name.name.as_str();
+/// Recursion depth is bounded by the YAML reader's nesting limit.
+fn parse_group(b: &mut Builder, name: &Node, node: Node) -> Result<(), InventoryError> {
+    let group = name_of(b, name, "group")?;
     if group.is_empty() {
         return Err(b.err(name.loc, "empty group name"));
     }
-    b.add_group(group);
+    b.add_group(&group);
     let entries = match node.kind {
         Kind::Null => return Ok(()),
         Kind::Map(entries) => entries,
@@ -290,8 +132,8 @@ fn parse_group(b: &mut Builder, name: &Key, node: Node) -> Result<(), InventoryE
         }
     };
     for (key, value) in entries {
-        let section = key.name.as_str();
-        if !matches!(section, "hosts" | "vars" | "children") {
+        let section = name_of(b, &key, "section")?;
+        if !matches!(section.as_str(), "hosts" | "vars" | "children") {
             return Err(b.err(
                 key.loc,
                 format!(
@@ -302,17 +144,19 @@ fn parse_group(b: &mut Builder, name: &Key, node: Node) -> Result<(), InventoryE
         }
         // Ansible accepts a bare string for a section and reads it as a
         // one-entry mapping (`hosts: web01`).
-        let items: Vec<(Key, Node)> = match value.kind {
+        let items: Vec<(Node, Node)> = match value.kind {
             Kind::Null => continue,
             Kind::Map(items) => items,
             Kind::Str(s) => vec![(
-                Key {
+                Node {
                     loc: value.loc,
-                    name: s,
+                    kind: Kind::Str(s),
+                    raw: None,
                 },
                 Node {
                     loc: value.loc,
                     kind: Kind::Null,
+                    raw: None,
                 },
             )],
             other => {
@@ -325,26 +169,25 @@ fn parse_group(b: &mut Builder, name: &Key, node: Node) -> Result<(), InventoryE
                 ))
             }
         };
-        match section {
+        match section.as_str() {
             "hosts" => {
                 for (host_key, host_node) in items {
-                    parse_host(b, group, &host_key, host_node)?;
+                    parse_host(b, &group, &host_key, host_node)?;
                 }
             }
             "vars" => {
                 for (var, v) in items {
-                    let def = VarDef {
-                        key_loc: var.loc,
-                        val_loc: v.loc,
-                        value: to_json(v),
-                    };
-                    b.set_group_var(group, &var.name, def)?;
+                    let var_name = name_of(b, &var, "variable")?;
+                    let val_loc = v.loc;
+                    let def = VarDef::new(v.into_json(), var.loc, val_loc);
+                    b.set_group_var(&group, &var_name, def)?;
                 }
             }
             _ => {
                 for (child, child_node) in items {
+                    let child_name = name_of(b, &child, "group")?;
                     parse_group(b, &child, child_node)?;
-                    b.add_child(group, &child.name, child.loc)?;
+                    b.add_child(&group, &child_name, child.loc)?;
                 }
             }
         }
@@ -352,45 +195,37 @@ fn parse_group(b: &mut Builder, name: &Key, node: Node) -> Result<(), InventoryE
     Ok(())
 }
 
-fn parse_host(b: &mut Builder, group: &str, key: &Key, node: Node) -> Result<(), InventoryError> {
-    let (names, port) = expand_host_pattern(&key.name).map_err(|m| b.err(key.loc, m))?;
+fn parse_host(b: &mut Builder, group: &str, key: &Node, node: Node) -> Result<(), InventoryError> {
+    let entry = name_of(b, key, "host")?;
+    let (names, port) = expand_host_pattern(&entry).map_err(|m| b.err(key.loc, m))?;
     let vars = match node.kind {
-        Kind::Null => Vec::new(),
+        // `host: ""` (anything false in Python) means no variables.
+        _ if !is_truthy(&node) => Vec::new(),
         Kind::Map(vars) => vars,
         other => {
             return Err(b.err(
                 node.loc,
                 format!(
-                    "host `{}` must be followed by nothing or a mapping of variables, found {}",
-                    key.name,
-                    other.what()
-                ),
+                "host `{entry}` must be followed by nothing or a mapping of variables, found {}",
+                other.what()
+            ),
             ))
         }
     };
-    let vars: Vec<(Key, VarDef)> = vars
-        .into_iter()
-        .map(|(k, v)| {
-            let def = VarDef {
-                key_loc: k.loc,
-                val_loc: v.loc,
-                value: to_json(v),
-            };
-            (k, def)
-        })
-        .collect();
+    let mut defs: Vec<(String, VarDef)> = Vec::with_capacity(vars.len());
+    for (k, v) in vars {
+        let name = name_of(b, &k, "variable")?;
+        let val_loc = v.loc;
+        defs.push((name, VarDef::new(v.into_json(), k.loc, val_loc)));
+    }
     for name in &names {
         b.add_host(group, name);
         if let Some(p) = port {
-            let def = VarDef {
-                value: Value::from(p),
-                key_loc: key.loc,
-                val_loc: key.loc,
-            };
+            let def = VarDef::new(Value::from(p), key.loc, key.loc);
             b.set_host_var(name, "ansible_port", def)?;
         }
-        for (k, def) in &vars {
-            b.set_host_var(name, &k.name, def.clone())?;
+        for (k, def) in &defs {
+            b.set_host_var(name, k, def.clone())?;
         }
     }
     Ok(())
@@ -415,10 +250,19 @@ mod tests {
     }
 
     #[test]
-    fn numeric_host_names_keep_spelling() {
-        let inv = p("all:\n  hosts:\n    010:\n    1234:\n").unwrap();
+    fn numeric_host_names_must_be_quoted() {
+        // YAML reads an unquoted 010 as the number 8; Ansible refuses it.
+        let e = p("all:\n  hosts:\n    010:\n").unwrap_err();
+        assert_eq!((e.line, e.col), (Some(3), Some(5)), "{e}");
+        assert!(
+            e.message.contains("`010`") && e.message.contains("(8)"),
+            "{e}"
+        );
+        let inv = p("all:\n  hosts:\n    '010':\n    \"1234\":\n").unwrap();
         assert_eq!(inv.hosts[0].name, "010");
         assert_eq!(inv.hosts[1].name, "1234");
+        let e = p("all:\n  vars:\n    yes: 1\n").unwrap_err();
+        assert!(e.message.contains("variable name `yes`"), "{e}");
     }
 
     #[test]
@@ -464,6 +308,13 @@ mod tests {
     fn plugin_config_is_refused() {
         let e = p("plugin: amazon.aws.aws_ec2\nregions: [x]\n").unwrap_err();
         assert!(e.message.contains("plugin"));
+    }
+
+    #[test]
+    fn empty_documents_are_empty_inventories() {
+        for t in ["", "# only a comment\n", "---\n", "---\n...\n"] {
+            assert!(p(t).unwrap().hosts.is_empty(), "{t:?}");
+        }
     }
 
     #[test]
