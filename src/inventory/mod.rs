@@ -17,6 +17,7 @@
 //! typo would mean silently scanning the wrong set of machines.
 
 mod ini;
+pub mod ldap;
 mod pattern;
 mod yaml;
 
