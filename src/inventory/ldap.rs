@@ -128,8 +128,8 @@ const COMPUTED_VARS: &[&str] = &["ou", "distinguished_name"];
 // Public interface.
 
 /// Whether an inventory file is an LDAP source: a top-level
-/// `plugin: pushscan.ldap` or `kind: ldap` (block YAML, or a JSON/flow
-/// mapping). Cheap: it does not parse a static inventory.
+/// `plugin: pushscan.ldap` or `kind: ldap` (block YAML, or a JSON
+/// object). Cheap: it does not parse a static inventory.
 pub fn is_ldap_source(text: &str) -> bool {
     let mut first = true;
     for raw in text.lines() {
@@ -926,7 +926,7 @@ fn parse_config_here(path: &Path, text: &str) -> Result<Config, InventoryError> 
                 })?;
                 connection = Some((c, loc));
             }
-            _ => unreachable!("every KNOWN_KEYS entry is handled"),
+            _ => return Err(cx.err(key.loc, format!("internal: key `{name}` is not handled"))),
         }
     }
 
@@ -1004,7 +1004,7 @@ fn parse_config_here(path: &Path, text: &str) -> Result<Config, InventoryError> 
         filter = format!("(&{filter}{os})");
         if ldap3::parse_filter(&filter).is_err() {
             return Err(cx.err(
-                os_filter[0].1,
+                os_filter.first().and_then(|f| f.1),
                 "`os_filter` does not make a valid LDAP filter",
             ));
         }
@@ -1436,13 +1436,13 @@ async fn paged_search(
             .with_timeout(cfg.timeout)
             .streaming_search(base, Scope::Subtree, &cfg.filter, attrs.to_vec())
             .await
-            .map_err(|e| Failure::Fatal(search_error(base, &e)))?;
+            .map_err(|e| search_failure(base, &e))?;
         let mut on_page = 0usize;
         loop {
             let entry = match stream.next().await {
                 Ok(Some(entry)) => entry,
                 Ok(None) => break,
-                Err(e) => return Err(Failure::Fatal(search_error(base, &e))),
+                Err(e) => return Err(search_failure(base, &e)),
             };
             if entry.is_ref() || entry.is_intermediate() {
                 fetched.references += 1;
@@ -1638,6 +1638,20 @@ fn op_error(op: &str, e: &LdapError, server: &Server) -> String {
     }
 }
 
+/// A search that broke off: the connection (reset, timeout, the server
+/// went away) is worth another server; a refusal would repeat there.
+fn search_failure(base: &str, e: &LdapError) -> Failure {
+    let msg = search_error(base, e);
+    match e {
+        LdapError::Io { .. }
+        | LdapError::Timeout { .. }
+        | LdapError::EndOfStream
+        | LdapError::ResultRecv { .. }
+        | LdapError::OpSend { .. } => Failure::TryNext(msg),
+        _ => Failure::Fatal(msg),
+    }
+}
+
 fn search_error(base: &str, e: &LdapError) -> String {
     match e {
         LdapError::Timeout { .. } => format!("search under {base:?}: no answer in time"),
@@ -1755,9 +1769,11 @@ fn build(
         b.add_host(&group, &c.name);
         let mut vars = c.vars;
         vars.insert("ou".into(), (Value::from(ou_display(&c.ous)), None));
+        // The DN as returned, except that control characters (possible in a
+        // CN) are shown escaped, as on the terminal.
         vars.insert(
             "distinguished_name".into(),
-            (Value::from(c.dn.clone()), None),
+            (Value::from(sanitize::display(&c.dn, MAX_DN_CHARS)), None),
         );
         for (k, (value, loc)) in vars {
             let def = VarDef {
@@ -2346,6 +2362,16 @@ mod tests {
         ] {
             assert_eq!(paged_cookie(bad), None, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn load_is_send() {
+        // The dispatch may run it in a spawned task.
+        fn assert_send<T: Send>(_: &T) {}
+        let fut = load(Path::new("x.yml"), "");
+        assert_send(&fut);
+        let fut = load_with_report(Path::new("x.yml"), "");
+        assert_send(&fut);
     }
 
     #[test]
