@@ -35,7 +35,7 @@ use ldap3::{LdapConnAsync, LdapConnSettings, LdapError, Scope, SearchEntry};
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Serialize;
 use serde_json::Value;
-use serde_saphyr::{Location, Spanned};
+use serde_saphyr::{Location, MessageFormatter as _, Spanned};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
@@ -623,9 +623,8 @@ fn parse_config_here(path: &Path, text: &str) -> Result<Config, InventoryError> 
     let cx = Ctx { path };
     let root: Node = serde_saphyr::from_str(text).map_err(|e| {
         let loc = e.location().as_ref().and_then(loc_of);
-        let msg: String = e
-            .without_snippet()
-            .to_string()
+        let msg: String = serde_saphyr::DefaultMessageFormatter
+            .format_message(e.without_snippet())
             .chars()
             .map(|c| if c.is_control() { ' ' } else { c })
             .collect();
@@ -2362,6 +2361,19 @@ mod tests {
         ] {
             assert_eq!(paged_cookie(bad), None, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn syntax_error_is_located_once() {
+        let e = cfg("plugin: pushscan.ldap\nservers: [\n").unwrap_err();
+        assert!(e.line.is_some(), "{e}");
+        assert!(e.message.starts_with("invalid YAML"), "{e}");
+        assert!(
+            !e.message.contains('\n') && !e.message.contains("line 2"),
+            "{e}"
+        );
+        let e = cfg("- a list\n").unwrap_err();
+        assert_eq!(e.line, Some(1), "{e}");
     }
 
     #[test]
