@@ -601,6 +601,7 @@ mod tests {
             } else {
                 vec![group.iter().map(|g| g.to_string()).collect()]
             },
+            own_vars: vars.clone(),
             vars,
         }
     }
