@@ -611,3 +611,95 @@ async fn refused_page_size_and_entry_cap_are_errors_not_partial_inventories() {
     .await;
     assert!(e.message.contains("more than 1500 computer entries"), "{e}");
 }
+
+/// The directory as the operator uses it: `pushscan inventory --graph` shows the OU groups,
+/// a static inventory merged with it warns on a conflicting variable, and `pushscan plan
+/// --by ou` cuts waves per OU (a canary each) from the AD hosts, with no connection to them.
+#[tokio::test]
+async fn the_cli_reads_the_directory_merges_a_static_file_and_plans_by_ou() {
+    env_init();
+    let dc = fx::dc();
+    let extra = "ous: [\"OU=Lab,DC=corp,DC=example\", \"OU=Paris,DC=corp,DC=example\"]\n";
+    let (dir, ad, _) = source(&ad_source(&dc.ldaps_url(), extra), &dc.pki.ca);
+    let static_inv = dir.path().join("static.yml");
+    std::fs::write(
+        &static_inv,
+        "all:\n  hosts:\n    lab-0000.corp.example:\n      os: Windows 11 Pro (patched)\n    \
+         extra-pc.corp.example:\n      ansible_connection: winrm\n      ou: Extra\n",
+    )
+    .unwrap();
+    let checker = concat!(env!("CARGO_MANIFEST_DIR"), "/lab/checker/emocheck-sim.sh");
+    let pin = {
+        use sha2::{Digest, Sha256};
+        hex::encode(Sha256::digest(std::fs::read(checker).unwrap()))
+    };
+    let pb = dir.path().join("pb.yml");
+    std::fs::write(
+        &pb,
+        format!(
+            "name: ad\nchecker:\n  path: {checker}\n  sha256: {pin}\n  platform: windows\n  \
+             remote_name: emocheck.exe\nwork_dir: 'C:\\Windows\\Temp\\pushscan'\n\
+             args: [/quiet, /json, /output, '{{{{ run_dir }}}}']\ntimeout: 60s\n\
+             results:\n  glob: '*_emocheck.*'\n  parser: emocheck\n"
+        ),
+    )
+    .unwrap();
+    let exe = env!("CARGO_BIN_EXE_pushscan");
+
+    let graph = std::process::Command::new(exe)
+        .arg("inventory")
+        .arg("-i")
+        .arg(&ad)
+        .args(["--graph", "ou_lab"])
+        .output()
+        .unwrap();
+    let g = String::from_utf8_lossy(&graph.stdout);
+    assert_eq!(
+        graph.status.code(),
+        Some(0),
+        "{g}{}",
+        String::from_utf8_lossy(&graph.stderr)
+    );
+    assert!(g.starts_with("@ou_lab:"), "{g}");
+    assert!(g.contains("lab-0000.corp.example"), "{g}");
+    assert!(!g.contains("paris-"), "{g}");
+
+    let plan = std::process::Command::new(exe)
+        .arg("plan")
+        .arg("-i")
+        .arg(&ad)
+        .arg("-i")
+        .arg(&static_inv)
+        .arg("-p")
+        .arg(&pb)
+        .args(["--by", "ou", "--waves", "1,100%", "--format", "json"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&plan.stderr).to_string();
+    assert_eq!(plan.status.code(), Some(0), "{err}");
+    assert_no_password(&err);
+    assert!(
+        err.contains("lab-0000.corp.example") && err.contains("os") && err.contains("static.yml"),
+        "a conflicting variable is warned about, naming the sources: {err}"
+    );
+    let plan: Value = serde_json::from_slice(&plan.stdout).unwrap();
+    let mut per_ou: std::collections::BTreeMap<String, Vec<(bool, usize)>> = Default::default();
+    for w in plan["waves"].as_array().unwrap() {
+        per_ou
+            .entry(w["partition"].as_str().unwrap().to_string())
+            .or_default()
+            .push((
+                w["canary"].as_bool().unwrap(),
+                w["hosts"].as_array().unwrap().len(),
+            ));
+        for h in w["hosts"].as_array().unwrap() {
+            assert_eq!(h["transport"], "winrm");
+            assert_eq!(h["port"].as_u64(), Some(5985));
+            assert_eq!(h["checker_path"], r"C:\Windows\Temp\pushscan\emocheck.exe");
+        }
+    }
+    assert_eq!(plan["hosts"].as_u64(), Some(3 + 197 + 1));
+    assert_eq!(per_ou["Lab"], vec![(true, 1), (false, 2)]);
+    assert_eq!(per_ou["Paris"], vec![(true, 1), (false, 196)]);
+    assert_eq!(per_ou["Extra"], vec![(true, 1)]);
+}
