@@ -266,6 +266,33 @@ pub fn sh_quote(s: &str) -> String {
     out
 }
 
+/// The checker's bytes, read once and shared by every host's push while any push holds them:
+/// a 1 MiB EmoCheck pushed to 64 hosts at once is 1 MiB in memory, not 64. Held weakly, so
+/// nothing stays in memory between sweeps and a replaced file is read again (a changed file
+/// is caught anyway: every pushed copy is hashed on the host against the pin).
+pub(crate) async fn checker_bytes(local: &Path) -> std::io::Result<std::sync::Arc<Vec<u8>>> {
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex, OnceLock, Weak};
+    type Cache = Mutex<HashMap<std::path::PathBuf, Weak<Vec<u8>>>>;
+    static CACHE: OnceLock<Cache> = OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    let cached = cache
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .get(local)
+        .and_then(Weak::upgrade);
+    if let Some(bytes) = cached {
+        return Ok(bytes);
+    }
+    let bytes = Arc::new(tokio::fs::read(local).await?);
+    let mut map = cache
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    map.retain(|_, w| w.strong_count() > 0);
+    map.insert(local.to_path_buf(), Arc::downgrade(&bytes));
+    Ok(bytes)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

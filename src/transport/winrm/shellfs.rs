@@ -87,10 +87,10 @@ pub(super) async fn install(
     dest: &str,
     pin: &str,
 ) -> TResult<()> {
-    let data = tokio::fs::read(local)
+    let data = crate::transport::checker_bytes(local)
         .await
         .map_err(|e| TransportError::error(format!("read {}: {e}", local.display())))?;
-    let b64 = base64::engine::general_purpose::STANDARD.encode(&data);
+    let b64 = base64::engine::general_purpose::STANDARD.encode(data.as_slice());
     let b64_path = format!("{tmp}.b64");
     let qb = quote_path("path", &b64_path)?;
     let qt = quote_path("path", tmp)?;

@@ -161,15 +161,22 @@ impl SmbFiles {
     pub async fn sha256(&mut self, path: &str) -> TResult<Option<String>> {
         let (share, rel) = self.map(path)?;
         let (client, tree) = self.tree(&share).await?;
-        match client.read_file_pipelined(tree, &rel).await {
-            Ok(bytes) => Ok(Some(hex::encode(Sha256::digest(&bytes)))),
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(smb_error("smb read", &e)),
+        // Chunk by chunk into the hash: a checker is never held whole in memory per host.
+        let mut download = match client.download(tree, &rel).await {
+            Ok(d) => d,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(smb_error("smb read", &e)),
+        };
+        let mut hash = Sha256::new();
+        while let Some(chunk) = download.next_chunk().await {
+            let chunk = chunk.map_err(|e| smb_error("smb read", &e))?;
+            hash.update(&chunk);
         }
+        Ok(Some(hex::encode(hash.finalize())))
     }
 
     pub async fn install(&mut self, local: &Path, tmp: &str, dest: &str, pin: &str) -> TResult<()> {
-        let data = tokio::fs::read(local)
+        let data = crate::transport::checker_bytes(local)
             .await
             .map_err(|e| TransportError::error(format!("read {}: {e}", local.display())))?;
         let (share, rel_tmp) = self.map(tmp)?;
