@@ -37,6 +37,68 @@ pub enum Format {
     Table,
     Json,
     Csv,
+    /// One self-contained page (see `report::html`).
+    Html,
+}
+
+/// A report file a sweep writes when it ends (`sweep --report FILE`), its
+/// format taken from the file's extension.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReportTarget {
+    pub path: PathBuf,
+    pub format: Format,
+}
+
+impl ReportTarget {
+    /// `.html`/`.htm`, `.json` or `.csv` (any case); anything else is refused
+    /// before the sweep starts, not after it.
+    pub fn from_path(path: &Path) -> Result<ReportTarget, String> {
+        let ext = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(str::to_ascii_lowercase);
+        let format = match ext.as_deref() {
+            Some("html" | "htm") => Format::Html,
+            Some("json") => Format::Json,
+            Some("csv") => Format::Csv,
+            _ => {
+                return Err(format!(
+                    "{}: the report format comes from the extension: .html, .json or .csv",
+                    path.display()
+                ))
+            }
+        };
+        Ok(ReportTarget {
+            path: path.to_path_buf(),
+            format,
+        })
+    }
+}
+
+/// What `pushscan report` prints and how.
+#[derive(Debug, Clone)]
+pub struct ReportRequest {
+    pub run: Option<i64>,
+    pub format: Format,
+    pub output: Option<PathBuf>,
+    pub blind_days: u64,
+    /// Past results per host (timeline in HTML, `history` in JSON).
+    pub history: usize,
+    pub csv: report::CsvOptions,
+}
+
+/// Renders `rep` in `format` (table, JSON, CSV with `csv`, HTML).
+fn render(
+    rep: &report::RunReport,
+    format: Format,
+    csv: report::CsvOptions,
+) -> Result<String, Fail> {
+    Ok(match format {
+        Format::Table => report::to_table(rep),
+        Format::Json => report::to_json(rep).code(exit::SOFTWARE)?,
+        Format::Csv => report::to_csv_with(rep, csv).code(exit::SOFTWARE)?,
+        Format::Html => report::html::to_html(rep),
+    })
 }
 
 fn write_out(text: &str, output: Option<&Path>) -> Result<(), Fail> {
@@ -57,11 +119,24 @@ fn write_out(text: &str, output: Option<&Path>) -> Result<(), Fail> {
 }
 
 /// `pushscan sweep`: runs the sweep, prints the terminal report, and returns
-/// the fleet exit code (0 clean, 1 detection, 2 incomplete).
+/// the fleet exit code (0 clean, 1 detection, 2 incomplete). `report_json`:
+/// also write the JSON report there (see [`sweep_with_reports`] for more).
 pub async fn sweep(cfg: SweepConfig, report_json: Option<PathBuf>) -> Result<i32, Fail> {
+    let targets = report_json
+        .into_iter()
+        .map(|path| ReportTarget {
+            path,
+            format: Format::Json,
+        })
+        .collect();
+    sweep_with_reports(cfg, targets).await
+}
+
+/// [`sweep`], then write each of `reports` (HTML, JSON or CSV).
+pub async fn sweep_with_reports(cfg: SweepConfig, reports: Vec<ReportTarget>) -> Result<i32, Fail> {
     let state_dir = cfg.state_dir.clone();
     let outcome = sweep::sweep(cfg).await?;
-    finish_sweep(&state_dir, &outcome, report_json)
+    finish_sweep(&state_dir, &outcome, &reports)
 }
 
 /// `pushscan resume`.
@@ -71,23 +146,39 @@ pub async fn resume(
     forks: Option<usize>,
     access: &sweep::Access,
     progress: crate::progress::Mode,
-    report_json: Option<PathBuf>,
+    reports: Vec<ReportTarget>,
 ) -> Result<i32, Fail> {
     let outcome = sweep::resume(state_dir, run, forks, access, progress).await?;
-    finish_sweep(state_dir, &outcome, report_json)
+    finish_sweep(state_dir, &outcome, &reports)
 }
 
 fn finish_sweep(
     state_dir: &Path,
     outcome: &sweep::SweepOutcome,
-    report_json: Option<PathBuf>,
+    reports: &[ReportTarget],
 ) -> Result<i32, Fail> {
     let reader = Reader::open(state_dir).code(exit::IO)?;
-    let rep =
-        report::load(&reader, Some(outcome.run_id), report::DEFAULT_BLIND_DAYS).code(exit::IO)?;
+    let opts = report::LoadOptions {
+        raw_cap: reports
+            .iter()
+            .any(|t| t.format == Format::Html)
+            .then_some(report::RAW_CAP),
+        ..report::LoadOptions::default()
+    };
+    let rep = report::load_with(&reader, Some(outcome.run_id), &opts).code(exit::IO)?;
     write_out(&report::to_table(&rep), None)?;
-    if let Some(path) = report_json {
-        write_out(&report::to_json(&rep).code(exit::SOFTWARE)?, Some(&path))?;
+    // Every report file is attempted; the first failure is returned once the
+    // resume hint below has been printed.
+    let mut failed: Option<Fail> = None;
+    for t in reports {
+        let written = render(&rep, t.format, report::CsvOptions::default())
+            .and_then(|text| write_out(&text, Some(&t.path)));
+        if let Err(e) = written {
+            match &failed {
+                None => failed = Some(e),
+                Some(_) => eprintln!("pushscan: {e}"),
+            }
+        }
     }
     if let Some(reason) = &outcome.halted {
         eprintln!(
@@ -107,7 +198,10 @@ fn finish_sweep(
             state_dir.display()
         );
     }
-    Ok(outcome.exit_code)
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(outcome.exit_code),
+    }
 }
 
 /// What `pushscan inventory` shows.
@@ -250,21 +344,23 @@ pub async fn prune(state_dir: &Path, keep_days: u64) -> Result<i32, Fail> {
 }
 
 /// `pushscan report`.
-pub fn report(
-    state_dir: &Path,
-    run: Option<i64>,
-    format: Format,
-    output: Option<&Path>,
-    blind_days: u64,
-) -> Result<i32, Fail> {
+pub fn report(state_dir: &Path, req: &ReportRequest) -> Result<i32, Fail> {
+    if req.format != Format::Csv && (req.csv.bom || req.csv.crlf) {
+        return Err(Fail::new(
+            exit::USAGE,
+            anyhow::anyhow!("--bom and --crlf apply to --format csv only"),
+        ));
+    }
     let reader = Reader::open(state_dir).code(exit::IO)?;
-    let rep = report::load(&reader, run, blind_days).code(exit::USAGE)?;
-    let text = match format {
-        Format::Table => report::to_table(&rep),
-        Format::Json => report::to_json(&rep).code(exit::SOFTWARE)?,
-        Format::Csv => report::to_csv(&rep).code(exit::SOFTWARE)?,
+    let opts = report::LoadOptions {
+        blind_days: req.blind_days,
+        history: req.history,
+        raw_cap: (req.format == Format::Html).then_some(report::RAW_CAP),
+        ..report::LoadOptions::default()
     };
-    write_out(&text, output)?;
+    let rep = report::load_with(&reader, req.run, &opts).code(exit::USAGE)?;
+    let text = render(&rep, req.format, req.csv)?;
+    write_out(&text, req.output.as_deref())?;
     let mut counts = std::collections::BTreeMap::new();
     for h in &rep.hosts {
         let c = crate::model::HostClass::parse(&h.status).unwrap_or(crate::model::HostClass::Error);

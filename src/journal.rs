@@ -92,6 +92,7 @@ CREATE TABLE IF NOT EXISTS reports(
     warnings TEXT
 );
 CREATE INDEX IF NOT EXISTS reports_by_host ON reports(host, run_id);
+CREATE INDEX IF NOT EXISTS hosts_by_host ON hosts(host, run_id);
 CREATE TABLE IF NOT EXISTS leases(
     host TEXT PRIMARY KEY,
     run_id INTEGER NOT NULL,
@@ -854,6 +855,15 @@ pub struct HistoryItem {
     pub report: Option<ReportRecord>,
 }
 
+/// One of a host's recent results, for a report's per-host timeline.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RecentResult {
+    pub run_id: i64,
+    pub started_at: String,
+    /// `None`: the host has no final class in that run (still running, crashed).
+    pub class: Option<String>,
+}
+
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct StepRecord {
     pub host: String,
@@ -880,10 +890,17 @@ impl Reader {
     }
 
     pub fn runs(&self, limit: usize) -> Result<Vec<RunInfo>> {
-        let mut stmt = self
-            .conn
-            .prepare(&format!("{RUN_COLUMNS} ORDER BY id DESC LIMIT ?1"))?;
-        let rows = stmt.query_map([limit as i64], run_from_row)?;
+        self.runs_through(i64::MAX, limit)
+    }
+
+    /// Like [`Reader::runs`], but only runs up to and including `last`
+    /// (the series a report of run `last` shows), newest first.
+    pub fn runs_through(&self, last: i64, limit: usize) -> Result<Vec<RunInfo>> {
+        let mut stmt = self.conn.prepare(&format!(
+            "{RUN_COLUMNS} WHERE id <= ?1 ORDER BY id DESC LIMIT ?2"
+        ))?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = stmt.query_map(params![last, limit], run_from_row)?;
         let mut runs = rows.collect::<rusqlite::Result<Vec<_>>>()?;
         for run in &mut runs {
             for (class, n) in self.class_counts(run.id)? {
@@ -1146,6 +1163,63 @@ impl Reader {
         })?;
         rec.processes = procs.collect::<rusqlite::Result<Vec<_>>>()?;
         Ok(Some(rec))
+    }
+
+    /// The first `max` bytes of a stored report and its full size: what a
+    /// report embeds without loading a big blob whole.
+    pub fn report_raw_prefix(&self, id: i64, max: usize) -> Result<Option<(Vec<u8>, i64)>> {
+        let max = i64::try_from(max).unwrap_or(i64::MAX);
+        self.conn
+            .query_row(
+                "SELECT substr(raw, 1, ?2), length(raw) FROM reports WHERE id=?1",
+                params![id, max],
+                |r| {
+                    Ok((
+                        r.get::<_, Option<Vec<u8>>>(0)?.unwrap_or_default(),
+                        r.get(1)?,
+                    ))
+                },
+            )
+            .optional()
+            .map_err(Into::into)
+    }
+
+    /// For every host of run `run_id`: its last `per_host` results in runs up
+    /// to and including `run_id`, oldest first (one query, whatever the
+    /// fleet size). A host still without a final class has `None`.
+    pub fn recent_results(
+        &self,
+        run_id: i64,
+        per_host: usize,
+    ) -> Result<std::collections::HashMap<String, Vec<RecentResult>>> {
+        let mut out: std::collections::HashMap<String, Vec<RecentResult>> = Default::default();
+        if per_host == 0 {
+            return Ok(out);
+        }
+        let mut stmt = self.conn.prepare(
+            "SELECT host, run_id, started_at, class FROM (
+                SELECT h.host, h.run_id, r.started_at, h.class,
+                       ROW_NUMBER() OVER (PARTITION BY h.host ORDER BY h.run_id DESC) AS rn
+                FROM hosts h JOIN runs r ON r.id = h.run_id
+                WHERE h.run_id <= ?1 AND h.host IN (SELECT host FROM hosts WHERE run_id = ?1)
+             ) WHERE rn <= ?2 ORDER BY host, run_id",
+        )?;
+        let per_host = i64::try_from(per_host).unwrap_or(i64::MAX);
+        let rows = stmt.query_map(params![run_id, per_host], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                RecentResult {
+                    run_id: r.get(1)?,
+                    started_at: r.get(2)?,
+                    class: r.get(3)?,
+                },
+            ))
+        })?;
+        for row in rows {
+            let (host, item) = row?;
+            out.entry(host).or_default().push(item);
+        }
+        Ok(out)
     }
 
     /// The raw bytes of a stored report (evidence).

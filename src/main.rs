@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 
-use pushscan::app::{self, Format, InventoryView};
+use pushscan::app::{self, Format, InventoryView, ReportRequest, ReportTarget};
 use pushscan::exit;
 use pushscan::progress::Mode;
 use pushscan::sweep::{Access, SweepConfig, WindowsAccess};
@@ -44,7 +44,8 @@ enum Command {
     /// Push the checker to every selected host, run it, collect and parse results.
     #[command(after_help = concat!(
         "Example:\n  pushscan sweep -i inventories/localhost.yml -p playbooks/demo-local.yml\n  ",
-        "pushscan sweep -i hosts.ini -p playbooks/emocheck-ssh.yml --limit 'web:&tokyo:!web3' --forks 100\n\n",
+        "pushscan sweep -i hosts.ini -p playbooks/emocheck-ssh.yml --limit 'web:&tokyo:!web3' --forks 100\n  ",
+        "pushscan sweep -i hosts.yml -p pb.yml --report report.html --report run.csv\n\n",
         "Secrets: the SSH password comes from PUSHSCAN_SSH_PASSWORD or --ask-pass, never from a flag.\n\n",
         "Exit codes: 0 clean, 1 detection, 2 some hosts not checked, 64+ errors (see pushscan --help)."
     ))]
@@ -95,9 +96,14 @@ enum Command {
         files: Vec<PathBuf>,
     },
     /// Print the consolidated report of a run from the journal.
-    #[command(
-        after_help = "Example:\n  pushscan report --format csv -o run.csv\n  pushscan report --run 12 --format json"
-    )]
+    #[command(after_help = concat!(
+        "Example:\n  pushscan report --format html -o report.html\n  ",
+        "pushscan report --format csv --bom --crlf -o run.csv   # for Excel\n  ",
+        "pushscan report --run 12 --format json\n\n",
+        "html is one self-contained file (inline CSS/SVG, nothing fetched): counts, outcome per ",
+        "OU/group, detections with their raw reports, then no result, failures by class, clean hosts.\n\n",
+        "Exit codes: 0 clean, 1 detection, 2 some hosts not checked (for the run reported)."
+    ))]
     Report {
         /// Run ID (see `pushscan runs`); default: the latest run.
         #[arg(long)]
@@ -111,6 +117,15 @@ enum Command {
         /// List hosts not successfully checked for more than this many days.
         #[arg(long, default_value_t = pushscan::report::DEFAULT_BLIND_DAYS)]
         blind_days: u64,
+        /// Past results per host: the timeline in html, `history` in json.
+        #[arg(long, value_name = "N", default_value_t = pushscan::report::DEFAULT_HISTORY)]
+        history: usize,
+        /// csv: start with a UTF-8 byte order mark (Excel then reads Japanese/French text right).
+        #[arg(long)]
+        bom: bool,
+        /// csv: end records with CRLF instead of LF.
+        #[arg(long)]
+        crlf: bool,
         #[command(flatten)]
         state: StateArgs,
     },
@@ -368,9 +383,33 @@ struct OutputArgs {
     /// Progress display on stderr.
     #[arg(long, value_enum, default_value = "auto")]
     progress: ProgressArg,
-    /// Also write the JSON report of the run to FILE.
+    /// Also write the run's report to FILE, in the format of its extension:
+    /// .html (self-contained page), .json or .csv. Repeatable.
+    #[arg(long = "report", value_name = "FILE")]
+    reports: Vec<PathBuf>,
+    /// Also write the JSON report of the run to FILE (same as --report FILE.json).
     #[arg(long, value_name = "FILE")]
     report_json: Option<PathBuf>,
+}
+
+impl OutputArgs {
+    /// Every report file to write when the sweep ends; an unknown extension
+    /// is a usage error before anything starts.
+    fn targets(&self) -> Result<Vec<ReportTarget>, exit::Fail> {
+        let mut t = self
+            .reports
+            .iter()
+            .map(|p| ReportTarget::from_path(p))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| exit::Fail::new(exit::USAGE, anyhow::anyhow!("--report {e}")))?;
+        if let Some(path) = &self.report_json {
+            t.push(ReportTarget {
+                path: path.clone(),
+                format: Format::Json,
+            });
+        }
+        Ok(t)
+    }
 }
 
 /// How to reach and trust hosts; never stored in the journal.
@@ -445,6 +484,7 @@ enum ReportFormat {
     Table,
     Json,
     Csv,
+    Html,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -507,6 +547,7 @@ fn run(cli: Cli) -> Result<i32, exit::Fail> {
     match cli.command {
         Command::Sweep(a) => {
             let rollout = a.rollout.overrides()?;
+            let reports = a.out.targets()?;
             let access = access(&a.conn)?;
             let cfg = SweepConfig {
                 inventory: a.inventory,
@@ -518,7 +559,7 @@ fn run(cli: Cli) -> Result<i32, exit::Fail> {
                 progress: progress_mode(a.out.progress),
                 rollout,
             };
-            runtime()?.block_on(app::sweep(cfg, a.out.report_json))
+            runtime()?.block_on(app::sweep_with_reports(cfg, reports))
         }
         Command::Plan {
             inventory,
@@ -556,6 +597,7 @@ fn run(cli: Cli) -> Result<i32, exit::Fail> {
             conn,
             out,
         } => {
+            let reports = out.targets()?;
             let access = access(&conn)?;
             runtime()?.block_on(app::resume(
                 &state.dir(),
@@ -563,7 +605,7 @@ fn run(cli: Cli) -> Result<i32, exit::Fail> {
                 forks,
                 &access,
                 progress_mode(out.progress),
-                out.report_json,
+                reports,
             ))
         }
         Command::Cleanup {
@@ -591,14 +633,28 @@ fn run(cli: Cli) -> Result<i32, exit::Fail> {
             format,
             output,
             blind_days,
+            history,
+            bom,
+            crlf,
             state,
         } => {
-            let f = match format {
+            let format = match format {
                 ReportFormat::Table => Format::Table,
                 ReportFormat::Json => Format::Json,
                 ReportFormat::Csv => Format::Csv,
+                ReportFormat::Html => Format::Html,
             };
-            app::report(&state.dir(), run, f, output.as_deref(), blind_days)
+            app::report(
+                &state.dir(),
+                &ReportRequest {
+                    run,
+                    format,
+                    output,
+                    blind_days,
+                    history,
+                    csv: pushscan::report::CsvOptions { bom, crlf },
+                },
+            )
         }
         Command::Runs { limit, json, state } => app::runs(&state.dir(), limit, json),
         Command::Pin {

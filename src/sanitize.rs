@@ -1,9 +1,10 @@
-//! Making host-supplied text safe: for the local disk and for the terminal.
+//! Making host-supplied text safe: for the local disk, the terminal and HTML.
 //!
 //! Remote file names and report fields come from hosts that may be
 //! compromised. A name like `..\..\x` or one with a newline must never become
-//! a path outside the evidence directory, and a process name carrying ANSI
-//! escapes must never reach the operator's terminal as escapes.
+//! a path outside the evidence directory, a process name carrying ANSI
+//! escapes must never reach the operator's terminal as escapes, and a process
+//! named `<script>` must never become markup in the HTML report.
 
 /// Characters that are dangerous on the operator's terminal or that hide
 /// text: C0/C1 controls, DEL, and bidirectional overrides.
@@ -22,17 +23,69 @@ pub fn display(text: &str, max: usize) -> String {
             out.push('…');
             break;
         }
-        if is_hidden_or_control(c) {
-            if (c as u32) < 0x100 {
-                out.push_str(&format!("\\x{:02x}", c as u32));
-            } else {
-                out.push_str(&format!("\\u{{{:04x}}}", c as u32));
-            }
+        push_visible(&mut out, c);
+    }
+    out
+}
+
+/// Appends `c`, or its visible escape when it is a control or hides text.
+fn push_visible(out: &mut String, c: char) {
+    if is_hidden_or_control(c) {
+        if (c as u32) < 0x100 {
+            out.push_str(&format!("\\x{:02x}", c as u32));
         } else {
-            out.push(c);
+            out.push_str(&format!("\\u{{{:04x}}}", c as u32));
+        }
+    } else {
+        out.push(c);
+    }
+}
+
+/// Like [`display`], but keeps line ends and tabs: for a whole report shown
+/// as a block of text. CRLF becomes LF; a lone CR is escaped like any other
+/// control character.
+pub fn display_multiline(text: &str, max: usize) -> String {
+    let mut out = String::with_capacity(text.len().min(max));
+    let mut chars = text.chars().peekable();
+    let mut count = 0;
+    while let Some(c) = chars.next() {
+        if count >= max {
+            out.push('…');
+            break;
+        }
+        count += 1;
+        match c {
+            '\r' if chars.peek() == Some(&'\n') => {}
+            '\n' | '\t' => out.push(c),
+            c => push_visible(&mut out, c),
         }
     }
     out
+}
+
+/// Escapes text for HTML element content *and* quoted attribute values:
+/// `& < > " '` become character references. Apply it to text that
+/// [`display`] has already made visible; it does not touch controls.
+pub fn html_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + text.len() / 8);
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+/// Untrusted text ready for HTML (text or attribute): controls and bidi
+/// overrides made visible as in [`display`] (capped at `max` characters),
+/// then HTML-escaped.
+pub fn html(text: &str, max: usize) -> String {
+    html_escape(&display(text, max))
 }
 
 /// Turns an untrusted name into one safe file-name component on Linux and
@@ -117,5 +170,26 @@ mod tests {
         assert_eq!(display("検知\u{202e}x", 100), "検知\\u{202e}x");
         assert_eq!(display("abcdef", 3), "abc…");
         assert_eq!(display("Résultat", 100), "Résultat");
+    }
+
+    #[test]
+    fn html_escapes_markup_quotes_and_controls() {
+        assert_eq!(
+            html("<script>alert(1)</script>\x1b[31mRED", 100),
+            "&lt;script&gt;alert(1)&lt;/script&gt;\\x1b[31mRED"
+        );
+        assert_eq!(
+            html("a\"b' onload=x&y", 100),
+            "a&quot;b&#39; onload=x&amp;y"
+        );
+        assert_eq!(html("検知\u{202e}", 100), "検知\\u{202e}");
+    }
+
+    #[test]
+    fn multiline_keeps_lines_and_tabs_escapes_the_rest() {
+        assert_eq!(
+            display_multiline("a\r\nb\tc\rd\x1b[0m\n", 100),
+            "a\nb\tc\\x0dd\\x1b[0m\n"
+        );
     }
 }

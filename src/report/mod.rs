@@ -1,10 +1,12 @@
 //! The consolidated report of a run, built from the journal only.
 //!
 //! One data shape ([`RunReport`]) feeds every output: the terminal summary,
-//! JSON (stable schema, for SIEMs and scripts) and CSV (one row per host).
-//! Every endpoint-supplied string is escaped on the terminal and in CSV
-//! (control characters shown as `\x1b`, no leading formula character); JSON
-//! carries it verbatim, JSON-encoded.
+//! JSON (stable schema, for SIEMs and scripts), CSV (one row per host) and
+//! the self-contained HTML page ([`html`]). Every endpoint-supplied string is
+//! escaped on the terminal, in CSV (control characters shown as `\x1b`, no
+//! leading formula character) and in HTML (markup-escaped as well); JSON
+//! carries it verbatim, JSON-encoded. The schemas are documented in
+//! `docs/report-formats.md` and only ever grow.
 
 use std::fmt::Write as _;
 
@@ -15,6 +17,8 @@ use crate::journal::{HostRecord, Reader, RunInfo};
 use crate::model::{HostClass, Process};
 use crate::sanitize::display;
 
+pub mod html;
+
 #[derive(Debug, Clone, Serialize)]
 pub struct RunReport {
     pub run: RunSection,
@@ -23,6 +27,40 @@ pub struct RunReport {
     /// `blind_days` days, across all runs (or never).
     pub blind_spots: Vec<BlindSpot>,
     pub blind_days: u64,
+    /// The journal's runs up to this one, oldest first (at most
+    /// [`LoadOptions::series`]), with their per-class counts: the trend.
+    pub recent_runs: Vec<RunPoint>,
+    /// How many results each host's `history` holds at most.
+    pub history_depth: usize,
+}
+
+/// One run of the trend series.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunPoint {
+    pub id: i64,
+    pub started_at: String,
+    pub status: String,
+    pub counts: std::collections::BTreeMap<String, i64>,
+}
+
+/// One past result of a host (its timeline), oldest first; the last one is
+/// this run's.
+#[derive(Debug, Clone, Serialize)]
+pub struct HistoryPoint {
+    pub run_id: i64,
+    pub started_at: String,
+    /// The class, or `unfinished`.
+    pub status: String,
+}
+
+/// The start of a host's primary report as stored in the journal, for the
+/// HTML page (never serialized: JSON consumers have the evidence file).
+#[derive(Debug, Clone)]
+pub struct RawReport {
+    /// At most [`LoadOptions::raw_cap`] bytes.
+    pub bytes: Vec<u8>,
+    /// The size of the whole report.
+    pub total: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -66,6 +104,31 @@ pub struct HostEntry {
     pub wave: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub wave_partition: Option<String>,
+    /// The host's OU/group for grouping: `wave_partition` when the run was
+    /// staged, else its first group chain joined with `/`, else `ungrouped`.
+    pub ou: String,
+    /// Language/format of the primary report as parsed: `en`, `ja`, `fr`
+    /// (text reports) or `json`.
+    pub report_format: Option<String>,
+    /// Warnings of the primary report's parse (recovered JSON, CP932 fields, truncation).
+    pub report_warnings: Vec<String>,
+    /// The host's last results up to this run, oldest first (at most
+    /// `history_depth`; empty when not asked for).
+    pub history: Vec<HistoryPoint>,
+    /// The primary report's raw bytes (capped), when loaded for HTML.
+    #[serde(skip)]
+    pub raw_report: Option<RawReport>,
+}
+
+/// The OU/group a host is shown under (see [`HostEntry::ou`]).
+fn ou_of(wave_partition: Option<&str>, group_paths: &[Vec<String>]) -> String {
+    if let Some(p) = wave_partition.filter(|p| !p.is_empty()) {
+        return p.to_string();
+    }
+    match group_paths.first() {
+        Some(path) if !path.is_empty() => path.join("/"),
+        _ => "ungrouped".to_string(),
+    }
 }
 
 impl HostEntry {
@@ -74,8 +137,17 @@ impl HostEntry {
             Some(c) => c.as_str().to_string(),
             None => "unfinished".to_string(),
         };
+        let ou = ou_of(r.wave_partition.as_deref(), &r.group_paths);
         let report = r.report;
         HostEntry {
+            ou,
+            report_format: report.as_ref().and_then(|x| x.format.clone()),
+            report_warnings: report
+                .as_ref()
+                .map(|x| x.warnings.clone())
+                .unwrap_or_default(),
+            history: Vec::new(),
+            raw_report: None,
             host: r.host,
             address: r.address,
             transport: r.transport,
@@ -101,15 +173,101 @@ impl HostEntry {
 /// Default for "not successfully checked for more than N days".
 pub const DEFAULT_BLIND_DAYS: u64 = 7;
 
+/// Default number of past results per host in a report (`--history`).
+pub const DEFAULT_HISTORY: usize = 5;
+
+/// How many runs the trend series holds.
+pub const DEFAULT_SERIES: usize = 20;
+
+/// How much of a raw report the HTML page embeds per host.
+pub const RAW_CAP: usize = 64 * 1024;
+
+/// What [`load_with`] reads besides the run itself.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    pub blind_days: u64,
+    /// Past results per host (0: none).
+    pub history: usize,
+    /// Runs in the trend series (0: none).
+    pub series: usize,
+    /// Load the primary report's raw bytes of detected hosts, capped at this
+    /// many bytes (for HTML); `None`: not at all.
+    pub raw_cap: Option<usize>,
+}
+
+impl Default for LoadOptions {
+    fn default() -> LoadOptions {
+        LoadOptions {
+            blind_days: DEFAULT_BLIND_DAYS,
+            history: DEFAULT_HISTORY,
+            series: DEFAULT_SERIES,
+            raw_cap: None,
+        }
+    }
+}
+
 /// Loads run `id` (default: the latest) from the journal, with each host's
 /// change since its previous check and the fleet's blind spots.
 pub fn load(reader: &Reader, id: Option<i64>, blind_days: u64) -> Result<RunReport> {
-    let info = reader.run(id)?;
-    let mut hosts: Vec<HostEntry> = reader
-        .hosts(info.id)?
-        .into_iter()
-        .map(HostEntry::from_record)
-        .collect();
+    load_with(
+        reader,
+        id,
+        &LoadOptions {
+            blind_days,
+            ..LoadOptions::default()
+        },
+    )
+}
+
+/// [`load`] with everything [`LoadOptions`] asks for: per-host history, the
+/// run series, raw reports.
+pub fn load_with(reader: &Reader, id: Option<i64>, opts: &LoadOptions) -> Result<RunReport> {
+    let blind_days = opts.blind_days;
+    let mut info = reader.run(id)?;
+    let records = reader.hosts(info.id)?;
+    let mut hosts: Vec<HostEntry> = Vec::with_capacity(records.len());
+    for rec in records {
+        let report_id = rec.report.as_ref().map(|r| r.id);
+        let detected = rec.class == Some(HostClass::Detected);
+        let mut entry = HostEntry::from_record(rec);
+        if let (Some(cap), Some(id), true) = (opts.raw_cap, report_id, detected) {
+            entry.raw_report = reader
+                .report_raw_prefix(id, cap)?
+                .map(|(bytes, total)| RawReport {
+                    bytes,
+                    total: u64::try_from(total).unwrap_or(0),
+                });
+        }
+        hosts.push(entry);
+    }
+    let mut recent = reader.recent_results(info.id, opts.history)?;
+    for h in &mut hosts {
+        if let Some(items) = recent.remove(&h.host) {
+            h.history = items
+                .into_iter()
+                .map(|i| HistoryPoint {
+                    run_id: i.run_id,
+                    started_at: i.started_at,
+                    status: i.class.unwrap_or_else(|| "unfinished".into()),
+                })
+                .collect();
+        }
+    }
+    let mut recent_runs: Vec<RunPoint> = if opts.series == 0 {
+        Vec::new()
+    } else {
+        reader
+            .runs_through(info.id, opts.series)?
+            .into_iter()
+            .map(|r| RunPoint {
+                id: r.id,
+                started_at: r.started_at,
+                status: r.status,
+                counts: r.counts,
+            })
+            .collect()
+    };
+    recent_runs.reverse();
     let cutoff = chrono::Utc::now() - chrono::Duration::days(blind_days as i64);
     let mut blind_spots = Vec::new();
     for h in &mut hosts {
@@ -146,11 +304,18 @@ pub fn load(reader: &Reader, id: Option<i64>, blind_days: u64) -> Result<RunRepo
     for h in &hosts {
         *counts.entry(h.status.clone()).or_insert(0) += 1;
     }
+    // As `pushscan runs` says it: finished, and every host has a final result.
+    info.complete = info.status == "finished"
+        && !counts
+            .keys()
+            .any(|k: &String| matches!(k.as_str(), "unfinished" | "not_started" | "busy"));
     Ok(RunReport {
         run: RunSection { info, counts },
         hosts,
         blind_spots,
         blind_days,
+        recent_runs,
+        history_depth: opts.history,
     })
 }
 
@@ -158,25 +323,52 @@ pub fn to_json(r: &RunReport) -> Result<String> {
     Ok(serde_json::to_string_pretty(r)? + "\n")
 }
 
+/// How a CSV file is written, for the program that opens it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CsvOptions {
+    /// Start with a UTF-8 byte order mark: Excel otherwise reads the file in
+    /// the local ANSI code page and garbles Japanese and French text.
+    pub bom: bool,
+    /// End records with CRLF (RFC 4180, Windows tools) instead of LF.
+    pub crlf: bool,
+}
+
+/// The CSV columns, in order (documented in docs/report-formats.md; new
+/// columns are only ever appended).
+pub const CSV_COLUMNS: [&str; 16] = [
+    "run_id",
+    "host",
+    "address",
+    "groups",
+    "status",
+    "reason",
+    "scan_time",
+    "report_file",
+    "checker_version",
+    "process_names",
+    "pids",
+    "image_paths",
+    "registry_keys",
+    "report_sha256",
+    "ou",
+    "change",
+];
+
 /// One row per host. Several processes of one host are joined with ` | `.
 pub fn to_csv(r: &RunReport) -> Result<String> {
-    let mut w = csv::Writer::from_writer(Vec::new());
-    w.write_record([
-        "run_id",
-        "host",
-        "address",
-        "groups",
-        "status",
-        "reason",
-        "scan_time",
-        "report_file",
-        "checker_version",
-        "process_names",
-        "pids",
-        "image_paths",
-        "registry_keys",
-        "report_sha256",
-    ])?;
+    to_csv_with(r, CsvOptions::default())
+}
+
+/// [`to_csv`] with a BOM and/or CRLF record ends.
+pub fn to_csv_with(r: &RunReport, opts: CsvOptions) -> Result<String> {
+    let mut w = csv::WriterBuilder::new()
+        .terminator(if opts.crlf {
+            csv::Terminator::CRLF
+        } else {
+            csv::Terminator::Any(b'\n')
+        })
+        .from_writer(Vec::new());
+    w.write_record(CSV_COLUMNS)?;
     for h in &r.hosts {
         let join = |f: &dyn Fn(&Process) -> String| {
             h.processes.iter().map(f).collect::<Vec<_>>().join(" | ")
@@ -196,10 +388,17 @@ pub fn to_csv(r: &RunReport) -> Result<String> {
             csv_safe(&join(&|p| p.image_path.clone())),
             csv_safe(&join(&|p| p.registry_key.clone().unwrap_or_default())),
             h.report_sha256.clone().unwrap_or_default(),
+            csv_safe(&h.ou),
+            h.change.clone().unwrap_or_default(),
         ])?;
     }
     let bytes = w.into_inner().map_err(|e| anyhow::anyhow!("csv: {e}"))?;
-    Ok(String::from_utf8_lossy(&bytes).into_owned())
+    let text = String::from_utf8_lossy(&bytes);
+    Ok(if opts.bom {
+        format!("\u{feff}{text}")
+    } else {
+        text.into_owned()
+    })
 }
 
 /// A cell a host controls: control characters escaped (a CSV is often
