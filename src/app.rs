@@ -55,12 +55,56 @@ fn write_out(text: &str, output: Option<&Path>) -> Result<(), Fail> {
     }
 }
 
+/// What happens after a sweep or resume besides the terminal report.
+#[derive(Debug, Clone, Default)]
+pub struct AfterRun {
+    /// `--report-json FILE`.
+    pub report_json: Option<PathBuf>,
+    /// Where the alert settings come from (default: the run's playbook).
+    pub notify: crate::notify::Source,
+}
+
 /// `pushscan sweep`: runs the sweep, prints the terminal report, and returns
-/// the fleet exit code (0 clean, 1 detection, 2 incomplete).
+/// the fleet exit code (0 clean, 1 detection, 2 incomplete). Alerts come
+/// from the playbook's `notify:` section, if any.
 pub async fn sweep(cfg: SweepConfig, report_json: Option<PathBuf>) -> Result<i32, Fail> {
+    sweep_with(
+        cfg,
+        &AfterRun {
+            report_json,
+            ..AfterRun::default()
+        },
+    )
+    .await
+}
+
+/// `pushscan sweep` with alert settings: the sweep, the terminal report,
+/// then the alerts (which never change the exit code).
+pub async fn sweep_with(cfg: SweepConfig, after: &AfterRun) -> Result<i32, Fail> {
+    preflight_notify(&cfg.playbook, &after.notify)?;
     let state_dir = cfg.state_dir.clone();
     let outcome = sweep::sweep(cfg).await?;
-    finish_sweep(&state_dir, &outcome, report_json)
+    finish_sweep(&state_dir, &outcome, after).await
+}
+
+/// Alerts that cannot work are found before the sweep, not hours later: the
+/// secrets and CA files the playbook's `notify:` names must be readable now.
+/// (A `--notify-config` file is checked when it is loaded.) A playbook that
+/// does not load is left for the sweep to report.
+pub fn preflight_notify(playbook: &Path, source: &crate::notify::Source) -> Result<(), Fail> {
+    if let crate::notify::Source::RunPlaybook = source {
+        if let Ok(pb) = crate::playbook::Playbook::load(playbook) {
+            if let Some(n) = &pb.notify {
+                n.check_sources().map_err(|e| {
+                    Fail::new(
+                        exit::CONFIG,
+                        anyhow::anyhow!("{}: notify: {e:#}", playbook.display()),
+                    )
+                })?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// `pushscan resume`.
@@ -70,23 +114,24 @@ pub async fn resume(
     forks: Option<usize>,
     access: &sweep::Access,
     progress: crate::progress::Mode,
-    report_json: Option<PathBuf>,
+    after: &AfterRun,
 ) -> Result<i32, Fail> {
     let outcome = sweep::resume(state_dir, run, forks, access, progress).await?;
-    finish_sweep(state_dir, &outcome, report_json)
+    finish_sweep(state_dir, &outcome, after).await
 }
 
-fn finish_sweep(
+async fn finish_sweep(
     state_dir: &Path,
     outcome: &sweep::SweepOutcome,
-    report_json: Option<PathBuf>,
+    after: &AfterRun,
 ) -> Result<i32, Fail> {
     let reader = Reader::open(state_dir).code(exit::IO)?;
     let rep =
         report::load(&reader, Some(outcome.run_id), report::DEFAULT_BLIND_DAYS).code(exit::IO)?;
+    drop(reader);
     write_out(&report::to_table(&rep), None)?;
-    if let Some(path) = report_json {
-        write_out(&report::to_json(&rep).code(exit::SOFTWARE)?, Some(&path))?;
+    if let Some(path) = &after.report_json {
+        write_out(&report::to_json(&rep).code(exit::SOFTWARE)?, Some(path))?;
     }
     if let Some(reason) = &outcome.halted {
         eprintln!(
@@ -106,7 +151,160 @@ fn finish_sweep(
             state_dir.display()
         );
     }
+    // Alerts: never fatal, never a change of the exit code.
+    match after.notify.resolve(state_dir, outcome.run_id) {
+        Ok(Some(cfg)) => {
+            let file = alert_report_file(state_dir, &rep, after.report_json.as_deref());
+            crate::notify::after_run(&cfg, state_dir, &rep, file.as_ref()).await;
+        }
+        Ok(None) => {}
+        Err(e) => tracing::warn!(
+            target: "pushscan::notify",
+            "run {}: alerts not sent: {e:#}",
+            outcome.run_id
+        ),
+    }
     Ok(outcome.exit_code)
+}
+
+/// The report file an alert points at and may attach: the `--report-json`
+/// file when given, else the run's JSON report written to
+/// `STATE/reports/run-N.json`. (This is the one place to hand the HTML
+/// report instead, with its content type.) `None` when it cannot be written:
+/// the alert then points at the journal only.
+fn alert_report_file(
+    state_dir: &Path,
+    rep: &report::RunReport,
+    report_json: Option<&Path>,
+) -> Option<crate::notify::ReportFile> {
+    let json = crate::notify::ReportFile {
+        path: PathBuf::new(),
+        content_type: "application/json".into(),
+    };
+    if let Some(p) = report_json {
+        return Some(crate::notify::ReportFile {
+            path: std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf()),
+            ..json
+        });
+    }
+    let dir = state_dir.join("reports");
+    let path = dir.join(format!("run-{}.json", rep.run.info.id));
+    let written = std::fs::create_dir_all(&dir)
+        .map_err(anyhow::Error::from)
+        .and_then(|_| report::to_json(rep))
+        .and_then(|text| std::fs::write(&path, text).map_err(anyhow::Error::from));
+    match written {
+        Ok(()) => Some(crate::notify::ReportFile {
+            path: std::path::absolute(&path).unwrap_or(path),
+            ..json
+        }),
+        Err(e) => {
+            tracing::warn!(
+                target: "pushscan::notify",
+                "cannot write {}: {e:#}; the alert points at the journal only",
+                path.display()
+            );
+            None
+        }
+    }
+}
+
+/// `pushscan notify test`: a test message through every configured channel.
+/// Exit 0 when all delivered, 1 when one failed.
+pub async fn notify_test(cfg: &crate::notify::NotifyConfig, source: &str) -> Result<i32, Fail> {
+    let deliveries = crate::notify::send_test(cfg, source).await;
+    let mut text = String::new();
+    for d in &deliveries {
+        match &d.error {
+            None => text.push_str(&format!(
+                "{:<8} {}  ok ({} attempt{})\n",
+                d.channel,
+                display(&d.target, 300),
+                d.attempts,
+                if d.attempts == 1 { "" } else { "s" }
+            )),
+            Some(e) => text.push_str(&format!(
+                "{:<8} {}  FAILED after {} attempt{}: {}\n",
+                d.channel,
+                display(&d.target, 300),
+                d.attempts,
+                if d.attempts == 1 { "" } else { "s" },
+                display(e, 500)
+            )),
+        }
+    }
+    write_out(&text, None)?;
+    Ok(if deliveries.iter().all(|d| d.error.is_none()) {
+        exit::OK
+    } else {
+        exit::DETECTED
+    })
+}
+
+/// Loads the alert settings of `notify test`: a file, or a playbook's section.
+pub fn notify_config(
+    file: Option<&Path>,
+    playbook: Option<&Path>,
+) -> Result<(crate::notify::NotifyConfig, String), Fail> {
+    match (file, playbook) {
+        (Some(f), _) => Ok((
+            crate::notify::NotifyConfig::load(f).code(exit::CONFIG)?,
+            f.display().to_string(),
+        )),
+        (None, Some(p)) => {
+            let pb = crate::playbook::Playbook::load(p).code(exit::CONFIG)?;
+            match pb.notify {
+                Some(n) => Ok((n, p.display().to_string())),
+                None => Err(Fail::new(
+                    exit::USAGE,
+                    anyhow::anyhow!("{} has no `notify:` section", p.display()),
+                )),
+            }
+        }
+        (None, None) => Err(Fail::new(
+            exit::USAGE,
+            anyhow::anyhow!("give --notify-config FILE or -p PLAYBOOK"),
+        )),
+    }
+}
+
+/// `pushscan notify log`: recorded alert deliveries.
+pub fn notify_log(state_dir: &Path, run: Option<i64>, json: bool) -> Result<i32, Fail> {
+    let reader = Reader::open(state_dir).code(exit::IO)?;
+    let rows = reader.notifications(run).code(exit::IO)?;
+    let text = if json {
+        serde_json::to_string_pretty(&rows).code(exit::SOFTWARE)? + "\n"
+    } else {
+        let mut t = String::from(
+            "RUN   AT                        KIND           CHANNEL  STATUS  TRIES  TARGET\n",
+        );
+        for r in &rows {
+            t.push_str(&format!(
+                "{:<5} {:<25} {:<14} {:<8} {:<7} {:>5}  {}\n",
+                r.run_id
+                    .map(|i| i.to_string())
+                    .unwrap_or_else(|| "-".into()),
+                r.at,
+                r.kind,
+                r.channel,
+                r.status,
+                r.attempts,
+                display(&r.target, 200)
+            ));
+            if !r.hosts.is_empty() {
+                t.push_str(&format!(
+                    "      hosts: {}\n",
+                    display(&r.hosts.join(", "), 300)
+                ));
+            }
+            if let Some(e) = &r.error {
+                t.push_str(&format!("      error: {}\n", display(e, 500)));
+            }
+        }
+        t
+    };
+    write_out(&text, None)?;
+    Ok(exit::OK)
 }
 
 /// `pushscan cleanup`: run `run`, the last run, or every run (`all`).
