@@ -711,6 +711,23 @@ fn webhook_is_retried_after_two_500s_and_posts_the_documented_json() {
         "no token in the journal"
     );
     assert!(!stderr.contains(TOKEN));
+
+    // Second sweep: PC-SALES-014 is old news, but PC-SALES-015 still has no
+    // result: an `incomplete` summary, naming no detection.
+    let out = fleet.sweep(&[], &[("PUSHSCAN_TEST_TOKEN", TOKEN)]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let reqs = hook.requests();
+    assert_eq!(reqs.len(), 4);
+    let b = reqs[3].json();
+    assert_eq!(b["event"], "incomplete");
+    assert_eq!(b["summary"], "run 2 incomplete: 1 of 2 host(s) not checked");
+    assert_eq!(b["detections"], json!([]));
+    assert_eq!(b["not_checked"][0]["host"], "PC-SALES-015");
+    let rows = fleet.notifications(Some(2));
+    assert_eq!(
+        (&rows[0]["kind"], &rows[0]["status"], &rows[0]["hosts"]),
+        (&json!("incomplete"), &json!("ok"), &json!([]))
+    );
 }
 
 #[test]

@@ -719,6 +719,21 @@ mod tests {
     }
 
     #[test]
+    fn the_readme_example_parses() {
+        let readme = include_str!("../../README.md");
+        let section = &readme[readme.find("## Alerts").unwrap()..];
+        let start = section.find("```yaml\n").unwrap() + 8;
+        let end = start + section[start..].find("```").unwrap();
+        let c = parse(&section[start..end]).unwrap();
+        assert_eq!(c.on.value, vec![Event::NewDetection, Event::Incomplete]);
+        let m = c.mail.unwrap();
+        assert_eq!((m.smtp.port(), m.to.value.len()), (587, 2));
+        assert!(m.attach_report);
+        let w = c.webhook.unwrap();
+        assert_eq!((w.format.value, w.retries), (Format::Generic, 3));
+    }
+
+    #[test]
     fn secrets_come_from_env_or_file() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("pw"), "s3cret\n").unwrap();
