@@ -541,13 +541,15 @@ fn init_logging(verbose: u8, format: LogFormat) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
+    // Colour codes only for a terminal: logs in files and pipes stay plain
+    // text (and never carry escape sequences). Under systemd (stderr is the
+    // journal: JOURNAL_STREAM), journald stamps each line itself.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let journald = std::env::var_os("JOURNAL_STREAM").is_some();
     let _ = match format {
         LogFormat::Json => builder.json().with_ansi(false).try_init(),
-        // Colour codes only for a terminal: logs in files and pipes stay
-        // plain text (and never carry escape sequences).
-        LogFormat::Plain => builder
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .try_init(),
+        LogFormat::Plain if journald => builder.without_time().with_ansi(false).try_init(),
+        LogFormat::Plain => builder.with_ansi(ansi).try_init(),
     };
 }
 

@@ -67,7 +67,7 @@ pub async fn send(cfg: &MailConfig, alert: &Alert, report: Option<&ReportFile>) 
 }
 
 fn retryable(e: &lettre::transport::smtp::Error) -> bool {
-    if e.is_permanent() || e.is_tls() || super::is_tls_failure(e) {
+    if e.is_permanent() || e.is_client() || e.is_tls() || super::is_tls_failure(e) {
         return false;
     }
     e.is_transient() || e.is_timeout() || !e.is_response()
