@@ -118,25 +118,65 @@ fn write_out(text: &str, output: Option<&Path>) -> Result<(), Fail> {
     }
 }
 
+/// What happens after a sweep or resume besides the terminal report.
+#[derive(Debug, Clone, Default)]
+pub struct AfterRun {
+    /// `--report FILE` (and `--report-json FILE`): report files to write.
+    pub reports: Vec<ReportTarget>,
+    /// Where the alert settings come from (default: the run's playbook).
+    pub notify: crate::notify::Source,
+}
+
 /// `pushscan sweep`: runs the sweep, prints the terminal report, and returns
 /// the fleet exit code (0 clean, 1 detection, 2 incomplete). `report_json`:
-/// also write the JSON report there (see [`sweep_with_reports`] for more).
+/// also write the JSON report there. Alerts come from the playbook's
+/// `notify:` section, if any (see [`sweep_with`] for more).
 pub async fn sweep(cfg: SweepConfig, report_json: Option<PathBuf>) -> Result<i32, Fail> {
-    let targets = report_json
+    let reports = report_json
         .into_iter()
         .map(|path| ReportTarget {
             path,
             format: Format::Json,
         })
         .collect();
-    sweep_with_reports(cfg, targets).await
+    sweep_with(
+        cfg,
+        &AfterRun {
+            reports,
+            ..AfterRun::default()
+        },
+    )
+    .await
 }
 
-/// [`sweep`], then write each of `reports` (HTML, JSON or CSV).
-pub async fn sweep_with_reports(cfg: SweepConfig, reports: Vec<ReportTarget>) -> Result<i32, Fail> {
+/// `pushscan sweep` with report files and alert settings: the sweep, the
+/// terminal report, each report file, then the alerts (which never change
+/// the exit code).
+pub async fn sweep_with(cfg: SweepConfig, after: &AfterRun) -> Result<i32, Fail> {
+    preflight_notify(&cfg.playbook, &after.notify)?;
     let state_dir = cfg.state_dir.clone();
     let outcome = sweep::sweep(cfg).await?;
-    finish_sweep(&state_dir, &outcome, &reports)
+    finish_sweep(&state_dir, &outcome, after).await
+}
+
+/// Alerts that cannot work are found before the sweep, not hours later: the
+/// secrets and CA files the playbook's `notify:` names must be readable now.
+/// (A `--notify-config` file is checked when it is loaded.) A playbook that
+/// does not load is left for the sweep to report.
+pub fn preflight_notify(playbook: &Path, source: &crate::notify::Source) -> Result<(), Fail> {
+    if let crate::notify::Source::RunPlaybook = source {
+        if let Ok(pb) = crate::playbook::Playbook::load(playbook) {
+            if let Some(n) = &pb.notify {
+                n.check_sources().map_err(|e| {
+                    Fail::new(
+                        exit::CONFIG,
+                        anyhow::anyhow!("{}: notify: {e:#}", playbook.display()),
+                    )
+                })?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// `pushscan resume`.
@@ -146,26 +186,30 @@ pub async fn resume(
     forks: Option<usize>,
     access: &sweep::Access,
     progress: crate::progress::Mode,
-    reports: Vec<ReportTarget>,
+    after: &AfterRun,
 ) -> Result<i32, Fail> {
     let outcome = sweep::resume(state_dir, run, forks, access, progress).await?;
-    finish_sweep(state_dir, &outcome, &reports)
+    finish_sweep(state_dir, &outcome, after).await
 }
 
-fn finish_sweep(
+async fn finish_sweep(
     state_dir: &Path,
     outcome: &sweep::SweepOutcome,
-    reports: &[ReportTarget],
+    after: &AfterRun,
 ) -> Result<i32, Fail> {
+    let reports = &after.reports;
+    let alerts = after.notify.resolve(state_dir, outcome.run_id);
     let reader = Reader::open(state_dir).code(exit::IO)?;
+    // The raw report texts are loaded for an HTML page: one asked for, or the
+    // one an alert points at.
     let opts = report::LoadOptions {
-        raw_cap: reports
-            .iter()
-            .any(|t| t.format == Format::Html)
-            .then_some(report::RAW_CAP),
+        raw_cap: (reports.iter().any(|t| t.format == Format::Html)
+            || matches!(alerts, Ok(Some(_))))
+        .then_some(report::RAW_CAP),
         ..report::LoadOptions::default()
     };
     let rep = report::load_with(&reader, Some(outcome.run_id), &opts).code(exit::IO)?;
+    drop(reader);
     write_out(&report::to_table(&rep), None)?;
     // Every report file is attempted; the first failure is returned once the
     // resume hint below has been printed.
@@ -197,6 +241,19 @@ fn finish_sweep(
             outcome.run_id,
             state_dir.display()
         );
+    }
+    // Alerts: never fatal, never a change of the exit code.
+    match alerts {
+        Ok(Some(cfg)) => {
+            let file = alert_report_file(state_dir, &rep, reports);
+            crate::notify::after_run(&cfg, state_dir, &rep, file.as_ref()).await;
+        }
+        Ok(None) => {}
+        Err(e) => tracing::warn!(
+            target: "pushscan::notify",
+            "run {}: alerts not sent: {e:#}",
+            outcome.run_id
+        ),
     }
     match failed {
         Some(e) => Err(e),
@@ -266,6 +323,151 @@ pub async fn inventory(
             };
             list::to_text(&list::host_json(host, export))
         }
+    };
+    write_out(&text, None)?;
+    Ok(exit::OK)
+}
+
+/// The report file an alert points at and may attach: the HTML report file
+/// of `--report` when given (else its JSON one), otherwise the run's HTML
+/// report written to `STATE/reports/run-N.html`. `None` when it cannot be
+/// written: the alert then points at the journal only.
+fn alert_report_file(
+    state_dir: &Path,
+    rep: &report::RunReport,
+    reports: &[ReportTarget],
+) -> Option<crate::notify::ReportFile> {
+    let content_type = |f: Format| match f {
+        Format::Html => "text/html; charset=utf-8",
+        Format::Json => "application/json",
+        Format::Csv => "text/csv; charset=utf-8",
+        Format::Table => "text/plain; charset=utf-8",
+    };
+    let given = reports
+        .iter()
+        .find(|t| t.format == Format::Html)
+        .or_else(|| reports.iter().find(|t| t.format == Format::Json));
+    if let Some(t) = given {
+        return Some(crate::notify::ReportFile {
+            path: std::path::absolute(&t.path).unwrap_or_else(|_| t.path.clone()),
+            content_type: content_type(t.format).into(),
+        });
+    }
+    let dir = state_dir.join("reports");
+    let path = dir.join(format!("run-{}.html", rep.run.info.id));
+    let written = std::fs::create_dir_all(&dir)
+        .map_err(|e| Fail::new(exit::IO, e))
+        .and_then(|_| render(rep, Format::Html, report::CsvOptions::default()))
+        .and_then(|text| write_out(&text, Some(&path)));
+    match written {
+        Ok(()) => Some(crate::notify::ReportFile {
+            path: std::path::absolute(&path).unwrap_or(path),
+            content_type: content_type(Format::Html).into(),
+        }),
+        Err(e) => {
+            tracing::warn!(
+                target: "pushscan::notify",
+                "cannot write {}: {e}; the alert points at the journal only",
+                path.display()
+            );
+            None
+        }
+    }
+}
+
+/// `pushscan notify test`: a test message through every configured channel.
+/// Exit 0 when all delivered, 1 when one failed.
+pub async fn notify_test(cfg: &crate::notify::NotifyConfig, source: &str) -> Result<i32, Fail> {
+    let deliveries = crate::notify::send_test(cfg, source).await;
+    let mut text = String::new();
+    for d in &deliveries {
+        match &d.error {
+            None => text.push_str(&format!(
+                "{:<8} {}  ok ({} attempt{})\n",
+                d.channel,
+                display(&d.target, 300),
+                d.attempts,
+                if d.attempts == 1 { "" } else { "s" }
+            )),
+            Some(e) => text.push_str(&format!(
+                "{:<8} {}  FAILED after {} attempt{}: {}\n",
+                d.channel,
+                display(&d.target, 300),
+                d.attempts,
+                if d.attempts == 1 { "" } else { "s" },
+                display(e, 500)
+            )),
+        }
+    }
+    write_out(&text, None)?;
+    Ok(if deliveries.iter().all(|d| d.error.is_none()) {
+        exit::OK
+    } else {
+        exit::DETECTED
+    })
+}
+
+/// Loads the alert settings of `notify test`: a file, or a playbook's section.
+pub fn notify_config(
+    file: Option<&Path>,
+    playbook: Option<&Path>,
+) -> Result<(crate::notify::NotifyConfig, String), Fail> {
+    match (file, playbook) {
+        (Some(f), _) => Ok((
+            crate::notify::NotifyConfig::load(f).code(exit::CONFIG)?,
+            f.display().to_string(),
+        )),
+        (None, Some(p)) => {
+            let pb = crate::playbook::Playbook::load(p).code(exit::CONFIG)?;
+            match pb.notify {
+                Some(n) => Ok((n, p.display().to_string())),
+                None => Err(Fail::new(
+                    exit::USAGE,
+                    anyhow::anyhow!("{} has no `notify:` section", p.display()),
+                )),
+            }
+        }
+        (None, None) => Err(Fail::new(
+            exit::USAGE,
+            anyhow::anyhow!("give --notify-config FILE or -p PLAYBOOK"),
+        )),
+    }
+}
+
+/// `pushscan notify log`: recorded alert deliveries.
+pub fn notify_log(state_dir: &Path, run: Option<i64>, json: bool) -> Result<i32, Fail> {
+    let reader = Reader::open(state_dir).code(exit::IO)?;
+    let rows = reader.notifications(run).code(exit::IO)?;
+    let text = if json {
+        serde_json::to_string_pretty(&rows).code(exit::SOFTWARE)? + "\n"
+    } else {
+        let mut t = String::from(
+            "RUN   AT                        KIND           CHANNEL  STATUS  TRIES  TARGET\n",
+        );
+        for r in &rows {
+            t.push_str(&format!(
+                "{:<5} {:<25} {:<14} {:<8} {:<7} {:>5}  {}\n",
+                r.run_id
+                    .map(|i| i.to_string())
+                    .unwrap_or_else(|| "-".into()),
+                r.at,
+                r.kind,
+                r.channel,
+                r.status,
+                r.attempts,
+                display(&r.target, 200)
+            ));
+            if !r.hosts.is_empty() {
+                t.push_str(&format!(
+                    "      hosts: {}\n",
+                    display(&r.hosts.join(", "), 300)
+                ));
+            }
+            if let Some(e) = &r.error {
+                t.push_str(&format!("      error: {}\n", display(e, 500)));
+            }
+        }
+        t
     };
     write_out(&text, None)?;
     Ok(exit::OK)

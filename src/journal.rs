@@ -108,6 +108,19 @@ CREATE TABLE IF NOT EXISTS processes(
     registry_key TEXT,
     PRIMARY KEY(report_id, idx)
 );
+CREATE TABLE IF NOT EXISTS notifications(
+    id INTEGER PRIMARY KEY,
+    run_id INTEGER,
+    kind TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    target TEXT NOT NULL,
+    status TEXT NOT NULL,
+    attempts INTEGER NOT NULL,
+    error TEXT,
+    hosts TEXT NOT NULL DEFAULT '[]',
+    at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS notifications_by_run ON notifications(run_id, channel);
 "#;
 
 type WriteFn = Box<dyn FnOnce(&Transaction<'_>) -> rusqlite::Result<i64> + Send>;
@@ -536,7 +549,7 @@ impl Journal {
                     "DELETE FROM processes WHERE report_id IN (SELECT id FROM reports WHERE run_id=?1)",
                     [id],
                 )?;
-                for table in ["reports", "steps", "hosts"] {
+                for table in ["reports", "steps", "hosts", "notifications"] {
                     tx.execute(&format!("DELETE FROM {table} WHERE run_id=?1"), [id])?;
                 }
                 tx.execute("DELETE FROM runs WHERE id=?1", [id])?;
@@ -558,6 +571,31 @@ impl Journal {
         })
         .await
         .map(|_| ())
+    }
+
+    /// Records one alert delivery (alerts: `notify.rs`). No secret is in it:
+    /// the target is the server and recipients or the redacted URL.
+    pub async fn record_notification(&self, n: NewNotification) -> Result<i64> {
+        self.write(move |tx| {
+            tx.execute(
+                "INSERT INTO notifications(run_id, kind, channel, target, status, attempts, error,
+                    hosts, at)
+                 VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9)",
+                params![
+                    n.run_id,
+                    n.kind,
+                    n.channel,
+                    n.target,
+                    n.status,
+                    n.attempts,
+                    n.error,
+                    serde_json::to_string(&n.hosts).unwrap_or_else(|_| "[]".into()),
+                    now(),
+                ],
+            )?;
+            Ok(tx.last_insert_rowid())
+        })
+        .await
     }
 
     /// The planned wave of each of `hosts` in `run_id` (`None`: not staged).
@@ -721,6 +759,37 @@ pub struct NewRun {
     pub hosts: Vec<RunHost>,
     /// The effective rollout (JSON), when the run is staged.
     pub rollout: Option<String>,
+}
+
+/// One alert delivery about to be recorded.
+pub struct NewNotification {
+    pub run_id: Option<i64>,
+    /// `new_detection`, `incomplete` (or `test`).
+    pub kind: String,
+    /// `mail` or `webhook`.
+    pub channel: String,
+    pub target: String,
+    /// `ok` or `failed`.
+    pub status: String,
+    pub attempts: i64,
+    pub error: Option<String>,
+    /// The hosts the message named.
+    pub hosts: Vec<String>,
+}
+
+/// One recorded alert delivery.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct NotificationRecord {
+    pub id: i64,
+    pub run_id: Option<i64>,
+    pub kind: String,
+    pub channel: String,
+    pub target: String,
+    pub status: String,
+    pub attempts: i64,
+    pub error: Option<String>,
+    pub hosts: Vec<String>,
+    pub at: String,
 }
 
 /// A targeted host as recorded at run start.
@@ -996,6 +1065,83 @@ impl Reader {
             )
             .optional()?;
         Ok(c.as_deref().and_then(HostClass::parse))
+    }
+
+    /// The last run before `before_run` in which `host` was checked clean.
+    pub fn last_clean_run(&self, host: &str, before_run: i64) -> Result<Option<i64>> {
+        self.conn
+            .query_row(
+                "SELECT MAX(run_id) FROM hosts WHERE host=?1 AND run_id<?2 AND class='not_detected'",
+                params![host, before_run],
+                |r| r.get(0),
+            )
+            .map_err(Into::into)
+    }
+
+    /// Whether a delivered detection alert on `channel` named `host` in a run
+    /// after `after_run` and up to `upto_run`.
+    pub fn alerted(
+        &self,
+        channel: &str,
+        host: &str,
+        after_run: i64,
+        upto_run: i64,
+    ) -> Result<bool> {
+        if !self.has_table("notifications")? {
+            return Ok(false);
+        }
+        let mut st = self.conn.prepare(
+            "SELECT hosts FROM notifications WHERE channel=?1 AND status='ok'
+               AND kind='new_detection' AND run_id>?2 AND run_id<=?3",
+        )?;
+        let rows = st.query_map(params![channel, after_run, upto_run], |r| {
+            r.get::<_, String>(0)
+        })?;
+        for hosts in rows {
+            let hosts: Vec<String> = serde_json::from_str(&hosts?).unwrap_or_default();
+            if hosts.iter().any(|h| h == host) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Recorded alert deliveries, oldest first: of run `run`, or all.
+    pub fn notifications(&self, run: Option<i64>) -> Result<Vec<NotificationRecord>> {
+        if !self.has_table("notifications")? {
+            return Ok(Vec::new());
+        }
+        let mut st = self.conn.prepare(
+            "SELECT id, run_id, kind, channel, target, status, attempts, error, hosts, at
+             FROM notifications WHERE (?1 IS NULL OR run_id=?1) ORDER BY id",
+        )?;
+        let rows = st.query_map([run], |r| {
+            let hosts: String = r.get(8)?;
+            Ok(NotificationRecord {
+                id: r.get(0)?,
+                run_id: r.get(1)?,
+                kind: r.get(2)?,
+                channel: r.get(3)?,
+                target: r.get(4)?,
+                status: r.get(5)?,
+                attempts: r.get(6)?,
+                error: r.get(7)?,
+                hosts: serde_json::from_str(&hosts).unwrap_or_default(),
+                at: r.get(9)?,
+            })
+        })?;
+        rows.collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(Into::into)
+    }
+
+    /// A journal written before a table existed (read-only: not migrated here).
+    fn has_table(&self, name: &str) -> Result<bool> {
+        let n: i64 = self.conn.query_row(
+            "SELECT COUNT(*) FROM sqlite_master WHERE type='table' AND name=?1",
+            [name],
+            |r| r.get(0),
+        )?;
+        Ok(n > 0)
     }
 
     /// When `host` was last checked successfully (detected or not), in any run.

@@ -35,6 +35,10 @@ struct Cli {
     /// More log output on stderr (-v info, -vv debug). RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     verbose: u8,
+    /// Log lines on stderr: plain text with a level (journald, files), or one JSON
+    /// object a line (log collectors).
+    #[arg(long, value_enum, default_value = "plain", global = true)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -45,8 +49,11 @@ enum Command {
     #[command(after_help = concat!(
         "Example:\n  pushscan sweep -i inventories/localhost.yml -p playbooks/demo-local.yml\n  ",
         "pushscan sweep -i hosts.ini -p playbooks/emocheck-ssh.yml --limit 'web:&tokyo:!web3' --forks 100\n  ",
-        "pushscan sweep -i hosts.yml -p pb.yml --report report.html --report run.csv\n\n",
+        "pushscan sweep -i hosts.yml -p pb.yml --report report.html --report run.csv\n  ",
+        "pushscan sweep -i hosts.yml -p pb.yml --notify-config /etc/pushscan/notify.yml --every 4h --jitter 10m\n\n",
         "Secrets: the SSH password comes from PUSHSCAN_SSH_PASSWORD or --ask-pass, never from a flag.\n\n",
+        "--every: one sweep at a time, forever; SIGTERM/Ctrl-C stops it (exit 0) between sweeps at once,\n",
+        "during a sweep after the sweep's graceful stop.\n\n",
         "Exit codes: 0 clean, 1 detection, 2 some hosts not checked, 64+ errors (see pushscan --help)."
     ))]
     Sweep(SweepArgs),
@@ -157,6 +164,8 @@ enum Command {
         conn: ConnArgs,
         #[command(flatten)]
         out: OutputArgs,
+        #[command(flatten)]
+        notify: NotifyArgs,
     },
     /// Remove from hosts what the journal says a run may have left there (temp files, ...).
     #[command(
@@ -199,6 +208,11 @@ enum Command {
         #[command(flatten)]
         state: StateArgs,
     },
+    /// Alerts: send a test message through every channel, or list past deliveries.
+    Notify {
+        #[command(subcommand)]
+        command: NotifyCommand,
+    },
     /// Print the SHA-256 of a checker binary, to pin it in a playbook.
     #[command(
         after_help = "Examples:\n  pushscan pin lab/checker/emocheck-sim.sh\n  pushscan pin checkers/emocheck_x64.exe --playbook playbooks/emocheck.yml\n  pushscan pin checkers/emocheck_x86.exe --playbook playbooks/emocheck.yml --x86"
@@ -214,6 +228,71 @@ enum Command {
         #[arg(long, requires = "playbook")]
         x86: bool,
     },
+}
+
+#[derive(Subcommand)]
+enum NotifyCommand {
+    /// Send a test message through every configured channel; report each ok/failed.
+    #[command(
+        after_help = "Examples:\n  pushscan notify test --notify-config /etc/pushscan/notify.yml\n  pushscan notify test -p playbooks/emocheck.yml\n\nExit codes: 0 every channel delivered, 1 a channel failed, 64/65 no or invalid settings."
+    )]
+    Test {
+        /// Alert settings file (the content of a playbook's notify: section).
+        #[arg(long, value_name = "FILE", env = "PUSHSCAN_NOTIFY_CONFIG")]
+        notify_config: Option<PathBuf>,
+        /// Take the settings from this playbook's notify: section.
+        #[arg(short, long, value_name = "FILE")]
+        playbook: Option<PathBuf>,
+    },
+    /// List recorded alert deliveries (channel, target, status, attempts, error).
+    #[command(after_help = "Example:\n  pushscan notify log --run 12")]
+    Log {
+        /// Only this run's deliveries.
+        #[arg(long, value_name = "ID")]
+        run: Option<i64>,
+        /// JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        state: StateArgs,
+    },
+}
+
+/// Alerts after a sweep or resume.
+#[derive(Args)]
+struct NotifyArgs {
+    /// Alert settings (YAML: the content of a playbook's notify: section); replaces the
+    /// playbook's notify: section.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "PUSHSCAN_NOTIFY_CONFIG",
+        help_heading = "Alerts"
+    )]
+    notify_config: Option<PathBuf>,
+    /// Send no alert for this run, whatever is configured.
+    #[arg(long, help_heading = "Alerts")]
+    no_notify: bool,
+}
+
+impl NotifyArgs {
+    /// Loads and checks a --notify-config file now, before any sweep.
+    fn source(&self) -> Result<pushscan::notify::Source, exit::Fail> {
+        use pushscan::notify::{NotifyConfig, Source};
+        if self.no_notify {
+            return Ok(Source::Off);
+        }
+        match &self.notify_config {
+            None => Ok(Source::RunPlaybook),
+            Some(p) => {
+                let cfg = NotifyConfig::load(p).map_err(|e| exit::Fail::new(exit::CONFIG, e))?;
+                cfg.check_sources().map_err(|e| {
+                    exit::Fail::new(exit::CONFIG, anyhow::anyhow!("{}: {e:#}", p.display()))
+                })?;
+                Ok(Source::File(Arc::new(cfg), p.clone()))
+            }
+        }
+    }
 }
 
 #[derive(Args)]
@@ -253,7 +332,15 @@ struct SweepArgs {
     #[command(flatten)]
     out: OutputArgs,
     #[command(flatten)]
+    notify: NotifyArgs,
+    #[command(flatten)]
     rollout: RolloutArgs,
+    /// Sweep again every DURATION (4h, 30m), one sweep at a time, until SIGTERM/Ctrl-C.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, help_heading = "Unattended")]
+    every: Option<Duration>,
+    /// Delay each periodic sweep by a random time in [0, DURATION).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, requires = "every", help_heading = "Unattended")]
+    jitter: Option<Duration>,
 }
 
 /// Staged rollout: overrides of the playbook's `rollout:` section.
@@ -488,6 +575,12 @@ enum ReportFormat {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Plain,
+    Json,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
 enum ProgressArg {
     Auto,
     Lines,
@@ -500,7 +593,7 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.verbose);
+    init_logging(cli.verbose, cli.log_format);
     let code = match run(cli) {
         Ok(code) => code,
         Err(fail) => {
@@ -511,21 +604,28 @@ fn main() -> ExitCode {
     ExitCode::from(u8::try_from(code).unwrap_or(70))
 }
 
-fn init_logging(verbose: u8) {
+fn init_logging(verbose: u8, format: LogFormat) {
+    // Alert deliveries and the periodic loop's own lines are shown by default.
     let default = match verbose {
-        0 => "warn",
+        0 => "warn,pushscan::notify=info,pushscan::schedule=info",
         1 => "info",
         _ => "debug",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        // Colour codes only for a terminal: logs in files and pipes stay
-        // plain text (and never carry escape sequences).
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
+        .with_writer(std::io::stderr);
+    // Colour codes only for a terminal: logs in files and pipes stay plain
+    // text (and never carry escape sequences). Under systemd (stderr is the
+    // journal: JOURNAL_STREAM), journald stamps each line itself.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let journald = std::env::var_os("JOURNAL_STREAM").is_some();
+    let _ = match format {
+        LogFormat::Json => builder.json().with_ansi(false).try_init(),
+        LogFormat::Plain if journald => builder.without_time().with_ansi(false).try_init(),
+        LogFormat::Plain => builder.with_ansi(ansi).try_init(),
+    };
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, exit::Fail> {
@@ -549,6 +649,10 @@ fn run(cli: Cli) -> Result<i32, exit::Fail> {
             let rollout = a.rollout.overrides()?;
             let reports = a.out.targets()?;
             let access = access(&a.conn)?;
+            let after = app::AfterRun {
+                reports,
+                notify: a.notify.source()?,
+            };
             let cfg = SweepConfig {
                 inventory: a.inventory,
                 playbook: a.playbook,
@@ -559,7 +663,16 @@ fn run(cli: Cli) -> Result<i32, exit::Fail> {
                 progress: progress_mode(a.out.progress),
                 rollout,
             };
-            runtime()?.block_on(app::sweep_with_reports(cfg, reports))
+            match a.every {
+                Some(every) => {
+                    let sched = pushscan::schedule::Schedule {
+                        every,
+                        jitter: a.jitter.unwrap_or(Duration::ZERO),
+                    };
+                    runtime()?.block_on(pushscan::schedule::run(cfg, after, sched))
+                }
+                None => runtime()?.block_on(app::sweep_with(cfg, &after)),
+            }
         }
         Command::Plan {
             inventory,
@@ -596,16 +709,21 @@ fn run(cli: Cli) -> Result<i32, exit::Fail> {
             state,
             conn,
             out,
+            notify,
         } => {
             let reports = out.targets()?;
             let access = access(&conn)?;
+            let after = app::AfterRun {
+                reports,
+                notify: notify.source()?,
+            };
             runtime()?.block_on(app::resume(
                 &state.dir(),
                 run,
                 forks,
                 &access,
                 progress_mode(out.progress),
-                reports,
+                &after,
             ))
         }
         Command::Cleanup {
@@ -657,6 +775,17 @@ fn run(cli: Cli) -> Result<i32, exit::Fail> {
             )
         }
         Command::Runs { limit, json, state } => app::runs(&state.dir(), limit, json),
+        Command::Notify { command } => match command {
+            NotifyCommand::Test {
+                notify_config,
+                playbook,
+            } => {
+                let (cfg, source) =
+                    app::notify_config(notify_config.as_deref(), playbook.as_deref())?;
+                runtime()?.block_on(app::notify_test(&cfg, &source))
+            }
+            NotifyCommand::Log { run, json, state } => app::notify_log(&state.dir(), run, json),
+        },
         Command::Pin {
             file,
             playbook,

@@ -131,6 +131,8 @@ struct RawPlaybook {
     cleanup: Cleanup,
     #[serde(default)]
     rollout: Option<crate::rollout::Rollout>,
+    #[serde(default)]
+    notify: Option<crate::notify::NotifyConfig>,
 }
 
 /// A loaded, validated playbook.
@@ -157,6 +159,8 @@ pub struct Playbook {
     pub cleanup: Cleanup,
     /// Staged waves (default: one wave of every host).
     pub rollout: crate::rollout::Rollout,
+    /// Alerts after each run (`notify.rs`), unless `--notify-config` replaces them.
+    pub notify: Option<crate::notify::NotifyConfig>,
 }
 
 /// A playbook error, located when the YAML parser knows where.
@@ -264,6 +268,15 @@ impl Playbook {
         }
         let rollout = raw.rollout.unwrap_or_default();
         rollout.check().map_err(err)?;
+        if let Some(n) = &raw.notify {
+            n.check(crate::notify::Origin::Playbook)
+                .map_err(|e| PlaybookError {
+                    file: source.to_path_buf(),
+                    line: e.line,
+                    col: e.col,
+                    message: format!("notify: {}", e.message),
+                })?;
+        }
         let mut checker = raw.checker;
         checker.sha256 = pin;
         let run_dir = raw
@@ -285,6 +298,7 @@ impl Playbook {
             results: raw.results,
             cleanup: raw.cleanup,
             rollout,
+            notify: raw.notify,
         })
     }
 
@@ -418,7 +432,7 @@ pub fn sha256_file(path: &Path) -> std::io::Result<(String, u64)> {
 
 /// serde-saphyr's message carries a source excerpt; keep only its first line
 /// without the "line N column M" prefix (we print file:line:col ourselves).
-fn first_message_line(msg: &str) -> String {
+pub(crate) fn first_message_line(msg: &str) -> String {
     let first = msg.lines().next().unwrap_or(msg).trim();
     let first = first.strip_prefix("error: ").unwrap_or(first);
     match first.find(": ") {
@@ -549,6 +563,36 @@ mod tests {
         let s = e.to_string();
         assert!(s.starts_with("p.yml:10:1: "), "{s}");
         assert!(s.contains("cleanpu"), "{s}");
+    }
+
+    #[test]
+    fn notify_section_is_checked_and_located() {
+        let pb = Playbook::parse(
+            &yaml("notify:\n  webhook:\n    url_env: HOOK\n    format: slack\n"),
+            Path::new("p.yml"),
+        )
+        .unwrap();
+        assert!(pb.notify.is_some());
+        let e = Playbook::parse(
+            &yaml("notify:\n  webhook:\n    url: http://example.com/hook\n"),
+            Path::new("p.yml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("p.yml:12:10: notify: ") && e.contains("https"),
+            "{e}"
+        );
+        let e = Playbook::parse(
+            &yaml("notify:\n  mail:\n    smtp: {host: h, username: u, password: x}\n"),
+            Path::new("p.yml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("p.yml:12:") && e.contains("password_env"),
+            "{e}"
+        );
     }
 
     #[test]
