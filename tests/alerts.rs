@@ -498,7 +498,7 @@ fn mail_names_new_detections_once_and_again_only_with_repeat() {
         "Run 1: finished (exit code 1)",
         &format!("state dir   {state}"),
         &format!("pushscan report --run 1 --state-dir {state}"),
-        &format!("report file {state}/reports/run-1.json"),
+        &format!("report file {state}/reports/run-1.html"),
     ] {
         assert!(body.contains(want), "body lacks {want:?}:\n{body}");
     }
@@ -506,13 +506,25 @@ fn mail_names_new_detections_once_and_again_only_with_repeat() {
         !body.contains("PC-SALES-015"),
         "a clean host is not named:\n{body}"
     );
-    // The run's JSON report rides along.
+    // The run's HTML report rides along (self-contained: it opens offline).
     let att = m["attachments"].as_array().unwrap();
     assert_eq!(att.len(), 1);
-    assert_eq!(att[0]["filename"], "run-1.json");
-    assert_eq!(att[0]["content_type"], "application/json");
-    let rep: Value = serde_json::from_str(att[0]["content"].as_str().unwrap()).unwrap();
-    assert_eq!(rep["run"]["id"], 1);
+    assert_eq!(att[0]["filename"], "run-1.html");
+    assert!(
+        att[0]["content_type"]
+            .as_str()
+            .unwrap()
+            .starts_with("text/html"),
+        "{}",
+        att[0]["content_type"]
+    );
+    let html = att[0]["content"].as_str().unwrap();
+    assert!(
+        html.starts_with("<!DOCTYPE html>"),
+        "{}",
+        &html[..html.len().min(200)]
+    );
+    assert!(html.contains("PC-SALES-014") && html.contains("msrdpsvc.exe"));
 
     let rows = fleet.notifications(Some(1));
     assert_eq!(rows.len(), 1, "{rows:?}");
@@ -681,7 +693,7 @@ fn webhook_is_retried_after_two_500s_and_posts_the_documented_json() {
     );
     assert_eq!(
         b["report"]["report_file"],
-        format!("{state}/reports/run-1.json")
+        format!("{state}/reports/run-1.html")
     );
     let t = b["text"].as_str().unwrap();
     assert!(

@@ -17,9 +17,9 @@ use serde::Serialize;
 use crate::report::{HostEntry, RunReport};
 use crate::sanitize::display;
 
-/// A file holding the run's full report, to point at and to attach. Today
-/// the JSON report; the HTML report can take its place by handing another
-/// path and content type.
+/// A file holding the run's full report, to point at and to attach: the
+/// run's HTML report (or the JSON one the operator asked for); see
+/// `app::alert_report_file`.
 #[derive(Debug, Clone)]
 pub struct ReportFile {
     pub path: PathBuf,
