@@ -220,7 +220,7 @@ fn human(d: Duration) -> String {
 async fn watch_signals(stop: watch::Sender<bool>) {
     let mut seen = 0;
     loop {
-        if !next_signal().await {
+        if !crate::sweep::next_interrupt().await {
             return;
         }
         seen += 1;
@@ -235,24 +235,6 @@ async fn watch_signals(stop: watch::Sender<bool>) {
             std::process::exit(130);
         }
     }
-}
-
-#[cfg(unix)]
-async fn next_signal() -> bool {
-    use tokio::signal::unix::{signal, SignalKind};
-    let Ok(mut term) = signal(SignalKind::terminate()) else {
-        return tokio::signal::ctrl_c().await.is_ok();
-    };
-    tokio::select! {
-        r = tokio::signal::ctrl_c() => r.is_ok(),
-        r = term.recv() => r.is_some(),
-    }
-}
-
-/// Windows: Ctrl-C (and Ctrl-Break through the console) only.
-#[cfg(not(unix))]
-async fn next_signal() -> bool {
-    tokio::signal::ctrl_c().await.is_ok()
 }
 
 #[cfg(test)]

@@ -762,8 +762,10 @@ async fn watch_interrupts(stop: watch::Sender<bool>) {
     }
 }
 
+/// The next Ctrl-C or SIGTERM (Windows: Ctrl-C and Ctrl-Break); `false` when
+/// signals cannot be watched. Shared with the periodic loop (`schedule.rs`).
 #[cfg(unix)]
-async fn next_interrupt() -> bool {
+pub(crate) async fn next_interrupt() -> bool {
     use tokio::signal::unix::{signal, SignalKind};
     let Ok(mut term) = signal(SignalKind::terminate()) else {
         return tokio::signal::ctrl_c().await.is_ok();
@@ -775,6 +777,6 @@ async fn next_interrupt() -> bool {
 }
 
 #[cfg(not(unix))]
-async fn next_interrupt() -> bool {
+pub(crate) async fn next_interrupt() -> bool {
     tokio::signal::ctrl_c().await.is_ok()
 }
