@@ -263,15 +263,8 @@ fn config_errors_name_file_line_and_column() {
 
 #[test]
 fn parse_prints_one_json_object_per_file() {
-    let samples = Path::new(ROOT).join("../shared/emocheck/samples");
-    let samples = if samples.exists() {
-        samples
-    } else {
-        PathBuf::from(std::env::var("PUSHSCAN_SHARED_DIR").expect(
-            "EmoCheck samples not found: expected ../shared/emocheck/samples beside the repo, or set PUSHSCAN_SHARED_DIR",
-        ))
-        .join("emocheck/samples")
-    };
+    // The shared EmoCheck samples, copied into the repository (see tests/parser_samples.rs).
+    let samples = Path::new(ROOT).join("tests/fixtures/emocheck");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&samples)
         .unwrap()
         .map(|e| e.unwrap().path())

@@ -1,9 +1,10 @@
 //! Parses every shared EmoCheck sample report and checks each field exactly.
 //!
-//! The samples live outside the crate (`../shared/emocheck/samples` next to
-//! the worktree) because several worktrees share them. A missing directory is
-//! a failure, not a skip: a parser test that silently checks nothing would
-//! hide a broken checkout.
+//! The samples are the EmoCheck reports of the project's shared material
+//! (`../shared/emocheck/samples`), copied into `tests/fixtures/emocheck/` so that a
+//! clean clone tests them wherever it is checked out. A missing directory is a
+//! failure, not a skip: a parser test that silently checks nothing would hide a
+//! broken checkout.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -11,32 +12,12 @@ use std::path::PathBuf;
 use pushscan::model::{ParsedReport, Process, ReportStatus};
 use pushscan::parser::emocheck::{name_stamp, parse};
 
-const NEXT_TO_CRATE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/emocheck/samples");
+const SAMPLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/emocheck");
 
 fn samples_dir() -> PathBuf {
-    let beside = PathBuf::from(NEXT_TO_CRATE);
-    if beside.is_dir() {
-        return beside;
-    }
-    // PUSHSCAN_SHARED_DIR names the shared directory; the samples directory
-    // itself is accepted too.
-    if let Some(shared) = std::env::var_os("PUSHSCAN_SHARED_DIR") {
-        let shared = PathBuf::from(shared);
-        for candidate in [shared.join("emocheck").join("samples"), shared.clone()] {
-            if candidate.is_dir() {
-                return candidate;
-            }
-        }
-        panic!(
-            "EmoCheck samples not found: expected {NEXT_TO_CRATE} or \
-             $PUSHSCAN_SHARED_DIR/emocheck/samples (PUSHSCAN_SHARED_DIR={})",
-            shared.display()
-        );
-    }
-    panic!(
-        "EmoCheck samples not found: expected {NEXT_TO_CRATE}, or set \
-         PUSHSCAN_SHARED_DIR to the directory holding emocheck/samples"
-    );
+    let dir = PathBuf::from(SAMPLES);
+    assert!(dir.is_dir(), "EmoCheck samples not found in {SAMPLES}");
+    dir
 }
 
 struct Expected {
