@@ -637,7 +637,7 @@ pub fn parse(files: &[PathBuf], json: bool) -> Result<i32, Fail> {
                 t.push_str(&format!(
                     "    {}  PID {}  {}  {}\n",
                     display(&pr.name, 120),
-                    pr.pid.map(|x| x.to_string()).unwrap_or_else(|| "?".into()),
+                    pr.pid_text(),
                     display(&pr.image_path, 300),
                     display(pr.registry_key.as_deref().unwrap_or("-"), 300)
                 ));

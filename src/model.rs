@@ -95,6 +95,24 @@ pub struct Process {
     pub registry_key: Option<String>,
 }
 
+impl Process {
+    /// The PID for a person to read: `?` when the report had none.
+    pub fn pid_text(&self) -> String {
+        self.pid
+            .map(|x| x.to_string())
+            .unwrap_or_else(|| "?".into())
+    }
+
+    /// The image path for a person to read: `?` when the report had none.
+    pub fn image_text(&self) -> &str {
+        if self.image_path.is_empty() {
+            "?"
+        } else {
+            &self.image_path
+        }
+    }
+}
+
 /// What one report file says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -312,15 +312,8 @@ impl Alert {
                     out,
                     "  process     {}\n  PID         {}\n  image path  {}\n  run key     {}",
                     display(&p.name, 200),
-                    p.pid.map(|x| x.to_string()).unwrap_or_else(|| "?".into()),
-                    display(
-                        if p.image_path.is_empty() {
-                            "?"
-                        } else {
-                            &p.image_path
-                        },
-                        400
-                    ),
+                    p.pid_text(),
+                    display(p.image_text(), 400),
                     display(p.registry_key.as_deref().unwrap_or("-"), 400)
                 );
             }
@@ -414,7 +407,7 @@ impl Alert {
                     line,
                     " — {} PID {} {} run key {}",
                     code(&p.name, 120),
-                    p.pid.map(|x| x.to_string()).unwrap_or_else(|| "?".into()),
+                    p.pid_text(),
                     code(&p.image_path, 300),
                     code(p.registry_key.as_deref().unwrap_or("-"), 300)
                 );

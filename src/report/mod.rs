@@ -467,15 +467,8 @@ pub fn to_table(r: &RunReport) -> String {
                     out,
                     "      process {}  PID {}\n      image   {}\n      run key {}",
                     display(&p.name, 120),
-                    p.pid.map(|x| x.to_string()).unwrap_or_else(|| "?".into()),
-                    display(
-                        if p.image_path.is_empty() {
-                            "?"
-                        } else {
-                            &p.image_path
-                        },
-                        300
-                    ),
+                    p.pid_text(),
+                    display(p.image_text(), 300),
                     display(p.registry_key.as_deref().unwrap_or("-"), 300),
                 );
             }
@@ -631,7 +624,7 @@ fn write_processes(out: &mut String, indent: &str, procs: &[Process]) {
             out,
             "{indent}process {}  PID {}  image {}  run key {}",
             display(&p.name, 120),
-            p.pid.map(|x| x.to_string()).unwrap_or_else(|| "?".into()),
+            p.pid_text(),
             display(&p.image_path, 300),
             display(p.registry_key.as_deref().unwrap_or("-"), 300)
         );
