@@ -5,6 +5,7 @@ pub mod credentials;
 pub mod exit;
 pub mod inventory;
 pub mod journal;
+pub mod limits;
 mod located;
 pub mod model;
 pub mod notify;

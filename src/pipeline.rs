@@ -676,7 +676,8 @@ async fn cleanup(
 }
 
 /// Writes a fetched report under `evidence/<host>/<name>`, both names
-/// sanitized, never overwriting and never following a link.
+/// sanitized, never overwriting and never following a link. One blocking
+/// task for the whole job (directory, create, write), not one per call.
 async fn store_evidence(
     dir: &Path,
     host: &str,
@@ -684,23 +685,32 @@ async fn store_evidence(
     bytes: &[u8],
 ) -> std::io::Result<PathBuf> {
     let host_dir = dir.join(sanitize::file_name(host));
-    tokio::fs::create_dir_all(&host_dir).await?;
     let base = sanitize::file_name(name);
+    let bytes = bytes.to_vec();
+    tokio::task::spawn_blocking(move || store_evidence_blocking(&host_dir, &base, &bytes))
+        .await
+        .map_err(std::io::Error::other)?
+}
+
+fn store_evidence_blocking(host_dir: &Path, base: &str, bytes: &[u8]) -> std::io::Result<PathBuf> {
+    use std::io::Write as _;
+    std::fs::create_dir_all(host_dir)?;
     for n in 0..1000 {
         let candidate = if n == 0 {
-            host_dir.join(&base)
+            host_dir.join(base)
         } else {
             host_dir.join(format!("{n}-{base}"))
         };
-        let mut opts = tokio::fs::OpenOptions::new();
+        let mut opts = std::fs::OpenOptions::new();
         opts.write(true).create_new(true);
         #[cfg(unix)]
-        opts.mode(0o600);
-        match opts.open(&candidate).await {
+        {
+            use std::os::unix::fs::OpenOptionsExt as _;
+            opts.mode(0o600);
+        }
+        match opts.open(&candidate) {
             Ok(mut f) => {
-                use tokio::io::AsyncWriteExt;
-                f.write_all(bytes).await?;
-                f.flush().await?;
+                f.write_all(bytes)?;
                 return Ok(candidate);
             }
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,

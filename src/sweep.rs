@@ -468,6 +468,16 @@ async fn execute(
             rollout.describe()
         ));
     }
+    if let Some(limit) = crate::limits::raise_open_files() {
+        let room = crate::limits::max_in_flight(limit);
+        if (forks as u64) > room {
+            progress.note(&format!(
+                "warning: --forks {forks} may need more open files than the limit of {limit} \
+                 allows (room for about {room} hosts in flight); raise `ulimit -n` \
+                 (hard limit) or lower --forks"
+            ));
+        }
+    }
     let sem = Arc::new(Semaphore::new(forks.max(1)));
     let mut interrupted = false;
     let mut halt: Option<String> = None;

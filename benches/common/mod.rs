@@ -166,3 +166,115 @@ pub fn newest_source(dir: &Path) -> Option<SystemTime> {
     }
     newest
 }
+
+// ------------------------------------------------------------------------------------------
+// Process trees: CPU and memory of a tool that forks (Ansible workers, ssh clients, an SSH
+// ControlPersist master that detaches), measured the same way as a single-process tool.
+// ------------------------------------------------------------------------------------------
+
+/// Makes this process the reaper of its orphaned descendants (`PR_SET_CHILD_SUBREAPER`): a
+/// detached `ssh` ControlPersist master is re-parented to us, not to init, so the benchmark can
+/// stop it after the run, and its CPU is counted in our rusage.
+pub fn become_subreaper() -> std::io::Result<()> {
+    // SAFETY: prctl with an integer argument; no pointers.
+    let r = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// pid -> parent pid of every process on the machine.
+pub fn parent_map() -> std::collections::HashMap<u32, u32> {
+    let mut map = std::collections::HashMap::new();
+    if let Ok(dir) = fs::read_dir("/proc") {
+        for e in dir.flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+                continue;
+            };
+            if let Some(ppid) = proc_stat(pid).and_then(|f| f.get(1)?.parse::<u32>().ok()) {
+                map.insert(pid, ppid);
+            }
+        }
+    }
+    map
+}
+
+/// `roots` and all their descendants, from a [`parent_map`].
+pub fn tree_of(map: &std::collections::HashMap<u32, u32>, roots: &[u32]) -> Vec<u32> {
+    let mut children: std::collections::HashMap<u32, Vec<u32>> = std::collections::HashMap::new();
+    for (&pid, &ppid) in map {
+        children.entry(ppid).or_default().push(pid);
+    }
+    let mut out = Vec::new();
+    let mut stack: Vec<u32> = roots
+        .iter()
+        .copied()
+        .filter(|p| map.contains_key(p))
+        .collect();
+    while let Some(p) = stack.pop() {
+        out.push(p);
+        if let Some(c) = children.get(&p) {
+            stack.extend(c);
+        }
+    }
+    out
+}
+
+/// Proportional set size of a process, KiB (`/proc/PID/smaps_rollup`): shared pages are split
+/// between the processes that map them, so summing it over a forking tool's processes does
+/// not count its shared interpreter pages once per worker.
+pub fn pss_kb(pid: u32) -> u64 {
+    fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("Pss:"))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Our children that are not in `keep`: in a subreaper whose tool has exited, the orphans the
+/// tool left.
+pub fn orphans(keep: &[u32]) -> Vec<u32> {
+    let me = std::process::id();
+    parent_map()
+        .into_iter()
+        .filter(|&(pid, ppid)| ppid == me && !keep.contains(&pid))
+        .map(|(pid, _)| pid)
+        .collect()
+}
+
+/// SIGTERM then (after `grace`) SIGKILL each pid, and reap it (our children only).
+pub fn stop_and_reap(pids: &[u32], grace: Duration) {
+    for &p in pids {
+        // SAFETY: plain syscall on a pid we found as our own child.
+        unsafe { libc::kill(p as libc::pid_t, libc::SIGTERM) };
+    }
+    let deadline = std::time::Instant::now() + grace;
+    let mut left: Vec<u32> = pids.to_vec();
+    while !left.is_empty() {
+        left.retain(|&p| {
+            let mut status = 0;
+            // SAFETY: non-blocking wait on our own child.
+            let r = unsafe { libc::waitpid(p as libc::pid_t, &mut status, libc::WNOHANG) };
+            r == 0
+        });
+        if left.is_empty() {
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            for &p in &left {
+                // SAFETY: as above.
+                unsafe { libc::kill(p as libc::pid_t, libc::SIGKILL) };
+                let mut status = 0;
+                // SAFETY: blocking wait on our own child, now killed.
+                unsafe { libc::waitpid(p as libc::pid_t, &mut status, 0) };
+            }
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}

@@ -9,6 +9,7 @@
 //! that may be compromised: implementations bound every read, and callers
 //! treat the results as untrusted text.
 
+pub mod known_hosts;
 pub mod local;
 pub mod ssh;
 pub mod winrm;

@@ -56,6 +56,11 @@ pub struct FleetOptions {
     /// lines are placed before the harness defaults and override them; from the first `Match`
     /// line on, they go at the very end of the file. Do not set `Port`/`ListenAddress` here.
     pub extra_config: Vec<String>,
+    /// `Some(name)`: log in as this existing local account instead of the user running the
+    /// tests (root only: the fleet's directory is made world-readable so `sshd` can read the
+    /// authorized keys as that user; private keys stay 0600). The benchmark uses an account
+    /// whose login shell reads no start-up file, so a login costs what OpenSSH costs.
+    pub user: Option<String>,
 }
 
 impl Default for FleetOptions {
@@ -65,6 +70,7 @@ impl Default for FleetOptions {
             base_address: Ipv4Addr::new(127, 0, 1, 1),
             password: None,
             extra_config: Vec::new(),
+            user: None,
         }
     }
 }
@@ -138,7 +144,17 @@ impl SshFleet {
         )
         .expect("cannot write authorized_keys");
 
-        let user = current_user();
+        let user = match &opts.user {
+            Some(name) => {
+                use std::os::unix::fs::PermissionsExt as _;
+                fs::set_permissions(&root, fs::Permissions::from_mode(0o755))
+                    .expect("cannot make the fleet directory readable");
+                fs::set_permissions(&authorized_keys, fs::Permissions::from_mode(0o644))
+                    .expect("cannot make authorized_keys readable");
+                name.clone()
+            }
+            None => current_user(),
+        };
         let shadow = opts.password.as_deref().map(|password| {
             assert!(
                 !password.is_empty(),

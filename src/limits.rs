@@ -1,0 +1,45 @@
+//! Process limits a large sweep needs. With `--forks 1000` every host in flight holds at
+//! least one socket (SSH) or two (WinRM + SMB), plus the journal's files: far over the common
+//! soft limit of 1,024 open files. Like other network tools, pushscan raises its soft limit
+//! to the hard limit the administrator allows, once at start, and the sweep warns when even
+//! that is too low for the concurrency asked (connections would then fail with EMFILE, and
+//! those hosts would end `unreachable` with that reason).
+
+/// Sockets one host in flight may hold at once (WinRM HTTP + SMB + a spare for a reconnect).
+pub const FILES_PER_HOST: u64 = 3;
+/// Files the process needs besides the hosts' sockets (journal, logs, runtime).
+pub const FILES_BASE: u64 = 64;
+
+/// Raises the soft open-file limit to the hard limit; returns the soft limit now in force
+/// (`None` where there is no such limit or it cannot be read).
+#[cfg(unix)]
+pub fn raise_open_files() -> Option<u64> {
+    // SAFETY: an all-zero rlimit is valid; getrlimit fills it.
+    let mut lim: libc::rlimit = unsafe { std::mem::zeroed() };
+    // SAFETY: valid out-pointer.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return None;
+    }
+    if lim.rlim_cur < lim.rlim_max {
+        let wanted = libc::rlimit {
+            rlim_cur: lim.rlim_max,
+            rlim_max: lim.rlim_max,
+        };
+        // SAFETY: valid pointer to an initialised rlimit.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &wanted) } == 0 {
+            lim.rlim_cur = lim.rlim_max;
+        }
+    }
+    Some(lim.rlim_cur as u64)
+}
+
+/// Windows has no per-process open-file limit of this kind for sockets.
+#[cfg(not(unix))]
+pub fn raise_open_files() -> Option<u64> {
+    None
+}
+
+/// The most hosts that can be in flight with `limit` open files.
+pub fn max_in_flight(limit: u64) -> u64 {
+    limit.saturating_sub(FILES_BASE) / FILES_PER_HOST
+}
