@@ -1,0 +1,495 @@
+//! `pushscan contain` / `uncontain` against real services (no mocks):
+//!
+//! - Linux, end to end over a real OpenSSH fleet (tests/common): a "malware" process (a
+//!   copy of `sleep` under a per-host directory) found by a checker stand-in that writes
+//!   an EmoCheck report; `contain --yes` must secure the evidence (right SHA-256,
+//!   non-executable name and mode), kill the process, delete the file, journal every
+//!   action, show them in `history` and the reports, and re-check the host clean.
+//! - The dry run (the default) prints the exact commands and opens no connection; the
+//!   host cap refuses before any connection; without a terminal nothing runs (64).
+//! - Hostile report values, over SSH (POSIX rules) and from the Windows lab (cmd.exe
+//!   rules: `"`, `&`, `%`, `!`, `^`, newline, UNC, `..`, relative, key outside Run):
+//!   the host is refused with the reason and nothing runs on it; the others go on.
+//!
+//! Loopback addresses 127.0.120.x - 127.0.129.x are this file's.
+
+mod common;
+
+use std::net::Ipv4Addr;
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::sshd::{FleetOptions, SshFleet};
+use sha2::{Digest, Sha256};
+
+const PUSHSCAN: &str = env!("CARGO_BIN_EXE_pushscan");
+const CHECKER: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/fixtures/contain/linux-checker.sh"
+);
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// One Linux "host" of the fleet: its directory, its malware copy and process.
+struct Infected {
+    name: String,
+    dir: PathBuf,
+    image: PathBuf,
+    process: Option<Child>,
+}
+
+impl Drop for Infected {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.process.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+struct LinuxLab {
+    fleet: SshFleet,
+    root: tempfile::TempDir,
+    hosts: Vec<Infected>,
+}
+
+impl LinuxLab {
+    fn state(&self) -> PathBuf {
+        self.root.path().join("state")
+    }
+    fn path(&self, n: &str) -> PathBuf {
+        self.root.path().join(n)
+    }
+
+    fn pushscan(&self, args: &[&str]) -> Output {
+        let mut cmd = Command::new(PUSHSCAN);
+        cmd.args(args)
+            .arg("--state-dir")
+            .arg(self.state())
+            .env_remove("PUSHSCAN_SSH_PASSWORD")
+            .stdin(Stdio::null());
+        cmd.output().expect("run pushscan")
+    }
+
+    /// Connection flags of sweep/contain.
+    fn conn(&self) -> Vec<String> {
+        vec![
+            "--known-hosts".into(),
+            self.fleet.known_hosts.display().to_string(),
+            "-k".into(),
+            self.fleet.client_key.display().to_string(),
+            "--no-agent".into(),
+            "--connect-timeout".into(),
+            "5s".into(),
+        ]
+    }
+
+    fn sweep(&self) -> Output {
+        let inv = self.path("inventory.yml").display().to_string();
+        let pb = self.path("playbook.yml").display().to_string();
+        let mut args = vec!["sweep", "-i", &inv, "-p", &pb, "--progress", "quiet"];
+        let conn = self.conn();
+        args.extend(conn.iter().map(String::as_str));
+        self.pushscan(&args)
+    }
+
+    fn contain(&self, extra: &[&str]) -> Output {
+        let mut args = vec!["contain", "--progress", "quiet"];
+        args.extend_from_slice(extra);
+        let conn = self.conn();
+        args.extend(conn.iter().map(String::as_str));
+        self.pushscan(&args)
+    }
+
+    /// SSH sessions the fleet accepted so far (every connection pushscan opens).
+    fn sessions(&self) -> usize {
+        self.fleet.sshd_log().matches("Accepted publickey").count()
+    }
+}
+
+/// `n` hosts on 127.0.`octet`.1.., each with a running copy of `sleep` at
+/// `hosts/<name>/malware/evil-<name>`; `report` gives a host's extra checker
+/// arguments (hostile values), if any.
+fn linux_lab(octet: u8, n: usize, report: impl Fn(usize) -> Vec<String>) -> LinuxLab {
+    let fleet = SshFleet::start_with(FleetOptions {
+        n_hosts: n,
+        base_address: Ipv4Addr::new(127, 0, octet, 1),
+        ..FleetOptions::default()
+    });
+    let root = tempfile::Builder::new()
+        .prefix("pushscan-contain-")
+        .tempdir()
+        .expect("tempdir");
+    let sleep = which("sleep");
+    let mut yaml = String::from("all:\n  vars:\n    ansible_connection: ssh\n  hosts:\n");
+    let mut hosts = Vec::new();
+    for i in 0..n {
+        let name = format!("lx{:02}", i + 1);
+        let dir = root.path().join("hosts").join(&name);
+        let image = dir.join("malware").join(format!("evil-{name}"));
+        std::fs::create_dir_all(image.parent().unwrap()).unwrap();
+        std::fs::copy(&sleep, &image).unwrap();
+        std::fs::set_permissions(&image, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let process = Command::new(&image)
+            .arg("3600")
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("start the malware copy");
+        // JSON strings are YAML double-quoted scalars: any byte survives.
+        let q = |s: &str| serde_json::to_string(s).unwrap();
+        yaml.push_str(&format!(
+            "    {name}:\n      ansible_host: {}\n      ansible_port: {}\n      pushscan_dir: {}\n      image: {}\n",
+            fleet.addresses[i],
+            fleet.port,
+            q(&dir.join("pushscan").display().to_string()),
+            q(&image.display().to_string()),
+        ));
+        for (k, a) in report(i).iter().enumerate() {
+            yaml.push_str(&format!("      x{}: {}\n", k + 1, q(a)));
+        }
+        hosts.push(Infected {
+            name,
+            dir,
+            image,
+            process: Some(process),
+        });
+    }
+    std::fs::write(root.path().join("inventory.yml"), yaml).unwrap();
+    let pin = sha256_hex(&std::fs::read(CHECKER).unwrap());
+    let pb = format!(
+        "name: contain-e2e\nchecker:\n  path: {CHECKER}\n  sha256: \"{pin}\"\n  platform: linux\n  \
+         remote_name: checker.sh\nwork_dir: \"{{{{ pushscan_dir }}}}\"\nrun_dir: \"{{{{ work_dir }}}}/reports\"\n\
+         args: [\"/quiet\", \"/output\", \"{{{{ run_dir }}}}\", \"/host\", \"{{{{ inventory_hostname }}}}\", \
+         \"/image\", \"{{{{ image }}}}\", \"{{{{ x1 | default('/quiet') }}}}\", \"{{{{ x2 | default('/quiet') }}}}\"]\ntimeout: 20s\nresults:\n  glob: \"*_emocheck.*\"\n  parser: emocheck\n"
+    );
+    std::fs::write(root.path().join("playbook.yml"), pb).unwrap();
+    LinuxLab { fleet, root, hosts }
+}
+
+fn which(prog: &str) -> PathBuf {
+    for dir in std::env::var("PATH").unwrap_or_default().split(':') {
+        let p = Path::new(dir).join(prog);
+        if p.is_file() {
+            return std::fs::canonicalize(p).unwrap();
+        }
+    }
+    panic!("`{prog}` not found: install coreutils");
+}
+
+fn journal(state: &Path) -> rusqlite::Connection {
+    rusqlite::Connection::open(state.join("journal.sqlite")).expect("open the journal")
+}
+
+/// (host, action, phase, verified) of every recorded action, in order.
+fn actions(state: &Path) -> Vec<(String, String, String, Option<bool>)> {
+    let j = journal(state);
+    let exists: i64 = j
+        .query_row(
+            "SELECT COUNT(*) FROM sqlite_master WHERE name='actions'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    if exists == 0 {
+        return Vec::new();
+    }
+    let mut st = j
+        .prepare("SELECT host, action, phase, verified FROM actions ORDER BY id")
+        .unwrap();
+    st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap()
+}
+
+fn alive(c: &mut Child) -> bool {
+    matches!(c.try_wait(), Ok(None))
+}
+
+#[test]
+fn linux_contain_end_to_end_over_ssh() {
+    let t0 = Instant::now();
+    let mut lab = linux_lab(120, 2, |_| Vec::new());
+    let sweep = lab.sweep();
+    assert_eq!(
+        sweep.status.code(),
+        Some(1),
+        "both hosts detected\n{}",
+        text(&sweep)
+    );
+
+    let out = lab.contain(&["--yes"]);
+    let said = text(&out);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "contained, verified, re-checked clear\n{said}"
+    );
+    eprintln!("{said}");
+    let malware = std::fs::read(which("sleep")).unwrap();
+    let want = sha256_hex(&malware);
+    let state = lab.state();
+    for h in &mut lab.hosts {
+        let img = h.image.display().to_string();
+        // The plan printed the exact commands before running them.
+        assert!(said.contains(&format!("$ sha256sum -- '{img}'")), "{said}");
+        assert!(said.contains(&format!("$ rm -f -- '{img}'")), "{said}");
+        // Process gone (our child, killed by SIGKILL from the ssh session).
+        let mut child = h.process.take().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while alive(&mut child) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let status = child
+            .try_wait()
+            .unwrap()
+            .expect("the malware process is gone");
+        use std::os::unix::process::ExitStatusExt as _;
+        assert_eq!(status.signal(), Some(9), "killed with SIGKILL");
+        // File gone.
+        assert!(!h.image.exists(), "{} deleted", h.image.display());
+        // Evidence: right digest, non-executable name and mode, with the report beside it.
+        let ev = state
+            .join("evidence/contain")
+            .join(&h.name)
+            .join(format!("{want}.bin.evidence"));
+        let bytes = std::fs::read(&ev).unwrap_or_else(|e| panic!("{}: {e}\n{said}", ev.display()));
+        assert_eq!(sha256_hex(&bytes), want);
+        let mode = std::fs::metadata(&ev).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o400, "evidence copy is read-only, not executable");
+        let meta: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(ev.with_file_name(format!("{want}.json"))).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(meta["remote_path"], img);
+        let report_sha = meta["report"]["sha256"].as_str().unwrap().to_string();
+        let report = std::fs::read(ev.with_file_name(format!("{report_sha}.report"))).unwrap();
+        assert_eq!(sha256_hex(&report), report_sha);
+        assert!(String::from_utf8_lossy(&report).contains(&img));
+        // Nothing else of the malware is left in the host's tree.
+        assert!(h.dir.join("malware").read_dir().unwrap().next().is_none());
+    }
+    // The journal: every action before and after, verified; the re-check clear.
+    let acts = actions(&lab.state());
+    for h in &lab.hosts {
+        let mine: Vec<_> = acts.iter().filter(|a| a.0 == h.name).collect();
+        for (act, phase, verified) in [
+            ("evidence", "done", Some(true)),
+            ("kill", "done", Some(true)),
+            ("remove", "done", Some(true)),
+            ("unpersist", "skipped", None),
+            ("isolate", "skipped", None),
+            ("recheck", "done", Some(true)),
+        ] {
+            assert!(
+                mine.iter()
+                    .any(|a| a.1 == act && a.2 == phase && a.3 == verified),
+                "{act} {phase} {verified:?} recorded for {}: {mine:?}",
+                h.name
+            );
+        }
+    }
+    let j = journal(&lab.state());
+    let (recheck_run, kind): (i64, String) = j
+        .query_row(
+            "SELECT recheck_run, kind FROM containments ORDER BY id DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(kind, "contain");
+    let clean: i64 = j
+        .query_row(
+            "SELECT COUNT(*) FROM hosts WHERE run_id=?1 AND class='not_detected'",
+            [recheck_run],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(clean, 2, "the re-check run finds both hosts clean");
+    let (cmd, digest, exit, op): (String, String, i64, String) = j
+        .query_row(
+            "SELECT command, output_sha256, exit_code, operator FROM actions WHERE action='remove' AND host='lx01'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )
+        .unwrap();
+    assert!(cmd.starts_with("rm -f -- '"), "{cmd}");
+    assert_eq!(digest.len(), 64);
+    assert_eq!(exit, 0);
+    assert!(!op.is_empty());
+
+    // history HOST shows them; the reports of the detection run carry them.
+    let hist = lab.pushscan(&["history", "lx01"]);
+    let h = String::from_utf8_lossy(&hist.stdout);
+    assert!(h.contains("Containment actions"), "{h}");
+    for a in ["evidence", "kill", "remove", "recheck"] {
+        assert!(h.contains(a), "history shows {a}: {h}");
+    }
+    let hist = lab.pushscan(&["history", "lx01", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&hist.stdout).unwrap();
+    assert!(v["actions"].as_array().unwrap().len() >= 6);
+    let rep = lab.pushscan(&["report", "--run", "1", "--format", "json"]);
+    let v: serde_json::Value = serde_json::from_slice(&rep.stdout).unwrap();
+    let host = v["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["host"] == "lx01")
+        .unwrap();
+    assert!(host["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|a| a["action"] == "kill" && a["verified"] == true));
+    let html = lab.pushscan(&["report", "--run", "1", "--format", "html"]);
+    let page = String::from_utf8_lossy(&html.stdout);
+    assert!(
+        page.contains("Containment actions"),
+        "html has the actions section"
+    );
+    assert!(
+        page.contains("rm -f -- &#39;"),
+        "commands are escaped in HTML"
+    );
+    eprintln!("linux_contain_end_to_end_over_ssh: {:.1?}", t0.elapsed());
+}
+
+#[test]
+fn dry_run_prints_commands_and_touches_nothing_and_caps_hosts() {
+    let t0 = Instant::now();
+    let mut lab = linux_lab(121, 3, |_| Vec::new());
+    let sweep = lab.sweep();
+    assert_eq!(sweep.status.code(), Some(1), "{}", text(&sweep));
+    let before = lab.sessions();
+
+    // --dry-run: every exact command, exit 0, nothing run, no connection.
+    let out = lab.contain(&["--dry-run"]);
+    let said = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{said}");
+    for h in &lab.hosts {
+        let img = h.image.display().to_string();
+        for line in [
+            format!("$ sha256sum -- '{img}'"),
+            "$ readlink /proc/".to_string(),
+            "kill -KILL ".to_string(),
+            format!("$ rm -f -- '{img}'"),
+            format!(
+                "$ if test -e '{img}' || test -L '{img}'; then echo PRESENT; else echo ABSENT; fi"
+            ),
+        ] {
+            assert!(said.contains(&line), "dry run shows {line:?}\n{said}");
+        }
+        assert!(said.contains(&format!("host {}", h.name)));
+    }
+    assert!(
+        said.contains("dry run: nothing was run on any host"),
+        "{said}"
+    );
+    // Default (no --yes) without a terminal: the plan, then a refusal, exit 64.
+    let out = lab.contain(&[]);
+    let said = text(&out);
+    assert_eq!(out.status.code(), Some(64), "{said}");
+    assert!(said.contains("--yes"), "{said}");
+    // More detections than --max-hosts: refused before any connection.
+    let out = lab.contain(&["--yes", "--max-hosts", "2"]);
+    let said = text(&out);
+    assert_eq!(out.status.code(), Some(64), "{said}");
+    assert!(said.contains("more than --max-hosts 2"), "{said}");
+    // --host naming a host that is not a detection: usage error.
+    let out = lab.contain(&["--yes", "--host", "nosuch"]);
+    assert_eq!(out.status.code(), Some(64), "{}", text(&out));
+
+    assert_eq!(lab.sessions(), before, "no SSH session was opened");
+    assert!(actions(&lab.state()).is_empty(), "no action journaled");
+    for h in &mut lab.hosts {
+        assert!(alive(h.process.as_mut().unwrap()), "{} still runs", h.name);
+        assert!(h.image.exists());
+    }
+    eprintln!(
+        "dry_run_prints_commands_and_touches_nothing_and_caps_hosts: {:.1?}",
+        t0.elapsed()
+    );
+}
+
+#[test]
+fn hostile_posix_report_values_refuse_their_host_only() {
+    let t0 = Instant::now();
+    // Host 1 is fine; the others report hostile values for the same real process.
+    let hostile: Vec<Vec<String>> = vec![
+        vec![],
+        vec!["/report-image".into(), "malware/evil".into()],
+        vec!["/report-image".into(), "/tmp/../usr/bin/evil".into()],
+        vec!["/report-pid".into(), "12ab".into()],
+        vec!["/report-image".into(), "/tmp/a\u{1b}[31mb".into()],
+        vec!["/report-image".into(), "/usr/bin/sleep".into()],
+    ];
+    let mut lab = linux_lab(122, hostile.len(), |i| hostile[i].clone());
+    let sweep = lab.sweep();
+    assert_eq!(sweep.status.code(), Some(1), "{}", text(&sweep));
+    let before = lab.sessions();
+    let out = lab.contain(&["--yes", "--no-recheck", "--actions", "evidence,kill,remove"]);
+    let said = text(&out);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "refused hosts make it incomplete\n{said}"
+    );
+    for (i, why) in [
+        (1, "not an absolute path"),
+        (2, "'.' or '..' component"),
+        (3, "no usable PID"),
+        (4, "contains '\\u{1b}'"),
+        (5, "in a system directory"),
+    ] {
+        let name = &lab.hosts[i].name;
+        let block = said
+            .split(&format!("host {name} "))
+            .nth(1)
+            .unwrap_or_else(|| panic!("{name} listed\n{said}"));
+        let block = block.split("\nhost ").next().unwrap();
+        assert!(block.contains("REFUSED"), "{name} refused\n{said}");
+        assert!(block.contains(why), "{name}: {why}\n{block}");
+        assert!(
+            !said.contains("\u{1b}[31m"),
+            "no raw escape reaches the terminal"
+        );
+    }
+    let acts = actions(&lab.state());
+    for h in &mut lab.hosts[1..] {
+        let mine: Vec<_> = acts.iter().filter(|a| a.0 == h.name).collect();
+        assert_eq!(mine.len(), 1, "{}: only the refusal: {mine:?}", h.name);
+        assert_eq!(
+            (mine[0].1.as_str(), mine[0].2.as_str()),
+            ("refused", "refused")
+        );
+        assert!(alive(h.process.as_mut().unwrap()), "{}: untouched", h.name);
+        assert!(h.image.exists());
+    }
+    // The good host went on: contained, and only it was connected to.
+    assert_eq!(lab.sessions(), before + 1, "one session: the good host's");
+    let good = &mut lab.hosts[0];
+    assert!(!good.image.exists(), "{said}");
+    let mut c = good.process.take().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while alive(&mut c) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!alive(&mut c));
+    eprintln!(
+        "hostile_posix_report_values_refuse_their_host_only: {:.1?}",
+        t0.elapsed()
+    );
+}
