@@ -493,3 +493,264 @@ fn hostile_posix_report_values_refuse_their_host_only() {
         t0.elapsed()
     );
 }
+
+// ---------------------------------------------------------------- the Windows lab
+
+mod winlab {
+    use std::net::{Ipv4Addr, SocketAddrV4, TcpListener};
+    use std::path::{Path, PathBuf};
+    use std::process::{Command, Output, Stdio};
+
+    use pushscan_lab::fleet::{self, Lab, UpOptions};
+    use pushscan_lab::spec::{Scenario, ScenarioKind, Spec};
+
+    pub const SAMBA_MISSING: &str = "apt-get install samba smbclient (scripts/test does this)";
+
+    /// The lab's own executable (its `serve` process), built by cargo if needed.
+    pub fn lab_exe() -> PathBuf {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let out = Command::new(cargo)
+            .args(["build", "-q", "-p", "pushscan-lab", "--bin", "pushscan-lab"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .expect("cannot run cargo to build pushscan-lab");
+        assert!(
+            out.status.success(),
+            "building pushscan-lab failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let exe = Path::new(super::PUSHSCAN).with_file_name("pushscan-lab");
+        assert!(exe.is_file(), "{} missing after the build", exe.display());
+        exe
+    }
+
+    fn free_port(ip: Ipv4Addr, avoid: &[u16]) -> u16 {
+        loop {
+            let l = TcpListener::bind(SocketAddrV4::new(ip, 0)).expect("bind port 0");
+            let port = l.local_addr().unwrap().port();
+            if !avoid.contains(&port) {
+                return port;
+            }
+        }
+    }
+
+    pub struct TestLab {
+        pub lab: Lab,
+        pub dir: tempfile::TempDir,
+    }
+
+    /// A native lab (real Samba, the WinRM simulator) of one infected host per scenario.
+    pub fn start(base: Ipv4Addr, scenarios: Vec<Scenario>) -> TestLab {
+        for tool in ["smbd", "smbpasswd"] {
+            assert!(
+                fleet::sys::find_binary(tool).is_some(),
+                "`{tool}` not found: {SAMBA_MISSING}"
+            );
+        }
+        let mut spec = Spec::shipped();
+        spec.hosts = scenarios.len();
+        spec.base_address = base;
+        spec.scenarios = scenarios;
+        spec.smb.port = free_port(base, &[]);
+        spec.winrm.http_port = free_port(base, &[spec.smb.port]);
+        spec.winrm.https_port = None;
+        let dir = tempfile::Builder::new()
+            .prefix("pushscan-contain-win-")
+            .tempdir()
+            .unwrap();
+        let mut opts = UpOptions::new(dir.path().join("lab"), spec);
+        opts.exe = lab_exe();
+        let lab = fleet::up(opts).unwrap_or_else(|e| panic!("lab up failed: {e:#}"));
+        TestLab { lab, dir }
+    }
+
+    pub fn infected(image: Option<&str>, runkey: Option<&str>) -> Scenario {
+        let mut s = Scenario::new(ScenarioKind::Infected);
+        s.image = image.map(str::to_string);
+        s.runkey = runkey.map(str::to_string);
+        s
+    }
+
+    impl TestLab {
+        pub fn state(&self) -> PathBuf {
+            self.dir.path().join("state")
+        }
+
+        /// The lab's playbook writing EmoCheck's text reports (the JSON writer of
+        /// EmoCheck does not escape `"`, so text carries hostile paths unchanged).
+        pub fn text_playbook(&self) -> PathBuf {
+            let text = std::fs::read_to_string(&self.lab.playbook).unwrap();
+            let text = text
+                .replace("\"/json\", ", "")
+                .lines()
+                .map(|l| {
+                    if l.starts_with("  path:") {
+                        format!("  path: {}", self.lab.checker.display())
+                    } else {
+                        l.to_string()
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join("\n");
+            let p = self.dir.path().join("emocheck-text.yml");
+            std::fs::write(&p, text).unwrap();
+            p
+        }
+
+        pub fn pushscan(&self, args: &[&str]) -> Output {
+            Command::new(super::PUSHSCAN)
+                .args(args)
+                .arg("--state-dir")
+                .arg(self.state())
+                .env("PUSHSCAN_USER", &self.lab.username)
+                .env("PUSHSCAN_PASSWORD", &self.lab.password)
+                .env_remove("RUST_LOG")
+                .stdin(Stdio::null())
+                .output()
+                .expect("run pushscan")
+        }
+    }
+}
+
+#[test]
+fn hostile_windows_report_values_refuse_their_host_only() {
+    let t0 = Instant::now();
+    // (image, run key, the reason the host must be refused with; None: the good host)
+    let good = r"C:\Users\tanaka\AppData\Local\wfsrvhost\wfsrvhost.exe";
+    let cases: Vec<(Option<&str>, Option<&str>, Option<&str>)> = vec![
+        // The lab writes the "malware" file only for an image given explicitly.
+        (Some(good), None, None),
+        (
+            Some(r#"C:\Users\a"b\evil.exe"#),
+            None,
+            Some("contains '\"'"),
+        ),
+        (
+            Some(r"C:\Users\x&calc\evil.exe"),
+            None,
+            Some("contains '&'"),
+        ),
+        (
+            Some(r"C:\Users\%TEMP%\evil.exe"),
+            None,
+            Some("contains '%'"),
+        ),
+        (Some(r"C:\Users\x!y!\evil.exe"), None, Some("contains '!'")),
+        (Some(r"C:\Users\a^b\evil.exe"), None, Some("contains '^'")),
+        (
+            Some(r"\\attacker\share\evil.exe"),
+            None,
+            Some("not a drive path"),
+        ),
+        (
+            Some(r"C:\Users\tanaka\..\..\Windows\System32\evil.exe"),
+            None,
+            Some("'.' or '..' component"),
+        ),
+        (Some(r"evil.exe"), None, Some("not a drive path")),
+        (
+            None,
+            Some(r"HKEY_LOCAL_MACHINE\SYSTEM\CurrentControlSet\Services\evil"),
+            Some("not a Run or RunOnce key"),
+        ),
+        (
+            None,
+            Some(r"HKEY_CURRENT_USER\Software\Microsoft\Windows\CurrentVersion\Run\%COMSPEC%"),
+            Some("value name contains '%'"),
+        ),
+    ];
+    let t = winlab::start(
+        Ipv4Addr::new(127, 0, 123, 1),
+        cases
+            .iter()
+            .map(|(i, k, _)| winlab::infected(*i, *k))
+            .collect(),
+    );
+    let pb = t.text_playbook();
+    let inv = t.lab.inventory.display().to_string();
+    let pb = pb.display().to_string();
+    eprintln!("lab up {:.1?}", t0.elapsed());
+    let sweep = t.pushscan(&["sweep", "-i", &inv, "-p", &pb, "--progress", "quiet"]);
+    assert_eq!(sweep.status.code(), Some(1), "{}", text(&sweep));
+    eprintln!("swept {:.1?}", t0.elapsed());
+
+    // Which lab host got which case: its checker switches carry the value.
+    let host_of = |i: usize| -> String {
+        let (image, key, _) = cases[i];
+        // The good image is also the default of the run-key cases: match on both.
+        t.lab
+            .hosts()
+            .iter()
+            .find(|h| {
+                let args = &h.checker_args;
+                let has = |flag: &str, v: &str| args.windows(2).any(|w| w[0] == flag && w[1] == v);
+                image.is_none_or(|i| has("/image", i))
+                    && match key {
+                        Some(k) => has("/runkey", k),
+                        None => !args.iter().any(|a| a == "/runkey"),
+                    }
+            })
+            .unwrap_or_else(|| panic!("no lab host for case {i}"))
+            .name
+            .clone()
+    };
+    let out = t.pushscan(&[
+        "contain",
+        "--yes",
+        "--no-recheck",
+        "--max-hosts",
+        "20",
+        "--actions",
+        "evidence,kill,remove,unpersist",
+    ]);
+    let said = text(&out);
+    eprintln!("contain took {:.1?}", t0.elapsed());
+    assert_eq!(out.status.code(), Some(2), "{said}");
+    let acts = actions(&t.state());
+    for (i, (_, _, why)) in cases.iter().enumerate() {
+        let name = host_of(i);
+        let block = said
+            .split(&format!("\nhost {name} "))
+            .nth(1)
+            .unwrap_or_else(|| panic!("{name} listed\n{said}"));
+        let block = block.split("\nhost ").next().unwrap();
+        let mine: Vec<_> = acts.iter().filter(|a| a.0 == name).collect();
+        match why {
+            Some(why) => {
+                assert!(
+                    block.contains("REFUSED"),
+                    "case {i} {name} refused\n{block}"
+                );
+                assert!(block.contains(why), "case {i} {name}: {why}\n{block}");
+                assert_eq!(mine.len(), 1, "{name}: only the refusal: {mine:?}");
+                assert_eq!(
+                    (mine[0].1.as_str(), mine[0].2.as_str()),
+                    ("refused", "refused")
+                );
+            }
+            None => {
+                // The good host went on: its plan has the contract's command lines and its
+                // evidence was pulled over SMB and hashed by the host.
+                assert!(!block.contains("REFUSED"), "{block}");
+                assert!(
+                    block.contains(r#"$ certutil -hashfile "C:\Users\tanaka\AppData\Local\wfsrvhost\wfsrvhost.exe" SHA256"#),
+                    "{block}"
+                );
+                assert!(block.contains("$ taskkill /PID 4312 /F"), "{block}");
+                assert!(
+                    block.contains(r#"$ reg query "HKU\<SID>\Software\Microsoft\Windows\CurrentVersion\Run" /v "wfsrvhost""#),
+                    "{block}"
+                );
+                assert!(
+                    mine.iter()
+                        .any(|a| a.1 == "evidence" && a.2 == "done" && a.3 == Some(true)),
+                    "{name}: evidence secured: {mine:?}\n{said}"
+                );
+            }
+        }
+    }
+    eprintln!(
+        "hostile_windows_report_values_refuse_their_host_only: {:.1?}",
+        t0.elapsed()
+    );
+}
