@@ -354,6 +354,10 @@ fn linux_contain_end_to_end_over_ssh() {
         .unwrap()
         .iter()
         .any(|a| a["action"] == "kill" && a["verified"] == true));
+    // uncontain on a Linux host: nothing to lift (isolation is Windows-only), exit 0.
+    let un = lab.pushscan(&["uncontain", "--host", "lx01", "--yes"]);
+    assert_eq!(un.status.code(), Some(0), "{}", text(&un));
+    assert!(String::from_utf8_lossy(&un.stdout).contains("nothing to lift"));
     let html = lab.pushscan(&["report", "--run", "1", "--format", "html"]);
     let page = String::from_utf8_lossy(&html.stdout);
     assert!(
@@ -403,6 +407,37 @@ fn dry_run_prints_commands_and_touches_nothing_and_caps_hosts() {
     let said = text(&out);
     assert_eq!(out.status.code(), Some(64), "{said}");
     assert!(said.contains("--yes"), "{said}");
+    // On a terminal (a pty from util-linux `script`): the hosts are listed and only a
+    // typed "yes" runs anything; "no" runs nothing.
+    let conn = lab.conn().join(" ");
+    let line = format!(
+        "{PUSHSCAN} contain --progress quiet --state-dir {} {conn}",
+        lab.state().display()
+    );
+    let mut child = Command::new(which("script"))
+        .args(["-qec", &line, "/dev/null"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("script(1) from util-linux: apt-get install bsdutils");
+    {
+        use std::io::Write as _;
+        let mut stdin = child.stdin.take().unwrap();
+        // Answer once the question is up (script forwards what arrives before, too).
+        std::thread::sleep(Duration::from_millis(1500));
+        stdin.write_all(b"no\n").unwrap();
+        std::thread::sleep(Duration::from_millis(1500));
+    }
+    let out = child.wait_with_output().unwrap();
+    let said = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{said}");
+    assert!(said.contains("These 3 host(s) will be acted on"), "{said}");
+    assert!(said.contains("Type yes to contain them"), "{said}");
+    assert!(
+        said.contains("not confirmed: nothing was run on any host"),
+        "{said}"
+    );
     // More detections than --max-hosts: refused before any connection.
     let out = lab.contain(&["--yes", "--max-hosts", "2"]);
     let said = text(&out);

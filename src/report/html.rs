@@ -1346,6 +1346,42 @@ mod tests {
     }
 
     #[test]
+    fn containment_actions_are_escaped() {
+        let mut h = host("PC-<1>", "detected");
+        h.actions.push(crate::journal::ActionRecord {
+            id: 1,
+            containment_id: 7,
+            kind: "contain".into(),
+            run_id: Some(1),
+            host: "PC-<1>".into(),
+            action: "remove".into(),
+            target: Some("C:\\<script>alert(1)</script>.exe".into()),
+            command: "del /f /q \"C:\\<b>x</b>.exe\"\nif exist \"C:\\x\" (echo PRESENT)".into(),
+            operator: "ops\x1b[31m".into(),
+            started_at: "2026-11-26T05:00:00.000Z".into(),
+            finished_at: None,
+            phase: "done".into(),
+            exit_code: Some(0),
+            output_sha256: Some("ab".repeat(32)),
+            verified: Some(true),
+            message: Some("<img src=x onerror=alert(2)>".into()),
+            evidence_path: None,
+            recheck_run: Some(2),
+        });
+        let page = to_html(&report(vec![h, host("PC-2", "not_detected")]));
+        assert!(page.contains("<section id=\"actions\">"));
+        assert!(!page.contains("<script>alert(1)"));
+        assert!(!page.contains("<b>x</b>"));
+        assert!(!page.contains("<img src=x"));
+        assert!(!page.contains('\x1b'));
+        assert!(page.contains("&lt;script&gt;alert(1)&lt;/script&gt;.exe"));
+        assert!(page.contains("del /f /q &quot;C:\\&lt;b&gt;x&lt;/b&gt;.exe&quot;<br>if exist"));
+        // No actions, no section.
+        let page = to_html(&report(vec![host("PC-2", "not_detected")]));
+        assert!(!page.contains("id=\"actions\""));
+    }
+
+    #[test]
     fn hostile_strings_are_escaped_in_text_and_attributes() {
         let mut h = host("PC-1", "detected");
         h.processes.push(Process {
