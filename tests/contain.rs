@@ -789,3 +789,229 @@ fn hostile_windows_report_values_refuse_their_host_only() {
         t0.elapsed()
     );
 }
+
+/// The live state of a Wine host as JSON (`pushscan_lab::wine::inspect`).
+fn inspect(t: &winlab::TestLab, host: &str, files: &[String]) -> serde_json::Value {
+    let seen = pushscan_lab::wine::inspect(&t.lab.dir, host, files)
+        .unwrap_or_else(|e| panic!("wine inspect {host}: {e:#}"));
+    serde_json::to_value(&seen).unwrap()
+}
+
+#[test]
+fn windows_contain_end_to_end_on_wine() {
+    use pushscan_lab::spec::{Scenario, ScenarioKind};
+    let t0 = Instant::now();
+    if let Err(e) = pushscan_lab::wine::WineTools::find() {
+        panic!("{e:#}");
+    }
+    assert!(
+        pushscan_lab::fleet::sys::find_binary("x86_64-w64-mingw32-gcc").is_some(),
+        "`x86_64-w64-mingw32-gcc` not found: {}",
+        pushscan_lab::wine::MINGW_INSTALL_HINT
+    );
+    let t = winlab::start(
+        Ipv4Addr::new(127, 0, 124, 1),
+        vec![
+            Scenario {
+                wine: true,
+                ..Scenario::new(ScenarioKind::Infected)
+            },
+            Scenario {
+                wine: true,
+                ..Scenario::new(ScenarioKind::Clean)
+            },
+        ],
+    );
+    let up = t0.elapsed();
+    let infected = t
+        .lab
+        .wine_host_of(ScenarioKind::Infected)
+        .expect("an infected Wine host")
+        .clone();
+    let name = infected.name.clone();
+    let wine = infected.wine.clone().unwrap();
+    let malware = wine.malware.clone().expect("the host's malware");
+    let image = malware.image.clone();
+    // The malware's bytes, read from the prefix before anything happens: the evidence
+    // copy must have their digest.
+    let rel = image.strip_prefix("C:\\").unwrap().replace('\\', "/");
+    let on_disk = wine.prefix.join("drive_c").join(&rel);
+    let want_sha = sha256_hex(
+        &std::fs::read(&on_disk).unwrap_or_else(|e| panic!("{}: {e}", on_disk.display())),
+    );
+    let files = vec![image.clone()];
+    let before = inspect(&t, &name, &files);
+    let lower = image.to_lowercase();
+    let runs_image = |v: &serde_json::Value| {
+        v["processes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["image"].as_str().unwrap_or("").to_lowercase() == lower)
+    };
+    let has_value = |v: &serde_json::Value| {
+        v["run_values"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["name"] == malware.value_name.as_str())
+    };
+    assert!(runs_image(&before), "the malware runs: {before}");
+    assert!(has_value(&before), "its Run value is set: {before}");
+    assert_eq!(before["files"][&image], true);
+
+    let inv = t.lab.inventory.display().to_string();
+    let pb = t.lab.wine_playbook.clone().unwrap().display().to_string();
+    let sweep = t.pushscan(&["sweep", "-i", &inv, "-p", &pb, "--progress", "quiet"]);
+    assert_eq!(
+        sweep.status.code(),
+        Some(1),
+        "the sweep detects it\n{}",
+        text(&sweep)
+    );
+    let t_sweep = t0.elapsed();
+
+    // The address the host sees this controller at: the source of a TCP connection to its
+    // WinRM port (on this loopback lab, the host's own /32 on `lo`). Isolation must leave
+    // exactly that address out.
+    let jump = match std::net::TcpStream::connect((infected.address, t.lab.winrm_port()))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .ip()
+    {
+        std::net::IpAddr::V4(v4) => u32::from(v4),
+        other => panic!("IPv4 lab, got {other}"),
+    };
+    let ranges = format!(
+        "0.0.0.0-{},{}-255.255.255.255",
+        Ipv4Addr::from(jump - 1),
+        Ipv4Addr::from(jump + 1)
+    );
+    let in_ranges = |ip: u32| {
+        ranges.split(',').any(|r| {
+            let (a, b) = r.split_once('-').unwrap_or((r, r));
+            let (a, b): (Ipv4Addr, Ipv4Addr) = (a.parse().unwrap(), b.parse().unwrap());
+            (u32::from(a)..=u32::from(b)).contains(&ip)
+        })
+    };
+    assert!(!in_ranges(jump));
+    assert!(in_ranges(u32::from(Ipv4Addr::new(8, 8, 8, 8))));
+
+    let out = t.pushscan(&["contain", "--yes", "--progress", "quiet"]);
+    let said = text(&out);
+    let t_contain = t0.elapsed();
+    eprintln!("{said}");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "contained, verified, re-checked clear\n{said}"
+    );
+    // The contract's command lines, as planned and run.
+    let pid = malware.windows_pid.expect("the malware's Windows PID");
+    for line in [
+        format!("$ certutil -hashfile \"{image}\" SHA256"),
+        format!("$ taskkill /PID {pid} /F"),
+        format!("$ del /f /q \"{image}\""),
+        format!("$ if exist \"{image}\" (echo PRESENT) else (echo ABSENT)"),
+        "$ reg query HKU".to_string(),
+        format!("$ netsh advfirewall firewall add rule name=\"pushscan-isolation\" dir=in action=block remoteip={ranges} profile=any enable=yes"),
+        format!("$ netsh advfirewall firewall add rule name=\"pushscan-isolation\" dir=out action=block remoteip={ranges} profile=any enable=yes"),
+        "$ netsh advfirewall firewall show rule name=\"pushscan-isolation\"".to_string(),
+    ] {
+        assert!(said.contains(&line), "{line}\n{said}");
+    }
+    assert!(
+        said.contains(&format!("re-check run 2: {name} clear")),
+        "{said}"
+    );
+
+    // The prefix, read live: process gone, file gone, Run value gone, rules present.
+    let after = inspect(&t, &name, &files);
+    assert!(!runs_image(&after), "the malware process is gone: {after}");
+    assert_eq!(
+        after["files"][&image], false,
+        "the image file is gone: {after}"
+    );
+    assert!(!has_value(&after), "the Run value is gone: {after}");
+    let rules = after["firewall_rules"].as_array().unwrap();
+    for dir in ["in", "out"] {
+        assert!(
+            rules.iter().any(|r| r["name"] == "pushscan-isolation"
+                && r["dir"] == dir
+                && r["action"] == "block"
+                && r["remoteip"] == ranges.as_str()
+                && r["enable"] == true),
+            "a {dir} block rule leaving out the jump host: {after}"
+        );
+    }
+    assert_eq!(rules.len(), 2, "exactly our two rules: {after}");
+    // The clean neighbour was not touched.
+    let clean = t
+        .lab
+        .wine_host_of(ScenarioKind::Clean)
+        .unwrap()
+        .name
+        .clone();
+    let other = inspect(&t, &clean, &[]);
+    assert!(other["firewall_rules"].as_array().unwrap().is_empty());
+
+    // Evidence: the malware's bytes, read-only, with the report.
+    let ev = t
+        .state()
+        .join("evidence/contain")
+        .join(&name)
+        .join(format!("{want_sha}.bin.evidence"));
+    let bytes = std::fs::read(&ev).unwrap_or_else(|e| panic!("{}: {e}\n{said}", ev.display()));
+    assert_eq!(sha256_hex(&bytes), want_sha);
+    assert_eq!(
+        std::fs::metadata(&ev).unwrap().permissions().mode() & 0o777,
+        0o400
+    );
+    // Journal: every action done and verified.
+    let acts = actions(&t.state());
+    for act in [
+        "evidence",
+        "kill",
+        "remove",
+        "unpersist",
+        "isolate",
+        "recheck",
+    ] {
+        assert!(
+            acts.iter()
+                .any(|a| a.0 == name && a.1 == act && a.2 == "done" && a.3 == Some(true)),
+            "{act} done and verified: {acts:?}"
+        );
+    }
+    let hist = t.pushscan(&["history", &name]);
+    let h = String::from_utf8_lossy(&hist.stdout);
+    assert!(
+        h.contains("Containment actions") && h.contains("isolate"),
+        "{h}"
+    );
+
+    // uncontain after the journal was pruned: only the inventory is needed.
+    let pruned = t.pushscan(&["prune", "--keep-days", "0"]);
+    assert_eq!(pruned.status.code(), Some(0), "{}", text(&pruned));
+    let un = t.pushscan(&["uncontain", "--host", &name, "-i", &inv, "--yes"]);
+    let said = text(&un);
+    assert_eq!(un.status.code(), Some(0), "{said}");
+    assert!(said.contains("isolation lifted, verified"), "{said}");
+    let lifted = inspect(&t, &name, &[]);
+    assert!(
+        lifted["firewall_rules"].as_array().unwrap().is_empty(),
+        "the rules are gone: {lifted}"
+    );
+    let acts = actions(&t.state());
+    assert!(acts
+        .iter()
+        .any(|a| a.0 == name && a.1 == "uncontain" && a.2 == "done" && a.3 == Some(true)));
+    eprintln!(
+        "windows_contain_end_to_end_on_wine: {:.1?} (lab up {up:.1?}, sweep {:.1?}, contain+re-check {:.1?}, uncontain {:.1?})",
+        t0.elapsed(),
+        t_sweep - up,
+        t_contain - t_sweep,
+        t0.elapsed() - t_contain
+    );
+}
