@@ -790,6 +790,16 @@ fn hostile_windows_report_values_refuse_their_host_only() {
     );
 }
 
+/// Whether an inspection lists a process running `image` (case-insensitively).
+fn runs_image2(v: &serde_json::Value, image: &str) -> bool {
+    v["processes"].as_array().unwrap().iter().any(|p| {
+        p["image"]
+            .as_str()
+            .unwrap_or("")
+            .eq_ignore_ascii_case(image)
+    })
+}
+
 /// The live state of a Wine host as JSON (`pushscan_lab::wine::inspect`).
 fn inspect(t: &winlab::TestLab, host: &str, files: &[String]) -> serde_json::Value {
     let seen = pushscan_lab::wine::inspect(&t.lab.dir, host, files)
@@ -818,11 +828,24 @@ fn windows_contain_end_to_end_on_wine() {
             },
             Scenario {
                 wine: true,
+                ..Scenario::new(ScenarioKind::Infected)
+            },
+            Scenario {
+                wine: true,
                 ..Scenario::new(ScenarioKind::Clean)
             },
         ],
     );
     let up = t0.elapsed();
+    // The second infected host is contained apart, with --quarantine.
+    let second = t
+        .lab
+        .hosts()
+        .iter()
+        .filter(|h| h.scenario == ScenarioKind::Infected && h.wine.is_some())
+        .nth(1)
+        .expect("two infected Wine hosts")
+        .clone();
     let infected = t
         .lab
         .wine_host_of(ScenarioKind::Infected)
@@ -898,7 +921,7 @@ fn windows_contain_end_to_end_on_wine() {
     assert!(!in_ranges(jump));
     assert!(in_ranges(u32::from(Ipv4Addr::new(8, 8, 8, 8))));
 
-    let out = t.pushscan(&["contain", "--yes", "--progress", "quiet"]);
+    let out = t.pushscan(&["contain", "--yes", "--progress", "quiet", "--host", &name]);
     let said = text(&out);
     let t_contain = t0.elapsed();
     eprintln!("{said}");
@@ -991,6 +1014,39 @@ fn windows_contain_end_to_end_on_wine() {
         "{h}"
     );
 
+    // --quarantine on the second host: the image moves to the quarantine directory under
+    // its SHA-256 (real Wine `mkdir` and `move /y`), the original is gone.
+    let m2 = second.wine.clone().unwrap().malware.unwrap();
+    let prefix2 = second.wine.as_ref().unwrap().prefix.clone();
+    let rel2 = m2.image.strip_prefix("C:\\").unwrap().replace('\\', "/");
+    let sha2 = sha256_hex(&std::fs::read(prefix2.join("drive_c").join(rel2)).unwrap());
+    let q = format!(r"C:\ProgramData\pushscan\quarantine\{sha2}.quarantine");
+    let out = t.pushscan(&[
+        "contain",
+        "--yes",
+        "--progress",
+        "quiet",
+        // The latest run is the first host's re-check: name the detection run.
+        "--run",
+        "1",
+        "--host",
+        &second.name,
+        "--quarantine",
+        "--actions",
+        "evidence,kill,remove",
+    ]);
+    let said2 = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{said2}");
+    let planned_move = format!(
+        r#"$ move /y "{}" "C:\ProgramData\pushscan\quarantine\<SHA256>.quarantine""#,
+        m2.image
+    );
+    assert!(said2.contains(&planned_move), "{said2}");
+    let seen = inspect(&t, &second.name, &[m2.image.clone(), q.clone()]);
+    assert_eq!(seen["files"][&m2.image], false, "{seen}");
+    assert_eq!(seen["files"][&q], true, "quarantined as {q}: {seen}");
+    assert!(!runs_image2(&seen, &m2.image), "{seen}");
+
     // uncontain after the journal was pruned: only the inventory is needed.
     let pruned = t.pushscan(&["prune", "--keep-days", "0"]);
     assert_eq!(pruned.status.code(), Some(0), "{}", text(&pruned));
@@ -1008,10 +1064,60 @@ fn windows_contain_end_to_end_on_wine() {
         .iter()
         .any(|a| a.0 == name && a.1 == "uncontain" && a.2 == "done" && a.3 == Some(true)));
     eprintln!(
-        "windows_contain_end_to_end_on_wine: {:.1?} (lab up {up:.1?}, sweep {:.1?}, contain+re-check {:.1?}, uncontain {:.1?})",
+        "windows_contain_end_to_end_on_wine: {:.1?} (lab up {up:.1?}, sweep {:.1?}, contain+re-check {:.1?}, quarantine contain + prune + uncontain {:.1?})",
         t0.elapsed(),
         t_sweep - up,
         t_contain - t_sweep,
         t0.elapsed() - t_contain
+    );
+}
+
+#[test]
+fn a_file_whose_evidence_was_not_secured_is_not_deleted() {
+    let t0 = Instant::now();
+    let mut lab = linux_lab(125, 1, |_| Vec::new());
+    let sweep = lab.sweep();
+    assert_eq!(sweep.status.code(), Some(1), "{}", text(&sweep));
+    // The binary is ~40 KiB: over a 1 KiB cap, so its copy cannot be secured.
+    let out = lab.contain(&[
+        "--yes",
+        "--no-recheck",
+        "--evidence-cap",
+        "1KiB",
+        "--actions",
+        "evidence,kill,remove",
+    ]);
+    let said = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{said}");
+    assert!(
+        said.contains("evidence copy was not secured: not deleted"),
+        "{said}"
+    );
+    let state = lab.state();
+    let h = &mut lab.hosts[0];
+    assert!(
+        h.image.exists(),
+        "the file stays for the investigation\n{said}"
+    );
+    // Stopping the process does not destroy evidence: it went on.
+    let mut c = h.process.take().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while alive(&mut c) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!alive(&mut c), "killed\n{said}");
+    let acts = actions(&state);
+    let get = |a: &str| acts.iter().find(|x| x.1 == a).cloned().unwrap();
+    assert_eq!(get("evidence").2, "failed");
+    assert_eq!(get("kill").2, "done");
+    assert_eq!(get("remove").2, "failed");
+    let kept = state.join("evidence/contain").join(&h.name);
+    assert!(
+        !kept.exists() || std::fs::read_dir(&kept).unwrap().next().is_none(),
+        "no partial evidence copy is kept"
+    );
+    eprintln!(
+        "a_file_whose_evidence_was_not_secured_is_not_deleted: {:.1?}",
+        t0.elapsed()
     );
 }
