@@ -541,11 +541,24 @@ mod winlab {
 
     pub const SAMBA_MISSING: &str = "apt-get install samba smbclient (scripts/test does this)";
 
-    /// The lab's own executable (its `serve` process), built by cargo if needed.
+    /// The lab's own executable (its `serve` process), built by cargo if needed. Built as
+    /// `cargo test --workspace` builds (both packages' binaries and tests: the same feature
+    /// unification), so under `scripts/test` this is a no-op and the test binaries are not
+    /// invalidated (building pushscan-lab alone unifies features differently and costs a
+    /// ~80 s rebuild each way on this machine).
     pub fn lab_exe() -> PathBuf {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let out = Command::new(cargo)
-            .args(["build", "-q", "-p", "pushscan-lab", "--bin", "pushscan-lab"])
+            .args([
+                "build",
+                "-q",
+                "-p",
+                "pushscan",
+                "-p",
+                "pushscan-lab",
+                "--bins",
+                "--tests",
+            ])
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .output()
             .expect("cannot run cargo to build pushscan-lab");
@@ -572,10 +585,18 @@ mod winlab {
     pub struct TestLab {
         pub lab: Lab,
         pub dir: tempfile::TempDir,
+        /// One lab of this file at a time: a Wine lab boots a Wine per host, which on this
+        /// 2-core machine fails to come up in time next to a second lab starting.
+        _one_at_a_time: std::sync::MutexGuard<'static, ()>,
     }
+
+    static LAB_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
     /// A native lab (real Samba, the WinRM simulator) of one infected host per scenario.
     pub fn start(base: Ipv4Addr, scenarios: Vec<Scenario>) -> TestLab {
+        let guard = LAB_LOCK
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         for tool in ["smbd", "smbpasswd"] {
             assert!(
                 fleet::sys::find_binary(tool).is_some(),
@@ -594,9 +615,19 @@ mod winlab {
             .tempdir()
             .unwrap();
         let mut opts = UpOptions::new(dir.path().join("lab"), spec);
+        let t = std::time::Instant::now();
         opts.exe = lab_exe();
+        let built = t.elapsed();
         let lab = fleet::up(opts).unwrap_or_else(|e| panic!("lab up failed: {e:#}"));
-        TestLab { lab, dir }
+        eprintln!(
+            "lab: build check {built:.1?}, up {:.1?}",
+            t.elapsed() - built
+        );
+        TestLab {
+            lab,
+            dir,
+            _one_at_a_time: guard,
+        }
     }
 
     pub fn infected(image: Option<&str>, runkey: Option<&str>) -> Scenario {
