@@ -510,16 +510,21 @@ pub async fn cleanup(
 pub fn history(state_dir: &Path, host: &str, limit: usize, json: bool) -> Result<i32, Fail> {
     let reader = Reader::open(state_dir).code(exit::IO)?;
     let (items, found) = reader.host_history(host, limit).code(exit::IO)?;
+    // Containment actions come several per containment: a wider window than results.
+    let actions = reader
+        .host_actions(host, limit.saturating_mul(20))
+        .code(exit::IO)?;
     let text = if json {
         serde_json::to_string_pretty(&serde_json::json!({
             "host": host,
             "results": items,
             "found_on_host": found,
+            "actions": actions,
         }))
         .code(exit::SOFTWARE)?
             + "\n"
     } else {
-        report::history_table(host, &items, &found)
+        report::history_table(host, &items, &found) + &report::actions_table(&actions)
     };
     write_out(&text, None)?;
     Ok(exit::OK)

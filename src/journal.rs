@@ -121,6 +121,39 @@ CREATE TABLE IF NOT EXISTS notifications(
     at TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS notifications_by_run ON notifications(run_id, channel);
+CREATE TABLE IF NOT EXISTS containments(
+    id INTEGER PRIMARY KEY,
+    kind TEXT NOT NULL,
+    source_run INTEGER,
+    operator TEXT NOT NULL,
+    controller TEXT NOT NULL,
+    actions TEXT NOT NULL,
+    hosts TEXT NOT NULL DEFAULT '[]',
+    started_at TEXT NOT NULL,
+    finished_at TEXT,
+    status TEXT NOT NULL,
+    recheck_run INTEGER
+);
+CREATE TABLE IF NOT EXISTS actions(
+    id INTEGER PRIMARY KEY,
+    containment_id INTEGER NOT NULL REFERENCES containments(id),
+    run_id INTEGER,
+    host TEXT NOT NULL,
+    action TEXT NOT NULL,
+    target TEXT,
+    command TEXT NOT NULL,
+    operator TEXT NOT NULL,
+    started_at TEXT NOT NULL,
+    finished_at TEXT,
+    phase TEXT NOT NULL,
+    exit_code INTEGER,
+    output_sha256 TEXT,
+    verified INTEGER,
+    message TEXT,
+    evidence_path TEXT
+);
+CREATE INDEX IF NOT EXISTS actions_by_host ON actions(host, id);
+CREATE INDEX IF NOT EXISTS actions_by_run ON actions(run_id);
 "#;
 
 type WriteFn = Box<dyn FnOnce(&Transaction<'_>) -> rusqlite::Result<i64> + Send>;
@@ -640,6 +673,97 @@ impl Journal {
         .await
         .map(|_| ())
     }
+
+    // ---- containment (`pushscan contain` / `uncontain`, src/contain) ----
+
+    /// Opens a containment (or uncontainment) record; its actions hang off the ID.
+    pub async fn start_containment(&self, c: NewContainment) -> Result<i64> {
+        self.write(move |tx| {
+            tx.execute(
+                "INSERT INTO containments(kind, source_run, operator, controller, actions, hosts,
+                    started_at, status)
+                 VALUES(?1,?2,?3,?4,?5,?6,?7,'running')",
+                params![
+                    c.kind,
+                    c.source_run,
+                    c.operator,
+                    c.controller,
+                    c.actions,
+                    serde_json::to_string(&c.hosts).unwrap_or_else(|_| "[]".into()),
+                    now()
+                ],
+            )?;
+            Ok(tx.last_insert_rowid())
+        })
+        .await
+    }
+
+    /// Closes a containment record, with the run that re-checked its hosts.
+    pub async fn finish_containment(&self, id: i64, recheck_run: Option<i64>) -> Result<()> {
+        self.write(move |tx| {
+            tx.execute(
+                "UPDATE containments SET finished_at=?1, status='finished', recheck_run=?2 WHERE id=?3",
+                params![now(), recheck_run, id],
+            )
+            .map(|n| n as i64)
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Records an action about to run on a host (phase `intent`), or one decided
+    /// without touching the host (`refused`, `skipped`, `planned`), and waits for
+    /// the commit: the intent survives a crash during the remote command.
+    pub async fn action_intent(&self, a: NewAction) -> Result<i64> {
+        self.write(move |tx| {
+            tx.execute(
+                "INSERT INTO actions(containment_id, run_id, host, action, target, command,
+                    operator, started_at, phase, message)
+                 VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10)",
+                params![
+                    a.containment_id,
+                    a.run_id,
+                    a.host,
+                    a.action,
+                    a.target,
+                    a.command,
+                    a.operator,
+                    now(),
+                    a.phase,
+                    a.message
+                ],
+            )?;
+            Ok(tx.last_insert_rowid())
+        })
+        .await
+    }
+
+    /// Records how an action ended: the commands actually run (replacing the
+    /// planned text), the exit code of its effecting command, the SHA-256 of all
+    /// its output, whether the result was verified on the host, and why.
+    pub async fn action_result(&self, id: i64, r: ActionResult) -> Result<()> {
+        self.write(move |tx| {
+            tx.execute(
+                "UPDATE actions SET finished_at=?1, phase=?2, exit_code=?3, output_sha256=?4,
+                    verified=?5, message=?6, command=?7, evidence_path=?8
+                 WHERE id=?9",
+                params![
+                    now(),
+                    r.phase,
+                    r.exit_code,
+                    r.output_sha256,
+                    r.verified,
+                    r.message,
+                    r.command,
+                    r.evidence_path,
+                    id
+                ],
+            )
+            .map(|n| n as i64)
+        })
+        .await
+        .map(|_| ())
+    }
 }
 
 fn ensure_column(conn: &Connection, table: &str, column: &str, decl: &str) -> Result<()> {
@@ -789,6 +913,75 @@ pub struct NewNotification {
     pub error: Option<String>,
     /// The hosts the message named.
     pub hosts: Vec<String>,
+}
+
+/// A containment about to start (`pushscan contain` or `uncontain`).
+pub struct NewContainment {
+    /// `contain` or `uncontain`.
+    pub kind: String,
+    /// The run whose detections it acts on (`None` for `uncontain`).
+    pub source_run: Option<i64>,
+    pub operator: String,
+    pub controller: String,
+    /// The actions asked for, comma-separated.
+    pub actions: String,
+    pub hosts: Vec<String>,
+}
+
+/// One action about to be recorded.
+pub struct NewAction {
+    pub containment_id: i64,
+    pub run_id: Option<i64>,
+    pub host: String,
+    /// `evidence`, `kill`, `remove`, `unpersist`, `isolate`, `uncontain`, `recheck`, or
+    /// `refused` (the host was refused before any command).
+    pub action: String,
+    /// What it acts on: a path, `PID n`, a registry value, the rule name.
+    pub target: String,
+    /// The exact remote command text (one command a line).
+    pub command: String,
+    pub operator: String,
+    /// `intent` (about to run), `refused` or `skipped` (decided without running).
+    pub phase: String,
+    pub message: Option<String>,
+}
+
+/// How a recorded action ended.
+pub struct ActionResult {
+    /// `done` (ran and verified), `failed`, `skipped`.
+    pub phase: String,
+    pub exit_code: Option<i64>,
+    pub output_sha256: Option<String>,
+    pub verified: Option<bool>,
+    pub message: String,
+    /// The commands as run.
+    pub command: String,
+    pub evidence_path: Option<String>,
+}
+
+/// One recorded containment action (history, reports).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ActionRecord {
+    pub id: i64,
+    pub containment_id: i64,
+    /// `contain` or `uncontain`.
+    pub kind: String,
+    pub run_id: Option<i64>,
+    pub host: String,
+    pub action: String,
+    pub target: Option<String>,
+    pub command: String,
+    pub operator: String,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    pub phase: String,
+    pub exit_code: Option<i64>,
+    pub output_sha256: Option<String>,
+    pub verified: Option<bool>,
+    pub message: Option<String>,
+    pub evidence_path: Option<String>,
+    /// The run that re-checked the host after this containment, if any.
+    pub recheck_run: Option<i64>,
 }
 
 /// One recorded alert delivery.
@@ -1142,6 +1335,70 @@ impl Reader {
                 error: r.get(7)?,
                 hosts: serde_json::from_str(&hosts).unwrap_or_default(),
                 at: r.get(9)?,
+            })
+        })?;
+        rows.collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(Into::into)
+    }
+
+    /// Containment actions on `host`, newest first (at most `limit`).
+    pub fn host_actions(&self, host: &str, limit: usize) -> Result<Vec<ActionRecord>> {
+        self.actions_where(
+            "a.host=?1",
+            rusqlite::types::Value::Text(host.into()),
+            limit,
+        )
+    }
+
+    /// Containment actions that acted on run `run_id`'s detections or whose
+    /// re-check is run `run_id`, oldest first.
+    pub fn run_actions(&self, run_id: i64) -> Result<Vec<ActionRecord>> {
+        let mut v = self.actions_where(
+            "(a.run_id=?1 OR c.recheck_run=?1)",
+            rusqlite::types::Value::Integer(run_id),
+            usize::MAX >> 1,
+        )?;
+        v.reverse();
+        Ok(v)
+    }
+
+    fn actions_where(
+        &self,
+        cond: &str,
+        arg: rusqlite::types::Value,
+        limit: usize,
+    ) -> Result<Vec<ActionRecord>> {
+        if !self.has_table("actions")? {
+            return Ok(Vec::new());
+        }
+        let mut st = self.conn.prepare(&format!(
+            "SELECT a.id, a.containment_id, c.kind, a.run_id, a.host, a.action, a.target, a.command,
+                    a.operator, a.started_at, a.finished_at, a.phase, a.exit_code, a.output_sha256,
+                    a.verified, a.message, a.evidence_path, c.recheck_run
+             FROM actions a JOIN containments c ON c.id = a.containment_id
+             WHERE {cond} ORDER BY a.id DESC LIMIT ?2"
+        ))?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = st.query_map(params![arg, limit], |r| {
+            Ok(ActionRecord {
+                id: r.get(0)?,
+                containment_id: r.get(1)?,
+                kind: r.get(2)?,
+                run_id: r.get(3)?,
+                host: r.get(4)?,
+                action: r.get(5)?,
+                target: r.get(6)?,
+                command: r.get(7)?,
+                operator: r.get(8)?,
+                started_at: r.get(9)?,
+                finished_at: r.get(10)?,
+                phase: r.get(11)?,
+                exit_code: r.get(12)?,
+                output_sha256: r.get(13)?,
+                verified: r.get(14)?,
+                message: r.get(15)?,
+                evidence_path: r.get(16)?,
+                recheck_run: r.get(17)?,
             })
         })?;
         rows.collect::<rusqlite::Result<Vec<_>>>()

@@ -1,6 +1,7 @@
 //! pushscan: agentless push scanner.
 pub mod app;
 pub mod cleanup;
+pub mod contain;
 pub mod credentials;
 pub mod exit;
 pub mod inventory;

@@ -199,6 +199,30 @@ enum Command {
         #[command(flatten)]
         state: StateArgs,
     },
+    /// Act on a run's detections: secure evidence, kill, remove, unpersist, isolate;
+    /// then check the hosts again. Prints the exact remote commands first.
+    #[command(after_help = concat!(
+        "Examples:\n  pushscan contain                         # dry run: every command, per host\n  ",
+        "pushscan contain --run 12 --host PC-SALES-014 --yes\n  ",
+        "pushscan contain --actions evidence,kill --quarantine --yes\n\n",
+        "Input is the journal's detections (latest run or --run), never text typed here: image paths,\n",
+        "PIDs and Run keys are validated and quoted; a host with a value that does not validate is\n",
+        "refused (nothing runs on it) and the others go on. Without --yes the commands are printed and,\n",
+        "on a terminal, confirmation is asked; without a terminal nothing runs (exit 64).\n",
+        "Every action is journaled before and after: `pushscan history HOST`. Details: docs/contain.md.\n\n",
+        "Exit codes: 0 every host contained, verified and re-checked clear; 1 a host still detected\n",
+        "after the re-check; 2 a host refused or an action failed/unverified; 64 usage (too many hosts,\n",
+        "no confirmation possible)."
+    ))]
+    Contain(ContainArgs),
+    /// Lift the isolation `contain` put on hosts (deletes the pushscan-isolation firewall rules).
+    #[command(after_help = concat!(
+        "Examples:\n  pushscan uncontain --host PC-SALES-014 --yes\n  ",
+        "pushscan uncontain --host PC-SALES-014 -i hosts.yml --credentials creds.yml --yes\n\n",
+        "The rules are found by their name: no journal record is needed (give -i when the journal\n",
+        "no longer has a run with the host). Exit codes: 0 every host verified free of the rules, 2 not."
+    ))]
+    Uncontain(UncontainArgs),
     /// Forget runs older than N days, evidence files included.
     #[command(after_help = "Example:\n  pushscan prune --keep-days 90")]
     Prune {
@@ -228,6 +252,87 @@ enum Command {
         #[arg(long, requires = "playbook")]
         x86: bool,
     },
+}
+
+#[derive(Args)]
+struct ContainArgs {
+    /// Run whose detections to act on [default: the latest run].
+    #[arg(long)]
+    run: Option<i64>,
+    /// Only this detected host (repeatable) [default: every detected host of the run].
+    #[arg(long = "host", value_name = "HOST")]
+    hosts: Vec<String>,
+    /// Actions, run in this order whatever the order given.
+    #[arg(long, value_delimiter = ',', value_parser = parse_action,
+          default_value = "evidence,kill,remove,unpersist,isolate")]
+    actions: Vec<pushscan::contain::Action>,
+    /// Print the commands; never ask, never run anything.
+    #[arg(long, conflicts_with = "yes")]
+    dry_run: bool,
+    /// Run the commands without asking.
+    #[arg(long)]
+    yes: bool,
+    /// Refuse (before any connection) when more hosts than this are selected.
+    #[arg(long, default_value_t = 10)]
+    max_hosts: usize,
+    /// remove: move the image into a quarantine directory on the host instead of deleting it.
+    #[arg(long)]
+    quarantine: bool,
+    /// evidence: largest image file pulled (e.g. 64MiB).
+    #[arg(long, default_value = "64MiB", value_parser = parse_size)]
+    evidence_cap: u64,
+    /// isolate: the address the hosts must still reach (this jump host's)
+    /// [default: the local address used toward each host].
+    #[arg(long, value_name = "IP")]
+    jump_address: Option<std::net::IpAddr>,
+    /// Do not run the checker again afterwards.
+    #[arg(long)]
+    no_recheck: bool,
+    /// Progress display of the re-check on stderr.
+    #[arg(long, value_enum, default_value = "auto")]
+    progress: ProgressArg,
+    #[command(flatten)]
+    state: StateArgs,
+    #[command(flatten)]
+    conn: ConnArgs,
+}
+
+#[derive(Args)]
+struct UncontainArgs {
+    /// Host to lift the isolation of (repeatable).
+    #[arg(long = "host", value_name = "HOST", required = true)]
+    hosts: Vec<String>,
+    /// Inventory to reach the hosts [default: the newest run in the journal that has them].
+    #[arg(short, long, value_name = "FILE")]
+    inventory: Vec<PathBuf>,
+    /// Print the commands; never ask, never run anything.
+    #[arg(long, conflicts_with = "yes")]
+    dry_run: bool,
+    /// Run the commands without asking.
+    #[arg(long)]
+    yes: bool,
+    #[command(flatten)]
+    state: StateArgs,
+    #[command(flatten)]
+    conn: ConnArgs,
+}
+
+fn parse_action(s: &str) -> Result<pushscan::contain::Action, String> {
+    pushscan::contain::Action::parse(s)
+        .ok_or_else(|| format!("{s:?}: use evidence, kill, remove, unpersist, isolate"))
+}
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    pushscan::playbook::parse_size(s)
+}
+
+fn confirm_mode(dry_run: bool, yes: bool) -> pushscan::contain::Confirm {
+    use pushscan::contain::Confirm;
+    match (dry_run, yes) {
+        (true, _) => Confirm::DryRun,
+        (false, true) => Confirm::Yes,
+        (false, false) => Confirm::Ask,
+    }
 }
 
 #[derive(Subcommand)]
@@ -580,7 +685,7 @@ enum LogFormat {
     Json,
 }
 
-#[derive(Clone, Copy, ValueEnum)]
+#[derive(Clone, Copy, Debug, ValueEnum)]
 enum ProgressArg {
     Auto,
     Lines,
@@ -742,6 +847,36 @@ fn run(cli: Cli) -> Result<i32, exit::Fail> {
             json,
             state,
         } => app::history(&state.dir(), &host, limit, json),
+        Command::Contain(a) => {
+            let access = access(&a.conn)?;
+            let mut actions = a.actions.clone();
+            actions.sort();
+            actions.dedup();
+            let opts = pushscan::contain::ContainOptions {
+                state_dir: a.state.dir(),
+                run: a.run,
+                hosts: a.hosts,
+                actions,
+                confirm: confirm_mode(a.dry_run, a.yes),
+                max_hosts: a.max_hosts,
+                quarantine: a.quarantine,
+                evidence_cap: a.evidence_cap,
+                jump_address: a.jump_address,
+                recheck: !a.no_recheck,
+                progress: progress_mode(a.progress),
+            };
+            runtime()?.block_on(pushscan::contain::contain(&opts, &access))
+        }
+        Command::Uncontain(a) => {
+            let access = access(&a.conn)?;
+            let opts = pushscan::contain::UncontainOptions {
+                state_dir: a.state.dir(),
+                hosts: a.hosts,
+                inventory: a.inventory,
+                confirm: confirm_mode(a.dry_run, a.yes),
+            };
+            runtime()?.block_on(pushscan::contain::uncontain(&opts, &access))
+        }
         Command::Prune { keep_days, state } => {
             runtime()?.block_on(app::prune(&state.dir(), keep_days))
         }

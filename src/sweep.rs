@@ -421,6 +421,89 @@ pub async fn resume(
     .await
 }
 
+/// A new run of run `from_run`'s stored playbook and inventory on `hosts` only: the
+/// re-check after `pushscan contain`, through the same pipeline as any sweep.
+pub async fn recheck(
+    state_dir: &Path,
+    from_run: i64,
+    hosts: &[String],
+    access: &Access,
+    progress: Mode,
+) -> Result<SweepOutcome, Fail> {
+    let reader = crate::journal::Reader::open(state_dir).code(exit::IO)?;
+    let src = reader.run_sources(from_run).code(exit::USAGE)?;
+    drop(reader);
+    let pb =
+        Playbook::parse(&src.playbook_text, Path::new(&src.playbook_path)).code(exit::CONFIG)?;
+    let checker_size = pb.verify_checker().code(exit::CHECKER)?;
+    let inv =
+        inventory::parse(&src.inventory_text, Path::new(&src.inventory_path)).code(exit::CONFIG)?;
+    let mut plans = Vec::new();
+    for name in hosts {
+        let host = inv.host(name).ok_or_else(|| {
+            Fail::new(
+                exit::CONFIG,
+                anyhow::anyhow!("host {name} is not in run {from_run}'s stored inventory"),
+            )
+        })?;
+        plans.push(
+            HostPlan::new(&pb, host)
+                .map_err(|e| Fail::new(exit::CONFIG, anyhow::anyhow!("host {name}: {e}")))?,
+        );
+    }
+    let journal = Journal::open(state_dir).code(exit::IO)?;
+    let run_id = journal
+        .start_run(NewRun {
+            operator: current_user(),
+            controller: controller_name(),
+            playbook_path: src.playbook_path.clone(),
+            playbook_name: pb.name.clone(),
+            playbook_text: src.playbook_text.clone(),
+            inventory_path: src.inventory_path.clone(),
+            inventory_text: src.inventory_text.clone(),
+            limit: Some(format!("re-check after contain (run {from_run})")),
+            forks: src.forks,
+            checker_path: pb.checker_local.display().to_string(),
+            checker_sha256: pb.checker.sha256.clone(),
+            checker_size,
+            hosts: plans
+                .iter()
+                .map(|p| RunHost {
+                    name: p.host.name.clone(),
+                    address: p.host.address.clone(),
+                    port: p.host.port,
+                    transport: transport_name(p.host.connection).to_string(),
+                    groups: p.host.groups.clone(),
+                    group_paths: p.host.group_paths.clone(),
+                    wave: Some(1),
+                    wave_partition: None,
+                })
+                .collect(),
+            rollout: None,
+        })
+        .await
+        .code(exit::IO)?;
+    let waves = vec![WavePlans {
+        number: 1,
+        partition: None,
+        canary: false,
+        plans,
+    }];
+    let forks = src.forks.max(1);
+    execute(
+        journal,
+        state_dir,
+        run_id,
+        pb,
+        waves,
+        Rollout::default(),
+        forks,
+        access,
+        progress,
+    )
+    .await
+}
+
 /// Runs the waves of `run_id` one after the other, each with bounded
 /// concurrency, judges each finished wave, and records the end of the run.
 #[allow(clippy::too_many_arguments)]

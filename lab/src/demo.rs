@@ -375,6 +375,7 @@ async fn run_async(
                 username: username.clone(),
                 added_addresses: Vec::new(),
                 hosts: plan.iter().map(|h| fleet::lab_host(dir, h)).collect(),
+                wine: None,
             };
             let files = write_lab_files(dir, &state, &password)?;
             let serve = ServePlan {
@@ -437,6 +438,7 @@ fn serve_host(h: &LabHost, username: &str, password: &str) -> ServeHost {
         },
         latency_ms: h.latency_ms,
         enabled: h.winrm,
+        wine: None,
     }
 }
 

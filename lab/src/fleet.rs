@@ -35,6 +35,7 @@ use sha2::{Digest as _, Sha256};
 
 use crate::samba::{self, SambaConfig, SambaPaths};
 use crate::spec::{self, HostPlan, ScenarioKind, SmbEncryption, Spec};
+use crate::wine::{self, WineHost, WineSetup};
 use crate::winrm;
 
 /// Environment variable naming the default lab directory.
@@ -110,6 +111,9 @@ pub struct LabHost {
     pub checker_args: Vec<String>,
     /// Latency added to WinRM answers, in ms.
     pub latency_ms: u64,
+    /// A Wine-backed host (`docs/lab-wine.md`): its prefix, user, malware, wineserver.
+    #[serde(default)]
+    pub wine: Option<WineHost>,
 }
 
 /// `lab.json`: what a running lab consists of.
@@ -130,6 +134,10 @@ pub struct LabState {
     /// Addresses `up` added to `lo` (removed again by `down`).
     pub added_addresses: Vec<Ipv4Addr>,
     pub hosts: Vec<LabHost>,
+    /// Wine's programs, the lab's compiled Windows programs and the template prefix (when the
+    /// fleet has Wine hosts).
+    #[serde(default)]
+    pub wine: Option<WineSetup>,
 }
 
 impl LabState {
@@ -211,6 +219,9 @@ pub struct ServeHost {
     pub password: String,
     pub latency_ms: u64,
     pub enabled: bool,
+    /// A Wine host: how the simulator runs its commands.
+    #[serde(default)]
+    pub wine: Option<winrm::wine::WineExec>,
 }
 
 impl ServePlan {
@@ -231,17 +242,27 @@ impl ServePlan {
                     name: h.name.clone(),
                     address: h.address,
                     // The simulator's root holds the drive: its `C:\` is
-                    // `root/C`, while `h.root` is the drive itself.
-                    root: h
-                        .root
-                        .parent()
-                        .map(Path::to_path_buf)
-                        .unwrap_or_else(|| h.root.clone()),
+                    // `root/C`, while `h.root` is the drive itself. (A Wine host's drive is
+                    // its prefix's drive_c, reached through Wine; its root is the host
+                    // directory.)
+                    root: match &h.wine {
+                        Some(w) => w
+                            .prefix
+                            .parent()
+                            .map(Path::to_path_buf)
+                            .unwrap_or_else(|| h.root.clone()),
+                        None => h
+                            .root
+                            .parent()
+                            .map(Path::to_path_buf)
+                            .unwrap_or_else(|| h.root.clone()),
+                    },
                     checker_args: h.checker_args.clone(),
                     username: h.username.clone(),
                     password: h.password.clone(),
                     latency: Duration::from_millis(h.latency_ms),
                     enabled: h.enabled,
+                    wine: h.wine.clone(),
                 })
                 .collect(),
             http_port: self.http_port,
@@ -275,6 +296,10 @@ pub struct Lab {
     pub checker_sha256: String,
     /// The HTTPS certificate (PEM) when the spec has an HTTPS port.
     pub tls_cert: Option<PathBuf>,
+    /// With Wine hosts: the Windows build of the lab checker `<lab>/emocheck-wine.exe` and its
+    /// playbook `<lab>/emocheck-wine.yml` (pinned), which a sweep of the Wine hosts uses.
+    pub wine_checker: Option<PathBuf>,
+    pub wine_playbook: Option<PathBuf>,
     /// How long `up` took.
     pub startup: Duration,
     armed: bool,
@@ -289,6 +314,14 @@ impl Lab {
     /// The first host of a scenario kind.
     pub fn host_of(&self, kind: ScenarioKind) -> Option<&LabHost> {
         self.state.hosts.iter().find(|h| h.scenario == kind)
+    }
+
+    /// The first Wine host of a scenario kind.
+    pub fn wine_host_of(&self, kind: ScenarioKind) -> Option<&LabHost> {
+        self.state
+            .hosts
+            .iter()
+            .find(|h| h.scenario == kind && h.wine.is_some())
     }
 
     pub fn smb_port(&self) -> u16 {
@@ -356,6 +389,12 @@ pub fn up(opts: UpOptions) -> Result<Lab> {
     for tool in ["smbd", "smbpasswd"] {
         samba::binary(tool)?;
     }
+    let has_wine = plan.iter().any(|h| h.scenario.wine);
+    let wine_tools = if has_wine {
+        Some(wine::WineTools::find()?)
+    } else {
+        None
+    };
     if !opts.exe.is_file() {
         bail!(
             "the pushscan-lab executable {} (run as the serve process) does not exist",
@@ -391,7 +430,24 @@ pub fn up(opts: UpOptions) -> Result<Lab> {
         username: username.clone(),
         added_addresses: Vec::new(),
         hosts,
+        wine: None,
     };
+
+    // The Wine template and programs (cached; minutes at most the first time) before anything
+    // starts, so a missing compiler fails `up` cleanly.
+    if let Some(tools) = wine_tools {
+        let cache = wine::cache_dir();
+        let programs = wine::build_programs(&cache)?;
+        let version = tools.version()?;
+        let (template, took) = wine::template(&tools, &cache)?;
+        state.wine = Some(WineSetup {
+            tools,
+            programs,
+            version,
+            template,
+            template_secs: took.as_secs_f64(),
+        });
+    }
 
     // From here on a failure stops what was started.
     let result = start_all(&opts, &spec, &plan, &dir, &mut state, &password);
@@ -409,6 +465,8 @@ pub fn up(opts: UpOptions) -> Result<Lab> {
                 checker: dir.join("emocheck-lab.exe"),
                 checker_sha256,
                 tls_cert,
+                wine_checker: state.wine.as_ref().map(|_| dir.join(WINE_CHECKER)),
+                wine_playbook: state.wine.as_ref().map(|_| dir.join(WINE_PLAYBOOK)),
                 dir,
                 state,
                 username,
@@ -427,6 +485,18 @@ pub fn up(opts: UpOptions) -> Result<Lab> {
 }
 
 pub(crate) fn lab_host(dir: &Path, h: &HostPlan) -> LabHost {
+    let wine = h.scenario.wine.then(|| {
+        let host_dir = dir.join("hosts").join(h.address.to_string());
+        WineHost {
+            prefix: host_dir.join("wine"),
+            user: wine::WINE_USER.to_string(),
+            sid: None,
+            malware: (h.scenario.kind == ScenarioKind::Infected)
+                .then(|| wine::Malware::new(&h.scenario.wine_process(), wine::WINE_USER)),
+            firewall_store: host_dir.join("firewall.json"),
+            server_pid: None,
+        }
+    });
     LabHost {
         name: h.name.clone(),
         address: h.address,
@@ -435,11 +505,24 @@ pub(crate) fn lab_host(dir: &Path, h: &HostPlan) -> LabHost {
         scenario: h.scenario.kind,
         smb: h.scenario.kind.serves_smb(),
         winrm: h.scenario.kind.serves_winrm(),
-        root: host_root(dir, h.address),
-        checker_args: h.scenario.checker_args(&h.name),
+        root: match &wine {
+            Some(w) => w.prefix.join("drive_c"),
+            None => host_root(dir, h.address),
+        },
+        // The Windows checker finds for itself; the stand-in's switches are for sh hosts.
+        checker_args: if wine.is_some() {
+            Vec::new()
+        } else {
+            h.scenario.checker_args(&h.name)
+        },
         latency_ms: h.scenario.latency().as_millis() as u64,
+        wine,
     }
 }
+
+/// The Windows build of the lab checker and its playbook, in the lab directory.
+pub const WINE_CHECKER: &str = "emocheck-wine.exe";
+pub const WINE_PLAYBOOK: &str = "emocheck-wine.yml";
 
 /// `<lab>/hosts/<ip>/C`.
 pub fn host_root(dir: &Path, ip: Ipv4Addr) -> PathBuf {
@@ -457,7 +540,20 @@ fn start_all(
     password: &str,
 ) -> Result<(Option<PathBuf>, String)> {
     let (uid, gid) = ensure_user(&state.username)?;
-    make_host_trees(dir, plan, &state.username, uid, gid)?;
+    let native: Vec<HostPlan> = plan.iter().filter(|h| !h.scenario.wine).cloned().collect();
+    make_host_trees(dir, &native, &state.username, uid, gid)?;
+    if let Some(setup) = &state.wine {
+        // A fresh prefix per host at every `up` (a previous lab's prefix is replaced).
+        for h in state.hosts.iter().filter_map(|h| h.wine.as_ref()) {
+            remove_path(&h.prefix)?;
+            remove_path(&h.firewall_store)?;
+            if let Some(parent) = h.prefix.parent() {
+                fs::create_dir_all(parent.join("run"))
+                    .with_context(|| format!("cannot create {}", parent.display()))?;
+            }
+            wine::clone_prefix(&setup.template, &h.prefix)?;
+        }
+    }
 
     // Samba binds only addresses an interface carries.
     let smb_addresses = state.smb_addresses();
@@ -504,6 +600,16 @@ fn start_all(
         port: state.smb_port,
         encryption: spec.smb.encryption,
         username: state.username.clone(),
+        wine_drives: state
+            .hosts
+            .iter()
+            .filter(|h| h.smb)
+            .filter_map(|h| {
+                h.wine
+                    .as_ref()
+                    .map(|w| (h.address, w.prefix.join("drive_c")))
+            })
+            .collect(),
     };
     let paths = samba::write_config(&samba_cfg)?;
     samba::set_password(&paths, &state.username, password)?;
@@ -511,6 +617,10 @@ fn start_all(
     let smbd = samba::start(&samba_cfg, &paths, &marker_env)?;
     state.smbd_pid = Some(smbd.pid);
     state.save(dir)?;
+
+    // Wine hosts: wineservers, services, computer names, malware (before the simulator, which
+    // runs commands in the prefixes).
+    start_wine_hosts(dir, state)?;
 
     // WinRM.
     let tls = match state.winrm_https_port {
@@ -542,6 +652,10 @@ fn start_all(
                 },
                 latency_ms: h.latency_ms,
                 enabled: h.winrm,
+                wine: match (&state.wine, &h.wine) {
+                    (Some(setup), Some(w)) => Some(wine::exec_for(setup, w, dir)),
+                    _ => None,
+                },
             })
             .collect(),
     };
@@ -572,6 +686,17 @@ fn start_all(
         &dir.join("emocheck-lab.yml"),
         playbook_yaml(&sha).as_bytes(),
     )?;
+    if let Some(setup) = &state.wine {
+        let bytes = fs::read(&setup.programs.checker)
+            .with_context(|| format!("cannot read {}", setup.programs.checker.display()))?;
+        let path = dir.join(WINE_CHECKER);
+        fs::write(&path, &bytes).with_context(|| format!("cannot write {}", path.display()))?;
+        let sha = hex::encode(Sha256::digest(&bytes));
+        write_file(
+            &dir.join(WINE_PLAYBOOK),
+            wine_playbook_yaml(&sha).as_bytes(),
+        )?;
+    }
     write_file(&dir.join("inventory.yml"), inventory_yaml(state).as_bytes())?;
     write_private(
         &dir.join("lab.env"),
@@ -584,6 +709,78 @@ fn start_all(
         .as_bytes(),
     )?;
     Ok((tls.map(|t| t.0), sha))
+}
+
+/// Starts every Wine host (in parallel, one thread each: most of the time is Wine booting a
+/// prefix), recording the wineserver and malware pids in `state` (saved).
+fn start_wine_hosts(dir: &Path, state: &mut LabState) -> Result<()> {
+    let Some(setup) = state.wine.clone() else {
+        return Ok(());
+    };
+    let log_dir = dir.join("log");
+    fs::create_dir_all(&log_dir).with_context(|| format!("cannot create {}", log_dir.display()))?;
+    let jobs: Vec<(usize, String, Ipv4Addr, WineHost)> = state
+        .hosts
+        .iter()
+        .enumerate()
+        .filter_map(|(i, h)| h.wine.clone().map(|w| (i, h.name.clone(), h.address, w)))
+        .collect();
+    let results: Vec<(usize, Result<wine::Started>)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = jobs
+            .iter()
+            .map(|(i, name, address, w)| {
+                let setup = &setup;
+                let log = log_dir.join(format!("wine-{address}.log"));
+                (
+                    *i,
+                    scope.spawn(move || {
+                        wine::start_host(
+                            &setup.tools,
+                            &setup.programs,
+                            &w.prefix,
+                            name,
+                            w.malware.as_ref(),
+                            (INSTANCE_ENV, dir),
+                            &log,
+                        )
+                        .with_context(|| format!("Wine host {name} ({address})"))
+                    }),
+                )
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|(i, h)| {
+                (
+                    i,
+                    h.join()
+                        .unwrap_or_else(|_| Err(anyhow::anyhow!("starting a Wine host panicked"))),
+                )
+            })
+            .collect()
+    });
+    let mut first_error = None;
+    for (i, r) in results {
+        match r {
+            Ok(started) => {
+                if let Some(w) = state.hosts[i].wine.as_mut() {
+                    w.server_pid = Some(started.server_pid);
+                    w.sid = started.sid;
+                    if started.malware.is_some() {
+                        w.malware = started.malware;
+                    }
+                }
+            }
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    state.save(dir)?;
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
 }
 
 /// The system account, created if missing; serialized within this process (parallel tests).
@@ -822,6 +1019,16 @@ fn leftover_processes(dir: &Path, state: Option<&LabState>) -> Vec<u32> {
                 .flatten()
                 .filter(|&p| belongs(p)),
         );
+        for w in state.hosts.iter().filter_map(|h| h.wine.as_ref()) {
+            let malware = w.malware.as_ref().and_then(|m| m.linux_pid);
+            out.extend(
+                [w.server_pid, malware]
+                    .into_iter()
+                    .flatten()
+                    .filter(|&p| belongs(p) && !out.contains(&p))
+                    .collect::<Vec<_>>(),
+            );
+        }
     }
     for pid in sys::all_pids() {
         if !out.contains(&pid) && belongs(pid) {
@@ -858,6 +1065,16 @@ fn down_locked(dir: &Path, purge: bool) -> Result<DownReport> {
         }
     };
     let mut report = DownReport::default();
+
+    // Wine hosts first: `wineserver -k` ends every Windows process of a prefix the way Wine
+    // does; the sweep below kills whatever is left by pid.
+    if let Some(state) = &state {
+        if let Some(setup) = &state.wine {
+            for w in state.hosts.iter().filter_map(|h| h.wine.as_ref()) {
+                wine::stop_host(&setup.tools, &w.prefix, w.server_pid);
+            }
+        }
+    }
 
     // Kill: recorded roots first (their trees), then anything else marked as ours.
     for round in 0..3 {
@@ -936,6 +1153,8 @@ fn down_locked(dir: &Path, purge: bool) -> Result<DownReport> {
             "lab.env",
             "emocheck-lab.yml",
             "emocheck-lab.exe",
+            WINE_CHECKER,
+            WINE_PLAYBOOK,
             LOCK_FILE,
         ] {
             remove_path(&dir.join(name))?;
@@ -1195,6 +1414,9 @@ pub fn inventory_yaml(state: &LabState) -> String {
                 yaml_quote(&h.ou),
                 h.scenario
             ));
+            if h.wine.is_some() {
+                out.push_str("              lab_wine: true\n");
+            }
         }
     }
     let mut groups: Vec<String> = Vec::new();
@@ -1219,6 +1441,17 @@ pub fn inventory_yaml(state: &LabState) -> String {
             }
         }
     }
+    // The Wine hosts, for `--limit wine` with emocheck-wine.yml (unless an OU group took the
+    // name).
+    if state.hosts.iter().any(|h| h.wine.is_some())
+        && !taken.contains("wine")
+        && !groups.iter().any(|g| g == "wine")
+    {
+        out.push_str("    wine:\n      hosts:\n");
+        for h in state.hosts.iter().filter(|h| h.wine.is_some()) {
+            out.push_str(&format!("        {}:\n", yaml_quote(&h.name)));
+        }
+    }
     out
 }
 
@@ -1232,6 +1465,37 @@ pub fn playbook_yaml(sha256: &str) -> String {
          description: Find running Emotet with the EmoCheck stand-in on the lab fleet.\n\
          checker:\n\
          \x20 path: emocheck-lab.exe\n\
+         \x20 sha256: \"{sha256}\"\n\
+         \x20 platform: windows\n\
+         \x20 remote_name: emocheck.exe\n\
+         work_dir: 'C:\\Windows\\Temp\\pushscan'\n\
+         run_dir: 'C:\\Windows\\Temp\\pushscan\\reports'\n\
+         # Never run EmoCheck without arguments: it then waits for a key press.\n\
+         args: [\"/quiet\", \"/json\", \"/output\", \"{{{{ run_dir }}}}\"]\n\
+         timeout: 2m\n\
+         results:\n\
+         \x20 glob: \"*_emocheck.*\"\n\
+         \x20 parser: emocheck\n\
+         \x20 max_file_size: 1MiB\n\
+         cleanup:\n\
+         \x20 checker: false\n\
+         \x20 results: false\n\
+         \x20 dirs: false\n"
+    )
+}
+
+/// The EmoCheck playbook for the lab's Wine hosts: the Windows build of the lab checker next to
+/// it, pinned. Use it with `--limit wine` (the other hosts run the sh stand-in).
+pub fn wine_playbook_yaml(sha256: &str) -> String {
+    format!(
+        "# EmoCheck on the pushscan lab's Wine hosts (written by pushscan-lab up).\n\
+         # The checker is the Windows build of the lab checker (lab/wine/emocheck.c, mingw),\n\
+         # pinned below; it runs in Wine and finds processes started from a Run value.\n\
+         # Sweep with --limit wine: the other lab hosts need emocheck-lab.yml.\n\
+         name: EmoCheck (pushscan lab, Wine hosts)\n\
+         description: Find the lab's fake Emotet on Wine hosts with the Windows stand-in.\n\
+         checker:\n\
+         \x20 path: {WINE_CHECKER}\n\
          \x20 sha256: \"{sha256}\"\n\
          \x20 platform: windows\n\
          \x20 remote_name: emocheck.exe\n\

@@ -94,6 +94,28 @@ enum Cmd {
         #[arg(long, env = "PUSHSCAN_LAB_DIR", default_value = fleet::DEFAULT_LAB_DIR)]
         dir: PathBuf,
     },
+    /// The live state of a Wine host: processes, Run values, files, firewall rules.
+    #[command(
+        name = "wine-inspect",
+        after_help = "Example:\n  pushscan-lab wine-inspect --dir lab-run --host W002-LAB \
+                      --file 'C:\\users\\tanaka\\AppData\\Local\\wfsrvhost\\wfsrvhost.exe' --json\n\n\
+                      Read through the host's running wineserver (pslist.exe, reg query, Wine's \
+                      `if exist`), never from user.reg, which Wine writes only when the \
+                      wineserver exits. PIDs are Windows PIDs (wineserver's)."
+    )]
+    WineInspect {
+        #[arg(long, env = "PUSHSCAN_LAB_DIR", default_value = fleet::DEFAULT_LAB_DIR)]
+        dir: PathBuf,
+        /// Host name or address.
+        #[arg(long)]
+        host: String,
+        /// A Windows path whose existence to report (repeatable).
+        #[arg(long = "file")]
+        files: Vec<String>,
+        /// JSON on stdout (else a short text).
+        #[arg(long)]
+        json: bool,
+    },
     /// The background process that runs the WinRM simulator (started by `up`).
     #[command(hide = true)]
     Serve {
@@ -173,11 +195,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
             opts.smb_port = smb_port;
             opts.winrm_port = winrm_port;
             let lab = fleet::up(opts)?;
-            let (dir, inventory, env_file, playbook) = (
+            let (dir, inventory, env_file, playbook, wine_playbook) = (
                 lab.dir.clone(),
                 lab.inventory.clone(),
                 lab.env_file.clone(),
                 lab.playbook.clone(),
+                lab.wine_playbook.clone(),
             );
             let state = lab.leave_running();
             let first = state.hosts.first().map(|h| h.address.to_string());
@@ -198,6 +221,26 @@ fn run(cli: Cli) -> Result<ExitCode> {
             println!("  inventory: {}", inventory.display());
             println!("  account:   {} (mode 0600)", env_file.display());
             println!("  playbook:  {}", playbook.display());
+            if let Some(pb) = wine_playbook {
+                let wine_hosts = state.hosts.iter().filter(|h| h.wine.is_some()).count();
+                println!(
+                    "  Wine:      {} host(s): playbook {} (--limit wine), wine-inspect --host NAME",
+                    wine_hosts,
+                    pb.display()
+                );
+                if let Some(w) = &state.wine {
+                    println!(
+                        "             {}, template {}{}",
+                        w.version,
+                        w.template.display(),
+                        if w.template_secs > 0.0 {
+                            format!(" (made in {:.1} s)", w.template_secs)
+                        } else {
+                            " (cached)".to_string()
+                        }
+                    );
+                }
+            }
             println!("  stop with: pushscan-lab down --dir {}", dir.display());
             Ok(ExitCode::SUCCESS)
         }
@@ -214,6 +257,41 @@ fn run(cli: Cli) -> Result<ExitCode> {
             } else {
                 ExitCode::from(3)
             })
+        }
+        Cmd::WineInspect {
+            dir,
+            host,
+            files,
+            json,
+        } => {
+            let st = pushscan_lab::wine::inspect(&dir, &host, &files)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&st)?);
+            } else {
+                println!("{}:", st.host);
+                for p in &st.processes {
+                    println!("  process {:>6}  {}", p.pid, p.image);
+                }
+                for v in &st.run_values {
+                    println!(
+                        "  run value HKU\\{}\\...\\Run  {} = {}",
+                        v.sid, v.name, v.data
+                    );
+                }
+                for (f, present) in &st.files {
+                    println!(
+                        "  file {f}: {}",
+                        if *present { "present" } else { "absent" }
+                    );
+                }
+                for r in &st.firewall_rules {
+                    println!(
+                        "  firewall rule {} dir={:?} action={} remoteip={}",
+                        r.name, r.dir, r.action, r.remoteip
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
         }
         Cmd::Serve { dir } => {
             fleet::serve(&dir)?;

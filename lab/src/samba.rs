@@ -105,6 +105,11 @@ pub struct SambaConfig {
     pub encryption: SmbEncryption,
     /// The lab account (a system user).
     pub username: String,
+    /// Wine hosts: (address, the prefix's `drive_c`). Their `C$` is `drive_c` and their
+    /// `ADMIN$` is `drive_c/windows` (Wine's lower-case names; Samba looks names up
+    /// case-insensitively for SMB2 clients, so `ADMIN$\Temp` is `windows/temp`), through a
+    /// per-address include in each share section.
+    pub wine_drives: Vec<(Ipv4Addr, PathBuf)>,
 }
 
 /// A started smbd.
@@ -174,6 +179,32 @@ pub fn write_config(cfg: &SambaConfig) -> Result<SambaPaths> {
         .with_context(|| format!("cannot write {}", path.display()))?;
     }
 
+    for (ip, drive_c) in &cfg.wine_drives {
+        let text = drive_c.to_str().with_context(|| {
+            format!(
+                "{} is not valid UTF-8 (it goes into smb.conf)",
+                drive_c.display()
+            )
+        })?;
+        if text.contains(['%', '\n', '\r', ';', '#', '"', ' ']) {
+            bail!("{text:?} contains a character Samba's config cannot carry");
+        }
+        for (share, path) in [
+            ("admin", drive_c.join("windows")),
+            ("c", drive_c.to_path_buf()),
+        ] {
+            let file = paths.by_ip.join(format!("{ip}.{share}.conf"));
+            fs::write(
+                &file,
+                format!(
+                    "# Wine host: the share is in its WINEPREFIX\npath = {}\nroot preexec =\n",
+                    path.display()
+                ),
+            )
+            .with_context(|| format!("cannot write {}", file.display()))?;
+        }
+    }
+
     let hosts = cfg.lab_dir.join("hosts");
     let interfaces: Vec<String> = cfg.addresses.iter().map(Ipv4Addr::to_string).collect();
     let conf = format!(
@@ -219,6 +250,7 @@ pub fn write_config(cfg: &SambaConfig) -> Result<SambaPaths> {
          \x20 read only = no\n\
          \x20 valid users = {user}\n\
          \x20 admin users = {user}\n\
+         \x20 include = {by_ip}/%i.admin.conf\n\
          \n\
          [C$]\n\
          \x20 comment = Default share\n\
@@ -227,7 +259,8 @@ pub fn write_config(cfg: &SambaConfig) -> Result<SambaPaths> {
          \x20 browseable = no\n\
          \x20 read only = no\n\
          \x20 valid users = {user}\n\
-         \x20 admin users = {user}\n",
+         \x20 admin users = {user}\n\
+         \x20 include = {by_ip}/%i.c.conf\n",
         interfaces = interfaces.join(" "),
         port = cfg.port,
         encrypt = cfg.encryption.as_str(),

@@ -211,6 +211,11 @@ pub struct Scenario {
     /// Processor architecture of the host's Windows (`x64` has `C:\Windows\SysWOW64`).
     #[serde(default)]
     pub arch: Arch,
+    /// A Wine-backed host (`docs/lab-wine.md`): its own WINEPREFIX, commands through Wine's
+    /// real `cmd.exe`, the Windows build of the lab checker. Kinds `clean` and `infected`
+    /// only; an infected Wine host runs a real (harmless) process named `process`.
+    #[serde(default)]
+    pub wine: bool,
 }
 
 /// Processor architecture of a simulated Windows.
@@ -239,6 +244,7 @@ impl Scenario {
             user: None,
             latency_ms: None,
             arch: Arch::X64,
+            wine: false,
         }
     }
 
@@ -282,7 +288,57 @@ impl Scenario {
         args
     }
 
+    /// The malware process name of an infected Wine host (default `wfsrvhost.exe`).
+    pub fn wine_process(&self) -> String {
+        self.process
+            .clone()
+            .unwrap_or_else(|| "wfsrvhost.exe".to_string())
+    }
+
     fn validate(&self, i: usize) -> Result<()> {
+        if self.wine {
+            if !matches!(self.kind, ScenarioKind::Clean | ScenarioKind::Infected) {
+                bail!(
+                    "scenarios[{i}]: wine: true works with kind clean or infected only (not {})",
+                    self.kind
+                );
+            }
+            let set: Vec<&str> = [
+                ("pid", self.pid.is_some()),
+                ("image", self.image.is_some()),
+                ("runkey", self.runkey.is_some()),
+                ("user", self.user.is_some()),
+                ("locale", self.locale != Locale::En),
+                ("encoding", self.encoding != PathEncoding::Utf8),
+                ("arch", self.arch != Arch::X64),
+            ]
+            .iter()
+            .filter(|(_, set)| *set)
+            .map(|(name, _)| *name)
+            .collect();
+            if !set.is_empty() {
+                bail!(
+                    "scenarios[{i}] (wine): {} cannot be chosen on a Wine host (Wine assigns the \
+                     PID, the image path and run key follow from `process`, the user is {}, \
+                     reports are English UTF-8, Windows is 64-bit)",
+                    set.join(", "),
+                    crate::wine::WINE_USER
+                );
+            }
+            let name = self.wine_process();
+            let stem = name.strip_suffix(".exe").unwrap_or("");
+            if stem.is_empty()
+                || name.len() > 64
+                || !stem
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+            {
+                bail!(
+                    "scenarios[{i}].process {name:?}: on a Wine host use a file name ending in \
+                     .exe made of letters, digits, '-', '_' and '.'"
+                );
+            }
+        }
         if self.kind != ScenarioKind::Infected {
             let set: Vec<&str> = [
                 ("process", self.process.is_some()),
@@ -862,6 +918,44 @@ mod tests {
         let plan = spec.plan().unwrap();
         assert_eq!(plan.len(), spec.hosts);
         assert_eq!(plan[0].address, DEFAULT_BASE_ADDRESS);
+    }
+
+    #[test]
+    fn wine_spec_parses_and_refuses_what_wine_decides() {
+        let spec = Spec::load(Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/spec-wine.yml"
+        )))
+        .unwrap();
+        let plan = spec.plan().unwrap();
+        assert!(plan.iter().all(|h| h.scenario.wine));
+        let err = Spec::parse(
+            "scenarios:\n  - kind: infected\n    wine: true\n    pid: 3\n",
+            Path::new("s.yml"),
+        )
+        .unwrap_err();
+        assert!(
+            format!("{err:#}").contains("pid cannot be chosen"),
+            "{err:#}"
+        );
+        let err = Spec::parse(
+            "scenarios:\n  - kind: hang\n    wine: true\n",
+            Path::new("s.yml"),
+        )
+        .unwrap_err();
+        assert!(
+            format!("{err:#}").contains("clean or infected only"),
+            "{err:#}"
+        );
+        let err = Spec::parse(
+            "scenarios:\n  - kind: infected\n    wine: true\n    process: 'a b.exe'\n",
+            Path::new("s.yml"),
+        )
+        .unwrap_err();
+        assert!(
+            format!("{err:#}").contains("file name ending in .exe"),
+            "{err:#}"
+        );
     }
 
     #[test]

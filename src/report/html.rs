@@ -449,6 +449,7 @@ pub fn to_html(r: &RunReport) -> String {
     );
     header(&mut o, r);
     detections(&mut o, r);
+    actions(&mut o, r);
     no_result(&mut o, r);
     failures(&mut o, r);
     cleared(&mut o, r);
@@ -911,6 +912,68 @@ fn detections(o: &mut String, r: &RunReport) {
     o.push_str("</section>\n");
 }
 
+/// Containment actions on this run's hosts (`pushscan contain`), host by host; no
+/// section at all when there are none. Every field is escaped: targets and messages
+/// carry host-supplied paths and output.
+fn actions(o: &mut String, r: &RunReport) {
+    let hosts: Vec<&HostEntry> = r.hosts.iter().filter(|h| !h.actions.is_empty()).collect();
+    if hosts.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        o,
+        "<section id=\"actions\">\n<h2><span class=\"badge k-error\">{}</span> Containment actions</h2>",
+        hosts.len()
+    );
+    for h in hosts {
+        let _ = writeln!(
+            o,
+            "<article class=\"host\" data-search=\"{}\">\n<header><h3>{}</h3></header>",
+            search_attr(&[&h.host]),
+            esc(&h.host)
+        );
+        o.push_str(
+            "<div class=\"scroll\"><table class=\"procs\"><thead><tr><th>When</th><th>Action</th>\
+             <th>Target</th><th>Remote commands</th><th>Exit</th><th>Verified</th><th>Result</th>\
+             <th>By</th></tr></thead><tbody>\n",
+        );
+        for a in &h.actions {
+            let _ = writeln!(
+                o,
+                "<tr><td>{}</td><td>{} <span class=\"muted\">({} #{})</span></td><td class=\"p\">{}</td>\
+                 <td class=\"mono\">{}</td><td class=\"num\">{}</td><td>{}</td><td class=\"p\">{}{}</td><td>{}</td></tr>",
+                esc(a.finished_at.as_deref().unwrap_or(&a.started_at)),
+                esc(&a.action),
+                esc(&a.kind),
+                a.containment_id,
+                esc_opt(a.target.as_deref()),
+                a.command
+                    .lines()
+                    .map(|l| crate::sanitize::html(l, 600))
+                    .collect::<Vec<_>>()
+                    .join("<br>"),
+                a.exit_code
+                    .map(|c| c.to_string())
+                    .unwrap_or_else(|| "-".into()),
+                match a.verified {
+                    Some(true) => "yes",
+                    Some(false) => "<strong>NO</strong>",
+                    None => "-",
+                },
+                esc(&a.phase),
+                a.message
+                    .as_deref()
+                    .filter(|m| !m.is_empty())
+                    .map(|m| format!(": {}", esc(m)))
+                    .unwrap_or_default(),
+                esc(&a.operator),
+            );
+        }
+        o.push_str("</tbody></table></div>\n</article>\n");
+    }
+    o.push_str("</section>\n");
+}
+
 fn raw_block(o: &mut String, h: &HostEntry, raw: &RawReport, lang: &str) {
     let truncated = raw.total > raw.bytes.len() as u64;
     let (text, cp932, lossy) = decode_report(&raw.bytes, truncated);
@@ -1240,6 +1303,7 @@ mod tests {
             report_warnings: Vec::new(),
             history: Vec::new(),
             raw_report: None,
+            actions: Vec::new(),
         }
     }
 
@@ -1279,6 +1343,42 @@ mod tests {
             recent_runs: Vec::new(),
             history_depth: 5,
         }
+    }
+
+    #[test]
+    fn containment_actions_are_escaped() {
+        let mut h = host("PC-<1>", "detected");
+        h.actions.push(crate::journal::ActionRecord {
+            id: 1,
+            containment_id: 7,
+            kind: "contain".into(),
+            run_id: Some(1),
+            host: "PC-<1>".into(),
+            action: "remove".into(),
+            target: Some("C:\\<script>alert(1)</script>.exe".into()),
+            command: "del /f /q \"C:\\<b>x</b>.exe\"\nif exist \"C:\\x\" (echo PRESENT)".into(),
+            operator: "ops\x1b[31m".into(),
+            started_at: "2026-11-26T05:00:00.000Z".into(),
+            finished_at: None,
+            phase: "done".into(),
+            exit_code: Some(0),
+            output_sha256: Some("ab".repeat(32)),
+            verified: Some(true),
+            message: Some("<img src=x onerror=alert(2)>".into()),
+            evidence_path: None,
+            recheck_run: Some(2),
+        });
+        let page = to_html(&report(vec![h, host("PC-2", "not_detected")]));
+        assert!(page.contains("<section id=\"actions\">"));
+        assert!(!page.contains("<script>alert(1)"));
+        assert!(!page.contains("<b>x</b>"));
+        assert!(!page.contains("<img src=x"));
+        assert!(!page.contains('\x1b'));
+        assert!(page.contains("&lt;script&gt;alert(1)&lt;/script&gt;.exe"));
+        assert!(page.contains("del /f /q &quot;C:\\&lt;b&gt;x&lt;/b&gt;.exe&quot;<br>if exist"));
+        // No actions, no section.
+        let page = to_html(&report(vec![host("PC-2", "not_detected")]));
+        assert!(!page.contains("id=\"actions\""));
     }
 
     #[test]

@@ -118,6 +118,11 @@ pub struct HostEntry {
     /// The primary report's raw bytes (capped), when loaded for HTML.
     #[serde(skip)]
     pub raw_report: Option<RawReport>,
+    /// Containment actions (`pushscan contain`/`uncontain`) that acted on this run's
+    /// detection of the host, or whose re-check is this run; oldest first. Absent
+    /// from the JSON when there are none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub actions: Vec<crate::journal::ActionRecord>,
 }
 
 /// The OU/group a host is shown under (see [`HostEntry::ou`]).
@@ -148,6 +153,7 @@ impl HostEntry {
                 .unwrap_or_default(),
             history: Vec::new(),
             raw_report: None,
+            actions: Vec::new(),
             host: r.host,
             address: r.address,
             transport: r.transport,
@@ -239,6 +245,11 @@ pub fn load_with(reader: &Reader, id: Option<i64>, opts: &LoadOptions) -> Result
                 });
         }
         hosts.push(entry);
+    }
+    for a in reader.run_actions(info.id)? {
+        if let Some(h) = hosts.iter_mut().find(|h| h.host == a.host) {
+            h.actions.push(a);
+        }
     }
     let mut recent = reader.recent_results(info.id, opts.history)?;
     for h in &mut hosts {
@@ -613,6 +624,57 @@ pub fn history_table(
                 display(rep.scan_time.as_deref().unwrap_or("?"), 40)
             );
             write_processes(&mut out, "      ", &rep.processes);
+        }
+    }
+    out
+}
+
+/// `pushscan history HOST`: the containment actions on the host, newest first.
+pub fn actions_table(actions: &[crate::journal::ActionRecord]) -> String {
+    let mut out = String::new();
+    if actions.is_empty() {
+        return out;
+    }
+    out.push_str("Containment actions (newest first):\n");
+    for a in actions {
+        let _ = writeln!(
+            out,
+            "  {} {} #{} run {}  {:<9} {:<8} verified {}  by {}  exit {}",
+            a.finished_at.as_deref().unwrap_or(&a.started_at),
+            a.kind,
+            a.containment_id,
+            a.run_id
+                .map(|r| r.to_string())
+                .unwrap_or_else(|| "-".into()),
+            a.action,
+            a.phase,
+            match a.verified {
+                Some(true) => "yes",
+                Some(false) => "NO",
+                None => "-",
+            },
+            display(&a.operator, 40),
+            a.exit_code
+                .map(|c| c.to_string())
+                .unwrap_or_else(|| "-".into())
+        );
+        if let Some(t) = a.target.as_deref().filter(|t| !t.is_empty()) {
+            let _ = writeln!(out, "      target: {}", display(t, 300));
+        }
+        for l in a.command.lines() {
+            let _ = writeln!(out, "      $ {}", display(l, 600));
+        }
+        if let Some(m) = a.message.as_deref().filter(|m| !m.is_empty()) {
+            let _ = writeln!(out, "      {}", display(m, 600));
+        }
+        if let Some(d) = &a.output_sha256 {
+            let _ = writeln!(out, "      output SHA-256 {d}");
+        }
+        if let Some(p) = &a.evidence_path {
+            let _ = writeln!(out, "      evidence {}", display(p, 300));
+        }
+        if let Some(r) = a.recheck_run {
+            let _ = writeln!(out, "      re-checked in run {r}");
         }
     }
     out

@@ -187,6 +187,29 @@ pub trait Connection: Send {
     /// killed and `timed_out` set.
     async fn exec(&mut self, cmd: &CommandSpec) -> TResult<ExecOutcome>;
 
+    /// Runs one command line in the host's own shell, as the caller wrote it: `cmd.exe`
+    /// on Windows (WinRM), `/bin/sh -c` elsewhere (this default, through [`exec`]).
+    /// For `contain`, whose commands are shell syntax (`if exist`, `case`); the caller
+    /// validates and quotes every value in the line for that shell.
+    ///
+    /// [`exec`]: Connection::exec
+    async fn exec_line(
+        &mut self,
+        line: &str,
+        timeout: Duration,
+        output_cap: usize,
+    ) -> TResult<ExecOutcome> {
+        self.exec(&CommandSpec {
+            program: "/bin/sh".into(),
+            args: vec!["-c".into(), line.into()],
+            cwd: "/".into(),
+            timeout,
+            output_cap,
+            not_before: None,
+        })
+        .await
+    }
+
     /// Lists a directory without following symlinks. A missing directory
     /// lists as empty.
     async fn list_dir(&mut self, dir: &str) -> TResult<Vec<RemoteEntry>>;

@@ -27,6 +27,7 @@ pub mod ntlm;
 pub mod paths;
 pub mod shell;
 pub mod soap;
+pub mod wine;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -62,6 +63,9 @@ pub struct SimHost {
     pub latency: Duration,
     /// False: nothing listens for this host (port closed / unreachable).
     pub enabled: bool,
+    /// A Wine host: every command line runs through Wine's real `cmd.exe` in its prefix
+    /// ([`wine`]); None: the simulator's own `cmd` subset on `root`.
+    pub wine: Option<wine::WineExec>,
 }
 
 /// Certificate and private key (PEM files) of the HTTPS listeners.

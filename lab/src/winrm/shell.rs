@@ -343,7 +343,10 @@ impl HostState {
         let handle = tokio::spawn(async move {
             let mut stdin = Some(stdin_rx);
             let sink = Sink::queue();
-            let code = run_line(&runner_cmd, &ctx, cwd, &line, &sink, &mut stdin, 0).await;
+            let code = match ctx.host.host.wine.clone() {
+                Some(wine) => run_wine(&runner_cmd, &ctx, &wine, &line).await,
+                None => run_line(&runner_cmd, &ctx, cwd, &line, &sink, &mut stdin, 0).await,
+            };
             runner_cmd.finish(code);
         });
         *lock(&command.runner) = Some(handle.abort_handle());
@@ -990,6 +993,181 @@ async fn run_segment(
     (out.code, false)
 }
 
+/// Longest a program the simulator itself runs in a Wine prefix (pslist.exe) may take.
+const WINE_HELPER_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Runs one command line on a Wine host (see [`super::wine`]): an emulated shape is answered
+/// here, anything else goes byte for byte to Wine's `cmd.exe /c` through `launch.exe`, in its
+/// own process group (terminate kills the group; `launch.exe` also holds cmd's job object,
+/// which wineserver kills when the launcher dies). Output is queued under the command's cap.
+async fn run_wine(
+    command: &Arc<Command>,
+    ctx: &ExecCtx,
+    wine: &super::wine::WineExec,
+    line: &str,
+) -> i32 {
+    use super::wine::{self as emu, Shape};
+    let out = Dest::Queue(StreamKind::Stdout);
+    let err = Dest::Queue(StreamKind::Stderr);
+    let shape = emu::classify(line);
+    let answer = |o: Vec<u8>, e: Vec<u8>, code: i32| async move {
+        write_dest(command, &out, o).await;
+        write_dest(command, &err, e).await;
+        code
+    };
+    match shape {
+        Shape::Real => {}
+        Shape::Refused(msg) => {
+            return answer(Vec::new(), format!("{msg}\r\n").into_bytes(), 1).await
+        }
+        Shape::ProcessCheck(pid) => {
+            let mut proc = tokio::process::Command::new(&wine.wine64);
+            proc.arg(&wine.pslist);
+            return match wine_capture(command, wine, proc).await {
+                Ok((0, listing)) => {
+                    let procs = emu::parse_pslist(&listing);
+                    answer(emu::process_check_output(&procs, pid), Vec::new(), 0).await
+                }
+                Ok((code, _)) => {
+                    let msg = format!("pushscan-lab: pslist.exe failed (exit {code})\r\n");
+                    answer(Vec::new(), msg.into_bytes(), 1).await
+                }
+                Err(e) => answer(Vec::new(), format!("{e}\r\n").into_bytes(), 1).await,
+            };
+        }
+        Shape::Hashfile { path, alg } => {
+            let drive_c = wine.drive_c();
+            let r = tokio::task::spawn_blocking(move || emu::hashfile(&drive_c, &path, alg)).await;
+            let (o, e, c) = r.unwrap_or_else(|_| (Vec::new(), b"internal error\r\n".to_vec(), 1));
+            return answer(o, e, c).await;
+        }
+        netsh => {
+            let store = wine.firewall_store.clone();
+            let r = tokio::task::spawn_blocking(move || emu::netsh(&store, &netsh)).await;
+            let (o, e, c) = r.unwrap_or_else(|_| (Vec::new(), b"internal error\r\n".to_vec(), 1));
+            return answer(o, e, c).await;
+        }
+    }
+
+    // Real Wine: `launch.exe` reads the line from the environment (Wine would re-quote argv).
+    let _ = std::fs::create_dir_all(&wine.run_dir);
+    let exit_file = wine
+        .run_dir
+        .join(format!("exit-{}", uuid::Uuid::new_v4().simple()));
+    let home = wine.drive_c().join("users").join(&wine.user);
+    let mut proc = tokio::process::Command::new(&wine.wine64);
+    proc.arg(&wine.launch)
+        .env_remove("DISPLAY")
+        .env_remove("WAYLAND_DISPLAY")
+        .envs(ctx.env.iter().map(|(k, v)| (k, v)))
+        .envs(wine.env.iter().map(|(k, v)| (k, v)))
+        .env("PUSHSCAN_LAB_CMDLINE", line)
+        .env("PUSHSCAN_LAB_EXITFILE", super::wine::z_path(&exit_file))
+        .current_dir(if home.is_dir() { home } else { wine.drive_c() })
+        .process_group(0)
+        .kill_on_drop(true)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = match proc.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            return answer(
+                Vec::new(),
+                format!("cannot start Wine: {e}\r\n").into_bytes(),
+                1,
+            )
+            .await
+        }
+    };
+    if let Some(pgid) = child.id().and_then(|p| i32::try_from(p).ok()) {
+        lock(&command.groups).push(pgid);
+    }
+    let out_pipe = child.stdout.take();
+    let err_pipe = child.stderr.take();
+    let pump_out = async {
+        if let Some(p) = out_pipe {
+            pump(command, StreamKind::Stdout, p).await;
+        }
+    };
+    let pump_err = async {
+        if let Some(p) = err_pipe {
+            pump(command, StreamKind::Stderr, p).await;
+        }
+    };
+    let pumps = async { tokio::join!(pump_out, pump_err) };
+    tokio::pin!(pumps);
+    let wait = child.wait();
+    tokio::pin!(wait);
+    // A Windows process the command started (a service Wine boots on demand) can inherit the
+    // pipes and hold them open after the command ended: EOF is then waited for only briefly.
+    let status = tokio::select! {
+        st = &mut wait => {
+            let _ = tokio::time::timeout(Duration::from_secs(2), &mut pumps).await;
+            st
+        }
+        _ = &mut pumps => wait.await,
+    };
+    // The full 32-bit exit code (a Linux status keeps 8 bits).
+    let full = tokio::fs::read(&exit_file)
+        .await
+        .ok()
+        .filter(|b| b.len() <= 16)
+        .and_then(|b| String::from_utf8(b).ok())
+        .and_then(|t| t.trim().parse::<u32>().ok());
+    let _ = tokio::fs::remove_file(&exit_file).await;
+    match (full, status) {
+        (Some(code), _) => code as i32,
+        (None, Ok(st)) => st.code().unwrap_or(1),
+        (None, Err(_)) => 1,
+    }
+}
+
+/// Runs a helper program of the simulator in a Wine prefix (killed with the command, bounded
+/// output and time): (exit code, stdout).
+async fn wine_capture(
+    command: &Arc<Command>,
+    wine: &super::wine::WineExec,
+    mut proc: tokio::process::Command,
+) -> Result<(i32, Vec<u8>), String> {
+    proc.env_remove("DISPLAY")
+        .env_remove("WAYLAND_DISPLAY")
+        .envs(wine.env.iter().map(|(k, v)| (k, v)))
+        .current_dir(wine.drive_c())
+        .process_group(0)
+        .kill_on_drop(true)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null());
+    let mut child = proc
+        .spawn()
+        .map_err(|e| format!("cannot start Wine: {e}"))?;
+    if let Some(pgid) = child.id().and_then(|p| i32::try_from(p).ok()) {
+        lock(&command.groups).push(pgid);
+    }
+    let mut stdout = child.stdout.take().ok_or("no stdout")?;
+    let read = async {
+        let mut kept = Vec::new();
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            match stdout.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    let room = super::wine::PARSE_CAP.saturating_sub(kept.len());
+                    kept.extend_from_slice(&buf[..n.min(room)]);
+                }
+            }
+        }
+        kept
+    };
+    let run = async { tokio::join!(read, child.wait()) };
+    match tokio::time::timeout(WINE_HELPER_TIMEOUT, run).await {
+        Ok((kept, Ok(st))) => Ok((st.code().unwrap_or(1), kept)),
+        Ok((_, Err(e))) => Err(format!("waiting for Wine: {e}")),
+        Err(_) => Err("a Wine helper did not finish within 60 s".to_string()),
+    }
+}
+
 fn stdio_for(dest: &Dest) -> std::process::Stdio {
     match dest {
         Dest::Queue(_) => std::process::Stdio::piped(),
@@ -1144,6 +1322,7 @@ mod tests {
                     password: "pw".into(),
                     latency: Duration::ZERO,
                     enabled: true,
+                    wine: None,
                 },
                 Limits {
                     max_shells_per_user: 2,

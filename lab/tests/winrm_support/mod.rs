@@ -76,6 +76,7 @@ impl Lab {
                 password: PASSWORD.into(),
                 latency: Duration::ZERO,
                 enabled: true,
+                wine: None,
             };
             write_exe(&tree_path(&host, r"Windows\Temp\emocheck.exe"), &checker);
             write_exe(

@@ -16,7 +16,7 @@
 //! `SecretString` and in the two clients' memory; it is never on a command
 //! line, in a log, the journal or a report.
 
-mod cmdline;
+pub mod cmdline;
 mod exec;
 mod shellfs;
 mod smbfs;
@@ -388,6 +388,16 @@ impl Connection for WinConnection {
     async fn exec(&mut self, cmd: &CommandSpec) -> TResult<ExecOutcome> {
         let line = cmdline::command_line(&cmd.program, &cmd.args)?;
         self.remote.run(&line, cmd.timeout, cmd.output_cap).await
+    }
+
+    /// The line goes to the host's cmd.exe shell as it is (the caller quoted it).
+    async fn exec_line(
+        &mut self,
+        line: &str,
+        timeout: Duration,
+        output_cap: usize,
+    ) -> TResult<ExecOutcome> {
+        self.remote.run(line, timeout, output_cap).await
     }
 
     async fn list_dir(&mut self, dir: &str) -> TResult<Vec<RemoteEntry>> {
