@@ -186,6 +186,31 @@ pub struct Programs {
     pub checker: PathBuf,
 }
 
+/// A spec of Wine hosts only, from `base`: `infected` infected hosts (the default malware,
+/// `wfsrvhost.exe`) then `clean` clean ones (the weights make the counts exact), names
+/// `W001-LAB`, ..., no HTTPS listener. The ports are the spec's defaults (SMB 445, WinRM 5985):
+/// tests set free ones.
+pub fn spec(base: std::net::Ipv4Addr, infected: usize, clean: usize) -> crate::spec::Spec {
+    use crate::spec::{Scenario, ScenarioKind, Spec};
+    let mut spec = Spec {
+        hosts: infected + clean,
+        base_address: base,
+        name_pattern: "W{n:03}-{ou}".into(),
+        ..Spec::default()
+    };
+    let wine = |kind, weight: usize| Scenario {
+        wine: true,
+        weight: u32::try_from(weight).unwrap_or(u32::MAX),
+        ..Scenario::new(kind)
+    };
+    spec.scenarios = vec![
+        wine(ScenarioKind::Infected, infected),
+        wine(ScenarioKind::Clean, clean),
+    ];
+    spec.winrm.https_port = None;
+    spec
+}
+
 /// `$PUSHSCAN_LAB_WINE_CACHE`, else `$XDG_CACHE_HOME/pushscan-lab/wine`, else
 /// `$HOME/.cache/pushscan-lab/wine`, else `/var/tmp/pushscan-lab/wine`.
 pub fn cache_dir() -> PathBuf {

@@ -18,7 +18,7 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use pushscan_lab::fleet::LabHost;
-use pushscan_lab::spec::{Scenario, ScenarioKind, Spec};
+use pushscan_lab::spec::{ScenarioKind, Spec};
 use pushscan_lab::wine::{self, Inspection};
 use sha2::{Digest as _, Sha256};
 use winrm_rs::{AuthMethod, EncryptionMode, WinrmClient, WinrmConfig, WinrmCredentials};
@@ -41,25 +41,9 @@ fn require_wine() {
 }
 
 fn wine_spec(base: Ipv4Addr) -> Spec {
-    let mut spec = Spec {
-        hosts: 2,
-        base_address: base,
-        name_pattern: "W{n:03}-{ou}".into(),
-        ..Spec::default()
-    };
-    spec.scenarios = vec![
-        Scenario {
-            wine: true,
-            ..Scenario::new(ScenarioKind::Infected)
-        },
-        Scenario {
-            wine: true,
-            ..Scenario::new(ScenarioKind::Clean)
-        },
-    ];
+    let mut spec = wine::spec(base, 1, 1);
     spec.smb.port = port_or_free(base, 445, &[]);
     spec.winrm.http_port = port_or_free(base, 5985, &[spec.smb.port]);
-    spec.winrm.https_port = None;
     spec
 }
 
@@ -169,6 +153,7 @@ fn wine_hosts_run_the_contract_commands_and_are_swept() {
     require_wine();
     fleet_common::require_samba();
     let pushscan_bin = pushscan_exe();
+    let built = t0.elapsed().as_secs_f64();
     let lab = fleet_common::start(wine_spec(Ipv4Addr::new(127, 0, 110, 1)));
     let up_secs = lab.startup.as_secs_f64();
     let infected = lab
@@ -471,17 +456,24 @@ fn wine_hosts_run_the_contract_commands_and_are_swept() {
         std::thread::sleep(Duration::from_millis(200));
     }
 
+    let body_secs = t0.elapsed().as_secs_f64() - built;
     // ---- down leaves no process behind ----
+    let down_t = Instant::now();
     let lab_dir = lab.lab.dir.clone();
     let latencies_ms: Vec<u128> = latencies.iter().map(|d| d.as_millis()).collect();
     let fleet_common::TestLab { lab, dir } = lab;
+    let status = pushscan_lab::fleet::status(&lab.dir).expect("status");
+    assert!(status.running(), "{status}");
+    assert_eq!(status.wineservers_alive, (2, 2), "{status}");
     lab.down().expect("down");
+    let down_secs = down_t.elapsed().as_secs_f64();
     let left = lab_processes(&lab_dir);
     assert!(left.is_empty(), "left behind: {left:?}");
     drop(dir);
     eprintln!(
-        "wine test: up {up_secs:.1} s, sweep {sweep_secs:.1} s, WinRM command latencies (ms) \
-         {latencies_ms:?}, total {:.1} s",
+        "wine test: cargo build of pushscan {built:.1} s, up {up_secs:.1} s, sweep \
+         {sweep_secs:.1} s, everything from up to before down {body_secs:.1} s, down \
+         {down_secs:.1} s, WinRM command latencies (ms) {latencies_ms:?}, total {:.1} s",
         t0.elapsed().as_secs_f64()
     );
 }
