@@ -428,6 +428,33 @@ fn wine_hosts_run_the_contract_commands_and_are_swept() {
     );
     assert!(inspect(&lab, &clean, &[]).firewall_rules.is_empty());
 
+    // ---- quarantine shapes (real Wine): mkdir twice, move /y, if exist ----
+    let victim = r"C:\users\tanaka\AppData\Local\victim.exe";
+    let quarantined = r"C:\ProgramData\pushscan\quarantine\0123abcd.quarantine";
+    let (_, _, code) = timed(&clean, &format!("echo MZ> \"{victim}\""));
+    assert_eq!(code, 0);
+    let mkdir = r#"mkdir "C:\ProgramData\pushscan\quarantine""#;
+    assert_eq!(timed(&clean, mkdir).2, 0);
+    let (_, err, code) = timed(&clean, mkdir);
+    assert_eq!(code, 1, "an existing directory: exit 1 ({err})");
+    let (out, err, code) = timed(&clean, &format!("move /y \"{victim}\" \"{quarantined}\""));
+    assert_eq!(code, 0, "{out}{err}");
+    let seen = inspect(&lab, &clean, &[victim, quarantined]);
+    assert_eq!(seen.files.get(victim), Some(&false));
+    assert_eq!(seen.files.get(quarantined), Some(&true));
+
+    // ---- the CLI's wine-inspect prints the same JSON ----
+    let out = Command::new(fleet_common::EXE)
+        .args(["wine-inspect", "--dir"])
+        .arg(&lab.lab.dir)
+        .args(["--host", &clean.name, "--file", quarantined, "--json"])
+        .output()
+        .expect("run pushscan-lab wine-inspect");
+    assert!(out.status.success(), "{}", text(&out));
+    let cli: Inspection = serde_json::from_slice(&out.stdout).expect("wine-inspect JSON");
+    assert_eq!(cli.host, clean.name);
+    assert_eq!(cli.files.get(quarantined), Some(&true));
+
     // ---- the timeout path kills the Windows process tree ----
     let sleeper = prefix.join("drive_c/sleeper.exe");
     std::fs::copy(&lab.state.wine.as_ref().unwrap().programs.malware, &sleeper).unwrap();
