@@ -13,7 +13,9 @@
 //!   copied. Measured: wineserver rewrites `system.reg`/`user.reg`/`userdef.reg` IN PLACE (a
 //!   hard-linked `.reg` file changed the template), so the registry, the `.ini` files and every
 //!   other non-binary file must be real copies. Automatic prefix updates, which would rewrite
-//!   the binaries in place, are switched off (`.update-timestamp` = `disable`).
+//!   the binaries in place, are switched off (`.update-timestamp` = `disable`). A cache on
+//!   another filesystem than the lab (no hard links) gets real copies of everything (~700 MiB
+//!   per host): set `PUSHSCAN_LAB_WINE_CACHE` to a directory on the lab's filesystem.
 //! * **mingw programs** ([`build_programs`]): the C sources in `lab/wine/` (built into this
 //!   binary) are compiled with `x86_64-w64-mingw32-gcc` when a lab with Wine hosts starts and
 //!   cached by source hash: `launch.exe` (runs one exact `cmd /c` line), `pslist.exe`
@@ -443,8 +445,17 @@ pub fn clone_prefix(template: &Path, dest: &Path) -> Result<()> {
                     .map(|e| e.to_string_lossy().to_ascii_lowercase())
                     .unwrap_or_default();
                 if LINKED_EXTENSIONS.contains(&ext.as_str()) {
-                    fs::hard_link(&from, &to)
-                        .with_context(|| format!("cannot link {}", to.display()))?;
+                    match fs::hard_link(&from, &to) {
+                        Ok(()) => {}
+                        // The cache on another filesystem than the lab: a (big) real copy.
+                        Err(e) if e.kind() == std::io::ErrorKind::CrossesDevices => {
+                            fs::copy(&from, &to)
+                                .with_context(|| format!("cannot copy {}", to.display()))?;
+                        }
+                        Err(e) => {
+                            return Err(e).with_context(|| format!("cannot link {}", to.display()))
+                        }
+                    }
                 } else {
                     fs::copy(&from, &to)
                         .with_context(|| format!("cannot copy {}", to.display()))?;
