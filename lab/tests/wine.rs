@@ -165,6 +165,22 @@ fn wine_hosts_run_the_contract_commands_and_are_swept() {
         .expect("a clean Wine host")
         .clone();
     let prefix = infected.wine.as_ref().unwrap().prefix.clone();
+    // The template's registry must never change: clones copy the .reg files, which wineserver
+    // rewrites in place (docs/lab-wine.md); the binaries are hard links.
+    let template = lab.state.wine.as_ref().unwrap().template.clone();
+    let reg_digests = |dir: &Path| -> Vec<String> {
+        ["system.reg", "user.reg", "userdef.reg"]
+            .iter()
+            .map(|f| hex::encode(Sha256::digest(std::fs::read(dir.join(f)).unwrap())))
+            .collect()
+    };
+    let template_regs = reg_digests(&template);
+    {
+        use std::os::unix::fs::MetadataExt as _;
+        let links = |p: PathBuf| std::fs::metadata(p).unwrap().nlink();
+        assert_eq!(links(prefix.join("user.reg")), 1);
+        assert!(links(prefix.join("drive_c/windows/system32/cmd.exe")) >= 2);
+    }
     let malware = infected.wine.as_ref().unwrap().malware.clone().unwrap();
     assert_eq!(malware.image, IMAGE);
 
@@ -496,6 +512,17 @@ fn wine_hosts_run_the_contract_commands_and_are_swept() {
     let down_secs = down_t.elapsed().as_secs_f64();
     let left = lab_processes(&lab_dir);
     assert!(left.is_empty(), "left behind: {left:?}");
+    // The wineservers wrote their registries on exit: into the clones, not the template.
+    assert_ne!(
+        reg_digests(&prefix)[1],
+        template_regs[1],
+        "the clone's user.reg was saved"
+    );
+    assert_eq!(
+        reg_digests(&template),
+        template_regs,
+        "the template changed"
+    );
     drop(dir);
     eprintln!(
         "wine test: cargo build of pushscan {built:.1} s, up {up_secs:.1} s, sweep \
