@@ -121,9 +121,15 @@ impl Remote {
     /// Runs one whole command line (sent as the Command, as pushscan sends it).
     fn run(&self, host: &LabHost, line: &str) -> Ran {
         let ip = host.address.to_string();
+        // A total deadline, so a wedged Wine command fails the test instead of hanging it.
         let out = self
             .rt
-            .block_on(self.client.run_command(&ip, line, &[]))
+            .block_on(self.client.run_command_with_timeout(
+                &ip,
+                line,
+                &[],
+                Duration::from_secs(300),
+            ))
             .unwrap_or_else(|e| panic!("{line}: {e:?}"));
         (
             String::from_utf8_lossy(&out.stdout).into_owned(),
