@@ -1187,6 +1187,8 @@ pub struct Status {
     /// Listening SMB / WinRM sockets out of the expected ones.
     pub smb_listening: (usize, usize),
     pub winrm_listening: (usize, usize),
+    /// Wine hosts whose wineserver runs, out of the Wine hosts.
+    pub wineservers_alive: (usize, usize),
 }
 
 impl Status {
@@ -1197,6 +1199,7 @@ impl Status {
             && self.serve_alive
             && self.smb_listening.0 == self.smb_listening.1
             && self.winrm_listening.0 == self.winrm_listening.1
+            && self.wineservers_alive.0 == self.wineservers_alive.1
     }
 }
 
@@ -1253,7 +1256,15 @@ impl fmt::Display for Status {
             }
         }
         let mix: Vec<String> = counts.iter().map(|(k, n)| format!("{k} {n}")).collect();
-        writeln!(f, "  scenarios: {}", mix.join(", "))
+        writeln!(f, "  scenarios: {}", mix.join(", "))?;
+        if self.wineservers_alive.1 > 0 {
+            writeln!(
+                f,
+                "  Wine hosts: {}, wineservers running {}/{}",
+                self.wineservers_alive.1, self.wineservers_alive.0, self.wineservers_alive.1
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -1270,6 +1281,7 @@ pub fn status(dir: &Path) -> Result<Status> {
         serve_rss_kib: None,
         smb_listening: (0, 0),
         winrm_listening: (0, 0),
+        wineservers_alive: (0, 0),
     };
     if let Some(state) = state {
         let alive = |p: Option<u32>| p.is_some_and(sys::alive);
@@ -1294,6 +1306,12 @@ pub fn status(dir: &Path) -> Result<Status> {
                 .count(),
             winrm.len(),
         );
+        let servers: Vec<Option<u32>> = state
+            .hosts
+            .iter()
+            .filter_map(|h| h.wine.as_ref().map(|w| w.server_pid))
+            .collect();
+        st.wineservers_alive = (servers.iter().filter(|p| alive(**p)).count(), servers.len());
         st.state = Some(state);
     }
     Ok(st)

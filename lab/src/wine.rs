@@ -13,7 +13,9 @@
 //!   copied. Measured: wineserver rewrites `system.reg`/`user.reg`/`userdef.reg` IN PLACE (a
 //!   hard-linked `.reg` file changed the template), so the registry, the `.ini` files and every
 //!   other non-binary file must be real copies. Automatic prefix updates, which would rewrite
-//!   the binaries in place, are switched off (`.update-timestamp` = `disable`).
+//!   the binaries in place, are switched off (`.update-timestamp` = `disable`). A cache on
+//!   another filesystem than the lab (no hard links) gets real copies of everything (~700 MiB
+//!   per host): set `PUSHSCAN_LAB_WINE_CACHE` to a directory on the lab's filesystem.
 //! * **mingw programs** ([`build_programs`]): the C sources in `lab/wine/` (built into this
 //!   binary) are compiled with `x86_64-w64-mingw32-gcc` when a lab with Wine hosts starts and
 //!   cached by source hash: `launch.exe` (runs one exact `cmd /c` line), `pslist.exe`
@@ -184,6 +186,31 @@ pub struct Programs {
     pub malware: PathBuf,
     /// The Windows build of the lab checker.
     pub checker: PathBuf,
+}
+
+/// A spec of Wine hosts only, from `base`: `infected` infected hosts (the default malware,
+/// `wfsrvhost.exe`) then `clean` clean ones (the weights make the counts exact), names
+/// `W001-LAB`, ..., no HTTPS listener. The ports are the spec's defaults (SMB 445, WinRM 5985):
+/// tests set free ones.
+pub fn spec(base: std::net::Ipv4Addr, infected: usize, clean: usize) -> crate::spec::Spec {
+    use crate::spec::{Scenario, ScenarioKind, Spec};
+    let mut spec = Spec {
+        hosts: infected + clean,
+        base_address: base,
+        name_pattern: "W{n:03}-{ou}".into(),
+        ..Spec::default()
+    };
+    let wine = |kind, weight: usize| Scenario {
+        wine: true,
+        weight: u32::try_from(weight).unwrap_or(u32::MAX),
+        ..Scenario::new(kind)
+    };
+    spec.scenarios = vec![
+        wine(ScenarioKind::Infected, infected),
+        wine(ScenarioKind::Clean, clean),
+    ];
+    spec.winrm.https_port = None;
+    spec
 }
 
 /// `$PUSHSCAN_LAB_WINE_CACHE`, else `$XDG_CACHE_HOME/pushscan-lab/wine`, else
@@ -418,8 +445,17 @@ pub fn clone_prefix(template: &Path, dest: &Path) -> Result<()> {
                     .map(|e| e.to_string_lossy().to_ascii_lowercase())
                     .unwrap_or_default();
                 if LINKED_EXTENSIONS.contains(&ext.as_str()) {
-                    fs::hard_link(&from, &to)
-                        .with_context(|| format!("cannot link {}", to.display()))?;
+                    match fs::hard_link(&from, &to) {
+                        Ok(()) => {}
+                        // The cache on another filesystem than the lab: a (big) real copy.
+                        Err(e) if e.kind() == std::io::ErrorKind::CrossesDevices => {
+                            fs::copy(&from, &to)
+                                .with_context(|| format!("cannot copy {}", to.display()))?;
+                        }
+                        Err(e) => {
+                            return Err(e).with_context(|| format!("cannot link {}", to.display()))
+                        }
+                    }
                 } else {
                     fs::copy(&from, &to)
                         .with_context(|| format!("cannot copy {}", to.display()))?;

@@ -18,7 +18,7 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use pushscan_lab::fleet::LabHost;
-use pushscan_lab::spec::{Scenario, ScenarioKind, Spec};
+use pushscan_lab::spec::{ScenarioKind, Spec};
 use pushscan_lab::wine::{self, Inspection};
 use sha2::{Digest as _, Sha256};
 use winrm_rs::{AuthMethod, EncryptionMode, WinrmClient, WinrmConfig, WinrmCredentials};
@@ -41,25 +41,9 @@ fn require_wine() {
 }
 
 fn wine_spec(base: Ipv4Addr) -> Spec {
-    let mut spec = Spec {
-        hosts: 2,
-        base_address: base,
-        name_pattern: "W{n:03}-{ou}".into(),
-        ..Spec::default()
-    };
-    spec.scenarios = vec![
-        Scenario {
-            wine: true,
-            ..Scenario::new(ScenarioKind::Infected)
-        },
-        Scenario {
-            wine: true,
-            ..Scenario::new(ScenarioKind::Clean)
-        },
-    ];
+    let mut spec = wine::spec(base, 1, 1);
     spec.smb.port = port_or_free(base, 445, &[]);
     spec.winrm.http_port = port_or_free(base, 5985, &[spec.smb.port]);
-    spec.winrm.https_port = None;
     spec
 }
 
@@ -67,7 +51,27 @@ fn wine_spec(base: Ipv4Addr) -> Spec {
 /// path to this test).
 fn pushscan_exe() -> PathBuf {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let out = Command::new(cargo)
+    let mut build = Command::new(cargo);
+    // Without the variables cargo sets for this test (CARGO_PKG_*, CARGO_MANIFEST_DIR, ...):
+    // a dependency's build script watches some of them, and a build with them differs from
+    // one without, so each would rebuild what the other built (measured: ~50 s each time).
+    for (key, _) in std::env::vars_os() {
+        let k = key.to_string_lossy();
+        if k.starts_with("CARGO_PKG_")
+            || k.starts_with("CARGO_BIN_")
+            || matches!(
+                k.as_ref(),
+                "CARGO_MANIFEST_DIR"
+                    | "CARGO_MANIFEST_PATH"
+                    | "CARGO_CRATE_NAME"
+                    | "CARGO_TARGET_TMPDIR"
+                    | "CARGO_PRIMARY_PACKAGE"
+            )
+        {
+            build.env_remove(&key);
+        }
+    }
+    let out = build
         .args(["build", "-q", "-p", "pushscan", "--bin", "pushscan"])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
@@ -117,9 +121,15 @@ impl Remote {
     /// Runs one whole command line (sent as the Command, as pushscan sends it).
     fn run(&self, host: &LabHost, line: &str) -> Ran {
         let ip = host.address.to_string();
+        // A total deadline, so a wedged Wine command fails the test instead of hanging it.
         let out = self
             .rt
-            .block_on(self.client.run_command(&ip, line, &[]))
+            .block_on(self.client.run_command_with_timeout(
+                &ip,
+                line,
+                &[],
+                Duration::from_secs(300),
+            ))
             .unwrap_or_else(|e| panic!("{line}: {e:?}"));
         (
             String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -169,6 +179,7 @@ fn wine_hosts_run_the_contract_commands_and_are_swept() {
     require_wine();
     fleet_common::require_samba();
     let pushscan_bin = pushscan_exe();
+    let built = t0.elapsed().as_secs_f64();
     let lab = fleet_common::start(wine_spec(Ipv4Addr::new(127, 0, 110, 1)));
     let up_secs = lab.startup.as_secs_f64();
     let infected = lab
@@ -180,6 +191,22 @@ fn wine_hosts_run_the_contract_commands_and_are_swept() {
         .expect("a clean Wine host")
         .clone();
     let prefix = infected.wine.as_ref().unwrap().prefix.clone();
+    // The template's registry must never change: clones copy the .reg files, which wineserver
+    // rewrites in place (docs/lab-wine.md); the binaries are hard links.
+    let template = lab.state.wine.as_ref().unwrap().template.clone();
+    let reg_digests = |dir: &Path| -> Vec<String> {
+        ["system.reg", "user.reg", "userdef.reg"]
+            .iter()
+            .map(|f| hex::encode(Sha256::digest(std::fs::read(dir.join(f)).unwrap())))
+            .collect()
+    };
+    let template_regs = reg_digests(&template);
+    {
+        use std::os::unix::fs::MetadataExt as _;
+        let links = |p: PathBuf| std::fs::metadata(p).unwrap().nlink();
+        assert_eq!(links(prefix.join("user.reg")), 1);
+        assert!(links(prefix.join("drive_c/windows/system32/cmd.exe")) >= 2);
+    }
     let malware = infected.wine.as_ref().unwrap().malware.clone().unwrap();
     assert_eq!(malware.image, IMAGE);
 
@@ -443,6 +470,33 @@ fn wine_hosts_run_the_contract_commands_and_are_swept() {
     );
     assert!(inspect(&lab, &clean, &[]).firewall_rules.is_empty());
 
+    // ---- quarantine shapes (real Wine): mkdir twice, move /y, if exist ----
+    let victim = r"C:\users\tanaka\AppData\Local\victim.exe";
+    let quarantined = r"C:\ProgramData\pushscan\quarantine\0123abcd.quarantine";
+    let (_, _, code) = timed(&clean, &format!("echo MZ> \"{victim}\""));
+    assert_eq!(code, 0);
+    let mkdir = r#"mkdir "C:\ProgramData\pushscan\quarantine""#;
+    assert_eq!(timed(&clean, mkdir).2, 0);
+    let (_, err, code) = timed(&clean, mkdir);
+    assert_eq!(code, 1, "an existing directory: exit 1 ({err})");
+    let (out, err, code) = timed(&clean, &format!("move /y \"{victim}\" \"{quarantined}\""));
+    assert_eq!(code, 0, "{out}{err}");
+    let seen = inspect(&lab, &clean, &[victim, quarantined]);
+    assert_eq!(seen.files.get(victim), Some(&false));
+    assert_eq!(seen.files.get(quarantined), Some(&true));
+
+    // ---- the CLI's wine-inspect prints the same JSON ----
+    let out = Command::new(fleet_common::EXE)
+        .args(["wine-inspect", "--dir"])
+        .arg(&lab.lab.dir)
+        .args(["--host", &clean.name, "--file", quarantined, "--json"])
+        .output()
+        .expect("run pushscan-lab wine-inspect");
+    assert!(out.status.success(), "{}", text(&out));
+    let cli: Inspection = serde_json::from_slice(&out.stdout).expect("wine-inspect JSON");
+    assert_eq!(cli.host, clean.name);
+    assert_eq!(cli.files.get(quarantined), Some(&true));
+
     // ---- the timeout path kills the Windows process tree ----
     let sleeper = prefix.join("drive_c/sleeper.exe");
     std::fs::copy(&lab.state.wine.as_ref().unwrap().programs.malware, &sleeper).unwrap();
@@ -471,17 +525,35 @@ fn wine_hosts_run_the_contract_commands_and_are_swept() {
         std::thread::sleep(Duration::from_millis(200));
     }
 
+    let body_secs = t0.elapsed().as_secs_f64() - built;
     // ---- down leaves no process behind ----
+    let down_t = Instant::now();
     let lab_dir = lab.lab.dir.clone();
     let latencies_ms: Vec<u128> = latencies.iter().map(|d| d.as_millis()).collect();
     let fleet_common::TestLab { lab, dir } = lab;
+    let status = pushscan_lab::fleet::status(&lab.dir).expect("status");
+    assert!(status.running(), "{status}");
+    assert_eq!(status.wineservers_alive, (2, 2), "{status}");
     lab.down().expect("down");
+    let down_secs = down_t.elapsed().as_secs_f64();
     let left = lab_processes(&lab_dir);
     assert!(left.is_empty(), "left behind: {left:?}");
+    // The wineservers wrote their registries on exit: into the clones, not the template.
+    assert_ne!(
+        reg_digests(&prefix)[1],
+        template_regs[1],
+        "the clone's user.reg was saved"
+    );
+    assert_eq!(
+        reg_digests(&template),
+        template_regs,
+        "the template changed"
+    );
     drop(dir);
     eprintln!(
-        "wine test: up {up_secs:.1} s, sweep {sweep_secs:.1} s, WinRM command latencies (ms) \
-         {latencies_ms:?}, total {:.1} s",
+        "wine test: cargo build of pushscan {built:.1} s, up {up_secs:.1} s, sweep \
+         {sweep_secs:.1} s, everything from up to before down {body_secs:.1} s, down \
+         {down_secs:.1} s, WinRM command latencies (ms) {latencies_ms:?}, total {:.1} s",
         t0.elapsed().as_secs_f64()
     );
 }

@@ -1059,7 +1059,17 @@ async fn run_wine(
     proc.arg(&wine.launch)
         .env_remove("DISPLAY")
         .env_remove("WAYLAND_DISPLAY")
-        .envs(ctx.env.iter().map(|(k, v)| (k, v)))
+        // The shell's variables reach Windows, but none that steer the Linux loader or Wine
+        // itself (they are applied to the Linux `wine64` process).
+        .envs(
+            ctx.env
+                .iter()
+                .filter(|(k, _)| {
+                    let k = k.to_ascii_uppercase();
+                    !k.starts_with("LD_") && !k.starts_with("WINE")
+                })
+                .map(|(k, v)| (k, v)),
+        )
         .envs(wine.env.iter().map(|(k, v)| (k, v)))
         .env("PUSHSCAN_LAB_CMDLINE", line)
         .env("PUSHSCAN_LAB_EXITFILE", super::wine::z_path(&exit_file))
