@@ -186,7 +186,7 @@ fn reap_child(argv: &[std::ffi::OsString]) -> ExitCode {
         return ExitCode::from(70);
     }
     let status = Command::new(program).args(rest).status();
-    let left = orphans(&[]);
+    let left = orphans();
     stop_and_reap(&left, Duration::from_secs(5));
     match status {
         Ok(st) => {
@@ -1135,7 +1135,8 @@ fn bench(args: &Args) -> Result<bool, String> {
     }
     let mut tools: Vec<Tool> = Vec::new();
     for t in &args.tools {
-        if !tools.contains(t) && !(args.no_floor && *t == Tool::Floor) {
+        let skipped = args.no_floor && *t == Tool::Floor;
+        if !skipped && !tools.contains(t) {
             tools.push(*t);
         }
     }
@@ -1210,6 +1211,9 @@ fn bench(args: &Args) -> Result<bool, String> {
     let fleet = SshFleet::start_with(sshd::FleetOptions {
         n_hosts: args.hosts,
         user: args.fleet_user.clone(),
+        // 127.1.x.x: clear of every range the test suite uses (127.0.x.x), so a
+        // 10,000-host fleet can run beside the tests.
+        base_address: std::net::Ipv4Addr::new(127, 1, 0, 1),
         ..sshd::FleetOptions::default()
     });
     println!(

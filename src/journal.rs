@@ -286,7 +286,7 @@ impl Journal {
 
     pub async fn start_run(&self, run: NewRun) -> Result<i64> {
         self.write(move |tx| {
-            exec(&tx,
+            exec(tx,
                 "INSERT INTO runs(started_at, status, operator, controller, pushscan_version,
                     playbook_path, playbook_name, playbook_text, inventory_path, inventory_text,
                     limit_pattern, forks, checker_path, checker_sha256, checker_size, hosts_targeted,
@@ -340,7 +340,7 @@ impl Journal {
         let status = status.to_string();
         self.write(move |tx| {
             exec(
-                &tx,
+                tx,
                 "UPDATE runs SET finished_at=?1, status=?2, exit_code=?3 WHERE id=?4",
                 params![now(), status, exit_code, run_id],
             )?;
@@ -354,7 +354,7 @@ impl Journal {
         let host = host.to_string();
         self.write_later(move |tx| {
             exec(
-                &tx,
+                tx,
                 "UPDATE hosts SET state='running', started_at=?1 WHERE run_id=?2 AND host=?3",
                 params![now(), run_id, host],
             )
@@ -417,7 +417,7 @@ impl Journal {
     /// Stores one fetched report (raw bytes as evidence) and its parse.
     pub async fn add_report(&self, r: NewReport) -> Result<i64> {
         self.write(move |tx| {
-            exec(&tx,
+            exec(tx,
                 "INSERT INTO reports(run_id, host, remote_name, remote_path, local_path, size, sha256,
                     raw, fetched_at, status, hostname, scan_time, checker_version, format, warnings, origin)
                  VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16)",
@@ -463,7 +463,7 @@ impl Journal {
     pub async fn finish_host(&self, run_id: i64, host: &str, fin: HostFinish) -> Result<()> {
         let host = host.to_string();
         self.write(move |tx| {
-            exec(&tx,
+            exec(tx,
                 "UPDATE hosts SET state='done', class=?1, reason=?2, finished_at=?3, duration_ms=?4,
                     pushed=?5, exit_code=?6, primary_report=?7
                  WHERE run_id=?8 AND host=?9",
@@ -525,7 +525,7 @@ impl Journal {
                     return Ok(Lease::Busy { run_id: other_run, owner });
                 }
             }
-            exec(&tx,
+            exec(tx,
                 "INSERT OR REPLACE INTO leases(host, run_id, owner, expires_at) VALUES(?1,?2,?3,?4)",
                 params![host, run_id, me, now + ttl_secs as i64],
             )?;
@@ -540,7 +540,7 @@ impl Journal {
         let me = lease_owner();
         self.write_later(move |tx| {
             exec(
-                &tx,
+                tx,
                 "DELETE FROM leases WHERE host=?1 AND owner=?2",
                 params![host, me],
             )
@@ -561,12 +561,12 @@ impl Journal {
             let hosts = stmt
                 .query_map([run_id], |r| r.get::<_, String>(0))?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
-            exec(&tx,
+            exec(tx,
                 "UPDATE hosts SET state='pending', class=NULL, reason=NULL, finished_at=NULL
                  WHERE run_id=?1 AND (state!='done' OR class IS NULL OR class IN ('not_started','busy'))",
                 [run_id],
             )?;
-            exec(&tx,
+            exec(tx,
                 "UPDATE runs SET status='running', finished_at=NULL, exit_code=NULL, halt_reason=NULL
                  WHERE id=?1",
                 [run_id],
@@ -589,14 +589,14 @@ impl Journal {
                 .query_map([&cutoff], |r| r.get::<_, i64>(0))?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             for id in &ids {
-                exec(&tx,
+                exec(tx,
                     "DELETE FROM processes WHERE report_id IN (SELECT id FROM reports WHERE run_id=?1)",
                     [id],
                 )?;
                 for table in ["reports", "steps", "hosts", "notifications"] {
-                    exec(&tx, &format!("DELETE FROM {table} WHERE run_id=?1"), [id])?;
+                    exec(tx, &format!("DELETE FROM {table} WHERE run_id=?1"), [id])?;
                 }
-                exec(&tx, "DELETE FROM runs WHERE id=?1", [id])?;
+                exec(tx, "DELETE FROM runs WHERE id=?1", [id])?;
             }
             Ok(ids)
         })
@@ -608,7 +608,7 @@ impl Journal {
         let reason = reason.to_string();
         self.write(move |tx| {
             exec(
-                &tx,
+                tx,
                 "UPDATE runs SET halt_reason=?1 WHERE id=?2",
                 params![reason, run_id],
             )
@@ -623,7 +623,7 @@ impl Journal {
     pub async fn record_notification(&self, n: NewNotification) -> Result<i64> {
         self.write(move |tx| {
             exec(
-                &tx,
+                tx,
                 "INSERT INTO notifications(run_id, kind, channel, target, status, attempts, error,
                     hosts, at)
                  VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9)",
@@ -663,7 +663,7 @@ impl Journal {
         let reason = reason.to_string();
         self.write(move |tx| {
             exec(
-                &tx,
+                tx,
                 "UPDATE hosts SET state='done', class='not_started', reason=?1, finished_at=?2
                  WHERE run_id=?3 AND state='pending'",
                 params![reason, now(), run_id],
@@ -826,7 +826,7 @@ fn insert_step(
     target: &str,
     detail: &str,
 ) -> rusqlite::Result<i64> {
-    exec(&tx,
+    exec(tx,
         "INSERT INTO steps(run_id, host, step, phase, target, detail, at) VALUES(?1,?2,?3,?4,?5,?6,?7)",
         params![run_id, host, step, phase, target, detail, now()],
     )?;

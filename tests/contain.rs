@@ -533,7 +533,7 @@ fn hostile_posix_report_values_refuse_their_host_only() {
 
 mod winlab {
     use std::net::{Ipv4Addr, SocketAddrV4, TcpListener};
-    use std::path::{Path, PathBuf};
+    use std::path::PathBuf;
     use std::process::{Command, Output, Stdio};
 
     use pushscan_lab::fleet::{self, Lab, UpOptions};
@@ -547,29 +547,7 @@ mod winlab {
     /// invalidated (building pushscan-lab alone unifies features differently and costs a
     /// ~80 s rebuild each way on this machine).
     pub fn lab_exe() -> PathBuf {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let out = Command::new(cargo)
-            .args([
-                "build",
-                "-q",
-                "-p",
-                "pushscan",
-                "-p",
-                "pushscan-lab",
-                "--bins",
-                "--tests",
-            ])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .output()
-            .expect("cannot run cargo to build pushscan-lab");
-        assert!(
-            out.status.success(),
-            "building pushscan-lab failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let exe = Path::new(super::PUSHSCAN).with_file_name("pushscan-lab");
-        assert!(exe.is_file(), "{} missing after the build", exe.display());
-        exe
+        crate::common::lab_exe(super::PUSHSCAN)
     }
 
     fn free_port(ip: Ipv4Addr, avoid: &[u16]) -> u16 {

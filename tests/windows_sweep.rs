@@ -14,6 +14,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+mod common;
+
 use pushscan_lab::fleet::{self, Lab, LabHost, UpOptions};
 use pushscan_lab::spec::{ScenarioKind, Spec};
 use serde_json::Value;
@@ -25,20 +27,7 @@ const SAMBA_MISSING: &str = "apt-get install samba smbclient (scripts/test does 
 /// The lab's own executable (its `serve` process), built by cargo if needed: it belongs
 /// to another package, so cargo does not hand us its path.
 fn lab_exe() -> PathBuf {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let out = Command::new(cargo)
-        .args(["build", "-q", "-p", "pushscan-lab", "--bin", "pushscan-lab"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("cannot run cargo to build pushscan-lab");
-    assert!(
-        out.status.success(),
-        "building pushscan-lab failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let exe = Path::new(PUSHSCAN).with_file_name("pushscan-lab");
-    assert!(exe.is_file(), "{} missing after the build", exe.display());
-    exe
+    common::lab_exe(PUSHSCAN)
 }
 
 fn port_or_free(ip: Ipv4Addr, preferred: u16, avoid: &[u16]) -> u16 {

@@ -236,13 +236,12 @@ pub fn pss_kb(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-/// Our children that are not in `keep`: in a subreaper whose tool has exited, the orphans the
-/// tool left.
-pub fn orphans(keep: &[u32]) -> Vec<u32> {
+/// Our children: in a subreaper whose tool has exited, the orphans the tool left.
+pub fn orphans() -> Vec<u32> {
     let me = std::process::id();
     parent_map()
         .into_iter()
-        .filter(|&(pid, ppid)| ppid == me && !keep.contains(&pid))
+        .filter(|&(_, ppid)| ppid == me)
         .map(|(pid, _)| pid)
         .collect()
 }
