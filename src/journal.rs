@@ -368,6 +368,24 @@ impl Journal {
             .await
     }
 
+    /// Records several intents in one commit and waits for it: the steps a host is about to
+    /// take together cost one group-commit wait, not one each.
+    pub async fn intents(&self, run_id: i64, host: &str, steps: &[(&str, String)]) -> Result<()> {
+        let h = host.to_string();
+        let rows: Vec<(String, String)> = steps
+            .iter()
+            .map(|(s, t)| (s.to_string(), t.clone()))
+            .collect();
+        self.write(move |tx| {
+            for (s, t) in &rows {
+                insert_step(tx, run_id, &h, s, "intent", t, "")?;
+            }
+            Ok(0)
+        })
+        .await
+        .map(|_| ())
+    }
+
     /// Records the outcome of a step (not awaited: the effect already happened).
     pub fn outcome(
         &self,

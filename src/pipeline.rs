@@ -24,7 +24,8 @@ use crate::transport::local::LocalConnection;
 use crate::transport::ssh::{SshConnector, SshTarget};
 use crate::transport::winrm::{WinLogin, WinTarget, WinrmConnector};
 use crate::transport::{
-    CommandSpec, Connection, EntryKind, ExecOutcome, RemoteEntry, Staged, TransportError,
+    Begun, CommandSpec, Connection, EntryKind, ExecOutcome, Finished, RemoteEntry, ResultSpec,
+    RunPlan, Staged, TransportError,
 };
 
 /// Output kept from a checker run (stdout and stderr each).
@@ -172,6 +173,9 @@ struct Progress {
     /// Result files we fetched this run (remote paths), for cleanup.
     fetched: Vec<String>,
     push_attempted: bool,
+    /// The transport removed the checker in the run's own session (`Some(true)`), or tried
+    /// and failed (`Some(false)`).
+    removed_by_run: Option<bool>,
 }
 
 /// Runs the whole pipeline for one host and records its outcome.
@@ -217,11 +221,14 @@ pub async fn run_host(ctx: Arc<SweepCtx>, plan: HostPlan) -> HostResult {
         }
     }
     let work = async {
-        match connect(&ctx, &plan).await {
+        // Boxed: the login's state (key exchange, authentication) lives on the heap only
+        // while it runs, instead of widening every host's task for its whole life. With
+        // 1,000 hosts in flight that is memory paid once per host in flight, not per step.
+        match Box::pin(connect(&ctx, &plan)).await {
             Err(e) => Err(Failure::at("connect", e)),
             Ok(mut conn) => {
-                let res = steps(&ctx, &plan, conn.as_mut(), &mut progress).await;
-                let cleaned = cleanup(&ctx, &plan, conn.as_mut(), &progress).await;
+                let res = Box::pin(steps(&ctx, &plan, conn.as_mut(), &mut progress)).await;
+                let cleaned = Box::pin(cleanup(&ctx, &plan, conn.as_mut(), &progress)).await;
                 let notes = conn.notes();
                 conn.close().await;
                 let mut res = match (res, cleaned) {
@@ -333,34 +340,33 @@ async fn steps(
     let (run_id, host) = (ctx.run_id, plan.host.name.as_str());
     let j = &ctx.journal;
 
-    // Snapshot the result dir so this run's files can be told apart (a
-    // missing dir lists as empty).
+    // Intents first, in one commit: directories, the run, and the checker's removal when the
+    // transport does it in the run's own session. The push intent is committed only once the
+    // host says a push is needed.
     let wants_files = ctx.parser.wants_files();
-    let before = if wants_files {
-        conn.list_dir(&plan.run_dir)
-            .await
-            .map_err(|e| Failure::at("list", e))?
+    let dirs = vec![plan.work_dir.clone(), plan.run_dir.clone()];
+    let remove_after = if pb.cleanup.checker {
+        vec![plan.checker_path.clone()]
     } else {
         Vec::new()
     };
-
-    // Directories, hash check, then (if needed) the push, then the run.
-    // Intents for mkdir and run are committed first; the push intent is
-    // committed only once the host says a push is needed.
-    let dirs = vec![plan.work_dir.clone(), plan.run_dir.clone()];
-    j.intent(run_id, host, "mkdir", &dirs.join("\n"))
+    let mut intents = vec![
+        ("mkdir", dirs.join("\n")),
+        ("run", plan.checker_path.clone()),
+    ];
+    if !remove_after.is_empty() {
+        intents.push(("remove", remove_after.join("\n")));
+    }
+    j.intents(run_id, host, &intents)
         .await
         .map_err(Failure::journal)?;
-    j.intent(run_id, host, "run", &plan.checker_path)
-        .await
-        .map_err(Failure::journal)?;
-    let cmd = CommandSpec {
+    let mut cmd = CommandSpec {
         program: plan.checker_path.clone(),
         args: plan.args.clone(),
         cwd: plan.work_dir.clone(),
         timeout: pb.timeout,
         output_cap: OUTPUT_CAP,
-        not_before: newest_mtime(&before, &pb.results.glob),
+        not_before: None,
     };
     // Two builds (x64/x86): the host's architecture picks one.
     let build = match &pb.x86 {
@@ -371,16 +377,27 @@ async fn steps(
             Err(e) => return Err(Failure::at("architecture", e)),
         },
     };
-    let staged = conn
-        .begin_run(
-            &dirs,
-            &plan.checker_path,
-            &plan.tmp_path,
-            &build.sha256,
-            &cmd,
-        )
+    let run_plan = RunPlan {
+        dirs: dirs.clone(),
+        checker: plan.checker_path.clone(),
+        tmp: plan.tmp_path.clone(),
+        pin: build.sha256.clone(),
+        cmd: cmd.clone(),
+        results: wants_files.then(|| ResultSpec {
+            dir: plan.run_dir.clone(),
+            glob: pb.results.glob.clone(),
+            cap: pb.results.max_file_size,
+            max_files: pb.results.max_files,
+        }),
+        remove_after: remove_after.clone(),
+    };
+    // The snapshot of the result dir tells this run's files apart (a missing dir lists as
+    // empty); the run starts only in a later second than its newest file.
+    let Begun { staged, before } = conn
+        .begin_run(&run_plan)
         .await
         .map_err(|e| Failure::at("prepare", e))?;
+    cmd.not_before = newest_mtime(&before, &pb.results.glob);
     j.outcome(run_id, host, "mkdir", true, &dirs.join("\n"), "");
     match staged {
         Staged::Current => {
@@ -425,7 +442,12 @@ async fn steps(
             );
         }
     }
-    let exec = conn
+    let Finished {
+        exec,
+        after,
+        files: mut sent,
+        removed,
+    } = conn
         .finish_run(&cmd)
         .await
         .map_err(|e| Failure::at("run", e))?;
@@ -438,15 +460,33 @@ async fn steps(
         &plan.checker_path,
         &exec_summary(&exec),
     );
+    if let Some(r) = removed {
+        let (ok, detail) = match &r {
+            Ok(()) => (true, "removed after the run".to_string()),
+            Err(e) => (false, e.clone()),
+        };
+        j.outcome(
+            run_id,
+            host,
+            "remove",
+            ok,
+            &remove_after.join("\n"),
+            &detail,
+        );
+        progress.removed_by_run = Some(r.is_ok());
+    }
 
     // Collect this run's result files, newest first.
     let mut fetched = Vec::new();
     let mut problems = Vec::new();
     if wants_files {
-        let after = conn
-            .list_dir(&plan.run_dir)
-            .await
-            .map_err(|e| Failure::at("list", e))?;
+        let after = match after {
+            Some(a) => a,
+            None => conn
+                .list_dir(&plan.run_dir)
+                .await
+                .map_err(|e| Failure::at("list", e))?,
+        };
         // Files modified since the checker started count only when it
         // started in a later second than every earlier result file.
         let started = exec
@@ -455,7 +495,12 @@ async fn steps(
         let mut candidates = new_entries(&before, &after, &pb.results.glob, started);
         candidates.sort_by_cached_key(|e| std::cmp::Reverse(ctx.parser.recency(&e.name, e.mtime)));
         for entry in candidates.into_iter().take(pb.results.max_files) {
-            match fetch_report(ctx, plan, conn, &entry, false).await? {
+            // Sent with the run when the transport could; otherwise read now.
+            let prefetched = sent
+                .iter()
+                .position(|(e, _)| *e == entry)
+                .map(|i| sent.swap_remove(i).1);
+            match fetch_report(ctx, plan, conn, &entry, false, prefetched).await? {
                 Ok((id, report, remote)) => {
                     progress.fetched.push(remote);
                     fetched.push((id, report));
@@ -487,7 +532,7 @@ async fn steps(
         older.sort_by_cached_key(|e| std::cmp::Reverse(ctx.parser.recency(&e.name, e.mtime)));
         for entry in older.into_iter().take(MAX_HISTORY_FETCH) {
             // History is best effort: a problem there does not change the verdict.
-            let _ = fetch_report(ctx, plan, conn, entry, true).await?;
+            let _ = fetch_report(ctx, plan, conn, entry, true, None).await?;
         }
     }
 
@@ -509,6 +554,7 @@ async fn fetch_report(
     conn: &mut dyn Connection,
     entry: &RemoteEntry,
     history: bool,
+    prefetched: Option<Vec<u8>>,
 ) -> Result<Result<(i64, FetchedReport, String), String>, Failure> {
     let pb = &ctx.playbook;
     let host = plan.host.name.as_str();
@@ -532,9 +578,12 @@ async fn fetch_report(
         )));
     }
     let remote = pb.checker.platform.join(&plan.run_dir, &entry.name);
-    let bytes = match conn.read_file(&remote, pb.results.max_file_size).await {
-        Ok(b) => b,
-        Err(e) => return Ok(Err(e.message)),
+    let bytes = match prefetched {
+        Some(b) if b.len() as u64 <= pb.results.max_file_size => b,
+        _ => match conn.read_file(&remote, pb.results.max_file_size).await {
+            Ok(b) => b,
+            Err(e) => return Ok(Err(e.message)),
+        },
     };
     let parsed = ctx.parser.parse_file(&entry.name, &bytes);
     let local_path = store_evidence(&ctx.evidence_dir, host, &entry.name, &bytes)
@@ -637,7 +686,7 @@ async fn cleanup(
     if progress.push_attempted && progress.pushed != Some(true) {
         targets.extend(plan.staging_files());
     }
-    if pb.cleanup.checker {
+    if pb.cleanup.checker && progress.removed_by_run != Some(true) {
         targets.push(plan.checker_path.clone());
     }
     if pb.cleanup.results {

@@ -259,6 +259,23 @@ fn ssh_fleet_end_to_end() {
         "every targeted host is in the report"
     );
 
+    // ---- one session per host: listing, fetch and removal ride on the run's channel ----
+    // Only the hung host, whose run was killed before it could list its results, needs an
+    // SFTP session to list and fetch afterwards (sshd logs "Starting session: subsystem
+    // 'sftp' ..." for each at INFO).
+    let sftp_sessions = lab.fleet.sshd_log().matches("subsystem 'sftp'").count();
+    assert_eq!(
+        sftp_sessions,
+        1,
+        "SFTP sessions in the first sweep (only the timed-out host should need one); sshd log:\n{}",
+        lab.fleet
+            .sshd_log()
+            .lines()
+            .filter(|l| l.contains("Starting session"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+
     // ---- every host's class ----
     for (name, (_, scenario)) in &lab.hosts {
         let h = &hosts[name];

@@ -125,6 +125,62 @@ pub enum Staged {
     NeedsPush,
 }
 
+/// Where the checker leaves its result files, for transports that list and fetch them in the
+/// same remote session as the run.
+#[derive(Debug, Clone)]
+pub struct ResultSpec {
+    /// The result directory on the host.
+    pub dir: String,
+    /// Which names are results (`*` and `?` wildcards).
+    pub glob: String,
+    /// Larger files are never transferred.
+    pub cap: u64,
+    /// At most this many result files are sent back with the run.
+    pub max_files: usize,
+}
+
+/// The whole staged run of one host, as the pipeline asks for it: directories, hash check,
+/// the push if needed, the run, and, where the transport can, the listing and fetching of the
+/// result files and the removal of the checker in the same remote session. Every remote side
+/// effect here has its journal intent committed before `begin_run`.
+#[derive(Debug, Clone)]
+pub struct RunPlan {
+    pub dirs: Vec<String>,
+    pub checker: String,
+    pub tmp: String,
+    pub pin: String,
+    /// The run (`not_before` is decided by the transport from the snapshot).
+    pub cmd: CommandSpec,
+    /// The result files, when the parser reads any.
+    pub results: Option<ResultSpec>,
+    /// Files to remove once the run ended and its results were listed (the checker, when
+    /// the playbook cleans it up).
+    pub remove_after: Vec<String>,
+}
+
+/// What `begin_run` learnt before the run.
+#[derive(Debug, Clone)]
+pub struct Begun {
+    pub staged: Staged,
+    /// The result directory before the run (empty when there is none or no results are read).
+    pub before: Vec<RemoteEntry>,
+}
+
+/// How the staged run ended, with what the transport gathered in the same session.
+#[derive(Debug, Clone, Default)]
+pub struct Finished {
+    pub exec: ExecOutcome,
+    /// The result directory after the run, when the transport listed it (else the caller
+    /// lists it).
+    pub after: Option<Vec<RemoteEntry>>,
+    /// Result files the host sent with the run, each within the cap: the entry as listed and
+    /// its bytes. Untrusted like everything else; the caller still checks each entry.
+    pub files: Vec<(RemoteEntry, Vec<u8>)>,
+    /// `remove_after` done in the session (`Ok`), failed (`Err`), or not attempted (`None`:
+    /// the caller removes them).
+    pub removed: Option<Result<(), String>>,
+}
+
 /// An open connection to one host. Every step of the pipeline goes through
 /// one of these; it is closed once at the end.
 #[async_trait]
@@ -140,28 +196,25 @@ pub trait Connection: Send {
 
     // ---- the staged run: the three calls every sweep makes per host ----
     //
-    // `begin_run` creates the directories and checks the checker's hash;
-    // when it reports `NeedsPush`, the caller journals the push intent and
-    // calls `push_staged`; then `finish_run` runs the checker. The default
-    // implementations compose the primitives above. A transport may instead
-    // do all three in one remote session (SSH does: one login shell per host
-    // per sweep, which is what makes a sweep cost little more than a login).
+    // `begin_run` snapshots the result directory, creates the directories and checks the
+    // checker's hash; when it reports `NeedsPush`, the caller journals the push intent and
+    // calls `push_staged`; then `finish_run` runs the checker. The default implementations
+    // compose the primitives below. A transport may instead do all of it in one remote
+    // session (SSH does: one exec channel per host per sweep carries the snapshot, the push,
+    // the run, the listing and the result files, which is what makes a sweep cost little
+    // more than a login).
 
-    /// Step 1: directories and hash check. `tmp` is where a push would go
-    /// and `cmd` the run `finish_run` will do, for transports that prepare
-    /// them early.
-    async fn begin_run(
-        &mut self,
-        dirs: &[String],
-        checker: &str,
-        _tmp: &str,
-        pin: &str,
-        _cmd: &CommandSpec,
-    ) -> TResult<Staged> {
-        Ok(match self.prepare(dirs, checker).await? {
-            Some(h) if h == pin => Staged::Current,
+    /// Step 1: snapshot of the result directory, directories, hash check.
+    async fn begin_run(&mut self, plan: &RunPlan) -> TResult<Begun> {
+        let before = match &plan.results {
+            Some(r) => self.list_dir(&r.dir).await?,
+            None => Vec::new(),
+        };
+        let staged = match self.prepare(&plan.dirs, &plan.checker).await? {
+            Some(h) if h == plan.pin => Staged::Current,
             _ => Staged::NeedsPush,
-        })
+        };
+        Ok(Begun { staged, before })
     }
 
     /// Step 2 (only after `NeedsPush`): the verified push, as `install`.
@@ -169,9 +222,13 @@ pub trait Connection: Send {
         self.install(local, tmp, dest, pin).await
     }
 
-    /// Step 3: run the checker, as `exec`.
-    async fn finish_run(&mut self, cmd: &CommandSpec) -> TResult<ExecOutcome> {
-        self.exec(cmd).await
+    /// Step 3: run the checker (`cmd` is the plan's, with `not_before` set from the
+    /// snapshot), as `exec`.
+    async fn finish_run(&mut self, cmd: &CommandSpec) -> TResult<Finished> {
+        Ok(Finished {
+            exec: self.exec(cmd).await?,
+            ..Default::default()
+        })
     }
 
     /// SHA-256 (lower-case hex) of a remote regular file; `None` if absent.

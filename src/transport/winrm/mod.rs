@@ -28,7 +28,7 @@ use async_trait::async_trait;
 use secrecy::{ExposeSecret, SecretString};
 use winrm_rs::{AuthMethod, EncryptionMode, WinrmClient, WinrmConfig, WinrmCredentials};
 
-use super::{CommandSpec, Connection, ExecOutcome, RemoteEntry, Staged, TResult, TransportError};
+use super::{CommandSpec, Connection, ExecOutcome, RemoteEntry, TResult, TransportError};
 use crate::inventory::Host;
 pub use smbfs::ShareMode;
 
@@ -354,21 +354,6 @@ impl Connection for WinConnection {
             Some(f) => f.mkdirs(dirs).await,
             None => shellfs::mkdirs(&self.remote, dirs).await,
         }
-    }
-
-    async fn begin_run(
-        &mut self,
-        dirs: &[String],
-        checker: &str,
-        _tmp: &str,
-        pin: &str,
-        _cmd: &CommandSpec,
-    ) -> TResult<Staged> {
-        self.mkdirs(dirs).await?;
-        Ok(match self.sha256(checker).await? {
-            Some(h) if h == pin => Staged::Current,
-            _ => Staged::NeedsPush,
-        })
     }
 
     async fn sha256(&mut self, path: &str) -> TResult<Option<String>> {

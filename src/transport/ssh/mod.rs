@@ -23,10 +23,12 @@ use russh_sftp::client::SftpSession;
 use russh_sftp::protocol::{FileType, StatusCode};
 use tokio::io::AsyncReadExt;
 
+mod script;
+
 use super::known_hosts;
 use super::{
-    push_capped, sh_quote, CommandSpec, Connection, Credentials, EntryKind, ExecOutcome,
-    RemoteEntry, Staged, TResult, TransportError,
+    push_capped, sh_quote, Begun, CommandSpec, Connection, Credentials, EntryKind, ExecOutcome,
+    Finished, RemoteEntry, RunPlan, Staged, TResult, TransportError,
 };
 use crate::model::HostClass;
 
@@ -378,14 +380,9 @@ pub struct SshConnection {
 
 /// How long the preparation and push phases of a staged run may take.
 const PREP_TIMEOUT: Duration = Duration::from_secs(300);
-
-/// Hash of a regular, non-symlink file, or nothing.
-fn hash_expr(path: &str) -> String {
-    let p = sh_quote(path);
-    format!(
-        "$(if [ -f {p} ] && [ ! -L {p} ]; then (sha256sum < {p} 2>/dev/null || shasum -a 256 < {p}) | cut -c1-64; fi)"
-    )
-}
+/// How long the listing and result files sent after the run may take beyond the checker's
+/// own timeout.
+const POST_GRACE: Duration = Duration::from_secs(120);
 
 fn run_tail_prefix() -> &'static str {
     "umask 077"
@@ -414,50 +411,17 @@ fn run_tail(cmd: &CommandSpec) -> String {
     line
 }
 
-/// The whole staged run as one remote script: mkdir, hash check, an
-/// optional verified push read from stdin (only after the client says
-/// `push`, i.e. after its journal intent), then the run.
-fn staged_script(
-    dirs: &[String],
-    checker: &str,
-    pin: &str,
-    tmp: &str,
-    cmd: &CommandSpec,
-) -> String {
-    let quoted: Vec<String> = dirs.iter().map(|d| sh_quote(d)).collect();
-    let (c, t, p) = (sh_quote(checker), sh_quote(tmp), sh_quote(pin));
-    format!(
-        "{prefix}\n\
-         mkdir -p -- {dirs} || {{ echo PUSHSCAN_FAIL=mkdir >&2; exit 97; }}\n\
-         h={hc}\n\
-         if [ \"$h\" = {p} ]; then echo PUSHSCAN_STATE=current >&2\n\
-         else\n\
-           echo PUSHSCAN_STATE=push >&2\n\
-           IFS= read -r go || exit 98\n\
-           [ \"$go\" = push ] || exit 98\n\
-           cat > {t} || {{ echo PUSHSCAN_FAIL=write >&2; exit 90; }}\n\
-           h={ht}\n\
-           if [ \"$h\" != {p} ]; then rm -f -- {t}; echo \"PUSHSCAN_FAIL=hash mismatch after copy: $h\" >&2; exit 91; fi\n\
-           chmod 700 {t} && mv -f -- {t} {c} || {{ echo PUSHSCAN_FAIL=rename >&2; exit 92; }}\n\
-           echo PUSHSCAN_PUSHED=ok >&2\n\
-         fi\n\
-         {tail}",
-        prefix = run_tail_prefix(),
-        dirs = quoted.join(" "),
-        hc = hash_expr(checker),
-        ht = hash_expr(tmp),
-        tail = run_tail(cmd)
-    )
-}
-
-/// One exec channel running a pushscan script. While `in_markers`, stderr is
-/// read line by line for `PUSHSCAN_*` markers (other lines are the script's
-/// own errors); after the PID marker, everything is the checker's output.
+/// One exec channel running a pushscan script. While `in_markers`, stderr is read as records
+/// (`script::Reader`: markers, listing entries; other lines are the script's own errors);
+/// after the PID marker, stderr is the checker's until the end line of a one-session run
+/// (`script::EndScanner`), and records again after it (`Post`).
 struct RunChannel {
     ch: russh::Channel<client::Msg>,
     cap: usize,
     in_markers: bool,
-    line: Vec<u8>,
+    prep: script::Reader,
+    /// The result directory before the run, as the script listed it.
+    before: Vec<RemoteEntry>,
     script_err: Vec<u8>,
     stdout: Vec<u8>,
     stderr: Vec<u8>,
@@ -469,6 +433,90 @@ struct RunChannel {
     closed: bool,
     timed_out: bool,
     eof_sent: bool,
+    /// Finds the end of the checker's stderr (one-session runs only).
+    end: Option<script::EndScanner>,
+    /// What the script sent after the run.
+    post: Option<Post>,
+    /// Largest result file accepted and most files (one-session runs).
+    file_cap: u64,
+    max_files: usize,
+}
+
+/// The records a one-session run prints after the checker ended.
+struct Post {
+    reader: script::Reader,
+    exit: Option<i64>,
+    after: Vec<RemoteEntry>,
+    overflow: bool,
+    files: Vec<(RemoteEntry, Vec<u8>)>,
+    removed: Option<Result<(), String>>,
+    done: bool,
+    /// Why reading stopped early: the pipeline then lists and fetches on its own.
+    broken: Option<String>,
+}
+
+impl Post {
+    fn feed(&mut self, data: &[u8], max_files: usize) {
+        if self.broken.is_some() || self.done {
+            return;
+        }
+        self.reader.push(data);
+        loop {
+            let rec = match self.reader.next() {
+                Ok(Some(r)) => r,
+                Ok(None) => return,
+                Err(e) => {
+                    self.broken = Some(e);
+                    self.reader.take_rest();
+                    return;
+                }
+            };
+            match rec {
+                script::Rec::Marker(m) => {
+                    if let Some(rc) = m.strip_prefix("PUSHSCAN_X=") {
+                        self.exit = rc.trim().parse().ok();
+                    } else if m == "PUSHSCAN_LIST=overflow" {
+                        self.overflow = true;
+                    } else if m == "PUSHSCAN_R=ok" {
+                        self.removed = Some(Ok(()));
+                    } else if m == "PUSHSCAN_R=fail" {
+                        self.removed = Some(Err("the host could not remove the checker".into()));
+                    } else if m == "PUSHSCAN_DONE" {
+                        self.done = true;
+                        self.reader.take_rest();
+                        return;
+                    } else {
+                        self.broken = Some(format!(
+                            "unexpected record {:?}",
+                            crate::sanitize::display(&m, 80)
+                        ));
+                    }
+                }
+                script::Rec::Entry(e) => {
+                    if self.after.len() >= MAX_LIST_ENTRIES {
+                        self.overflow = true;
+                    } else {
+                        self.after.push(e);
+                    }
+                }
+                script::Rec::File(e, bytes) => {
+                    if self.files.len() < max_files {
+                        self.files.push((e, bytes));
+                    }
+                }
+                script::Rec::Text(t) => {
+                    self.broken = Some(format!(
+                        "unexpected text {:?}",
+                        crate::sanitize::display(&String::from_utf8_lossy(&t), 80)
+                    ));
+                }
+            }
+            if self.broken.is_some() {
+                self.reader.take_rest();
+                return;
+            }
+        }
+    }
 }
 
 impl RunChannel {
@@ -477,7 +525,8 @@ impl RunChannel {
             ch,
             cap,
             in_markers: true,
-            line: Vec::new(),
+            prep: script::Reader::new(0),
+            before: Vec::new(),
             script_err: Vec::new(),
             stdout: Vec::new(),
             stderr: Vec::new(),
@@ -489,6 +538,10 @@ impl RunChannel {
             closed: false,
             timed_out: false,
             eof_sent: false,
+            end: None,
+            post: None,
+            file_cap: 0,
+            max_files: 0,
         }
     }
 
@@ -497,21 +550,61 @@ impl RunChannel {
         self.ch.eof().await.map_err(SshConnection::lost)
     }
 
+    /// The checker's stderr: kept (capped) up to the end line, records after it.
     fn push_stderr(&mut self, data: &[u8]) {
-        push_capped(&mut self.stderr, data, self.cap, &mut self.dropped);
+        if let Some(post) = &mut self.post {
+            post.feed(data, self.max_files);
+            return;
+        }
+        let (keep, after) = match &mut self.end {
+            Some(scan) => scan.feed(data),
+            None => (data.to_vec(), None),
+        };
+        push_capped(&mut self.stderr, &keep, self.cap, &mut self.dropped);
+        if let Some(after) = after {
+            let mut post = Post {
+                reader: script::Reader::new(self.file_cap),
+                exit: None,
+                after: Vec::new(),
+                overflow: false,
+                files: Vec::new(),
+                removed: None,
+                done: false,
+                broken: None,
+            };
+            post.feed(&after, self.max_files);
+            self.post = Some(post);
+        }
     }
 
     /// Next marker line, `None` when the channel closed (or the deadline
-    /// passed: then `timed_out` is set).
+    /// passed: then `timed_out` is set). Listing entries met on the way are kept in `before`.
     async fn next_marker(&mut self, deadline: tokio::time::Instant) -> TResult<Option<String>> {
         loop {
-            while let Some(nl) = self.line.iter().position(|&b| b == b'\n') {
-                let line: Vec<u8> = self.line.drain(..=nl).collect();
-                let text = String::from_utf8_lossy(&line).trim_end().to_string();
-                if text.starts_with("PUSHSCAN_") {
-                    return Ok(Some(text));
+            loop {
+                match self.prep.next() {
+                    Ok(Some(script::Rec::Marker(m))) => return Ok(Some(m)),
+                    Ok(Some(script::Rec::Entry(e))) => {
+                        if self.before.len() >= MAX_LIST_ENTRIES {
+                            return Err(TransportError::error(format!(
+                                "the result directory holds more than {MAX_LIST_ENTRIES} entries; refusing to list it"
+                            )));
+                        }
+                        self.before.push(e);
+                    }
+                    Ok(Some(script::Rec::Text(t))) => {
+                        push_capped(&mut self.script_err, &t, 4096, &mut self.dropped)
+                    }
+                    Ok(Some(script::Rec::File(..))) => {
+                        return Err(TransportError::error("the host sent a file before the run"))
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        return Err(TransportError::error(format!(
+                            "the host's answer is out of step: {e}"
+                        )))
+                    }
                 }
-                push_capped(&mut self.script_err, &line, 4096, &mut self.dropped);
             }
             if self.closed {
                 return Ok(None);
@@ -529,9 +622,19 @@ impl RunChannel {
         }
     }
 
-    /// Reads until the channel closes or the deadline passes.
+    /// Reads until the channel closes or the deadline passes. Once the checker has ended and
+    /// the script sends what it found, that transfer gets `POST_GRACE` of its own past the
+    /// checker's deadline.
     async fn collect(&mut self, deadline: tokio::time::Instant) {
+        let mut post_started = None;
         while !self.closed {
+            let mut deadline = deadline;
+            if let Some(post) = &self.post {
+                if !post.done {
+                    let since = *post_started.get_or_insert_with(tokio::time::Instant::now);
+                    deadline = deadline.max(since + POST_GRACE);
+                }
+            }
             match tokio::time::timeout_at(deadline, self.ch.wait()).await {
                 Err(_) => {
                     self.timed_out = true;
@@ -550,13 +653,7 @@ impl RunChannel {
             }
             ChannelMsg::ExtendedData { data, .. } => {
                 if self.in_markers {
-                    // Bounded: a marker line is short; anything longer is
-                    // the script's error text and goes to script_err.
-                    if self.line.len() > 64 * 1024 {
-                        let old = std::mem::take(&mut self.line);
-                        push_capped(&mut self.script_err, &old, 4096, &mut self.dropped);
-                    }
-                    self.line.extend_from_slice(&data);
+                    self.prep.push(&data);
                 } else {
                     self.push_stderr(&data);
                 }
@@ -586,24 +683,45 @@ impl RunChannel {
         TransportError::error(msg)
     }
 
-    fn into_outcome(self) -> ExecOutcome {
-        let mut stderr = self.stderr;
-        if self.in_markers && !self.line.is_empty() {
-            stderr.extend_from_slice(&self.line);
+    fn into_finished(mut self) -> Finished {
+        if self.in_markers {
+            let rest = self.prep.take_rest();
+            push_capped(&mut self.stderr, &rest, self.cap, &mut self.dropped);
+        } else if self.post.is_none() {
+            if let Some(scan) = &mut self.end {
+                let rest = scan.finish();
+                push_capped(&mut self.stderr, &rest, self.cap, &mut self.dropped);
+            }
         }
-        ExecOutcome {
-            exit_code: if self.exit_signal.is_some() {
-                None
-            } else {
-                self.exit_code.map(i64::from)
-            },
+        let mut fin = Finished::default();
+        let mut exit_code = if self.exit_signal.is_some() {
+            None
+        } else {
+            self.exit_code.map(i64::from)
+        };
+        if let Some(post) = self.post {
+            if let Some(rc) = post.exit {
+                exit_code = Some(rc);
+            }
+            if let Some(why) = &post.broken {
+                tracing::debug!("one-session run: records stopped: {why}");
+            }
+            if post.done && post.broken.is_none() && !post.overflow {
+                fin.after = Some(post.after);
+            }
+            fin.files = post.files;
+            fin.removed = post.removed;
+        }
+        fin.exec = ExecOutcome {
+            exit_code,
             exit_signal: self.exit_signal,
             timed_out: self.timed_out,
             stdout: self.stdout,
-            stderr,
+            stderr: self.stderr,
             truncated_bytes: self.dropped,
             started_at: self.started_at,
-        }
+        };
+        fin
     }
 }
 
@@ -623,8 +741,10 @@ struct Small {
 /// allows (OpenSSH opens 2 MiB), so with 1,000 hosts in flight a 1 MiB checker sat in the
 /// sessions' send buffers up to 1,000 times over when the hosts read slowly: 678 MiB of RSS
 /// in the 10,000-host benchmark. A push holds its share of this budget until the host says
-/// the copy is verified; at most 64 MiB of pushes are under way, whatever `--forks` is.
-const PUSH_BUDGET_KIB: u32 = 64 * 1024;
+/// the copy is verified; at most 32 MiB of pushes are under way, whatever `--forks` is (each
+/// push is also an encrypted copy in its session's send buffer, so the budget is about twice
+/// that in memory; 1,000 hosts in flight measured 180 MiB with 64 MiB, see docs/benchmarks.md).
+const PUSH_BUDGET_KIB: u32 = 32 * 1024;
 
 async fn push_permit(len: usize) -> tokio::sync::SemaphorePermit<'static> {
     static BUDGET: tokio::sync::Semaphore =
@@ -735,11 +855,7 @@ impl SshConnection {
 
     /// Waits for the PID marker, then collects the checker's output until it
     /// ends or the timeout kills its process group.
-    async fn complete_run(
-        &mut self,
-        mut run: RunChannel,
-        cmd: &CommandSpec,
-    ) -> TResult<ExecOutcome> {
+    async fn complete_run(&mut self, mut run: RunChannel, cmd: &CommandSpec) -> TResult<Finished> {
         let deadline = tokio::time::Instant::now() + cmd.timeout;
         if !run.eof_sent {
             run.send_eof().await?;
@@ -750,7 +866,7 @@ impl SshConnection {
                 run.pid = fields.next().and_then(|p| p.parse().ok());
                 run.started_at = fields.next().and_then(|t| t.parse().ok());
                 run.in_markers = false;
-                let tail = std::mem::take(&mut run.line);
+                let tail = run.prep.take_rest();
                 run.push_stderr(&tail);
             }
             None if run.timed_out => {}
@@ -765,7 +881,7 @@ impl SshConnection {
                 self.kill_group(p).await;
             }
         }
-        Ok(run.into_outcome())
+        Ok(run.into_finished())
     }
 
     /// Kills the process group `pgid` on the host: TERM, then KILL.
@@ -885,19 +1001,21 @@ impl Connection for SshConnection {
         let script = format!("{}\n{}", run_tail_prefix(), run_tail(cmd));
         let mut run = self.open_run(script, cmd.output_cap).await?;
         run.send_eof().await?;
-        self.complete_run(run, cmd).await
+        Ok(self.complete_run(run, cmd).await?.exec)
     }
 
-    async fn begin_run(
-        &mut self,
-        dirs: &[String],
-        checker: &str,
-        tmp: &str,
-        pin: &str,
-        cmd: &CommandSpec,
-    ) -> TResult<Staged> {
-        let script = staged_script(dirs, checker, pin, tmp, cmd);
-        let mut run = self.open_run(script, cmd.output_cap).await?;
+    /// The whole job in one exec channel (see `script`): the listing before the run comes
+    /// with the hash check; the push, if asked, goes down the same channel; the run's end
+    /// brings the listing after it, the new result files and the checker's removal.
+    async fn begin_run(&mut self, plan: &RunPlan) -> TResult<Begun> {
+        let nonce = script::nonce();
+        let text = script::staged_script(plan, &nonce);
+        let mut run = self.open_run(text, plan.cmd.output_cap).await?;
+        run.end = Some(script::EndScanner::new(script::end_needle(&nonce)));
+        if let Some(r) = &plan.results {
+            run.file_cap = r.cap;
+            run.max_files = r.max_files;
+        }
         let deadline = tokio::time::Instant::now() + PREP_TIMEOUT;
         let staged = match run.next_marker(deadline).await? {
             Some(m) if m == "PUSHSCAN_STATE=current" => {
@@ -907,8 +1025,9 @@ impl Connection for SshConnection {
             Some(m) if m == "PUSHSCAN_STATE=push" => Staged::NeedsPush,
             other => return Err(run.prep_failure("prepare", other)),
         };
+        let before = std::mem::take(&mut run.before);
         self.pending = Some(run);
-        Ok(staged)
+        Ok(Begun { staged, before })
     }
 
     async fn push_staged(&mut self, local: &Path, tmp: &str, dest: &str, pin: &str) -> TResult<()> {
@@ -936,10 +1055,13 @@ impl Connection for SshConnection {
         }
     }
 
-    async fn finish_run(&mut self, cmd: &CommandSpec) -> TResult<ExecOutcome> {
+    async fn finish_run(&mut self, cmd: &CommandSpec) -> TResult<Finished> {
         match self.pending.take() {
             Some(run) => self.complete_run(run, cmd).await,
-            None => self.exec(cmd).await,
+            None => Ok(Finished {
+                exec: self.exec(cmd).await?,
+                ..Default::default()
+            }),
         }
     }
 

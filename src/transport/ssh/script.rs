@@ -1,0 +1,610 @@
+//! The one-session run: the shell script that does a host's whole job in one SSH exec
+//! channel, and the reader of the records it prints.
+//!
+//! Every round trip counts on a busy fleet: with 50 hosts in flight on two cores, one
+//! request/answer exchange with a host costs ~100 ms of waiting in the host's run queue. The
+//! job was ~20 such exchanges after login (SFTP start, listing before, the run, listing after,
+//! stat/open/read/close of the report, removal of the checker, each its own request); this
+//! script does it in about four: open the channel, start the script (it lists the result
+//! directory, creates the directories and hashes the checker), send the push if asked, and
+//! read to the end (the run, the listing after it, the new result files, the removal).
+//!
+//! Records go on stderr. Before the run they are lines `PUSHSCAN_...`; a listing entry is a
+//! line `PUSHSCAN_E <kind> <size> <mtime>` followed by the name and a NUL (names may hold
+//! newlines, never NUL). The checker's own stderr follows the PID marker; the script marks its
+//! end with a line holding a per-run random nonce, so the checker's output cannot be taken for
+//! records by accident. After it: `PUSHSCAN_X=<exit code>`, the listing after the run, each
+//! result file as `PUSHSCAN_F <size> <mtime>`, name, NUL, exactly `size` bytes and
+//! `\nPUSHSCAN_F.\n`, the removal's `PUSHSCAN_R=ok|fail`, and `PUSHSCAN_DONE`.
+//!
+//! Everything the host prints is untrusted: the reader bounds every line, name and file, and
+//! a record out of step stops the reading; the pipeline then lists and fetches over SFTP as
+//! it would without this script.
+
+use super::{MAX_LIST_ENTRIES, PID_MARKER};
+use crate::transport::{sh_quote, EntryKind, RemoteEntry, RunPlan};
+
+/// Longest name we accept in a record (Linux allows 255 bytes).
+const MAX_NAME: usize = 4096;
+/// Longest record line; longer text is passed on as the script's own output.
+const MAX_LINE: usize = 64 * 1024;
+/// End of a result file's bytes.
+const FILE_TRAILER: &[u8] = b"\nPUSHSCAN_F.\n";
+
+/// A shell `case` pattern matching what `WildMatch` matches for `glob` (`*`, `?`, the rest
+/// literal and quoted, so the playbook's text can never become shell syntax).
+pub(super) fn glob_case(glob: &str) -> String {
+    let mut out = String::new();
+    let mut lit = String::new();
+    for c in glob.chars() {
+        if c == '*' || c == '?' {
+            if !lit.is_empty() {
+                out.push_str(&sh_quote(&lit));
+                lit.clear();
+            }
+            out.push(c);
+        } else {
+            lit.push(c);
+        }
+    }
+    if !lit.is_empty() || out.is_empty() {
+        out.push_str(&sh_quote(&lit));
+    }
+    out
+}
+
+/// The line that ends the checker's stderr, for a run's `nonce`.
+pub(super) fn end_needle(nonce: &str) -> Vec<u8> {
+    format!("\nPUSHSCAN_{nonce}_END\n").into_bytes()
+}
+
+/// A fresh 128-bit nonce, hex: std's per-process random hash keys, a counter and the clock.
+pub(super) fn nonce() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let half = |salt: u64| {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(salt);
+        h.write_u64(n);
+        h.write_u128(t);
+        h.finish()
+    };
+    format!("{:016x}{:016x}", half(1), half(2))
+}
+
+/// The whole staged run as one script, run by `/bin/sh` whatever the account's shell is.
+pub(super) fn staged_script(plan: &RunPlan, nonce: &str) -> String {
+    let quoted: Vec<String> = plan.dirs.iter().map(|d| sh_quote(d)).collect();
+    let (c, t, p) = (
+        sh_quote(&plan.checker),
+        sh_quote(&plan.tmp),
+        sh_quote(&plan.pin),
+    );
+    let cmd = &plan.cmd;
+    let mut run = sh_quote(&cmd.program);
+    for a in &cmd.args {
+        run.push(' ');
+        run.push_str(&sh_quote(a));
+    }
+    let (list_before, list_after, pl) = match &plan.results {
+        Some(r) => (
+            format!(
+                "pl {} B || {{ echo \"PUSHSCAN_FAIL=the result directory holds more than {MAX_LIST_ENTRIES} entries; refusing to list it\" >&2; exit 99; }}\n",
+                sh_quote(&r.dir)
+            ),
+            format!("pl {} A || :\n", sh_quote(&r.dir)),
+            list_function(&glob_case(&r.glob), r.cap, r.max_files),
+        ),
+        None => (String::new(), String::new(), String::new()),
+    };
+    let remove = if plan.remove_after.is_empty() {
+        String::new()
+    } else {
+        let targets: Vec<String> = plan.remove_after.iter().map(|f| sh_quote(f)).collect();
+        format!(
+            "if rm -f -- {} 2>/dev/null; then echo PUSHSCAN_R=ok >&2; else echo PUSHSCAN_R=fail >&2; fi\n",
+            targets.join(" ")
+        )
+    };
+    let script = format!(
+        "umask 077\n\
+         h0=$PWD nb=0 bk=/ t0=0\n\
+         {pl}\
+         {list_before}\
+         {mkdir} || {{ echo PUSHSCAN_FAIL=mkdir >&2; exit 97; }}\n\
+         {hc}\n\
+         if [ \"$h\" = {p} ]; then echo PUSHSCAN_STATE=current >&2\n\
+         else\n\
+           echo PUSHSCAN_STATE=push >&2\n\
+           IFS= read -r go || exit 98\n\
+           [ \"$go\" = push ] || exit 98\n\
+           cat > {t} || {{ echo PUSHSCAN_FAIL=write >&2; exit 90; }}\n\
+           {ht}\n\
+           if [ \"$h\" != {p} ]; then rm -f -- {t}; echo \"PUSHSCAN_FAIL=hash mismatch after copy: $h\" >&2; exit 91; fi\n\
+           chmod 700 {t} && mv -f -- {t} {c} || {{ echo PUSHSCAN_FAIL=rename >&2; exit 92; }}\n\
+           echo PUSHSCAN_PUSHED=ok >&2\n\
+         fi\n\
+         i=0; t0=$(date +%s)\n\
+         while [ \"$t0\" -le \"$nb\" ] && [ $i -lt 10 ]; do sleep 0.2 2>/dev/null || sleep 1; i=$((i+1)); t0=$(date +%s); done\n\
+         echo {PID_MARKER}$$ $t0 >&2\n\
+         cd -- {cwd} || {{ echo PUSHSCAN_FAIL=cd >&2; exit 126; }}\n\
+         {run} </dev/null\n\
+         rc=$?\n\
+         cd -- \"$h0\" 2>/dev/null\n\
+         printf '\\nPUSHSCAN_%s_END\\nPUSHSCAN_X=%s\\n' {nonce} \"$rc\" >&2\n\
+         {list_after}\
+         {remove}\
+         echo PUSHSCAN_DONE >&2\n\
+         exit \"$rc\"\n",
+        // `mkdir` only when a directory is missing: a second sweep spawns nothing for it.
+        mkdir = if quoted.is_empty() {
+            ":".to_string()
+        } else {
+            format!(
+                "{{ {} || mkdir -p -- {}; }}",
+                quoted
+                    .iter()
+                    .map(|d| format!("[ -d {d} ]"))
+                    .collect::<Vec<_>>()
+                    .join(" && "),
+                quoted.join(" ")
+            )
+        },
+        hc = hash_into_h(&plan.checker),
+        ht = hash_into_h(&plan.tmp),
+        cwd = sh_quote(&cmd.cwd),
+    );
+    // The account's login shell only sees `exec /bin/sh -c '...'`: a zsh or csh account
+    // runs the script the same way (zsh would abort on a glob that matches nothing).
+    format!("exec /bin/sh -c {}", sh_quote(&script))
+}
+
+/// Sets `h` to the SHA-256 of a regular, non-symlink file, or empty (a symlink planted by
+/// the host is never taken for our binary). One fork and one exec when the file is there,
+/// none when it is not.
+fn hash_into_h(path: &str) -> String {
+    let p = sh_quote(path);
+    format!(
+        "h=; if [ -f {p} ] && [ ! -L {p} ]; then h=$(sha256sum < {p} 2>/dev/null || shasum -a 256 < {p} 2>/dev/null); h=${{h%% *}}; fi"
+    )
+}
+
+/// `pl DIR B|A`: lists DIR without following links, one record per entry (at most
+/// `MAX_LIST_ENTRIES`). B (before the run) keeps each entry's key in `bk` and the newest
+/// result file's mtime in `nb`; A (after) sends every result file within `cap` that is new or
+/// changed since B, or modified since the run started (`t0`), at most `max_files`.
+fn list_function(pattern: &str, cap: u64, max_files: usize) -> String {
+    format!(
+        "pl() {{\n\
+           n=0 ns=0\n\
+           for f in \"$1\"/* \"$1\"/.[!.]* \"$1\"/..?*; do\n\
+             if [ -L \"$f\" ]; then k=l; elif [ -f \"$f\" ]; then k=f; elif [ -d \"$f\" ]; then k=d; elif [ -e \"$f\" ]; then k=o; else continue; fi\n\
+             n=$((n+1))\n\
+             if [ $n -gt {MAX_LIST_ENTRIES} ]; then echo PUSHSCAN_LIST=overflow >&2; return 1; fi\n\
+             b=${{f##*/}}\n\
+             s=$(stat -c '%s %Y' -- \"$f\" 2>/dev/null || stat -f '%z %m' -- \"$f\" 2>/dev/null)\n\
+             case $s in [0-9]*' '[0-9]*) ;; *) s='0 -' ;; esac\n\
+             printf 'PUSHSCAN_E %s %s\\n%s\\0' $k \"$s\" \"$b\" >&2\n\
+             m=${{s#* }}\n\
+             if [ $2 = B ]; then\n\
+               bk=\"$bk$k/$s/$b/\"\n\
+               case $b in {pattern}) if [ \"$m\" != - ] && [ \"$m\" -gt \"$nb\" ]; then nb=$m; fi ;; esac\n\
+             elif [ $k = f ]; then\n\
+               case $b in {pattern}) ;; *) continue ;; esac\n\
+               z=${{s%% *}}\n\
+               [ \"$z\" -le {cap} ] || continue\n\
+               case $bk in *\"/f/$s/$b/\"*) [ \"$m\" != - ] && [ \"$m\" -ge \"$t0\" ] || continue ;; esac\n\
+               ns=$((ns+1)); [ $ns -le {max_files} ] || continue\n\
+               printf 'PUSHSCAN_F %s\\n%s\\0' \"$s\" \"$b\" >&2\n\
+               {{ head -c \"$z\" < \"$f\"; }} >&2 2>/dev/null\n\
+               printf '\\nPUSHSCAN_F.\\n' >&2\n\
+             fi\n\
+           done\n\
+         }}\n"
+    )
+}
+
+/// One record of the script's stderr.
+#[derive(Debug, PartialEq)]
+pub(super) enum Rec {
+    /// A `PUSHSCAN_...` line, without its line end.
+    Marker(String),
+    /// A listing entry.
+    Entry(RemoteEntry),
+    /// A result file: its entry and bytes.
+    File(RemoteEntry, Vec<u8>),
+    /// A line that is not a record (the script's own error text), with its line end.
+    Text(Vec<u8>),
+}
+
+/// Cuts the script's stderr into records, bounding everything it holds.
+#[derive(Default)]
+pub(super) struct Reader {
+    buf: Vec<u8>,
+    /// Largest result file accepted in a record.
+    cap: u64,
+}
+
+impl Reader {
+    pub(super) fn new(cap: u64) -> Reader {
+        Reader {
+            buf: Vec::new(),
+            cap,
+        }
+    }
+
+    pub(super) fn push(&mut self, data: &[u8]) {
+        self.buf.extend_from_slice(data);
+    }
+
+    /// What is left unread.
+    pub(super) fn take_rest(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.buf)
+    }
+
+    /// The next complete record, `Ok(None)` when more bytes are needed, `Err` when the
+    /// stream is out of step (the caller stops reading records).
+    pub(super) fn next(&mut self) -> Result<Option<Rec>, String> {
+        let Some(nl) = self.buf.iter().take(MAX_LINE).position(|&b| b == b'\n') else {
+            if self.buf.len() >= MAX_LINE {
+                return Ok(Some(Rec::Text(self.buf.drain(..MAX_LINE).collect())));
+            }
+            return Ok(None);
+        };
+        let line = String::from_utf8_lossy(&self.buf[..nl])
+            .trim_end_matches('\r')
+            .to_string();
+        if let Some(rest) = line.strip_prefix("PUSHSCAN_E ") {
+            let mut f = rest.split(' ');
+            let kind = match f.next() {
+                Some("f") => EntryKind::File,
+                Some("d") => EntryKind::Dir,
+                Some("l") => EntryKind::Symlink,
+                Some("o") => EntryKind::Other,
+                _ => return Err(format!("bad listing record {:?}", clip(&line))),
+            };
+            let (size, mtime) = size_mtime(f.next(), f.next())
+                .ok_or_else(|| format!("bad listing record {:?}", clip(&line)))?;
+            let Some((name, used)) = self.name_at(nl + 1)? else {
+                return Ok(None);
+            };
+            self.buf.drain(..used);
+            return Ok(Some(Rec::Entry(RemoteEntry {
+                name,
+                kind,
+                size,
+                mtime,
+            })));
+        }
+        if let Some(rest) = line.strip_prefix("PUSHSCAN_F ") {
+            let mut f = rest.split(' ');
+            let (size, mtime) = size_mtime(f.next(), f.next())
+                .ok_or_else(|| format!("bad file record {:?}", clip(&line)))?;
+            if size > self.cap {
+                return Err(format!(
+                    "a file record of {size} bytes, over the {}-byte cap",
+                    self.cap
+                ));
+            }
+            let Some((name, start)) = self.name_at(nl + 1)? else {
+                return Ok(None);
+            };
+            let end = start + size as usize;
+            if self.buf.len() < end + FILE_TRAILER.len() {
+                return Ok(None);
+            }
+            if &self.buf[end..end + FILE_TRAILER.len()] != FILE_TRAILER {
+                return Err(format!(
+                    "the bytes of {:?} do not end where announced",
+                    clip(&name)
+                ));
+            }
+            let bytes = self.buf[start..end].to_vec();
+            self.buf.drain(..end + FILE_TRAILER.len());
+            let entry = RemoteEntry {
+                name,
+                kind: EntryKind::File,
+                size,
+                mtime,
+            };
+            return Ok(Some(Rec::File(entry, bytes)));
+        }
+        let raw: Vec<u8> = self.buf.drain(..=nl).collect();
+        if line.starts_with("PUSHSCAN_") {
+            Ok(Some(Rec::Marker(line)))
+        } else {
+            Ok(Some(Rec::Text(raw)))
+        }
+    }
+
+    /// The NUL-terminated name starting at `at`: the name and the offset just past the NUL.
+    fn name_at(&self, at: usize) -> Result<Option<(String, usize)>, String> {
+        let rest = self.buf.get(at..).unwrap_or_default();
+        match rest.iter().take(MAX_NAME + 1).position(|&b| b == 0) {
+            Some(len) => Ok(Some((
+                String::from_utf8_lossy(&rest[..len]).into_owned(),
+                at + len + 1,
+            ))),
+            None if rest.len() > MAX_NAME => Err(format!(
+                "a name longer than {MAX_NAME} bytes in a listing record"
+            )),
+            None => Ok(None),
+        }
+    }
+}
+
+fn size_mtime(size: Option<&str>, mtime: Option<&str>) -> Option<(u64, Option<u64>)> {
+    let size = size?.parse().ok()?;
+    let mtime = match mtime? {
+        "-" => None,
+        m => Some(m.parse().ok()?),
+    };
+    Some((size, mtime))
+}
+
+fn clip(s: &str) -> String {
+    crate::sanitize::display(s, 80)
+}
+
+/// Splits the checker's stderr from what the script prints after the run: everything before
+/// the end line is the checker's; the bytes after it are records. Holds back at most the
+/// end line's length minus one, in case it arrives cut across packets.
+pub(super) struct EndScanner {
+    needle: Vec<u8>,
+    carry: Vec<u8>,
+}
+
+impl EndScanner {
+    pub(super) fn new(needle: Vec<u8>) -> EndScanner {
+        EndScanner {
+            needle,
+            carry: Vec::new(),
+        }
+    }
+
+    /// Feeds stderr bytes: returns (checker bytes to keep, records after the end line if
+    /// it was found).
+    pub(super) fn feed(&mut self, data: &[u8]) -> (Vec<u8>, Option<Vec<u8>>) {
+        self.carry.extend_from_slice(data);
+        let n = self.needle.len();
+        if let Some(i) = self.carry.windows(n).position(|w| w == self.needle) {
+            let after = self.carry.split_off(i + n);
+            self.carry.truncate(i);
+            return (std::mem::take(&mut self.carry), Some(after));
+        }
+        let keep = n.saturating_sub(1).min(self.carry.len());
+        let out: Vec<u8> = self.carry.drain(..self.carry.len() - keep).collect();
+        (out, None)
+    }
+
+    /// What was held back, when the stream ended without the end line.
+    pub(super) fn finish(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.carry)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transport::{CommandSpec, ResultSpec};
+    use std::process::{Command, Stdio};
+    use std::time::Duration;
+
+    #[test]
+    fn glob_becomes_a_quoted_case_pattern() {
+        assert_eq!(glob_case("*_emocheck.*"), "*'_emocheck.'*");
+        assert_eq!(glob_case("a?b"), "'a'?'b'");
+        assert_eq!(glob_case("x) rm -rf / ;;"), "'x) rm -rf / ;;'");
+        assert_eq!(glob_case(""), "''");
+    }
+
+    #[test]
+    fn end_line_is_found_across_packets() {
+        let needle = end_needle("abc");
+        let mut s = EndScanner::new(needle.clone());
+        let mut kept = Vec::new();
+        let stream = [b"checker says hi".as_slice(), &needle, b"PUSHSCAN_X=0\n"].concat();
+        let mut after = None;
+        for chunk in stream.chunks(3) {
+            let (k, a) = s.feed(chunk);
+            kept.extend(k);
+            if let Some(a) = a {
+                after = Some(a);
+                break;
+            }
+        }
+        assert_eq!(kept, b"checker says hi");
+        assert!(b"PUSHSCAN_X=0\n".starts_with(&after.unwrap()));
+        let mut s = EndScanner::new(needle);
+        let (k, a) = s.feed(b"no end here");
+        assert!(a.is_none());
+        assert_eq!([k, s.finish()].concat(), b"no end here");
+    }
+
+    #[test]
+    fn reader_bounds_and_frames_records() {
+        let mut r = Reader::new(10);
+        r.push(b"oops\nPUSHSCAN_E f 3 17\nna\nme\0PUSHSCAN_F 3 17\nna\nme\0abc\nPUSHSCAN_F.\nPUSHSCAN_DONE\n");
+        assert_eq!(r.next().unwrap(), Some(Rec::Text(b"oops\n".to_vec())));
+        let e = RemoteEntry {
+            name: "na\nme".into(),
+            kind: EntryKind::File,
+            size: 3,
+            mtime: Some(17),
+        };
+        assert_eq!(r.next().unwrap(), Some(Rec::Entry(e.clone())));
+        assert_eq!(r.next().unwrap(), Some(Rec::File(e, b"abc".to_vec())));
+        assert_eq!(r.next().unwrap(), Some(Rec::Marker("PUSHSCAN_DONE".into())));
+        assert_eq!(r.next().unwrap(), None);
+        // Over the cap, out of step, a name without end: refused, never buffered forever.
+        let mut r = Reader::new(10);
+        r.push(b"PUSHSCAN_F 11 1\nx\0");
+        assert!(r.next().is_err());
+        let mut r = Reader::new(10);
+        r.push(b"PUSHSCAN_F 2 1\nx\0abcdefghijklmnopq");
+        assert!(r.next().is_err());
+        let mut r = Reader::new(10);
+        r.push(b"PUSHSCAN_E f 1 1\n");
+        r.push(&vec![b'a'; MAX_NAME + 1]);
+        assert!(r.next().is_err());
+        let mut r = Reader::new(10);
+        r.push(b"PUSHSCAN_E q 1 1\nx\0");
+        assert!(r.next().is_err());
+    }
+
+    /// Runs the script with the local /bin/sh (as sshd would run it for the account), feeding
+    /// `push` and the checker on stdin when asked, and reads its records like the transport.
+    fn run_local(plan: &RunPlan, checker: &[u8], nonce: &str) -> (Vec<Rec>, Vec<Rec>, Vec<u8>) {
+        let script = staged_script(plan, nonce);
+        let mut child = Command::new("/bin/sh")
+            .arg("-c")
+            .arg(&script)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        {
+            use std::io::Write;
+            let mut stdin = child.stdin.take().unwrap();
+            // The script reads stdin only when it asks for a push.
+            let _ = stdin.write_all(b"push\n");
+            let _ = stdin.write_all(checker);
+        }
+        let out = child.wait_with_output().unwrap();
+        let needle = end_needle(nonce);
+        let err = out.stderr;
+        let pos = err
+            .windows(needle.len())
+            .position(|w| w == needle.as_slice())
+            .unwrap_or_else(|| panic!("no end line in {}", String::from_utf8_lossy(&err)));
+        let (pre, post) = (&err[..pos], &err[pos + needle.len()..]);
+        let pid = pre
+            .windows(PID_MARKER.len())
+            .position(|w| w == PID_MARKER.as_bytes())
+            .unwrap();
+        let pid_end = pid + pre[pid..].iter().position(|&b| b == b'\n').unwrap() + 1;
+        let records = |bytes: &[u8]| {
+            let mut r = Reader::new(1 << 20);
+            r.push(bytes);
+            let mut v = Vec::new();
+            while let Some(rec) = r.next().unwrap() {
+                v.push(rec);
+            }
+            v
+        };
+        (
+            records(&pre[..pid_end]),
+            records(post),
+            pre[pid_end..].to_vec(),
+        )
+    }
+
+    #[test]
+    fn the_script_does_the_whole_job_in_one_session() {
+        let dir = tempfile::tempdir().unwrap();
+        let work = dir.path().join("work");
+        let run = work.join("reports");
+        let checker_src = b"#!/bin/sh\necho out; echo err >&2\nprintf 'report' > \"$1/H_20260101000000_emocheck.txt\"\nprintf 'log' > \"$1/notes.log\"\nexit 3\n";
+        let pin = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(checker_src));
+        let checker = work.join("chk.sh");
+        let plan = RunPlan {
+            dirs: vec![
+                work.to_string_lossy().into_owned(),
+                run.to_string_lossy().into_owned(),
+            ],
+            checker: checker.to_string_lossy().into_owned(),
+            tmp: work.join(".chk.tmp").to_string_lossy().into_owned(),
+            pin,
+            cmd: CommandSpec {
+                program: checker.to_string_lossy().into_owned(),
+                args: vec![run.to_string_lossy().into_owned()],
+                cwd: work.to_string_lossy().into_owned(),
+                timeout: Duration::from_secs(10),
+                output_cap: 1024,
+                not_before: None,
+            },
+            results: Some(ResultSpec {
+                dir: run.to_string_lossy().into_owned(),
+                glob: "*_emocheck.*".into(),
+                cap: 1024,
+                max_files: 4,
+            }),
+            remove_after: vec![checker.to_string_lossy().into_owned()],
+        };
+        // An old report, a symlink out of the directory and a name with a newline, there
+        // before the run.
+        std::fs::create_dir_all(&run).unwrap();
+        std::fs::write(run.join("H_20250101000000_emocheck.txt"), b"old").unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", run.join("L_emocheck.txt")).unwrap();
+        std::fs::write(run.join("odd\nname_emocheck.txt"), b"odd").unwrap();
+        let (pre, post, checker_err) = run_local(&plan, checker_src, "n0nce");
+
+        let markers: Vec<&Rec> = pre.iter().filter(|r| matches!(r, Rec::Marker(_))).collect();
+        assert!(matches!(markers[0], Rec::Marker(m) if m == "PUSHSCAN_STATE=push"));
+        assert!(matches!(markers[1], Rec::Marker(m) if m == "PUSHSCAN_PUSHED=ok"));
+        let before: Vec<&RemoteEntry> = pre
+            .iter()
+            .filter_map(|r| match r {
+                Rec::Entry(e) => Some(e),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(before.len(), 3, "{before:?}");
+        assert!(before
+            .iter()
+            .any(|e| e.name == "L_emocheck.txt" && e.kind == EntryKind::Symlink));
+        assert!(before.iter().any(|e| e.name == "odd\nname_emocheck.txt"));
+        assert_eq!(checker_err, b"err\n");
+
+        assert_eq!(post[0], Rec::Marker("PUSHSCAN_X=3".into()));
+        let after: Vec<&RemoteEntry> = post
+            .iter()
+            .filter_map(|r| match r {
+                Rec::Entry(e) => Some(e),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(after.len(), 5, "{after:?}");
+        let files: Vec<(&str, &[u8])> = post
+            .iter()
+            .filter_map(|r| match r {
+                Rec::File(e, b) => Some((e.name.as_str(), b.as_slice())),
+                _ => None,
+            })
+            .collect();
+        // Only the new report: not the old one, not the log (glob), not the symlink.
+        assert_eq!(
+            files,
+            vec![("H_20260101000000_emocheck.txt", b"report".as_slice())]
+        );
+        assert!(post.contains(&Rec::Marker("PUSHSCAN_R=ok".into())));
+        assert_eq!(post.last(), Some(&Rec::Marker("PUSHSCAN_DONE".into())));
+        assert!(!checker.exists(), "the checker was removed after the run");
+
+        // Second run with the checker in place: no push asked, the first report is old now.
+        let mut plan = plan;
+        plan.remove_after.clear();
+        std::fs::write(&checker, checker_src).unwrap();
+        std::fs::set_permissions(
+            &checker,
+            std::os::unix::fs::PermissionsExt::from_mode(0o700),
+        )
+        .unwrap();
+        std::thread::sleep(Duration::from_millis(1100));
+        let (pre, post, _) = run_local(&plan, b"", "other");
+        assert!(pre.contains(&Rec::Marker("PUSHSCAN_STATE=current".into())));
+        let files = post.iter().filter(|r| matches!(r, Rec::File(..))).count();
+        assert_eq!(files, 1, "only the rewritten report is sent: {post:?}");
+        assert!(!post
+            .iter()
+            .any(|r| matches!(r, Rec::Marker(m) if m.starts_with("PUSHSCAN_R"))));
+        assert!(checker.exists());
+    }
+}
