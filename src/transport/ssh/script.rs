@@ -392,8 +392,11 @@ impl EndScanner {
 #[cfg(test)]
 mod tests {
     use super::*;
+    #[cfg(unix)]
     use crate::transport::{CommandSpec, ResultSpec};
+    #[cfg(unix)]
     use std::process::{Command, Stdio};
+    #[cfg(unix)]
     use std::time::Duration;
 
     #[test]
@@ -460,6 +463,7 @@ mod tests {
 
     /// Runs the script with the local /bin/sh (as sshd would run it for the account), feeding
     /// `push` and the checker on stdin when asked, and reads its records like the transport.
+    #[cfg(unix)]
     fn run_local(plan: &RunPlan, checker: &[u8], nonce: &str) -> (Vec<Rec>, Vec<Rec>, Vec<u8>) {
         let script = staged_script(plan, nonce);
         let mut child = Command::new("/bin/sh")
@@ -506,6 +510,7 @@ mod tests {
         )
     }
 
+    #[cfg(unix)]
     #[test]
     fn the_script_does_the_whole_job_in_one_session() {
         let dir = tempfile::tempdir().unwrap();
