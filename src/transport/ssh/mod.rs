@@ -1,10 +1,12 @@
-//! The `ssh` transport: russh for the session, russh-sftp for listing and
-//! fetching, exec channels for everything that must run on the host.
+//! The `ssh` transport: russh for the session, one exec channel for the whole job, russh-sftp
+//! as the fallback for listing, fetching and removing files.
 //!
-//! One TCP connection per host carries every step: the prepare/hash exec,
-//! the streamed push (`cat > tmp` on an exec channel, verified and renamed
-//! in the same remote command, so a push costs one round trip), the checker
-//! run, and one SFTP session for listing, reading and removing files.
+//! One TCP connection per host carries every step. A sweep's staged run is one script in one
+//! exec channel (`script`): it lists the result directory, hashes the checker, takes the push
+//! on its stdin when the client says so (after the journal intent), runs the checker, and
+//! sends back the listing after the run, the new result files and the removal's outcome. The
+//! SFTP session is opened only when that cannot finish (a run killed at its timeout, a record
+//! out of step, history to fetch) and for the other commands (`contain`, `cleanup`).
 //!
 //! Host keys are checked against a known_hosts file before authentication:
 //! an unknown key fails the host unless `--accept-new-host-keys`, a changed
