@@ -148,14 +148,13 @@ pub async fn cleanup_run(
             ),
         }
     }
-    let plans: Vec<HostPlan> = work.iter().map(|(p, _)| p.clone()).collect();
     let ctx = Arc::new(context(
         run_id,
         pb.clone(),
         journal.clone(),
         state_dir.join("evidence").join(format!("run-{run_id}")),
         access,
-        &plans,
+        work.iter().map(|(p, _)| p),
     )?);
     let mut set = tokio::task::JoinSet::new();
     let sem = Arc::new(tokio::sync::Semaphore::new(50));

@@ -601,8 +601,8 @@ mod tests {
             } else {
                 vec![group.iter().map(|g| g.to_string()).collect()]
             },
-            own_vars: vars.clone(),
-            vars,
+            own_vars: vars.clone().into(),
+            vars: vars.into(),
         }
     }
 

@@ -116,19 +116,20 @@ pub struct WindowsAccess {
 /// The shared context of a sweep, resume or cleanup of `plans`: resolves
 /// every Windows host's credential first, so a host without one stops the
 /// run before anything is touched.
-pub(crate) fn context(
+pub(crate) fn context<'a>(
     run_id: i64,
     pb: Playbook,
     journal: Journal,
     evidence_dir: PathBuf,
     access: &Access,
-    plans: &[HostPlan],
+    plans: impl IntoIterator<Item = &'a HostPlan>,
 ) -> Result<SweepCtx, Fail> {
     let mut logins = std::collections::HashMap::new();
     let mut missing = Vec::new();
-    for p in plans.iter().filter(|p| p.win.is_some()) {
+    for p in plans.into_iter().filter(|p| p.win.is_some()) {
         let h = &p.host;
-        let vars = serde_json::Value::Object(h.vars.clone().into_iter().collect());
+        let vars =
+            serde_json::Value::Object(h.vars.iter().map(|(k, v)| (k.clone(), v.clone())).collect());
         match credentials::resolve(
             &vars,
             &h.name,
@@ -252,6 +253,9 @@ pub async fn sweep(cfg: SweepConfig) -> Result<SweepOutcome, Fail> {
         rollout::plan_waves(&hosts, &rollout)
     };
     check_pause_possible(&rollout, waves.len())?;
+    // The plans hold what the run needs of each host; the rest of the
+    // inventory (groups, their vars) is not kept for the length of the sweep.
+    drop(inv);
     let mut wave_of = vec![(0usize, None::<String>); plans.len()];
     for w in &waves {
         for &i in &w.hosts {
@@ -523,17 +527,18 @@ async fn execute(
         .with_context(|| format!("cannot create {}", evidence_dir.display()))
         .code(exit::IO)?;
 
-    let all_plans: Vec<&HostPlan> = waves.iter().flat_map(|w| &w.plans).collect();
-    let total = all_plans.len();
+    let total = waves.iter().map(|w| w.plans.len()).sum();
     let ctx = Arc::new(context(
         run_id,
         pb,
         journal.clone(),
         evidence_dir,
         access,
-        &all_plans.into_iter().cloned().collect::<Vec<_>>(),
+        waves.iter().flat_map(|w| &w.plans),
     )?);
 
+    // Planning is done: its transient memory goes back to the system (`limits.rs`).
+    crate::limits::release_free_memory();
     let (stop_tx, stop_rx) = watch::channel(false);
     let signals = tokio::spawn(watch_interrupts(stop_tx));
 
@@ -757,11 +762,17 @@ fn wave_label(w: &WavePlans, last: usize) -> String {
     s
 }
 
+/// Finished hosts between two returns of free memory to the system (`limits.rs`).
+const TRIM_EVERY: usize = 500;
+
 fn finished(
     done: Result<crate::pipeline::HostResult, tokio::task::JoinError>,
     progress: &mut Progress,
     results: &mut Vec<crate::pipeline::HostResult>,
 ) {
+    if (results.len() + 1).is_multiple_of(TRIM_EVERY) {
+        crate::limits::release_free_memory();
+    }
     match done {
         Ok(r) => {
             progress.host_done(&r);

@@ -309,7 +309,6 @@ pub async fn contain(opts: &ContainOptions, access: &Access) -> Result<i32, Fail
             .code(exit::IO)?;
     }
     let todo: Vec<HostWork> = works.into_iter().filter(|w| w.refused.is_empty()).collect();
-    let plans: Vec<HostPlan> = todo.iter().filter_map(|w| w.plan.clone()).collect();
     let ctx = Arc::new(sweep::context(
         run.id,
         pb.clone(),
@@ -318,7 +317,7 @@ pub async fn contain(opts: &ContainOptions, access: &Access) -> Result<i32, Fail
             .join("evidence")
             .join(format!("run-{}", run.id)),
         access,
-        &plans,
+        todo.iter().filter_map(|w| w.plan.as_ref()),
     )?);
     let shared = Arc::new(Shared {
         opts: opts.clone(),

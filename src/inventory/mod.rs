@@ -30,6 +30,7 @@ mod yaml11;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::Serialize;
 use serde_json::Value;
@@ -99,11 +100,13 @@ pub struct Host {
     /// at [`MAX_GROUP_PATHS`] chains.
     pub group_paths: Vec<Vec<String>>,
     /// Merged variables: `all` < parent groups < child groups < host.
-    pub vars: BTreeMap<String, Value>,
+    /// Shared (`Arc`): every host plan carries its host, and a 10,000-host
+    /// sweep would otherwise hold each map twice.
+    pub vars: Arc<BTreeMap<String, Value>>,
     /// The variables set on the host itself (its inventory entries), before
     /// any group's are merged in: what `ansible-inventory --list --export`
     /// prints for it, and what merging inventories combines.
-    pub own_vars: BTreeMap<String, Value>,
+    pub own_vars: Arc<BTreeMap<String, Value>>,
 }
 
 /// A group as written in the inventory (plus Ansible's implicit ones).
@@ -903,7 +906,7 @@ impl Builder {
             }
         }
         for h in &inv.hosts {
-            for (k, v) in &h.own_vars {
+            for (k, v) in h.own_vars.iter() {
                 self.set_host_var(&h.name, k, VarDef::new(v.clone(), None, None))?;
             }
         }
@@ -1221,15 +1224,18 @@ impl Builder {
             key_file,
             groups,
             group_paths: self.group_paths(direct, parents),
-            vars: merged
-                .iter()
-                .map(|(k, d)| (k.to_string(), d.value.clone()))
-                .collect(),
-            own_vars: hb
-                .vars
-                .iter()
-                .map(|(k, d)| (k.clone(), d.value.clone()))
-                .collect(),
+            vars: Arc::new(
+                merged
+                    .iter()
+                    .map(|(k, d)| (k.to_string(), d.value.clone()))
+                    .collect(),
+            ),
+            own_vars: Arc::new(
+                hb.vars
+                    .iter()
+                    .map(|(k, d)| (k.clone(), d.value.clone()))
+                    .collect(),
+            ),
         })
     }
 

@@ -734,33 +734,31 @@ struct Small {
     stderr: Vec<u8>,
 }
 
-/// The checker's bytes (read once per sweep and shared, see `checker_bytes`) as `Bytes`:
-/// russh cuts them into packets by slicing, without a copy per host. Streaming the file
-/// instead cost a blocking-pool hop and an 8 KiB packet per read (tokio's copy buffer): about
-/// 7 ms of controller CPU per host for a 1 MiB checker, against ~1 ms now.
-/// How many checker bytes may be handed to SSH sessions and not yet acknowledged by their
-/// hosts, over the whole sweep. russh encrypts a channel's data as fast as the host's window
-/// allows (OpenSSH opens 2 MiB), so with 1,000 hosts in flight a 1 MiB checker sat in the
-/// sessions' send buffers up to 1,000 times over when the hosts read slowly: 678 MiB of RSS
-/// in the 10,000-host benchmark. A push holds its share of this budget until the host says
-/// the copy is verified; at most 32 MiB of pushes are under way, whatever `--forks` is (each
-/// push is also an encrypted copy in its session's send buffer, so the budget is about twice
-/// that in memory; 1,000 hosts in flight measured 180 MiB with 64 MiB, see docs/benchmarks.md).
+/// How many checker bytes may be handed to SSH sessions and not yet received by their hosts,
+/// over the whole sweep. russh encrypts a channel's data as fast as the host's window allows
+/// (OpenSSH opens 2 MiB), so with 1,000 hosts in flight a 1 MiB checker sat in the sessions'
+/// send buffers up to 1,000 times over when the hosts read slowly: 678 MiB of RSS in the
+/// 10,000-host benchmark. A push holds its share of this budget until the host says it has
+/// every byte (`PUSHSCAN_RECEIVED`, before it hashes the copy): at most 32 MiB of pushes are
+/// under way, whatever `--forks` is. The send buffers give their room back once written out
+/// (the vendored russh patch, `vendor/README.md`).
 const PUSH_BUDGET_KIB: u32 = 32 * 1024;
 
-async fn push_permit(len: usize) -> tokio::sync::SemaphorePermit<'static> {
+/// A share of the push budget for `len` bytes (`None` only if the budget were closed, which
+/// the static semaphore never is: the push then goes ahead unbudgeted rather than failing).
+async fn push_permit(len: usize) -> Option<tokio::sync::SemaphorePermit<'static>> {
     static BUDGET: tokio::sync::Semaphore =
         tokio::sync::Semaphore::const_new(PUSH_BUDGET_KIB as usize);
     let kib = u32::try_from(len.div_ceil(1024))
         .unwrap_or(u32::MAX)
         .clamp(1, PUSH_BUDGET_KIB);
-    // The semaphore is static and never closed: acquire cannot fail.
-    match BUDGET.acquire_many(kib).await {
-        Ok(p) => p,
-        Err(_) => unreachable!("the push budget is never closed"),
-    }
+    BUDGET.acquire_many(kib).await.ok()
 }
 
+/// The checker's bytes (read once per sweep and shared, see `checker_bytes`) as `Bytes`:
+/// russh cuts them into packets by slicing, without a copy per host. Streaming the file
+/// instead cost a blocking-pool hop and an 8 KiB packet per read (tokio's copy buffer): about
+/// 7 ms of controller CPU per host for a 1 MiB checker, against ~1 ms now.
 async fn shared_checker(local: &Path) -> TResult<bytes::Bytes> {
     struct Shared(Arc<Vec<u8>>);
     impl AsRef<[u8]> for Shared {
@@ -791,7 +789,7 @@ impl SshConnection {
         let mut _permit = None;
         if let Some(path) = stdin {
             let bytes = shared_checker(path).await?;
-            _permit = Some(push_permit(bytes.len()).await);
+            _permit = push_permit(bytes.len()).await;
             ch.data_bytes(bytes).await.map_err(Self::lost)?;
         }
         ch.eof().await.map_err(Self::lost)?;
@@ -1038,8 +1036,9 @@ impl Connection for SshConnection {
             return self.install(local, tmp, dest, pin).await;
         };
         let bytes = shared_checker(local).await?;
-        // Held until the host has verified its copy (the marker below).
-        let _permit = push_permit(bytes.len()).await;
+        // Held until the host has received every byte (the first marker below): by then
+        // the session has written them out and its send buffer is empty again.
+        let permit = push_permit(bytes.len()).await;
         run.ch
             .data_bytes(bytes::Bytes::from_static(b"push\n"))
             .await
@@ -1047,7 +1046,12 @@ impl Connection for SshConnection {
         run.ch.data_bytes(bytes).await.map_err(Self::lost)?;
         run.send_eof().await?;
         let deadline = tokio::time::Instant::now() + PREP_TIMEOUT;
-        match run.next_marker(deadline).await? {
+        let mut marker = run.next_marker(deadline).await?;
+        if marker.as_deref() == Some("PUSHSCAN_RECEIVED") {
+            drop(permit);
+            marker = run.next_marker(deadline).await?;
+        }
+        match marker {
             Some(m) if m == "PUSHSCAN_PUSHED=ok" => Ok(()),
             other => {
                 let e = run.prep_failure("push", other);

@@ -125,6 +125,7 @@ pub(super) fn staged_script(plan: &RunPlan, nonce: &str) -> String {
            IFS= read -r go || exit 98\n\
            [ \"$go\" = push ] || exit 98\n\
            cat > {t} || {{ echo PUSHSCAN_FAIL=write >&2; exit 90; }}\n\
+           echo PUSHSCAN_RECEIVED >&2\n\
            {ht}\n\
            if [ \"$h\" != {p} ]; then rm -f -- {t}; echo \"PUSHSCAN_FAIL=hash mismatch after copy: $h\" >&2; exit 91; fi\n\
            chmod 700 {t} && mv -f -- {t} {c} || {{ echo PUSHSCAN_FAIL=rename >&2; exit 92; }}\n\
@@ -553,7 +554,8 @@ mod tests {
 
         let markers: Vec<&Rec> = pre.iter().filter(|r| matches!(r, Rec::Marker(_))).collect();
         assert!(matches!(markers[0], Rec::Marker(m) if m == "PUSHSCAN_STATE=push"));
-        assert!(matches!(markers[1], Rec::Marker(m) if m == "PUSHSCAN_PUSHED=ok"));
+        assert!(matches!(markers[1], Rec::Marker(m) if m == "PUSHSCAN_RECEIVED"));
+        assert!(matches!(markers[2], Rec::Marker(m) if m == "PUSHSCAN_PUSHED=ok"));
         let before: Vec<&RemoteEntry> = pre
             .iter()
             .filter_map(|r| match r {
