@@ -116,6 +116,19 @@ struct Args {
     /// Default: the user running the benchmark.
     #[arg(long, env = "PUSHSCAN_BENCH_USER", value_name = "NAME")]
     fleet_user: Option<String>,
+    /// Where the hosts' directories live: `tmpfs` (a fresh directory in /dev/shm), `disk`
+    /// (in the lab's temporary directory, $TMPDIR), or a directory path. On a real fleet each
+    /// host writes the checker to its own disk; here every "host" shares this machine's
+    /// kernel, and a disk file system's writeback and discard of 1 MiB per host lands on the
+    /// same two cores as the tools. tmpfs keeps that out of the comparison (the same for
+    /// every tool); `disk` shows it.
+    #[arg(
+        long,
+        env = "PUSHSCAN_BENCH_FLEET_FS",
+        default_value = "tmpfs",
+        value_name = "WHERE"
+    )]
+    fleet_fs: String,
     /// Passed by `cargo bench`; ignored.
     #[arg(long, hide = true)]
     bench: bool,
@@ -377,6 +390,10 @@ impl Tool {
 struct Lab {
     fleet: SshFleet,
     root: tempfile::TempDir,
+    /// The directory holding every host's directory (see `--fleet-fs`).
+    hosts_root: PathBuf,
+    /// Owns `hosts_root` when the benchmark created it outside `root`.
+    _hosts_tmp: Option<tempfile::TempDir>,
     pushscan: PathBuf,
     ansible_playbook: PathBuf,
     clush: PathBuf,
@@ -394,7 +411,7 @@ impl Lab {
     /// Every host's directory lives under here, named by its address: all "hosts" share this
     /// machine's file system, so each needs its own directory.
     fn hosts_dir(&self) -> PathBuf {
-        self.path("hosts")
+        self.hosts_root.join("hosts")
     }
     fn host_dir(&self, address: &str) -> PathBuf {
         self.hosts_dir().join(address)
@@ -403,6 +420,53 @@ impl Lab {
     fn checker(&self) -> PathBuf {
         self.path("emocheck-sim-1MiB.sh")
     }
+}
+
+/// The directory for the hosts' directories named by `--fleet-fs`, and the temporary
+/// directory owning it when the benchmark made one.
+fn fleet_fs_root(
+    choice: &str,
+    lab_root: &Path,
+) -> Result<(PathBuf, Option<tempfile::TempDir>), String> {
+    let base = match choice {
+        "disk" => return Ok((lab_root.to_path_buf(), None)),
+        "tmpfs" => PathBuf::from("/dev/shm"),
+        path => PathBuf::from(path),
+    };
+    let dir = tempfile::Builder::new()
+        .prefix("pushscan-bench-hosts-")
+        .tempdir_in(&base)
+        .map_err(|e| {
+            format!(
+                "--fleet-fs {choice}: cannot create a directory in {}: {e}",
+                base.display()
+            )
+        })?;
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755))
+            .map_err(|e| format!("{}: {e}", dir.path().display()))?;
+    }
+    Ok((dir.path().to_path_buf(), Some(dir)))
+}
+
+/// The file system type of the mount holding `path` (from /proc/self/mounts).
+fn fs_type(path: &Path) -> String {
+    let Ok(path) = fs::canonicalize(path) else {
+        return "unknown".into();
+    };
+    let Ok(mounts) = fs::read_to_string("/proc/self/mounts") else {
+        return "unknown".into();
+    };
+    mounts
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split(' ');
+            let (_dev, mnt, ty) = (f.next()?, f.next()?, f.next()?);
+            path.starts_with(mnt).then(|| (mnt.len(), ty.to_string()))
+        })
+        .max_by_key(|(n, _)| *n)
+        .map_or_else(|| "unknown".into(), |(_, t)| t)
 }
 
 /// uid and gid of a local account.
@@ -457,7 +521,8 @@ fn fingerprint(path: &Path) -> Option<Fingerprint> {
 /// replaces or rewrites it, which [`fingerprint`] sees.
 fn prime_hosts(lab: &Lab) -> Result<Vec<Option<Fingerprint>>, String> {
     fresh_hosts_dir(lab)?;
-    let master = lab.path("primed-checker");
+    // Beside the hosts (hard links cannot cross file systems, see `--fleet-fs`).
+    let master = lab.hosts_root.join("primed-checker");
     let _ = fs::remove_file(&master);
     fs::copy(lab.checker(), &master).map_err(|e| format!("{}: {e}", master.display()))?;
     {
@@ -1235,9 +1300,17 @@ fn bench(args: &Args) -> Result<bool, String> {
         fs::set_permissions(root.path(), fs::Permissions::from_mode(0o755))
             .map_err(|e| format!("{}: {e}", root.path().display()))?;
     }
+    let (hosts_root, hosts_tmp) = fleet_fs_root(&args.fleet_fs, root.path())?;
+    println!(
+        "host directories: {} ({})",
+        hosts_root.display(),
+        fs_type(&hosts_root)
+    );
     let mut lab = Lab {
         fleet,
         root,
+        hosts_root,
+        _hosts_tmp: hosts_tmp,
         pushscan,
         ansible_playbook: args.ansible_playbook.clone(),
         clush: args.clush.clone(),

@@ -50,27 +50,8 @@ fn wine_spec(base: Ipv4Addr) -> Spec {
 /// The `pushscan` binary, built by cargo if needed (another package: cargo does not hand its
 /// path to this test).
 fn pushscan_exe() -> PathBuf {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut build = Command::new(cargo);
-    // Without the variables cargo sets for this test (CARGO_PKG_*, CARGO_MANIFEST_DIR, ...):
-    // a dependency's build script watches some of them, and a build with them differs from
-    // one without, so each would rebuild what the other built (measured: ~50 s each time).
-    for (key, _) in std::env::vars_os() {
-        let k = key.to_string_lossy();
-        if k.starts_with("CARGO_PKG_")
-            || k.starts_with("CARGO_BIN_")
-            || matches!(
-                k.as_ref(),
-                "CARGO_MANIFEST_DIR"
-                    | "CARGO_MANIFEST_PATH"
-                    | "CARGO_CRATE_NAME"
-                    | "CARGO_TARGET_TMPDIR"
-                    | "CARGO_PRIMARY_PACKAGE"
-            )
-        {
-            build.env_remove(&key);
-        }
-    }
+    // Without cargo's test variables (see `cargo_command`).
+    let mut build = pushscan_lab::cargo_command();
     let out = build
         .args(["build", "-q", "-p", "pushscan", "--bin", "pushscan"])
         .current_dir(env!("CARGO_MANIFEST_DIR"))

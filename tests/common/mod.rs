@@ -9,29 +9,11 @@ pub mod sshd;
 /// next to `pushscan_exe` (`env!("CARGO_BIN_EXE_pushscan")`).
 ///
 /// Built as `cargo test --workspace` builds (both packages' binaries and tests: the same
-/// feature unification) and without the variables cargo sets for a test (`CARGO_PKG_*`,
-/// `CARGO_MANIFEST_DIR`, ...: a dependency's build script watches some of them): with either
-/// difference each build undid the other's, ~50-80 s of rebuild per test file. Under
-/// `scripts/test` this is a no-op.
+/// feature unification) and without the variables cargo sets for a test
+/// ([`pushscan_lab::cargo_command`]): with either difference each build undid the other's,
+/// ~50-80 s of rebuild per test file. Under `scripts/test` this is a no-op.
 pub fn lab_exe(pushscan_exe: &str) -> std::path::PathBuf {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut build = std::process::Command::new(cargo);
-    for (key, _) in std::env::vars_os() {
-        let k = key.to_string_lossy();
-        if k.starts_with("CARGO_PKG_")
-            || k.starts_with("CARGO_BIN_")
-            || matches!(
-                k.as_ref(),
-                "CARGO_MANIFEST_DIR"
-                    | "CARGO_MANIFEST_PATH"
-                    | "CARGO_CRATE_NAME"
-                    | "CARGO_TARGET_TMPDIR"
-                    | "CARGO_PRIMARY_PACKAGE"
-            )
-        {
-            build.env_remove(&key);
-        }
-    }
+    let mut build = pushscan_lab::cargo_command();
     let out = build
         .args([
             "build",
