@@ -1,9 +1,10 @@
-//! Process limits and resources a large sweep needs. With `--forks 1000` every host in flight holds at
-//! least one socket (SSH) or two (WinRM + SMB), plus the journal's files: far over the common
-//! soft limit of 1,024 open files. Like other network tools, pushscan raises its soft limit
-//! to the hard limit the administrator allows, once at start, and the sweep warns when even
-//! that is too low for the concurrency asked (connections would then fail with EMFILE, and
-//! those hosts would end `unreachable` with that reason).
+//! Process limits and resources a large sweep needs. With `--forks 1000` every host in
+//! flight holds at least one socket (SSH) or two (WinRM + SMB), plus the journal's files: far
+//! over the common soft limit of 1,024 open files. Like other network tools, pushscan raises
+//! its soft limit to the hard limit the administrator allows, once at start, and the sweep
+//! warns when even that is too low for the concurrency asked (connections would then fail
+//! with EMFILE, and those hosts would end `unreachable` with that reason). It also hands the
+//! allocator's free pages back to the system between the phases of a large sweep.
 
 /// Sockets one host in flight may hold at once (WinRM HTTP + SMB + a spare for a reconnect).
 pub const FILES_PER_HOST: u64 = 3;
@@ -51,7 +52,7 @@ pub fn max_in_flight(limit: u64) -> u64 {
 /// thread's heap, while hosts then run on the worker threads' heaps and never reuse those
 /// pages; freed session buffers also stay resident between the allocations still in use.
 /// `malloc_trim` returns every whole free page (not only the heap's top). The sweep calls it
-/// once its hosts are planned and then every few hundred finished hosts: a walk of the free
+/// once its hosts are planned and then every 500 hosts finished in a wave: a walk of the free
 /// lists, a few milliseconds. Other allocators and platforms: nothing to do.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 pub fn release_free_memory() {

@@ -762,7 +762,7 @@ fn wave_label(w: &WavePlans, last: usize) -> String {
     s
 }
 
-/// Finished hosts between two returns of free memory to the system (`limits.rs`).
+/// Hosts finished in a wave between two returns of free memory to the system (`limits.rs`).
 const TRIM_EVERY: usize = 500;
 
 fn finished(
