@@ -442,11 +442,7 @@ fn fleet_fs_root(
                 base.display()
             )
         })?;
-    {
-        use std::os::unix::fs::PermissionsExt as _;
-        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755))
-            .map_err(|e| format!("{}: {e}", dir.path().display()))?;
-    }
+    chmod(dir.path(), 0o755)?;
     Ok((dir.path().to_path_buf(), Some(dir)))
 }
 
@@ -483,6 +479,12 @@ fn account_ids(name: &str) -> Result<(u32, u32), String> {
             .map_err(|_| format!("no local account {name:?} (bench/run creates pushscan-bench)"))
     };
     Ok((id("-u")?, id("-g")?))
+}
+
+fn chmod(path: &Path, mode: u32) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt as _;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))
+        .map_err(|e| format!("chmod {}: {e}", path.display()))
 }
 
 fn chown(lab: &Lab, path: &Path) -> Result<(), String> {
@@ -525,11 +527,7 @@ fn prime_hosts(lab: &Lab) -> Result<Vec<Option<Fingerprint>>, String> {
     let master = lab.hosts_root.join("primed-checker");
     let _ = fs::remove_file(&master);
     fs::copy(lab.checker(), &master).map_err(|e| format!("{}: {e}", master.display()))?;
-    {
-        use std::os::unix::fs::PermissionsExt as _;
-        fs::set_permissions(&master, fs::Permissions::from_mode(0o700))
-            .map_err(|e| format!("chmod {}: {e}", master.display()))?;
-    }
+    chmod(&master, 0o700)?;
     chown(lab, &master)?;
     let mut prints = Vec::with_capacity(lab.hosts);
     for address in &lab.fleet.addresses {
@@ -1294,12 +1292,8 @@ fn bench(args: &Args) -> Result<bool, String> {
         .prefix("pushscan-bench-")
         .tempdir()
         .map_err(|e| format!("tempdir: {e}"))?;
-    {
-        use std::os::unix::fs::PermissionsExt as _;
-        // The fleet account must reach its host directories under the root.
-        fs::set_permissions(root.path(), fs::Permissions::from_mode(0o755))
-            .map_err(|e| format!("{}: {e}", root.path().display()))?;
-    }
+    // The fleet account must reach its host directories under the root.
+    chmod(root.path(), 0o755)?;
     let (hosts_root, hosts_tmp) = fleet_fs_root(&args.fleet_fs, root.path())?;
     println!(
         "host directories: {} ({})",
