@@ -34,6 +34,9 @@ use crate::{
     ChannelId, ChannelParams, CryptoVec, Disconnect, Limits, auth, cipher, mac, msg, negotiation,
 };
 
+/// Capacity the cleartext queue of an idle session keeps (see `Encrypted::flush`).
+const MAX_IDLE_WRITE_QUEUE: usize = 4 * 1024;
+
 #[derive(Debug)]
 pub(crate) struct Encrypted {
     pub state: EncryptedState,
@@ -722,9 +725,14 @@ impl Encrypted {
             }
         }
         if self.write_cursor >= self.write.len() {
-            // If all packets have been written, clear.
+            // If all packets have been written, clear, and give back what a large message
+            // (an exec request carrying a script, data queued behind it) grew the queue
+            // to: it would be held for the rest of the session.
             self.write_cursor = 0;
             self.write.clear();
+            if self.write.capacity() > MAX_IDLE_WRITE_QUEUE {
+                self.write.shrink_to(MAX_IDLE_WRITE_QUEUE);
+            }
         }
 
         if self.kex.skip_exchange() {

@@ -321,8 +321,17 @@ fn packet_bytes_compressed_matches_packet_output() {
 
 /// SSH packet read/write buffer. Uses Vec<u8> (not CryptoVec/mlocked) because
 /// packet data is not secret material.
-/// Capacity an empty write buffer keeps between flushes (see `PacketWriter::flush_into`).
-const MAX_IDLE_WRITE_BUFFER: usize = 64 * 1024;
+/// Capacity an empty write buffer keeps between flushes (see `PacketWriter::flush_into`):
+/// enough for control messages. A session that sent a data packet (32 KiB) would otherwise
+/// keep that much for the rest of its life; a thousand sessions waiting on their checkers
+/// after an upload held 30-60 MiB this way.
+const MAX_IDLE_WRITE_BUFFER: usize = 4 * 1024;
+
+/// Encrypted bytes after which a session loop stops taking more outgoing messages and
+/// writes what it has (see `PacketWriter::batch_full`). One full data packet (32 KiB by
+/// default) reaches it, so a bulk upload goes out packet by packet and the buffer stays at
+/// one packet instead of growing to the whole upload.
+const MAX_WRITE_BATCH: usize = 32 * 1024;
 
 #[derive(Debug, Default)]
 pub struct SSHBuffer {
@@ -589,6 +598,12 @@ impl PacketWriter {
         &mut self.write_buffer
     }
 
+    /// Whether enough is waiting to be written that the session loop should write it
+    /// before taking more messages (`MAX_WRITE_BATCH`).
+    pub(crate) fn batch_full(&self) -> bool {
+        self.write_buffer.buffer.len() >= MAX_WRITE_BATCH
+    }
+
     /// Payload bytes written since the current cipher was installed.
     pub fn bytes_written(&self) -> usize {
         self.write_buffer.bytes
@@ -615,10 +630,11 @@ impl PacketWriter {
             w.write_all(&self.write_buffer.buffer).await?;
             w.flush().await?;
             self.write_buffer.buffer.clear();
-            // A large send (a 1 MiB upload goes out in one batch when the peer's window
-            // allows) grows this buffer to its size, and `clear` keeps the capacity for the
-            // rest of the session: with a thousand sessions that is hundreds of MiB held
-            // idle. Give it back once the batch is on the wire.
+            // A large batch (pending channel data released at once by a window adjust;
+            // session loops stop adding messages at `MAX_WRITE_BATCH`, but one flush of
+            // pending data can go far beyond) grows this buffer to its size, and `clear`
+            // keeps the capacity for the rest of the session: with a thousand sessions that
+            // is hundreds of MiB held idle. Give it back once the batch is on the wire.
             if self.write_buffer.buffer.capacity() > MAX_IDLE_WRITE_BUFFER {
                 self.write_buffer.buffer.shrink_to(MAX_IDLE_WRITE_BUFFER);
             }

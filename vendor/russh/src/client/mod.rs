@@ -1455,7 +1455,10 @@ impl Session {
                         } else {
                             self.common.received_data = true;
                             let kex_was_active = self.kex.active();
-                            reply(self, handler, kex_done_signal, &mut pkt).await?;
+                            // Boxed: this future (key exchange, every handler callback) is
+                            // ~6 KiB, and inline it would sit in every session's task for the
+                            // session's whole life; one allocation per packet is cheaper.
+                            Box::pin(reply(self, handler, kex_done_signal, &mut pkt)).await?;
                             buffer.seqn = pkt.seqn; // TODO reply changes seqn internall, find cleaner way
 
                             if kex_was_active && !self.kex.active() {
@@ -1506,8 +1509,13 @@ impl Session {
                         }
                     };
 
-                    // eagerly take all outgoing messages so writes are batched
-                    while !self.kex.active() && !self.common.has_any_pending_data() {
+                    // eagerly take outgoing messages so writes are batched, up to one
+                    // batch: a queued 1 MiB upload would otherwise be encrypted into the
+                    // write buffer whole (with 1,000 sessions, that is the peak of the heap)
+                    while !self.kex.active()
+                        && !self.common.has_any_pending_data()
+                        && !self.common.packet_writer.batch_full()
+                    {
                         self.drain_priority_msgs()?;
                         match self.receiver.try_recv() {
                             Ok(next) => self.handle_msg(next)?,
@@ -1531,8 +1539,13 @@ impl Session {
                         None => (),
                     }
 
-                    // eagerly take all outgoing messages so writes are batched
-                    while !self.kex.active() && !self.common.has_any_pending_data() {
+                    // eagerly take outgoing messages so writes are batched, up to one
+                    // batch: a queued 1 MiB upload would otherwise be encrypted into the
+                    // write buffer whole (with 1,000 sessions, that is the peak of the heap)
+                    while !self.kex.active()
+                        && !self.common.has_any_pending_data()
+                        && !self.common.packet_writer.batch_full()
+                    {
                         self.drain_priority_msgs()?;
                         match self.inbound_channel_receiver.try_recv() {
                             Ok(next) => self.handle_msg(next)?,
