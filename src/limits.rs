@@ -52,8 +52,9 @@ pub fn max_in_flight(limit: u64) -> u64 {
 /// thread's heap, while hosts then run on the worker threads' heaps and never reuse those
 /// pages; freed session buffers also stay resident between the allocations still in use.
 /// `malloc_trim` returns every whole free page (not only the heap's top). The sweep calls it
-/// once its hosts are planned and then every 500 hosts finished in a wave: a walk of the free
-/// lists, a few milliseconds. Other allocators and platforms: nothing to do.
+/// once its hosts are planned, then a [`Trimmer`] calls it every few seconds while hosts are
+/// in flight: a walk of the free lists, a few milliseconds. Other allocators and platforms:
+/// nothing to do.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 pub fn release_free_memory() {
     // SAFETY: malloc_trim takes no pointer; it only walks the allocator's own free lists.
@@ -64,3 +65,40 @@ pub fn release_free_memory() {
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 pub fn release_free_memory() {}
+
+/// How often a [`Trimmer`] hands free memory back.
+const TRIM_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Hands free memory back to the system every [`TRIM_INTERVAL`] for as long as it lives.
+///
+/// Why by time and not by hosts finished: the sweep's memory peaks while its first thousand
+/// sessions log in, before any host finishes (their key exchanges free as much as they keep).
+/// The trim runs on tokio's blocking pool; dropping the trimmer stops it.
+pub struct Trimmer(Option<tokio::task::JoinHandle<()>>);
+
+impl Trimmer {
+    /// Starts trimming (a task on the current runtime), or nothing where trimming is a no-op.
+    pub fn start() -> Trimmer {
+        if !cfg!(all(target_os = "linux", target_env = "gnu")) {
+            return Trimmer(None);
+        }
+        Trimmer(Some(tokio::spawn(async {
+            let mut every = tokio::time::interval(TRIM_INTERVAL);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            every.tick().await; // the first tick is now: the caller has just trimmed
+            loop {
+                every.tick().await;
+                // A failed join only means the runtime is shutting down.
+                let _ = tokio::task::spawn_blocking(release_free_memory).await;
+            }
+        })))
+    }
+}
+
+impl Drop for Trimmer {
+    fn drop(&mut self) {
+        if let Some(task) = self.0.take() {
+            task.abort();
+        }
+    }
+}

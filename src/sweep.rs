@@ -537,8 +537,10 @@ async fn execute(
         waves.iter().flat_map(|w| &w.plans),
     )?);
 
-    // Planning is done: its transient memory goes back to the system (`limits.rs`).
+    // Planning is done: its transient memory goes back to the system, and so does what the
+    // hosts free from now on, every few seconds (`limits.rs`).
     crate::limits::release_free_memory();
+    let _trimmer = crate::limits::Trimmer::start();
     let (stop_tx, stop_rx) = watch::channel(false);
     let signals = tokio::spawn(watch_interrupts(stop_tx));
 
@@ -762,17 +764,11 @@ fn wave_label(w: &WavePlans, last: usize) -> String {
     s
 }
 
-/// Hosts finished in a wave between two returns of free memory to the system (`limits.rs`).
-const TRIM_EVERY: usize = 500;
-
 fn finished(
     done: Result<crate::pipeline::HostResult, tokio::task::JoinError>,
     progress: &mut Progress,
     results: &mut Vec<crate::pipeline::HostResult>,
 ) {
-    if (results.len() + 1).is_multiple_of(TRIM_EVERY) {
-        crate::limits::release_free_memory();
-    }
     match done {
         Ok(r) => {
             progress.host_done(&r);
