@@ -114,7 +114,7 @@ pub(super) fn staged_script(plan: &RunPlan, nonce: &str) -> String {
     };
     let script = format!(
         "umask 077\n\
-         h0=$PWD nb=0 bk=/ t0=0\n\
+         h0=$PWD nb=0 bk=/ t0=- nl='\n'\n\
          {pl}\
          {list_before}\
          {mkdir} || {{ echo PUSHSCAN_FAIL=mkdir >&2; exit 97; }}\n\
@@ -131,8 +131,9 @@ pub(super) fn staged_script(plan: &RunPlan, nonce: &str) -> String {
            chmod 700 {t} && mv -f -- {t} {c} || {{ echo PUSHSCAN_FAIL=rename >&2; exit 92; }}\n\
            echo PUSHSCAN_PUSHED=ok >&2\n\
          fi\n\
-         i=0; t0=$(date +%s)\n\
-         while [ \"$t0\" -le \"$nb\" ] && [ $i -lt 10 ]; do sleep 0.2 2>/dev/null || sleep 1; i=$((i+1)); t0=$(date +%s); done\n\
+         if [ \"$nb\" -gt 0 ]; then i=0; t0=$(date +%s)\n\
+           while [ \"$t0\" -le \"$nb\" ] && [ $i -lt 10 ]; do sleep 0.2 2>/dev/null || sleep 1; i=$((i+1)); t0=$(date +%s); done\n\
+         fi\n\
          echo {PID_MARKER}$$ $t0 >&2\n\
          cd -- {cwd} || {{ echo PUSHSCAN_FAIL=cd >&2; exit 126; }}\n\
          {run} </dev/null\n\
@@ -179,28 +180,52 @@ fn hash_into_h(path: &str) -> String {
 /// `pl DIR B|A`: lists DIR without following links, one record per entry (at most
 /// `MAX_LIST_ENTRIES`). B (before the run) keeps each entry's key in `bk` and the newest
 /// result file's mtime in `nb`; A (after) sends every result file within `cap` that is new or
-/// changed since B, or modified since the run started (`t0`), at most `max_files`.
+/// changed since B, or modified since the run started (`t0`), at most `max_files`. The script
+/// reads the clock (`date`, a process) only when B saw earlier result files: it then waits
+/// for a later second than theirs, so that a report rewritten by the run cannot keep its old
+/// key; with none, every result file after the run is new and `t0` stays `-`.
+///
+/// Sizes and mtimes come from one `stat` for the whole directory (GNU `-c`; none for an
+/// empty or missing one), a line `size mtime path` per entry in the glob's order: result
+/// directories keep every earlier report, and a process per entry was most of a host's work
+/// once they had piled up. Each line is checked against the entry it stands for (a name with
+/// a newline spans several lines); from the first one out of step (an entry made or removed
+/// in between, a name the line split cannot carry, a `stat` without `-c`), each entry is
+/// stat-ed on its own.
 fn list_function(pattern: &str, cap: u64, max_files: usize) -> String {
     format!(
         "pl() {{\n\
-           n=0 ns=0\n\
-           for f in \"$1\"/* \"$1\"/.[!.]* \"$1\"/..?*; do\n\
+           d=$1 w=$2 n=0 ns=0\n\
+           sl=\n\
+           for f in \"$d\"/* \"$d\"/.[!.]* \"$d\"/..?*; do\n\
+             if [ -e \"$f\" ] || [ -L \"$f\" ]; then sl=$(stat -c '%s %Y %n' -- \"$d\"/* \"$d\"/.[!.]* \"$d\"/..?* 2>/dev/null); break; fi\n\
+           done\n\
+           set -f; IFS=$nl; set -- $sl; unset IFS; set +f\n\
+           for f in \"$d\"/* \"$d\"/.[!.]* \"$d\"/..?*; do\n\
              if [ -L \"$f\" ]; then k=l; elif [ -f \"$f\" ]; then k=f; elif [ -d \"$f\" ]; then k=d; elif [ -e \"$f\" ]; then k=o; else continue; fi\n\
              n=$((n+1))\n\
              if [ $n -gt {MAX_LIST_ENTRIES} ]; then echo PUSHSCAN_LIST=overflow >&2; return 1; fi\n\
-             b=${{f##*/}}\n\
-             s=$(stat -c '%s %Y' -- \"$f\" 2>/dev/null || stat -f '%z %m' -- \"$f\" 2>/dev/null)\n\
+             b=${{f##*/}} s=\n\
+             if [ $# -gt 0 ]; then\n\
+               z=${{1%% *}} r=${{1#* }}; shift\n\
+               m=${{r%% *}} r=${{r#* }}\n\
+               while [ \"$r\" != \"$f\" ] && [ $# -gt 0 ]; do\n\
+                 case $f in \"$r$nl\"*) r=\"$r$nl$1\"; shift ;; *) break ;; esac\n\
+               done\n\
+               if [ \"$r\" = \"$f\" ]; then s=\"$z $m\"; else set --; fi\n\
+             fi\n\
+             [ -n \"$s\" ] || s=$(stat -c '%s %Y' -- \"$f\" 2>/dev/null || stat -f '%z %m' -- \"$f\" 2>/dev/null)\n\
              case $s in [0-9]*' '[0-9]*) ;; *) s='0 -' ;; esac\n\
              printf 'PUSHSCAN_E %s %s\\n%s\\0' $k \"$s\" \"$b\" >&2\n\
              m=${{s#* }}\n\
-             if [ $2 = B ]; then\n\
+             if [ $w = B ]; then\n\
                bk=\"$bk$k/$s/$b/\"\n\
                case $b in {pattern}) if [ \"$m\" != - ] && [ \"$m\" -gt \"$nb\" ]; then nb=$m; fi ;; esac\n\
              elif [ $k = f ]; then\n\
                case $b in {pattern}) ;; *) continue ;; esac\n\
                z=${{s%% *}}\n\
                [ \"$z\" -le {cap} ] || continue\n\
-               case $bk in *\"/f/$s/$b/\"*) [ \"$m\" != - ] && [ \"$m\" -ge \"$t0\" ] || continue ;; esac\n\
+               case $bk in *\"/f/$s/$b/\"*) [ \"$m\" != - ] && [ \"$t0\" != - ] && [ \"$m\" -ge \"$t0\" ] || continue ;; esac\n\
                ns=$((ns+1)); [ $ns -le {max_files} ] || continue\n\
                printf 'PUSHSCAN_F %s\\n%s\\0' \"$s\" \"$b\" >&2\n\
                {{ head -c \"$z\" < \"$f\"; }} >&2 2>/dev/null\n\
@@ -466,8 +491,24 @@ mod tests {
     /// `push` and the checker on stdin when asked, and reads its records like the transport.
     #[cfg(unix)]
     fn run_local(plan: &RunPlan, checker: &[u8], nonce: &str) -> (Vec<Rec>, Vec<Rec>, Vec<u8>) {
+        run_local_with_path(plan, checker, nonce, None)
+    }
+
+    /// `run_local` with `bin` first in the script's PATH (to count the tools it starts).
+    #[cfg(unix)]
+    fn run_local_with_path(
+        plan: &RunPlan,
+        checker: &[u8],
+        nonce: &str,
+        bin: Option<&std::path::Path>,
+    ) -> (Vec<Rec>, Vec<Rec>, Vec<u8>) {
         let script = staged_script(plan, nonce);
-        let mut child = Command::new("/bin/sh")
+        let mut command = Command::new("/bin/sh");
+        if let Some(bin) = bin {
+            let path = std::env::var("PATH").unwrap_or_default();
+            command.env("PATH", format!("{}:{path}", bin.display()));
+        }
+        let mut child = command
             .arg("-c")
             .arg(&script)
             .stdin(Stdio::piped())
@@ -613,5 +654,232 @@ mod tests {
             .iter()
             .any(|r| matches!(r, Rec::Marker(m) if m.starts_with("PUSHSCAN_R"))));
         assert!(checker.exists());
+    }
+
+    /// Wrappers in `bin` for `tools` that log each start to the returned file, then run the
+    /// real tool.
+    #[cfg(unix)]
+    fn counting(bin: &std::path::Path, tools: &[&str]) -> std::path::PathBuf {
+        let log = bin.join("started.log");
+        for tool in tools {
+            let real = ["/usr/bin", "/bin"]
+                .iter()
+                .map(|d| format!("{d}/{tool}"))
+                .find(|p| std::path::Path::new(p).exists())
+                .unwrap_or_else(|| panic!("{tool}(1) (coreutils) is needed by this test"));
+            let wrapper = bin.join(tool);
+            std::fs::write(
+                &wrapper,
+                format!(
+                    "#!/bin/sh\necho {tool} >> '{}'\nexec {real} \"$@\"\n",
+                    log.display()
+                ),
+            )
+            .unwrap();
+            std::fs::set_permissions(
+                &wrapper,
+                std::os::unix::fs::PermissionsExt::from_mode(0o755),
+            )
+            .unwrap();
+        }
+        log
+    }
+
+    /// How many times `tool` was started, by the log of [`counting`].
+    #[cfg(unix)]
+    fn started(log: &std::path::Path, tool: &str) -> usize {
+        std::fs::read_to_string(log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| *l == tool)
+            .count()
+    }
+
+    /// With no earlier result file, the script neither stats the empty directory nor reads
+    /// the clock; once a report is there, it reads the clock (to start the run in a later
+    /// second than that report) and still finds the rewritten report.
+    #[cfg(unix)]
+    #[test]
+    fn the_clock_is_read_only_when_earlier_results_exist() {
+        let dir = tempfile::tempdir().unwrap();
+        let (work, run, bin) = (
+            dir.path().join("w"),
+            dir.path().join("w/r"),
+            dir.path().join("bin"),
+        );
+        std::fs::create_dir_all(&bin).unwrap();
+        let log = counting(&bin, &["stat", "date"]);
+        let src = b"#!/bin/sh\nprintf 'report' > \"$1/H_20260101000000_emocheck.txt\"\n";
+        let plan = listing_plan(&work, &run, src);
+
+        let (pre, post, _) = run_local_with_path(&plan, src, "c1", Some(&bin));
+        assert!(pre.contains(&Rec::Marker("PUSHSCAN_PUSHED=ok".into())));
+        assert_eq!(listed(&pre).len(), 0);
+        assert_eq!(started(&log, "stat"), 1, "only the listing after the run");
+        assert_eq!(started(&log, "date"), 0);
+        assert_eq!(
+            post.iter().filter(|r| matches!(r, Rec::File(..))).count(),
+            1
+        );
+
+        std::fs::remove_file(&log).unwrap();
+        let (pre, post, _) = run_local_with_path(&plan, b"", "c2", Some(&bin));
+        assert!(pre.contains(&Rec::Marker("PUSHSCAN_STATE=current".into())));
+        assert_eq!(started(&log, "stat"), 2);
+        assert!(started(&log, "date") >= 1);
+        let files = post.iter().filter(|r| matches!(r, Rec::File(..))).count();
+        assert_eq!(
+            files, 1,
+            "the rewritten report (same name, same size): {post:?}"
+        );
+    }
+
+    /// A plan that only lists `run` before and after a checker that writes one report.
+    #[cfg(unix)]
+    fn listing_plan(work: &std::path::Path, run: &std::path::Path, checker_src: &[u8]) -> RunPlan {
+        let checker = work.join("chk.sh");
+        RunPlan {
+            dirs: vec![
+                work.to_string_lossy().into_owned(),
+                run.to_string_lossy().into_owned(),
+            ],
+            checker: checker.to_string_lossy().into_owned(),
+            tmp: work.join(".chk.tmp").to_string_lossy().into_owned(),
+            pin: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(checker_src)),
+            cmd: CommandSpec {
+                program: checker.to_string_lossy().into_owned(),
+                args: vec![run.to_string_lossy().into_owned()],
+                cwd: work.to_string_lossy().into_owned(),
+                timeout: Duration::from_secs(10),
+                output_cap: 1024,
+                not_before: None,
+            },
+            results: Some(ResultSpec {
+                dir: run.to_string_lossy().into_owned(),
+                glob: "*_emocheck.*".into(),
+                cap: 1024,
+                max_files: 4,
+            }),
+            remove_after: Vec::new(),
+        }
+    }
+
+    /// The listing records of `recs`, by name: (kind, size, mtime).
+    #[cfg(unix)]
+    fn listed(recs: &[Rec]) -> std::collections::BTreeMap<String, (EntryKind, u64, Option<u64>)> {
+        recs.iter()
+            .filter_map(|r| match r {
+                Rec::Entry(e) => Some((e.name.clone(), (e.kind, e.size, e.mtime))),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// What the host's own `lstat` says of every entry of `dir`.
+    #[cfg(unix)]
+    fn on_disk(
+        dir: &std::path::Path,
+    ) -> std::collections::BTreeMap<String, (EntryKind, u64, Option<u64>)> {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                let m = std::fs::symlink_metadata(e.path()).unwrap();
+                let kind = if m.file_type().is_symlink() {
+                    EntryKind::Symlink
+                } else if m.is_file() {
+                    EntryKind::File
+                } else {
+                    EntryKind::Dir
+                };
+                let name = e.file_name().to_string_lossy().into_owned();
+                (name, (kind, m.size(), Some(m.mtime() as u64)))
+            })
+            .collect()
+    }
+
+    /// A result directory with many earlier reports costs one `stat` per listing, not one
+    /// per entry, and every entry still gets its own size and mtime (names with a newline,
+    /// dot files, a directory and a symlink included).
+    #[cfg(unix)]
+    #[test]
+    fn a_listing_runs_one_stat_for_the_whole_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let (work, run, bin) = (
+            dir.path().join("w"),
+            dir.path().join("w/r"),
+            dir.path().join("bin"),
+        );
+        std::fs::create_dir_all(&run).unwrap();
+        std::fs::create_dir_all(&bin).unwrap();
+        let log = counting(&bin, &["stat"]);
+        for i in 0..40 {
+            std::fs::write(
+                run.join(format!("H_2025010100{i:04}_emocheck.txt")),
+                vec![b'r'; i],
+            )
+            .unwrap();
+        }
+        std::fs::write(run.join("odd\nname_emocheck.txt"), b"odd").unwrap();
+        std::fs::write(run.join(".hidden"), b"hidden!").unwrap();
+        std::fs::create_dir(run.join("sub")).unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", run.join("L_emocheck.txt")).unwrap();
+        let src = b"#!/bin/sh\nprintf 'report' > \"$1/H_20260101000000_emocheck.txt\"\n";
+        let plan = listing_plan(&work, &run, src);
+        std::fs::write(&plan.checker, src).unwrap();
+        std::fs::set_permissions(
+            &plan.checker,
+            std::os::unix::fs::PermissionsExt::from_mode(0o700),
+        )
+        .unwrap();
+        let expected_before = on_disk(&run);
+
+        let (pre, post, _) = run_local_with_path(&plan, b"", "n1", Some(&bin));
+
+        assert_eq!(listed(&pre), expected_before);
+        assert_eq!(listed(&post), on_disk(&run));
+        assert_eq!(listed(&post).len(), 45);
+        assert_eq!(
+            started(&log, "stat"),
+            2,
+            "one stat before the run and one after, for 45 entries"
+        );
+        let files: Vec<&str> = post
+            .iter()
+            .filter_map(|r| match r {
+                Rec::File(e, _) => Some(e.name.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(files, vec!["H_20260101000000_emocheck.txt"]);
+    }
+
+    /// A name the line split cannot carry (two newlines in a row) puts the listing out of
+    /// step with `stat`'s lines: from there on each entry is stat-ed on its own, and every
+    /// size and mtime is still the entry's own.
+    #[cfg(unix)]
+    #[test]
+    fn a_listing_out_of_step_falls_back_to_one_stat_per_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let (work, run) = (dir.path().join("w"), dir.path().join("w/r"));
+        std::fs::create_dir_all(&run).unwrap();
+        std::fs::write(run.join("a_emocheck.txt"), b"a").unwrap();
+        std::fs::write(run.join("b\n\nc_emocheck.txt"), b"bbbb").unwrap();
+        std::fs::write(run.join("d_emocheck.txt"), b"dddddddd").unwrap();
+        std::fs::write(run.join("e\n"), b"eeeeeeeeeeeeeeee").unwrap();
+        let src = b"#!/bin/sh\n:\n";
+        let plan = listing_plan(&work, &run, src);
+        std::fs::write(&plan.checker, src).unwrap();
+        std::fs::set_permissions(
+            &plan.checker,
+            std::os::unix::fs::PermissionsExt::from_mode(0o700),
+        )
+        .unwrap();
+
+        let (pre, post, _) = run_local(&plan, b"", "n2");
+
+        assert_eq!(listed(&pre), on_disk(&run));
+        assert_eq!(listed(&post), on_disk(&run));
     }
 }
