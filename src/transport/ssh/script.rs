@@ -559,32 +559,9 @@ mod tests {
         let work = dir.path().join("work");
         let run = work.join("reports");
         let checker_src = b"#!/bin/sh\necho out; echo err >&2\nprintf 'report' > \"$1/H_20260101000000_emocheck.txt\"\nprintf 'log' > \"$1/notes.log\"\nexit 3\n";
-        let pin = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(checker_src));
         let checker = work.join("chk.sh");
-        let plan = RunPlan {
-            dirs: vec![
-                work.to_string_lossy().into_owned(),
-                run.to_string_lossy().into_owned(),
-            ],
-            checker: checker.to_string_lossy().into_owned(),
-            tmp: work.join(".chk.tmp").to_string_lossy().into_owned(),
-            pin,
-            cmd: CommandSpec {
-                program: checker.to_string_lossy().into_owned(),
-                args: vec![run.to_string_lossy().into_owned()],
-                cwd: work.to_string_lossy().into_owned(),
-                timeout: Duration::from_secs(10),
-                output_cap: 1024,
-                not_before: None,
-            },
-            results: Some(ResultSpec {
-                dir: run.to_string_lossy().into_owned(),
-                glob: "*_emocheck.*".into(),
-                cap: 1024,
-                max_files: 4,
-            }),
-            remove_after: vec![checker.to_string_lossy().into_owned()],
-        };
+        let mut plan = listing_plan(&work, &run, checker_src);
+        plan.remove_after = vec![checker.to_string_lossy().into_owned()];
         // An old report, a symlink out of the directory and a name with a newline, there
         // before the run.
         std::fs::create_dir_all(&run).unwrap();
@@ -637,7 +614,6 @@ mod tests {
         assert!(!checker.exists(), "the checker was removed after the run");
 
         // Second run with the checker in place: no push asked, the first report is old now.
-        let mut plan = plan;
         plan.remove_after.clear();
         std::fs::write(&checker, checker_src).unwrap();
         std::fs::set_permissions(
@@ -734,7 +710,8 @@ mod tests {
         );
     }
 
-    /// A plan that only lists `run` before and after a checker that writes one report.
+    /// A plan that runs `work/chk.sh` (pinned to `checker_src`) with `run` as its argument,
+    /// listing `run` before and after; nothing removed.
     #[cfg(unix)]
     fn listing_plan(work: &std::path::Path, run: &std::path::Path, checker_src: &[u8]) -> RunPlan {
         let checker = work.join("chk.sh");
