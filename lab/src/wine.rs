@@ -681,9 +681,10 @@ pub fn start_host(
         if let Some(st) = child.try_wait()? {
             if !st.success() {
                 bail!(
-                    "Wine's cmd.exe did not run in {} ({st}); see {}",
+                    "Wine's cmd.exe did not run in {} ({st}); the end of {}:\n{}",
                     prefix.display(),
-                    log.display()
+                    log.display(),
+                    sys::tail(log, 30)
                 );
             }
             break;
@@ -691,8 +692,10 @@ pub fn start_host(
         if Instant::now() > deadline {
             let _ = child.kill();
             bail!(
-                "Wine did not boot {} within {WINE_TIMEOUT:?}",
-                prefix.display()
+                "Wine did not boot {} within {WINE_TIMEOUT:?}; the end of {}:\n{}",
+                prefix.display(),
+                log.display(),
+                sys::tail(log, 30)
             );
         }
         std::thread::sleep(Duration::from_millis(20));
