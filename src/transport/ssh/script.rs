@@ -615,12 +615,7 @@ mod tests {
 
         // Second run with the checker in place: no push asked, the first report is old now.
         plan.remove_after.clear();
-        std::fs::write(&checker, checker_src).unwrap();
-        std::fs::set_permissions(
-            &checker,
-            std::os::unix::fs::PermissionsExt::from_mode(0o700),
-        )
-        .unwrap();
+        install_checker(&plan, checker_src);
         std::thread::sleep(Duration::from_millis(1100));
         let (pre, post, _) = run_local(&plan, b"", "other");
         assert!(pre.contains(&Rec::Marker("PUSHSCAN_STATE=current".into())));
@@ -677,13 +672,7 @@ mod tests {
     #[cfg(unix)]
     #[test]
     fn the_clock_is_read_only_when_earlier_results_exist() {
-        let dir = tempfile::tempdir().unwrap();
-        let (work, run, bin) = (
-            dir.path().join("w"),
-            dir.path().join("w/r"),
-            dir.path().join("bin"),
-        );
-        std::fs::create_dir_all(&bin).unwrap();
+        let (_dir, work, run, bin) = listing_dirs();
         let log = counting(&bin, &["stat", "date"]);
         let src = b"#!/bin/sh\nprintf 'report' > \"$1/H_20260101000000_emocheck.txt\"\n";
         let plan = listing_plan(&work, &run, src);
@@ -741,6 +730,37 @@ mod tests {
         }
     }
 
+    /// A temporary tree for the listing tests: the work directory `w`, its result directory
+    /// `w/r` (not created) and `bin` (created, for [`counting`] wrappers).
+    #[cfg(unix)]
+    fn listing_dirs() -> (
+        tempfile::TempDir,
+        std::path::PathBuf,
+        std::path::PathBuf,
+        std::path::PathBuf,
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let (work, run, bin) = (
+            dir.path().join("w"),
+            dir.path().join("w/r"),
+            dir.path().join("bin"),
+        );
+        std::fs::create_dir_all(&bin).unwrap();
+        (dir, work, run, bin)
+    }
+
+    /// Puts the plan's checker in place as a sweep that kept it would leave it: `src`
+    /// (pinned by the plan), mode 0700.
+    #[cfg(unix)]
+    fn install_checker(plan: &RunPlan, src: &[u8]) {
+        std::fs::write(&plan.checker, src).unwrap();
+        std::fs::set_permissions(
+            &plan.checker,
+            std::os::unix::fs::PermissionsExt::from_mode(0o700),
+        )
+        .unwrap();
+    }
+
     /// The listing records of `recs`, by name: (kind, size, mtime).
     #[cfg(unix)]
     fn listed(recs: &[Rec]) -> std::collections::BTreeMap<String, (EntryKind, u64, Option<u64>)> {
@@ -782,14 +802,8 @@ mod tests {
     #[cfg(unix)]
     #[test]
     fn a_listing_runs_one_stat_for_the_whole_directory() {
-        let dir = tempfile::tempdir().unwrap();
-        let (work, run, bin) = (
-            dir.path().join("w"),
-            dir.path().join("w/r"),
-            dir.path().join("bin"),
-        );
+        let (_dir, work, run, bin) = listing_dirs();
         std::fs::create_dir_all(&run).unwrap();
-        std::fs::create_dir_all(&bin).unwrap();
         let log = counting(&bin, &["stat"]);
         for i in 0..40 {
             std::fs::write(
@@ -804,12 +818,7 @@ mod tests {
         std::os::unix::fs::symlink("/etc/passwd", run.join("L_emocheck.txt")).unwrap();
         let src = b"#!/bin/sh\nprintf 'report' > \"$1/H_20260101000000_emocheck.txt\"\n";
         let plan = listing_plan(&work, &run, src);
-        std::fs::write(&plan.checker, src).unwrap();
-        std::fs::set_permissions(
-            &plan.checker,
-            std::os::unix::fs::PermissionsExt::from_mode(0o700),
-        )
-        .unwrap();
+        install_checker(&plan, src);
         let expected_before = on_disk(&run);
 
         let (pre, post, _) = run_local_with_path(&plan, b"", "n1", Some(&bin));
@@ -838,8 +847,7 @@ mod tests {
     #[cfg(unix)]
     #[test]
     fn a_listing_out_of_step_falls_back_to_one_stat_per_entry() {
-        let dir = tempfile::tempdir().unwrap();
-        let (work, run) = (dir.path().join("w"), dir.path().join("w/r"));
+        let (_dir, work, run, _) = listing_dirs();
         std::fs::create_dir_all(&run).unwrap();
         std::fs::write(run.join("a_emocheck.txt"), b"a").unwrap();
         std::fs::write(run.join("b\n\nc_emocheck.txt"), b"bbbb").unwrap();
@@ -847,12 +855,7 @@ mod tests {
         std::fs::write(run.join("e\n"), b"eeeeeeeeeeeeeeee").unwrap();
         let src = b"#!/bin/sh\n:\n";
         let plan = listing_plan(&work, &run, src);
-        std::fs::write(&plan.checker, src).unwrap();
-        std::fs::set_permissions(
-            &plan.checker,
-            std::os::unix::fs::PermissionsExt::from_mode(0o700),
-        )
-        .unwrap();
+        install_checker(&plan, src);
 
         let (pre, post, _) = run_local(&plan, b"", "n2");
 
