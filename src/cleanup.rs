@@ -198,6 +198,17 @@ async fn clean_host(ctx: &SweepCtx, plan: &HostPlan, l: &Leftovers) -> Result<()
     let mut conn = connect(ctx, plan)
         .await
         .map_err(|e| format!("connect: {}", e.message))?;
+    // The same rule as a sweep's: nothing is touched in a directory someone else could
+    // have changed since (a link planted at one of our names would be followed otherwise).
+    if let Err(e) = conn
+        .prove_dirs(&[plan.work_dir.clone(), plan.run_dir.clone()])
+        .await
+    {
+        conn.close().await;
+        let detail = format!("nothing removed: {}", e.message);
+        j.outcome(ctx.run_id, &l.host, "cleanup", false, &targets, &detail);
+        return Err(detail);
+    }
     let mut errors = Vec::new();
     for f in &l.files {
         if let Err(e) = conn.remove_file(f).await {

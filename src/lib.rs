@@ -1,5 +1,6 @@
 //! pushscan: agentless push scanner.
 pub mod app;
+pub mod child_env;
 pub mod cleanup;
 pub mod contain;
 pub mod credentials;

@@ -931,9 +931,7 @@ fn run(cli: Cli) -> Result<i32, exit::Fail> {
 
 /// Credentials and trust settings from the flags and the environment.
 fn access(a: &ConnArgs) -> Result<Access, exit::Fail> {
-    let mut password = std::env::var("PUSHSCAN_SSH_PASSWORD")
-        .ok()
-        .filter(|p| !p.is_empty());
+    let mut password = pushscan::child_env::take_secret("PUSHSCAN_SSH_PASSWORD");
     // One prompt serves both: SSH password auth and the Windows fallback
     // credential (unless PUSHSCAN_PASSWORD is set).
     let mut prompted: Option<secrecy::SecretString> = None;
@@ -992,9 +990,7 @@ fn windows_access(
             .ok()
             .filter(|u| !u.is_empty())
     });
-    let password = std::env::var("PUSHSCAN_PASSWORD")
-        .ok()
-        .filter(|p| !p.is_empty())
+    let password = pushscan::child_env::take_secret("PUSHSCAN_PASSWORD")
         .map(secrecy::SecretString::from)
         .or(prompted);
     let fallback = match (user, password) {

@@ -17,7 +17,7 @@ use crate::inventory::{Connection as ConnKind, Host};
 use crate::journal::{HostFinish, Journal, NewReport};
 use crate::model::HostClass;
 use crate::parser::{FetchedReport, ResultParser};
-use crate::playbook::Playbook;
+use crate::playbook::{Platform, Playbook};
 use crate::sanitize;
 use crate::template::{render, Vars};
 use crate::transport::local::LocalConnection;
@@ -66,10 +66,10 @@ impl HostPlan {
                 .to_string(),
         );
         let work_dir = render(&pb.work_dir, &vars).map_err(|e| format!("work_dir: {e}"))?;
-        check_remote_dir("work_dir", &work_dir)?;
+        check_remote_dir("work_dir", &work_dir, platform)?;
         vars.set("work_dir", work_dir.clone());
         let run_dir = render(&pb.run_dir, &vars).map_err(|e| format!("run_dir: {e}"))?;
-        check_remote_dir("run_dir", &run_dir)?;
+        check_remote_dir("run_dir", &run_dir, platform)?;
         vars.set("run_dir", run_dir.clone());
         let checker_path = platform.join(&work_dir, &pb.checker_remote_name);
         vars.set("checker", checker_path.clone());
@@ -111,12 +111,19 @@ impl HostPlan {
     }
 }
 
-fn check_remote_dir(field: &str, dir: &str) -> Result<(), String> {
+fn check_remote_dir(field: &str, dir: &str, platform: Platform) -> Result<(), String> {
     if dir.trim().is_empty() {
         return Err(format!("{field} renders to an empty path"));
     }
-    if dir.contains('\0') || dir.split(['/', '\\']).any(|c| c == "..") {
-        return Err(format!("{field} {dir:?} must not contain '..' or NUL"));
+    if dir.chars().any(char::is_control) || dir.split(['/', '\\']).any(|c| c == "..") {
+        return Err(format!(
+            "{field} {dir:?} must not contain '..' or control characters"
+        ));
+    }
+    if platform == Platform::Windows && dir.starts_with('~') {
+        return Err(format!(
+            "{field} {dir:?}: '~' (the login's home) is for Linux hosts; use a full Windows path"
+        ));
     }
     Ok(())
 }

@@ -1,16 +1,20 @@
 //! The `local` transport: the same pipeline on the controller itself.
 //!
 //! Used for first runs (the README's demo sweep), for tests, and to scan the
-//! jump host. It follows the same rules as a remote host: no symlink is
-//! followed when reading results, reads are capped, and a timed-out checker
-//! is killed with its whole process group.
+//! jump host. It follows the same rules as a remote host: work directories are
+//! proven private before use ([`workdir`](super::workdir)), the checker's copy is
+//! created new without following a link, no symlink is followed when reading
+//! results, reads are capped, a timed-out checker is killed with its whole
+//! process group, and the checker gets an allow-listed environment
+//! ([`child_env`](crate::child_env)), never the controller's secrets.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use async_trait::async_trait;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
+use super::workdir::expand_local;
 use super::{
     push_capped, CommandSpec, Connection, EntryKind, ExecOutcome, RemoteEntry, TResult,
     TransportError,
@@ -38,6 +42,67 @@ async fn drain<R: AsyncRead + Unpin>(mut r: R, cap: usize) -> (Vec<u8>, u64) {
     (buf, dropped)
 }
 
+/// Creates (`create`) and proves `dirs` private, in order (a parent before its child).
+async fn prove_all(dirs: &[String], create: bool) -> TResult<()> {
+    let dirs: Vec<PathBuf> = dirs
+        .iter()
+        .map(|d| PathBuf::from(expand_local(d)))
+        .collect();
+    let res =
+        tokio::task::spawn_blocking(move || dirs.iter().try_for_each(|d| prove_one(d, create)))
+            .await
+            .map_err(|e| TransportError::error(format!("directory task failed: {e}")))?;
+    res.map_err(TransportError::error)
+}
+
+#[cfg(unix)]
+fn prove_one(dir: &Path, create: bool) -> Result<(), String> {
+    super::workdir::prove_local(dir, create)
+}
+
+/// Windows controllers: directories are created, and refused when they are reparse points
+/// (links, junctions); their ACL is not checked here (the `winrm` transport's proof is for
+/// remote hosts). Scan the jump host itself from a directory only administrators can write.
+#[cfg(not(unix))]
+fn prove_one(dir: &Path, create: bool) -> Result<(), String> {
+    if create {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    }
+    match std::fs::symlink_metadata(dir) {
+        Ok(m) if m.file_type().is_symlink() => Err(format!(
+            "unsafe work directory {}: it is a link or junction",
+            dir.display()
+        )),
+        Ok(m) if !m.is_dir() => Err(format!("{} is not a directory", dir.display())),
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !create => Ok(()),
+        Err(e) => Err(format!("cannot stat {}: {e}", dir.display())),
+    }
+}
+
+/// Copies `src` to the new file `dst` (mode 0700 on Unix): fails if `dst` exists, whatever
+/// it is, so a link planted at the name is never written through.
+fn copy_new(src: &Path, dst: &Path) -> std::io::Result<()> {
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o700).custom_flags(libc::O_NOFOLLOW);
+    }
+    // A stale copy of ours from an interrupted push: removed, not opened.
+    match std::fs::remove_file(dst) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let mut out = opts.open(dst)?;
+    let mut input = std::fs::File::open(src)?;
+    std::io::copy(&mut input, &mut out)?;
+    out.sync_all()
+}
+
 #[cfg(unix)]
 fn kill_group(pid: u32) {
     // SAFETY: kill(2) with a negative pid signals a process group; it has no
@@ -50,55 +115,48 @@ fn kill_group(pid: u32) {
 #[async_trait]
 impl Connection for LocalConnection {
     async fn mkdirs(&mut self, dirs: &[String]) -> TResult<()> {
-        for d in dirs {
-            tokio::fs::create_dir_all(d)
-                .await
-                .map_err(|e| io_err("cannot create", d, e))?;
-            #[cfg(unix)]
-            {
-                use std::os::unix::fs::PermissionsExt;
-                let _ = tokio::fs::set_permissions(d, std::fs::Permissions::from_mode(0o700)).await;
-            }
-        }
-        Ok(())
+        prove_all(dirs, true).await
+    }
+
+    async fn prove_dirs(&mut self, dirs: &[String]) -> TResult<()> {
+        prove_all(dirs, false).await
     }
 
     async fn sha256(&mut self, path: &str) -> TResult<Option<String>> {
-        match tokio::fs::symlink_metadata(path).await {
+        let path = expand_local(path);
+        match tokio::fs::symlink_metadata(&path).await {
             Ok(m) if m.file_type().is_file() => {}
             _ => return Ok(None),
         }
-        let p = path.to_string();
+        let p = path.clone();
         let res = tokio::task::spawn_blocking(move || sha256_file(Path::new(&p)))
             .await
             .map_err(|e| TransportError::error(format!("hash task failed: {e}")))?;
         res.map(|(h, _)| Some(h))
-            .map_err(|e| io_err("cannot hash", path, e))
+            .map_err(|e| io_err("cannot hash", &path, e))
     }
 
     async fn install(&mut self, local: &Path, tmp: &str, dest: &str, sha256: &str) -> TResult<()> {
-        tokio::fs::copy(local, tmp)
+        let (tmp, dest) = (expand_local(tmp), expand_local(dest));
+        // The work directory is proven private (mkdirs); the copy is still created new
+        // (O_EXCL, O_NOFOLLOW): a name planted there is never written through.
+        let (src, dst) = (local.to_path_buf(), PathBuf::from(&tmp));
+        let copied = tokio::task::spawn_blocking(move || copy_new(&src, &dst))
             .await
-            .map_err(|e| io_err("cannot copy checker to", tmp, e))?;
-        match self.sha256(tmp).await? {
+            .map_err(|e| TransportError::error(format!("copy task failed: {e}")))?;
+        copied.map_err(|e| io_err("cannot copy checker to", &tmp, e))?;
+        match self.sha256(&tmp).await? {
             Some(h) if h == sha256 => {}
             other => {
-                let _ = tokio::fs::remove_file(tmp).await;
+                let _ = tokio::fs::remove_file(&tmp).await;
                 return Err(TransportError::error(format!(
                     "copy at {tmp} has hash {other:?}, expected {sha256}; removed"
                 )));
             }
         }
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            tokio::fs::set_permissions(tmp, std::fs::Permissions::from_mode(0o700))
-                .await
-                .map_err(|e| io_err("cannot chmod", tmp, e))?;
-        }
-        tokio::fs::rename(tmp, dest)
+        tokio::fs::rename(&tmp, &dest)
             .await
-            .map_err(|e| io_err("cannot rename to", dest, e))
+            .map_err(|e| io_err("cannot rename to", &dest, e))
     }
 
     async fn exec(&mut self, cmd: &CommandSpec) -> TResult<ExecOutcome> {
@@ -114,14 +172,15 @@ impl Connection for LocalConnection {
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             }
         }
-        let mut command = tokio::process::Command::new(&cmd.program);
+        let mut command = tokio::process::Command::new(expand_local(&cmd.program));
         command
-            .args(&cmd.args)
-            .current_dir(&cmd.cwd)
+            .args(cmd.args.iter().map(|a| expand_local(a)))
+            .current_dir(expand_local(&cmd.cwd))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
+        crate::child_env::restrict(command.as_std_mut());
         #[cfg(unix)]
         command.process_group(0);
         let mut child = command.spawn().map_err(|e| {
@@ -185,6 +244,7 @@ impl Connection for LocalConnection {
     }
 
     async fn list_dir(&mut self, dir: &str) -> TResult<Vec<RemoteEntry>> {
+        let dir = &expand_local(dir);
         let mut rd = match tokio::fs::read_dir(dir).await {
             Ok(rd) => rd,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -226,6 +286,7 @@ impl Connection for LocalConnection {
     }
 
     async fn read_file(&mut self, path: &str, cap: u64) -> TResult<Vec<u8>> {
+        let path = &expand_local(path);
         let meta = tokio::fs::symlink_metadata(path)
             .await
             .map_err(|e| io_err("cannot stat", path, e))?;
@@ -262,6 +323,7 @@ impl Connection for LocalConnection {
     }
 
     async fn remove_file(&mut self, path: &str) -> TResult<()> {
+        let path = &expand_local(path);
         match tokio::fs::remove_file(path).await {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -270,6 +332,7 @@ impl Connection for LocalConnection {
     }
 
     async fn remove_dir_if_empty(&mut self, path: &str) -> TResult<bool> {
+        let path = &expand_local(path);
         match tokio::fs::remove_dir(path).await {
             Ok(()) => Ok(true),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(true),

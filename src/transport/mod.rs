@@ -13,6 +13,7 @@ pub mod known_hosts;
 pub mod local;
 pub mod ssh;
 pub mod winrm;
+pub mod workdir;
 
 use std::path::Path;
 use std::time::Duration;
@@ -185,8 +186,16 @@ pub struct Finished {
 /// one of these; it is closed once at the end.
 #[async_trait]
 pub trait Connection: Send {
-    /// Creates directories (and parents) if missing.
+    /// Creates directories (and parents) if missing, private to the login account, and
+    /// proves every one private before it is used: one that someone else owns or may write
+    /// to, or whose parents someone else may rename, is refused with the reason (see
+    /// [`workdir`] for Unix hosts; the `winrm` module for Windows).
     async fn mkdirs(&mut self, dirs: &[String]) -> TResult<()>;
+
+    /// Proves existing directories private as [`mkdirs`](Connection::mkdirs) does, creating
+    /// none (a missing directory holds nothing of ours). `cleanup` calls it before removing
+    /// anything.
+    async fn prove_dirs(&mut self, dirs: &[String]) -> TResult<()>;
 
     /// Creates the directories and returns the checker's current SHA-256.
     async fn prepare(&mut self, dirs: &[String], checker: &str) -> TResult<Option<String>> {

@@ -28,6 +28,7 @@ use tokio::io::AsyncReadExt;
 mod script;
 
 use super::known_hosts;
+use super::workdir::{prove_function, prove_lines, sh_word};
 use super::{
     push_capped, sh_quote, Begun, CommandSpec, Connection, Credentials, EntryKind, ExecOutcome,
     Finished, RemoteEntry, RunPlan, Staged, TResult, TransportError,
@@ -402,12 +403,12 @@ fn run_tail(cmd: &CommandSpec) -> String {
     };
     let mut line = format!(
         "{wait}echo {PID_MARKER}$$ $(date +%s) >&2\ncd -- {} || {{ echo PUSHSCAN_FAIL=cd >&2; exit 126; }}\nexec {}",
-        sh_quote(&cmd.cwd),
-        sh_quote(&cmd.program)
+        sh_word(&cmd.cwd),
+        sh_word(&cmd.program)
     );
     for a in &cmd.args {
         line.push(' ');
-        line.push_str(&sh_quote(a));
+        line.push_str(&sh_word(a));
     }
     line.push_str(" </dev/null");
     line
@@ -904,12 +905,35 @@ fn text(bytes: &[u8]) -> String {
 /// The hash step: absent, symlink or non-regular files count as missing
 /// (a symlink planted by the host must never be mistaken for our binary).
 fn sha256_script(path: &str) -> String {
-    let p = sh_quote(path);
+    let p = sh_word(path);
     format!(
         "if [ -f {p} ] && [ ! -L {p} ]; then \
            (sha256sum < {p} 2>/dev/null || shasum -a 256 < {p}) | cut -c1-64; \
          else echo ABSENT; fi"
     )
+}
+
+/// A script (run by `/bin/sh`, whatever the login shell) that creates (`create`) and proves
+/// `dirs` private, exiting 97 with a `PUSHSCAN_FAIL=` reason when one is not, then runs `then`.
+fn dirs_script(dirs: &[String], create: bool, then: &str) -> String {
+    let body = format!(
+        "umask 077\nnl='\n'\n{}{}{then}\n",
+        prove_function(),
+        prove_lines(dirs, create, 97)
+    );
+    format!("exec /bin/sh -c {}", sh_quote(&body))
+}
+
+/// The error of a failed [`dirs_script`]: its reason when it gave one.
+fn dirs_failure(code: Option<u32>, out: &Small) -> TransportError {
+    let err = text(&out.stderr);
+    match err.lines().find_map(|l| l.strip_prefix("PUSHSCAN_FAIL=")) {
+        Some(reason) => TransportError::error(crate::sanitize::display(reason, 400)),
+        None => TransportError::error(format!(
+            "cannot create or prove the work directories (exit {code:?}): {}",
+            crate::sanitize::display(&err, 300)
+        )),
+    }
 }
 
 fn parse_sha(out: &Small, path: &str) -> TResult<Option<String>> {
@@ -934,35 +958,26 @@ impl Connection for SshConnection {
         if dirs.is_empty() {
             return Ok(());
         }
-        let quoted: Vec<String> = dirs.iter().map(|d| sh_quote(d)).collect();
-        let out = self
-            .run_small(
-                &format!("umask 077; mkdir -p -- {}", quoted.join(" ")),
-                None,
-            )
-            .await?;
+        let out = self.run_small(&dirs_script(dirs, true, ""), None).await?;
         match out.code {
             Some(0) => Ok(()),
-            code => Err(TransportError::error(format!(
-                "mkdir failed (exit {code:?}): {}",
-                text(&out.stderr)
-            ))),
+            code => Err(dirs_failure(code, &out)),
+        }
+    }
+
+    async fn prove_dirs(&mut self, dirs: &[String]) -> TResult<()> {
+        let out = self.run_small(&dirs_script(dirs, false, ""), None).await?;
+        match out.code {
+            Some(0) => Ok(()),
+            code => Err(dirs_failure(code, &out)),
         }
     }
 
     async fn prepare(&mut self, dirs: &[String], checker: &str) -> TResult<Option<String>> {
-        let quoted: Vec<String> = dirs.iter().map(|d| sh_quote(d)).collect();
-        let cmd = format!(
-            "umask 077; mkdir -p -- {} || exit 97; {}",
-            quoted.join(" "),
-            sha256_script(checker)
-        );
+        let cmd = dirs_script(dirs, true, &sha256_script(checker));
         let out = self.run_small(&cmd, None).await?;
         if out.code == Some(97) {
-            return Err(TransportError::error(format!(
-                "cannot create remote directories: {}",
-                text(&out.stderr)
-            )));
+            return Err(dirs_failure(out.code, &out));
         }
         parse_sha(&out, checker)
     }
@@ -973,11 +988,13 @@ impl Connection for SshConnection {
     }
 
     async fn install(&mut self, local: &Path, tmp: &str, dest: &str, sha256: &str) -> TResult<()> {
-        let (t, d) = (sh_quote(tmp), sh_quote(dest));
+        let (t, d) = (sh_word(tmp), sh_word(dest));
         // Stream to a temp name, verify on the host, then rename: `dest` is
-        // either absent, the old file, or the verified new one.
+        // either absent, the old file, or the verified new one. The directory was proven
+        // private by `prepare`/`mkdirs` on this connection; the temp file is still created
+        // new (`set -C`: O_EXCL, a planted name makes the write fail, never followed).
         let cmd = format!(
-            "umask 077; cat > {t} || exit 90; \
+            "umask 077; rm -f -- {t}; set -C; cat > {t} || exit 90; set +C; \
              h=$( (sha256sum < {t} 2>/dev/null || shasum -a 256 < {t}) | cut -c1-64); \
              if [ \"$h\" != {sha} ]; then rm -f -- {t}; echo \"hash mismatch: $h\" >&2; exit 91; fi; \
              chmod 700 {t} && mv -f -- {t} {d}",

@@ -22,6 +22,7 @@
 //! it would without this script.
 
 use super::{MAX_LIST_ENTRIES, PID_MARKER};
+use crate::transport::workdir::{prove_function, prove_lines, sh_word};
 use crate::transport::{sh_quote, EntryKind, RemoteEntry, RunPlan};
 
 /// Longest name we accept in a record (Linux allows 255 bytes).
@@ -80,25 +81,24 @@ pub(super) fn nonce() -> String {
 
 /// The whole staged run as one script, run by `/bin/sh` whatever the account's shell is.
 pub(super) fn staged_script(plan: &RunPlan, nonce: &str) -> String {
-    let quoted: Vec<String> = plan.dirs.iter().map(|d| sh_quote(d)).collect();
     let (c, t, p) = (
-        sh_quote(&plan.checker),
-        sh_quote(&plan.tmp),
+        sh_word(&plan.checker),
+        sh_word(&plan.tmp),
         sh_quote(&plan.pin),
     );
     let cmd = &plan.cmd;
-    let mut run = sh_quote(&cmd.program);
+    let mut run = sh_word(&cmd.program);
     for a in &cmd.args {
         run.push(' ');
-        run.push_str(&sh_quote(a));
+        run.push_str(&sh_word(a));
     }
     let (list_before, list_after, pl) = match &plan.results {
         Some(r) => (
             format!(
                 "pl {} B || {{ echo \"PUSHSCAN_FAIL=the result directory holds more than {MAX_LIST_ENTRIES} entries; refusing to list it\" >&2; exit 99; }}\n",
-                sh_quote(&r.dir)
+                sh_word(&r.dir)
             ),
-            format!("pl {} A || :\n", sh_quote(&r.dir)),
+            format!("pl {} A || :\n", sh_word(&r.dir)),
             list_function(&glob_case(&r.glob), r.cap, r.max_files),
         ),
         None => (String::new(), String::new(), String::new()),
@@ -106,7 +106,7 @@ pub(super) fn staged_script(plan: &RunPlan, nonce: &str) -> String {
     let remove = if plan.remove_after.is_empty() {
         String::new()
     } else {
-        let targets: Vec<String> = plan.remove_after.iter().map(|f| sh_quote(f)).collect();
+        let targets: Vec<String> = plan.remove_after.iter().map(|f| sh_word(f)).collect();
         format!(
             "if rm -f -- {} 2>/dev/null; then echo PUSHSCAN_R=ok >&2; else echo PUSHSCAN_R=fail >&2; fi\n",
             targets.join(" ")
@@ -116,15 +116,18 @@ pub(super) fn staged_script(plan: &RunPlan, nonce: &str) -> String {
         "umask 077\n\
          h0=$PWD nb=0 bk=/ t0=- nl='\n'\n\
          {pl}\
+         {pv}\
+         {prove}\
          {list_before}\
-         {mkdir} || {{ echo PUSHSCAN_FAIL=mkdir >&2; exit 97; }}\n\
          {hc}\n\
          if [ \"$h\" = {p} ]; then echo PUSHSCAN_STATE=current >&2\n\
          else\n\
            echo PUSHSCAN_STATE=push >&2\n\
            IFS= read -r go || exit 98\n\
            [ \"$go\" = push ] || exit 98\n\
+           rm -f -- {t}; set -C\n\
            cat > {t} || {{ echo PUSHSCAN_FAIL=write >&2; exit 90; }}\n\
+           set +C\n\
            echo PUSHSCAN_RECEIVED >&2\n\
            {ht}\n\
            if [ \"$h\" != {p} ]; then rm -f -- {t}; echo \"PUSHSCAN_FAIL=hash mismatch after copy: $h\" >&2; exit 91; fi\n\
@@ -144,23 +147,13 @@ pub(super) fn staged_script(plan: &RunPlan, nonce: &str) -> String {
          {remove}\
          echo PUSHSCAN_DONE >&2\n\
          exit \"$rc\"\n",
-        // `mkdir` only when a directory is missing: a second sweep spawns nothing for it.
-        mkdir = if quoted.is_empty() {
-            ":".to_string()
-        } else {
-            format!(
-                "{{ {} || mkdir -p -- {}; }}",
-                quoted
-                    .iter()
-                    .map(|d| format!("[ -d {d} ]"))
-                    .collect::<Vec<_>>()
-                    .join(" && "),
-                quoted.join(" ")
-            )
-        },
+        // `mkdir` only when a directory is missing: a second sweep spawns one `stat` for the
+        // proof and nothing else for its directories.
+        pv = if plan.dirs.is_empty() { "" } else { prove_function() },
+        prove = prove_lines(&plan.dirs, true, 97),
         hc = hash_into_h(&plan.checker),
         ht = hash_into_h(&plan.tmp),
-        cwd = sh_quote(&cmd.cwd),
+        cwd = sh_word(&cmd.cwd),
     );
     // The account's login shell only sees `exec /bin/sh -c '...'`: a zsh or csh account
     // runs the script the same way (zsh would abort on a glob that matches nothing).
@@ -171,7 +164,7 @@ pub(super) fn staged_script(plan: &RunPlan, nonce: &str) -> String {
 /// the host is never taken for our binary). One fork and one exec when the file is there,
 /// none when it is not.
 fn hash_into_h(path: &str) -> String {
-    let p = sh_quote(path);
+    let p = sh_word(path);
     format!(
         "h=; if [ -f {p} ] && [ ! -L {p} ]; then h=$(sha256sum < {p} 2>/dev/null || shasum -a 256 < {p} 2>/dev/null); h=${{h%% *}}; fi"
     )
@@ -667,7 +660,7 @@ mod tests {
     }
 
     /// With no earlier result file, the script neither stats the empty directory nor reads
-    /// the clock; once a report is there, it reads the clock (to start the run in a later
+    /// the clock (its one `stat` before the run is the work directory's proof); once a report is there, it reads the clock (to start the run in a later
     /// second than that report) and still finds the rewritten report.
     #[cfg(unix)]
     #[test]
@@ -680,7 +673,11 @@ mod tests {
         let (pre, post, _) = run_local_with_path(&plan, src, "c1", Some(&bin));
         assert!(pre.contains(&Rec::Marker("PUSHSCAN_PUSHED=ok".into())));
         assert_eq!(listed(&pre).len(), 0);
-        assert_eq!(started(&log, "stat"), 1, "only the listing after the run");
+        assert_eq!(
+            started(&log, "stat"),
+            2,
+            "the work directory's proof and the listing after the run"
+        );
         assert_eq!(started(&log, "date"), 0);
         assert_eq!(
             post.iter().filter(|r| matches!(r, Rec::File(..))).count(),
@@ -690,7 +687,7 @@ mod tests {
         std::fs::remove_file(&log).unwrap();
         let (pre, post, _) = run_local_with_path(&plan, b"", "c2", Some(&bin));
         assert!(pre.contains(&Rec::Marker("PUSHSCAN_STATE=current".into())));
-        assert_eq!(started(&log, "stat"), 2);
+        assert_eq!(started(&log, "stat"), 3, "the proof and two listings");
         assert!(started(&log, "date") >= 1);
         let files = post.iter().filter(|r| matches!(r, Rec::File(..))).count();
         assert_eq!(
@@ -828,8 +825,8 @@ mod tests {
         assert_eq!(listed(&post).len(), 45);
         assert_eq!(
             started(&log, "stat"),
-            2,
-            "one stat before the run and one after, for 45 entries"
+            3,
+            "one for the work directory's proof, one before the run and one after, for 45 entries"
         );
         let files: Vec<&str> = post
             .iter()

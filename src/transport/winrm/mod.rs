@@ -356,6 +356,10 @@ impl Connection for WinConnection {
         }
     }
 
+    async fn prove_dirs(&mut self, _dirs: &[String]) -> TResult<()> {
+        Err(TransportError::error("MERGE-PLACEHOLDER"))
+    }
+
     async fn sha256(&mut self, path: &str) -> TResult<Option<String>> {
         match &mut self.files {
             Some(f) => f.sha256(path).await,
