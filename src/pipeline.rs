@@ -183,6 +183,10 @@ struct Progress {
     /// The transport removed the checker in the run's own session (`Some(true)`), or tried
     /// and failed (`Some(false)`).
     removed_by_run: Option<bool>,
+    /// The directories were created or proven private (`begin_run` succeeded). Until then
+    /// nothing of this run is on the host, and a directory that failed the proof is not ours
+    /// to remove anything from.
+    dirs_proven: bool,
 }
 
 /// Runs the whole pipeline for one host and records its outcome.
@@ -404,6 +408,7 @@ async fn steps(
         .begin_run(&run_plan)
         .await
         .map_err(|e| Failure::at("prepare", e))?;
+    progress.dirs_proven = true;
     cmd.not_before = newest_mtime(&before, &pb.results.glob);
     j.outcome(run_id, host, "mkdir", true, &dirs.join("\n"), "");
     match staged {
@@ -677,7 +682,8 @@ fn exec_summary(exec: &ExecOutcome) -> String {
     s
 }
 
-/// Removes what the playbook says to remove. Always runs once connected.
+/// Removes what the playbook says to remove. Runs once connected, when the directories were
+/// created or proven private (before that, nothing of this run is on the host).
 async fn cleanup(
     ctx: &SweepCtx,
     plan: &HostPlan,
@@ -687,6 +693,9 @@ async fn cleanup(
     let pb = &ctx.playbook;
     let (run_id, host) = (ctx.run_id, plan.host.name.as_str());
     let j = &ctx.journal;
+    if !progress.dirs_proven {
+        return Ok(());
+    }
     let mut targets: Vec<String> = Vec::new();
     // A temp copy can exist only if a push started and did not complete
     // (a completed push renamed it away).

@@ -128,7 +128,8 @@ fn playbook(dir: &Path) -> PathBuf {
         "name: attacks\nchecker:\n  path: {CHECKER}\n  sha256: {}\n  platform: linux\n  remote_name: emocheck-sim.sh\n\
          work_dir: \"{{{{ pushscan_dir }}}}\"\nrun_dir: \"{{{{ work_dir }}}}/reports\"\n\
          args: [\"/quiet\", \"/output\", \"{{{{ run_dir }}}}\", \"/host\", \"{{{{ inventory_hostname }}}}\"]\n\
-         timeout: 20s\nresults:\n  glob: \"*_emocheck.*\"\n  parser: emocheck\n  max_file_size: 1MiB\n",
+         timeout: 20s\nresults:\n  glob: \"*_emocheck.*\"\n  parser: emocheck\n  max_file_size: 1MiB\n\
+         cleanup:\n  checker: true\n  results: false\n  dirs: true\n",
         sha256_hex(Path::new(CHECKER))
     );
     let path = dir.join("playbook.yml");
@@ -191,6 +192,16 @@ fn assert_refused(root: &Path, hosts: &[(&str, PathBuf)], report: &Value, sweep:
             "{name}: reason {reason:?} should name what was found ({words})"
         );
     }
+    // A directory that failed the proof is not ours: the playbook's cleanup (checker: true)
+    // removes nothing from it.
+    let squat = &hosts.iter().find(|(n, _)| *n == "squatted").unwrap().1;
+    assert!(
+        fs::symlink_metadata(squat.join(".emocheck-sim.sh.pushscan-tmp")).is_ok()
+            && fs::read_to_string(squat.join("emocheck-sim.sh"))
+                .unwrap()
+                .contains("pwned"),
+        "cleanup touched a directory that failed the proof"
+    );
     for (name, dir) in hosts {
         if *name == "fresh" {
             continue;
