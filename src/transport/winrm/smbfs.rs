@@ -9,7 +9,7 @@
 //! its open when the server calls it larger than the cap, the bytes come in
 //! chunks that are counted against the cap as they arrive, and the number of
 //! READ answers is bounded so a server answering in slivers cannot hold the
-//! host.
+//! host. A listing stops reading the directory at [`MAX_ENTRIES`].
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -21,7 +21,8 @@ use smb2::{ClientConfig, ErrorKind, SmbClient, Tree};
 use crate::model::HostClass;
 use crate::transport::{EntryKind, RemoteEntry, TResult, TransportError};
 
-/// At most this many entries of a remote directory are considered.
+/// At most this many entries of a remote directory are read; the directory
+/// is not read further.
 const MAX_ENTRIES: usize = 10_000;
 /// A streamed read accepts at most one READ answer per this many bytes of the
 /// file (plus [`READ_ANSWER_SLACK`]): a real server answers each READ in full
@@ -228,28 +229,44 @@ impl SmbFiles {
     pub async fn list_dir(&mut self, dir: &str) -> TResult<Vec<RemoteEntry>> {
         let (share, rel) = self.map(dir)?;
         let (client, tree) = self.tree(&share).await?;
-        let entries = match client.list_directory(tree, &rel).await {
-            Ok(v) => v,
+        // One QUERY_DIRECTORY answer at a time, and no more once the cap is
+        // reached: a directory of a million entries (or a server that never
+        // says "no more files") costs what 10,000 entries cost.
+        let mut reader = match client.open_directory_reader(tree, &rel).await {
+            Ok(r) => r,
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
             Err(e) => return Err(smb_error("smb list", &e)),
         };
-        Ok(entries
-            .into_iter()
-            .filter(|e| e.name != "." && e.name != "..")
-            .take(MAX_ENTRIES)
-            .map(|e| RemoteEntry {
-                kind: if e.is_link() {
-                    EntryKind::Symlink
-                } else if e.is_directory {
-                    EntryKind::Dir
-                } else {
-                    EntryKind::File
-                },
-                size: e.size,
-                mtime: filetime_secs(e.modified.0),
-                name: e.name,
-            })
-            .collect())
+        let mut out = Vec::new();
+        while out.len() < MAX_ENTRIES {
+            let batch = match reader.next_batch().await {
+                Ok(Some(b)) => b,
+                Ok(None) => break,
+                Err(e) => return Err(smb_error("smb list", &e)),
+            };
+            let room = MAX_ENTRIES - out.len();
+            out.extend(
+                batch
+                    .into_iter()
+                    .filter(|e| e.name != "." && e.name != "..")
+                    .take(room)
+                    .map(|e| RemoteEntry {
+                        kind: if e.is_link() {
+                            EntryKind::Symlink
+                        } else if e.is_directory {
+                            EntryKind::Dir
+                        } else {
+                            EntryKind::File
+                        },
+                        size: e.size,
+                        mtime: filetime_secs(e.modified.0),
+                        name: e.name,
+                    }),
+            );
+        }
+        // A listing stopped at the cap drops the reader, which closes the
+        // directory handle without waiting for the answer.
+        Ok(out)
     }
 
     pub async fn read_file(&mut self, path: &str, cap: u64) -> TResult<Vec<u8>> {
@@ -408,7 +425,8 @@ fn smb_error(step: &str, e: &smb2::Error) -> TransportError {
 }
 
 /// Against real Samba (the lab's `smbd`, on a loopback address of these tests' own): the
-/// attack of a host that reports sizes it does not keep to.
+/// attacks of a host that reports sizes it does not keep to, and of a directory larger than
+/// any listing should read.
 #[cfg(all(test, unix))]
 mod tests {
     use super::*;
@@ -603,6 +621,82 @@ mod tests {
         // The session is still good for the next file.
         std::fs::write(&local, b"after").expect("rewrite");
         assert_eq!(files.read_file(path, cap).await.expect("read"), b"after");
+        files.close().await;
+    }
+
+    /// A directory of 30,000 entries: the listing stops reading at 10,000 (one server answer
+    /// past it at most), so what crosses the wire is bounded by the cap, not by the directory.
+    /// A loopback relay between pushscan and smbd counts the bytes.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_listing_stops_reading_the_directory_at_the_cap() {
+        let smb = start_samba(Ipv4Addr::new(127, 0, 87, 2));
+        let dir = smb.c.join("Windows/Temp/pushscan/many");
+        std::fs::create_dir_all(&dir).expect("dir");
+        const N: usize = 30_000;
+        for i in 0..N {
+            std::fs::write(dir.join(format!("f{i:06}.txt")), b"").expect("entry");
+        }
+        // Relay: counts what the server sends.
+        let from_server = Arc::new(AtomicU64::new(0));
+        let relay = tokio::net::TcpListener::bind((smb.ip, 0))
+            .await
+            .expect("relay bind");
+        let relay_addr = relay.local_addr().expect("relay addr");
+        let upstream = SocketAddrV4::new(smb.ip, smb.port);
+        let counted = from_server.clone();
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = relay.accept().await {
+                let counted = counted.clone();
+                tokio::spawn(async move {
+                    let Ok(mut server) = tokio::net::TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    let (mut cr, mut cw) = client.split();
+                    let (mut sr, mut sw) = server.split();
+                    let up = tokio::io::copy(&mut cr, &mut sw);
+                    let down = async {
+                        let mut buf = vec![0u8; 64 * 1024];
+                        loop {
+                            let n = match tokio::io::AsyncReadExt::read(&mut sr, &mut buf).await {
+                                Ok(0) | Err(_) => break,
+                                Ok(n) => n,
+                            };
+                            counted.fetch_add(n as u64, Ordering::Relaxed);
+                            if tokio::io::AsyncWriteExt::write_all(&mut cw, &buf[..n])
+                                .await
+                                .is_err()
+                            {
+                                break;
+                            }
+                        }
+                    };
+                    let _ = tokio::join!(up, down);
+                });
+            }
+        });
+        let mut files = login(relay_addr.to_string()).await;
+        let before = from_server.load(Ordering::Relaxed);
+        let started = Instant::now();
+        let listed = files
+            .list_dir(r"C:\Windows\Temp\pushscan\many")
+            .await
+            .expect("list");
+        let took = started.elapsed();
+        let bytes = from_server.load(Ordering::Relaxed) - before;
+        // FileBothDirectoryInformation: 94 bytes + the UTF-16 name (11 characters), padded
+        // to 8: 120 bytes an entry; the whole directory would be 3.6 MB.
+        let whole = (N as u64) * 120;
+        eprintln!(
+            "listing a {N}-entry directory: {} entries kept, {bytes} bytes from the server \
+             (the whole directory is ~{whole}), {:.0} ms",
+            listed.len(),
+            took.as_secs_f64() * 1000.0
+        );
+        assert_eq!(listed.len(), MAX_ENTRIES);
+        assert!(
+            bytes < (MAX_ENTRIES as u64) * 120 + 256 * 1024,
+            "{bytes} bytes read for a capped listing (the whole directory is ~{whole})"
+        );
         files.close().await;
     }
 }
