@@ -477,6 +477,122 @@ fn credssp_and_basic_over_http_are_refused() {
     }
 }
 
+/// Basic towards a listener whose certificate is not verified (`--insecure-skip-tls-verify`, or
+/// `ansible_winrm_server_cert_validation: ignore`) is refused before anything is sent: a real
+/// TLS listener on loopback, with a self-signed certificate pushscan has no reason to trust and
+/// a 401 asking for Basic, never sees a connection, let alone an `Authorization` header.
+#[test]
+fn basic_without_a_verified_certificate_never_reaches_the_listener() {
+    use std::sync::atomic::AtomicUsize;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let dir = tempfile::tempdir().unwrap();
+    let ip = Ipv4Addr::new(127, 0, 61, 7);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let tls = pushscan_lab::winrm::self_signed(&dir.path().join("tls"), &[ip]).unwrap();
+    let acceptor = pushscan_lab::winrm::http::tls_acceptor(&tls).unwrap();
+    let listener = rt.block_on(tokio::net::TcpListener::bind((ip, 0))).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let connections = Arc::new(AtomicUsize::new(0));
+    let authorization = Arc::new(AtomicBool::new(false));
+    {
+        let (connections, authorization) = (connections.clone(), authorization.clone());
+        rt.spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                connections.fetch_add(1, Ordering::SeqCst);
+                let (acceptor, authorization) = (acceptor.clone(), authorization.clone());
+                tokio::spawn(async move {
+                    let Ok(mut tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let mut head = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    while head.len() < 65_536 && !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match tls.read(&mut buf).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    if String::from_utf8_lossy(&head)
+                        .to_ascii_lowercase()
+                        .contains("\nauthorization:")
+                    {
+                        authorization.store(true, Ordering::SeqCst);
+                    }
+                    let _ = tls
+                        .write_all(
+                            b"HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"w\"\r\n\
+                              Content-Length: 0\r\nConnection: close\r\n\r\n",
+                        )
+                        .await;
+                    let _ = tls.shutdown().await;
+                });
+            }
+        });
+    }
+    let checker = dir.path().join("c.exe");
+    std::fs::write(&checker, b"x").unwrap();
+    let pin = hex::encode(Sha256::digest(b"x"));
+    let pb = dir.path().join("pb.yml");
+    std::fs::write(
+        &pb,
+        format!(
+            "name: t\nchecker:\n  path: {}\n  sha256: \"{pin}\"\n  platform: windows\n\
+             work_dir: 'C:\\Windows\\Temp\\pushscan'\nargs: [\"/quiet\"]\ntimeout: 5s\n\
+             results:\n  parser: emocheck\n",
+            checker.display()
+        ),
+    )
+    .unwrap();
+    let basic = "ansible_winrm_transport: basic\n      ansible_winrm_scheme: https";
+    for (vars, flag) in [
+        (
+            format!("{basic}\n      ansible_winrm_server_cert_validation: ignore"),
+            None,
+        ),
+        (basic.to_string(), Some("--insecure-skip-tls-verify")),
+    ] {
+        let inv = dir.path().join("inv.yml");
+        std::fs::write(
+            &inv,
+            format!(
+                "all:\n  hosts:\n    w1:\n      ansible_host: {ip}\n      ansible_port: {port}\n      \
+                 ansible_connection: winrm\n      {vars}\n"
+            ),
+        )
+        .unwrap();
+        let mut cmd = Command::new(PUSHSCAN);
+        cmd.args(["sweep", "-i"])
+            .arg(&inv)
+            .arg("-p")
+            .arg(&pb)
+            .arg("--state-dir")
+            .arg(dir.path().join("state"))
+            .args(["--smb", "off"])
+            .env("PUSHSCAN_USER", "u")
+            .env("PUSHSCAN_PASSWORD", "basic-secret-pw");
+        if let Some(f) = flag {
+            cmd.arg(f);
+        }
+        let o = cmd.output().unwrap();
+        let out = text(&o);
+        assert!(
+            !authorization.load(Ordering::SeqCst),
+            "{vars} {flag:?}: an Authorization header reached the unverified listener:\n{out}"
+        );
+        assert_eq!(
+            connections.load(Ordering::SeqCst),
+            0,
+            "{vars} {flag:?}: pushscan connected to the unverified listener:\n{out}"
+        );
+        assert_ne!(o.status.code(), Some(0), "{out}");
+        assert!(
+            out.contains("without certificate validation is refused"),
+            "{vars} {flag:?}: no refusal in:\n{out}"
+        );
+    }
+}
+
 /// Files over WinRM only (`--smb off`): the same verdicts through the shell path, with a
 /// pushed, verified checker and nothing left but the kept files.
 #[test]

@@ -11,7 +11,9 @@
 //!
 //! Security choices, all deliberate: NTLMv2 with message sealing over HTTP by
 //! default; HTTPS verifies certificates (a private CA with `--ca-cert`);
-//! Basic only inside HTTPS; CredSSP is refused (it hands the operator's
+//! Basic only inside HTTPS whose certificate is verified (Basic hands the
+//! password itself to whoever answers, so an unverified peer is refused
+//! before any connection); CredSSP is refused (it hands the operator's
 //! password to a host that may be compromised). The password lives in a
 //! `SecretString` and in the two clients' memory; it is never on a command
 //! line, in a log, the journal or a report.
@@ -84,7 +86,8 @@ pub struct WinTarget {
 
 impl WinTarget {
     /// Reads the Ansible WinRM variables of `host`. Refusals (CredSSP,
-    /// Basic over HTTP, unknown values) are errors before any connection.
+    /// Basic over HTTP or over HTTPS without certificate validation, unknown
+    /// values) are errors before any connection.
     pub fn from_host(host: &Host) -> Result<WinTarget, String> {
         let var = |k: &str| -> Option<String> {
             host.vars.get(k).map(|v| match v {
@@ -148,6 +151,9 @@ impl WinTarget {
                 ))
             }
         };
+        if auth == WinAuth::Basic && !verify_tls {
+            return Err(BASIC_UNVERIFIED.into());
+        }
         let share = match var("pushscan_smb_share")
             .map(|s| s.to_ascii_uppercase())
             .as_deref()
@@ -184,6 +190,14 @@ impl WinTarget {
         })
     }
 }
+
+/// Why Basic is refused over HTTPS whose certificate is not checked: Basic
+/// sends the password itself (base64) in every request, and without a
+/// verified certificate "every request" goes to whoever answers the address.
+const BASIC_UNVERIFIED: &str = "Basic authentication over HTTPS without certificate \
+     validation is refused: it sends the password to whatever answers; verify the \
+     certificate (ansible_winrm_server_cert_validation: validate, --ca-cert for a private CA, \
+     no --insecure-skip-tls-verify) or use ntlm or kerberos";
 
 /// Sweep-wide WinRM/SMB settings (from the command line).
 #[derive(Debug, Clone)]
@@ -287,8 +301,18 @@ impl WinrmConnector {
     }
 
     fn client(&self, t: &WinTarget, login: &WinLogin) -> TResult<WinrmClient> {
+        let verified_tls = t.https && t.verify_tls && !self.opts.insecure;
         let auth_method = match t.auth {
             WinAuth::Ntlm => AuthMethod::Ntlm,
+            // Checked here too, where `--insecure-skip-tls-verify` is known,
+            // so no path builds a Basic client towards an unverified peer.
+            WinAuth::Basic if !verified_tls => {
+                return Err(TransportError::error(if t.https {
+                    BASIC_UNVERIFIED
+                } else {
+                    "Basic authentication over HTTP is refused: it sends the password in clear"
+                }))
+            }
             WinAuth::Basic => AuthMethod::Basic,
             WinAuth::Kerberos => {
                 if cfg!(feature = "kerberos") {
@@ -436,5 +460,69 @@ impl Connection for WinConnection {
             f.close().await;
         }
         self.remote.close().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(vars: &str) -> Result<WinTarget, String> {
+        let text = format!(
+            "all:\n  hosts:\n    w1:\n      ansible_host: 127.0.0.1\n      \
+             ansible_connection: winrm\n{vars}"
+        );
+        let inv = crate::inventory::parse_yaml(&text, Path::new("inv.yml"))
+            .map_err(|e| format!("inventory: {e:?}"))?;
+        let host = inv.hosts.first().ok_or("no host")?;
+        WinTarget::from_host(host)
+    }
+
+    #[test]
+    fn basic_needs_https_with_a_verified_certificate() {
+        let basic = "      ansible_winrm_transport: basic\n      ansible_winrm_scheme: https\n";
+        let t = target(basic).expect("Basic over verified HTTPS is allowed");
+        assert_eq!(
+            (t.auth, t.https, t.verify_tls),
+            (WinAuth::Basic, true, true)
+        );
+        let ignore = format!("{basic}      ansible_winrm_server_cert_validation: ignore\n");
+        let e = target(&ignore).expect_err("Basic with cert validation ignored");
+        assert!(
+            e.contains("without certificate validation is refused"),
+            "{e}"
+        );
+        // NTLM keeps working without validation (it never sends the password).
+        let ntlm = "      ansible_winrm_scheme: https\n      \
+                    ansible_winrm_server_cert_validation: ignore\n";
+        assert_eq!(target(ntlm).expect("ntlm").auth, WinAuth::Ntlm);
+    }
+
+    /// `--insecure-skip-tls-verify` is not in the inventory: the connector refuses a Basic
+    /// client itself, before building anything that could connect.
+    #[test]
+    fn the_connector_builds_no_basic_client_without_verification() {
+        let t = target("      ansible_winrm_transport: basic\n      ansible_winrm_scheme: https\n")
+            .expect("target");
+        let login = WinLogin {
+            user: "u".into(),
+            domain: String::new(),
+            password: SecretString::from("p"),
+        };
+        let insecure = WinrmConnector::new(WinrmOptions {
+            insecure: true,
+            ..WinrmOptions::default()
+        });
+        let e = insecure.client(&t, &login).err().expect("refused");
+        assert!(
+            e.message
+                .contains("without certificate validation is refused"),
+            "{e}"
+        );
+        let mut unverified = t.clone();
+        unverified.verify_tls = false;
+        let verified = WinrmConnector::new(WinrmOptions::default());
+        assert!(verified.client(&unverified, &login).is_err());
+        assert!(verified.client(&t, &login).is_ok(), "verified HTTPS builds");
     }
 }

@@ -2,9 +2,14 @@
 //! Windows host, `ADMIN$` (= `%windir%`, assumed `C:\Windows`) for paths
 //! under it and `C$`, `D$`, ... for the rest (or always, when configured).
 //!
-//! One SMB session per host, one tree per share, opened on first use. Reads
-//! are bounded before any data moves: a capped read asks the server for at
-//! most `cap` bytes and fails if the file is larger.
+//! One SMB session per host, one tree per share, opened on first use.
+//!
+//! Everything the server says is hostile, sizes included. A read is bounded
+//! by our cap, never by the size the server reports: the file is refused at
+//! its open when the server calls it larger than the cap, the bytes come in
+//! chunks that are counted against the cap as they arrive, and the number of
+//! READ answers is bounded so a server answering in slivers cannot hold the
+//! host. A listing stops reading the directory at [`MAX_ENTRIES`].
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -16,8 +21,18 @@ use smb2::{ClientConfig, ErrorKind, SmbClient, Tree};
 use crate::model::HostClass;
 use crate::transport::{EntryKind, RemoteEntry, TResult, TransportError};
 
-/// At most this many entries of a remote directory are considered.
+/// At most this many entries of a remote directory are read; the directory
+/// is not read further.
 const MAX_ENTRIES: usize = 10_000;
+/// A streamed read accepts at most one READ answer per this many bytes of the
+/// file (plus [`READ_ANSWER_SLACK`]): a real server answers each READ in full
+/// (512 KiB, or at least 64 KiB when credits are short), a hostile one that
+/// answers a byte at a time is cut off after a bounded number of round trips.
+const READ_GRAIN: u64 = 64 * 1024;
+const READ_ANSWER_SLACK: u64 = 16;
+/// The largest file [`SmbFiles::sha256`] hashes (a checker is a few MiB): a
+/// server calling a file larger is refused rather than streamed for hours.
+const MAX_HASHED: u64 = 1 << 30;
 /// Seconds between 1601-01-01 (FILETIME) and 1970-01-01.
 const FILETIME_UNIX_OFFSET: u64 = 11_644_473_600;
 
@@ -159,20 +174,15 @@ impl SmbFiles {
     }
 
     pub async fn sha256(&mut self, path: &str) -> TResult<Option<String>> {
-        let (share, rel) = self.map(path)?;
-        let (client, tree) = self.tree(&share).await?;
         // Chunk by chunk into the hash: a checker is never held whole in memory per host.
-        let mut download = match client.download(tree, &rel).await {
-            Ok(d) => d,
-            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(smb_error("smb read", &e)),
-        };
         let mut hash = Sha256::new();
-        while let Some(chunk) = download.next_chunk().await {
-            let chunk = chunk.map_err(|e| smb_error("smb read", &e))?;
-            hash.update(&chunk);
+        match self
+            .stream(path, MAX_HASHED, |chunk| hash.update(chunk))
+            .await?
+        {
+            None => Ok(None),
+            Some(_) => Ok(Some(hex::encode(hash.finalize()))),
         }
-        Ok(Some(hex::encode(hash.finalize())))
     }
 
     pub async fn install(&mut self, local: &Path, tmp: &str, dest: &str, pin: &str) -> TResult<()> {
@@ -219,73 +229,134 @@ impl SmbFiles {
     pub async fn list_dir(&mut self, dir: &str) -> TResult<Vec<RemoteEntry>> {
         let (share, rel) = self.map(dir)?;
         let (client, tree) = self.tree(&share).await?;
-        let entries = match client.list_directory(tree, &rel).await {
-            Ok(v) => v,
+        // One QUERY_DIRECTORY answer at a time, and no more once the cap is
+        // reached: a directory of a million entries (or a server that never
+        // says "no more files") costs what 10,000 entries cost.
+        let mut reader = match client.open_directory_reader(tree, &rel).await {
+            Ok(r) => r,
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
             Err(e) => return Err(smb_error("smb list", &e)),
         };
-        Ok(entries
-            .into_iter()
-            .filter(|e| e.name != "." && e.name != "..")
-            .take(MAX_ENTRIES)
-            .map(|e| RemoteEntry {
-                kind: if e.is_link() {
-                    EntryKind::Symlink
-                } else if e.is_directory {
-                    EntryKind::Dir
-                } else {
-                    EntryKind::File
-                },
-                size: e.size,
-                mtime: filetime_secs(e.modified.0),
-                name: e.name,
-            })
-            .collect())
+        let mut out = Vec::new();
+        while out.len() < MAX_ENTRIES {
+            let batch = match reader.next_batch().await {
+                Ok(Some(b)) => b,
+                Ok(None) => break,
+                Err(e) => return Err(smb_error("smb list", &e)),
+            };
+            let room = MAX_ENTRIES - out.len();
+            out.extend(
+                batch
+                    .into_iter()
+                    .filter(|e| e.name != "." && e.name != "..")
+                    .take(room)
+                    .map(|e| RemoteEntry {
+                        kind: if e.is_link() {
+                            EntryKind::Symlink
+                        } else if e.is_directory {
+                            EntryKind::Dir
+                        } else {
+                            EntryKind::File
+                        },
+                        size: e.size,
+                        mtime: filetime_secs(e.modified.0),
+                        name: e.name,
+                    }),
+            );
+        }
+        // A listing stopped at the cap drops the reader, which closes the
+        // directory handle without waiting for the answer.
+        Ok(out)
     }
 
     pub async fn read_file(&mut self, path: &str, cap: u64) -> TResult<Vec<u8>> {
-        let (share, rel) = self.map(path)?;
         let max_read = self
             .client
             .params()
             .map(|p| u64::from(p.max_read_size))
             .unwrap_or(65_536);
-        let (client, tree) = self.tree(&share).await?;
         if cap <= max_read {
-            // One CREATE+READ+CLOSE asking for at most `cap` bytes; a larger
-            // file is refused by the crate, not truncated.
+            let (share, rel) = self.map(path)?;
+            let (client, tree) = self.tree(&share).await?;
+            // One CREATE+READ+CLOSE asking for at most `cap` bytes; a file the
+            // CREATE calls larger is refused by the crate, not truncated.
             let conn = client.connection_mut();
-            return tree
+            let data = tree
                 .read_file_compound_sized(conn, &rel, cap.max(1))
                 .await
-                .map_err(|e| match e.kind() {
-                    _ if matches!(e, smb2::Error::FileTooLargeForSingleRead { .. }) => {
+                .map_err(|e| match e {
+                    smb2::Error::FileTooLargeForSingleRead { .. } => {
                         TransportError::error(format!("over the {cap}-byte cap; not fetched"))
                     }
                     _ => smb_error("smb read", &e),
-                });
+                })?;
+            // The READ answer is the server's word too: more than was asked
+            // for is refused, not trimmed.
+            if data.len() as u64 > cap {
+                return Err(TransportError::error(format!(
+                    "the server sent {} bytes for a read of at most {cap}; not fetched",
+                    data.len()
+                )));
+            }
+            return Ok(data);
         }
-        let info = client
-            .stat(tree, &rel)
-            .await
-            .map_err(|e| smb_error("smb stat", &e))?;
-        if info.size > cap {
-            return Err(TransportError::error(format!(
-                "{} bytes, over the {cap}-byte cap; not fetched",
-                info.size
-            )));
+        let mut data = Vec::new();
+        match self
+            .stream(path, cap, |chunk| data.extend_from_slice(chunk))
+            .await?
+        {
+            Some(_) => Ok(data),
+            None => Err(TransportError::error("smb read: no such file")),
         }
+    }
+
+    /// Reads `path` chunk by chunk into `sink`: `Ok(None)` when there is no
+    /// such file, else the number of bytes read, at most `cap`. The size the
+    /// server gives at the open is checked against `cap` before any READ,
+    /// each answer is counted against it as it lands (never more than was
+    /// asked for, so at most `cap` bytes pass), and the answers are bounded
+    /// in number ([`READ_GRAIN`]). The open handle is read, so a file that
+    /// grows after the open is read as it was then; nothing is sized by a
+    /// separate stat.
+    async fn stream(
+        &mut self,
+        path: &str,
+        cap: u64,
+        mut sink: impl FnMut(&[u8]),
+    ) -> TResult<Option<u64>> {
+        let (share, rel) = self.map(path)?;
         let (client, tree) = self.tree(&share).await?;
-        let data = client
-            .read_file_pipelined(tree, &rel)
-            .await
-            .map_err(|e| smb_error("smb read", &e))?;
-        if data.len() as u64 > cap {
+        let mut download = match client.download(tree, &rel).await {
+            Ok(d) => d,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(smb_error("smb read", &e)),
+        };
+        let size = download.size();
+        if size > cap {
+            // Dropping the download closes the handle; nothing was read.
             return Err(TransportError::error(format!(
-                "grew over the {cap}-byte cap while read"
+                "{size} bytes, over the {cap}-byte cap; not fetched"
             )));
         }
-        Ok(data)
+        let max_answers = size.div_ceil(READ_GRAIN).saturating_add(READ_ANSWER_SLACK);
+        let (mut total, mut answers) = (0u64, 0u64);
+        while let Some(chunk) = download.next_chunk().await {
+            let chunk = chunk.map_err(|e| smb_error("smb read", &e))?;
+            answers += 1;
+            total = total.saturating_add(chunk.len() as u64);
+            if total > cap {
+                return Err(TransportError::error(format!(
+                    "more than the {cap}-byte cap arrived; discarded"
+                )));
+            }
+            if answers > max_answers {
+                return Err(TransportError::error(format!(
+                    "the server answered {answers} READs for {size} bytes; read abandoned"
+                )));
+            }
+            sink(&chunk);
+        }
+        Ok(Some(total))
     }
 
     pub async fn is_dir(&mut self, path: &str) -> TResult<bool> {
@@ -351,4 +422,281 @@ fn smb_error(step: &str, e: &smb2::Error) -> TransportError {
         class,
         crate::sanitize::display(&format!("{step}: {text}"), 300),
     )
+}
+
+/// Against real Samba (the lab's `smbd`, on a loopback address of these tests' own): the
+/// attacks of a host that reports sizes it does not keep to, and of a directory larger than
+/// any listing should read.
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+    use std::net::{Ipv4Addr, SocketAddrV4, TcpListener};
+    use std::path::PathBuf;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::Arc;
+    use std::time::Instant;
+
+    use pushscan_lab::fleet::sys;
+    use pushscan_lab::samba;
+    use pushscan_lab::spec::SmbEncryption;
+
+    const USER: &str = pushscan_lab::spec::DEFAULT_USERNAME;
+    const PASSWORD: &str = "Lab-Passw0rd!smbfs";
+
+    /// A private smbd serving `ADMIN$`/`C$` of one host tree; killed on drop.
+    struct TestSamba {
+        pid: u32,
+        ip: Ipv4Addr,
+        /// Whether `ip` was added to `lo` for this smbd (Samba binds only an
+        /// address an interface carries), so it is removed again.
+        added_ip: bool,
+        port: u16,
+        /// The host's `C:\`.
+        c: PathBuf,
+        _dir: tempfile::TempDir,
+    }
+
+    impl Drop for TestSamba {
+        fn drop(&mut self) {
+            sys::kill_tree(&[self.pid], Duration::from_secs(3));
+            if self.added_ip {
+                let _ = sys::remove_lo_addresses(&[self.ip]);
+            }
+        }
+    }
+
+    fn free_port(ip: Ipv4Addr) -> u16 {
+        if TcpListener::bind(SocketAddrV4::new(ip, 445)).is_ok() {
+            return 445;
+        }
+        TcpListener::bind(SocketAddrV4::new(ip, 0))
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port")
+    }
+
+    fn start_samba(ip: Ipv4Addr) -> TestSamba {
+        for tool in ["smbd", "smbpasswd"] {
+            assert!(
+                sys::find_binary(tool).is_some(),
+                "`{tool}` not found: {}",
+                samba::INSTALL_HINT
+            );
+        }
+        samba::ensure_system_user(USER).expect("lab account (needs root)");
+        let added_ip = !sys::lo_addresses().expect("lo addresses").contains(&ip);
+        if added_ip {
+            sys::add_lo_addresses(&[ip]).expect("add the address to lo (needs root)");
+        }
+        let dir = tempfile::Builder::new()
+            .prefix("pushscan-smbfs-")
+            .tempdir()
+            .expect("temporary directory");
+        let cfg = samba::SambaConfig {
+            lab_dir: dir.path().to_path_buf(),
+            addresses: vec![ip],
+            wrong_password: Vec::new(),
+            port: free_port(ip),
+            encryption: SmbEncryption::Off,
+            username: USER.into(),
+            wine_drives: Vec::new(),
+        };
+        let paths = samba::write_config(&cfg).expect("smb.conf");
+        samba::set_password(&paths, USER, PASSWORD).expect("smbpasswd");
+        let smbd = samba::start(&cfg, &paths, &[]).expect("smbd starts");
+        let c = dir.path().join("hosts").join(ip.to_string()).join("C");
+        std::fs::create_dir_all(c.join("Windows/Temp/pushscan")).expect("host tree");
+        TestSamba {
+            pid: smbd.pid,
+            ip,
+            added_ip,
+            port: cfg.port,
+            c,
+            _dir: dir,
+        }
+    }
+
+    async fn login(addr: String) -> SmbFiles {
+        SmbFiles::connect(
+            SmbLogin {
+                addr,
+                user: USER,
+                domain: "",
+                password: PASSWORD,
+                timeout: Duration::from_secs(10),
+                require_encryption: false,
+            },
+            ShareMode::Admin,
+            r"C:\Windows\Temp\pushscan",
+        )
+        .await
+        .expect("SMB login to the test smbd")
+    }
+
+    /// The peak resident memory of this process so far, in MiB.
+    fn peak_rss_mib() -> u64 {
+        std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("VmHWM:"))
+                    .and_then(|l| l.split_whitespace().nth(1))
+                    .and_then(|kb| kb.parse::<u64>().ok())
+            })
+            .map_or(0, |kb| kb / 1024)
+    }
+
+    /// A local user makes a result file 8 TiB (sparse) and small again, over and over, while
+    /// pushscan reads it with the 64 MiB evidence cap (above the server's MaxReadSize, so the
+    /// chunked path). Sized by what the server said at one moment and read at another, a read
+    /// allocated the size seen at the open: 8 TiB, and the whole process aborted. Now every
+    /// read is the small file or a refusal naming the cap, and memory stays flat.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_file_swelling_between_size_and_read_is_refused_not_allocated() {
+        let smb = start_samba(Ipv4Addr::new(127, 0, 87, 1));
+        let local = smb.c.join("Windows/Temp/pushscan/result.txt");
+        std::fs::write(&local, b"small result text").expect("result file");
+        let mut files = login(format!("{}:{}", smb.ip, smb.port)).await;
+        let cap: u64 = 64 << 20;
+        assert!(
+            files
+                .client
+                .params()
+                .is_some_and(|p| u64::from(p.max_read_size) < cap),
+            "the cap must be above MaxReadSize for the chunked path"
+        );
+
+        let stop = Arc::new(AtomicBool::new(false));
+        let swells = Arc::new(AtomicU64::new(0));
+        let toggler = {
+            let (stop, swells, local) = (stop.clone(), swells.clone(), local.clone());
+            std::thread::spawn(move || {
+                let f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&local)
+                    .expect("open the result file");
+                // 8 TiB: within ext4's largest file, far over any memory.
+                f.set_len(1 << 43).expect("a sparse 8 TiB file");
+                while !stop.load(Ordering::Relaxed) {
+                    let _ = f.set_len(1 << 43);
+                    let _ = f.set_len(17);
+                    swells.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        };
+        let started = Instant::now();
+        let (mut small, mut refused) = (0u32, 0u32);
+        let path = r"C:\Windows\Temp\pushscan\result.txt";
+        while started.elapsed() < Duration::from_secs(8) && small + refused < 2_000 {
+            match files.read_file(path, cap).await {
+                Ok(data) => {
+                    assert!(
+                        data.len() as u64 <= cap,
+                        "{} bytes passed the cap",
+                        data.len()
+                    );
+                    small += 1;
+                }
+                Err(e) => {
+                    assert!(e.message.contains("cap"), "unexpected error: {}", e.message);
+                    refused += 1;
+                }
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        toggler.join().expect("toggler");
+        let peak = peak_rss_mib();
+        eprintln!(
+            "swelling file: {} reads in {:.1}s ({small} read small, {refused} refused over the \
+             cap), {} size flips, peak RSS {peak} MiB",
+            small + refused,
+            started.elapsed().as_secs_f64(),
+            swells.load(Ordering::Relaxed)
+        );
+        assert!(
+            refused > 0,
+            "the race was never hit: the test proves nothing"
+        );
+        assert!(peak < 512, "peak RSS {peak} MiB");
+        // The session is still good for the next file.
+        std::fs::write(&local, b"after").expect("rewrite");
+        assert_eq!(files.read_file(path, cap).await.expect("read"), b"after");
+        files.close().await;
+    }
+
+    /// A directory of 30,000 entries: the listing stops reading at 10,000 (one server answer
+    /// past it at most), so what crosses the wire is bounded by the cap, not by the directory.
+    /// A loopback relay between pushscan and smbd counts the bytes.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_listing_stops_reading_the_directory_at_the_cap() {
+        let smb = start_samba(Ipv4Addr::new(127, 0, 87, 2));
+        let dir = smb.c.join("Windows/Temp/pushscan/many");
+        std::fs::create_dir_all(&dir).expect("dir");
+        const N: usize = 30_000;
+        for i in 0..N {
+            std::fs::write(dir.join(format!("f{i:06}.txt")), b"").expect("entry");
+        }
+        // Relay: counts what the server sends.
+        let from_server = Arc::new(AtomicU64::new(0));
+        let relay = tokio::net::TcpListener::bind((smb.ip, 0))
+            .await
+            .expect("relay bind");
+        let relay_addr = relay.local_addr().expect("relay addr");
+        let upstream = SocketAddrV4::new(smb.ip, smb.port);
+        let counted = from_server.clone();
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = relay.accept().await {
+                let counted = counted.clone();
+                tokio::spawn(async move {
+                    let Ok(mut server) = tokio::net::TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    let (mut cr, mut cw) = client.split();
+                    let (mut sr, mut sw) = server.split();
+                    let up = tokio::io::copy(&mut cr, &mut sw);
+                    let down = async {
+                        let mut buf = vec![0u8; 64 * 1024];
+                        loop {
+                            let n = match tokio::io::AsyncReadExt::read(&mut sr, &mut buf).await {
+                                Ok(0) | Err(_) => break,
+                                Ok(n) => n,
+                            };
+                            counted.fetch_add(n as u64, Ordering::Relaxed);
+                            if tokio::io::AsyncWriteExt::write_all(&mut cw, &buf[..n])
+                                .await
+                                .is_err()
+                            {
+                                break;
+                            }
+                        }
+                    };
+                    let _ = tokio::join!(up, down);
+                });
+            }
+        });
+        let mut files = login(relay_addr.to_string()).await;
+        let before = from_server.load(Ordering::Relaxed);
+        let started = Instant::now();
+        let listed = files
+            .list_dir(r"C:\Windows\Temp\pushscan\many")
+            .await
+            .expect("list");
+        let took = started.elapsed();
+        let bytes = from_server.load(Ordering::Relaxed) - before;
+        // FileBothDirectoryInformation: 94 bytes + the UTF-16 name (11 characters), padded
+        // to 8: 120 bytes an entry; the whole directory would be 3.6 MB.
+        let whole = (N as u64) * 120;
+        eprintln!(
+            "listing a {N}-entry directory: {} entries kept, {bytes} bytes from the server \
+             (the whole directory is ~{whole}), {:.0} ms",
+            listed.len(),
+            took.as_secs_f64() * 1000.0
+        );
+        assert_eq!(listed.len(), MAX_ENTRIES);
+        assert!(
+            bytes < (MAX_ENTRIES as u64) * 120 + 256 * 1024,
+            "{bytes} bytes read for a capped listing (the whole directory is ~{whole})"
+        );
+        files.close().await;
+    }
 }

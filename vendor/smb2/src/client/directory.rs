@@ -66,6 +66,10 @@ impl ListOptions {
     }
 }
 
+/// How many QUERY_DIRECTORY answers in a row may hold no whole entry before
+/// [`DirectoryReader::next_batch`] gives up on the listing.
+const MAX_EMPTY_ANSWERS: u32 = 16;
+
 /// A directory listed one QUERY_DIRECTORY answer at a time.
 ///
 /// Each [`next_batch`](Self::next_batch) sends one QUERY_DIRECTORY and returns
@@ -194,6 +198,10 @@ impl DirectoryReader {
     /// Cancel-safe: a call dropped while its request is out leaves the request
     /// with the reader, and the next call picks up its answer.
     pub async fn next_batch(&mut self) -> Result<Option<Vec<DirectoryEntry>>> {
+        // Answers in a row that held no whole entry. A server may send one
+        // now and then, but one that never sends anything else (nor
+        // STATUS_NO_MORE_FILES) would keep this loop querying forever.
+        let mut empty_answers = 0u32;
         loop {
             match &mut self.state {
                 State::Done => return Ok(None),
@@ -221,6 +229,17 @@ impl DirectoryReader {
                             // whole entry; that's no batch to hand out.
                             if !entries.is_empty() {
                                 return Ok(Some(entries));
+                            }
+                            empty_answers += 1;
+                            if empty_answers >= MAX_EMPTY_ANSWERS {
+                                debug!(
+                                    "directory: {empty_answers} QUERY_DIRECTORY answers in a \
+                                     row held no entry, giving up"
+                                );
+                                self.start_close(Some(Error::invalid_data(format!(
+                                    "the server answered QUERY_DIRECTORY {empty_answers} times \
+                                     in a row with no entry and no end of listing"
+                                ))));
                             }
                         }
                         Ok(QueryStepOutcome::NoMoreFiles { bytes }) => {
@@ -514,6 +533,37 @@ mod tests {
         assert!(reader.next_batch().await.unwrap().is_none());
         reader.close().await.unwrap();
         assert_eq!(mock.sent_count(), 5);
+        mock.assert_fully_consumed();
+    }
+
+    /// A server that answers every QUERY_DIRECTORY with success and no whole
+    /// entry, never STATUS_NO_MORE_FILES, ends the listing with an error after
+    /// a bounded number of queries instead of holding the caller forever.
+    #[tokio::test]
+    async fn answers_without_entries_end_the_listing_after_a_bounded_number() {
+        let mock = Arc::new(MockTransport::new());
+        mock.queue_response(build_create_response(DIR, 0));
+        for _ in 0..super::MAX_EMPTY_ANSWERS {
+            mock.queue_response(build_query_directory_response(NtStatus::SUCCESS, vec![]));
+        }
+        mock.queue_response(build_close_response());
+
+        let conn = setup_connection(&mock);
+        let mut reader = test_tree()
+            .open_directory_reader(conn, "somedir")
+            .await
+            .unwrap();
+        let err = reader.next_batch().await.unwrap_err();
+        assert!(
+            err.to_string().contains("no entry and no end of listing"),
+            "{err}"
+        );
+        let queries = sent_commands(&mock)
+            .into_iter()
+            .filter(|c| *c == Command::QueryDirectory)
+            .count();
+        assert_eq!(queries, super::MAX_EMPTY_ANSWERS as usize);
+        assert_eq!(sent_commands(&mock).last(), Some(&Command::Close));
         mock.assert_fully_consumed();
     }
 
