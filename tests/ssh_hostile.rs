@@ -1,5 +1,6 @@
-//! The SSH transport against hosts that work against it: a real OpenSSH sshd that shows a
-//! host key of another type than the one known_hosts holds for it.
+//! The SSH transport against hosts that work against it: a real OpenSSH sshd that accepts
+//! only passwords, and a real sshd that shows a host key of another type than the one
+//! known_hosts holds for it.
 
 mod common;
 
@@ -112,6 +113,114 @@ struct Swept {
     code: Option<i32>,
     hosts: BTreeMap<String, Value>,
     stderr: String,
+}
+
+/// sshd's record of password attempts: it logs every one, right or wrong, at its default
+/// level ("Accepted password for ..." / "Failed password for ...").
+fn password_requests(fleet: &SshFleet) -> usize {
+    fleet
+        .sshd_log()
+        .lines()
+        .filter(|l| l.contains("password for"))
+        .count()
+}
+
+/// A host that refuses public keys is not sent the password unless the inventory opts it in
+/// (`pushscan_ssh_password_auth: true`), as the real sshd's log proves; `pushscan plan` says
+/// which hosts get it.
+#[test]
+fn password_goes_only_to_hosts_the_inventory_opts_in() {
+    let secret = "Pw-hostile-test-5521";
+    let fleet = SshFleet::start_with(FleetOptions {
+        password: Some(secret.to_string()),
+        extra_config: vec!["PubkeyAuthentication no".into()],
+        ..FleetOptions::hosts(2)
+    });
+    let inventory = format!(
+        "[fleet]\nkeysonly ansible_host={a} ansible_port={port} pushscan_dir=@ROOT@/k\n\
+         optedin ansible_host={b} ansible_port={port} pushscan_dir=@ROOT@/o pushscan_ssh_password_auth=true\n",
+        a = fleet.addresses[0],
+        b = fleet.addresses[1],
+        port = fleet.port
+    );
+    let sweep = Sweep::new(&inventory);
+
+    let plan = sweep.command("plan").output().expect("run pushscan plan");
+    let plan_text = String::from_utf8_lossy(&plan.stdout);
+    assert!(plan.status.success(), "plan: {plan_text}");
+    let line = |host: &str| {
+        plan_text
+            .lines()
+            .find(|l| l.trim_start().starts_with(host))
+            .unwrap_or_else(|| panic!("{host} in the plan:\n{plan_text}"))
+            .to_string()
+    };
+    assert!(line("optedin").contains("password offered"), "{plan_text}");
+    assert!(!line("keysonly").contains("password"), "{plan_text}");
+
+    // Only the host not opted in: its key is known, it refuses our key, the password is set.
+    let before = password_requests(&fleet);
+    let r = sweep.sweep(
+        &fleet.known_hosts,
+        &[
+            "-k",
+            &fleet.client_key.display().to_string(),
+            "--limit",
+            "keysonly",
+        ],
+        Some(secret),
+    );
+    assert_eq!(r.code, Some(2), "{}", r.stderr);
+    let host = &r.hosts["keysonly"];
+    assert_eq!(host["status"], "auth_failed", "{host}");
+    assert!(
+        host["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("pushscan_ssh_password_auth"),
+        "the reason names the opt-in: {host}"
+    );
+    let log = fleet.sshd_log();
+    assert!(
+        log.contains(&format!("on {} port {}", fleet.addresses[0], fleet.port)),
+        "the sweep reached the host's sshd:\n{log}"
+    );
+    assert_eq!(
+        password_requests(&fleet),
+        before,
+        "the password never reached the host that was not opted in:\n{log}"
+    );
+
+    // The opted-in host gets it (and only through the one attempt).
+    let r = sweep.sweep(
+        &fleet.known_hosts,
+        &[
+            "-k",
+            &fleet.client_key.display().to_string(),
+            "--limit",
+            "optedin",
+        ],
+        Some(secret),
+    );
+    assert_eq!(r.hosts["optedin"]["status"], "not_detected", "{}", r.stderr);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert_eq!(password_requests(&fleet), before + 1);
+    assert!(!fleet.sshd_log().contains(secret));
+}
+
+/// A bad value for the opt-in is refused when the inventory is read, before any connection.
+#[test]
+fn password_auth_opt_in_must_be_a_boolean() {
+    let sweep = Sweep::new(
+        "h ansible_host=127.0.0.1 ansible_port=1 pushscan_ssh_password_auth=sometimes\n",
+    );
+    let out = sweep.command("plan").output().expect("run pushscan plan");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("pushscan_ssh_password_auth") && err.contains("true or false"),
+        "{err}"
+    );
 }
 
 /// known_hosts holds the host's ed25519 key; the host (a real sshd) shows only an RSA key.

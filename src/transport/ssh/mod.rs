@@ -46,6 +46,9 @@ pub struct SshTarget {
     pub port: u16,
     pub user: String,
     pub key_file: Option<PathBuf>,
+    /// The inventory opts this host in to password authentication
+    /// (`pushscan_ssh_password_auth`); without it the password is never offered.
+    pub password_auth: bool,
 }
 
 /// Shared by every SSH connection of a sweep: client config, credentials and
@@ -240,7 +243,17 @@ impl SshConnector {
                 return done;
             }
         }
-        if let Some(pw) = &self.creds.ssh_password {
+        // The password goes only to hosts the inventory names for it: offered as a fallback,
+        // it would reach any host whose key is known and that refuses our keys, a compromised
+        // one included.
+        match &self.creds.ssh_password {
+            Some(_) if !t.password_auth => tried.push(format!(
+                "not the password (offered only to hosts with {}: true)",
+                crate::inventory::SSH_PASSWORD_AUTH_VAR
+            )),
+            _ => {}
+        }
+        if let Some(pw) = self.creds.ssh_password.as_ref().filter(|_| t.password_auth) {
             let res = handle
                 .authenticate_password(&t.user, pw.clone())
                 .await
