@@ -1,15 +1,22 @@
-//! The SSH transport against hosts that work against it: a real OpenSSH sshd that accepts
-//! only passwords, and a real sshd that shows a host key of another type than the one
-//! known_hosts holds for it.
+//! The SSH transport against hosts that work against it: a hostile SFTP server that never
+//! ends a directory listing (started here on loopback, russh's server side), a real OpenSSH
+//! sshd that accepts only passwords, and a real sshd that shows a host key of another type
+//! than the one known_hosts holds for it.
 
 mod common;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use common::sshd::{FleetOptions, SshFleet};
 use serde_json::Value;
+
+use pushscan::transport::ssh::{SshConnector, SshTarget};
+use pushscan::transport::{Connection as _, Credentials};
 
 const CHECKER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/lab/checker/emocheck-sim.sh");
 
@@ -26,6 +33,251 @@ fn keygen(path: &Path, kind: &str) {
         "ssh-keygen failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// Peak resident memory of this process so far (`VmHWM`), in KiB.
+fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|n| n.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+// ---------------------------------------------------------------------------------------------
+// A hostile SFTP server: accepts any key, then serves a directory that never ends.
+// ---------------------------------------------------------------------------------------------
+
+/// Names the hostile server puts in each SFTP reply.
+const PER_REPLY: u64 = 500;
+/// Entries the hostile directory holds before it says "end" (the review's 3,000,000).
+const HOSTILE_ENTRIES: u64 = 3_000_000;
+
+#[derive(Clone)]
+struct HostileSsh {
+    served: Arc<AtomicU64>,
+    channels: Arc<std::sync::Mutex<HashMap<russh::ChannelId, russh::Channel<russh::server::Msg>>>>,
+}
+
+impl russh::server::Handler for HostileSsh {
+    type Error = russh::Error;
+
+    async fn auth_publickey(
+        &mut self,
+        _user: &str,
+        _key: russh::server::VerifiedPublicKey<'_>,
+    ) -> Result<russh::server::Auth, Self::Error> {
+        Ok(russh::server::Auth::Accept)
+    }
+
+    async fn channel_open_session(
+        &mut self,
+        channel: russh::Channel<russh::server::Msg>,
+        reply: russh::server::ChannelOpenHandle,
+        _session: &mut russh::server::Session,
+    ) -> Result<(), Self::Error> {
+        if let Ok(mut c) = self.channels.lock() {
+            c.insert(channel.id(), channel);
+        }
+        reply.accept().await;
+        Ok(())
+    }
+
+    async fn subsystem_request(
+        &mut self,
+        id: russh::ChannelId,
+        name: &str,
+        session: &mut russh::server::Session,
+    ) -> Result<(), Self::Error> {
+        let channel = self.channels.lock().ok().and_then(|mut c| c.remove(&id));
+        match channel {
+            Some(ch) if name == "sftp" => {
+                session.channel_success(id)?;
+                let sftp = EndlessDir {
+                    served: self.served.clone(),
+                };
+                tokio::spawn(russh_sftp::server::run(ch.into_stream(), sftp));
+            }
+            _ => session.channel_failure(id)?,
+        }
+        Ok(())
+    }
+}
+
+struct EndlessDir {
+    served: Arc<AtomicU64>,
+}
+
+impl russh_sftp::server::Handler for EndlessDir {
+    type Error = russh_sftp::protocol::StatusCode;
+
+    fn unimplemented(&self) -> Self::Error {
+        russh_sftp::protocol::StatusCode::OpUnsupported
+    }
+
+    async fn init(
+        &mut self,
+        _version: u32,
+        _extensions: HashMap<String, String>,
+    ) -> Result<russh_sftp::protocol::Version, Self::Error> {
+        Ok(russh_sftp::protocol::Version::new())
+    }
+
+    async fn opendir(
+        &mut self,
+        id: u32,
+        path: String,
+    ) -> Result<russh_sftp::protocol::Handle, Self::Error> {
+        Ok(russh_sftp::protocol::Handle { id, handle: path })
+    }
+
+    async fn readdir(
+        &mut self,
+        id: u32,
+        _handle: String,
+    ) -> Result<russh_sftp::protocol::Name, Self::Error> {
+        let start = self.served.fetch_add(PER_REPLY, Ordering::SeqCst);
+        if start >= HOSTILE_ENTRIES {
+            return Err(russh_sftp::protocol::StatusCode::Eof);
+        }
+        let files = (start..start + PER_REPLY)
+            .map(|i| russh_sftp::protocol::File {
+                filename: format!("r{i:08}_emocheck.txt"),
+                longname: String::new(),
+                attrs: russh_sftp::protocol::FileAttributes {
+                    size: Some(100),
+                    permissions: Some(0o100600),
+                    mtime: Some(1_700_000_000),
+                    ..Default::default()
+                },
+            })
+            .collect();
+        Ok(russh_sftp::protocol::Name { id, files })
+    }
+
+    async fn close(
+        &mut self,
+        id: u32,
+        _handle: String,
+    ) -> Result<russh_sftp::protocol::Status, Self::Error> {
+        Ok(russh_sftp::protocol::Status {
+            id,
+            status_code: russh_sftp::protocol::StatusCode::Ok,
+            error_message: "Ok".into(),
+            language_tag: "en-US".into(),
+        })
+    }
+}
+
+/// The SFTP fallback's listing stops at the entry cap against a host whose directory
+/// never ends: it asks for no more than one reply past the cap, and its time and memory do
+/// not grow with what the host offers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sftp_listing_stops_at_the_cap_against_a_hostile_server() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let host_key = dir.path().join("host_ed25519");
+    let client_key = dir.path().join("client_ed25519");
+    keygen(&host_key, "ed25519");
+    keygen(&client_key, "ed25519");
+    let host_private = russh::keys::load_secret_key(&host_key, None).expect("host key");
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind loopback");
+    let port = listener.local_addr().expect("local addr").port();
+    let host_pub = std::fs::read_to_string(host_key.with_extension("pub")).expect("host pub");
+    let mut parts = host_pub.split_whitespace();
+    let known_hosts = dir.path().join("known_hosts");
+    std::fs::write(
+        &known_hosts,
+        format!(
+            "[127.0.0.1]:{port} {} {}\n",
+            parts.next().expect("key type"),
+            parts.next().expect("key")
+        ),
+    )
+    .expect("write known_hosts");
+
+    let served = Arc::new(AtomicU64::new(0));
+    let handler = HostileSsh {
+        served: served.clone(),
+        channels: Arc::default(),
+    };
+    let config = Arc::new(russh::server::Config {
+        keys: vec![host_private],
+        auth_rejection_time: Duration::from_millis(10),
+        ..Default::default()
+    });
+    tokio::spawn(async move {
+        if let Ok((stream, _)) = listener.accept().await {
+            if let Ok(session) = russh::server::run_stream(config, stream, handler).await {
+                let _ = session.await;
+            }
+        }
+    });
+
+    let connector = SshConnector::new(Credentials {
+        known_hosts: Some(known_hosts),
+        default_key_files: vec![client_key],
+        connect_timeout: Duration::from_secs(10),
+        ..Default::default()
+    });
+    let target = SshTarget {
+        address: "127.0.0.1".into(),
+        port,
+        user: "pushscan".into(),
+        key_file: None,
+        password_auth: false,
+    };
+    let mut conn = connector
+        .connect(&target)
+        .await
+        .expect("connect to the hostile server");
+
+    let rss_before = peak_rss_kib();
+    let start = Instant::now();
+    let listed = tokio::time::timeout(Duration::from_secs(60), conn.list_dir("/tmp/reports")).await;
+    let elapsed = start.elapsed();
+    let rss_after = peak_rss_kib();
+    let served = served.load(Ordering::SeqCst);
+    eprintln!(
+        "hostile SFTP listing: {:.2}s, {served} entries served, peak RSS {rss_before} -> {rss_after} KiB",
+        elapsed.as_secs_f64()
+    );
+    let listed = listed.unwrap_or_else(|_| {
+        panic!(
+            "the listing did not stop within 60 s ({served} of {HOSTILE_ENTRIES} entries \
+             served): it is reading past the cap"
+        )
+    });
+    let err = match listed {
+        Ok(v) => panic!(
+            "a directory of {HOSTILE_ENTRIES} entries was listed ({} entries kept)",
+            v.len()
+        ),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        err.contains("more than 10000 entries"),
+        "refused at the cap: {err}"
+    );
+    assert!(
+        served <= 10_000 + 2 * PER_REPLY,
+        "no request past the cap: {served} entries served"
+    );
+    assert!(
+        elapsed < Duration::from_secs(15),
+        "bounded time: {elapsed:?}"
+    );
+    assert!(
+        rss_after.saturating_sub(rss_before) < 64 * 1024,
+        "bounded memory: peak RSS grew {rss_before} -> {rss_after} KiB"
+    );
+    conn.close().await;
 }
 
 // ---------------------------------------------------------------------------------------------

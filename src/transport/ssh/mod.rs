@@ -21,9 +21,8 @@ use async_trait::async_trait;
 use russh::client::{self, AuthResult, Handle};
 use russh::keys::{HashAlg, PrivateKey, PrivateKeyWithHashAlg, PublicKey};
 use russh::{ChannelMsg, Disconnect};
-use russh_sftp::client::SftpSession;
-use russh_sftp::protocol::{FileType, StatusCode};
-use tokio::io::AsyncReadExt;
+use russh_sftp::client::RawSftpSession;
+use russh_sftp::protocol::{FileAttributes, FileType, OpenFlags, StatusCode};
 
 mod script;
 
@@ -36,6 +35,14 @@ use crate::model::HostClass;
 
 /// Most entries we accept from one remote directory listing.
 const MAX_LIST_ENTRIES: usize = 10_000;
+/// The SFTP listing's other bounds: the longest name, all names together, and the whole
+/// listing's time (each request has its own 60 s besides). The entry cap alone would let a
+/// host send 10,000 names of 256 KiB, or answer each request just before its timeout.
+const MAX_LIST_NAME: usize = 4096;
+const MAX_LIST_NAME_BYTES: usize = 8 << 20;
+const LIST_TIMEOUT: Duration = Duration::from_secs(120);
+/// Bytes asked for per SFTP read of a result file.
+const READ_CHUNK: u32 = 64 * 1024;
 /// Marker the run wrapper prints on stderr so we can kill the process group.
 const PID_MARKER: &str = "PUSHSCAN_PID=";
 
@@ -430,7 +437,10 @@ impl client::Handler for Checker {
 /// One authenticated SSH session to a host.
 pub struct SshConnection {
     handle: Handle<Checker>,
-    sftp: Option<SftpSession>,
+    /// The SFTP fallback, spoken request by request so that every reply the host sends is
+    /// bounded by our caps (russh-sftp's `read_dir` keeps every entry until the host says
+    /// the directory ended).
+    sftp: Option<RawSftpSession>,
     /// The staged run between `begin_run` and `finish_run`.
     pending: Option<RunChannel>,
 }
@@ -870,7 +880,7 @@ impl SshConnection {
         Ok(out)
     }
 
-    async fn sftp(&mut self) -> TResult<&SftpSession> {
+    async fn sftp(&mut self) -> TResult<&RawSftpSession> {
         if self.sftp.is_none() {
             let ch = self
                 .handle
@@ -887,10 +897,10 @@ impl SshConnection {
                 request_timeout_secs: 60,
                 ..Default::default()
             };
-            let s = SftpSession::new_with_config(ch.into_stream(), cfg)
+            let s = RawSftpSession::new_with_config(ch.into_stream(), cfg);
+            s.init()
                 .await
                 .map_err(|e| TransportError::error(format!("SFTP start failed: {e}")))?;
-            s.set_timeout(60);
             self.sftp = Some(s);
         }
         self.sftp
@@ -946,6 +956,102 @@ impl SshConnection {
         );
         let _ = tokio::time::timeout(Duration::from_secs(15), self.run_small(&cmd, None)).await;
     }
+}
+
+/// Reads an open SFTP directory `handle` until the host says it ended, failing as soon as
+/// the entries pass `MAX_LIST_ENTRIES` or a name or all names pass their caps: what is held
+/// is bounded by our caps whatever the host sends, and nothing past the cap is asked for.
+async fn read_listing(sftp: &RawSftpSession, handle: &str, dir: &str) -> TResult<Vec<RemoteEntry>> {
+    let mut out = Vec::new();
+    let mut name_bytes = 0usize;
+    // Every name received counts, `.` and `..` too: skipped ones must not make an endless
+    // stream of them free.
+    let mut received = 0usize;
+    loop {
+        let batch = match sftp.readdir(handle).await {
+            Ok(name) => name.files,
+            Err(e) if is_status(&e, StatusCode::Eof) => return Ok(out),
+            Err(e) => return Err(TransportError::error(format!("cannot list {dir}: {e}"))),
+        };
+        // SFTP answers a read with one name or more; an empty answer would repeat forever.
+        if batch.is_empty() {
+            return Err(TransportError::error(format!(
+                "listing {dir}: the host answered with no entry and no end; abandoned"
+            )));
+        }
+        for f in batch {
+            received += 1;
+            if out.len() >= MAX_LIST_ENTRIES || received > MAX_LIST_ENTRIES + 2 {
+                return Err(TransportError::error(format!(
+                    "{dir} holds more than {MAX_LIST_ENTRIES} entries; refusing to list it"
+                )));
+            }
+            name_bytes += f.filename.len();
+            if f.filename.len() > MAX_LIST_NAME || name_bytes > MAX_LIST_NAME_BYTES {
+                return Err(TransportError::error(format!(
+                    "{dir}: a name over {MAX_LIST_NAME} bytes or names over \
+                     {MAX_LIST_NAME_BYTES} bytes in all; refusing to list it"
+                )));
+            }
+            if f.filename == "." || f.filename == ".." {
+                continue;
+            }
+            let kind = match f.attrs.file_type() {
+                FileType::File => EntryKind::File,
+                FileType::Dir => EntryKind::Dir,
+                FileType::Symlink => EntryKind::Symlink,
+                FileType::Other => EntryKind::Other,
+            };
+            out.push(RemoteEntry {
+                kind,
+                size: f.attrs.size.unwrap_or(0),
+                mtime: f.attrs.mtime.map(u64::from),
+                name: f.filename,
+            });
+        }
+    }
+}
+
+/// Reads the open file `handle` (`size` bytes by its lstat) to its end, failing once more
+/// than `cap` bytes came: a host that lied about the size, or grows the file, or answers
+/// with more than it was asked for, costs at most `cap` plus one reply.
+async fn read_capped(
+    sftp: &RawSftpSession,
+    handle: &str,
+    path: &str,
+    size: u64,
+    cap: u64,
+) -> TResult<Vec<u8>> {
+    // Re-check on the open handle: a name swapped for a symlink between lstat and open
+    // shows up as a different file here.
+    if let Ok(a) = sftp.fstat(handle).await {
+        let m = a.attrs;
+        if !matches!(m.file_type(), FileType::File) || m.size.unwrap_or(0) > cap {
+            return Err(TransportError::error(format!(
+                "{path} changed while being opened; not read"
+            )));
+        }
+    }
+    let mut buf: Vec<u8> = Vec::with_capacity(size.min(cap) as usize);
+    loop {
+        let data = match sftp.read(handle, buf.len() as u64, READ_CHUNK).await {
+            Ok(d) => d.data,
+            Err(e) if is_status(&e, StatusCode::Eof) => break,
+            Err(e) => return Err(TransportError::error(format!("cannot read {path}: {e}"))),
+        };
+        if data.is_empty() {
+            return Err(TransportError::error(format!(
+                "reading {path}: the host answered with no data and no end; abandoned"
+            )));
+        }
+        buf.extend_from_slice(&data);
+        if buf.len() as u64 > cap {
+            return Err(TransportError::error(format!(
+                "{path} grew past the {cap}-byte cap while being read; discarded"
+            )));
+        }
+    }
+    Ok(buf)
 }
 
 fn is_status(e: &russh_sftp::client::error::Error, code: StatusCode) -> bool {
@@ -1128,41 +1234,29 @@ impl Connection for SshConnection {
 
     async fn list_dir(&mut self, dir: &str) -> TResult<Vec<RemoteEntry>> {
         let sftp = self.sftp().await?;
-        let rd = match sftp.read_dir(dir).await {
-            Ok(rd) => rd,
+        let handle = match sftp.opendir(dir).await {
+            Ok(h) => h.handle,
             Err(e) if is_status(&e, StatusCode::NoSuchFile) => return Ok(Vec::new()),
             Err(e) => return Err(TransportError::error(format!("cannot list {dir}: {e}"))),
         };
-        let mut out = Vec::new();
-        for entry in rd {
-            if out.len() >= MAX_LIST_ENTRIES {
-                return Err(TransportError::error(format!(
-                    "{dir} holds more than {MAX_LIST_ENTRIES} entries; refusing to list it"
-                )));
-            }
-            let meta = entry.metadata();
-            let kind = match entry.file_type() {
-                FileType::File => EntryKind::File,
-                FileType::Dir => EntryKind::Dir,
-                FileType::Symlink => EntryKind::Symlink,
-                FileType::Other => EntryKind::Other,
-            };
-            out.push(RemoteEntry {
-                name: entry.file_name(),
-                kind,
-                size: meta.size.unwrap_or(0),
-                mtime: meta.mtime.map(u64::from),
-            });
+        let listed = tokio::time::timeout(LIST_TIMEOUT, read_listing(sftp, &handle, dir)).await;
+        let _ = sftp.close(handle).await;
+        match listed {
+            Ok(r) => r,
+            Err(_) => Err(TransportError::error(format!(
+                "listing {dir} took more than {}s; abandoned",
+                LIST_TIMEOUT.as_secs()
+            ))),
         }
-        Ok(out)
     }
 
     async fn read_file(&mut self, path: &str, cap: u64) -> TResult<Vec<u8>> {
         let sftp = self.sftp().await?;
         let meta = sftp
-            .symlink_metadata(path)
+            .lstat(path)
             .await
-            .map_err(|e| TransportError::error(format!("cannot stat {path}: {e}")))?;
+            .map_err(|e| TransportError::error(format!("cannot stat {path}: {e}")))?
+            .attrs;
         if !matches!(meta.file_type(), FileType::File) {
             return Err(TransportError::error(format!(
                 "{path} is not a regular file (symlink or special); not read"
@@ -1174,36 +1268,20 @@ impl Connection for SshConnection {
                 "{path} is {size} bytes, over the {cap}-byte cap; not fetched"
             )));
         }
-        let file = sftp
-            .open(path)
+        let handle = sftp
+            .open(path, OpenFlags::READ, FileAttributes::empty())
             .await
-            .map_err(|e| TransportError::error(format!("cannot open {path}: {e}")))?;
-        // Re-check on the open handle: a name swapped for a symlink between
-        // lstat and open shows up as a different file here.
-        if let Ok(m) = file.metadata().await {
-            if !matches!(m.file_type(), FileType::File) || m.size.unwrap_or(0) > cap {
-                return Err(TransportError::error(format!(
-                    "{path} changed while being opened; not read"
-                )));
-            }
-        }
-        let mut buf = Vec::with_capacity(size.min(cap) as usize);
-        file.take(cap + 1)
-            .read_to_end(&mut buf)
-            .await
-            .map_err(|e| TransportError::error(format!("cannot read {path}: {e}")))?;
-        if buf.len() as u64 > cap {
-            return Err(TransportError::error(format!(
-                "{path} grew past the {cap}-byte cap while being read; discarded"
-            )));
-        }
-        Ok(buf)
+            .map_err(|e| TransportError::error(format!("cannot open {path}: {e}")))?
+            .handle;
+        let read = read_capped(sftp, &handle, path, size, cap).await;
+        let _ = sftp.close(handle).await;
+        read
     }
 
     async fn remove_file(&mut self, path: &str) -> TResult<()> {
         let sftp = self.sftp().await?;
-        match sftp.remove_file(path).await {
-            Ok(()) => Ok(()),
+        match sftp.remove(path).await {
+            Ok(_) => Ok(()),
             Err(e) if is_status(&e, StatusCode::NoSuchFile) => Ok(()),
             Err(e) => Err(TransportError::error(format!("cannot remove {path}: {e}"))),
         }
@@ -1211,8 +1289,8 @@ impl Connection for SshConnection {
 
     async fn remove_dir_if_empty(&mut self, path: &str) -> TResult<bool> {
         let sftp = self.sftp().await?;
-        match sftp.remove_dir(path).await {
-            Ok(()) => Ok(true),
+        match sftp.rmdir(path).await {
+            Ok(_) => Ok(true),
             Err(e) if is_status(&e, StatusCode::NoSuchFile) => Ok(true),
             Err(_) => Ok(false),
         }
@@ -1220,7 +1298,7 @@ impl Connection for SshConnection {
 
     async fn close(&mut self) {
         if let Some(s) = self.sftp.take() {
-            let _ = s.close().await;
+            let _ = s.close_session();
         }
         let _ = self
             .handle
