@@ -1083,6 +1083,7 @@ fn floor_child(args: &Args) -> ExitCode {
                 port: it.next()?.parse().ok()?,
                 user: user.clone(),
                 key_file: None,
+                password_auth: false,
             })
         })
         .collect();

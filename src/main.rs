@@ -621,7 +621,8 @@ struct ConnArgs {
     /// Trust and record keys of hosts not yet in known_hosts (a changed key still fails).
     #[arg(long)]
     accept_new_host_keys: bool,
-    /// Prompt for the password (SSH: else PUSHSCAN_SSH_PASSWORD is used if set;
+    /// Prompt for the password (SSH: else PUSHSCAN_SSH_PASSWORD is used if set, and offered
+    /// only to hosts with the inventory var pushscan_ssh_password_auth: true;
     /// Windows: else PUSHSCAN_PASSWORD).
     #[arg(long)]
     ask_pass: bool,

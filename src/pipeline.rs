@@ -325,6 +325,7 @@ pub(crate) async fn connect(
                     .clone()
                     .unwrap_or_else(|| ctx.default_user.clone()),
                 key_file: host.key_file.clone(),
+                password_auth: host.ssh_password_auth(),
             };
             Ok(Box::new(ctx.ssh.connect(&target).await?))
         }

@@ -66,6 +66,9 @@ pub struct HostLine {
     pub checker_path: String,
     pub run_dir: String,
     pub args: Vec<String>,
+    /// SSH: the inventory lets the password (`--ask-pass`, `PUSHSCAN_SSH_PASSWORD`) be offered
+    /// to this host (`pushscan_ssh_password_auth`); no other host is ever sent it.
+    pub password_auth: bool,
     /// Which build goes to the host: `main`, or `x64/x86 by architecture` when the playbook
     /// names both (decided on the host, once connected).
     pub build: &'static str,
@@ -144,6 +147,7 @@ fn host_line(pb: &Playbook, p: &HostPlan) -> HostLine {
         checker_path: p.checker_path.clone(),
         run_dir: p.run_dir.clone(),
         args: p.args.clone(),
+        password_auth: h.connection == ConnKind::Ssh && h.ssh_password_auth(),
         build: if pb.x86.is_some() && p.win.is_some() {
             "x64/x86 by architecture"
         } else {
@@ -205,11 +209,16 @@ pub fn to_text(p: &Plan) -> String {
         for h in &w.hosts {
             let _ = writeln!(
                 out,
-                "  {:<24} {:<16} {}{}{}  → {}",
+                "  {:<24} {:<16} {}{}{}{}  → {}",
                 display(&h.name, 80),
                 display(&h.address, 80),
                 h.transport,
                 h.port.map(|p| format!(":{p}")).unwrap_or_default(),
+                if h.password_auth {
+                    ", password offered"
+                } else {
+                    ""
+                },
                 h.files
                     .as_deref()
                     .map(|f| format!(", files {}", display(f, 120)))

@@ -675,7 +675,7 @@ fn password_from_environment_authenticates_and_never_reaches_argv_or_logs() {
     std::fs::write(
         root.path().join("hosts.ini"),
         format!(
-            "pw ansible_host={} ansible_port={} pushscan_dir={}/pw\n",
+            "pw ansible_host={} ansible_port={} pushscan_dir={}/pw pushscan_ssh_password_auth=true\n",
             fleet.addresses[0],
             fleet.port,
             root.path().display()

@@ -135,6 +135,18 @@ pub struct Inventory {
     pub groups: BTreeMap<String, Group>,
 }
 
+impl Host {
+    /// Whether the inventory lets the SSH transport offer the password to this host
+    /// ([`SSH_PASSWORD_AUTH_VAR`]); anything but a true value (checked when the inventory is
+    /// read) means no.
+    pub fn ssh_password_auth(&self) -> bool {
+        self.vars
+            .get(SSH_PASSWORD_AUTH_VAR)
+            .and_then(bool_value)
+            .unwrap_or(false)
+    }
+}
+
 impl Inventory {
     /// Select hosts with Ansible `--limit` semantics; see `pattern.rs`.
     pub fn select(&self, pattern: &str) -> Result<Vec<&Host>, InventoryError> {
@@ -448,6 +460,11 @@ const PORT_VARS: &[&str] = &["ansible_port", "ansible_ssh_port", "ansible_winrm_
 const HOST_VARS: &[&str] = &["ansible_host", "ansible_ssh_host", "ansible_winrm_host"];
 const USER_VARS: &[&str] = &["ansible_user", "ansible_ssh_user", "ansible_winrm_user"];
 const CONNECTION_VAR: &str = "ansible_connection";
+/// Per host or group: `true` lets the SSH transport offer the password (`--ask-pass`,
+/// `PUSHSCAN_SSH_PASSWORD`) to this host. Off by default: a password sent is a password the
+/// host, if compromised, now holds, so it goes only where the inventory says so, never as a
+/// fallback when public keys are refused.
+pub const SSH_PASSWORD_AUTH_VAR: &str = "pushscan_ssh_password_auth";
 const PRIORITY_VAR: &str = "ansible_group_priority";
 
 /// Jinja markers: pushscan has no template engine, so such a value would
@@ -475,6 +492,24 @@ fn port_value(value: &Value) -> Option<u16> {
         _ => return None,
     };
     u16::try_from(n).ok().filter(|p| *p != 0)
+}
+
+/// A yes/no setting as Ansible's `boolean` reads it (an INI value arrives as text).
+fn bool_value(value: &Value) -> Option<bool> {
+    match value {
+        Value::Bool(b) => Some(*b),
+        Value::Number(n) => match n.as_u64() {
+            Some(1) => Some(true),
+            Some(0) => Some(false),
+            _ => None,
+        },
+        Value::String(s) => match s.trim().to_ascii_lowercase().as_str() {
+            "true" | "yes" | "on" | "1" | "y" | "t" => Some(true),
+            "false" | "no" | "off" | "0" | "n" | "f" => Some(false),
+            _ => None,
+        },
+        _ => None,
+    }
 }
 
 /// `ansible_group_priority` as Ansible's `int(value)` reads it.
@@ -521,6 +556,19 @@ fn check_var(source: &Path, key: &str, def: &VarDef) -> Result<(), InventoryErro
             format!("`{key}` is set: {SECRET_ADVICE}")
         };
         return Err(InventoryError::at(source, def.key_loc, msg));
+    }
+    if key == SSH_PASSWORD_AUTH_VAR {
+        if def.value.is_null() || bool_value(&def.value).is_some() {
+            return Ok(());
+        }
+        return Err(InventoryError::at(
+            source,
+            vloc,
+            format!(
+                "`{key}` must be true or false, found {}",
+                describe(&def.value)
+            ),
+        ));
     }
     let interpreted = PORT_VARS.contains(&key)
         || HOST_VARS.contains(&key)

@@ -9,12 +9,16 @@
 //!
 //! Semantics follow OpenSSH where russh's reader and OpenSSH agree, and are stricter where
 //! russh is silent: a host matches a line when one of its patterns matches and no negated
-//! (`!pattern`) one does; the key is accepted when a matching line of the same algorithm
-//! holds it; a matching line of the same algorithm with another key means the key CHANGED
-//! (rejected, with that line number), whatever other lines say; a `@revoked` line holding the
-//! key rejects it; `@cert-authority` lines are ignored (host certificates are not supported).
-//! Lines that do not parse are skipped: a host whose only line is damaged is unknown, never
-//! accepted.
+//! (`!pattern`) one does; the key is accepted when a matching line holds it; a matching line
+//! of the same algorithm with another key means the key CHANGED (rejected, with that line
+//! number), whatever other lines say; a host with matching lines none of which holds the key
+//! presents a CHANGED key too, whatever its algorithm (OpenSSH would only warn and ask; a host
+//! that drops its known key type to show a fresh key of another type must never pass as new,
+//! which `--accept-new-host-keys` would then record); a `@revoked` line holding the key rejects
+//! it; `@cert-authority` lines are ignored (host certificates are not supported). Only a host
+//! with no matching line at all is unknown. Lines that do not parse are skipped: a host whose
+//! only line is damaged is unknown, never accepted. [`KnownHosts::algorithms`] gives the key
+//! types known for a host, so that the client can ask for those first, as OpenSSH does.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -29,9 +33,10 @@ use russh::keys::PublicKey;
 pub enum Verdict {
     /// A matching line holds this key.
     Known,
-    /// No line for this host and algorithm.
+    /// No line for this host.
     Unknown,
-    /// A matching line of the same algorithm holds another key (1-based line number).
+    /// No matching line holds this key, or one of the same algorithm holds another key
+    /// (1-based line number of that line, else of the first matching line).
     Changed(usize),
     /// A `@revoked` line holds this key (1-based line number).
     Revoked(usize),
@@ -156,35 +161,61 @@ impl KnownHosts {
         if let Some(r) = self.revoked.iter().find(|e| e.key == *key) {
             return Verdict::Revoked(r.line);
         }
+        let mut known = false;
+        // A line of the key's own algorithm holding another key, and the first line of any
+        // algorithm for this host.
+        let mut changed: Option<usize> = None;
+        let mut first: Option<usize> = None;
+        self.for_host(host, port, |e| {
+            first = Some(first.map_or(e.line, |f| f.min(e.line)));
+            if e.key == *key {
+                known = true;
+            } else if e.key.algorithm() == key.algorithm() {
+                changed = Some(changed.map_or(e.line, |c| c.min(e.line)));
+            }
+        });
+        match (changed, known, first) {
+            (Some(line), _, _) => Verdict::Changed(line),
+            (None, true, _) => Verdict::Known,
+            // Lines for this host, none with this key: whatever its type, the key changed.
+            (None, false, Some(line)) => Verdict::Changed(line),
+            (None, false, None) => Verdict::Unknown,
+        }
+    }
+
+    /// The key algorithms of the lines for `host` on `port` (revoked keys aside), in file
+    /// order without repeats: the host key types to ask the server for first.
+    pub fn algorithms(&self, host: &str, port: u16) -> Vec<russh::keys::Algorithm> {
+        let mut lines: Vec<(usize, russh::keys::Algorithm)> = Vec::new();
+        self.for_host(host, port, |e| {
+            if !self.revoked.iter().any(|r| r.key == e.key) {
+                lines.push((e.line, e.key.algorithm()));
+            }
+        });
+        lines.sort_by_key(|(line, _)| *line);
+        let mut out: Vec<russh::keys::Algorithm> = Vec::new();
+        for (_, a) in lines {
+            if !out.contains(&a) {
+                out.push(a);
+            }
+        }
+        out
+    }
+
+    /// Calls `f` with every entry whose host patterns match `host` on `port`.
+    fn for_host(&self, host: &str, port: u16, mut f: impl FnMut(&Entry)) {
         let name = if port == 22 {
             host.to_string()
         } else {
             format!("[{host}]:{port}")
         };
-        let mut known = false;
-        let mut changed: Option<usize> = None;
-        let mut consider = |e: &Entry| {
-            if e.key.algorithm() != key.algorithm() {
-                return;
-            }
-            if e.key == *key {
-                known = true;
-            } else {
-                changed = Some(changed.map_or(e.line, |c| c.min(e.line)));
-            }
-        };
         if let Some(list) = self.plain.get(&name) {
-            list.iter().for_each(&mut consider);
+            list.iter().for_each(&mut f);
         }
         for p in &self.patterned {
             if matches_line(&p.patterns, &name) {
-                consider(&p.entry);
+                f(&p.entry);
             }
-        }
-        match (changed, known) {
-            (Some(line), _) => Verdict::Changed(line),
-            (None, true) => Verdict::Known,
-            (None, false) => Verdict::Unknown,
         }
     }
 }
@@ -258,6 +289,21 @@ impl Cache {
             .loaded(&mut guard, path)
             .map_err(|e| format!("{}: {e}", path.display()))?;
         Ok(loaded.hosts.check(host, port, key))
+    }
+
+    /// The key algorithms known for `host:port` (see [`KnownHosts::algorithms`]); empty when
+    /// the file cannot be read (the check then fails the host with the reason).
+    pub fn algorithms(&self, host: &str, port: u16) -> Vec<russh::keys::Algorithm> {
+        let Some(path) = self.path.as_deref() else {
+            return Vec::new();
+        };
+        let Ok(mut guard) = self.state.lock() else {
+            return Vec::new();
+        };
+        match self.loaded(&mut guard, path) {
+            Ok(loaded) => loaded.hosts.algorithms(host, port),
+            Err(_) => Vec::new(),
+        }
     }
 
     /// Appends `key` for `host:port` to the file (as ssh does) and to the parsed copy.
@@ -400,6 +446,27 @@ mod tests {
             hashed_only.check("127.0.0.5", 2200, &key(A)),
             Verdict::Changed(1)
         );
+    }
+
+    const R: &str = "AAAAB3NzaC1yc2EAAAADAQABAAAAgQDb6+cCDXTiIQlK5pDhgNVJmT+bnj0D9ceGFVGlCg4xGuzWI6YhtuV9UGH4uFuOYdqSHd9tlqvZGxtTrToYIhsLZyAGZV+80hpCm48pM1wmBumhg3Ckp+HFsFO+QkG3JqtVIR/UXc1YqH7IPPMB0Z9sgI5kbNP7vy0wBUIeMNalhw==";
+
+    #[test]
+    fn a_key_of_another_type_is_a_changed_key_not_a_new_one() {
+        let kh = KnownHosts::parse(&format!("h ssh-ed25519 {A}\n*.lab ssh-rsa {R}\n"));
+        assert_eq!(kh.check("h", 22, &key(R)), Verdict::Changed(1));
+        assert_eq!(kh.check("pc.lab", 22, &key(A)), Verdict::Changed(2));
+        assert_eq!(kh.check("pc.lab", 22, &key(R)), Verdict::Known);
+        assert_eq!(kh.check("other", 22, &key(R)), Verdict::Unknown);
+        // Both types known: each is accepted, a third key of either type is not.
+        let both = KnownHosts::parse(&format!("h ssh-rsa {R}\nh ssh-ed25519 {A}\n"));
+        assert_eq!(both.check("h", 22, &key(A)), Verdict::Known);
+        assert_eq!(both.check("h", 22, &key(R)), Verdict::Known);
+        assert_eq!(both.check("h", 22, &key(B)), Verdict::Changed(2));
+        assert_eq!(
+            both.algorithms("h", 22),
+            vec![key(R).algorithm(), key(A).algorithm()]
+        );
+        assert!(both.algorithms("other", 22).is_empty());
     }
 
     #[test]

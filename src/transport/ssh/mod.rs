@@ -21,9 +21,8 @@ use async_trait::async_trait;
 use russh::client::{self, AuthResult, Handle};
 use russh::keys::{HashAlg, PrivateKey, PrivateKeyWithHashAlg, PublicKey};
 use russh::{ChannelMsg, Disconnect};
-use russh_sftp::client::SftpSession;
-use russh_sftp::protocol::{FileType, StatusCode};
-use tokio::io::AsyncReadExt;
+use russh_sftp::client::RawSftpSession;
+use russh_sftp::protocol::{FileAttributes, FileType, OpenFlags, StatusCode};
 
 mod script;
 
@@ -37,6 +36,14 @@ use crate::model::HostClass;
 
 /// Most entries we accept from one remote directory listing.
 const MAX_LIST_ENTRIES: usize = 10_000;
+/// The SFTP listing's other bounds: the longest name, all names together, and the whole
+/// listing's time (each request has its own 60 s besides). The entry cap alone would let a
+/// host send 10,000 names of 256 KiB, or answer each request just before its timeout.
+const MAX_LIST_NAME: usize = 4096;
+const MAX_LIST_NAME_BYTES: usize = 8 << 20;
+const LIST_TIMEOUT: Duration = Duration::from_secs(120);
+/// Bytes asked for per SFTP read of a result file.
+const READ_CHUNK: u32 = 64 * 1024;
 /// Marker the run wrapper prints on stderr so we can kill the process group.
 const PID_MARKER: &str = "PUSHSCAN_PID=";
 
@@ -47,6 +54,9 @@ pub struct SshTarget {
     pub port: u16,
     pub user: String,
     pub key_file: Option<PathBuf>,
+    /// The inventory opts this host in to password authentication
+    /// (`pushscan_ssh_password_auth`); without it the password is never offered.
+    pub password_auth: bool,
 }
 
 /// Shared by every SSH connection of a sweep: client config, credentials and
@@ -62,36 +72,40 @@ pub struct SshConnector {
 
 impl SshConnector {
     pub fn new(creds: Credentials) -> SshConnector {
-        // AES-GCM first: with AES-NI it costs a fraction of ChaCha20-Poly1305 per byte
-        // (a profile of 50 hosts x 1 MiB pushes had poly1305 alone at 11 % of the
-        // controller's CPU); ChaCha20 stays for servers without GCM.
-        let preferred = russh::Preferred {
-            cipher: std::borrow::Cow::Borrowed(&[
-                russh::cipher::AES_256_GCM,
-                russh::cipher::AES_128_GCM,
-                russh::cipher::CHACHA20_POLY1305,
-                russh::cipher::AES_256_CTR,
-                russh::cipher::AES_192_CTR,
-                russh::cipher::AES_128_CTR,
-            ]),
-            ..Default::default()
-        };
-        let config = client::Config {
-            preferred,
-            nodelay: true,
-            inactivity_timeout: Some(Duration::from_secs(600)),
-            keepalive_interval: Some(Duration::from_secs(30)),
-            ..Default::default()
-        };
         let known_hosts = creds
             .known_hosts
             .clone()
             .or_else(|| dirs::home_dir().map(|h| h.join(".ssh").join("known_hosts")));
         SshConnector {
-            config: Arc::new(config),
+            config: Arc::new(client_config(None)),
             creds,
             keys: Mutex::new(HashMap::new()),
             known: Arc::new(known_hosts::Cache::new(known_hosts)),
+        }
+    }
+
+    /// The client config for `host:port`: the shared one, unless known_hosts knows the host
+    /// under key types the default order does not ask for first. Then those types go first
+    /// (as OpenSSH orders its host key algorithms), so that a host holding both an ed25519
+    /// and a known RSA key shows the RSA one; any other key it showed would be a changed key.
+    fn config_for(&self, host: &str, port: u16) -> Arc<client::Config> {
+        let known = self.known.algorithms(host, port);
+        let default = &self.config.preferred.key;
+        let first_known = default
+            .iter()
+            .position(|a| known.iter().any(|k| same_key_type(a, k)));
+        match first_known {
+            // Nothing known (the check decides) or the default already asks for a known type
+            // first.
+            None | Some(0) => self.config.clone(),
+            Some(_) => {
+                let (mut order, rest): (Vec<_>, Vec<_>) = default
+                    .iter()
+                    .cloned()
+                    .partition(|a| known.iter().any(|k| same_key_type(a, k)));
+                order.extend(rest);
+                Arc::new(client_config(Some(order)))
+            }
         }
     }
 
@@ -121,7 +135,8 @@ impl SshConnector {
             verdict: verdict.clone(),
         };
         let addr = (target.address.as_str(), target.port);
-        let connect = client::connect(self.config.clone(), addr, handler);
+        let config = self.config_for(&target.address, target.port);
+        let connect = client::connect(config, addr, handler);
         let timeout = if self.creds.connect_timeout.is_zero() {
             Duration::from_secs(10)
         } else {
@@ -151,7 +166,8 @@ impl SshConnector {
                         HostClass::HostKeyRejected,
                         format!(
                             "HOST KEY CHANGED: host presents {fp}, known_hosts line {line} \
-                             says otherwise (possible man-in-the-middle)"
+                             says otherwise (possible man-in-the-middle; a key of another \
+                             type than the known one counts as changed)"
                         ),
                     ),
                     KeyVerdict::Error(msg) => TransportError::new(
@@ -235,7 +251,17 @@ impl SshConnector {
                 return done;
             }
         }
-        if let Some(pw) = &self.creds.ssh_password {
+        // The password goes only to hosts the inventory names for it: offered as a fallback,
+        // it would reach any host whose key is known and that refuses our keys, a compromised
+        // one included.
+        match &self.creds.ssh_password {
+            Some(_) if !t.password_auth => tried.push(format!(
+                "not the password (offered only to hosts with {}: true)",
+                crate::inventory::SSH_PASSWORD_AUTH_VAR
+            )),
+            _ => {}
+        }
+        if let Some(pw) = self.creds.ssh_password.as_ref().filter(|_| t.password_auth) {
             let res = handle
                 .authenticate_password(&t.user, pw.clone())
                 .await
@@ -302,6 +328,42 @@ impl SshConnector {
     }
 }
 
+/// The client config of every connection; `host_keys`: the host key algorithms to ask for,
+/// in order (`None`: russh's default order).
+fn client_config(host_keys: Option<Vec<russh::keys::Algorithm>>) -> client::Config {
+    // AES-GCM first: with AES-NI it costs a fraction of ChaCha20-Poly1305 per byte
+    // (a profile of 50 hosts x 1 MiB pushes had poly1305 alone at 11 % of the
+    // controller's CPU); ChaCha20 stays for servers without GCM.
+    let mut preferred = russh::Preferred {
+        cipher: std::borrow::Cow::Borrowed(&[
+            russh::cipher::AES_256_GCM,
+            russh::cipher::AES_128_GCM,
+            russh::cipher::CHACHA20_POLY1305,
+            russh::cipher::AES_256_CTR,
+            russh::cipher::AES_192_CTR,
+            russh::cipher::AES_128_CTR,
+        ]),
+        ..Default::default()
+    };
+    if let Some(keys) = host_keys {
+        preferred.key = std::borrow::Cow::Owned(keys);
+    }
+    client::Config {
+        preferred,
+        nodelay: true,
+        inactivity_timeout: Some(Duration::from_secs(600)),
+        keepalive_interval: Some(Duration::from_secs(30)),
+        ..Default::default()
+    }
+}
+
+/// Whether two algorithms name the same kind of key (RSA whatever the signature hash).
+fn same_key_type(a: &russh::keys::Algorithm, b: &russh::keys::Algorithm) -> bool {
+    a == b
+        || (matches!(a, russh::keys::Algorithm::Rsa { .. })
+            && matches!(b, russh::keys::Algorithm::Rsa { .. }))
+}
+
 fn connect_error(e: &russh::Error) -> String {
     match e {
         russh::Error::IO(io) => format!("cannot connect: {io}"),
@@ -329,7 +391,7 @@ struct Checker {
 
 impl Checker {
     fn decide(&self, key: &PublicKey) -> KeyVerdict {
-        let fp = key.fingerprint(HashAlg::Sha256).to_string();
+        let fp = format!("{} {}", key.algorithm(), key.fingerprint(HashAlg::Sha256));
         match self.known.check(&self.host, self.port, key) {
             Ok(known_hosts::Verdict::Known) => KeyVerdict::Accepted,
             Ok(known_hosts::Verdict::Unknown) if self.accept_new => {
@@ -376,7 +438,10 @@ impl client::Handler for Checker {
 /// One authenticated SSH session to a host.
 pub struct SshConnection {
     handle: Handle<Checker>,
-    sftp: Option<SftpSession>,
+    /// The SFTP fallback, spoken request by request so that every reply the host sends is
+    /// bounded by our caps (russh-sftp's `read_dir` keeps every entry until the host says
+    /// the directory ended).
+    sftp: Option<RawSftpSession>,
     /// The staged run between `begin_run` and `finish_run`.
     pending: Option<RunChannel>,
 }
@@ -816,7 +881,7 @@ impl SshConnection {
         Ok(out)
     }
 
-    async fn sftp(&mut self) -> TResult<&SftpSession> {
+    async fn sftp(&mut self) -> TResult<&RawSftpSession> {
         if self.sftp.is_none() {
             let ch = self
                 .handle
@@ -833,10 +898,10 @@ impl SshConnection {
                 request_timeout_secs: 60,
                 ..Default::default()
             };
-            let s = SftpSession::new_with_config(ch.into_stream(), cfg)
+            let s = RawSftpSession::new_with_config(ch.into_stream(), cfg);
+            s.init()
                 .await
                 .map_err(|e| TransportError::error(format!("SFTP start failed: {e}")))?;
-            s.set_timeout(60);
             self.sftp = Some(s);
         }
         self.sftp
@@ -892,6 +957,102 @@ impl SshConnection {
         );
         let _ = tokio::time::timeout(Duration::from_secs(15), self.run_small(&cmd, None)).await;
     }
+}
+
+/// Reads an open SFTP directory `handle` until the host says it ended, failing as soon as
+/// the entries pass `MAX_LIST_ENTRIES` or a name or all names pass their caps: what is held
+/// is bounded by our caps whatever the host sends, and nothing past the cap is asked for.
+async fn read_listing(sftp: &RawSftpSession, handle: &str, dir: &str) -> TResult<Vec<RemoteEntry>> {
+    let mut out = Vec::new();
+    let mut name_bytes = 0usize;
+    // Every name received counts, `.` and `..` too: skipped ones must not make an endless
+    // stream of them free.
+    let mut received = 0usize;
+    loop {
+        let batch = match sftp.readdir(handle).await {
+            Ok(name) => name.files,
+            Err(e) if is_status(&e, StatusCode::Eof) => return Ok(out),
+            Err(e) => return Err(TransportError::error(format!("cannot list {dir}: {e}"))),
+        };
+        // SFTP answers a read with one name or more; an empty answer would repeat forever.
+        if batch.is_empty() {
+            return Err(TransportError::error(format!(
+                "listing {dir}: the host answered with no entry and no end; abandoned"
+            )));
+        }
+        for f in batch {
+            received += 1;
+            if out.len() >= MAX_LIST_ENTRIES || received > MAX_LIST_ENTRIES + 2 {
+                return Err(TransportError::error(format!(
+                    "{dir} holds more than {MAX_LIST_ENTRIES} entries; refusing to list it"
+                )));
+            }
+            name_bytes += f.filename.len();
+            if f.filename.len() > MAX_LIST_NAME || name_bytes > MAX_LIST_NAME_BYTES {
+                return Err(TransportError::error(format!(
+                    "{dir}: a name over {MAX_LIST_NAME} bytes or names over \
+                     {MAX_LIST_NAME_BYTES} bytes in all; refusing to list it"
+                )));
+            }
+            if f.filename == "." || f.filename == ".." {
+                continue;
+            }
+            let kind = match f.attrs.file_type() {
+                FileType::File => EntryKind::File,
+                FileType::Dir => EntryKind::Dir,
+                FileType::Symlink => EntryKind::Symlink,
+                FileType::Other => EntryKind::Other,
+            };
+            out.push(RemoteEntry {
+                kind,
+                size: f.attrs.size.unwrap_or(0),
+                mtime: f.attrs.mtime.map(u64::from),
+                name: f.filename,
+            });
+        }
+    }
+}
+
+/// Reads the open file `handle` (`size` bytes by its lstat) to its end, failing once more
+/// than `cap` bytes came: a host that lied about the size, or grows the file, or answers
+/// with more than it was asked for, costs at most `cap` plus one reply.
+async fn read_capped(
+    sftp: &RawSftpSession,
+    handle: &str,
+    path: &str,
+    size: u64,
+    cap: u64,
+) -> TResult<Vec<u8>> {
+    // Re-check on the open handle: a name swapped for a symlink between lstat and open
+    // shows up as a different file here.
+    if let Ok(a) = sftp.fstat(handle).await {
+        let m = a.attrs;
+        if !matches!(m.file_type(), FileType::File) || m.size.unwrap_or(0) > cap {
+            return Err(TransportError::error(format!(
+                "{path} changed while being opened; not read"
+            )));
+        }
+    }
+    let mut buf: Vec<u8> = Vec::with_capacity(size.min(cap) as usize);
+    loop {
+        let data = match sftp.read(handle, buf.len() as u64, READ_CHUNK).await {
+            Ok(d) => d.data,
+            Err(e) if is_status(&e, StatusCode::Eof) => break,
+            Err(e) => return Err(TransportError::error(format!("cannot read {path}: {e}"))),
+        };
+        if data.is_empty() {
+            return Err(TransportError::error(format!(
+                "reading {path}: the host answered with no data and no end; abandoned"
+            )));
+        }
+        buf.extend_from_slice(&data);
+        if buf.len() as u64 > cap {
+            return Err(TransportError::error(format!(
+                "{path} grew past the {cap}-byte cap while being read; discarded"
+            )));
+        }
+    }
+    Ok(buf)
 }
 
 fn is_status(e: &russh_sftp::client::error::Error, code: StatusCode) -> bool {
@@ -1090,41 +1251,29 @@ impl Connection for SshConnection {
 
     async fn list_dir(&mut self, dir: &str) -> TResult<Vec<RemoteEntry>> {
         let sftp = self.sftp().await?;
-        let rd = match sftp.read_dir(dir).await {
-            Ok(rd) => rd,
+        let handle = match sftp.opendir(dir).await {
+            Ok(h) => h.handle,
             Err(e) if is_status(&e, StatusCode::NoSuchFile) => return Ok(Vec::new()),
             Err(e) => return Err(TransportError::error(format!("cannot list {dir}: {e}"))),
         };
-        let mut out = Vec::new();
-        for entry in rd {
-            if out.len() >= MAX_LIST_ENTRIES {
-                return Err(TransportError::error(format!(
-                    "{dir} holds more than {MAX_LIST_ENTRIES} entries; refusing to list it"
-                )));
-            }
-            let meta = entry.metadata();
-            let kind = match entry.file_type() {
-                FileType::File => EntryKind::File,
-                FileType::Dir => EntryKind::Dir,
-                FileType::Symlink => EntryKind::Symlink,
-                FileType::Other => EntryKind::Other,
-            };
-            out.push(RemoteEntry {
-                name: entry.file_name(),
-                kind,
-                size: meta.size.unwrap_or(0),
-                mtime: meta.mtime.map(u64::from),
-            });
+        let listed = tokio::time::timeout(LIST_TIMEOUT, read_listing(sftp, &handle, dir)).await;
+        let _ = sftp.close(handle).await;
+        match listed {
+            Ok(r) => r,
+            Err(_) => Err(TransportError::error(format!(
+                "listing {dir} took more than {}s; abandoned",
+                LIST_TIMEOUT.as_secs()
+            ))),
         }
-        Ok(out)
     }
 
     async fn read_file(&mut self, path: &str, cap: u64) -> TResult<Vec<u8>> {
         let sftp = self.sftp().await?;
         let meta = sftp
-            .symlink_metadata(path)
+            .lstat(path)
             .await
-            .map_err(|e| TransportError::error(format!("cannot stat {path}: {e}")))?;
+            .map_err(|e| TransportError::error(format!("cannot stat {path}: {e}")))?
+            .attrs;
         if !matches!(meta.file_type(), FileType::File) {
             return Err(TransportError::error(format!(
                 "{path} is not a regular file (symlink or special); not read"
@@ -1136,36 +1285,20 @@ impl Connection for SshConnection {
                 "{path} is {size} bytes, over the {cap}-byte cap; not fetched"
             )));
         }
-        let file = sftp
-            .open(path)
+        let handle = sftp
+            .open(path, OpenFlags::READ, FileAttributes::empty())
             .await
-            .map_err(|e| TransportError::error(format!("cannot open {path}: {e}")))?;
-        // Re-check on the open handle: a name swapped for a symlink between
-        // lstat and open shows up as a different file here.
-        if let Ok(m) = file.metadata().await {
-            if !matches!(m.file_type(), FileType::File) || m.size.unwrap_or(0) > cap {
-                return Err(TransportError::error(format!(
-                    "{path} changed while being opened; not read"
-                )));
-            }
-        }
-        let mut buf = Vec::with_capacity(size.min(cap) as usize);
-        file.take(cap + 1)
-            .read_to_end(&mut buf)
-            .await
-            .map_err(|e| TransportError::error(format!("cannot read {path}: {e}")))?;
-        if buf.len() as u64 > cap {
-            return Err(TransportError::error(format!(
-                "{path} grew past the {cap}-byte cap while being read; discarded"
-            )));
-        }
-        Ok(buf)
+            .map_err(|e| TransportError::error(format!("cannot open {path}: {e}")))?
+            .handle;
+        let read = read_capped(sftp, &handle, path, size, cap).await;
+        let _ = sftp.close(handle).await;
+        read
     }
 
     async fn remove_file(&mut self, path: &str) -> TResult<()> {
         let sftp = self.sftp().await?;
-        match sftp.remove_file(path).await {
-            Ok(()) => Ok(()),
+        match sftp.remove(path).await {
+            Ok(_) => Ok(()),
             Err(e) if is_status(&e, StatusCode::NoSuchFile) => Ok(()),
             Err(e) => Err(TransportError::error(format!("cannot remove {path}: {e}"))),
         }
@@ -1173,8 +1306,8 @@ impl Connection for SshConnection {
 
     async fn remove_dir_if_empty(&mut self, path: &str) -> TResult<bool> {
         let sftp = self.sftp().await?;
-        match sftp.remove_dir(path).await {
-            Ok(()) => Ok(true),
+        match sftp.rmdir(path).await {
+            Ok(_) => Ok(true),
             Err(e) if is_status(&e, StatusCode::NoSuchFile) => Ok(true),
             Err(_) => Ok(false),
         }
@@ -1182,7 +1315,7 @@ impl Connection for SshConnection {
 
     async fn close(&mut self) {
         if let Some(s) = self.sftp.take() {
-            let _ = s.close().await;
+            let _ = s.close_session();
         }
         let _ = self
             .handle
