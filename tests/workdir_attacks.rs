@@ -384,3 +384,66 @@ fn local_checker_gets_no_secrets_from_the_environment() {
         "the locale is passed on:\n{env}"
     );
 }
+
+/// Over SSH, `~/` is the login's home on the host: the one-session script expands it, and the
+/// result is found and fetched there.
+#[test]
+fn tilde_work_directory_over_ssh_is_the_login_home() {
+    let fleet = common::sshd::SshFleet::start(1);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let name = format!(".pushscan-tilde-test-{}", std::process::id());
+    let home = dirs_home();
+    let remote = home.join(&name);
+    let _ = fs::remove_dir_all(&remote);
+    let inv = dir.path().join("inventory.yml");
+    fs::write(
+        &inv,
+        format!(
+            "all:\n  hosts:\n    h: {{ansible_connection: ssh, ansible_host: {}, ansible_port: {}, pushscan_dir: '~/{name}'}}\n",
+            fleet.addresses[0], fleet.port
+        ),
+    )
+    .unwrap();
+    let state = dir.path().join("state");
+    let out = Command::new(env!("CARGO_BIN_EXE_pushscan"))
+        .arg("sweep")
+        .arg("-i")
+        .arg(&inv)
+        .arg("-p")
+        .arg(playbook(dir.path()))
+        .arg("--state-dir")
+        .arg(&state)
+        .arg("--known-hosts")
+        .arg(&fleet.known_hosts)
+        .arg("-k")
+        .arg(&fleet.client_key)
+        .args([
+            "--no-agent",
+            "--progress",
+            "quiet",
+            "--connect-timeout",
+            "5s",
+        ])
+        .output()
+        .expect("run pushscan");
+    let r = report(&state);
+    let h = host(&r, "h");
+    let listed = fs::read_dir(remote.join("reports")).map(|d| d.count());
+    let _ = fs::remove_dir_all(&remote);
+    assert_eq!(
+        h["status"],
+        "not_detected",
+        "{h:#}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(listed.ok(), Some(1), "one report under the login's home");
+}
+
+/// The home of the account the fleet logs in as (the one running the tests).
+fn dirs_home() -> PathBuf {
+    let out = Command::new("sh")
+        .args(["-c", "getent passwd \"$(id -un)\" | cut -d: -f6"])
+        .output()
+        .expect("getent");
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+}

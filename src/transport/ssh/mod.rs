@@ -1074,6 +1074,19 @@ fn sha256_script(path: &str) -> String {
     )
 }
 
+/// A path for SFTP: a leading `~/` (the login's home, which the shell scripts expand) becomes
+/// a relative path, which the SFTP server resolves from the session's start directory, the
+/// home.
+fn sftp_path(path: &str) -> String {
+    if path == "~" {
+        return ".".into();
+    }
+    match path.strip_prefix("~/") {
+        Some(rest) => rest.to_string(),
+        None => path.to_string(),
+    }
+}
+
 /// A script (run by `/bin/sh`, whatever the login shell) that creates (`create`) and proves
 /// `dirs` private, exiting 97 with a `PUSHSCAN_FAIL=` reason when one is not, then runs `then`.
 fn dirs_script(dirs: &[String], create: bool, then: &str) -> String {
@@ -1250,6 +1263,7 @@ impl Connection for SshConnection {
     }
 
     async fn list_dir(&mut self, dir: &str) -> TResult<Vec<RemoteEntry>> {
+        let dir = &sftp_path(dir);
         let sftp = self.sftp().await?;
         let handle = match sftp.opendir(dir).await {
             Ok(h) => h.handle,
@@ -1268,6 +1282,7 @@ impl Connection for SshConnection {
     }
 
     async fn read_file(&mut self, path: &str, cap: u64) -> TResult<Vec<u8>> {
+        let path = &sftp_path(path);
         let sftp = self.sftp().await?;
         let meta = sftp
             .lstat(path)
@@ -1296,6 +1311,7 @@ impl Connection for SshConnection {
     }
 
     async fn remove_file(&mut self, path: &str) -> TResult<()> {
+        let path = &sftp_path(path);
         let sftp = self.sftp().await?;
         match sftp.remove(path).await {
             Ok(_) => Ok(()),
@@ -1305,6 +1321,7 @@ impl Connection for SshConnection {
     }
 
     async fn remove_dir_if_empty(&mut self, path: &str) -> TResult<bool> {
+        let path = &sftp_path(path);
         let sftp = self.sftp().await?;
         match sftp.rmdir(path).await {
             Ok(_) => Ok(true),
