@@ -424,6 +424,107 @@ fn interrupt_stops_starting_hosts_and_records_them_as_not_started() {
     );
 }
 
+/// Runs `cmd` for at most `limit`, killing it after: an unbounded inventory
+/// expansion would otherwise take the machine's memory with it.
+fn output_within(mut cmd: Command, limit: std::time::Duration) -> (Output, std::time::Duration) {
+    use std::process::Stdio;
+    let start = std::time::Instant::now();
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > limit {
+            child.kill().unwrap();
+            let _ = child.wait();
+            panic!("still running after {limit:?}; killed");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let elapsed = start.elapsed();
+    (child.wait_with_output().unwrap(), elapsed)
+}
+
+#[test]
+fn an_inventory_expanding_past_the_host_limit_is_refused_at_once_with_its_location() {
+    let lab = Local::new(&[("a", "clean")]);
+    // Forty ranges of ten thousand: four million hosts from well under a kilobyte.
+    let mut bomb = String::from("[lab]\n");
+    for i in 0..40 {
+        bomb.push_str(&format!("pc{i:02}-[0000:9999]\n"));
+    }
+    assert!(bomb.len() < 1024, "{} bytes", bomb.len());
+    std::fs::write(lab.p("bomb.ini"), &bomb).unwrap();
+    let mut cmd = bin();
+    cmd.arg("sweep")
+        .arg("-i")
+        .arg(lab.p("bomb.ini"))
+        .arg("-p")
+        .arg(lab.p("pb.yml"))
+        .arg("--state-dir")
+        .arg(lab.p("state"))
+        .env_remove("PUSHSCAN_INVENTORY_MAX_HOSTS");
+    let (out, took) = output_within(cmd, std::time::Duration::from_secs(20));
+    eprintln!("{}-byte inventory refused in {took:?}", bomb.len());
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(65), "{err}");
+    // The eleventh range (line 12) is the one that passes 100,000.
+    assert!(err.contains("bomb.ini:12:1: "), "{err}");
+    assert!(err.contains("110000") && err.contains("100000"), "{err}");
+    assert!(err.contains("--inventory-max-hosts"), "{err}");
+    // Refusing costs at most what loading the limit's worth of hosts does (0.1-0.4 s of
+    // CPU in a debug build); the slack is for a loaded machine. Unbounded, this ran
+    // into the kill above.
+    assert!(took < std::time::Duration::from_secs(5), "took {took:?}");
+    assert!(!lab.p("hosts").exists(), "no host was touched");
+
+    // The bound is over every source together, not per file or per range:
+    // 600 + 600 in two files is over 1,000 in the second.
+    std::fs::write(lab.p("one.ini"), "[x]\nx[000:599]\n").unwrap();
+    std::fs::write(lab.p("two.yml"), "y:\n  hosts:\n    y[000:599]:\n").unwrap();
+    let list = |max: &str| {
+        let mut cmd = bin();
+        cmd.arg("inventory")
+            .arg("-i")
+            .arg(lab.p("one.ini"))
+            .arg("-i")
+            .arg(lab.p("two.yml"))
+            .arg("--list")
+            .args(["--inventory-max-hosts", max])
+            .env_remove("PUSHSCAN_INVENTORY_MAX_HOSTS");
+        output_within(cmd, std::time::Duration::from_secs(60)).0
+    };
+    let out = list("1000");
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(65), "{err}");
+    assert!(err.contains("two.yml:3:5: "), "{err}");
+    assert!(
+        err.contains("1200") && err.contains("limit of 1000"),
+        "{err}"
+    );
+    // Raised, the same two files load: 1,200 hosts.
+    let out = list("1200");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let listed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let count = |g: &str| listed[g]["hosts"].as_array().map_or(0, Vec::len);
+    assert_eq!((count("x"), count("y")), (600, 600));
+    // Lowered through the environment, one file of 600 is refused on its own.
+    let mut cmd = bin();
+    cmd.arg("inventory")
+        .arg("-i")
+        .arg(lab.p("one.ini"))
+        .arg("--list")
+        .env("PUSHSCAN_INVENTORY_MAX_HOSTS", "500");
+    let (out, _) = output_within(cmd, std::time::Duration::from_secs(20));
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(65), "{err}");
+    assert!(
+        err.contains("one.ini:2:1: ") && err.contains("limit of 500"),
+        "{err}"
+    );
+}
+
 #[test]
 fn prune_forgets_old_runs_and_their_evidence() {
     let lab = Local::new(&[("a", "detected")]);
