@@ -118,6 +118,26 @@ fn write_out(text: &str, output: Option<&Path>) -> Result<(), Fail> {
     }
 }
 
+/// Writes `text` to `path` readable by its owner only (0600 on unix), not
+/// through a link: for files under the state dir.
+fn write_private(text: &str, path: &Path) -> Result<(), Fail> {
+    let mut o = std::fs::OpenOptions::new();
+    o.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        o.mode(0o600).custom_flags(libc::O_NOFOLLOW);
+    }
+    o.open(path)
+        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .map_err(|e| {
+            Fail::new(
+                exit::IO,
+                anyhow::anyhow!("cannot write {}: {e}", path.display()),
+            )
+        })
+}
+
 /// What happens after a sweep or resume besides the terminal report.
 #[derive(Debug, Clone, Default)]
 pub struct AfterRun {
@@ -355,10 +375,11 @@ fn alert_report_file(
     }
     let dir = state_dir.join("reports");
     let path = dir.join(format!("run-{}.html", rep.run.info.id));
-    let written = std::fs::create_dir_all(&dir)
+    // Beside the journal, as private as it is.
+    let written = crate::journal::create_private_dir(&dir)
         .map_err(|e| Fail::new(exit::IO, e))
         .and_then(|_| render(rep, Format::Html, report::CsvOptions::default()))
-        .and_then(|text| write_out(&text, Some(&path)));
+        .and_then(|text| write_private(&text, &path));
     match written {
         Ok(()) => Some(crate::notify::ReportFile {
             path: std::path::absolute(&path).unwrap_or(path),

@@ -743,7 +743,7 @@ async fn store_evidence(
 
 fn store_evidence_blocking(host_dir: &Path, base: &str, bytes: &[u8]) -> std::io::Result<PathBuf> {
     use std::io::Write as _;
-    std::fs::create_dir_all(host_dir)?;
+    crate::journal::create_private_dir(host_dir)?;
     for n in 0..1000 {
         let candidate = if n == 0 {
             host_dir.join(base)

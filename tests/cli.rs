@@ -525,6 +525,77 @@ fn an_inventory_expanding_past_the_host_limit_is_refused_at_once_with_its_locati
     );
 }
 
+/// Every directory and file under `dir` whose mode lets group or others in.
+#[cfg(unix)]
+fn not_private(dir: &Path) -> Vec<String> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mut open = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        let mode = std::fs::symlink_metadata(&d).unwrap().permissions().mode();
+        if mode & 0o077 != 0 {
+            open.push(format!("{} {:04o}", d.display(), mode & 0o7777));
+        }
+        for e in std::fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            let meta = e.metadata().unwrap();
+            if meta.is_dir() {
+                todo.push(e.path());
+            } else if meta.permissions().mode() & 0o077 != 0 {
+                open.push(format!(
+                    "{} {:04o}",
+                    e.path().display(),
+                    meta.permissions().mode() & 0o7777
+                ));
+            }
+        }
+    }
+    open
+}
+
+#[cfg(unix)]
+#[test]
+fn the_state_dir_is_private_under_umask_022() {
+    let lab = Local::new(&[("a", "detected"), ("b", "clean")]);
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg("umask 022; exec \"$0\" \"$@\"")
+        .arg(env!("CARGO_BIN_EXE_pushscan"))
+        .arg("sweep")
+        .arg("-i")
+        .arg(lab.p("inv.yml"))
+        .arg("-p")
+        .arg(lab.p("pb.yml"))
+        .arg("--state-dir")
+        .arg(lab.p("state").join("nested"));
+    let out = cmd.output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let state = lab.p("state");
+    assert!(
+        state
+            .join("nested/evidence/run-1/a")
+            .read_dir()
+            .unwrap()
+            .count()
+            > 0
+    );
+    assert_eq!(not_private(&state), Vec::<String>::new());
+    // SQLite makes -wal and -shm with the journal's own mode; they exist while a
+    // connection is open, here under this process's umask 022.
+    // SAFETY: umask has no preconditions; it changes only this test process's mask.
+    unsafe { libc::umask(0o022) };
+    let db = rusqlite::Connection::open(state.join("nested/journal.sqlite")).unwrap();
+    let runs: i64 = db
+        .query_row("SELECT COUNT(*) FROM runs", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(runs, 1);
+    for side in ["journal.sqlite-wal", "journal.sqlite-shm"] {
+        assert!(state.join("nested").join(side).exists(), "{side}");
+    }
+    assert_eq!(not_private(&state), Vec::<String>::new());
+    drop(db);
+}
+
 #[test]
 fn prune_forgets_old_runs_and_their_evidence() {
     let lab = Local::new(&[("a", "detected")]);
