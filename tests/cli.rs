@@ -596,6 +596,109 @@ fn the_state_dir_is_private_under_umask_022() {
     drop(db);
 }
 
+/// A checker that floods its result directory: `$2` files of `$3` bytes.
+const FLOOD: &str = "#!/bin/sh\nmkdir -p \"$1\"\ni=0\nwhile [ \"$i\" -lt \"$2\" ]; do\n  \
+    head -c \"$3\" /dev/zero | tr '\\0' x > \"$1/PC_2026010100$((1000 + i))_emocheck.txt\"\n  \
+    i=$((i + 1))\ndone\n";
+
+#[test]
+fn a_host_flooding_results_is_kept_within_its_budget_and_old_runs_are_pruned() {
+    let lab = Local::new(&[("a", "clean"), ("b", "clean")]);
+    let script = lab.p("flood.sh");
+    std::fs::write(&script, FLOOD).unwrap();
+    let pb = |files: u32, keep_days: u32, max_bytes: &str| {
+        format!(
+            "name: flood\nchecker:\n  path: {}\n  sha256: \"{}\"\n  platform: linux\n  \
+             remote_name: flood.sh\nwork_dir: \"{{{{ pushscan_dir }}}}\"\n\
+             run_dir: \"{{{{ work_dir }}}}/reports\"\n\
+             args: [\"{{{{ run_dir }}}}\", \"{files}\", \"700000\"]\ntimeout: 20s\n\
+             results:\n  glob: \"*_emocheck.*\"\n  parser: emocheck\n  max_file_size: 1MiB\n  \
+             max_host_bytes: 2MiB\n\
+             state:\n  keep_days: {keep_days}\n  max_bytes: {max_bytes}\n",
+            script.display(),
+            sha256_hex(&script)
+        )
+    };
+    // Twenty files of 700,000 bytes each (14 MB) from each host; 2 MiB kept per host.
+    std::fs::write(lab.p("pb.yml"), pb(20, 30, "1GiB")).unwrap();
+    let out = lab.sweep(&[]);
+    let err = text(&out.stderr);
+    assert!(!err.contains("warning: the state dir"), "{err}");
+    let state = lab.p("state");
+    let db = rusqlite::Connection::open(state.join("journal.sqlite")).unwrap();
+    for host in ["a", "b"] {
+        let (n, kept): (i64, i64) = db
+            .query_row(
+                "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM reports WHERE host=?1 AND run_id=1",
+                [host],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        eprintln!("{host}: {n} report(s), {kept} bytes kept in the journal");
+        assert!(kept <= 2 * 1024 * 1024, "{host}: {kept} bytes");
+        assert_eq!(n, 2, "two files of 700,000 fit in 2 MiB, a third does not");
+        let on_disk: u64 = std::fs::read_dir(state.join("evidence/run-1").join(host))
+            .unwrap()
+            .map(|e| e.unwrap().metadata().unwrap().len())
+            .sum();
+        assert!(
+            on_disk <= 2 * 1024 * 1024,
+            "{host}: {on_disk} bytes of evidence"
+        );
+        let reason: String = db
+            .query_row(
+                "SELECT reason FROM hosts WHERE host=?1 AND run_id=1",
+                [host],
+                |r| r.get(0),
+            )
+            .unwrap();
+        // 16 candidates (results.max_files), 2 kept: 14 named as dropped.
+        assert!(
+            reason.contains("14 result file(s) dropped over the 2097152-byte per-host budget"),
+            "{reason}"
+        );
+        assert!(
+            reason.contains("PC_20260101001017_emocheck.txt"),
+            "{reason}"
+        );
+    }
+    drop(db);
+
+    // The run is made 100 days old; the next sweep (keep 30 days) forgets it and its
+    // evidence, and warns that the state dir is over a 1 KiB budget.
+    let db = rusqlite::Connection::open(state.join("journal.sqlite")).unwrap();
+    let old = (chrono::Utc::now() - chrono::Duration::days(100))
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    db.execute("UPDATE runs SET started_at=?1 WHERE id=1", [&old])
+        .unwrap();
+    drop(db);
+    std::fs::write(lab.p("pb.yml"), pb(1, 30, "1KiB")).unwrap();
+    let out = lab.sweep(&[]);
+    let err = text(&out.stderr);
+    assert!(err.contains("pruned 1 run(s) older than 30 days"), "{err}");
+    assert!(
+        err.contains("warning: the state dir") && err.contains("over state.max_bytes (1024)"),
+        "{err}"
+    );
+    assert!(!state.join("evidence/run-1").exists());
+    assert!(state.join("evidence/run-2").exists());
+    let db = rusqlite::Connection::open(state.join("journal.sqlite")).unwrap();
+    let runs: Vec<i64> = db
+        .prepare("SELECT id FROM runs ORDER BY id")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(runs, vec![2]);
+    let left: i64 = db
+        .query_row("SELECT COUNT(*) FROM reports WHERE run_id=1", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(left, 0);
+}
+
 #[test]
 fn prune_forgets_old_runs_and_their_evidence() {
     let lab = Local::new(&[("a", "detected")]);
