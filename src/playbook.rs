@@ -595,6 +595,8 @@ mod tests {
         assert_eq!(pb.run_dir, "{{ work_dir }}/results");
         assert_eq!(pb.timeout, Duration::from_secs(30));
         assert_eq!(pb.results.max_file_size, 4 * 1024 * 1024);
+        assert_eq!(pb.results.max_host_bytes, 16 * 1024 * 1024);
+        assert_eq!((pb.state.keep_days, pb.state.max_bytes), (90, 10 << 30));
         assert!(!pb.cleanup.checker && !pb.cleanup.results && !pb.cleanup.dirs);
     }
 
