@@ -129,7 +129,15 @@ fn write_private(text: &str, path: &Path) -> Result<(), Fail> {
         o.mode(0o600).custom_flags(libc::O_NOFOLLOW);
     }
     o.open(path)
-        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .and_then(|mut f| {
+            // A page left readable by an earlier version is closed too.
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt as _;
+                f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+            }
+            f.write_all(text.as_bytes())
+        })
         .map_err(|e| {
             Fail::new(
                 exit::IO,

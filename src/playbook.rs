@@ -295,6 +295,9 @@ impl Playbook {
         if raw.timeout.is_zero() {
             return Err(err("timeout must be more than zero".into()));
         }
+        if raw.results.max_host_bytes == 0 {
+            return Err(err("results.max_host_bytes must be more than 0".into()));
+        }
         if raw.results.max_files == 0 {
             return Err(err("results.max_files must be at least 1".into()));
         }
