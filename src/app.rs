@@ -118,6 +118,34 @@ fn write_out(text: &str, output: Option<&Path>) -> Result<(), Fail> {
     }
 }
 
+/// Writes `text` to `path` readable by its owner only (0600 on unix), not
+/// through a link: for files under the state dir.
+fn write_private(text: &str, path: &Path) -> Result<(), Fail> {
+    let mut o = std::fs::OpenOptions::new();
+    o.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        o.mode(0o600).custom_flags(libc::O_NOFOLLOW);
+    }
+    o.open(path)
+        .and_then(|mut f| {
+            // A page left readable by an earlier version is closed too.
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt as _;
+                f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+            }
+            f.write_all(text.as_bytes())
+        })
+        .map_err(|e| {
+            Fail::new(
+                exit::IO,
+                anyhow::anyhow!("cannot write {}: {e}", path.display()),
+            )
+        })
+}
+
 /// What happens after a sweep or resume besides the terminal report.
 #[derive(Debug, Clone, Default)]
 pub struct AfterRun {
@@ -155,8 +183,68 @@ pub async fn sweep(cfg: SweepConfig, report_json: Option<PathBuf>) -> Result<i32
 pub async fn sweep_with(cfg: SweepConfig, after: &AfterRun) -> Result<i32, Fail> {
     preflight_notify(&cfg.playbook, &after.notify)?;
     let state_dir = cfg.state_dir.clone();
+    // The playbook's `state:` (retention, size warning); one that does not
+    // load is the sweep's to report.
+    let limits = crate::playbook::Playbook::load(&cfg.playbook)
+        .map(|p| p.state)
+        .ok();
     let outcome = sweep::sweep(cfg).await?;
-    finish_sweep(&state_dir, &outcome, after).await
+    let code = finish_sweep(&state_dir, &outcome, after).await;
+    if let Some(limits) = limits {
+        keep_state_within(&state_dir, &limits).await;
+    }
+    code
+}
+
+/// After a sweep: forget runs older than `state.keep_days` with their
+/// evidence, then warn when the state dir is still over `state.max_bytes`.
+/// Neither changes the sweep's exit code; a failure is a warning.
+async fn keep_state_within(state_dir: &Path, limits: &crate::playbook::StateLimits) {
+    if limits.keep_days > 0 {
+        match prune_runs(state_dir, limits.keep_days).await {
+            Ok(ids) if !ids.is_empty() => eprintln!(
+                "pushscan: pruned {} run(s) older than {} days (state.keep_days)",
+                ids.len(),
+                limits.keep_days
+            ),
+            Ok(_) => {}
+            Err(e) => eprintln!("pushscan: warning: pruning old runs: {e:#}"),
+        }
+    }
+    let dir = state_dir.to_path_buf();
+    let size = tokio::task::spawn_blocking(move || tree_size(&dir))
+        .await
+        .unwrap_or(0);
+    if size > limits.max_bytes {
+        eprintln!(
+            "pushscan: warning: the state dir {} holds {size} bytes, over state.max_bytes \
+             ({}): lower state.keep_days, or run pushscan prune --keep-days N",
+            state_dir.display(),
+            limits.max_bytes
+        );
+    }
+}
+
+/// Bytes of the regular files under `dir`, links not followed; what cannot
+/// be read counts as nothing.
+fn tree_size(dir: &Path) -> u64 {
+    let mut total = 0u64;
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            match e.file_type() {
+                Ok(t) if t.is_dir() => todo.push(e.path()),
+                Ok(t) if t.is_file() => {
+                    total = total.saturating_add(e.metadata().map_or(0, |m| m.len()));
+                }
+                _ => {}
+            }
+        }
+    }
+    total
 }
 
 /// Alerts that cannot work are found before the sweep, not hours later: the
@@ -355,10 +443,11 @@ fn alert_report_file(
     }
     let dir = state_dir.join("reports");
     let path = dir.join(format!("run-{}.html", rep.run.info.id));
-    let written = std::fs::create_dir_all(&dir)
+    // Beside the journal, as private as it is.
+    let written = crate::journal::create_private_dir(&dir)
         .map_err(|e| Fail::new(exit::IO, e))
         .and_then(|_| render(rep, Format::Html, report::CsvOptions::default()))
-        .and_then(|text| write_out(&text, Some(&path)));
+        .and_then(|text| write_private(&text, &path));
     match written {
         Ok(()) => Some(crate::notify::ReportFile {
             path: std::path::absolute(&path).unwrap_or(path),
@@ -532,22 +621,34 @@ pub fn history(state_dir: &Path, host: &str, limit: usize, json: bool) -> Result
 
 /// `pushscan prune --keep-days N`: forget old runs and their evidence files.
 pub async fn prune(state_dir: &Path, keep_days: u64) -> Result<i32, Fail> {
-    let journal = crate::journal::Journal::open(state_dir).code(exit::IO)?;
-    let ids = journal.prune(keep_days).await.code(exit::IO)?;
-    journal.close();
-    for id in &ids {
-        let dir = state_dir.join("evidence").join(format!("run-{id}"));
-        if dir.exists() {
-            std::fs::remove_dir_all(&dir)
-                .with_context(|| format!("cannot remove {}", dir.display()))
-                .code(exit::IO)?;
-        }
-    }
+    let ids = prune_runs(state_dir, keep_days).await.code(exit::IO)?;
     write_out(
         &format!("pruned {} run(s) older than {keep_days} days\n", ids.len()),
         None,
     )?;
     Ok(exit::OK)
+}
+
+/// Forgets the runs that started more than `keep_days` ago, with their
+/// evidence and alert report; their IDs.
+async fn prune_runs(state_dir: &Path, keep_days: u64) -> anyhow::Result<Vec<i64>> {
+    let journal = crate::journal::Journal::open(state_dir)?;
+    let ids = journal.prune(keep_days).await;
+    journal.close();
+    let ids = ids?;
+    for id in &ids {
+        let dir = state_dir.join("evidence").join(format!("run-{id}"));
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir)
+                .with_context(|| format!("cannot remove {}", dir.display()))?;
+        }
+        let page = state_dir.join("reports").join(format!("run-{id}.html"));
+        if page.exists() {
+            std::fs::remove_file(&page)
+                .with_context(|| format!("cannot remove {}", page.display()))?;
+        }
+    }
+    Ok(ids)
 }
 
 /// `pushscan report`.

@@ -202,12 +202,54 @@ fn open_conn(path: &Path) -> Result<Connection> {
     Ok(conn)
 }
 
+/// Creates `dir` and any missing parent, each private to the user running
+/// pushscan (0700 on unix, whatever the umask): the state dir holds raw
+/// reports, the inventory and evidence. A directory that already exists is
+/// left as it is (it may be shared, like `/tmp`); what pushscan puts in it
+/// is private on its own.
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut b = std::fs::DirBuilder::new();
+    b.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
+    b.create(dir)
+}
+
+/// Makes the journal file exist with mode 0600 before SQLite opens it:
+/// SQLite creates it under the umask, and gives its `-wal` and `-shm`
+/// the main file's mode, so this one mode covers all three. A journal
+/// left readable by an earlier version is closed here; a link in its
+/// place is refused, not followed.
+fn make_private_file(path: &Path) -> std::io::Result<()> {
+    let mut o = std::fs::OpenOptions::new();
+    o.read(true).write(true).create(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        o.mode(0o600).custom_flags(libc::O_NOFOLLOW);
+    }
+    let f = o.open(path)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        if f.metadata()?.permissions().mode() & 0o077 != 0 {
+            f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+        }
+    }
+    // Off unix the file inherits the state dir's ACL.
+    #[cfg(not(unix))]
+    drop(f);
+    Ok(())
+}
+
 impl Journal {
     /// Opens (creating if needed) `state_dir/journal.sqlite`.
     pub fn open(state_dir: &Path) -> Result<Journal> {
-        std::fs::create_dir_all(state_dir)
+        create_private_dir(state_dir)
             .with_context(|| format!("cannot create state dir {}", state_dir.display()))?;
         let path = state_dir.join("journal.sqlite");
+        make_private_file(&path)
+            .with_context(|| format!("cannot create journal {}", path.display()))?;
         let mut conn = open_conn(&path)?;
         conn.execute_batch(SCHEMA)
             .with_context(|| format!("cannot create schema in {}", path.display()))?;

@@ -39,6 +39,11 @@ struct Cli {
     /// object a line (log collectors).
     #[arg(long, value_enum, default_value = "plain", global = true)]
     log_format: LogFormat,
+    /// Refuse an inventory whose host entries and ranges, over all its sources, stand
+    /// for more than this many hosts (counted before any is made).
+    #[arg(long, value_name = "N", global = true, env = "PUSHSCAN_INVENTORY_MAX_HOSTS",
+          default_value_t = pushscan::inventory::DEFAULT_MAX_HOSTS)]
+    inventory_max_hosts: u64,
     #[command(subcommand)]
     command: Command,
 }
@@ -700,6 +705,7 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose, cli.log_format);
+    pushscan::inventory::set_max_hosts(cli.inventory_max_hosts);
     let code = match run(cli) {
         Ok(code) => code,
         Err(fail) => {

@@ -492,6 +492,7 @@ async fn steps(
     // Collect this run's result files, newest first.
     let mut fetched = Vec::new();
     let mut problems = Vec::new();
+    let mut budget = Budget::new(pb.results.max_host_bytes);
     if wants_files {
         let after = match after {
             Some(a) => a,
@@ -513,7 +514,7 @@ async fn steps(
                 .iter()
                 .position(|(e, _)| *e == entry)
                 .map(|i| sent.swap_remove(i).1);
-            match fetch_report(ctx, plan, conn, &entry, false, prefetched).await? {
+            match fetch_report(ctx, plan, conn, &entry, false, prefetched, &mut budget).await? {
                 Ok((id, report, remote)) => {
                     progress.fetched.push(remote);
                     fetched.push((id, report));
@@ -545,7 +546,7 @@ async fn steps(
         older.sort_by_cached_key(|e| std::cmp::Reverse(ctx.parser.recency(&e.name, e.mtime)));
         for entry in older.into_iter().take(MAX_HISTORY_FETCH) {
             // History is best effort: a problem there does not change the verdict.
-            let _ = fetch_report(ctx, plan, conn, entry, true, None).await?;
+            let _ = fetch_report(ctx, plan, conn, entry, true, None, &mut budget).await?;
         }
     }
 
@@ -555,7 +556,49 @@ async fn steps(
         .primary
         .and_then(|i| fetched.get(i))
         .map(|(id, _)| *id);
-    Ok((verdict.class, verdict.reason))
+    let mut reason = verdict.reason;
+    if let Some(note) = budget.dropped_note() {
+        reason.push_str("; ");
+        reason.push_str(&note);
+    }
+    Ok((verdict.class, reason))
+}
+
+/// The bytes of result files one host may make us keep in one run
+/// (`results.max_host_bytes`): each file kept is stored twice, in the
+/// journal and as evidence, so without it a host could make every sweep
+/// cost `max_files` + history times `max_file_size`, twice.
+struct Budget {
+    max: u64,
+    left: u64,
+    dropped: Vec<String>,
+}
+
+impl Budget {
+    fn new(max: u64) -> Budget {
+        Budget {
+            max,
+            left: max,
+            dropped: Vec::new(),
+        }
+    }
+
+    /// For the host's reason: what was not kept, named (the first few).
+    fn dropped_note(&self) -> Option<String> {
+        const NAMED: usize = 5;
+        if self.dropped.is_empty() {
+            return None;
+        }
+        let mut names = self.dropped[..self.dropped.len().min(NAMED)].join(", ");
+        if self.dropped.len() > NAMED {
+            names.push_str(&format!(" and {} more", self.dropped.len() - NAMED));
+        }
+        Some(format!(
+            "{} result file(s) dropped over the {}-byte per-host budget: {names}",
+            self.dropped.len(),
+            self.max
+        ))
+    }
 }
 
 /// Fetches one result file, parses it, stores it as evidence and in the
@@ -568,6 +611,7 @@ async fn fetch_report(
     entry: &RemoteEntry,
     history: bool,
     prefetched: Option<Vec<u8>>,
+    budget: &mut Budget,
 ) -> Result<Result<(i64, FetchedReport, String), String>, Failure> {
     let pb = &ctx.playbook;
     let host = plan.host.name.as_str();
@@ -590,14 +634,31 @@ async fn fetch_report(
             entry.size, pb.results.max_file_size
         )));
     }
+    // The listed size is the host's word; the read below is capped by what
+    // is left, so a file that grew past it is refused by the read itself.
+    if entry.size > budget.left {
+        budget.dropped.push(shown.clone());
+        return Ok(Err(format!(
+            "{shown} is {} bytes, over the {} bytes left of the per-host budget; not fetched",
+            entry.size, budget.left
+        )));
+    }
+    let cap = pb.results.max_file_size.min(budget.left);
     let remote = pb.checker.platform.join(&plan.run_dir, &entry.name);
     let bytes = match prefetched {
-        Some(b) if b.len() as u64 <= pb.results.max_file_size => b,
-        _ => match conn.read_file(&remote, pb.results.max_file_size).await {
+        Some(b) if b.len() as u64 <= cap => b,
+        Some(b) if b.len() as u64 > budget.left => {
+            budget.dropped.push(shown.clone());
+            return Ok(Err(format!(
+                "{shown} is over the {cap} bytes left of the per-host budget; not kept"
+            )));
+        }
+        _ => match conn.read_file(&remote, cap).await {
             Ok(b) => b,
             Err(e) => return Ok(Err(e.message)),
         },
     };
+    budget.left = budget.left.saturating_sub(bytes.len() as u64);
     let parsed = ctx.parser.parse_file(&entry.name, &bytes);
     let local_path = store_evidence(&ctx.evidence_dir, host, &entry.name, &bytes)
         .await
@@ -760,7 +821,7 @@ async fn store_evidence(
 
 fn store_evidence_blocking(host_dir: &Path, base: &str, bytes: &[u8]) -> std::io::Result<PathBuf> {
     use std::io::Write as _;
-    std::fs::create_dir_all(host_dir)?;
+    crate::journal::create_private_dir(host_dir)?;
     for n in 0..1000 {
         let candidate = if n == 0 {
             host_dir.join(base)

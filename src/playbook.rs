@@ -93,6 +93,11 @@ pub struct Results {
     /// At most this many new result files are fetched per host.
     #[serde(default = "default_max_files")]
     pub max_files: usize,
+    /// At most this many bytes of result files (new and history together)
+    /// are kept per host and run; files past it are dropped, named in the
+    /// host's reason.
+    #[serde(default = "default_max_host_bytes", deserialize_with = "de_size")]
+    pub max_host_bytes: u64,
     /// For `exit_code`: codes meaning "detected" (others but 0 are failures).
     #[serde(default = "default_detected_codes")]
     pub detected_exit_codes: Vec<i64>,
@@ -110,6 +115,29 @@ pub struct Cleanup {
     /// Remove `run_dir` and `work_dir` when they are empty afterwards.
     #[serde(default)]
     pub dirs: bool,
+}
+
+/// What the controller keeps between sweeps (`state:`), in one place.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StateLimits {
+    /// After each sweep, runs that started more than this many days ago are
+    /// forgotten with their evidence, as `pushscan prune` does; 0 never.
+    #[serde(default = "default_keep_days")]
+    pub keep_days: u64,
+    /// A warning after a sweep when the state dir (journal and evidence)
+    /// is larger than this.
+    #[serde(default = "default_state_max_bytes", deserialize_with = "de_size")]
+    pub max_bytes: u64,
+}
+
+impl Default for StateLimits {
+    fn default() -> Self {
+        StateLimits {
+            keep_days: default_keep_days(),
+            max_bytes: default_state_max_bytes(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -133,6 +161,8 @@ struct RawPlaybook {
     rollout: Option<crate::rollout::Rollout>,
     #[serde(default)]
     notify: Option<crate::notify::NotifyConfig>,
+    #[serde(default)]
+    state: StateLimits,
 }
 
 /// A loaded, validated playbook.
@@ -161,6 +191,8 @@ pub struct Playbook {
     pub rollout: crate::rollout::Rollout,
     /// Alerts after each run (`notify.rs`), unless `--notify-config` replaces them.
     pub notify: Option<crate::notify::NotifyConfig>,
+    /// Retention and the state dir's size warning.
+    pub state: StateLimits,
 }
 
 /// A playbook error, located when the YAML parser knows where.
@@ -263,6 +295,9 @@ impl Playbook {
         if raw.timeout.is_zero() {
             return Err(err("timeout must be more than zero".into()));
         }
+        if raw.results.max_host_bytes == 0 {
+            return Err(err("results.max_host_bytes must be more than 0".into()));
+        }
         if raw.results.max_files == 0 {
             return Err(err("results.max_files must be at least 1".into()));
         }
@@ -299,6 +334,7 @@ impl Playbook {
             cleanup: raw.cleanup,
             rollout,
             notify: raw.notify,
+            state: raw.state,
         })
     }
 
@@ -450,6 +486,15 @@ fn default_max_file_size() -> u64 {
 fn default_max_files() -> usize {
     16
 }
+fn default_max_host_bytes() -> u64 {
+    16 * 1024 * 1024
+}
+fn default_keep_days() -> u64 {
+    90
+}
+fn default_state_max_bytes() -> u64 {
+    10 * 1024 * 1024 * 1024
+}
 fn default_detected_codes() -> Vec<i64> {
     vec![1]
 }
@@ -553,6 +598,8 @@ mod tests {
         assert_eq!(pb.run_dir, "{{ work_dir }}/results");
         assert_eq!(pb.timeout, Duration::from_secs(30));
         assert_eq!(pb.results.max_file_size, 4 * 1024 * 1024);
+        assert_eq!(pb.results.max_host_bytes, 16 * 1024 * 1024);
+        assert_eq!((pb.state.keep_days, pb.state.max_bytes), (90, 10 << 30));
         assert!(!pb.cleanup.checker && !pb.cleanup.results && !pb.cleanup.dirs);
     }
 

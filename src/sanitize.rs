@@ -7,10 +7,31 @@
 //! named `<script>` must never become markup in the HTML report.
 
 /// Characters that are dangerous on the operator's terminal or that hide
-/// text: C0/C1 controls, DEL, and bidirectional overrides.
+/// text: C0/C1 controls, DEL, line and paragraph separators, and every
+/// character that draws nothing or reorders what follows (Unicode's format
+/// characters, the whole bidi-control set, variation selectors, tags), with
+/// which one host name could be made to look exactly like another.
 fn is_hidden_or_control(c: char) -> bool {
     c.is_control()
-        || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+        || matches!(c,
+            '\u{00ad}'                      // soft hyphen
+            | '\u{034f}'                    // combining grapheme joiner
+            | '\u{061c}'                    // Arabic letter mark (bidi)
+            | '\u{0600}'..='\u{0605}' | '\u{06dd}' | '\u{070f}' | '\u{0890}'..='\u{0891}' | '\u{08e2}'
+            | '\u{115f}' | '\u{1160}' | '\u{3164}' | '\u{ffa0}' // Hangul fillers
+            | '\u{17b4}' | '\u{17b5}'        // Khmer inherent vowels
+            | '\u{180b}'..='\u{180f}'        // Mongolian selectors and separator
+            | '\u{200b}'..='\u{200f}'        // zero-width space, (non-)joiner, LRM, RLM
+            | '\u{2028}' | '\u{2029}'        // line and paragraph separators
+            | '\u{202a}'..='\u{202e}'        // bidi embeddings and overrides
+            | '\u{2060}'..='\u{206f}'        // word joiner, invisible operators, bidi isolates
+            | '\u{fe00}'..='\u{fe0f}'        // variation selectors
+            | '\u{feff}'                    // zero-width no-break space (BOM)
+            | '\u{fff9}'..='\u{fffb}'        // interlinear annotation
+            | '\u{110bd}' | '\u{110cd}' | '\u{13430}'..='\u{1343f}'
+            | '\u{1bca0}'..='\u{1bca3}' | '\u{1d173}'..='\u{1d17a}'
+            | '\u{e0000}'..='\u{e0fff}'      // tags and variation selectors supplement
+        )
 }
 
 /// Escapes untrusted text for display on a terminal: controls become visible
@@ -170,6 +191,62 @@ mod tests {
         assert_eq!(display("検知\u{202e}x", 100), "検知\\u{202e}x");
         assert_eq!(display("abcdef", 3), "abc…");
         assert_eq!(display("Résultat", 100), "Résultat");
+    }
+
+    /// Characters that draw nothing or reorder what follows: with them one
+    /// host name can be made to look exactly like another.
+    const INVISIBLE: &[char] = &[
+        '\u{00ad}',
+        '\u{061c}',
+        '\u{180e}',
+        '\u{200b}',
+        '\u{200c}',
+        '\u{200d}',
+        '\u{200e}',
+        '\u{200f}',
+        '\u{2028}',
+        '\u{2029}',
+        '\u{202a}',
+        '\u{202b}',
+        '\u{202c}',
+        '\u{202d}',
+        '\u{202e}',
+        '\u{2060}',
+        '\u{2061}',
+        '\u{2064}',
+        '\u{2066}',
+        '\u{2067}',
+        '\u{2068}',
+        '\u{2069}',
+        '\u{206a}',
+        '\u{206f}',
+        '\u{feff}',
+        '\u{fe0f}',
+        '\u{fff9}',
+        '\u{e0001}',
+        '\u{e0041}',
+        '\u{e007f}',
+        '\u{e0100}',
+    ];
+
+    #[test]
+    fn invisible_and_reordering_characters_are_made_visible() {
+        for &c in INVISIBLE {
+            let shown = display(&format!("pc{c}1"), 100);
+            let escape = match c as u32 {
+                n if n < 0x100 => format!("\\x{n:02x}"),
+                n => format!("\\u{{{n:04x}}}"),
+            };
+            assert_eq!(shown, format!("pc{escape}1"), "U+{:04X}", c as u32);
+            assert_ne!(shown, "pc1");
+            let multi = display_multiline(&format!("pc{c}1\n"), 100);
+            assert_eq!(multi, format!("{shown}\n"), "U+{:04X}", c as u32);
+            assert_eq!(html(&format!("pc{c}1"), 100), shown, "U+{:04X}", c as u32);
+        }
+        // Ordinary text, including CJK and combining accents, is kept.
+        for text in ["検知されました", "Re\u{301}sultat", "PC-1", "ｗｅｂ０１"] {
+            assert_eq!(display(text, 100), text);
+        }
     }
 
     #[test]

@@ -523,7 +523,7 @@ async fn execute(
     progress_mode: Mode,
 ) -> Result<SweepOutcome, Fail> {
     let evidence_dir = state_dir.join("evidence").join(format!("run-{run_id}"));
-    std::fs::create_dir_all(&evidence_dir)
+    crate::journal::create_private_dir(&evidence_dir)
         .with_context(|| format!("cannot create {}", evidence_dir.display()))
         .code(exit::IO)?;
 

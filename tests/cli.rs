@@ -424,6 +424,281 @@ fn interrupt_stops_starting_hosts_and_records_them_as_not_started() {
     );
 }
 
+/// Runs `cmd` for at most `limit`, killing it after: an unbounded inventory
+/// expansion would otherwise take the machine's memory with it.
+fn output_within(mut cmd: Command, limit: std::time::Duration) -> (Output, std::time::Duration) {
+    use std::process::Stdio;
+    let start = std::time::Instant::now();
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > limit {
+            child.kill().unwrap();
+            let _ = child.wait();
+            panic!("still running after {limit:?}; killed");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let elapsed = start.elapsed();
+    (child.wait_with_output().unwrap(), elapsed)
+}
+
+#[test]
+fn an_inventory_expanding_past_the_host_limit_is_refused_at_once_with_its_location() {
+    let lab = Local::new(&[("a", "clean")]);
+    // Forty ranges of ten thousand: four million hosts from well under a kilobyte.
+    let mut bomb = String::from("[lab]\n");
+    for i in 0..40 {
+        bomb.push_str(&format!("pc{i:02}-[0000:9999]\n"));
+    }
+    assert!(bomb.len() < 1024, "{} bytes", bomb.len());
+    std::fs::write(lab.p("bomb.ini"), &bomb).unwrap();
+    let mut cmd = bin();
+    cmd.arg("sweep")
+        .arg("-i")
+        .arg(lab.p("bomb.ini"))
+        .arg("-p")
+        .arg(lab.p("pb.yml"))
+        .arg("--state-dir")
+        .arg(lab.p("state"))
+        .env_remove("PUSHSCAN_INVENTORY_MAX_HOSTS");
+    let (out, took) = output_within(cmd, std::time::Duration::from_secs(20));
+    eprintln!("{}-byte inventory refused in {took:?}", bomb.len());
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(65), "{err}");
+    // The eleventh range (line 12) is the one that passes 100,000.
+    assert!(err.contains("bomb.ini:12:1: "), "{err}");
+    assert!(err.contains("110000") && err.contains("100000"), "{err}");
+    assert!(err.contains("--inventory-max-hosts"), "{err}");
+    // Refusing costs at most what loading the limit's worth of hosts does (0.1-0.4 s of
+    // CPU in a debug build); the slack is for a loaded machine. Unbounded, this ran
+    // into the kill above.
+    assert!(took < std::time::Duration::from_secs(5), "took {took:?}");
+    assert!(!lab.p("hosts").exists(), "no host was touched");
+
+    // The bound is over every source together, not per file or per range:
+    // 600 + 600 in two files is over 1,000 in the second.
+    std::fs::write(lab.p("one.ini"), "[x]\nx[000:599]\n").unwrap();
+    std::fs::write(lab.p("two.yml"), "y:\n  hosts:\n    y[000:599]:\n").unwrap();
+    let list = |max: &str| {
+        let mut cmd = bin();
+        cmd.arg("inventory")
+            .arg("-i")
+            .arg(lab.p("one.ini"))
+            .arg("-i")
+            .arg(lab.p("two.yml"))
+            .arg("--list")
+            .args(["--inventory-max-hosts", max])
+            .env_remove("PUSHSCAN_INVENTORY_MAX_HOSTS");
+        output_within(cmd, std::time::Duration::from_secs(60)).0
+    };
+    let out = list("1000");
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(65), "{err}");
+    assert!(err.contains("two.yml:3:5: "), "{err}");
+    assert!(
+        err.contains("1200") && err.contains("limit of 1000"),
+        "{err}"
+    );
+    // Raised, the same two files load: 1,200 hosts.
+    let out = list("1200");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let listed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let count = |g: &str| listed[g]["hosts"].as_array().map_or(0, Vec::len);
+    assert_eq!((count("x"), count("y")), (600, 600));
+    // Lowered through the environment, one file of 600 is refused on its own.
+    let mut cmd = bin();
+    cmd.arg("inventory")
+        .arg("-i")
+        .arg(lab.p("one.ini"))
+        .arg("--list")
+        .env("PUSHSCAN_INVENTORY_MAX_HOSTS", "500");
+    let (out, _) = output_within(cmd, std::time::Duration::from_secs(20));
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(65), "{err}");
+    assert!(
+        err.contains("one.ini:2:1: ") && err.contains("limit of 500"),
+        "{err}"
+    );
+}
+
+/// Every directory and file under `dir` whose mode lets group or others in.
+#[cfg(unix)]
+fn not_private(dir: &Path) -> Vec<String> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mut open = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        let mode = std::fs::symlink_metadata(&d).unwrap().permissions().mode();
+        if mode & 0o077 != 0 {
+            open.push(format!("{} {:04o}", d.display(), mode & 0o7777));
+        }
+        for e in std::fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            let meta = e.metadata().unwrap();
+            if meta.is_dir() {
+                todo.push(e.path());
+            } else if meta.permissions().mode() & 0o077 != 0 {
+                open.push(format!(
+                    "{} {:04o}",
+                    e.path().display(),
+                    meta.permissions().mode() & 0o7777
+                ));
+            }
+        }
+    }
+    open
+}
+
+#[cfg(unix)]
+#[test]
+fn the_state_dir_is_private_under_umask_022() {
+    let lab = Local::new(&[("a", "detected"), ("b", "clean")]);
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg("umask 022; exec \"$0\" \"$@\"")
+        .arg(env!("CARGO_BIN_EXE_pushscan"))
+        .arg("sweep")
+        .arg("-i")
+        .arg(lab.p("inv.yml"))
+        .arg("-p")
+        .arg(lab.p("pb.yml"))
+        .arg("--state-dir")
+        .arg(lab.p("state").join("nested"));
+    let out = cmd.output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let state = lab.p("state");
+    assert!(
+        state
+            .join("nested/evidence/run-1/a")
+            .read_dir()
+            .unwrap()
+            .count()
+            > 0
+    );
+    assert_eq!(not_private(&state), Vec::<String>::new());
+    // SQLite makes -wal and -shm with the journal's own mode; they exist while a
+    // connection is open, here under this process's umask 022.
+    // SAFETY: umask has no preconditions; it changes only this test process's mask.
+    unsafe { libc::umask(0o022) };
+    let db = rusqlite::Connection::open(state.join("nested/journal.sqlite")).unwrap();
+    let runs: i64 = db
+        .query_row("SELECT COUNT(*) FROM runs", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(runs, 1);
+    for side in ["journal.sqlite-wal", "journal.sqlite-shm"] {
+        assert!(state.join("nested").join(side).exists(), "{side}");
+    }
+    assert_eq!(not_private(&state), Vec::<String>::new());
+    drop(db);
+}
+
+/// A checker that floods its result directory: `$2` files of `$3` bytes.
+const FLOOD: &str = "#!/bin/sh\nmkdir -p \"$1\"\ni=0\nwhile [ \"$i\" -lt \"$2\" ]; do\n  \
+    head -c \"$3\" /dev/zero | tr '\\0' x > \"$1/PC_2026010100$((1000 + i))_emocheck.txt\"\n  \
+    i=$((i + 1))\ndone\n";
+
+#[test]
+fn a_host_flooding_results_is_kept_within_its_budget_and_old_runs_are_pruned() {
+    let lab = Local::new(&[("a", "clean"), ("b", "clean")]);
+    let script = lab.p("flood.sh");
+    std::fs::write(&script, FLOOD).unwrap();
+    let pb = |files: u32, keep_days: u32, max_bytes: &str| {
+        format!(
+            "name: flood\nchecker:\n  path: {}\n  sha256: \"{}\"\n  platform: linux\n  \
+             remote_name: flood.sh\nwork_dir: \"{{{{ pushscan_dir }}}}\"\n\
+             run_dir: \"{{{{ work_dir }}}}/reports\"\n\
+             args: [\"{{{{ run_dir }}}}\", \"{files}\", \"700000\"]\ntimeout: 20s\n\
+             results:\n  glob: \"*_emocheck.*\"\n  parser: emocheck\n  max_file_size: 1MiB\n  \
+             max_host_bytes: 2MiB\n\
+             state:\n  keep_days: {keep_days}\n  max_bytes: {max_bytes}\n",
+            script.display(),
+            sha256_hex(&script)
+        )
+    };
+    // Twenty files of 700,000 bytes each (14 MB) from each host; 2 MiB kept per host.
+    std::fs::write(lab.p("pb.yml"), pb(20, 30, "1GiB")).unwrap();
+    let out = lab.sweep(&[]);
+    let err = text(&out.stderr);
+    assert!(!err.contains("warning: the state dir"), "{err}");
+    let state = lab.p("state");
+    let db = rusqlite::Connection::open(state.join("journal.sqlite")).unwrap();
+    for host in ["a", "b"] {
+        let (n, kept): (i64, i64) = db
+            .query_row(
+                "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM reports WHERE host=?1 AND run_id=1",
+                [host],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        eprintln!("{host}: {n} report(s), {kept} bytes kept in the journal");
+        assert!(kept <= 2 * 1024 * 1024, "{host}: {kept} bytes");
+        assert_eq!(n, 2, "two files of 700,000 fit in 2 MiB, a third does not");
+        let on_disk: u64 = std::fs::read_dir(state.join("evidence/run-1").join(host))
+            .unwrap()
+            .map(|e| e.unwrap().metadata().unwrap().len())
+            .sum();
+        assert!(
+            on_disk <= 2 * 1024 * 1024,
+            "{host}: {on_disk} bytes of evidence"
+        );
+        let reason: String = db
+            .query_row(
+                "SELECT reason FROM hosts WHERE host=?1 AND run_id=1",
+                [host],
+                |r| r.get(0),
+            )
+            .unwrap();
+        // 16 candidates (results.max_files), 2 kept: 14 named as dropped.
+        assert!(
+            reason.contains("14 result file(s) dropped over the 2097152-byte per-host budget"),
+            "{reason}"
+        );
+        assert!(
+            reason.contains("PC_20260101001017_emocheck.txt"),
+            "{reason}"
+        );
+    }
+    drop(db);
+
+    // The run is made 100 days old; the next sweep (keep 30 days) forgets it and its
+    // evidence, and warns that the state dir is over a 1 KiB budget.
+    let db = rusqlite::Connection::open(state.join("journal.sqlite")).unwrap();
+    let old = (chrono::Utc::now() - chrono::Duration::days(100))
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    db.execute("UPDATE runs SET started_at=?1 WHERE id=1", [&old])
+        .unwrap();
+    drop(db);
+    std::fs::write(lab.p("pb.yml"), pb(1, 30, "1KiB")).unwrap();
+    let out = lab.sweep(&[]);
+    let err = text(&out.stderr);
+    assert!(err.contains("pruned 1 run(s) older than 30 days"), "{err}");
+    assert!(
+        err.contains("warning: the state dir") && err.contains("over state.max_bytes (1024)"),
+        "{err}"
+    );
+    assert!(!state.join("evidence/run-1").exists());
+    assert!(state.join("evidence/run-2").exists());
+    let db = rusqlite::Connection::open(state.join("journal.sqlite")).unwrap();
+    let runs: Vec<i64> = db
+        .prepare("SELECT id FROM runs ORDER BY id")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(runs, vec![2]);
+    let left: i64 = db
+        .query_row("SELECT COUNT(*) FROM reports WHERE run_id=1", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(left, 0);
+}
+
 #[test]
 fn prune_forgets_old_runs_and_their_evidence() {
     let lab = Local::new(&[("a", "detected")]);

@@ -24,7 +24,6 @@ use std::path::Path;
 
 use serde_json::{Map, Number, Value};
 
-use super::pattern::expand_host_pattern;
 use super::{Builder, Inventory, InventoryError, Loc, VarDef};
 
 enum State {
@@ -283,7 +282,7 @@ fn host_line(b: &mut Builder, group: &str, raw: &str, lineno: usize) -> Result<(
         return Ok(()); // only a comment
     };
     let host_loc = Some(Loc::new(lineno, first.col));
-    let (names, port) = expand_host_pattern(&first.text).map_err(|m| b.err(host_loc, m))?;
+    let (names, port) = b.expand_hosts(&first.text, host_loc)?;
     let mut vars = Vec::with_capacity(rest.len());
     for t in rest {
         let key_loc = Some(Loc::new(lineno, t.col));

@@ -30,6 +30,7 @@ mod yaml11;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use serde::Serialize;
@@ -162,6 +163,26 @@ impl Inventory {
 /// Upper bound on `Host::group_paths`: a diamond-shaped group graph can
 /// have exponentially many chains, and nobody reads more than a handful.
 pub const MAX_GROUP_PATHS: usize = 256;
+
+/// Default bound on the hosts an inventory may expand to, over all its
+/// sources: 40 short lines of `pc[0000:9999]` would otherwise make four
+/// million hosts and exhaust memory before anything is checked. The same
+/// figure as the LDAP source's `max_hosts`.
+pub const DEFAULT_MAX_HOSTS: u64 = 100_000;
+
+static MAX_HOSTS: AtomicU64 = AtomicU64::new(DEFAULT_MAX_HOSTS);
+
+/// Set the bound on host names the inventories read after this call may
+/// expand to (`--inventory-max-hosts`); one value for the process, like
+/// the command line it comes from.
+pub fn set_max_hosts(n: u64) {
+    MAX_HOSTS.store(n, Ordering::Relaxed);
+}
+
+/// The bound in force (see [`set_max_hosts`]).
+pub fn max_hosts() -> u64 {
+    MAX_HOSTS.load(Ordering::Relaxed)
+}
 
 /// An inventory problem, located as precisely as the parser knows.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -697,6 +718,10 @@ pub(crate) struct Builder {
     /// (group, host) pairs already listed, so that adding is O(1) even for
     /// a range expanding to tens of thousands of hosts.
     membership: HashSet<(usize, usize)>,
+    /// Host names the entries read so far stand for, duplicates included
+    /// (each one is work), counted before expanding.
+    expanded: u64,
+    max_hosts: u64,
 }
 
 const ALL: usize = 0;
@@ -723,6 +748,8 @@ impl Builder {
             hosts: Vec::new(),
             host_index: HashMap::new(),
             membership: HashSet::new(),
+            expanded: 0,
+            max_hosts: max_hosts(),
         };
         // Ansible creates these two before reading anything; `ungrouped` is
         // the first child of `all`.
@@ -759,6 +786,40 @@ impl Builder {
     /// The cross-source conflicts seen so far (see `LoadedInventory`).
     pub fn take_warnings(&mut self) -> Vec<String> {
         std::mem::take(&mut self.warnings)
+    }
+
+    /// The names and port of a host entry written at `loc`, counted first
+    /// against the bound on the whole inventory (every entry of every
+    /// source), so that an entry over it is refused before any name is made.
+    pub fn expand_hosts(
+        &mut self,
+        entry: &str,
+        loc: Option<Loc>,
+    ) -> Result<(Vec<String>, Option<u16>), InventoryError> {
+        let e = pattern::HostEntry::parse(entry).map_err(|m| self.err(loc, m))?;
+        let n = e.count().map_err(|m| self.err(loc, m))?;
+        let total = self.expanded.saturating_add(n);
+        if total > self.max_hosts {
+            return Err(self.err(
+                loc,
+                format!(
+                    "host entry {} stands for {n} host(s), bringing the inventory to {total}, \
+                     over the limit of {} (raise it with --inventory-max-hosts or \
+                     PUSHSCAN_INVENTORY_MAX_HOSTS)",
+                    crate::sanitize::display(entry, 80),
+                    self.max_hosts
+                ),
+            ));
+        }
+        self.expanded = total;
+        let names = e.names().map_err(|m| self.err(loc, m))?;
+        Ok((names, e.port))
+    }
+
+    #[cfg(test)]
+    fn with_max_hosts(mut self, n: u64) -> Builder {
+        self.max_hosts = n;
+        self
     }
 
     pub fn has_group(&self, name: &str) -> bool {
@@ -1424,6 +1485,25 @@ mod tests {
         assert!(!looks_like_yaml("host1 ansible_port=22\n"));
         assert!(!looks_like_yaml("web01:2222\n"));
         assert!(!looks_like_yaml(""));
+    }
+
+    #[test]
+    fn the_host_bound_is_counted_over_every_source_before_expanding() {
+        let mut b = Builder::with_label(Path::new("a + b")).with_max_hosts(25);
+        b.begin_source(Path::new("a.ini"));
+        let (names, _) = b.expand_hosts("w[01:20]", Some(Loc::new(2, 1))).unwrap();
+        assert_eq!(names.len(), 20);
+        b.begin_source(Path::new("b.ini"));
+        assert_eq!(b.expand_hosts("x[1:5]", None).unwrap().0.len(), 5);
+        // One more is over; a range of 10^12 is refused as fast as one of 1.
+        for entry in ["y", "z[0:999999][0:999999]"] {
+            let e = b.expand_hosts(entry, Some(Loc::new(7, 3))).unwrap_err();
+            assert_eq!(
+                (e.file.as_path(), e.line, e.col),
+                (Path::new("b.ini"), Some(7), Some(3))
+            );
+            assert!(e.message.contains("limit of 25"), "{e}");
+        }
     }
 
     #[test]

@@ -17,39 +17,92 @@ use wildmatch::WildMatch;
 
 use super::{Host, Inventory, InventoryError, Loc};
 
-/// Largest number of hosts one range may expand to; a typo such as
-/// `web[1:99999999]` should fail rather than eat all memory.
-pub const MAX_RANGE_HOSTS: usize = 100_000;
-
 /// Split an inventory host entry into names and an optional port, the way
 /// Ansible's `parse_address` + `expand_hostname_range` do: `[v6]:port`,
 /// `name:port` (colons inside `[...]` ranges do not count), bare IPv6
-/// addresses (no port possible), then range expansion.
+/// addresses (no port possible), then range expansion. Callers that read
+/// an inventory go through [`HostEntry`] so that they can count an entry's
+/// hosts before expanding it.
+#[cfg(test)]
 pub(crate) fn expand_host_pattern(entry: &str) -> Result<(Vec<String>, Option<u16>), String> {
-    let entry = entry.trim();
-    if entry.is_empty() {
-        return Err("empty host name".into());
+    let e = HostEntry::parse(entry)?;
+    Ok((e.names()?, e.port))
+}
+
+/// One host entry of an inventory, parsed but not yet expanded: its
+/// [`count`](HostEntry::count) costs nothing however large its ranges, so
+/// the total can be bounded before a single name is made.
+#[derive(Debug)]
+pub(crate) struct HostEntry<'a> {
+    host: &'a str,
+    pub port: Option<u16>,
+    /// A bare IPv6 address: its colons are not a range.
+    literal: bool,
+}
+
+impl<'a> HostEntry<'a> {
+    pub fn parse(entry: &'a str) -> Result<HostEntry<'a>, String> {
+        let entry = entry.trim();
+        if entry.is_empty() {
+            return Err("empty host name".into());
+        }
+        if entry.chars().any(char::is_whitespace) {
+            return Err(format!("host name {entry:?} contains whitespace"));
+        }
+        let (host, port) = split_port(entry)?;
+        if host.is_empty() {
+            return Err(format!("host entry {entry:?} has no host name"));
+        }
+        if host == "---" {
+            return Err("host name `---` is normally a sign that this is a YAML file".into());
+        }
+        if host.ends_with(':') && port.is_none() && host.parse::<Ipv6Addr>().is_err() {
+            return Err(format!(
+                "host entry {entry:?} ends in `:`, which is reserved for a port"
+            ));
+        }
+        let literal = host.parse::<Ipv6Addr>().is_ok();
+        Ok(HostEntry {
+            host,
+            port,
+            literal,
+        })
     }
-    if entry.chars().any(char::is_whitespace) {
-        return Err(format!("host name {entry:?} contains whitespace"));
+
+    /// How many names [`names`](HostEntry::names) would make (saturating),
+    /// from the range bounds alone.
+    pub fn count(&self) -> Result<u64, String> {
+        if self.literal {
+            return Ok(1);
+        }
+        let name = self.host;
+        let mut total: u64 = 1;
+        let mut rest = name;
+        while let Some(open) = rest.find('[') {
+            let close = rest[open..]
+                .find(']')
+                .map(|i| open + i)
+                .ok_or_else(|| format!("unterminated range `[` in host name {name:?}"))?;
+            let range = Range::parse(&rest[open + 1..close])
+                .map_err(|m| format!("{m} in host name {name:?}"))?;
+            total = total.saturating_mul(range.count());
+            rest = &rest[close + 1..];
+        }
+        if rest.contains(']') {
+            return Err(format!("unbalanced `]` in host name {name:?}"));
+        }
+        Ok(total)
     }
-    let (host, port) = split_port(entry)?;
-    if host.is_empty() {
-        return Err(format!("host entry {entry:?} has no host name"));
+
+    /// Every name the entry stands for, in Ansible's order. Call after
+    /// checking [`count`](HostEntry::count) against the inventory's limit.
+    pub fn names(&self) -> Result<Vec<String>, String> {
+        if self.literal {
+            // A bare IPv6 address has no ranges; do not mistake its colons for one.
+            return Ok(vec![self.host.to_string()]);
+        }
+        expand_ranges(self.host)
     }
-    if host == "---" {
-        return Err("host name `---` is normally a sign that this is a YAML file".into());
-    }
-    if host.ends_with(':') && port.is_none() && host.parse::<Ipv6Addr>().is_err() {
-        return Err(format!(
-            "host entry {entry:?} ends in `:`, which is reserved for a port"
-        ));
-    }
-    // A bare IPv6 address has no ranges; do not mistake its colons for one.
-    if host.parse::<Ipv6Addr>().is_ok() {
-        return Ok((vec![host.to_string()], port));
-    }
-    Ok((expand_ranges(host)?, port))
 }
 
 fn parse_port(digits: &str, entry: &str) -> Result<u16, String> {
@@ -121,12 +174,9 @@ fn expand_ranges(name: &str) -> Result<Vec<String>, String> {
             .map(|i| open + i)
             .ok_or_else(|| format!("unterminated range `[` in host name {name:?}"))?;
         let (head, spec, tail) = (&cur[..open], &cur[open + 1..close], &cur[close + 1..]);
-        let values = range_values(spec).map_err(|m| format!("{m} in host name {name:?}"))?;
-        if done.len() + todo.len() + values.len() > MAX_RANGE_HOSTS {
-            return Err(format!(
-                "host range {name:?} expands to more than {MAX_RANGE_HOSTS} hosts"
-            ));
-        }
+        let values = Range::parse(spec)
+            .map_err(|m| format!("{m} in host name {name:?}"))?
+            .values();
         // Pushed in reverse so that popping yields them in order.
         for v in values.iter().rev() {
             todo.push(format!("{head}{v}{tail}"));
@@ -135,73 +185,109 @@ fn expand_ranges(name: &str) -> Result<Vec<String>, String> {
     Ok(done)
 }
 
-fn range_values(spec: &str) -> Result<Vec<String>, String> {
-    let bounds: Vec<&str> = spec.split(':').collect();
-    if bounds.len() != 2 && bounds.len() != 3 {
-        return Err(format!(
-            "host range `[{spec}]` must be begin:end or begin:end:step"
-        ));
-    }
-    let beg = if bounds[0].is_empty() { "0" } else { bounds[0] };
-    let end = bounds[1];
-    if end.is_empty() {
-        return Err(format!("host range `[{spec}]` must specify an end value"));
-    }
-    let step: usize = match bounds.get(2) {
-        None => 1,
-        Some(s) => s
-            .parse()
-            .ok()
-            .filter(|s| *s > 0)
-            .ok_or_else(|| format!("host range `[{spec}]` step must be a positive integer"))?,
-    };
-    const LETTERS: &str = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
-    if let (Some(b), Some(e)) = (LETTERS.find(beg), LETTERS.find(end)) {
-        if beg.len() == 1 && end.len() == 1 {
-            if b > e {
-                return Err(format!("host range `[{spec}]` must have begin <= end"));
+const LETTERS: &str = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
+
+/// One `[begin:end:step]`, checked but not expanded.
+#[derive(Debug)]
+enum Range {
+    /// Indices into [`LETTERS`].
+    Letters { b: usize, e: usize, step: usize },
+    Numbers {
+        b: u64,
+        e: u64,
+        step: u64,
+        width: usize,
+    },
+}
+
+impl Range {
+    fn parse(spec: &str) -> Result<Range, String> {
+        let bounds: Vec<&str> = spec.split(':').collect();
+        if bounds.len() != 2 && bounds.len() != 3 {
+            return Err(format!(
+                "host range `[{spec}]` must be begin:end or begin:end:step"
+            ));
+        }
+        let beg = if bounds[0].is_empty() { "0" } else { bounds[0] };
+        let end = bounds[1];
+        if end.is_empty() {
+            return Err(format!("host range `[{spec}]` must specify an end value"));
+        }
+        let step: usize =
+            match bounds.get(2) {
+                None => 1,
+                Some(s) => s.parse().ok().filter(|s| *s > 0).ok_or_else(|| {
+                    format!("host range `[{spec}]` step must be a positive integer")
+                })?,
+            };
+        if let (Some(b), Some(e)) = (LETTERS.find(beg), LETTERS.find(end)) {
+            if beg.len() == 1 && end.len() == 1 {
+                if b > e {
+                    return Err(format!("host range `[{spec}]` must have begin <= end"));
+                }
+                return Ok(Range::Letters { b, e, step });
             }
-            return Ok(LETTERS[b..=e]
+        }
+        let width = if beg.len() > 1 && beg.starts_with('0') {
+            if beg.len() != end.len() {
+                return Err(format!(
+                    "host range `[{spec}]` must specify equal-length begin and end formats"
+                ));
+            }
+            beg.len()
+        } else {
+            0
+        };
+        let parse = |s: &str| -> Result<u64, String> {
+            if s.bytes().all(|c| c.is_ascii_digit()) {
+                s.parse()
+                    .map_err(|_| format!("host range `[{spec}]` bound {s:?} is too large"))
+            } else {
+                Err(format!(
+                    "host range `[{spec}]` bounds must be numbers or single letters"
+                ))
+            }
+        };
+        let (b, e) = (parse(beg)?, parse(end)?);
+        if b > e {
+            return Err(format!("host range `[{spec}]` must have begin <= end"));
+        }
+        Ok(Range::Numbers {
+            b,
+            e,
+            step: step as u64,
+            width,
+        })
+    }
+
+    fn count(&self) -> u64 {
+        match *self {
+            Range::Letters { b, e, step } => ((e - b) / step + 1) as u64,
+            Range::Numbers { b, e, step, .. } => ((e - b) / step).saturating_add(1),
+        }
+    }
+
+    fn values(&self) -> Vec<String> {
+        match *self {
+            Range::Letters { b, e, step } => LETTERS[b..=e]
                 .chars()
                 .step_by(step)
                 .map(String::from)
-                .collect());
+                .collect(),
+            Range::Numbers { b, e, step, width } => {
+                let mut out = Vec::new();
+                let mut i = b;
+                loop {
+                    out.push(format!("{i:0width$}"));
+                    match i.checked_add(step) {
+                        Some(n) if n <= e => i = n,
+                        _ => break,
+                    }
+                }
+                out
+            }
         }
     }
-    let width = if beg.len() > 1 && beg.starts_with('0') {
-        if beg.len() != end.len() {
-            return Err(format!(
-                "host range `[{spec}]` must specify equal-length begin and end formats"
-            ));
-        }
-        beg.len()
-    } else {
-        0
-    };
-    let parse = |s: &str| -> Result<u64, String> {
-        if s.bytes().all(|c| c.is_ascii_digit()) {
-            s.parse()
-                .map_err(|_| format!("host range `[{spec}]` bound {s:?} is too large"))
-        } else {
-            Err(format!(
-                "host range `[{spec}]` bounds must be numbers or single letters"
-            ))
-        }
-    };
-    let (b, e) = (parse(beg)?, parse(end)?);
-    if b > e {
-        return Err(format!("host range `[{spec}]` must have begin <= end"));
-    }
-    let count = (e - b) / step as u64 + 1;
-    if count > MAX_RANGE_HOSTS as u64 {
-        return Err(format!(
-            "host range `[{spec}]` expands to more than {MAX_RANGE_HOSTS} hosts"
-        ));
-    }
-    Ok((b..=e)
-        .step_by(step)
-        .map(|i| format!("{i:0width$}"))
-        .collect())
 }
 
 // ---------------------------------------------------------------------------
@@ -560,10 +646,29 @@ mod tests {
             "h[x:yy]",
             "h[1:2",
             "h]",
-            "h[1:99999999]",
         ] {
             assert!(expand_host_pattern(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn counting_costs_nothing_and_matches_expansion() {
+        let count = |e: &str| HostEntry::parse(e).unwrap().count().unwrap();
+        for e in [
+            "web[01:03].x",
+            "r[1:2]-[a:b]",
+            "h[0:6:3]",
+            "fe80::1",
+            "[::1]:22",
+            "plain",
+        ] {
+            assert_eq!(count(e), names(e).len() as u64, "{e}");
+        }
+        // Counted from the bounds alone: ten to the twelfth, no allocation.
+        assert_eq!(count("h[0:999999][0:999999]"), 1_000_000_000_000);
+        assert_eq!(count("h[0:18446744073709551615][0:9]"), u64::MAX);
+        assert!(HostEntry::parse("h[1:2").unwrap().count().is_err());
+        assert!(HostEntry::parse("h]").unwrap().count().is_err());
     }
 
     #[test]

@@ -14,7 +14,6 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use super::pattern::expand_host_pattern;
 use super::yaml11::{self, Kind, Node, Schema};
 use super::{Builder, Inventory, InventoryError, VarDef};
 
@@ -197,7 +196,7 @@ fn parse_group(b: &mut Builder, name: &Node, node: Node) -> Result<(), Inventory
 
 fn parse_host(b: &mut Builder, group: &str, key: &Node, node: Node) -> Result<(), InventoryError> {
     let entry = name_of(b, key, "host")?;
-    let (names, port) = expand_host_pattern(&entry).map_err(|m| b.err(key.loc, m))?;
+    let (names, port) = b.expand_hosts(&entry, key.loc)?;
     let vars = match node.kind {
         // `host: ""` (anything false in Python) means no variables.
         _ if !is_truthy(&node) => Vec::new(),

@@ -607,7 +607,7 @@ fn read_secret(what: &str, env: Option<&str>, file: Option<&str>) -> anyhow::Res
             .ok_or_else(|| anyhow::anyhow!("{what}: environment variable {var} is not set"))?,
         (None, Some(f)) => {
             let path = expand_path(f)?;
-            let bytes = read_capped(&path).map_err(|e| anyhow::anyhow!("{what}: {e}"))?;
+            let bytes = read_private(&path).map_err(|e| anyhow::anyhow!("{what}: {e}"))?;
             String::from_utf8(bytes)
                 .map_err(|_| anyhow::anyhow!("{what}: {} is not UTF-8", path.display()))?
         }
@@ -618,6 +618,71 @@ fn read_secret(what: &str, env: Option<&str>, file: Option<&str>) -> anyhow::Res
         anyhow::bail!("{what}: the configured source is empty");
     }
     Ok(SecretString::from(trimmed.to_string()))
+}
+
+/// Reads a secret file as the credentials file is read: a regular file,
+/// checked on the open handle (the file checked is the file read), owned by
+/// the user running pushscan and closed to group and others, as ssh wants
+/// of a private key. A password others can read is refused, not used.
+fn read_private(path: &Path) -> anyhow::Result<Vec<u8>> {
+    use std::io::Read as _;
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    // Do not hang on a FIFO: it is refused below as not a regular file.
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NONBLOCK);
+    let f = options
+        .open(path)
+        .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", path.display()))?;
+    let meta = f
+        .metadata()
+        .map_err(|e| anyhow::anyhow!("cannot stat {}: {e}", path.display()))?;
+    if !meta.is_file() {
+        anyhow::bail!("{} is not a regular file", path.display());
+    }
+    check_private(path, &meta)?;
+    let mut buf = Vec::new();
+    f.take(MAX_SECRET_FILE + 1)
+        .read_to_end(&mut buf)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+    if buf.len() as u64 > MAX_SECRET_FILE {
+        anyhow::bail!(
+            "{} is larger than {} KiB",
+            path.display(),
+            MAX_SECRET_FILE / 1024
+        );
+    }
+    Ok(buf)
+}
+
+#[cfg(unix)]
+fn check_private(path: &Path, meta: &std::fs::Metadata) -> anyhow::Result<()> {
+    use std::os::unix::fs::MetadataExt as _;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    let p = path.display();
+    if meta.uid() != me {
+        anyhow::bail!(
+            "{p} belongs to uid {}, not to the user running pushscan (uid {me}); \
+             a secret file must be your own private file: chown it, then chmod 600 {p}",
+            meta.uid()
+        );
+    }
+    let mode = meta.mode() & 0o7777;
+    if mode & 0o077 != 0 {
+        anyhow::bail!(
+            "{p} is accessible to group or others (mode {mode:04o}); refusing to use a \
+             secret others can read: chmod 600 {p}"
+        );
+    }
+    Ok(())
+}
+
+/// Off unix there are no mode bits; the file's ACL decides who reads it
+/// (see the credentials file's note). Checked: that it is a regular file.
+#[cfg(not(unix))]
+fn check_private(_path: &Path, _meta: &std::fs::Metadata) -> anyhow::Result<()> {
+    Ok(())
 }
 
 fn read_capped(path: &Path) -> anyhow::Result<Vec<u8>> {
@@ -737,6 +802,12 @@ mod tests {
     fn secrets_come_from_env_or_file() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("pw"), "s3cret\n").unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let pw = dir.path().join("pw");
+            std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
         std::env::set_var("PUSHSCAN_TEST_NOTIFY_DIR", dir.path());
         let c = parse(&MAIL.replace(
             "password_env: P",
@@ -750,5 +821,29 @@ mod tests {
             .unwrap();
         let e = c.check_sources().unwrap_err().to_string();
         assert!(e.contains("PUSHSCAN_TEST_UNSET_VAR is not set"), "{e}");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_secret_file_others_can_read_is_refused() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let pw = dir.path().join("pw");
+        std::fs::write(&pw, "s3cret\n").unwrap();
+        let yaml = MAIL.replace(
+            "password_env: P",
+            &format!("password_file: {}", pw.display()),
+        );
+        for mode in [0o644, 0o640, 0o604, 0o660] {
+            std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(mode)).unwrap();
+            let c = parse(&yaml).unwrap();
+            let e = format!("{:#}", c.mail.unwrap().smtp.password().unwrap_err());
+            assert!(e.contains(&format!("mode {mode:04o}")), "{e}");
+            assert!(e.contains("chmod 600"), "{e}");
+            assert!(!e.contains("s3cret"), "{e}");
+        }
+        std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let c = parse(&yaml).unwrap();
+        assert!(c.mail.unwrap().smtp.password().unwrap().is_some());
     }
 }

@@ -1408,6 +1408,18 @@ mod tests {
     }
 
     #[test]
+    fn a_host_name_cannot_pose_as_another_in_the_page() {
+        // "pc1" with a zero-width space, an RLO and a line separator: all three must
+        // show as escapes wherever the name appears, never as the bare "pc1".
+        let h = host("p\u{200b}c\u{202e}1\u{2028}", "detected");
+        let page = to_html(&report(vec![h]));
+        for c in ['\u{200b}', '\u{202e}', '\u{2028}'] {
+            assert!(!page.contains(c), "U+{:04X} reached the page", c as u32);
+        }
+        assert!(page.contains("p\\u{200b}c\\u{202e}1\\u{2028}"));
+    }
+
+    #[test]
     fn csp_allows_exactly_the_inline_script() {
         let page = to_html(&report(vec![host("a", "not_detected")]));
         let csp = content_security_policy();

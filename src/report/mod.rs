@@ -416,8 +416,14 @@ pub fn to_csv_with(r: &RunReport, opts: CsvOptions) -> Result<String> {
 /// `cat`-ed on a terminal), and no leading formula character (spreadsheet
 /// formula injection when opened in Excel).
 fn csv_safe(s: &str) -> String {
+    // `display` has already made a leading tab, CR or invisible character
+    // visible (`\x09`...), so none can hide a formula start; what is left is
+    // the sign itself, ASCII or full-width (spreadsheets in CJK locales read
+    // `＝` as `=`), after any spaces.
     let s = display(s, usize::MAX);
-    if s.starts_with(['=', '+', '-', '@']) {
+    if s.trim_start_matches(' ')
+        .starts_with(['=', '+', '-', '@', '＝', '＋', '－', '＠'])
+    {
         format!("'{s}")
     } else {
         s
@@ -702,5 +708,16 @@ mod tests {
         assert_eq!(csv_safe("=HYPERLINK(\"x\")"), "'=HYPERLINK(\"x\")");
         assert_eq!(csv_safe("PC-1"), "PC-1");
         assert_eq!(csv_safe("a\x1b[31mb"), "a\\x1b[31mb");
+        // Spreadsheets in CJK locales read full-width signs as formula starts.
+        for cell in ["＝cmd|' /C calc'!A0", "＋1+1", "－1+1", "＠SUM(A1)"] {
+            assert_eq!(csv_safe(cell), format!("'{cell}"), "{cell}");
+        }
+        // A leading tab or CR is made visible, so no formula hides behind it.
+        assert_eq!(csv_safe("\t=1+1"), "\\x09=1+1");
+        assert_eq!(csv_safe("\r=1+1"), "\\x0d=1+1");
+        // Nor behind invisible characters or spaces.
+        assert_eq!(csv_safe("\u{200b}=1+1"), "\\u{200b}=1+1");
+        assert_eq!(csv_safe("  =1+1"), "'  =1+1");
+        assert_eq!(csv_safe("ｗｅｂ"), "ｗｅｂ");
     }
 }
