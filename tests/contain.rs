@@ -10,6 +10,11 @@
 //! - Hostile report values, over SSH (POSIX rules) and from the Windows lab (cmd.exe
 //!   rules: `"`, `&`, `%`, `!`, `^`, newline, UNC, `..`, relative, key outside Run):
 //!   the host is refused with the reason and nothing runs on it; the others go on.
+//! - Where contain acts at all: paths into system trees and aliases of them
+//!   (`/proc/self/root/etc/X`, `/usr/local/X`, `/usr/lib64/X`, `~/.ssh/authorized_keys`,
+//!   `C:\Windows\explorer.exe`, PowerShell) are refused and real files there are kept;
+//!   symbolic links in a user's directory (the file, or a directory on the way) are
+//!   refused by the host's own check in the command that acts.
 //!
 //! Loopback addresses 127.0.120.x - 127.0.129.x are this file's.
 
@@ -215,6 +220,16 @@ fn actions(state: &Path) -> Vec<(String, String, String, Option<bool>)> {
         .unwrap()
 }
 
+/// How a guarded POSIX command starts for `image` (`commands::posix::guarded`): the
+/// directory and the file name, single-quoted.
+fn guard_prefix(image: &Path) -> String {
+    format!(
+        "$ d='{}'; f='{}'; if ! cd -P -- \"$d\"",
+        image.parent().unwrap().display(),
+        image.file_name().unwrap().to_string_lossy()
+    )
+}
+
 fn alive(c: &mut Child) -> bool {
     matches!(c.try_wait(), Ok(None))
 }
@@ -244,9 +259,15 @@ fn linux_contain_end_to_end_over_ssh() {
     let state = lab.state();
     for h in &mut lab.hosts {
         let img = h.image.display().to_string();
-        // The plan printed the exact commands before running them.
-        assert!(said.contains(&format!("$ sha256sum -- '{img}'")), "{said}");
-        assert!(said.contains(&format!("$ rm -f -- '{img}'")), "{said}");
+        // The plan printed the exact commands before running them: each guarded by the
+        // host-side path check (the file's directory and name, then the action).
+        let guard = guard_prefix(&h.image);
+        assert!(said.contains(&guard), "{guard}\n{said}");
+        assert!(said.contains("sha256sum -- \"./$f\"\n"), "{said}");
+        assert!(
+            said.contains("rm -f -- \"./$f\" && echo DELETED\n"),
+            "{said}"
+        );
         // Process gone (our child, killed by SIGKILL from the ssh session).
         let mut child = h.process.take().unwrap();
         let deadline = Instant::now() + Duration::from_secs(5);
@@ -326,7 +347,13 @@ fn linux_contain_end_to_end_over_ssh() {
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
         )
         .unwrap();
-    assert!(cmd.starts_with("rm -f -- '"), "{cmd}");
+    assert!(cmd.starts_with("d='"), "{cmd}");
+    assert!(
+        cmd.lines()
+            .next()
+            .is_some_and(|l| l.ends_with("rm -f -- \"./$f\" && echo DELETED")),
+        "{cmd}"
+    );
     assert_eq!(digest.len(), 64);
     assert_eq!(exit, 0);
     assert!(!op.is_empty());
@@ -365,7 +392,8 @@ fn linux_contain_end_to_end_over_ssh() {
         "html has the actions section"
     );
     assert!(
-        page.contains("rm -f -- &#39;"),
+        page.contains("d=&#39;")
+            && page.contains("rm -f -- &quot;./$f&quot; &amp;&amp; echo DELETED"),
         "commands are escaped in HTML"
     );
     eprintln!("linux_contain_end_to_end_over_ssh: {:.1?}", t0.elapsed());
@@ -386,10 +414,11 @@ fn dry_run_prints_commands_and_touches_nothing_and_caps_hosts() {
     for h in &lab.hosts {
         let img = h.image.display().to_string();
         for line in [
-            format!("$ sha256sum -- '{img}'"),
+            guard_prefix(&h.image),
+            "sha256sum -- \"./$f\"\n".to_string(),
             "$ readlink /proc/".to_string(),
             "kill -KILL ".to_string(),
-            format!("$ rm -f -- '{img}'"),
+            "rm -f -- \"./$f\" && echo DELETED\n".to_string(),
             format!(
                 "$ if test -e '{img}' || test -L '{img}'; then echo PRESENT; else echo ABSENT; fi"
             ),
@@ -692,6 +721,23 @@ fn hostile_windows_report_values_refuse_their_host_only() {
             Some("'.' or '..' component"),
         ),
         (Some(r"evil.exe"), None, Some("not a drive path")),
+        // Deny by default: nothing outside Users, ProgramData and Windows\Temp is acted
+        // on, whatever the file is called.
+        (
+            Some(r"C:\Windows\explorer.exe"),
+            None,
+            Some("in a system directory"),
+        ),
+        (
+            Some(r"C:\Windows\System32\WindowsPowerShell\v1.0\powershell.exe"),
+            None,
+            Some("in a system directory"),
+        ),
+        (
+            Some(r"C:\PROGRA~1\x\evil.exe"),
+            None,
+            Some("8.3 short name"),
+        ),
         (
             None,
             Some(r"HKEY_LOCAL_MACHINE\SYSTEM\CurrentControlSet\Services\evil"),
@@ -1127,6 +1173,211 @@ fn a_file_whose_evidence_was_not_secured_is_not_deleted() {
     );
     eprintln!(
         "a_file_whose_evidence_was_not_secured_is_not_deleted: {:.1?}",
+        t0.elapsed()
+    );
+}
+
+/// A file the test puts in a system tree of this machine (the hosts of the SSH fleet
+/// are this machine), removed when the test ends.
+struct Victim(PathBuf);
+
+impl Victim {
+    fn new(path: PathBuf) -> Victim {
+        if let Some(d) = path.parent() {
+            std::fs::create_dir_all(d).unwrap_or_else(|e| panic!("{}: {e}", d.display()));
+        }
+        std::fs::write(&path, b"a protected file\n")
+            .unwrap_or_else(|e| panic!("{}: {e} (the test runs as root)", path.display()));
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        Victim(path)
+    }
+    /// What the file is now, for the failure message.
+    fn state(&self) -> String {
+        match std::fs::symlink_metadata(&self.0) {
+            Err(e) => format!("{}: {e}", self.0.display()),
+            Ok(m) => format!(
+                "{}: mode {:o}, {} bytes",
+                self.0.display(),
+                m.permissions().mode() & 0o7777,
+                m.len()
+            ),
+        }
+    }
+    fn intact(&self) -> bool {
+        std::fs::read(&self.0).is_ok_and(|b| b == b"a protected file\n")
+            && std::fs::metadata(&self.0).is_ok_and(|m| m.permissions().mode() & 0o777 == 0o644)
+    }
+}
+
+impl Drop for Victim {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+        // A directory the test made for it (`/etc/<tag>.d`, `/home/<tag>/.ssh`).
+        for d in self.0.ancestors().skip(1).take(2) {
+            if d.to_string_lossy().contains("pushscan-contain-") {
+                let _ = std::fs::remove_dir(d);
+            }
+        }
+    }
+}
+
+/// The block `contain` printed for host `name`.
+fn host_block<'a>(said: &'a str, name: &str) -> &'a str {
+    let block = said
+        .split(&format!("host {name} "))
+        .nth(1)
+        .unwrap_or_else(|| panic!("{name} listed\n{said}"));
+    block.split("\nhost ").next().unwrap()
+}
+
+/// The review's paths into system trees: `/proc/self/root/etc/X` (the real `/etc/X`),
+/// `/usr/local/X`, `/usr/lib64/X`, a user's `~/.ssh/authorized_keys`. Each names a real
+/// file of this machine (the fleet's hosts), each host is refused before any connection
+/// with its reason, and every file is still there, unchanged.
+#[test]
+fn system_trees_and_aliases_are_refused_and_their_files_kept() {
+    let t0 = Instant::now();
+    let tag = format!("pushscan-contain-{}", std::process::id());
+    let etc = Victim::new(PathBuf::from(format!("/etc/{tag}")));
+    let local = Victim::new(PathBuf::from(format!("/usr/local/{tag}")));
+    let lib64 = Victim::new(PathBuf::from(format!("/usr/lib64/{tag}")));
+    let home = PathBuf::from(format!("/home/{tag}"));
+    let keys = Victim::new(home.join(".ssh/authorized_keys"));
+    let cases: Vec<(String, &str)> = vec![
+        (
+            format!("/proc/self/root/etc/{tag}"),
+            "in a kernel file system (/proc, /sys, /dev)",
+        ),
+        (local.0.display().to_string(), "in a system directory"),
+        (lib64.0.display().to_string(), "in a system directory"),
+        (
+            keys.0.display().to_string(),
+            "in a protected place (.ssh: keys)",
+        ),
+    ];
+    let mut lab = linux_lab(126, cases.len() + 1, |i| match i {
+        0 => Vec::new(),
+        i => vec!["/report-image".into(), cases[i - 1].0.clone()],
+    });
+    let sweep = lab.sweep();
+    assert_eq!(sweep.status.code(), Some(1), "{}", text(&sweep));
+    let before = lab.sessions();
+    let out = lab.contain(&["--yes", "--no-recheck", "--actions", "evidence,kill,remove"]);
+    let said = text(&out);
+    // First what matters: every file is still there, unchanged.
+    let damaged: Vec<String> = [&etc, &local, &lib64, &keys]
+        .iter()
+        .filter(|v| !v.intact())
+        .map(|v| v.state())
+        .collect();
+    assert!(damaged.is_empty(), "not kept: {damaged:?}\n{said}");
+    assert_eq!(out.status.code(), Some(2), "refused hosts\n{said}");
+    for (i, (path, why)) in cases.iter().enumerate() {
+        let name = &lab.hosts[i + 1].name;
+        let block = host_block(&said, name);
+        assert!(block.contains("REFUSED"), "{name} {path} refused\n{said}");
+        assert!(block.contains(why), "{name} {path}: {why}\n{block}");
+    }
+    // Only the good host was connected to, and contained.
+    assert_eq!(lab.sessions(), before + 1, "one session: the good host's");
+    assert!(!lab.hosts[0].image.exists(), "{said}");
+    for h in &mut lab.hosts[1..] {
+        assert!(alive(h.process.as_mut().unwrap()), "{}: untouched", h.name);
+    }
+    eprintln!(
+        "system_trees_and_aliases_are_refused_and_their_files_kept: {:.1?}",
+        t0.elapsed()
+    );
+}
+
+/// Links inside a tree contain may act in (the per-host directory under /tmp): a file
+/// that is a symbolic link to a protected file, and a directory on the path that is a
+/// symbolic link into `/etc`. The paths pass the controller's check; the host's own
+/// check, in the command that acts, refuses them: with `--quarantine` (which moves the
+/// file and makes it mode 000) the protected files keep their place, content and mode.
+/// The good host's file is quarantined by the same guarded command.
+#[test]
+fn links_on_the_host_are_refused_by_the_host() {
+    let t0 = Instant::now();
+    let tag = format!("pushscan-contain-link-{}", std::process::id());
+    let file = Victim::new(PathBuf::from(format!("/etc/{tag}")));
+    let in_dir = Victim::new(PathBuf::from(format!("/etc/{tag}.d/victim")));
+    let root = tempfile::Builder::new()
+        .prefix("pushscan-contain-links-")
+        .tempdir()
+        .unwrap();
+    let link = root.path().join("user").join("update.exe");
+    let via_dir = root.path().join("user").join("cache").join("victim");
+    std::fs::create_dir_all(link.parent().unwrap()).unwrap();
+    std::os::unix::fs::symlink(&file.0, &link).unwrap();
+    std::os::unix::fs::symlink(in_dir.0.parent().unwrap(), via_dir.parent().unwrap()).unwrap();
+    let cases = [
+        (link.display().to_string(), "the file is a symbolic link"),
+        (
+            via_dir.display().to_string(),
+            "the directory is not its final path",
+        ),
+    ];
+    let lab = linux_lab(127, cases.len() + 1, |i| match i {
+        0 => Vec::new(),
+        i => vec!["/report-image".into(), cases[i - 1].0.clone()],
+    });
+    let sweep = lab.sweep();
+    assert_eq!(sweep.status.code(), Some(1), "{}", text(&sweep));
+    let out = lab.contain(&[
+        "--yes",
+        "--no-recheck",
+        "--quarantine",
+        "--actions",
+        "evidence,remove",
+    ]);
+    let said = text(&out);
+    // First what matters: the protected files keep their place, content and mode.
+    assert!(
+        file.intact() && in_dir.intact(),
+        "kept, unchanged: {}; {}\n{said}",
+        file.state(),
+        in_dir.state()
+    );
+    assert_eq!(out.status.code(), Some(2), "{said}");
+    let acts = actions(&lab.state());
+    for (i, (path, why)) in cases.iter().enumerate() {
+        let name = &lab.hosts[i + 1].name;
+        let block = host_block(&said, name);
+        assert!(!block.contains("REFUSED: nothing will run"), "{block}");
+        // The results follow the plans: `<host> NOT fully contained`, then its lines.
+        let result: Vec<&str> = said
+            .lines()
+            .skip_while(|l| *l != format!("{name} NOT fully contained"))
+            .skip(1)
+            .take_while(|l| l.starts_with(' '))
+            .collect();
+        for act in ["evidence", "remove"] {
+            assert!(
+                result.iter().any(|l| l.trim_start().starts_with(act)
+                    && l.contains(&format!("FAILED (refused on the host: {why}"))),
+                "{name} {path}: {act} refused: {why}\n{said}"
+            );
+        }
+        let mine: Vec<_> = acts.iter().filter(|a| &a.0 == name).collect();
+        for act in ["evidence", "remove"] {
+            assert!(
+                mine.iter().any(|a| a.1 == act && a.2 == "failed"),
+                "{name}: {act} failed: {mine:?}"
+            );
+        }
+    }
+    assert!(link.is_symlink() && via_dir.exists(), "the links stay too");
+    // The good host: its file went to the quarantine, mode 000.
+    let want = sha256_hex(&std::fs::read(which("sleep")).unwrap());
+    let q = PathBuf::from(format!("/var/lib/pushscan/quarantine/{want}.quarantine"));
+    assert!(!lab.hosts[0].image.exists(), "{said}");
+    let m =
+        std::fs::symlink_metadata(&q).unwrap_or_else(|e| panic!("{}: {e}\n{said}", q.display()));
+    assert!(m.is_file() && m.permissions().mode() & 0o777 == 0, "{m:?}");
+    let _ = std::fs::remove_file(&q);
+    eprintln!(
+        "links_on_the_host_are_refused_by_the_host: {:.1?}",
         t0.elapsed()
     );
 }

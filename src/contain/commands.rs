@@ -116,8 +116,40 @@ pub mod win {
 pub mod posix {
     use super::*;
 
+    /// Runs `action` on the file `path` names only when the host confirms, in the same
+    /// command, that `path` is its own final form: the shell enters the file's
+    /// directory physically (`cd -P`) and `pwd -P` must give back exactly that
+    /// directory (so no component was a symbolic link, and `/proc/self/root/...`-style
+    /// aliases fail), the file itself must not be a link and must be a regular file
+    /// with one name. `action` then works on `./"$f"` inside that directory: the shell's
+    /// working directory holds the checked directory itself, so swapping a component
+    /// for a link afterwards does not redirect it, and a file swapped for a link after
+    /// the check is acted on as the link (`rm`, `mv` do not follow it). Refusals print
+    /// `REFUSED: <reason>` and exit 3; a missing file prints `ABSENT` and exits 4.
+    pub fn guarded(path: &str, action: &str) -> String {
+        let (dir, name) = match path.rsplit_once('/') {
+            Some(("", n)) => ("/", n),
+            Some((d, n)) => (d, n),
+            None => (".", path),
+        };
+        format!(
+            "d={}; f={}; \
+if ! cd -P -- \"$d\" 2>/dev/null; then \
+if test -e \"$d\" || test -L \"$d\"; then echo 'REFUSED: cannot enter the directory'; exit 3; else echo ABSENT; exit 4; fi; fi; \
+r=$(pwd -P); \
+if [ \"$r\" != \"$d\" ]; then printf 'REFUSED: the directory is not its final path (a symbolic link on the way; it resolves to %s)\\n' \"$r\"; exit 3; fi; \
+if test -L \"$f\"; then echo 'REFUSED: the file is a symbolic link'; exit 3; fi; \
+if ! test -e \"$f\"; then echo ABSENT; exit 4; fi; \
+if ! test -f \"$f\"; then echo 'REFUSED: not a regular file'; exit 3; fi; \
+if [ \"$(stat -c %h -- \"$f\")\" != 1 ]; then echo 'REFUSED: the file has other hard links'; exit 3; fi; \
+{action}",
+            sh_quote(dir),
+            sh_quote(name)
+        )
+    }
+
     pub fn hash(path: &str) -> String {
-        format!("sha256sum -- {}", sh_quote(path))
+        guarded(path, "sha256sum -- \"./$f\"")
     }
 
     pub fn process_check(pid: u32) -> String {
@@ -134,7 +166,7 @@ pub mod posix {
     }
 
     pub fn delete(path: &str) -> String {
-        format!("rm -f -- {}", sh_quote(path))
+        guarded(path, "rm -f -- \"./$f\" && echo DELETED")
     }
 
     pub fn exists(path: &str) -> String {
@@ -146,11 +178,19 @@ pub mod posix {
         format!("{POSIX_QUARANTINE}/{sha256}.quarantine")
     }
 
+    /// Moves the file into the quarantine directory (root's, 0700) and makes it mode
+    /// 000. The mode is set only on what arrived there as a regular file with one name:
+    /// a file swapped for a link or a hard link after the check must not take a
+    /// system file's mode with it.
     pub fn quarantine(path: &str, sha256: &str) -> String {
         let dest = sh_quote(&quarantine_name(sha256));
-        format!(
-            "mkdir -p -m 700 {POSIX_QUARANTINE} && mv -f -- {} {dest} && chmod 000 {dest}",
-            sh_quote(path)
+        guarded(
+            path,
+            &format!(
+                "mkdir -p -m 700 {POSIX_QUARANTINE} && mv -f -- \"./$f\" {dest} && \
+if test -f {dest} && ! test -L {dest} && [ \"$(stat -c %h -- {dest})\" = 1 ]; then chmod 000 {dest}; \
+else echo 'REFUSED: the moved file is not a regular file with one name; its mode is left'; exit 3; fi"
+            ),
         )
     }
 }
@@ -214,6 +254,14 @@ pub fn parse_posix_process(out: &str) -> Option<ProcState> {
     Some(ProcState::Runs(
         l.strip_suffix(" (deleted)").unwrap_or(l).to_string(),
     ))
+}
+
+/// The reason of a host-side refusal (`REFUSED: <reason>`), when the command printed
+/// one. A host may print this itself: it can only make us not act.
+pub fn parse_refusal(out: &str) -> Option<String> {
+    out.lines()
+        .find_map(|l| l.trim().strip_prefix("REFUSED: "))
+        .map(|r| crate::sanitize::display(r, 300))
 }
 
 /// `PRESENT` / `ABSENT` from the existence checks.
@@ -363,9 +411,66 @@ mod tests {
 
     #[test]
     fn posix_lines_quote_everything() {
-        assert_eq!(posix::hash("/tmp/a b"), "sha256sum -- '/tmp/a b'");
-        assert_eq!(posix::delete("/tmp/it's"), "rm -f -- '/tmp/it'\\''s'");
+        let h = posix::hash("/tmp/a b/c");
+        assert!(h.starts_with("d='/tmp/a b'; f='c'; "), "{h}");
+        assert!(h.ends_with("sha256sum -- \"./$f\""), "{h}");
+        let d = posix::delete("/tmp/it's");
+        assert!(d.starts_with("d='/tmp'; f='it'\\''s'; "), "{d}");
+        assert!(d.ends_with("rm -f -- \"./$f\" && echo DELETED"), "{d}");
         assert!(posix::kill(77, "/tmp/x").contains("kill -KILL 77"));
+    }
+
+    /// The host-side check on a real `/bin/sh`: a link anywhere on the path is refused
+    /// and its target kept; the plain file is deleted.
+    #[cfg(unix)]
+    #[test]
+    fn posix_guard_refuses_links_on_a_real_shell() {
+        use std::process::Command;
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().canonicalize().unwrap();
+        let real = root.join("real");
+        std::fs::create_dir_all(real.join("sub")).unwrap();
+        std::fs::create_dir_all(root.join("user")).unwrap();
+        std::fs::write(real.join("victim"), b"keep").unwrap();
+        std::fs::write(real.join("sub").join("victim"), b"keep").unwrap();
+        std::fs::write(root.join("user").join("evil"), b"x").unwrap();
+        std::os::unix::fs::symlink(real.join("victim"), root.join("user").join("l")).unwrap();
+        std::os::unix::fs::symlink(real.join("sub"), root.join("user").join("ld")).unwrap();
+        std::fs::hard_link(real.join("victim"), root.join("user").join("h")).unwrap();
+        let sh = |line: &str| {
+            let o = Command::new("/bin/sh")
+                .arg("-c")
+                .arg(line)
+                .output()
+                .unwrap();
+            (
+                o.status.code(),
+                String::from_utf8_lossy(&o.stdout).to_string(),
+            )
+        };
+        let p = |rel: &str| root.join(rel).display().to_string();
+        for (rel, why) in [
+            ("user/l", "the file is a symbolic link"),
+            ("user/ld/victim", "the directory is not its final path"),
+            ("user/h", "other hard links"),
+            ("user", "not a regular file"),
+        ] {
+            let (code, out) = sh(&posix::delete(&p(rel)));
+            assert_eq!(code, Some(3), "{rel}: {out}");
+            assert!(parse_refusal(&out).unwrap().contains(why), "{rel}: {out}");
+        }
+        // The quarantine and the hash refuse the same way.
+        let (code, out) = sh(&posix::hash(&p("user/ld/victim")));
+        assert_eq!(code, Some(3), "{out}");
+        assert!(real.join("victim").exists() && real.join("sub/victim").exists());
+        let (code, out) = sh(&posix::hash(&p("user/nope")));
+        assert_eq!((code, out.trim()), (Some(4), "ABSENT"));
+        let (code, out) = sh(&posix::hash(&p("user/evil")));
+        assert_eq!(code, Some(0), "{out}");
+        assert!(parse_sha256(&out).is_some(), "{out}");
+        let (code, out) = sh(&posix::delete(&p("user/evil")));
+        assert_eq!((code, out.trim()), (Some(0), "DELETED"));
+        assert!(!root.join("user/evil").exists());
     }
 
     #[test]

@@ -620,7 +620,9 @@ fn plan_text(w: &HostWork, opts: &ContainOptions) -> String {
             for l in p.lines {
                 // Steps that are not shell commands (a file transfer) are in parentheses.
                 let prompt = if l.starts_with('(') { "  " } else { "$ " };
-                o.push_str(&format!("      {prompt}{}\n", display(&l, 600)));
+                // Whole: the host-side path check makes POSIX lines long, and the
+                // dry run must show exactly what will run.
+                o.push_str(&format!("      {prompt}{}\n", display(&l, 12_000)));
             }
         }
     }
@@ -1136,6 +1138,9 @@ async fn do_evidence(
         Ok(o) => o,
         Err(e) => return (Verdict::failed(format!("hash: {e}")), st),
     };
+    if let Some(why) = commands::parse_refusal(&out.stdout) {
+        return (Verdict::failed(format!("refused on the host: {why}")), st);
+    }
     let remote = match (out.code, commands::parse_sha256(&out.stdout)) {
         (Some(0), Some(h)) => h,
         _ => {
@@ -1414,11 +1419,15 @@ async fn do_remove(
                 } else {
                     posix::hash(path)
                 };
-                match r
-                    .run(&line)
-                    .await
-                    .map(|o| commands::parse_sha256(&o.stdout))
+                let out = r.run(&line).await;
+                if let Some(why) = out
+                    .as_ref()
+                    .ok()
+                    .and_then(|o| commands::parse_refusal(&o.stdout))
                 {
+                    return Verdict::failed(format!("refused on the host: {why}"));
+                }
+                match out.map(|o| commands::parse_sha256(&o.stdout)) {
                     Ok(Some(s)) => s,
                     _ => {
                         return match r
@@ -1448,8 +1457,13 @@ async fn do_remove(
             }
             note = format!("moved to {}", win::quarantine_name(&sha));
         } else {
-            if let Err(e) = r.run(&posix::quarantine(path, &sha)).await {
-                return Verdict::failed(format!("quarantine: {e}"));
+            match r.run(&posix::quarantine(path, &sha)).await {
+                Err(e) => return Verdict::failed(format!("quarantine: {e}")),
+                Ok(o) => {
+                    if let Some(why) = commands::parse_refusal(&o.stdout) {
+                        return Verdict::failed(format!("refused on the host: {why}"));
+                    }
+                }
             }
             note = format!("moved to {}", posix::quarantine_name(&sha));
         }
@@ -1462,8 +1476,13 @@ async fn do_remove(
         } else {
             posix::delete(path)
         };
-        if let Err(e) = r.run(&line).await {
-            return Verdict::failed(format!("delete: {e}"));
+        match r.run(&line).await {
+            Err(e) => return Verdict::failed(format!("delete: {e}")),
+            Ok(o) => {
+                if let Some(why) = commands::parse_refusal(&o.stdout) {
+                    return Verdict::failed(format!("refused on the host: {why}"));
+                }
+            }
         }
     }
     match r

@@ -57,36 +57,43 @@ const RUN_KEYS: [&str; 4] = [
     r"Software\WOW6432Node\Microsoft\Windows\CurrentVersion\RunOnce",
 ];
 
-/// Windows system binaries that no report may make us kill or delete: a forged or
-/// mistaken report naming one of them would take the host down.
-const WINDOWS_PROTECTED: [&str; 12] = [
-    "svchost.exe",
-    "lsass.exe",
-    "csrss.exe",
-    "winlogon.exe",
-    "services.exe",
-    "smss.exe",
-    "wininit.exe",
-    "explorer.exe",
-    "cmd.exe",
-    "powershell.exe",
-    "wsmprovhost.exe",
-    "certutil.exe",
-];
+/// The trees below a Windows drive (`X:\`) that contain may act in at all: where
+/// user-level malware lives (profiles, `ProgramData`, the system temp directory).
+/// Everything else (the drive's root, `Windows`, `Program Files`, ...) is a system
+/// tree: a report naming a file there is refused, whatever the file is called.
+/// Lower case; compared case-insensitively, component by component.
+const WINDOWS_ALLOWED: [&[&str]; 3] = [&["users"], &["programdata"], &["windows", "temp"]];
 
-/// POSIX directories whose files a report may not make us delete (system binaries,
-/// libraries, configuration): a wrong report must not break the host or our access.
-const POSIX_PROTECTED: [&str; 10] = [
-    "/bin/",
-    "/sbin/",
-    "/usr/bin/",
-    "/usr/sbin/",
-    "/lib/",
-    "/lib64/",
-    "/usr/lib/",
-    "/usr/libexec/",
-    "/etc/",
-    "/boot/",
+/// Profiles under `Users` that are not a user's own: the template of new profiles and
+/// the junctions Windows keeps for old programs.
+const WINDOWS_NOT_PROFILES: [&str; 3] = ["default", "default user", "all users"];
+
+/// `ProgramData` subtrees that belong to the system or to us: Windows' and Defender's
+/// data, OpenSSH's host keys and `administrators_authorized_keys`, and pushscan's own
+/// quarantine.
+const WINDOWS_PROGRAMDATA_DENIED: [&str; 3] = ["microsoft", "ssh", "pushscan"];
+
+/// The POSIX trees contain may act in at all: home directories and the world-writable
+/// temporary directories. Everything else (`/usr`, `/usr/local`, `/etc`, `/opt`,
+/// `/lib*`, `/var/lib`, ...) is a system tree, and `/proc`, `/sys` and `/dev` are
+/// kernel file systems where a path names something else than it says
+/// (`/proc/self/root/etc/x` is `/etc/x`).
+const POSIX_ALLOWED: [&str; 4] = ["/home/", "/root/", "/tmp/", "/var/tmp/"];
+
+/// The kernel's file systems, named in the refusal.
+const POSIX_KERNEL: [&str; 3] = ["/proc/", "/sys/", "/dev/"];
+
+/// Components no path may go through on either platform, in an allowed tree too: a
+/// user's SSH and GnuPG keys (deleting `authorized_keys` can lock the operators out,
+/// or lock an attacker's key in when it is ours that goes).
+const KEY_DIRS: [&str; 2] = [".ssh", ".gnupg"];
+
+/// File names refused everywhere (lower case for Windows): SSH's authorized keys, and
+/// on Windows the registry hives of a profile.
+const KEY_FILES: [&str; 3] = [
+    "authorized_keys",
+    "authorized_keys2",
+    "administrators_authorized_keys",
 ];
 
 fn shown(s: &str) -> String {
@@ -95,7 +102,9 @@ fn shown(s: &str) -> String {
 
 /// A Windows drive path to a file: `X:\dir\file`, nothing cmd.exe could expand or
 /// end a quoted string with, no wildcard (`del` would take every match), no `..`,
-/// no UNC or device path, no alternate data stream, no system binary.
+/// no UNC or device path, no alternate data stream, no 8.3 short name, and inside a
+/// tree contain may act in ([`WINDOWS_ALLOWED`]). The host checks again, in the
+/// command that acts, that no component is a link or junction (`commands::win`).
 pub fn windows_path(p: &str) -> Result<(), String> {
     let bad = |why: &str| Err(format!("image path {} refused: {why}", shown(p)));
     let b = p.as_bytes();
@@ -129,22 +138,62 @@ pub fn windows_path(p: &str) -> Result<(), String> {
             return bad("a component ends with '.' or a blank (Windows would strip it)");
         }
     }
-    let file = comps
-        .last()
-        .copied()
-        .unwrap_or_default()
-        .to_ascii_lowercase();
-    let dir = comps[..comps.len() - 1].join("\\").to_ascii_lowercase();
-    if (dir == r"windows\system32" || dir == r"windows\syswow64")
-        && WINDOWS_PROTECTED.contains(&file.as_str())
-    {
-        return bad("a Windows system binary");
+    windows_tree(&comps).or_else(|why| bad(&why))
+}
+
+/// Whether the components below the drive lie in a tree contain may act in (see
+/// [`WINDOWS_ALLOWED`]); the reason when not.
+fn windows_tree(comps: &[&str]) -> Result<(), String> {
+    let lower: Vec<String> = comps.iter().map(|c| c.to_lowercase()).collect();
+    // An 8.3 short name (`PROGRA~1`, `MICROS~1`) names a long name the checks below
+    // would not see: refused anywhere in the path.
+    if let Some(c) = comps.iter().find(|c| short_name(c)) {
+        return Err(format!(
+            "component {} looks like an 8.3 short name (~N), which hides the real name",
+            shown(c)
+        ));
     }
-    Ok(())
+    if let Some(c) = lower.iter().find(|c| KEY_DIRS.contains(&c.as_str())) {
+        return Err(format!("in a protected place ({c}: keys)"));
+    }
+    let file = lower.last().map(String::as_str).unwrap_or_default();
+    if KEY_FILES.contains(&file) || file.starts_with("ntuser.") || file.starts_with("usrclass.dat")
+    {
+        return Err("a protected file (keys or a registry hive)".into());
+    }
+    let outside = || {
+        Err(r"in a system directory: contain acts only under \Users\<user>, \ProgramData and \Windows\Temp".to_string())
+    };
+    // A file below the tree; below `Users`, below a profile.
+    let Some(tree) = WINDOWS_ALLOWED.iter().find(|t| {
+        let depth = if t[0] == "users" { 2 } else { t.len() };
+        lower.len() > depth && t.iter().zip(&lower).all(|(a, b)| *a == b.as_str())
+    }) else {
+        return outside();
+    };
+    match tree[0] {
+        "users" if WINDOWS_NOT_PROFILES.contains(&lower[1].as_str()) => Err(format!(
+            "in {}, which is not a user's profile",
+            shown(comps[1])
+        )),
+        "programdata" if WINDOWS_PROGRAMDATA_DENIED.contains(&lower[1].as_str()) => Err(format!(
+            r"in \ProgramData\{}, which belongs to the system or to pushscan",
+            shown(comps[1])
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// `NAME~N...`: the shape of an 8.3 short name.
+fn short_name(c: &str) -> bool {
+    c.char_indices()
+        .any(|(i, ch)| ch == '~' && c[i + 1..].starts_with(|d: char| d.is_ascii_digit()))
 }
 
 /// An absolute POSIX path to a file: no control character, no `.`/`..` or empty
-/// component, not in a system directory.
+/// component, inside a tree contain may act in ([`POSIX_ALLOWED`]), not a key file.
+/// The host checks again, in the command that acts, that the path is its own final
+/// form (no symbolic link on the way, `commands::posix::guarded`).
 pub fn posix_path(p: &str) -> Result<(), String> {
     let bad = |why: &str| Err(format!("image path {} refused: {why}", shown(p)));
     if p.len() > 4096 {
@@ -164,10 +213,32 @@ pub fn posix_path(p: &str) -> Result<(), String> {
             return bad("'.' or '..' component");
         }
     }
-    if POSIX_PROTECTED.iter().any(|d| p.starts_with(d)) {
-        return bad("in a system directory");
+    posix_tree(p).or_else(|why| bad(&why))
+}
+
+/// Whether `p` (absolute, already free of `.`, `..` and empty components) lies in a
+/// tree contain may act in (see [`POSIX_ALLOWED`]); the reason when not.
+fn posix_tree(p: &str) -> Result<(), String> {
+    if POSIX_KERNEL.iter().any(|k| p.starts_with(k)) {
+        return Err("in a kernel file system (/proc, /sys, /dev): not a file on disk".into());
     }
-    Ok(())
+    let comps: Vec<&str> = p[1..].split('/').collect();
+    if let Some(c) = comps.iter().find(|c| KEY_DIRS.contains(c)) {
+        return Err(format!("in a protected place ({c}: keys)"));
+    }
+    if comps.last().is_some_and(|f| KEY_FILES.contains(f)) {
+        return Err("a protected file (SSH authorized keys)".into());
+    }
+    // `/home/<user>/...` needs a file below the user's directory.
+    let below = |t: &str| {
+        p.strip_prefix(t)
+            .is_some_and(|r| t != "/home/" || r.contains('/'))
+    };
+    if POSIX_ALLOWED.iter().any(|t| below(t)) {
+        Ok(())
+    } else {
+        Err("in a system directory: contain acts only under /home, /root, /tmp and /var/tmp".into())
+    }
 }
 
 /// The image path under the host's rules.
@@ -261,8 +332,14 @@ mod tests {
         for ok in [
             r"C:\Users\tanaka\AppData\Local\wfsrvhost\wfsrvhost.exe",
             r"C:\Users\鈴木\AppData\Local\ソフト\ソフト更新.exe",
-            r"d:\a b (x86)\c,d;e=f.exe",
-            r"C:\Windows\SysWOW64\kbdtuq.exe",
+            r"d:\Users\a b (x86)\c,d;e=f.exe",
+            r"C:\ProgramData\wfsrvhost\wfsrvhost.exe",
+            r"C:\ProgramData\wfsrvhost.exe",
+            r"C:\Windows\Temp\x.exe",
+            r"C:\Users\Public\x.exe",
+            r"C:\users\tanaka\AppData\Roaming\Microsoft\Windows\Start Menu\Programs\Startup\x.lnk",
+            // Malware masquerades under system names outside the system trees.
+            r"C:\Users\tanaka\AppData\Local\svchost.exe",
         ] {
             assert!(windows_path(ok).is_ok(), "{ok}: {:?}", windows_path(ok));
         }
@@ -294,6 +371,25 @@ mod tests {
             r"C:\WINDOWS\system32\LSASS.EXE",
             "C:\\x\u{202e}exe.txt",
             r"C:\x.exe.",
+            // Deny by default: only Users, ProgramData and Windows\Temp.
+            r"C:\Windows\explorer.exe",
+            r"C:\Windows\System32\WindowsPowerShell\v1.0\powershell.exe",
+            r"C:\Windows\SysWOW64\kbdtuq.exe",
+            r"C:\Windows\x.exe",
+            r"C:\Program Files\App\app.exe",
+            r"C:\x.exe",
+            r"C:\Users\x.exe",
+            r"C:\Windows\Temp",
+            r"C:\PROGRA~1\App\app.exe",
+            r"C:\Users\tanaka\APPDAT~1\x.exe",
+            r"C:\Users\Default\x.exe",
+            r"C:\Users\All Users\Microsoft\x.exe",
+            r"C:\ProgramData\Microsoft\Windows Defender\x.exe",
+            r"C:\ProgramData\ssh\administrators_authorized_keys",
+            r"C:\ProgramData\pushscan\quarantine\x.quarantine",
+            r"C:\Users\tanaka\.ssh\authorized_keys",
+            r"C:\Users\tanaka\.ssh\id_ed25519",
+            r"C:\Users\tanaka\NTUSER.DAT",
         ] {
             assert!(windows_path(bad).is_err(), "{bad:?} must be refused");
         }
@@ -301,8 +397,16 @@ mod tests {
 
     #[test]
     fn posix_paths_hostile_and_fine() {
-        assert!(posix_path("/tmp/pushscan/x/evil").is_ok());
-        assert!(posix_path("/home/a b/ソフト").is_ok());
+        for ok in [
+            "/tmp/pushscan/x/evil",
+            "/home/a b/ソフト",
+            "/home/u/.config/x/evil",
+            "/root/.cache/evil",
+            "/var/tmp/evil",
+            "/tmp/.ssh-not/evil",
+        ] {
+            assert!(posix_path(ok).is_ok(), "{ok}: {:?}", posix_path(ok));
+        }
         for bad in [
             "evil",
             "./evil",
@@ -315,6 +419,22 @@ mod tests {
             "/usr/bin/sleep",
             "/etc/passwd",
             "/bin/sh",
+            // Deny by default: everything outside /home, /root, /tmp, /var/tmp.
+            "/proc/self/root/etc/x",
+            "/proc/1/exe",
+            "/sys/kernel/x",
+            "/dev/shm/evil",
+            "/usr/local/bin/x",
+            "/usr/lib64/x",
+            "/opt/app/x",
+            "/var/lib/pushscan/quarantine/x.quarantine",
+            "/home/u",
+            "/homex/u/x",
+            "/tmp",
+            "/home/u/.ssh/authorized_keys",
+            "/root/.ssh/id_ed25519",
+            "/home/u/.gnupg/x",
+            "/tmp/x/authorized_keys",
         ] {
             assert!(posix_path(bad).is_err(), "{bad:?} must be refused");
         }

@@ -947,9 +947,11 @@ fn actions(o: &mut String, r: &RunReport) {
                 esc(&a.kind),
                 a.containment_id,
                 esc_opt(a.target.as_deref()),
+                // Whole lines: an audit trail shows the exact commands (the POSIX
+                // path checks make them long).
                 a.command
                     .lines()
-                    .map(|l| crate::sanitize::html(l, 600))
+                    .map(|l| crate::sanitize::html(l, 12_000))
                     .collect::<Vec<_>>()
                     .join("<br>"),
                 a.exit_code

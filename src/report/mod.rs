@@ -667,8 +667,10 @@ pub fn actions_table(actions: &[crate::journal::ActionRecord]) -> String {
         if let Some(t) = a.target.as_deref().filter(|t| !t.is_empty()) {
             let _ = writeln!(out, "      target: {}", display(t, 300));
         }
+        // Whole lines: the audit trail shows the exact commands (the POSIX path
+        // checks make them long).
         for l in a.command.lines() {
-            let _ = writeln!(out, "      $ {}", display(l, 600));
+            let _ = writeln!(out, "      $ {}", display(l, 12_000));
         }
         if let Some(m) = a.message.as_deref().filter(|m| !m.is_empty()) {
             let _ = writeln!(out, "      {}", display(m, 600));
