@@ -1236,6 +1236,55 @@ mod tests {
     }
 
     #[test]
+    fn icacls_and_dir_q_show_owners_and_dacls() {
+        let (_d, tree) = setup();
+        let mut cwd = WinPath::root();
+        assert_eq!(run(&tree, &mut cwd, r"mkdir C:\Windows\Temp\p").code, 0);
+        // A folder made in Temp inherits Users' create rights.
+        let o = run(&tree, &mut cwd, r"icacls C:\Windows\Temp\p");
+        let text = String::from_utf8(o.stdout).unwrap();
+        assert!(
+            text.starts_with("C:\\Windows\\Temp\\p NT AUTHORITY\\SYSTEM:(I)(OI)(CI)(F)\r\n"),
+            "{text}"
+        );
+        assert!(text.contains("\r\n                  BUILTIN\\Users:(I)(CI)(S,WD,AD,X)\r\n"));
+        assert!(text.ends_with("\r\nSuccessfully processed 1 files; Failed processing 0 files\r\n"));
+        let o = run(
+            &tree,
+            &mut cwd,
+            r#"icacls "C:\Windows\Temp\p" /inheritance:r /grant:r "*S-1-5-18:(OI)(CI)F" "*S-1-5-32-544:(OI)(CI)F""#,
+        );
+        assert_eq!(o.code, 0);
+        let text =
+            String::from_utf8(run(&tree, &mut cwd, r"icacls C:\Windows\Temp\p").stdout).unwrap();
+        assert_eq!(
+            text,
+            "C:\\Windows\\Temp\\p NT AUTHORITY\\SYSTEM:(OI)(CI)(F)\r\n                  \
+             BUILTIN\\Administrators:(OI)(CI)(F)\r\n\r\nSuccessfully processed 1 files; Failed processing 0 files\r\n"
+        );
+        let o = run(&tree, &mut cwd, r"icacls C:\Windows\Temp\nothing");
+        assert_eq!(o.code, 2);
+        // dir /q: the owner column, links as <SYMLINKD>.
+        let p = tree.drive().join("Windows/Temp/p");
+        super::super::acl::set(&p, Some(r"WS01\eve"), None).unwrap();
+        std::os::unix::fs::symlink("p", tree.drive().join("Windows/Temp/q")).unwrap();
+        let text =
+            String::from_utf8(run(&tree, &mut cwd, r"dir /a /q C:\Windows\Temp\*").stdout).unwrap();
+        assert!(
+            text.contains(" Directory of C:\\Windows\\Temp\r\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains(r"    <DIR>          WS01\eve               p"),
+            "{text}"
+        );
+        assert!(
+            text.contains(r"    <SYMLINKD>     BUILTIN\Administrators q [p]"),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn certutil_decode_and_move() {
         let (_d, tree) = setup();
         let mut cwd = WinPath::root();

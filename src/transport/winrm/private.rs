@@ -149,7 +149,7 @@ pub(super) fn command(dirs: &[String], create: &[String]) -> TResult<String> {
 }
 
 /// Splits the output into the sections after each `##<kind><i>` marker.
-fn section<'a>(out: &'a str, kind: char, i: usize) -> Vec<&'a str> {
+fn section(out: &str, kind: char, i: usize) -> Vec<&str> {
     let marker = format!("##{kind}{i}");
     let mut lines = out.lines().map(|l| l.trim_end_matches('\r'));
     let mut found = false;
