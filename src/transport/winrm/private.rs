@@ -226,8 +226,9 @@ fn trusted_owner(owner: &str) -> bool {
     let o = owner.to_ascii_lowercase();
     o == r"builtin\administrators"
         || o == r"nt authority\system"
-        // `dir /q` cuts the owner column: `NT SERVICE\TrustedInsta`.
-        || (o.starts_with(r"nt service\trustedinsta") && r"nt service\trustedinstaller".starts_with(&o))
+        // `dir /q` cuts the owner column (`NT SERVICE\TrustedInsta`): any cut that still
+        // names the service.
+        || (o.len() >= r"nt service\trusted".len() && r"nt service\trustedinstaller".starts_with(&o))
 }
 
 fn trusted_principal(p: &str) -> bool {
