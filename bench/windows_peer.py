@@ -5,11 +5,11 @@ The peer of pushscan in the Windows benchmark (benches/windows.rs, run through b
 a straightforward, correct, untuned script with the usual libraries - pywinrm for commands and
 smbprotocol's `smbclient` for files - and a thread pool of 64. Per host:
 
-1. SMB session to the host (NTLM, signing required); read C:\\Windows\\Temp\\pushscan\\emocheck.exe
+1. SMB session to the host (NTLM, signing required); read C:\\Windows\\pushscan\\emocheck.exe
    back over ADMIN$ and hash it; if it is missing or its SHA-256 differs, copy the local checker
-   there (ADMIN$\\Temp\\pushscan\\emocheck.exe). Make sure the reports directory exists.
+   there (ADMIN$\\pushscan\\emocheck.exe). Make sure the reports directory exists.
 2. WinRM (NTLM, message encryption when over HTTP): run
-   C:\\Windows\\Temp\\pushscan\\emocheck.exe /quiet /json /output C:\\Windows\\Temp\\pushscan\\reports
+   C:\\Windows\\pushscan\\emocheck.exe /quiet /json /output C:\\Windows\\pushscan\\reports
 3. List the reports directory over SMB, read the newest *_emocheck.json, parse it and classify
    the host: detected / not detected / no result / error.
 
@@ -52,7 +52,7 @@ except ImportError as e:
     )
     sys.exit(3)
 
-REMOTE_DIR = r"C:\Windows\Temp\pushscan"
+REMOTE_DIR = r"C:\Windows\pushscan"
 REMOTE_EXE = REMOTE_DIR + r"\emocheck.exe"
 REMOTE_REPORTS = REMOTE_DIR + r"\reports"
 

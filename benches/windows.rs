@@ -15,7 +15,7 @@
 //!
 //! Figures, for each tool:
 //! * `first`  - hosts without the checker: push it, run it, fetch and parse the report. Before
-//!   each first run (untimed) every host's `C:\Windows\Temp\pushscan` (checker and reports) is
+//!   each first run (untimed) every host's `C:\Windows\pushscan` (checker and reports) is
 //!   deleted, so each first run pushes.
 //! * `second` - the next sweep: the checker is there with the pinned hash, no push.
 //!
@@ -69,7 +69,7 @@ use common::*;
 /// What pushscan says while its WinRM transport is missing (src/pipeline.rs).
 const NO_TRANSPORT: &str = "not available in this build";
 /// Where both tools put the checker and the reports (the lab playbook's work_dir / run_dir).
-const WORK_DIR: &str = "Windows/Temp/pushscan";
+const WORK_DIR: &str = "Windows/pushscan";
 const CHECKER_NAME: &str = "emocheck.exe";
 
 #[derive(Parser, Debug)]

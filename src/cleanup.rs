@@ -69,7 +69,20 @@ pub fn leftovers(
             .collect();
         let mut files = Vec::new();
         if has("push", "intent") && !has("push", "done") {
-            files.extend(plan.staging_files());
+            // The temporary names are random per run: the journal's push intent holds them.
+            for s in mine
+                .iter()
+                .filter(|s| s.step == "push" && s.phase == "intent")
+            {
+                files.extend(
+                    s.target
+                        .as_deref()
+                        .unwrap_or("")
+                        .lines()
+                        .filter(|l| !l.is_empty())
+                        .map(str::to_string),
+                );
+            }
         }
         if pb.cleanup.checker && (has("push", "intent") || has("run", "intent")) {
             files.push(plan.checker_path.clone());

@@ -73,9 +73,11 @@ impl HostPlan {
         vars.set("run_dir", run_dir.clone());
         let checker_path = platform.join(&work_dir, &pb.checker_remote_name);
         vars.set("checker", checker_path.clone());
+        // The temp copy's name is unpredictable (fresh per host and run), so no one can
+        // have planted a link or file under it ahead of the push.
         let tmp_path = platform.join(
             &work_dir,
-            &format!(".{}.pushscan-tmp", pb.checker_remote_name),
+            &format!(".{}.{}.pushscan-tmp", pb.checker_remote_name, random_hex()?),
         );
         let args = pb
             .args
@@ -109,6 +111,16 @@ impl HostPlan {
         }
         v
     }
+}
+
+/// 16 random hex digits from the operating system's generator.
+fn random_hex() -> Result<String, String> {
+    let mut b = [0u8; 8];
+    rustls::crypto::ring::default_provider()
+        .secure_random
+        .fill(&mut b)
+        .map_err(|_| "no randomness from the operating system".to_string())?;
+    Ok(hex::encode(b))
 }
 
 fn check_remote_dir(field: &str, dir: &str, platform: Platform) -> Result<(), String> {

@@ -263,7 +263,7 @@ fn windows_fleet_sweep_end_to_end() {
     let rep = by_host(&report_json(&state));
     assert_eq!(rep.len(), hosts.len());
     let pin = t.lab.checker_sha256.clone();
-    let checker_rel = "Windows/Temp/pushscan/emocheck.exe";
+    let checker_rel = "Windows/pushscan/emocheck.exe";
     let mut x86_hosts = 0;
     for h in &hosts {
         let r = &rep[&h.name];
@@ -352,8 +352,7 @@ fn windows_fleet_sweep_end_to_end() {
         let new: Vec<&String> = now.difference(&before[&h.name]).collect();
         for f in &new {
             let kept = f.as_str() == checker_rel
-                || (f.starts_with("Windows/Temp/pushscan/reports/")
-                    && f.ends_with("_emocheck.json"));
+                || (f.starts_with("Windows/pushscan/reports/") && f.ends_with("_emocheck.json"));
             assert!(kept, "{}: left behind: {f} (all new: {new:?})", h.name);
         }
     }
@@ -433,7 +432,7 @@ fn credssp_and_basic_over_http_are_refused() {
         &pb,
         format!(
             "name: t\nchecker:\n  path: {}\n  sha256: \"{pin}\"\n  platform: windows\n\
-             work_dir: 'C:\\Windows\\Temp\\pushscan'\nargs: [\"/quiet\"]\ntimeout: 5s\n\
+             work_dir: 'C:\\Windows\\pushscan'\nargs: [\"/quiet\"]\ntimeout: 5s\n\
              results:\n  parser: emocheck\n",
             checker.display()
         ),
@@ -622,7 +621,7 @@ fn winrm_only_transfers() {
     let o = pushscan(&t, &args);
     assert!(matches!(o.status.code(), Some(1) | Some(2)), "{}", text(&o));
     let rep = by_host(&report_json(&state));
-    let checker_rel = "Windows/Temp/pushscan/emocheck.exe";
+    let checker_rel = "Windows/pushscan/emocheck.exe";
     let mut through_shell = 0;
     for h in &hosts {
         let r = &rep[&h.name];
@@ -652,7 +651,7 @@ fn winrm_only_transfers() {
         for f in now.difference(&before[&h.name]) {
             assert!(
                 f == checker_rel
-                    || (f.starts_with("Windows/Temp/pushscan/reports/")
+                    || (f.starts_with("Windows/pushscan/reports/")
                         && f.ends_with("_emocheck.json")),
                 "{}: left behind: {f}",
                 h.name
@@ -821,7 +820,7 @@ fn staged_by_ou_on_the_windows_lab_runs_the_planned_waves() {
             assert!(h["checker_path"]
                 .as_str()
                 .unwrap()
-                .starts_with(r"C:\Windows\Temp\pushscan\"));
+                .starts_with(r"C:\Windows\pushscan\"));
             assert_eq!(h["build"], "x64/x86 by architecture");
             planned.insert(name.to_string(), w["number"].as_i64().unwrap());
         }
@@ -852,5 +851,137 @@ fn staged_by_ou_on_the_windows_lab_runs_the_planned_waves() {
     for (name, wave) in &planned {
         assert_eq!(rep[name]["wave"].as_i64(), Some(*wave), "{name}\n{all}");
         assert_ne!(rep[name]["status"], "not_started", "{name}\n{all}");
+    }
+}
+
+/// A work directory someone else made first is never used: on one host it is owned by
+/// another account, on one its ACL lets Users write, on one it is a link to a directory of
+/// the attacker's choosing. Each such host ends in `error` with a reason naming the owner,
+/// the ACL entry or the link found, and nothing is written in (or through) the directory.
+/// On a fourth host the directory is private but a link to another file waits at the temp
+/// copy's old fixed name: the push neither follows nor touches it. The proof is the same
+/// whichever way files go, so the sweep runs once over SMB and once over WinRM only.
+#[test]
+fn work_dir_someone_else_made_is_refused_and_untouched() {
+    use pushscan_lab::winrm::acl;
+    let t = start_lab(Ipv4Addr::new(127, 0, 87, 1), 16);
+    let clean: Vec<&LabHost> = t
+        .lab
+        .state
+        .hosts
+        .iter()
+        .filter(|h| h.scenario == ScenarioKind::Clean && h.smb && h.winrm)
+        .collect();
+    assert!(clean.len() >= 5, "only {} clean hosts", clean.len());
+    let (owned, open, linked, planted) = (clean[0], clean[1], clean[2], clean[3]);
+    let work = |h: &LabHost| h.root.join("Windows/pushscan");
+    // Owned by an unprivileged account (it created the folder before the sweep).
+    std::fs::create_dir_all(work(owned)).unwrap();
+    std::fs::write(work(owned).join("notes.txt"), b"eve's").unwrap();
+    acl::set(
+        &work(owned),
+        Some(r"WS01\eve"),
+        Some(&[r"WS01\eve:(OI)(CI)(F)".to_string()]),
+    )
+    .unwrap();
+    // Owned by Administrators, but Users may write in it.
+    std::fs::create_dir_all(work(open)).unwrap();
+    acl::set(
+        &work(open),
+        None,
+        Some(&[
+            r"NT AUTHORITY\SYSTEM:(OI)(CI)(F)".to_string(),
+            r"BUILTIN\Administrators:(OI)(CI)(F)".to_string(),
+            r"BUILTIN\Users:(OI)(CI)(F)".to_string(),
+        ]),
+    )
+    .unwrap();
+    // A link (a junction on Windows) to a directory the attacker chose.
+    let bait = linked.root.join("Users/Public/bait");
+    std::fs::create_dir_all(&bait).unwrap();
+    std::fs::create_dir_all(linked.root.join("Windows")).unwrap();
+    std::os::unix::fs::symlink("../Users/Public/bait", work(linked)).unwrap();
+    // Private (the defaults of a folder under C:\Windows), with a link at the temp copy's
+    // old fixed name pointing at another file.
+    std::fs::create_dir_all(work(planted)).unwrap();
+    let victim = planted.root.join("Windows/victim.txt");
+    std::fs::write(&victim, b"victim").unwrap();
+    std::os::unix::fs::symlink(
+        "../victim.txt",
+        work(planted).join(".emocheck.exe.pushscan-tmp"),
+    )
+    .unwrap();
+    let before_owned = files(&work(owned));
+    let before_open = files(&work(open));
+
+    let (pb, _) = playbook(&t);
+    let inv = t.lab.inventory.to_str().unwrap().to_string();
+    for smb in ["auto", "off"] {
+        let state = t.dir.path().join(format!("state-{smb}"));
+        let o = pushscan(
+            &t,
+            &[
+                "sweep",
+                "-i",
+                &inv,
+                "-p",
+                pb.to_str().unwrap(),
+                "--state-dir",
+                state.to_str().unwrap(),
+                "--smb",
+                smb,
+                "--progress",
+                "quiet",
+            ],
+        );
+        assert!(matches!(o.status.code(), Some(1) | Some(2)), "{}", text(&o));
+        let rep = by_host(&report_json(&state));
+        let reason = |h: &LabHost| rep[&h.name]["reason"].as_str().unwrap().to_string();
+        for (h, want) in [
+            (owned, r"owned by WS01\eve"),
+            (open, r"BUILTIN\Users:(OI)(CI)(F)"),
+            (linked, "SYMLINKD"),
+        ] {
+            let r = &rep[&h.name];
+            assert_eq!(r["status"], "error", "--smb {smb}, {}: {r}", h.name);
+            assert!(
+                reason(h).contains("work directory not private") && reason(h).contains(want),
+                "--smb {smb}, {}: {r}",
+                h.name
+            );
+            assert_ne!(
+                r["pushed"],
+                Value::Bool(true),
+                "--smb {smb}, {}: {r}",
+                h.name
+            );
+        }
+        assert_eq!(files(&work(owned)), before_owned, "--smb {smb}");
+        assert_eq!(files(&work(open)), before_open, "--smb {smb}");
+        assert!(files(&bait).is_empty(), "--smb {smb}: {:?}", files(&bait));
+        // The planted link is neither followed nor replaced; the host is swept.
+        let r = &rep[&planted.name];
+        assert_eq!(r["status"], "not_detected", "--smb {smb}: {r}");
+        assert_eq!(std::fs::read(&victim).unwrap(), b"victim", "--smb {smb}");
+        assert!(
+            std::fs::symlink_metadata(work(planted).join(".emocheck.exe.pushscan-tmp"))
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+        // A host without anything planted is swept as before, in a directory pushscan
+        // made with a protected DACL.
+        let h = clean[4];
+        assert_eq!(rep[&h.name]["status"], "not_detected", "{}", rep[&h.name]);
+        let dacl = acl::aces(&work(h), &["Windows".into(), "pushscan".into()]);
+        assert_eq!(
+            dacl,
+            [
+                r"NT AUTHORITY\SYSTEM:(OI)(CI)(F)",
+                r"BUILTIN\Administrators:(OI)(CI)(F)"
+            ],
+            "{}",
+            h.name
+        );
     }
 }

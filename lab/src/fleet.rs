@@ -1486,8 +1486,8 @@ pub fn playbook_yaml(sha256: &str) -> String {
          \x20 sha256: \"{sha256}\"\n\
          \x20 platform: windows\n\
          \x20 remote_name: emocheck.exe\n\
-         work_dir: 'C:\\Windows\\Temp\\pushscan'\n\
-         run_dir: 'C:\\Windows\\Temp\\pushscan\\reports'\n\
+         work_dir: 'C:\\Windows\\pushscan'\n\
+         run_dir: 'C:\\Windows\\pushscan\\reports'\n\
          # Never run EmoCheck without arguments: it then waits for a key press.\n\
          args: [\"/quiet\", \"/json\", \"/output\", \"{{{{ run_dir }}}}\"]\n\
          timeout: 2m\n\
@@ -1517,8 +1517,8 @@ pub fn wine_playbook_yaml(sha256: &str) -> String {
          \x20 sha256: \"{sha256}\"\n\
          \x20 platform: windows\n\
          \x20 remote_name: emocheck.exe\n\
-         work_dir: 'C:\\Windows\\Temp\\pushscan'\n\
-         run_dir: 'C:\\Windows\\Temp\\pushscan\\reports'\n\
+         work_dir: 'C:\\Windows\\pushscan'\n\
+         run_dir: 'C:\\Windows\\pushscan\\reports'\n\
          # Never run EmoCheck without arguments: it then waits for a key press.\n\
          args: [\"/quiet\", \"/json\", \"/output\", \"{{{{ run_dir }}}}\"]\n\
          timeout: 2m\n\

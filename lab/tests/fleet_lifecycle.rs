@@ -124,7 +124,7 @@ fn up_writes_what_pushscan_needs_and_down_leaves_nothing() {
     assert_eq!(lab.checker_sha256, pin);
     assert!(text_pb.contains(&pin));
     assert!(text_pb.contains("platform: windows"));
-    assert!(text_pb.contains(r"work_dir: 'C:\Windows\Temp\pushscan'"));
+    assert!(text_pb.contains(r"work_dir: 'C:\Windows\pushscan'"));
     assert!(text_pb.contains(r#"args: ["/quiet", "/json", "/output", "{{ run_dir }}"]"#));
     drop(pb);
 

@@ -13,10 +13,11 @@
 //!   `del`/`erase [/f] [/q] [/s] PATH...` (wildcards in the last component;
 //!   a directory deletes the files in it), `rmdir`/`rd [/s] [/q] PATH`,
 //!   `mkdir`/`md PATH...` (with intermediate directories), `dir [/b] [PATH]`
-//!   (bare format only), `type PATH`, `cd`/`chdir [PATH]`, `exit [/b] [N]`,
+//!   (bare format, or with `/q` the full format with the owner column), `type PATH`, `cd`/`chdir [PATH]`, `exit [/b] [N]`,
 //!   `ver`, `move [/y] SRC DST`, plus `hostname`, `whoami`, `certutil
 //!   -hashfile PATH [SHA256|SHA384|SHA512]` and `certutil [-f] -decode IN
-//!   OUT` which are programs on Windows. Anything else is
+//!   OUT` and `icacls PATH [/inheritance:r] [/grant:r SID:PERM...]` (owners and DACLs
+//!   from [`super::acl`]) which are programs on Windows. Anything else is
 //!   "'x' is not recognized as an internal or external command" (exit 1),
 //!   unless it names an `.exe` of the host tree, which the shell runs.
 //!
@@ -400,6 +401,8 @@ pub fn is_builtin(name: &str) -> bool {
             | "certutil"
             | "certutil.exe"
             | "move"
+            | "icacls"
+            | "icacls.exe"
     )
 }
 
@@ -522,6 +525,7 @@ pub fn run_builtin(
         "type" => type_file(args, tree, cwd),
         "certutil" | "certutil.exe" => certutil(args, tree, cwd),
         "move" => move_file(args, tree, cwd),
+        "icacls" | "icacls.exe" => icacls(args, tree, cwd),
         other => not_recognized(other),
     }
 }
@@ -740,7 +744,8 @@ fn del(args: &[String], tree: &HostTree, cwd: &WinPath) -> Output {
 }
 
 fn dir(args: &[String], tree: &HostTree, cwd: &WinPath) -> Output {
-    let (_, ops) = switches_and_operands(args);
+    let (sw, ops) = switches_and_operands(args);
+    let full = sw.iter().any(|s| s == "q");
     let target = if ops.is_empty() {
         ".".to_string()
     } else {
@@ -748,9 +753,11 @@ fn dir(args: &[String], tree: &HostTree, cwd: &WinPath) -> Output {
     };
     let (dir_part, pattern) = split_pattern(&target);
     let mut names = Vec::new();
+    let mut listed: Option<(WinPath, std::path::PathBuf)> = None;
     if has_wildcard(&pattern) {
         match tree.resolve(&dir_part, cwd, true) {
-            Ok((_, rdir)) if rdir.is_dir() => {
+            Ok((wp, rdir)) if rdir.is_dir() => {
+                listed = Some((wp, rdir.clone()));
                 names = sorted_entries(&rdir)
                     .into_iter()
                     .filter(|n| wildcard_match(&pattern, n))
@@ -761,8 +768,11 @@ fn dir(args: &[String], tree: &HostTree, cwd: &WinPath) -> Output {
         }
     } else {
         match tree.resolve(&target, cwd, true) {
-            Ok((_, real)) => match fs::metadata(&real) {
-                Ok(m) if m.is_dir() => names = sorted_entries(&real),
+            Ok((wp, real)) => match fs::metadata(&real) {
+                Ok(m) if m.is_dir() => {
+                    listed = Some((wp, real.clone()));
+                    names = sorted_entries(&real)
+                }
                 Ok(_) => {
                     if let Some(n) = real.file_name().and_then(|n| n.to_str()) {
                         names.push(n.to_string());
@@ -776,12 +786,146 @@ fn dir(args: &[String], tree: &HostTree, cwd: &WinPath) -> Output {
     if names.is_empty() {
         return Output::err("File Not Found\r\n", 1);
     }
+    if full {
+        if let Some((wp, real)) = listed {
+            return dir_full(&wp, &real, &names);
+        }
+    }
     let mut out = Output::default();
     for n in names {
         out.stdout.extend_from_slice(n.as_bytes());
         out.stdout.extend_from_slice(b"\r\n");
     }
     out
+}
+
+/// `dir /q` of `names` in the directory `real` (`wp`): Windows' full format, the owner column
+/// from [`super::acl`], links shown as `<SYMLINKD>`/`<SYMLINK>` with their target.
+fn dir_full(wp: &WinPath, real: &Path, names: &[String]) -> Output {
+    let mut text = format!(
+        " Volume in drive C has no label.\r\n Volume Serial Number is 5A3C-0F1E\r\n\r\n Directory of {}\r\n\r\n",
+        wp.display()
+    );
+    let (mut files, mut dirs, mut bytes) = (0u64, 0u64, 0u64);
+    for n in names {
+        let p = real.join(n);
+        let Ok(meta) = fs::symlink_metadata(&p) else {
+            continue;
+        };
+        let when = meta
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let owner = super::acl::owner(&p);
+        let (col, tail) = if meta.file_type().is_symlink() {
+            let target = fs::read_link(&p)
+                .map(|t| t.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            dirs += 1;
+            let tag = if p.is_dir() {
+                "<SYMLINKD>"
+            } else {
+                "<SYMLINK>"
+            };
+            (format!("{tag:<14}"), format!(" [{target}]"))
+        } else if meta.is_dir() {
+            dirs += 1;
+            (format!("{:<14}", "<DIR>"), String::new())
+        } else {
+            files += 1;
+            bytes += meta.len();
+            (format!("{:>14}", meta.len()), String::new())
+        };
+        text.push_str(&format!(
+            "{}    {col} {owner:<22} {n}{tail}\r\n",
+            windows_time(when)
+        ));
+    }
+    text.push_str(&format!(
+        "{files:>16} File(s) {bytes:>14} bytes\r\n{dirs:>16} Dir(s)  40,123,456,512 bytes free\r\n"
+    ));
+    Output::out(&text)
+}
+
+/// `MM/DD/YYYY  HH:MM AM` (en-US) of Unix seconds, UTC.
+fn windows_time(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    let (h, min) = (rem / 3600, (rem % 3600) / 60);
+    let (h12, ampm) = match h {
+        0 => (12, "AM"),
+        1..=11 => (h, "AM"),
+        12 => (12, "PM"),
+        _ => (h - 12, "PM"),
+    };
+    format!("{m:02}/{d:02}/{y}  {h12:02}:{min:02} {ampm}")
+}
+
+/// `icacls PATH` prints the DACL; with `/inheritance:r` and `/grant:r SPEC...` it replaces
+/// it by the granted entries (what pushscan does to a directory it creates).
+fn icacls(args: &[String], tree: &HostTree, cwd: &WinPath) -> Output {
+    let (sw, ops) = switches_and_operands(args);
+    let Some(path) = ops.first() else {
+        return Output::err("Invalid parameter \"\"\r\n", 87);
+    };
+    let failed = |msg: &str| {
+        let mut o = Output::err(&format!("{path}: {msg}\r\n"), 2);
+        o.stdout
+            .extend_from_slice(b"Successfully processed 0 files; Failed processing 1 files\r\n");
+        o
+    };
+    let (wp, real) = match tree.resolve(path, cwd, true) {
+        Ok(v) => v,
+        Err(e) => return failed(&e.to_string()),
+    };
+    if fs::symlink_metadata(&real).is_err() {
+        return failed("The system cannot find the file specified.");
+    }
+    let done = "Successfully processed 1 files; Failed processing 0 files\r\n";
+    if sw
+        .iter()
+        .any(|s| s.starts_with("grant") || s.starts_with("inheritance"))
+    {
+        let mut aces = if sw.iter().any(|s| s == "inheritance:r") {
+            Vec::new()
+        } else {
+            super::acl::aces(&real, wp.components())
+        };
+        for spec in &ops[1..] {
+            match super::acl::grant_entry(spec) {
+                Some(e) => aces.push(e),
+                None => return Output::err(&format!("Invalid parameter \"{spec}\"\r\n"), 87),
+            }
+        }
+        if super::acl::set(&real, None, Some(&aces)).is_err() {
+            return failed("Access is denied.");
+        }
+        return Output::out(&format!("processed file: {path}\r\n{done}"));
+    }
+    let aces = super::acl::aces(&real, wp.components());
+    let pad = " ".repeat(path.chars().count() + 1);
+    let mut text = String::new();
+    for (i, a) in aces.iter().enumerate() {
+        if i == 0 {
+            text.push_str(&format!("{path} {a}\r\n"));
+        } else {
+            text.push_str(&format!("{pad}{a}\r\n"));
+        }
+    }
+    text.push_str(&format!("\r\n{done}"));
+    Output::out(&text)
 }
 
 fn type_file(args: &[String], tree: &HostTree, cwd: &WinPath) -> Output {
@@ -1089,6 +1233,55 @@ mod tests {
             user: "lab",
         };
         run_builtin(&name, rest, &args, tree, cwd, &m)
+    }
+
+    #[test]
+    fn icacls_and_dir_q_show_owners_and_dacls() {
+        let (_d, tree) = setup();
+        let mut cwd = WinPath::root();
+        assert_eq!(run(&tree, &mut cwd, r"mkdir C:\Windows\Temp\p").code, 0);
+        // A folder made in Temp inherits Users' create rights.
+        let o = run(&tree, &mut cwd, r"icacls C:\Windows\Temp\p");
+        let text = String::from_utf8(o.stdout).unwrap();
+        assert!(
+            text.starts_with("C:\\Windows\\Temp\\p NT AUTHORITY\\SYSTEM:(I)(OI)(CI)(F)\r\n"),
+            "{text}"
+        );
+        assert!(text.contains("\r\n                  BUILTIN\\Users:(I)(CI)(S,WD,AD,X)\r\n"));
+        assert!(text.ends_with("\r\nSuccessfully processed 1 files; Failed processing 0 files\r\n"));
+        let o = run(
+            &tree,
+            &mut cwd,
+            r#"icacls "C:\Windows\Temp\p" /inheritance:r /grant:r "*S-1-5-18:(OI)(CI)F" "*S-1-5-32-544:(OI)(CI)F""#,
+        );
+        assert_eq!(o.code, 0);
+        let text =
+            String::from_utf8(run(&tree, &mut cwd, r"icacls C:\Windows\Temp\p").stdout).unwrap();
+        assert_eq!(
+            text,
+            "C:\\Windows\\Temp\\p NT AUTHORITY\\SYSTEM:(OI)(CI)(F)\r\n                  \
+             BUILTIN\\Administrators:(OI)(CI)(F)\r\n\r\nSuccessfully processed 1 files; Failed processing 0 files\r\n"
+        );
+        let o = run(&tree, &mut cwd, r"icacls C:\Windows\Temp\nothing");
+        assert_eq!(o.code, 2);
+        // dir /q: the owner column, links as <SYMLINKD>.
+        let p = tree.drive().join("Windows/Temp/p");
+        super::super::acl::set(&p, Some(r"WS01\eve"), None).unwrap();
+        std::os::unix::fs::symlink("p", tree.drive().join("Windows/Temp/q")).unwrap();
+        let text =
+            String::from_utf8(run(&tree, &mut cwd, r"dir /a /q C:\Windows\Temp\*").stdout).unwrap();
+        assert!(
+            text.contains(" Directory of C:\\Windows\\Temp\r\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains(r"    <DIR>          WS01\eve               p"),
+            "{text}"
+        );
+        assert!(
+            text.contains(r"    <SYMLINKD>     BUILTIN\Administrators q [p]"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -21,6 +21,7 @@
 //! (shells, commands, quotas, execution), [`cmd`] (Windows argument rules and
 //! the `cmd` subset), [`paths`] (Windows paths mapped into the host tree).
 
+pub mod acl;
 pub mod cmd;
 pub mod http;
 pub mod ntlm;

@@ -211,6 +211,13 @@ impl HostTree {
         })
     }
 
+    /// The tree whose `C:\` is `drive` itself (a Wine prefix's `drive_c`).
+    pub fn at_drive(drive: &Path) -> io::Result<Self> {
+        Ok(HostTree {
+            drive: fs::canonicalize(drive)?,
+        })
+    }
+
     /// `<root>/C`.
     pub fn drive(&self) -> &Path {
         &self.drive

@@ -113,7 +113,12 @@ impl std::fmt::Debug for HostState {
 impl HostState {
     /// State for `host` (creates `<root>/C` when missing).
     pub fn new(host: SimHost, limits: Limits) -> std::io::Result<Self> {
-        let tree = HostTree::new(&host.root)?;
+        // A Wine host's C: is its prefix's drive_c (used by the lines the simulator
+        // answers itself on Wine hosts, see `run_wine`).
+        let tree = match &host.wine {
+            Some(w) if w.drive_c().is_dir() => HostTree::at_drive(&w.drive_c())?,
+            _ => HostTree::new(&host.root)?,
+        };
         Ok(HostState {
             host,
             tree,
@@ -1017,6 +1022,19 @@ async fn run_wine(
     };
     match shape {
         Shape::Real => {}
+        Shape::AclProof => {
+            let mut stdin = None;
+            return run_line(
+                command,
+                ctx,
+                WinPath::root(),
+                line,
+                &Sink::queue(),
+                &mut stdin,
+                0,
+            )
+            .await;
+        }
         Shape::Refused(msg) => {
             return answer(Vec::new(), format!("{msg}\r\n").into_bytes(), 1).await
         }

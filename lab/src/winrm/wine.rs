@@ -14,7 +14,10 @@
 //!   answered from `pslist.exe` (Toolhelp32) run inside the prefix;
 //! * `netsh advfirewall firewall add|show|delete rule name=...`, kept in a per-host rule store
 //!   (`firewall.json` in the host directory) and printed in Windows' formats;
-//! * `certutil -hashfile "PATH" SHA256|SHA384|SHA512`, hashed from the prefix's files.
+//! * `certutil -hashfile "PATH" SHA256|SHA384|SHA512`, hashed from the prefix's files;
+//! * any line running `icacls` (pushscan's work-directory proof), run whole by the
+//!   simulator's cmd subset on the prefix's drive_c: Wine has no ACLs, its `icacls` prints
+//!   nothing.
 //!
 //! Everything here reads host-controlled text (command lines from clients, the rule store, the
 //! output of programs in the prefix) and treats it as untrusted: bounded, parsed, never
@@ -75,6 +78,11 @@ pub enum Shape {
     NetshDelete { name: String, dir: Option<Dir> },
     /// `certutil -hashfile PATH ALG`.
     Hashfile { path: String, alg: HashAlg },
+    /// A line running `icacls` (pushscan's work-directory proof: `mkdir`, `icacls`,
+    /// `dir /a /q`, `echo`): Wine has no ACLs and its `icacls` is a stub that prints nothing,
+    /// so the whole line is run by the simulator's own cmd subset on the prefix's drive_c,
+    /// owners and DACLs from `acl.rs`.
+    AclProof,
     /// A line for a program that is a stub in Wine, in a shape the lab does not emulate.
     Refused(String),
 }
@@ -117,6 +125,16 @@ fn strip_cmd_c(mut line: &str) -> &str {
 /// Decides what to do with `line` on a Wine host (see the module doc).
 pub fn classify(line: &str) -> Shape {
     let line = strip_cmd_c(line);
+    let runs_icacls = cmd::split_line(line).is_ok_and(|segs| {
+        segs.iter().any(|s| {
+            let (program, _) = cmd::split_program(&s.text);
+            program
+                .is_some_and(|p| matches!(cmd::command_name(&p).as_str(), "icacls" | "icacls.exe"))
+        })
+    });
+    if runs_icacls {
+        return Shape::AclProof;
+    }
     let (program, rest) = cmd::split_program(line);
     let Some(program) = program else {
         return Shape::Real;

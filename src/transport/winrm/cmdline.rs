@@ -83,11 +83,11 @@ mod tests {
         assert_eq!(quote(r"C:\a b\"), "\"C:\\a b\\\\\"");
         assert_eq!(
             command_line(
-                r"C:\Windows\Temp\pushscan\emocheck.exe",
-                &["/output".into(), r"C:\Windows\Temp\pushscan\reports".into()]
+                r"C:\Windows\pushscan\emocheck.exe",
+                &["/output".into(), r"C:\Windows\pushscan\reports".into()]
             )
             .unwrap(),
-            r#""C:\Windows\Temp\pushscan\emocheck.exe" /output C:\Windows\Temp\pushscan\reports"#
+            r#""C:\Windows\pushscan\emocheck.exe" /output C:\Windows\pushscan\reports"#
         );
         assert!(command_line("x.exe", &["100%".into()]).is_err());
     }

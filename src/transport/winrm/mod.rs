@@ -20,6 +20,7 @@
 
 pub mod cmdline;
 mod exec;
+mod private;
 mod shellfs;
 mod smbfs;
 
@@ -297,6 +298,8 @@ impl WinrmConnector {
             remote,
             files,
             notes,
+            proven: Vec::new(),
+            refused: Vec::new(),
         })
     }
 
@@ -369,19 +372,104 @@ pub struct WinConnection {
     remote: exec::Remote,
     files: Option<smbfs::SmbFiles>,
     notes: Vec<String>,
+    /// Directories shown private in this session (see [`private`]); nothing is written,
+    /// renamed or removed in any other.
+    proven: Vec<String>,
+    /// Directories shown not private: left alone for the rest of the session.
+    refused: Vec<String>,
+}
+
+/// Bound of one proof command.
+const PROOF_TIMEOUT: Duration = Duration::from_secs(120);
+/// Output kept from a proof command (a few short listings and ACLs).
+const PROOF_CAP: usize = 256 * 1024;
+
+impl WinConnection {
+    fn is_proven(&self, dir: &str) -> bool {
+        let d = dir.replace('/', "\\");
+        let d = d.trim_end_matches('\\');
+        self.proven.iter().any(|p| p.eq_ignore_ascii_case(d))
+    }
+
+    /// Runs the proof of `dirs`, creating those of `create` that are missing, and records
+    /// the private ones. Returns the missing ones; an unsafe one is an error naming what
+    /// the host showed.
+    async fn prove(&mut self, dirs: &[String], create: &[String]) -> TResult<Vec<String>> {
+        let line = private::command(dirs, create)?;
+        let out = self.remote.run(&line, PROOF_TIMEOUT, PROOF_CAP).await?;
+        if out.timed_out || out.truncated_bytes > 0 {
+            return Err(private::refusal(
+                "the host's answer to the proof was cut short",
+            ));
+        }
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mut missing = Vec::new();
+        for (d, state) in private::states(dirs, &text)? {
+            match state {
+                private::DirState::Private => {
+                    if !self.is_proven(&d) {
+                        self.proven.push(d);
+                    }
+                }
+                private::DirState::Missing => missing.push(d),
+                private::DirState::Unsafe(why) => {
+                    self.refused.push(d);
+                    return Err(private::refusal(&why));
+                }
+            }
+        }
+        Ok(missing)
+    }
+
+    /// Whether the directory holding `path` may be written in: proven in this session, or
+    /// proven now (without creating it). `Ok(false)`: it does not exist.
+    async fn parent_private(&mut self, path: &str) -> TResult<bool> {
+        let p = path.replace('/', "\\");
+        let Some((parent, _)) = p.trim_end_matches('\\').rsplit_once('\\') else {
+            return Err(TransportError::error("not an absolute Windows path"));
+        };
+        if self.is_proven(parent) {
+            return Ok(true);
+        }
+        if self.refused.iter().any(|r| r.eq_ignore_ascii_case(parent)) {
+            return Err(TransportError::error(format!(
+                "{} left alone: its directory is not private",
+                crate::sanitize::display(path, 120)
+            )));
+        }
+        let dirs = [parent.to_string()];
+        Ok(self.prove(&dirs, &[]).await?.is_empty())
+    }
 }
 
 #[async_trait]
 impl Connection for WinConnection {
+    /// Creates the missing directories with a protected DACL and proves every one private
+    /// (owner, ACL, no reparse point on the path), over the WinRM shell whichever way files
+    /// go: SMB cannot show an owner or an ACL in the form the proof reads.
     async fn mkdirs(&mut self, dirs: &[String]) -> TResult<()> {
-        match &mut self.files {
-            Some(f) => f.mkdirs(dirs).await,
-            None => shellfs::mkdirs(&self.remote, dirs).await,
+        let mut create = dirs.to_vec();
+        // Each round creates at least the first missing directory; a directory missing
+        // below one that already existed needs a round of its own (see `private::command`).
+        for _ in 0..=dirs.len() {
+            let missing = self.prove(dirs, &create).await?;
+            if missing.is_empty() {
+                return Ok(());
+            }
+            if missing.first() == create.first() {
+                return Err(TransportError::error(format!(
+                    "mkdir {}: not created",
+                    crate::sanitize::display(&missing[0], 120)
+                )));
+            }
+            create = missing;
         }
+        Err(TransportError::error("mkdir: directories not created"))
     }
 
-    async fn prove_dirs(&mut self, _dirs: &[String]) -> TResult<()> {
-        Err(TransportError::error("MERGE-PLACEHOLDER"))
+    /// The same proof, creating nothing (a missing directory holds nothing of ours).
+    async fn prove_dirs(&mut self, dirs: &[String]) -> TResult<()> {
+        self.prove(dirs, &[]).await.map(|_| ())
     }
 
     async fn sha256(&mut self, path: &str) -> TResult<Option<String>> {
@@ -392,6 +480,14 @@ impl Connection for WinConnection {
     }
 
     async fn install(&mut self, local: &Path, tmp: &str, dest: &str, pin: &str) -> TResult<()> {
+        for p in [tmp, dest] {
+            if !self.parent_private(p).await? {
+                return Err(TransportError::error(format!(
+                    "{}: its directory does not exist",
+                    crate::sanitize::display(p, 120)
+                )));
+            }
+        }
         match &mut self.files {
             Some(f) => f.install(local, tmp, dest, pin).await,
             None => shellfs::install(&self.remote, local, tmp, dest, pin).await,
@@ -427,7 +523,12 @@ impl Connection for WinConnection {
         }
     }
 
+    /// Only in a directory proven private: a link planted in anyone else's could turn a
+    /// delete into the deletion of what it points to.
     async fn remove_file(&mut self, path: &str) -> TResult<()> {
+        if !self.parent_private(path).await? {
+            return Ok(());
+        }
         match &mut self.files {
             Some(f) => f.remove_file(path).await,
             None => shellfs::remove_file(&self.remote, path).await,
@@ -435,6 +536,9 @@ impl Connection for WinConnection {
     }
 
     async fn remove_dir_if_empty(&mut self, path: &str) -> TResult<bool> {
+        if !self.is_proven(path) && !self.parent_private(&format!("{path}\\x")).await? {
+            return Ok(true);
+        }
         match &mut self.files {
             Some(f) => f.remove_dir_if_empty(path).await,
             None => shellfs::remove_dir_if_empty(&self.remote, path).await,

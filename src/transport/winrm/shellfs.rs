@@ -32,17 +32,6 @@ const B64_LINE: usize = 1_900;
 /// At most this many entries of a remote directory are considered.
 const MAX_ENTRIES: usize = 10_000;
 
-pub(super) async fn mkdirs(r: &Remote, dirs: &[String]) -> TResult<()> {
-    let mut line = String::new();
-    for d in dirs {
-        // `mkdir` creates intermediate levels; an existing one is an error we
-        // do not care about, a real failure shows in the next step.
-        line.push_str(&format!("mkdir {} 2>nul & ", quote_path("directory", d)?));
-    }
-    line.push_str("exit /b 0");
-    run_ok(r, &line, "mkdir").await.map(|_| ())
-}
-
 pub(super) async fn sha256(r: &Remote, path: &str) -> TResult<Option<String>> {
     let q = quote_path("path", path)?;
     let out = r

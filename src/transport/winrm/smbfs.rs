@@ -33,6 +33,8 @@ const READ_ANSWER_SLACK: u64 = 16;
 /// The largest file [`SmbFiles::sha256`] hashes (a checker is a few MiB): a
 /// server calling a file larger is refused rather than streamed for hours.
 const MAX_HASHED: u64 = 1 << 30;
+/// Bytes handed to the SMB writer at a time (it splits them by the server's write size).
+const WRITE_CHUNK: usize = 1024 * 1024;
 /// Seconds between 1601-01-01 (FILETIME) and 1970-01-01.
 const FILETIME_UNIX_OFFSET: u64 = 11_644_473_600;
 
@@ -155,24 +157,6 @@ impl SmbFiles {
         Ok((&mut self.client, tree))
     }
 
-    pub async fn mkdirs(&mut self, dirs: &[String]) -> TResult<()> {
-        for d in dirs {
-            let (share, rel) = self.map(d)?;
-            let parts: Vec<&str> = rel.split('/').filter(|c| !c.is_empty()).collect();
-            let (client, tree) = self.tree(&share).await?;
-            // Create from the top, ignoring the levels that exist.
-            for i in 1..=parts.len() {
-                let sub = parts[..i].join("/");
-                match client.create_directory(tree, &sub).await {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
-                    Err(e) => return Err(smb_error("smb mkdir", &e)),
-                }
-            }
-        }
-        Ok(())
-    }
-
     pub async fn sha256(&mut self, path: &str) -> TResult<Option<String>> {
         // Chunk by chunk into the hash: a checker is never held whole in memory per host.
         let mut hash = Sha256::new();
@@ -196,8 +180,34 @@ impl SmbFiles {
                 "smb: temp and final path on different shares",
             ));
         }
+        // Create-new (`FILE_CREATE`): a name that exists, a planted link included, is
+        // refused by the server, never opened or written through; the temp name is the
+        // run's own, so a collision is not ours and is left alone.
         let (client, tree) = self.tree(&share).await?;
-        let written = client.write_file_pipelined(tree, &rel_tmp, &data).await;
+        let mut writer = match client.create_file_writer_exclusive(tree, &rel_tmp).await {
+            Ok(w) => w,
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+                return Err(TransportError::error(format!(
+                    "smb write: {} already exists (not ours); not written",
+                    crate::sanitize::display(tmp, 120)
+                )))
+            }
+            Err(e) => return Err(smb_error("smb write", &e)),
+        };
+        let mut written = Ok(());
+        for chunk in data.chunks(WRITE_CHUNK) {
+            written = writer.write_chunk(chunk).await;
+            if written.is_err() {
+                break;
+            }
+        }
+        let written = match written {
+            Ok(()) => writer.finish().await.map(|_| ()),
+            Err(e) => {
+                let _ = writer.abort().await;
+                Err(e)
+            }
+        };
         if let Err(e) = written {
             let _ = self.remove_file(tmp).await;
             return Err(smb_error("smb write", &e));
