@@ -68,21 +68,27 @@ pub fn leftovers(
             })
             .collect();
         let mut files = Vec::new();
-        if has("push", "intent") && !has("push", "done") {
-            // The temporary names are random per run: the journal's push intent holds them.
-            for s in mine
-                .iter()
-                .filter(|s| s.step == "push" && s.phase == "intent")
-            {
-                files.extend(
-                    s.target
-                        .as_deref()
-                        .unwrap_or("")
-                        .lines()
-                        .filter(|l| !l.is_empty())
-                        .map(str::to_string),
-                );
+        // Temporary copies of pushes that never completed. Their names are random per
+        // attempt, so they come from the journal's push intents: an intent followed by the
+        // push's "done" was renamed away; any other (killed, then resumed with a new name)
+        // may have left its copy.
+        let mut open_pushes: Vec<&str> = Vec::new();
+        for s in mine.iter().filter(|s| s.step == "push") {
+            match s.phase.as_str() {
+                "intent" => open_pushes.push(s.target.as_deref().unwrap_or("")),
+                "done" => {
+                    open_pushes.pop();
+                }
+                _ => {}
             }
+        }
+        for targets in open_pushes {
+            files.extend(
+                targets
+                    .lines()
+                    .filter(|l| !l.is_empty())
+                    .map(str::to_string),
+            );
         }
         if pb.cleanup.checker && (has("push", "intent") || has("run", "intent")) {
             files.push(plan.checker_path.clone());
