@@ -40,7 +40,8 @@ fn require_binary(name: &str, package: &str) {
         .unwrap_or(false);
     assert!(
         found,
-        "`{name}` is missing: install it with `apt-get install -y {package}` (scripts/test does)"
+        "`{name}` is missing: install it with `apt-get update && apt-get install -y \
+         --no-install-recommends {package}` (scripts/test does)"
     );
 }
 
@@ -53,8 +54,9 @@ fn require_python_module(module: &str, pip_name: &str) {
         .unwrap_or(false);
     assert!(
         ok,
-        "python3 module `{module}` is missing: install it with `python3 -m pip install {pip_name}` \
-         (scripts/test does)"
+        "python3 module `{module}` is missing: install it with `apt-get install -y \
+         --no-install-recommends python3-pip && python3 -m pip install --break-system-packages \
+         {pip_name}` (scripts/test does)"
     );
 }
 

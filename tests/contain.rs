@@ -191,7 +191,7 @@ fn which(prog: &str) -> PathBuf {
             return std::fs::canonicalize(p).unwrap();
         }
     }
-    panic!("`{prog}` not found: install coreutils");
+    panic!("`{prog}` not found: install it with `apt-get update && apt-get install -y --no-install-recommends coreutils`");
 }
 
 fn journal(state: &Path) -> rusqlite::Connection {
@@ -449,7 +449,7 @@ fn dry_run_prints_commands_and_touches_nothing_and_caps_hosts() {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("script(1) from util-linux: apt-get install bsdutils");
+        .expect("script(1) from util-linux: install it with `apt-get update && apt-get install -y --no-install-recommends bsdutils`");
     {
         use std::io::Write as _;
         let mut stdin = child.stdin.take().unwrap();
@@ -568,7 +568,9 @@ mod winlab {
     use pushscan_lab::fleet::{self, Lab, UpOptions};
     use pushscan_lab::spec::{Scenario, ScenarioKind, Spec};
 
-    pub const SAMBA_MISSING: &str = "apt-get install samba smbclient (scripts/test does this)";
+    pub const SAMBA_MISSING: &str =
+        "install it with `apt-get update && apt-get install -y --no-install-recommends \
+    samba smbclient` (scripts/test does this)";
 
     /// The lab's own executable (its `serve` process), built by cargo if needed. Built as
     /// `cargo test --workspace` builds (both packages' binaries and tests: the same feature

@@ -61,7 +61,8 @@ fn ansible(args: &[&str]) -> Output {
         Ok(out) => out,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!(
             "ansible-inventory is not installed: run scripts/test (it installs ansible-core), \
-             or `python3 -m pip install ansible-core`"
+             or `apt-get install -y --no-install-recommends python3-pip && python3 -m pip \
+             install --break-system-packages ansible-core`"
         ),
         Err(e) => panic!("cannot run ansible-inventory: {e}"),
     }

@@ -22,7 +22,9 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 const PUSHSCAN: &str = env!("CARGO_BIN_EXE_pushscan");
-const SAMBA_MISSING: &str = "apt-get install samba smbclient (scripts/test does this)";
+const SAMBA_MISSING: &str =
+    "install it with `apt-get update && apt-get install -y --no-install-recommends \
+    samba smbclient` (scripts/test does this)";
 
 /// The lab's own executable (its `serve` process), built by cargo if needed: it belongs
 /// to another package, so cargo does not hand us its path.

@@ -892,7 +892,9 @@ fn make_tls(dir: &Path, addresses: &[Ipv4Addr]) -> Result<(PathBuf, PathBuf)> {
     let cert = tls_dir.join("cert.pem");
     let key = tls_dir.join("key.pem");
     let openssl = sys::find_binary("openssl")
-        .context("`openssl` not found (it makes the HTTPS certificate): apt-get install openssl")?;
+        .context(
+            "`openssl` not found (it makes the HTTPS certificate): install it with `apt-get update && apt-get install -y --no-install-recommends openssl`",
+        )?;
     let mut san: Vec<String> = vec!["DNS:localhost".into()];
     san.extend(addresses.iter().map(|a| format!("IP:{a}")));
     let out = Command::new(&openssl)

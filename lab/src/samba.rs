@@ -34,7 +34,9 @@ use crate::fleet::sys;
 use crate::spec::SmbEncryption;
 
 /// What to tell the user when a Samba tool is missing.
-pub const INSTALL_HINT: &str = "apt-get install samba smbclient (scripts/test does this)";
+pub const INSTALL_HINT: &str =
+    "install it with `apt-get update && apt-get install -y --no-install-recommends \
+     samba smbclient` (scripts/test does this)";
 
 /// How long `start` waits for smbd to listen on the first and last address.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(30);

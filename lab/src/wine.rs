@@ -48,10 +48,12 @@ use crate::winrm::wine::{self as emu, FirewallRule, WinProcess, WineExec};
 
 /// What to install when Wine is missing.
 pub const WINE_INSTALL_HINT: &str =
-    "apt-get install wine64 (Debian's Wine 8, 64-bit only; scripts/test does this)";
+    "install it with `apt-get update && apt-get install -y --no-install-recommends wine64` \
+     (Debian's Wine 8, 64-bit only; scripts/test does this)";
 /// What to install when the mingw compiler is missing.
 pub const MINGW_INSTALL_HINT: &str =
-    "apt-get install gcc-mingw-w64-x86-64 (scripts/test does this)";
+    "install it with `apt-get update && apt-get install -y --no-install-recommends \
+     gcc-mingw-w64-x86-64` (scripts/test does this)";
 /// The Windows user of every Wine host (`USER` for Wine: its profile is `C:\users\tanaka`,
 /// the lab's default infected user).
 pub const WINE_USER: &str = "tanaka";

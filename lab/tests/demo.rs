@@ -12,7 +12,9 @@ use std::process::{Command, Output};
 
 const EXE: &str = env!("CARGO_BIN_EXE_pushscan-lab");
 const README: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md");
-const SAMBA_MISSING: &str = "apt-get install samba smbclient (scripts/test does this)";
+const SAMBA_MISSING: &str =
+    "install it with `apt-get update && apt-get install -y --no-install-recommends \
+    samba smbclient` (scripts/test does this)";
 
 fn text(out: &Output) -> (String, String) {
     (

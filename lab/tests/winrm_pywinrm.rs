@@ -24,7 +24,9 @@ fn require_pywinrm() {
         .unwrap_or(false);
     assert!(
         ok,
-        "install pywinrm: python3 -m pip install pywinrm (scripts/test does this)"
+        "pywinrm is missing: install it with `apt-get install -y --no-install-recommends \
+         python3-pip && python3 -m pip install --break-system-packages pywinrm` (scripts/test \
+         does this)"
     );
 }
 

@@ -32,7 +32,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Message of the panic raised when `sshd` cannot be found.
-pub const SSHD_MISSING: &str = "OpenSSH server not found: install it with `apt-get install openssh-server` (the README test command does this)";
+pub const SSHD_MISSING: &str = "OpenSSH server not found: install it with `apt-get update && apt-get install -y --no-install-recommends openssh-server` (scripts/test does this)";
 
 /// OpenSSH's per-daemon limit on listen sockets (`MAX_LISTEN_SOCKS`).
 pub const ADDRESSES_PER_SSHD: usize = 16;
@@ -458,8 +458,8 @@ pub fn sshd_binary() -> PathBuf {
 pub fn client_binary(name: &str) -> PathBuf {
     find_binary(name, &[]).unwrap_or_else(|| {
         panic!(
-            "OpenSSH client tool `{name}` not found: install it with `apt-get install \
-             openssh-client` (the README test command does this)"
+            "OpenSSH client tool `{name}` not found: install it with `apt-get update && \
+             apt-get install -y --no-install-recommends openssh-client` (scripts/test does this)"
         )
     })
 }
@@ -467,8 +467,8 @@ pub fn client_binary(name: &str) -> PathBuf {
 fn helper_binary(name: &str, package: &str) -> PathBuf {
     find_binary(name, &[]).unwrap_or_else(|| {
         panic!(
-            "`{name}` not found: install it with `apt-get install {package}` (the README test \
-             command does this)"
+            "`{name}` not found: install it with `apt-get update && apt-get install -y \
+             --no-install-recommends {package}` (scripts/test does this)"
         )
     })
 }

@@ -41,7 +41,8 @@ use pushscan_lab::fleet::sys;
 
 /// The install command named when a program is missing (`scripts/test` runs it).
 pub const INSTALL: &str =
-    "apt-get install samba-ad-dc ldb-tools slapd openssl iproute2 (scripts/test does this)";
+    "install them with `apt-get update && apt-get install -y --no-install-recommends \
+     samba-ad-dc samba-ad-provision ldb-tools slapd openssl iproute2` (scripts/test does this)";
 
 /// The Samba DC's own loopback address (LDAP is fixed to 389/636 there).
 pub const DC_ADDR: Ipv4Addr = Ipv4Addr::new(127, 0, 80, 1);
@@ -458,6 +459,14 @@ fn start_dc() -> Dc {
     assert!(
         module_dirs.iter().any(|d| d.join("samba_dsdb.so").exists()),
         "Samba's AD directory modules (samba_dsdb.so) not found: {INSTALL}"
+    );
+    // `samba-tool domain provision` reads the AD schema from samba-ad-provision, which is only
+    // a Recommends of samba-ad-dc: installed without Recommends, provisioning fails late.
+    let schema = Path::new("/usr/share/samba/setup/ad-schema");
+    assert!(
+        schema.is_dir(),
+        "Samba's AD schema files ({}) not found: {INSTALL}",
+        schema.display()
     );
     let pki = pki();
 

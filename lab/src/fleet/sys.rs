@@ -334,7 +334,7 @@ pub fn tail(path: &Path, n: usize) -> String {
 
 /// IPv4 addresses carried by `lo`.
 pub fn lo_addresses() -> Result<HashSet<Ipv4Addr>> {
-    let ip = find_binary("ip").context("`ip` not found: apt-get install iproute2")?;
+    let ip = find_binary("ip").context("`ip` not found: install it with `apt-get update && apt-get install -y --no-install-recommends iproute2`")?;
     let out = Command::new(&ip)
         .args(["-o", "-4", "addr", "show", "dev", "lo"])
         .stdin(Stdio::null())
@@ -362,7 +362,7 @@ fn ip_batch(lines: &[String]) -> Result<()> {
     if lines.is_empty() {
         return Ok(());
     }
-    let ip = find_binary("ip").context("`ip` not found: apt-get install iproute2")?;
+    let ip = find_binary("ip").context("`ip` not found: install it with `apt-get update && apt-get install -y --no-install-recommends iproute2`")?;
     let mut child = Command::new(&ip)
         .args(["-force", "-batch", "-"])
         .stdin(Stdio::piped())

@@ -19,7 +19,9 @@ use pushscan_lab::spec::{Scenario, ScenarioKind, SmbEncryption, Spec};
 pub const EXE: &str = env!("CARGO_BIN_EXE_pushscan-lab");
 
 /// The message a test fails with when Samba is not installed.
-pub const SAMBA_MISSING: &str = "apt-get install samba smbclient (scripts/test does this)";
+pub const SAMBA_MISSING: &str =
+    "install it with `apt-get update && apt-get install -y --no-install-recommends \
+    samba smbclient` (scripts/test does this)";
 
 /// A lab in a temporary directory; dropping it runs `down` (the lab drops before the dir).
 pub struct TestLab {
