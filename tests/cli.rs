@@ -474,9 +474,8 @@ fn an_inventory_expanding_past_the_host_limit_is_refused_at_once_with_its_locati
     assert!(err.contains("110000") && err.contains("100000"), "{err}");
     assert!(err.contains("--inventory-max-hosts"), "{err}");
     // Refusing costs at most what loading the limit's worth of hosts does (0.1-0.4 s of
-    // CPU in a debug build); the slack is for a loaded machine. Unbounded, this ran
-    // into the kill above.
-    assert!(took < std::time::Duration::from_secs(5), "took {took:?}");
+    // CPU in a debug build, printed above; speed is not asserted). Unbounded, this ran into
+    // the kill above, out of memory.
     assert!(!lab.p("hosts").exists(), "no host was touched");
 
     // The bound is over every source together, not per file or per range:

@@ -422,14 +422,12 @@ fn windows_fleet_sweep_end_to_end() {
     }
 }
 
-/// CredSSP and Basic over HTTP are refused for what they are, before any host is touched.
-#[test]
-fn credssp_and_basic_over_http_are_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let checker = dir.path().join("c.exe");
+/// A Windows playbook whose checker is a one-byte stub: for tests that end before any push.
+fn stub_playbook(dir: &Path) -> PathBuf {
+    let checker = dir.join("c.exe");
     std::fs::write(&checker, b"x").unwrap();
     let pin = hex::encode(Sha256::digest(b"x"));
-    let pb = dir.path().join("pb.yml");
+    let pb = dir.join("pb.yml");
     std::fs::write(
         &pb,
         format!(
@@ -440,6 +438,14 @@ fn credssp_and_basic_over_http_are_refused() {
         ),
     )
     .unwrap();
+    pb
+}
+
+/// CredSSP and Basic over HTTP are refused for what they are, before any host is touched.
+#[test]
+fn credssp_and_basic_over_http_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let pb = stub_playbook(dir.path());
     // Nothing listens on this address: a refusal must come before any connection.
     for (vars, expect) in [
         ("ansible_winrm_transport: credssp", "credssp is refused"),
@@ -531,20 +537,7 @@ fn basic_without_a_verified_certificate_never_reaches_the_listener() {
             }
         });
     }
-    let checker = dir.path().join("c.exe");
-    std::fs::write(&checker, b"x").unwrap();
-    let pin = hex::encode(Sha256::digest(b"x"));
-    let pb = dir.path().join("pb.yml");
-    std::fs::write(
-        &pb,
-        format!(
-            "name: t\nchecker:\n  path: {}\n  sha256: \"{pin}\"\n  platform: windows\n\
-             work_dir: 'C:\\Windows\\Temp\\pushscan'\nargs: [\"/quiet\"]\ntimeout: 5s\n\
-             results:\n  parser: emocheck\n",
-            checker.display()
-        ),
-    )
-    .unwrap();
+    let pb = stub_playbook(dir.path());
     let basic = "ansible_winrm_transport: basic\n      ansible_winrm_scheme: https";
     for (vars, flag) in [
         (

@@ -137,6 +137,36 @@ fn playbook(dir: &Path) -> PathBuf {
     path
 }
 
+/// `pushscan sweep` of an inventory with a playbook, quietly.
+fn sweep(inventory: &Path, playbook: &Path, state: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_pushscan"));
+    c.arg("sweep")
+        .arg("-i")
+        .arg(inventory)
+        .arg("-p")
+        .arg(playbook)
+        .arg("--state-dir")
+        .arg(state)
+        .args(["--progress", "quiet"]);
+    c
+}
+
+/// [`sweep`] over the fleet's SSH keys and known_hosts.
+fn ssh_sweep(
+    fleet: &common::sshd::SshFleet,
+    inventory: &Path,
+    playbook: &Path,
+    state: &Path,
+) -> Command {
+    let mut c = sweep(inventory, playbook, state);
+    c.arg("--known-hosts")
+        .arg(&fleet.known_hosts)
+        .arg("-k")
+        .arg(&fleet.client_key)
+        .args(["--no-agent", "--connect-timeout", "5s"]);
+    c
+}
+
 fn report(state: &Path) -> Value {
     let out = Command::new(env!("CARGO_BIN_EXE_pushscan"))
         .args(["report", "--format", "json", "--state-dir"])
@@ -232,15 +262,7 @@ fn local_transport_refuses_work_directories_others_control() {
     let inv_path = root.path().join("inventory.yml");
     fs::write(&inv_path, inv).unwrap();
     let state = root.path().join("state");
-    let out = Command::new(env!("CARGO_BIN_EXE_pushscan"))
-        .arg("sweep")
-        .arg("-i")
-        .arg(&inv_path)
-        .arg("-p")
-        .arg(playbook(root.path()))
-        .arg("--state-dir")
-        .arg(&state)
-        .args(["--progress", "quiet"])
+    let out = sweep(&inv_path, &playbook(root.path()), &state)
         .output()
         .expect("run pushscan");
     assert_refused(root.path(), &hosts, &report(&state), &out);
@@ -262,25 +284,7 @@ fn ssh_transport_refuses_work_directories_others_control() {
     let inv_path = root.path().join("inventory.yml");
     fs::write(&inv_path, inv).unwrap();
     let state = root.path().join("state");
-    let out = Command::new(env!("CARGO_BIN_EXE_pushscan"))
-        .arg("sweep")
-        .arg("-i")
-        .arg(&inv_path)
-        .arg("-p")
-        .arg(playbook(root.path()))
-        .arg("--state-dir")
-        .arg(&state)
-        .arg("--known-hosts")
-        .arg(&fleet.known_hosts)
-        .arg("-k")
-        .arg(&fleet.client_key)
-        .args([
-            "--no-agent",
-            "--progress",
-            "quiet",
-            "--connect-timeout",
-            "5s",
-        ])
+    let out = ssh_sweep(&fleet, &inv_path, &playbook(root.path()), &state)
         .env_remove("PUSHSCAN_SSH_PASSWORD")
         .output()
         .expect("run pushscan");
@@ -299,15 +303,7 @@ fn tilde_work_directory_is_the_login_home() {
     )
     .unwrap();
     let state = home.path().join("state");
-    let out = Command::new(env!("CARGO_BIN_EXE_pushscan"))
-        .arg("sweep")
-        .arg("-i")
-        .arg(&inv)
-        .arg("-p")
-        .arg(playbook(home.path()))
-        .arg("--state-dir")
-        .arg(&state)
-        .args(["--progress", "quiet"])
+    let out = sweep(&inv, &playbook(home.path()), &state)
         .env("HOME", home.path())
         .output()
         .expect("run pushscan");
@@ -347,21 +343,17 @@ fn local_checker_gets_no_secrets_from_the_environment() {
         "all:\n  hosts:\n    me: {ansible_connection: local}\n",
     )
     .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_pushscan"))
-        .arg("sweep")
-        .arg("-i")
-        .arg(dir.path().join("inv.yml"))
-        .arg("-p")
-        .arg(dir.path().join("pb.yml"))
-        .arg("--state-dir")
-        .arg(dir.path().join("state"))
-        .args(["--progress", "quiet"])
-        .env("PUSHSCAN_SSH_PASSWORD", "ssh-secret-4711")
-        .env("PUSHSCAN_PASSWORD", "win-secret-4711")
-        .env("SSH_AUTH_SOCK", "/tmp/agent-4711.sock")
-        .env("LANG", "C.UTF-8")
-        .output()
-        .expect("run pushscan");
+    let out = sweep(
+        &dir.path().join("inv.yml"),
+        &dir.path().join("pb.yml"),
+        &dir.path().join("state"),
+    )
+    .env("PUSHSCAN_SSH_PASSWORD", "ssh-secret-4711")
+    .env("PUSHSCAN_PASSWORD", "win-secret-4711")
+    .env("SSH_AUTH_SOCK", "/tmp/agent-4711.sock")
+    .env("LANG", "C.UTF-8")
+    .output()
+    .expect("run pushscan");
     let env = fs::read_to_string(dir.path().join("wd/env.txt")).unwrap_or_else(|e| {
         panic!(
             "the checker did not run ({e}): {}",
@@ -405,25 +397,7 @@ fn tilde_work_directory_over_ssh_is_the_login_home() {
     )
     .unwrap();
     let state = dir.path().join("state");
-    let out = Command::new(env!("CARGO_BIN_EXE_pushscan"))
-        .arg("sweep")
-        .arg("-i")
-        .arg(&inv)
-        .arg("-p")
-        .arg(playbook(dir.path()))
-        .arg("--state-dir")
-        .arg(&state)
-        .arg("--known-hosts")
-        .arg(&fleet.known_hosts)
-        .arg("-k")
-        .arg(&fleet.client_key)
-        .args([
-            "--no-agent",
-            "--progress",
-            "quiet",
-            "--connect-timeout",
-            "5s",
-        ])
+    let out = ssh_sweep(&fleet, &inv, &playbook(dir.path()), &state)
         .output()
         .expect("run pushscan");
     let r = report(&state);

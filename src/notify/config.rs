@@ -625,7 +625,6 @@ fn read_secret(what: &str, env: Option<&str>, file: Option<&str>) -> anyhow::Res
 /// the user running pushscan and closed to group and others, as ssh wants
 /// of a private key. A password others can read is refused, not used.
 fn read_private(path: &Path) -> anyhow::Result<Vec<u8>> {
-    use std::io::Read as _;
     let mut options = std::fs::OpenOptions::new();
     options.read(true);
     // Do not hang on a FIFO: it is refused below as not a regular file.
@@ -641,18 +640,7 @@ fn read_private(path: &Path) -> anyhow::Result<Vec<u8>> {
         anyhow::bail!("{} is not a regular file", path.display());
     }
     check_private(path, &meta)?;
-    let mut buf = Vec::new();
-    f.take(MAX_SECRET_FILE + 1)
-        .read_to_end(&mut buf)
-        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
-    if buf.len() as u64 > MAX_SECRET_FILE {
-        anyhow::bail!(
-            "{} is larger than {} KiB",
-            path.display(),
-            MAX_SECRET_FILE / 1024
-        );
-    }
-    Ok(buf)
+    read_capped_from(f, path)
 }
 
 #[cfg(unix)]
@@ -686,9 +674,14 @@ fn check_private(_path: &Path, _meta: &std::fs::Metadata) -> anyhow::Result<()> 
 }
 
 fn read_capped(path: &Path) -> anyhow::Result<Vec<u8>> {
-    use std::io::Read as _;
     let f = std::fs::File::open(path)
         .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", path.display()))?;
+    read_capped_from(f, path)
+}
+
+/// At most [`MAX_SECRET_FILE`] bytes of the open file `f` (`path` names it in errors).
+fn read_capped_from(f: std::fs::File, path: &Path) -> anyhow::Result<Vec<u8>> {
+    use std::io::Read as _;
     let mut buf = Vec::new();
     f.take(MAX_SECRET_FILE + 1)
         .read_to_end(&mut buf)
