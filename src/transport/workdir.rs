@@ -64,33 +64,43 @@ pub fn roots_and_nested(dirs: &[String]) -> (Vec<&str>, Vec<&str>) {
 }
 
 /// The shell function `pv DIR [create]`: creates DIR when asked and missing (mode 0700 under
-/// the caller's `umask 077`), then proves it private as the module doc says. On failure it
-/// prints `PUSHSCAN_FAIL=<reason>` on stderr and returns 1. One `stat` for the directory and
-/// all its parents; `stat -L` only for a parent that is a link; `chmod` only for a directory
-/// of ours that others may read.
+/// the caller's `umask 077`), then proves it private as the module doc says. Before creating,
+/// the deepest existing ancestor and its parents must pass the parent rules, so `mkdir` never
+/// goes through someone else's link. On failure it prints `PUSHSCAN_FAIL=<reason>` on stderr
+/// and returns 1. `pw PATH own|parent` is the check itself: one `stat` for the path and all
+/// its parents; `stat -L` only for a parent that is a link; `chmod` only for a directory of
+/// ours that others may read.
 pub fn prove_function() -> &'static str {
     r#"pv() {
   pd=$1
   case $pd in /*) ;; *) pd=$PWD/$pd ;; esac
   if [ "$2" = create ] && [ ! -d "$pd" ] && [ ! -L "$pd" ]; then
+    pe=$pd
+    while [ ! -e "$pe" ] && [ ! -L "$pe" ]; do pe=${pe%/*}; [ -n "$pe" ] || pe=/; done
+    pw "$pe" parent || return 1
     mkdir -p -- "$pd" 2>/dev/null || { echo "PUSHSCAN_FAIL=cannot create the work directory $1" >&2; return 1; }
   fi
   [ -e "$pd" ] || [ -L "$pd" ] || return 0
-  set -- "$pd"; pp=$pd
+  pw "$pd" own
+}
+pw() {
+  pk=$2
+  set -- "$1"; pp=$1
   while [ "$pp" != / ]; do pp=${pp%/*}; [ -n "$pp" ] || pp=/; set -- "$pp" "$@"; done
   ps=$(stat -c '%u %a %F' -- "$@" 2>/dev/null) || { echo "PUSHSCAN_FAIL=cannot prove the work directory $pd private: stat -c failed" >&2; return 1; }
   pn=0
   for pp in "$@"; do
-    pn=$((pn+1)); pl=${ps%%"$nl"*}; ps=${ps#*"$nl"}
-    pu=${pl%% *}; pr=${pl#* }; pa=${pr%% *}; pf=${pr#* }
+    pn=$((pn+1)); pq=${ps%%"$nl"*}; ps=${ps#*"$nl"}
+    pu=${pq%% *}; pr=${pq#* }; pa=${pr%% *}; pf=${pr#* }
+    if [ $pn -eq $# ] && [ "$pk" = own ]; then po=1; else po=; fi
     if [ "$pf" = "symbolic link" ]; then
-      if [ $pn -eq $# ]; then echo "PUSHSCAN_FAIL=unsafe work directory $pd: it is a symbolic link (owner uid $pu)" >&2; return 1; fi
+      if [ -n "$po" ]; then echo "PUSHSCAN_FAIL=unsafe work directory $pd: it is a symbolic link (owner uid $pu)" >&2; return 1; fi
       if [ "$pu" != 0 ]; then echo "PUSHSCAN_FAIL=unsafe work directory $pd: its parent $pp is a symbolic link owned by uid $pu" >&2; return 1; fi
-      pl=$(stat -L -c '%u %a %F' -- "$pp" 2>/dev/null) || { echo "PUSHSCAN_FAIL=unsafe work directory $pd: its parent $pp is a dangling link" >&2; return 1; }
-      pu=${pl%% *}; pr=${pl#* }; pa=${pr%% *}; pf=${pr#* }
+      pq=$(stat -L -c '%u %a %F' -- "$pp" 2>/dev/null) || { echo "PUSHSCAN_FAIL=unsafe work directory $pd: its parent $pp is a dangling link" >&2; return 1; }
+      pu=${pq%% *}; pr=${pq#* }; pa=${pr%% *}; pf=${pr#* }
     fi
     if [ "$pf" != directory ]; then echo "PUSHSCAN_FAIL=unsafe work directory $pd: $pp is not a directory ($pf)" >&2; return 1; fi
-    if [ $pn -eq $# ]; then
+    if [ -n "$po" ]; then
       if [ ! -O "$pp" ]; then echo "PUSHSCAN_FAIL=unsafe work directory $pd: owned by uid $pu (mode $pa), not by the login account; remove it or choose another work_dir" >&2; return 1; fi
       if [ $((0$pa & 022)) -ne 0 ]; then echo "PUSHSCAN_FAIL=unsafe work directory $pd: mode $pa lets group or others write in it; remove it or choose another work_dir" >&2; return 1; fi
       if [ $((0$pa & 077)) -ne 0 ]; then chmod 700 -- "$pp" 2>/dev/null || { echo "PUSHSCAN_FAIL=cannot make the work directory $pd private (chmod 700)" >&2; return 1; }; fi
@@ -132,20 +142,36 @@ pub fn prove_lines(dirs: &[String], create: bool, code: u8) -> String {
 pub fn prove_local(dir: &std::path::Path, create: bool) -> Result<(), String> {
     use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
     let shown = dir.display();
-    if create && std::fs::symlink_metadata(dir).is_err() {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    let absolute = if dir.is_absolute() {
+        dir.to_path_buf()
+    } else {
+        std::env::current_dir()
+            .map_err(|e| format!("cannot resolve {shown}: {e}"))?
+            .join(dir)
+    };
+    if create && std::fs::symlink_metadata(&absolute).is_err() {
+        // What exists of the path must pass the parent rules first: the directories are
+        // then created where nobody else can have put a link.
+        let existing = absolute
+            .ancestors()
+            .find(|p| std::fs::symlink_metadata(p).is_ok())
+            .unwrap_or(std::path::Path::new("/"));
+        for parent in existing.ancestors() {
+            check_parent(parent, &shown, me)?;
+        }
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
-            .create(dir)
+            .create(&absolute)
             .map_err(|e| format!("cannot create the work directory {shown}: {e}"))?;
     }
-    let meta = match std::fs::symlink_metadata(dir) {
+    let meta = match std::fs::symlink_metadata(&absolute) {
         Ok(m) => m,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && !create => return Ok(()),
         Err(e) => return Err(format!("cannot stat the work directory {shown}: {e}")),
     };
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let me = unsafe { libc::geteuid() };
     if meta.file_type().is_symlink() {
         return Err(format!(
             "unsafe work directory {shown}: it is a symbolic link (owner uid {})",
@@ -167,52 +193,57 @@ pub fn prove_local(dir: &std::path::Path, create: bool) -> Result<(), String> {
             "unsafe work directory {shown}: mode {mode:o} lets group or others write in it; remove it or choose another work_dir"
         ));
     }
-    let absolute = if dir.is_absolute() {
-        dir.to_path_buf()
-    } else {
-        std::env::current_dir()
-            .map_err(|e| format!("cannot resolve {shown}: {e}"))?
-            .join(dir)
-    };
     for parent in absolute.ancestors().skip(1) {
-        let mut m = std::fs::symlink_metadata(parent)
-            .map_err(|e| format!("cannot stat {}: {e}", parent.display()))?;
-        if m.file_type().is_symlink() {
-            if m.uid() != 0 {
-                return Err(format!(
-                    "unsafe work directory {shown}: its parent {} is a symbolic link owned by uid {}",
-                    parent.display(),
-                    m.uid()
-                ));
-            }
-            m = std::fs::metadata(parent)
-                .map_err(|e| format!("cannot stat {}: {e}", parent.display()))?;
-        }
-        let pm = m.mode() & 0o7777;
-        if !m.is_dir() {
-            return Err(format!(
-                "unsafe work directory {shown}: {} is not a directory",
-                parent.display()
-            ));
-        }
-        if m.uid() != 0 && m.uid() != me {
-            return Err(format!(
-                "unsafe work directory {shown}: its parent {} is owned by uid {}, who could replace it",
-                parent.display(),
-                m.uid()
-            ));
-        }
-        if pm & 0o022 != 0 && (m.uid() != 0 || pm & 0o1000 == 0) {
-            return Err(format!(
-                "unsafe work directory {shown}: its parent {} (uid {}, mode {pm:o}) lets others replace it",
-                parent.display(),
-                m.uid()
-            ));
-        }
+        check_parent(parent, &shown, me)?;
     }
     if mode & 0o077 != 0 {
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        std::fs::set_permissions(&absolute, std::fs::Permissions::from_mode(0o700))
             .map_err(|e| format!("cannot make the work directory {shown} private: {e}"))?;
+    }
+    Ok(())
+}
+
+/// The parent rules of the module doc for one parent of the work directory `shown`.
+#[cfg(unix)]
+fn check_parent(
+    parent: &std::path::Path,
+    shown: &std::path::Display<'_>,
+    me: u32,
+) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let mut m = std::fs::symlink_metadata(parent)
+        .map_err(|e| format!("cannot stat {}: {e}", parent.display()))?;
+    if m.file_type().is_symlink() {
+        if m.uid() != 0 {
+            return Err(format!(
+                "unsafe work directory {shown}: its parent {} is a symbolic link owned by uid {}",
+                parent.display(),
+                m.uid()
+            ));
+        }
+        m = std::fs::metadata(parent)
+            .map_err(|e| format!("cannot stat {}: {e}", parent.display()))?;
+    }
+    let pm = m.mode() & 0o7777;
+    if !m.is_dir() {
+        return Err(format!(
+            "unsafe work directory {shown}: {} is not a directory",
+            parent.display()
+        ));
+    }
+    if m.uid() != 0 && m.uid() != me {
+        return Err(format!(
+            "unsafe work directory {shown}: its parent {} is owned by uid {}, who could replace it",
+            parent.display(),
+            m.uid()
+        ));
+    }
+    if pm & 0o022 != 0 && (m.uid() != 0 || pm & 0o1000 == 0) {
+        return Err(format!(
+            "unsafe work directory {shown}: its parent {} (uid {}, mode {pm:o}) lets others replace it",
+            parent.display(),
+            m.uid()
+        ));
     }
     Ok(())
 }
@@ -241,6 +272,59 @@ mod tests {
         assert_eq!(sh_word("/tmp/~x"), "'/tmp/~x'");
         assert_eq!(sh_word("~root/x"), "'~root/x'");
         assert_eq!(sh_word("a'b"), "'a'\\''b'");
+    }
+
+    /// Runs `pv DIR create` in the system's `/bin/sh`; the reason on failure.
+    #[cfg(unix)]
+    fn prove_in_sh(dir: &std::path::Path) -> Result<(), String> {
+        let script = format!(
+            "umask 077\nnl='\n'\n{}pv {} create",
+            prove_function(),
+            sh_quote(&dir.to_string_lossy())
+        );
+        let out = std::process::Command::new("/bin/sh")
+            .args(["-c", &script])
+            .output()
+            .map_err(|e| e.to_string())?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    }
+
+    /// A parent that is a link is followed only when root owns the link (`/var/run -> /run`);
+    /// the shell proof and the local one agree.
+    #[cfg(unix)]
+    #[test]
+    fn parent_links_count_only_when_root_owns_them() {
+        use std::os::unix::fs::{lchown, symlink};
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            panic!("this test creates a link owned by another user: run it as root (scripts/test does)");
+        }
+        let t = tempfile::tempdir().expect("tempdir");
+        let real = t.path().join("real");
+        std::fs::create_dir(&real).unwrap();
+        let by_root = t.path().join("by-root");
+        symlink(&real, &by_root).unwrap();
+        let by_other = t.path().join("by-other");
+        symlink(&real, &by_other).unwrap();
+        lchown(&by_other, Some(65534), Some(65534)).unwrap();
+
+        prove_in_sh(&by_root.join("a")).expect("a root-owned parent link is followed");
+        prove_local(&by_root.join("b"), true).expect("the same, locally");
+        let sh = prove_in_sh(&by_other.join("c")).expect_err("another user's link");
+        assert!(sh.contains("symbolic link owned by uid 65534"), "{sh}");
+        let local = prove_local(&by_other.join("d"), true).expect_err("another user's link");
+        assert!(
+            local.contains("symbolic link owned by uid 65534"),
+            "{local}"
+        );
+        assert!(
+            !real.join("c").exists() && !real.join("d").exists(),
+            "nothing is created through another user's link"
+        );
     }
 
     #[test]

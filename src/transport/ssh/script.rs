@@ -660,7 +660,7 @@ mod tests {
     }
 
     /// With no earlier result file, the script neither stats the empty directory nor reads
-    /// the clock (its one `stat` before the run is the work directory's proof); once a report is there, it reads the clock (to start the run in a later
+    /// the clock (its `stat`s before the run are the work directory's proof); once a report is there, it reads the clock (to start the run in a later
     /// second than that report) and still finds the rewritten report.
     #[cfg(unix)]
     #[test]
@@ -675,8 +675,9 @@ mod tests {
         assert_eq!(listed(&pre).len(), 0);
         assert_eq!(
             started(&log, "stat"),
-            2,
-            "the work directory's proof and the listing after the run"
+            3,
+            "the proof of the existing parents before creating the work directory, its proof \
+             after, and the listing after the run"
         );
         assert_eq!(started(&log, "date"), 0);
         assert_eq!(
