@@ -187,6 +187,22 @@ fn kill9_at_random_moments_then_resume_and_cleanup_loses_nothing_and_leaves_noth
             });
             assert!(pushed, "seed {seed}: a push landed");
         } else {
+            // The random moment counts from the run's start in the journal: on a loaded
+            // machine the binary may need more than the shortest delay to get there, and a
+            // kill before it leaves no run to resume or clean.
+            let started = (0..1000).any(|_| {
+                std::thread::sleep(Duration::from_millis(10));
+                state.join("journal.sqlite").exists()
+                    && rusqlite::Connection::open(state.join("journal.sqlite"))
+                        .and_then(|c| {
+                            c.query_row("SELECT COUNT(*) FROM runs WHERE id=?1", [run], |r| {
+                                r.get::<_, i64>(0)
+                            })
+                        })
+                        .map(|n| n > 0)
+                        .unwrap_or(false)
+            });
+            assert!(started, "seed {seed}: run {run} started within 10 s");
             std::thread::sleep(rng.millis(300, 2500));
         }
         kill9(&mut child);
