@@ -27,13 +27,21 @@
 
 use super::sh_quote;
 
+/// The part of `s` below the login's home when `s` is `~` (`Some("")`) or starts with `~/`;
+/// `None` otherwise (`~user/` is not expanded). Every transport reads a leading tilde here.
+pub fn home_relative(s: &str) -> Option<&str> {
+    if s == "~" {
+        Some("")
+    } else {
+        s.strip_prefix("~/")
+    }
+}
+
 /// A path or argument as one shell word: single-quoted, except that a leading `~/` (or a
 /// lone `~`) becomes `"$HOME"`, as the shell's tilde expansion would do for a bare word.
 pub fn sh_word(s: &str) -> String {
-    if s == "~" {
-        return "\"$HOME\"".into();
-    }
-    match s.strip_prefix("~/") {
+    match home_relative(s) {
+        Some("") => "\"$HOME\"".into(),
         Some(rest) => format!("\"$HOME\"{}", sh_quote(&format!("/{rest}"))),
         None => sh_quote(s),
     }
@@ -250,12 +258,8 @@ fn check_parent(
 
 /// A leading `~/` of a path on the controller itself, for the `local` transport.
 pub fn expand_local(s: &str) -> String {
-    if s == "~" {
-        if let Some(h) = dirs::home_dir() {
-            return h.to_string_lossy().into_owned();
-        }
-    }
-    match (s.strip_prefix("~/"), dirs::home_dir()) {
+    match (home_relative(s), dirs::home_dir()) {
+        (Some(""), Some(h)) => h.to_string_lossy().into_owned(),
         (Some(rest), Some(h)) => h.join(rest).to_string_lossy().into_owned(),
         _ => s.to_string(),
     }

@@ -27,7 +27,7 @@ use russh_sftp::protocol::{FileAttributes, FileType, OpenFlags, StatusCode};
 mod script;
 
 use super::known_hosts;
-use super::workdir::{prove_function, prove_lines, sh_word};
+use super::workdir::{home_relative, prove_function, prove_lines, sh_word};
 use super::{
     push_capped, sh_quote, Begun, CommandSpec, Connection, Credentials, EntryKind, ExecOutcome,
     Finished, RemoteEntry, RunPlan, Staged, TResult, TransportError,
@@ -1078,10 +1078,8 @@ fn sha256_script(path: &str) -> String {
 /// a relative path, which the SFTP server resolves from the session's start directory, the
 /// home.
 fn sftp_path(path: &str) -> String {
-    if path == "~" {
-        return ".".into();
-    }
-    match path.strip_prefix("~/") {
+    match home_relative(path) {
+        Some("") => ".".into(),
         Some(rest) => rest.to_string(),
         None => path.to_string(),
     }
