@@ -146,8 +146,7 @@ fn linux_lab(octet: u8, n: usize, report: impl Fn(usize) -> Vec<String>) -> Linu
         let dir = root.path().join("hosts").join(&name);
         let image = dir.join("malware").join(format!("evil-{name}"));
         std::fs::create_dir_all(image.parent().unwrap()).unwrap();
-        std::fs::copy(&sleep, &image).unwrap();
-        std::fs::set_permissions(&image, std::fs::Permissions::from_mode(0o755)).unwrap();
+        common::install_exe(&sleep, &image, 0o755);
         let process = Command::new(&image)
             .arg("3600")
             .stdin(Stdio::null())

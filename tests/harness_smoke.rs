@@ -205,9 +205,11 @@ fn password_authentication_without_pam() {
 
     let with_password = |pw: &str| {
         let askpass = fleet.dir.path().join(format!("askpass-{}", pw.len()));
-        fs::write(&askpass, format!("#!/bin/sh\nprintf '%s\\n' '{pw}'\n")).unwrap();
-        use std::os::unix::fs::PermissionsExt as _;
-        fs::set_permissions(&askpass, fs::Permissions::from_mode(0o700)).unwrap();
+        common::write_exe(
+            &askpass,
+            &format!("#!/bin/sh\nprintf '%s\\n' '{pw}'\n"),
+            0o700,
+        );
         Command::new(client_binary("ssh"))
             .args(["-F", "/dev/null", "-o", "BatchMode=no"])
             .arg("-o")

@@ -14,6 +14,8 @@
 //! as a hard failure, so that a fixture Ansible cannot read fails the test
 //! instead of being compared as an empty inventory.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
@@ -351,12 +353,14 @@ fn several_sources_merge_as_ansible() {
 /// An executable that prints `json`: how Ansible reads list JSON (its
 /// script plugin).
 fn script(dir: &Path, name: &str, json: &str) -> PathBuf {
-    use std::os::unix::fs::PermissionsExt;
     let data = dir.join(format!("{name}.json"));
     std::fs::write(&data, json).unwrap();
     let path = dir.join(format!("{name}.sh"));
-    std::fs::write(&path, format!("#!/bin/sh\ncat '{}'\n", data.display())).unwrap();
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    common::write_exe(
+        &path,
+        &format!("#!/bin/sh\ncat '{}'\n", data.display()),
+        0o755,
+    );
     path
 }
 

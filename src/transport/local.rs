@@ -183,7 +183,7 @@ impl Connection for LocalConnection {
         crate::child_env::restrict(command.as_std_mut());
         #[cfg(unix)]
         command.process_group(0);
-        let mut child = command.spawn().map_err(|e| {
+        let mut child = spawn_when_not_busy(&mut command).await.map_err(|e| {
             TransportError::new(
                 crate::model::HostClass::CheckerFailed,
                 format!("cannot start {}: {e}", cmd.program),
@@ -341,4 +341,28 @@ impl Connection for LocalConnection {
     }
 
     async fn close(&mut self) {}
+}
+
+/// Spawns `command`, retrying while the kernel answers "text file busy".
+///
+/// Hosts run side by side in one process: while one host's checker copy is being written
+/// (its descriptor open for writing), another host's spawn forks, and the forked child holds
+/// that descriptor until its own `exec` closes it. Executing the finished copy in that
+/// window fails with ETXTBSY although nothing is wrong with it. The window is a fork-to-exec
+/// gap (microseconds), so a few short, bounded retries end it; a file that stays busy is
+/// reported as before.
+async fn spawn_when_not_busy(
+    command: &mut tokio::process::Command,
+) -> std::io::Result<tokio::process::Child> {
+    let mut delay = std::time::Duration::from_millis(5);
+    for _ in 0..8 {
+        match command.spawn() {
+            Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy => {
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
+            other => return other,
+        }
+    }
+    command.spawn()
 }

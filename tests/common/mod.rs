@@ -37,3 +37,35 @@ pub fn lab_exe(pushscan_exe: &str) -> std::path::PathBuf {
     assert!(exe.is_file(), "{} missing after the build", exe.display());
     exe
 }
+
+/// Puts an executable at `dest` with `mode` without this process ever holding it open for
+/// writing: `install` (a child) writes it. Tests run side by side in one process; a file this
+/// process wrote could still be open in a child another test is forking at that moment, and
+/// executing it then fails with "Text file busy". A copy made by a child that has exited
+/// cannot be.
+pub fn install_exe(src: &std::path::Path, dest: &std::path::Path, mode: u32) {
+    let out = std::process::Command::new("install")
+        .arg("-m")
+        .arg(format!("{mode:o}"))
+        .arg(src)
+        .arg(dest)
+        .output()
+        .expect("cannot run install (coreutils)");
+    assert!(
+        out.status.success(),
+        "install {} -> {}: {}",
+        src.display(),
+        dest.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Writes an executable script at `dest` (see [`install_exe`] for why a child writes it);
+/// the text goes first to `dest` + ".src", which is never executed.
+pub fn write_exe(dest: &std::path::Path, text: &str, mode: u32) {
+    let mut src = dest.as_os_str().to_owned();
+    src.push(".src");
+    let src = std::path::PathBuf::from(src);
+    std::fs::write(&src, text).expect("write the script's text");
+    install_exe(&src, dest, mode);
+}
