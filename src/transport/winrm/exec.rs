@@ -27,7 +27,23 @@ impl Remote {
     /// Builds the client and opens the shell; this is where authentication
     /// and TLS verification happen, so their failures are classified here.
     pub async fn open(client: WinrmClient, host: String, limit: Duration) -> TResult<Remote> {
-        let shell_id = match tokio::time::timeout(limit, client.create_shell(&host)).await {
+        // A 401 on a connection that had finished its handshake is the pool race below, and
+        // the handshake proved the password, so sending the Create again cannot lock an
+        // account; at worst the server holds one more idle shell, which it expires. A 401 to
+        // the handshake itself ("authentication rejected") may be a wrong password: not resent.
+        let create = async {
+            let mut tries = 0;
+            loop {
+                match client.create_shell(&host).await {
+                    Err(e) if tries < RACE_RETRIES && lost_authenticated_connection(&e) => {
+                        tries += 1;
+                        tracing::debug!("winrm: shell request refused on a connection without the session; sending it again ({tries})");
+                    }
+                    r => return r,
+                }
+            }
+        };
+        let shell_id = match tokio::time::timeout(limit, create).await {
             Ok(Ok(id)) => id,
             Ok(Err(e)) => return Err(classify("winrm", &e)),
             Err(_) => {
@@ -143,6 +159,13 @@ fn lost_session(e: &WinrmError) -> bool {
         && (text.contains("HTTP 401 to a") || text.contains("authentication rejected"))
 }
 
+/// A 401 to a request on a connection whose handshake had succeeded (never a refused
+/// handshake, which a wrong password also causes).
+fn lost_authenticated_connection(e: &WinrmError) -> bool {
+    matches!(e, WinrmError::AuthFailed(_) | WinrmError::Ntlm(_))
+        && e.to_string().contains("on an authenticated connection")
+}
+
 /// Sorts a winrm-rs error into the class the host ends in, with the cause
 /// chain (reqwest's own message names only the URL).
 pub(super) fn classify(step: &str, e: &WinrmError) -> TransportError {
@@ -178,4 +201,25 @@ pub(super) fn classify(step: &str, e: &WinrmError) -> TransportError {
         _ => format!("{step}: {text}"),
     };
     TransportError::new(class, crate::sanitize::display(&message, 400))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_401_after_a_finished_handshake_resends_the_shell_request() {
+        let race = WinrmError::AuthFailed(
+            "HTTP 401 to a sealed NTLM request on an authenticated connection: the connection \
+             no longer carries the NTLM session"
+                .into(),
+        );
+        assert!(lost_authenticated_connection(&race));
+        let wrong_password = WinrmError::AuthFailed("authentication rejected (HTTP 401)".into());
+        assert!(!lost_authenticated_connection(&wrong_password));
+        assert!(
+            lost_session(&wrong_password),
+            "after the shell opened it is the race"
+        );
+    }
 }
