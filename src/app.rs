@@ -280,13 +280,27 @@ pub async fn resume(
     finish_sweep(state_dir, &outcome, after).await
 }
 
+/// The `notify:` section of the playbook stored with run `run_id`.
+fn run_playbook_notify(
+    state_dir: &Path,
+    run_id: i64,
+) -> anyhow::Result<Option<crate::notify::NotifyConfig>> {
+    let reader = Reader::open(state_dir)?;
+    let src = reader.run_sources(run_id)?;
+    let pb = crate::playbook::Playbook::parse(&src.playbook_text, Path::new(&src.playbook_path))
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(pb.notify)
+}
+
 async fn finish_sweep(
     state_dir: &Path,
     outcome: &sweep::SweepOutcome,
     after: &AfterRun,
 ) -> Result<i32, Fail> {
     let reports = &after.reports;
-    let alerts = after.notify.resolve(state_dir, outcome.run_id);
+    let alerts = after
+        .notify
+        .resolve(|| run_playbook_notify(state_dir, outcome.run_id));
     let reader = Reader::open(state_dir).code(exit::IO)?;
     // The raw report texts are loaded for an HTML page: one asked for, or the
     // one an alert points at.
@@ -806,7 +820,7 @@ pub async fn plan(
 
 /// `pushscan pin FILE`: prints the SHA-256 to put in a playbook.
 pub fn pin(file: &Path, playbook: Option<&Path>, x86: bool) -> Result<i32, Fail> {
-    let (digest, size) = crate::playbook::sha256_file(file).map_err(|e| {
+    let (digest, size) = crate::digest::sha256_file(file).map_err(|e| {
         Fail::new(
             exit::CHECKER,
             anyhow::anyhow!("cannot read {}: {e}", file.display()),

@@ -547,7 +547,21 @@ impl Journal {
 
     /// Runs `f` on the writer's connection (in its transaction) and returns
     /// its value: a consistent read among the writes.
-    pub async fn query<T, F>(&self, f: F) -> Result<T>
+    /// The names of the report files already journaled for `host` (any run): a report an
+    /// earlier run fetched is not fetched again as history.
+    pub async fn known_report_names(&self, host: &str) -> Result<Vec<String>> {
+        let host = host.to_string();
+        self.query(move |tx| {
+            let mut st = tx.prepare("SELECT DISTINCT remote_name FROM reports WHERE host=?1")?;
+            let names = st
+                .query_map([&host], |r| r.get::<_, String>(0))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(names)
+        })
+        .await
+    }
+
+    async fn query<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&Transaction<'_>) -> rusqlite::Result<T> + Send + 'static,
@@ -839,7 +853,11 @@ fn ensure_column(conn: &Connection, table: &str, column: &str, decl: &str) -> Re
 
 /// `controller:pid` of this process: who holds a lease.
 pub fn lease_owner() -> String {
-    format!("{}:{}", crate::sweep::controller_name(), std::process::id())
+    format!(
+        "{}:{}",
+        crate::identity::controller_name(),
+        std::process::id()
+    )
 }
 
 /// Whether the process that took a lease is certainly gone: it ran on this
@@ -849,7 +867,7 @@ fn owner_is_dead(owner: &str) -> bool {
     let Some((controller, pid)) = owner.rsplit_once(':') else {
         return false;
     };
-    if controller != crate::sweep::controller_name() {
+    if controller != crate::identity::controller_name() {
         return false;
     }
     #[cfg(unix)]

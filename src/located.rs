@@ -21,3 +21,14 @@ pub(crate) fn write(
     }
     write!(f, ": {message}")
 }
+
+/// serde-saphyr's message carries a source excerpt; keep only its first line
+/// without the "line N column M" prefix (we print file:line:col ourselves).
+pub(crate) fn first_message_line(msg: &str) -> String {
+    let first = msg.lines().next().unwrap_or(msg).trim();
+    let first = first.strip_prefix("error: ").unwrap_or(first);
+    match first.find(": ") {
+        Some(i) if first.starts_with("line ") => first[i + 2..].to_string(),
+        _ => first.to_string(),
+    }
+}

@@ -328,7 +328,7 @@ fn parse_action(s: &str) -> Result<pushscan::contain::Action, String> {
 }
 
 fn parse_size(s: &str) -> Result<u64, String> {
-    pushscan::playbook::parse_size(s)
+    pushscan::units::parse_size(s)
 }
 
 fn confirm_mode(dry_run: bool, yes: bool) -> pushscan::contain::Confirm {
@@ -699,7 +699,7 @@ enum ProgressArg {
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    pushscan::playbook::parse_duration(s)
+    pushscan::units::parse_duration(s)
 }
 
 fn main() -> ExitCode {

@@ -537,18 +537,7 @@ async fn steps(
         // Reports left on the host by earlier runs (EmoCheck keeps them all)
         // become the host's history, once: names already in the journal for
         // this host are not fetched again.
-        let host_name = host.to_string();
-        let known: Vec<String> = j
-            .query(move |tx| {
-                let mut st =
-                    tx.prepare("SELECT DISTINCT remote_name FROM reports WHERE host=?1")?;
-                let names = st
-                    .query_map([&host_name], |r| r.get::<_, String>(0))?
-                    .collect::<rusqlite::Result<Vec<_>>>()?;
-                Ok(names)
-            })
-            .await
-            .map_err(Failure::journal)?;
+        let known = j.known_report_names(host).await.map_err(Failure::journal)?;
         let pattern = WildMatch::new(&pb.results.glob);
         let mut older: Vec<&RemoteEntry> = before
             .iter()

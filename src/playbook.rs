@@ -11,7 +11,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
-use sha2::{Digest, Sha256};
+
+use crate::digest::sha256_file;
+use crate::located::first_message_line;
+use crate::units::{parse_duration, parse_size};
 
 /// Where the checker runs: decides path syntax and command quoting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -160,7 +163,7 @@ struct RawPlaybook {
     #[serde(default)]
     rollout: Option<crate::rollout::Rollout>,
     #[serde(default)]
-    notify: Option<crate::notify::NotifyConfig>,
+    notify: Option<crate::notify::config::NotifyConfig>,
     #[serde(default)]
     state: StateLimits,
 }
@@ -190,7 +193,7 @@ pub struct Playbook {
     /// Staged waves (default: one wave of every host).
     pub rollout: crate::rollout::Rollout,
     /// Alerts after each run (`notify.rs`), unless `--notify-config` replaces them.
-    pub notify: Option<crate::notify::NotifyConfig>,
+    pub notify: Option<crate::notify::config::NotifyConfig>,
     /// Retention and the state dir's size warning.
     pub state: StateLimits,
 }
@@ -304,7 +307,7 @@ impl Playbook {
         let rollout = raw.rollout.unwrap_or_default();
         rollout.check().map_err(err)?;
         if let Some(n) = &raw.notify {
-            n.check(crate::notify::Origin::Playbook)
+            n.check(crate::notify::config::Origin::Playbook)
                 .map_err(|e| PlaybookError {
                     file: source.to_path_buf(),
                     line: e.line,
@@ -448,35 +451,6 @@ pub fn record_pin(playbook: &Path, file: &Path, pin: &str, x86: bool) -> anyhow:
     Ok(())
 }
 
-/// Streams a local file through SHA-256; returns (hex digest, size).
-pub fn sha256_file(path: &Path) -> std::io::Result<(String, u64)> {
-    use std::io::Read;
-    let mut file = std::fs::File::open(path)?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut size = 0u64;
-    loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        size += n as u64;
-        hasher.update(&buf[..n]);
-    }
-    Ok((hex::encode(hasher.finalize()), size))
-}
-
-/// serde-saphyr's message carries a source excerpt; keep only its first line
-/// without the "line N column M" prefix (we print file:line:col ourselves).
-pub(crate) fn first_message_line(msg: &str) -> String {
-    let first = msg.lines().next().unwrap_or(msg).trim();
-    let first = first.strip_prefix("error: ").unwrap_or(first);
-    match first.find(": ") {
-        Some(i) if first.starts_with("line ") => first[i + 2..].to_string(),
-        _ => first.to_string(),
-    }
-}
-
 fn default_glob() -> String {
     "*".to_string()
 }
@@ -518,63 +492,6 @@ fn de_size<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
         NumOrText::Num(n) => Ok(n),
         NumOrText::Text(t) => parse_size(&t).map_err(serde::de::Error::custom),
     }
-}
-
-/// `90`, `90s`, `2m`, `1h30m`, `500ms`.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let t = text.trim();
-    if let Ok(secs) = t.parse::<u64>() {
-        return Ok(Duration::from_secs(secs));
-    }
-    let mut total = Duration::ZERO;
-    let mut num = String::new();
-    let mut chars = t.chars().peekable();
-    let bad = || format!("invalid duration {text:?} (examples: 90s, 2m, 1h30m, 500ms)");
-    while let Some(c) = chars.next() {
-        if c.is_ascii_digit() {
-            num.push(c);
-            continue;
-        }
-        let n: u64 = num.parse().map_err(|_| bad())?;
-        num.clear();
-        let unit = match c {
-            'm' if chars.peek() == Some(&'s') => {
-                chars.next();
-                Duration::from_millis(n)
-            }
-            'h' => Duration::from_secs(n.saturating_mul(3600)),
-            'm' => Duration::from_secs(n.saturating_mul(60)),
-            's' => Duration::from_secs(n),
-            _ => return Err(bad()),
-        };
-        total = total.saturating_add(unit);
-    }
-    if !num.is_empty() || t.is_empty() {
-        return Err(bad());
-    }
-    Ok(total)
-}
-
-/// `1048576`, `512KiB`, `4MiB`, `1GiB` (also KB/MB/GB as powers of 1000).
-pub fn parse_size(text: &str) -> Result<u64, String> {
-    let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("invalid size {text:?} (examples: 4MiB, 512KiB, 1048576)"))?;
-    let mult: u64 = match unit.trim() {
-        "" | "B" => 1,
-        "KiB" | "K" => 1 << 10,
-        "MiB" | "M" => 1 << 20,
-        "GiB" | "G" => 1 << 30,
-        "KB" => 1_000,
-        "MB" => 1_000_000,
-        "GB" => 1_000_000_000,
-        other => return Err(format!("invalid size unit {other:?} in {text:?}")),
-    };
-    n.checked_mul(mult)
-        .ok_or_else(|| format!("size {text:?} is too large"))
 }
 
 #[cfg(test)]

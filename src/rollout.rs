@@ -140,7 +140,7 @@ impl Pause {
         match text.trim() {
             "none" | "no" | "0" => Ok(Pause::None),
             "prompt" => Ok(Pause::Prompt),
-            other => crate::playbook::parse_duration(other)
+            other => crate::units::parse_duration(other)
                 .map(Pause::For)
                 .map_err(|_| {
                     format!("invalid pause {text:?}: none, prompt or a duration (30s, 5m)")

@@ -14,6 +14,7 @@
 //! failed gate halts the sweep: the hosts of later waves are recorded as
 //! `not_started` with the reason, and `resume` continues wave by wave.
 
+use crate::identity::{controller_name, current_user};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -74,21 +75,6 @@ pub fn exit_code_for(counts: &BTreeMap<HostClass, usize>) -> i32 {
     } else {
         exit::OK
     }
-}
-
-pub fn current_user() -> String {
-    std::env::var("USER")
-        .or_else(|_| std::env::var("USERNAME"))
-        .unwrap_or_else(|_| "root".to_string())
-}
-
-pub fn controller_name() -> String {
-    if let Ok(n) = std::env::var("COMPUTERNAME") {
-        return n;
-    }
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_else(|_| "unknown".to_string())
 }
 
 /// Connection settings of a sweep, resume or cleanup (not stored in the

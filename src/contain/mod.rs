@@ -275,13 +275,13 @@ pub async fn contain(opts: &ContainOptions, access: &Access) -> Result<i32, Fail
 
     // ---- execution ----
     let journal = Journal::open(&opts.state_dir).code(exit::IO)?;
-    let operator = sweep::current_user();
+    let operator = crate::identity::current_user();
     let cid = journal
         .start_containment(NewContainment {
             kind: "contain".into(),
             source_run: Some(run.id),
             operator: operator.clone(),
-            controller: sweep::controller_name(),
+            controller: crate::identity::controller_name(),
             actions: opts
                 .actions
                 .iter()
@@ -1713,13 +1713,13 @@ pub async fn uncontain(opts: &UncontainOptions, access: &Access) -> Result<i32, 
         return Ok(exit::OK);
     }
     let journal = Journal::open(&opts.state_dir).code(exit::IO)?;
-    let operator = sweep::current_user();
+    let operator = crate::identity::current_user();
     let cid = journal
         .start_containment(NewContainment {
             kind: "uncontain".into(),
             source_run: None,
             operator: operator.clone(),
-            controller: sweep::controller_name(),
+            controller: crate::identity::controller_name(),
             actions: "uncontain".into(),
             hosts: plans.iter().map(|p| p.host.name.clone()).collect(),
         })

@@ -823,7 +823,7 @@ fn parse_config_here(path: &Path, text: &str) -> Result<Config, InventoryError> 
             "timeout" => {
                 let parsed = match &node.kind {
                     Kind::Int(i) if *i > 0 => Ok(Duration::from_secs(i.unsigned_abs())),
-                    Kind::Str(s) => crate::playbook::parse_duration(s),
+                    Kind::Str(s) => crate::units::parse_duration(s),
                     other => Err(format!("found {}", other.what())),
                 };
                 timeout = match parsed {

@@ -242,7 +242,7 @@ fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     }
     match NumOrText::deserialize(d)? {
         NumOrText::Num(n) => Ok(Duration::from_secs(n)),
-        NumOrText::Text(t) => crate::playbook::parse_duration(&t).map_err(serde::de::Error::custom),
+        NumOrText::Text(t) => crate::units::parse_duration(&t).map_err(serde::de::Error::custom),
     }
 }
 
@@ -345,7 +345,7 @@ impl NotifyConfig {
                 loc.as_ref()
                     .and_then(|l| usize::try_from(l.column()).ok())
                     .filter(|c| *c > 0),
-                &crate::playbook::first_message_line(&e.to_string()),
+                &crate::located::first_message_line(&e.to_string()),
             )
         })?;
         cfg.check(Origin::File)

@@ -124,7 +124,7 @@ fn build_message(
         .map_err(|e| anyhow::anyhow!("from: {e}"))?;
     // A Message-ID on the controller's name, and RFC 3834's Auto-Submitted so
     // that out-of-office replies are not sent back to the alert address.
-    let domain = crate::sweep::controller_name()
+    let domain = crate::identity::controller_name()
         .chars()
         .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-'))
         .collect::<String>();

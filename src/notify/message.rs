@@ -141,7 +141,7 @@ impl Alert {
                     i.id,
                     state_dir.display()
                 )),
-                controller: crate::sweep::controller_name(),
+                controller: crate::identity::controller_name(),
             },
         }
     }
@@ -162,7 +162,7 @@ impl Alert {
                 command: None,
                 controller: format!(
                     "{} (config {config_source})",
-                    crate::sweep::controller_name()
+                    crate::identity::controller_name()
                 ),
             },
         }
@@ -180,7 +180,7 @@ impl Alert {
         match self.kind {
             Kind::Test => format!(
                 "test message from pushscan on {}",
-                display(&crate::sweep::controller_name(), 80)
+                display(&crate::identity::controller_name(), 80)
             ),
             Kind::NewDetection => {
                 let names: Vec<String> = self

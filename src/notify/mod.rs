@@ -44,21 +44,17 @@ pub enum Source {
 }
 
 impl Source {
-    /// The settings for run `run_id`, if alerts are configured.
-    pub fn resolve(&self, state_dir: &Path, run_id: i64) -> anyhow::Result<Option<NotifyConfig>> {
+    /// The settings for a run, if alerts are configured; `run_playbook` reads the `notify:`
+    /// section of the run's stored playbook (the caller owns the store and the playbook
+    /// reader, so alerts need neither).
+    pub fn resolve(
+        &self,
+        run_playbook: impl FnOnce() -> anyhow::Result<Option<NotifyConfig>>,
+    ) -> anyhow::Result<Option<NotifyConfig>> {
         match self {
             Source::Off => Ok(None),
             Source::File(c, _) => Ok(Some((**c).clone())),
-            Source::RunPlaybook => {
-                let reader = Reader::open(state_dir)?;
-                let src = reader.run_sources(run_id)?;
-                let pb = crate::playbook::Playbook::parse(
-                    &src.playbook_text,
-                    Path::new(&src.playbook_path),
-                )
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
-                Ok(pb.notify)
-            }
+            Source::RunPlaybook => run_playbook(),
         }
     }
 }

@@ -19,7 +19,7 @@ use super::{
     push_capped, CommandSpec, Connection, EntryKind, ExecOutcome, RemoteEntry, TResult,
     TransportError,
 };
-use crate::playbook::sha256_file;
+use crate::digest::sha256_file;
 
 /// A "connection" to the local machine.
 #[derive(Debug, Default)]

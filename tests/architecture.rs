@@ -1,0 +1,462 @@
+//! The layering rules `docs/architecture.md` states, checked on the source as it is:
+//!
+//! - imports point down: following `crate::` and `super::` paths between the files of `src/`,
+//!   no cycle joins more than two files (two files that name each other, a module and its
+//!   parent, are tolerated; three or more are a tangle that no layer order explains);
+//! - every SQL statement and every `rusqlite` use lives in the store (`src/journal.rs`), so a
+//!   second backend replaces one module.
+//!
+//! The reading is textual (no compiler): comments and the trailing `#[cfg(test)] mod tests`
+//! block are left out; `crate::a::b::C` counts as an import of the longest module-file prefix
+//! (`src/a/b.rs` or `src/a/b/mod.rs`, else `src/a.rs` ...), `use crate::{a, b::{c, d}}` as one
+//! import per leaf. Each rule also checks itself on a small tree it writes, so a reader that
+//! stopped seeing imports fails here instead of passing everything.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+/// The files that may hold SQL (relative to `src/`).
+const STORE_FILES: &[&str] = &["journal.rs"];
+
+/// Source text without comments, string contents kept (SQL lives in strings), and without
+/// the trailing unit-test module.
+fn code_of(text: &str) -> String {
+    let text = match text.find("#[cfg(test)]\nmod tests") {
+        Some(i) => &text[..i],
+        None => text,
+    };
+    let mut out = String::with_capacity(text.len());
+    let b = text.as_bytes();
+    let mut i = 0;
+    let mut in_str = false;
+    while i < b.len() {
+        let c = b[i];
+        if in_str {
+            out.push(c as char);
+            if c == b'\\' && i + 1 < b.len() {
+                out.push(b[i + 1] as char);
+                i += 2;
+                continue;
+            }
+            if c == b'"' {
+                in_str = false;
+            }
+            i += 1;
+            continue;
+        }
+        if c == b'/' && b.get(i + 1) == Some(&b'/') {
+            while i < b.len() && b[i] != b'\n' {
+                i += 1;
+            }
+            continue;
+        }
+        if c == b'/' && b.get(i + 1) == Some(&b'*') {
+            i += 2;
+            while i + 1 < b.len() && !(b[i] == b'*' && b[i + 1] == b'/') {
+                i += 1;
+            }
+            i += 2;
+            continue;
+        }
+        // A char literal such as '"' or '\"' must not open a string.
+        if c == b'\'' && b.get(i + 2) == Some(&b'\'') {
+            out.push_str("' '");
+            i += 3;
+            continue;
+        }
+        if c == b'\'' && b.get(i + 1) == Some(&b'\\') {
+            let close = text[i + 3..].find('\'').map_or(b.len(), |k| i + 3 + k + 1);
+            out.push_str("' '");
+            i = close;
+            continue;
+        }
+        // A raw string r#"..."# may hold quotes: copied whole.
+        if c == b'r' && (b.get(i + 1) == Some(&b'#') || b.get(i + 1) == Some(&b'"')) {
+            let hashes = text[i + 1..].bytes().take_while(|&h| h == b'#').count();
+            if b.get(i + 1 + hashes) == Some(&b'"') {
+                let end = format!("\"{}", "#".repeat(hashes));
+                let body = i + 2 + hashes;
+                let close = text[body..]
+                    .find(&end)
+                    .map_or(b.len(), |k| body + k + end.len());
+                out.push_str(&text[i..close]);
+                i = close;
+                continue;
+            }
+        }
+        if c == b'"' {
+            in_str = true;
+        }
+        out.push(if c.is_ascii() { c as char } else { ' ' });
+        i += 1;
+    }
+    out
+}
+
+fn is_ident(c: char) -> bool {
+    c.is_ascii_alphanumeric() || c == '_'
+}
+
+/// Paths named after `prefix` (`crate::` or `super::`), each a list of segments; a brace
+/// group yields one path per leaf.
+fn paths_after(code: &str, prefix: &str) -> Vec<Vec<String>> {
+    let mut out = Vec::new();
+    let mut from = 0;
+    while let Some(pos) = code[from..].find(prefix) {
+        let start = from + pos;
+        from = start + prefix.len();
+        // `x_crate::` is another name; `super::super::` is read from its first `super`.
+        let before = &code[..start];
+        if before.chars().next_back().is_some_and(is_ident) || before.ends_with("::") {
+            continue;
+        }
+        let mut rest = &code[from..];
+        let mut base = Vec::new();
+        parse_tree(&mut rest, &mut base, &mut out);
+    }
+    out
+}
+
+/// Reads `a::b::{c, d::e}` from the front of `s`, pushing every complete path.
+fn parse_tree(s: &mut &str, base: &mut Vec<String>, out: &mut Vec<Vec<String>>) {
+    let depth = base.len();
+    loop {
+        *s = s.trim_start();
+        if let Some(r) = s.strip_prefix('{') {
+            *s = r;
+            loop {
+                *s = s.trim_start();
+                if let Some(r) = s.strip_prefix('}') {
+                    *s = r;
+                    break;
+                }
+                if s.is_empty() {
+                    break;
+                }
+                let mut inner = base.clone();
+                parse_tree(s, &mut inner, out);
+                *s = s.trim_start();
+                if let Some(r) = s.strip_prefix(',') {
+                    *s = r;
+                } else if !s.starts_with('}') {
+                    break;
+                }
+            }
+            base.truncate(depth);
+            return;
+        }
+        let end = s.find(|c: char| !is_ident(c)).unwrap_or(s.len());
+        if end == 0 {
+            break;
+        }
+        base.push(s[..end].to_string());
+        *s = &s[end..];
+        match s.strip_prefix("::") {
+            Some(r) => *s = r,
+            None => break,
+        }
+    }
+    if base.len() > depth || depth > 0 {
+        out.push(base.clone());
+    }
+}
+
+/// A source tree: module path (segments) → file (relative to the root).
+struct Tree {
+    files: BTreeMap<PathBuf, String>,
+    modules: BTreeMap<Vec<String>, PathBuf>,
+}
+
+fn module_of(rel: &Path) -> Vec<String> {
+    let mut parts: Vec<String> = rel
+        .with_extension("")
+        .components()
+        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+        .collect();
+    if matches!(
+        parts.last().map(String::as_str),
+        Some("mod" | "lib" | "main")
+    ) {
+        parts.pop();
+    }
+    parts
+}
+
+fn read_tree(root: &Path) -> Tree {
+    fn walk(dir: &Path, root: &Path, files: &mut BTreeMap<PathBuf, String>) {
+        let mut entries: Vec<_> = std::fs::read_dir(dir)
+            .unwrap_or_else(|e| panic!("cannot list {}: {e}", dir.display()))
+            .map(|e| e.expect("directory entry").path())
+            .collect();
+        entries.sort();
+        for p in entries {
+            if p.is_dir() {
+                walk(&p, root, files);
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                let text = std::fs::read_to_string(&p)
+                    .unwrap_or_else(|e| panic!("cannot read {}: {e}", p.display()));
+                files.insert(
+                    p.strip_prefix(root).expect("under root").to_path_buf(),
+                    text,
+                );
+            }
+        }
+    }
+    let mut files = BTreeMap::new();
+    walk(root, root, &mut files);
+    let modules = files
+        .keys()
+        .map(|rel| (module_of(rel), rel.clone()))
+        .collect();
+    Tree { files, modules }
+}
+
+impl Tree {
+    fn resolve(&self, path: &[String]) -> Option<&PathBuf> {
+        (1..=path.len())
+            .rev()
+            .find_map(|n| self.modules.get(&path[..n]))
+    }
+
+    /// file → the files it imports.
+    fn imports(&self) -> BTreeMap<PathBuf, BTreeSet<PathBuf>> {
+        let mut edges = BTreeMap::new();
+        for (rel, text) in &self.files {
+            let code = code_of(text);
+            let me = module_of(rel);
+            let parent: Vec<String> = me[..me.len().saturating_sub(1)].to_vec();
+            let mut targets = BTreeSet::new();
+            for p in paths_after(&code, "crate::") {
+                targets.extend(self.resolve(&p).cloned());
+            }
+            for p in paths_after(&code, "super::") {
+                let ups = p.iter().take_while(|s| *s == "super").count();
+                let mut full = parent[..parent.len().saturating_sub(ups)].to_vec();
+                full.extend(p.into_iter().skip(ups));
+                targets.extend(self.resolve(&full).cloned());
+            }
+            targets.remove(rel);
+            edges.insert(rel.clone(), targets);
+        }
+        edges
+    }
+}
+
+/// Strongly connected components with more than `max` files (Tarjan).
+fn tangles(edges: &BTreeMap<PathBuf, BTreeSet<PathBuf>>, max: usize) -> Vec<BTreeSet<PathBuf>> {
+    struct State<'a> {
+        edges: &'a BTreeMap<PathBuf, BTreeSet<PathBuf>>,
+        index: BTreeMap<&'a PathBuf, usize>,
+        low: BTreeMap<&'a PathBuf, usize>,
+        stack: Vec<&'a PathBuf>,
+        on_stack: BTreeSet<&'a PathBuf>,
+        next: usize,
+        found: Vec<BTreeSet<PathBuf>>,
+    }
+    fn visit<'a>(s: &mut State<'a>, v: &'a PathBuf) {
+        s.index.insert(v, s.next);
+        s.low.insert(v, s.next);
+        s.next += 1;
+        s.stack.push(v);
+        s.on_stack.insert(v);
+        let edges = s.edges;
+        for w in edges.get(v).into_iter().flatten() {
+            if !s.index.contains_key(w) {
+                visit(s, w);
+                let lw = s.low[w];
+                let lv = s.low.get_mut(v).expect("visited");
+                *lv = (*lv).min(lw);
+            } else if s.on_stack.contains(w) {
+                let iw = s.index[w];
+                let lv = s.low.get_mut(v).expect("visited");
+                *lv = (*lv).min(iw);
+            }
+        }
+        if s.low[v] == s.index[v] {
+            let mut comp = BTreeSet::new();
+            while let Some(w) = s.stack.pop() {
+                s.on_stack.remove(w);
+                comp.insert(w.clone());
+                if w == v {
+                    break;
+                }
+            }
+            s.found.push(comp);
+        }
+    }
+    let mut s = State {
+        edges,
+        index: BTreeMap::new(),
+        low: BTreeMap::new(),
+        stack: Vec::new(),
+        on_stack: BTreeSet::new(),
+        next: 0,
+        found: Vec::new(),
+    };
+    for v in edges.keys() {
+        if !s.index.contains_key(v) {
+            visit(&mut s, v);
+        }
+    }
+    s.found.into_iter().filter(|c| c.len() > max).collect()
+}
+
+/// Lines of `tree` (outside the store files) that hold SQL or touch rusqlite.
+fn sql_outside_store(tree: &Tree, store: &[&str]) -> Vec<String> {
+    const MARKERS: &[&str] = &[
+        "rusqlite",
+        "\"SELECT ",
+        "\"INSERT ",
+        "\"UPDATE ",
+        "\"DELETE ",
+        "\"CREATE ",
+        "\"ALTER ",
+        "\"DROP ",
+        "\"PRAGMA ",
+        "\"BEGIN",
+        " FROM ",
+        " WHERE ",
+    ];
+    let mut found = Vec::new();
+    for (rel, text) in &tree.files {
+        if store.iter().any(|s| rel == Path::new(s)) {
+            continue;
+        }
+        for (n, line) in code_of(text).lines().enumerate() {
+            let upper_sql = |m: &str| {
+                if m.starts_with(' ') {
+                    // " FROM " / " WHERE " only inside a string literal.
+                    line.matches('"').count() >= 2 && line.contains(m)
+                } else {
+                    line.contains(m)
+                }
+            };
+            if MARKERS.iter().any(|m| upper_sql(m)) {
+                found.push(format!("{}:{}: {}", rel.display(), n + 1, line.trim()));
+            }
+        }
+    }
+    found
+}
+
+fn src_tree() -> Tree {
+    read_tree(&Path::new(env!("CARGO_MANIFEST_DIR")).join("src"))
+}
+
+/// A scratch tree with the given files.
+fn scratch(files: &[(&str, &str)]) -> (tempfile::TempDir, Tree) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (rel, text) in files {
+        let p = dir.path().join(rel);
+        std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+        std::fs::write(&p, text).expect("write");
+    }
+    let tree = read_tree(dir.path());
+    (dir, tree)
+}
+
+#[test]
+fn the_cycle_reader_sees_a_three_file_tangle_and_tolerates_two() {
+    let (_d, tree) = scratch(&[
+        ("lib.rs", "pub mod a; pub mod b; pub mod c; pub mod n;\n"),
+        (
+            "a.rs",
+            "use crate::{b::Thing, n::{x::Y, z}};\n// crate::c is a comment\n",
+        ),
+        ("b.rs", "fn f() { crate::c::g(); }\n"),
+        (
+            "c.rs",
+            "use crate::a;\n#[cfg(test)]\nmod tests { use crate::b; }\n",
+        ),
+        ("n/mod.rs", "pub mod x;\nuse super::a::A;\n"),
+        ("n/x.rs", "use super::super::b::B;\n"),
+    ]);
+    let edges = tree.imports();
+    let set = |v: &[&str]| v.iter().map(PathBuf::from).collect::<BTreeSet<_>>();
+    assert_eq!(
+        edges[Path::new("a.rs")],
+        set(&["b.rs", "n/x.rs", "n/mod.rs"])
+    );
+    assert_eq!(
+        edges[Path::new("c.rs")],
+        set(&["a.rs"]),
+        "comments and tests are not imports"
+    );
+    assert_eq!(
+        edges[Path::new("n/x.rs")],
+        set(&["b.rs"]),
+        "super::super:: is the root"
+    );
+    let t = tangles(&edges, 2);
+    assert_eq!(
+        t,
+        vec![set(&["a.rs", "b.rs", "c.rs", "n/mod.rs", "n/x.rs"])]
+    );
+
+    let (_d, pair) = scratch(&[("a.rs", "use crate::b;\n"), ("b.rs", "use crate::a;\n")]);
+    assert!(
+        tangles(&pair.imports(), 2).is_empty(),
+        "two files may name each other"
+    );
+}
+
+#[test]
+fn imports_point_down_no_cycle_joins_more_than_two_files() {
+    let tree = src_tree();
+    assert!(
+        tree.files.len() > 30,
+        "src/ read: {} files",
+        tree.files.len()
+    );
+    let edges = tree.imports();
+    let total: usize = edges.values().map(BTreeSet::len).sum();
+    assert!(total > 100, "imports seen in src/: {total}");
+    let t = tangles(&edges, 2);
+    let show: Vec<String> = t
+        .iter()
+        .map(|c| {
+            let names: Vec<String> = c.iter().map(|p| p.display().to_string()).collect();
+            format!("{} files: {}", c.len(), names.join(", "))
+        })
+        .collect();
+    assert!(
+        t.is_empty(),
+        "import cycles of more than two files (docs/architecture.md says which layer each \
+         module is in; move the shared piece down):\n  {}",
+        show.join("\n  ")
+    );
+}
+
+#[test]
+fn the_sql_reader_sees_sql_and_rusqlite() {
+    let (_d, tree) = scratch(&[
+        ("journal.rs", "const Q: &str = \"SELECT a FROM t\";\n"),
+        ("x.rs", "fn f(t: &rusqlite::Transaction) {}\n"),
+        ("y.rs", "let q = \"select id from runs where x=1\".to_uppercase();\nlet s = \"a FROM b WHERE c\";\n"),
+        ("z.rs", "// SELECT * FROM runs\nlet ok = \"from where\";\n"),
+    ]);
+    let found = sql_outside_store(&tree, STORE_FILES);
+    assert_eq!(found.len(), 2, "{found:#?}");
+    assert!(found[0].starts_with("x.rs:1:"), "{found:#?}");
+    assert!(found[1].starts_with("y.rs:2:"), "{found:#?}");
+}
+
+#[test]
+fn all_sql_is_in_the_store() {
+    let tree = src_tree();
+    let store_text = STORE_FILES
+        .iter()
+        .map(|f| &tree.files[Path::new(f)])
+        .fold(String::new(), |a, t| a + t);
+    assert!(
+        store_text.contains("\"SELECT ") || store_text.contains("SELECT "),
+        "the store files hold the SQL"
+    );
+    let found = sql_outside_store(&tree, STORE_FILES);
+    assert!(
+        found.is_empty(),
+        "SQL or rusqlite outside the store ({}):\n  {}",
+        STORE_FILES.join(", "),
+        found.join("\n  ")
+    );
+}
