@@ -715,9 +715,11 @@ pub struct ParsedFile {
 /// Reports larger than this are not parsed by `pushscan parse`.
 const PARSE_CAP: u64 = 16 * 1024 * 1024;
 
-/// `pushscan parse`: parses EmoCheck reports already on disk. Exit 1 when
-/// any is a detection, 2 when any is unparseable, else 0.
-pub fn parse(files: &[PathBuf], json: bool) -> Result<i32, Fail> {
+/// `pushscan parse`: parses result files already on disk with the registered parser
+/// `parser`. Exit 1 when any is a detection, 2 when any is unparseable, else 0.
+pub fn parse(files: &[PathBuf], parser: &str, json: bool) -> Result<i32, Fail> {
+    let parser = crate::parser::build(parser, &crate::parser::Settings::default())
+        .map_err(|e| Fail::new(exit::USAGE, anyhow::Error::msg(e)))?;
     let mut out = Vec::new();
     for f in files {
         let name = f
@@ -730,7 +732,7 @@ pub fn parse(files: &[PathBuf], json: bool) -> Result<i32, Fail> {
                 m.len()
             )),
             Ok(_) => match std::fs::read(f) {
-                Ok(bytes) => crate::parser::emocheck::parse(&name, &bytes),
+                Ok(bytes) => parser.parse_file(&name, &bytes),
                 Err(e) => ParsedReport::unparseable(format!("cannot read: {e}")),
             },
             Err(e) => ParsedReport::unparseable(format!("cannot read: {e}")),

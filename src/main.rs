@@ -95,7 +95,7 @@ enum Command {
         "Exit codes: 0 shown, 64 unknown host or group or a --limit matching nothing, 65 invalid inventory."
     ))]
     Inventory(InventoryArgs),
-    /// Parse checker reports already on disk (EmoCheck text or JSON).
+    /// Parse checker reports already on disk (by default EmoCheck text or JSON).
     #[command(
         after_help = "Example:\n  pushscan parse --format json reports/*_emocheck.*\n\nExit codes: 0 all clean, 1 a detection, 2 an unparseable file."
     )]
@@ -103,6 +103,9 @@ enum Command {
         /// Output format.
         #[arg(long, value_enum, default_value = "table")]
         format: ParseFormat,
+        /// The registered parser that reads the files (emocheck, exit_code, ...).
+        #[arg(long, default_value = "emocheck")]
+        parser: String,
         /// Report files (e.g. PC-1_20261120093011_emocheck.txt).
         #[arg(required = true)]
         files: Vec<PathBuf>,
@@ -887,7 +890,11 @@ fn run(cli: Cli) -> Result<i32, exit::Fail> {
         Command::Prune { keep_days, state } => {
             runtime()?.block_on(app::prune(&state.dir(), keep_days))
         }
-        Command::Parse { format, files } => app::parse(&files, matches!(format, ParseFormat::Json)),
+        Command::Parse {
+            format,
+            parser,
+            files,
+        } => app::parse(&files, &parser, matches!(format, ParseFormat::Json)),
         Command::Report {
             run,
             format,

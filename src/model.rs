@@ -164,3 +164,32 @@ impl ParsedReport {
         }
     }
 }
+
+/// How a command ended.
+#[derive(Debug, Clone, Default)]
+pub struct ExecOutcome {
+    /// Exit code, when the process exited normally.
+    pub exit_code: Option<i64>,
+    /// Signal name, when the process was killed by one.
+    pub exit_signal: Option<String>,
+    /// The command ran past its timeout and was killed.
+    pub timed_out: bool,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    /// Bytes dropped beyond `output_cap` (stdout + stderr).
+    pub truncated_bytes: u64,
+    /// The host's clock (seconds since the epoch) when the command started,
+    /// where the transport can tell: files modified since then are this
+    /// run's even when a rewrite kept their name, size and (second-grained)
+    /// mtime.
+    pub started_at: Option<u64>,
+}
+
+impl ExecOutcome {
+    /// A crash rather than an exit: killed by a signal, a shell's 128+N, or a
+    /// Windows NTSTATUS error code (0xC0000000 and up).
+    pub fn crashed(&self) -> bool {
+        self.exit_signal.is_some()
+            || matches!(self.exit_code, Some(c) if (128..256).contains(&c) || !(0..0xC000_0000).contains(&c))
+    }
+}

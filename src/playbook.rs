@@ -39,16 +39,6 @@ impl Platform {
     }
 }
 
-/// Which result parser reads the checker's output.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ParserKind {
-    /// EmoCheck text/JSON reports in `run_dir`.
-    Emocheck,
-    /// No files: the exit code decides (see `detected_exit_codes`).
-    ExitCode,
-}
-
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Checker {
@@ -89,7 +79,9 @@ pub struct Results {
     /// File-name glob (`*`, `?`) of result files inside `run_dir`.
     #[serde(default = "default_glob")]
     pub glob: String,
-    pub parser: ParserKind,
+    /// The registered parser that reads the results (`crate::parser::REGISTRY`).
+    #[serde(deserialize_with = "de_parser")]
+    pub parser: String,
     /// Files larger than this are never fetched.
     #[serde(default = "default_max_file_size", deserialize_with = "de_size")]
     pub max_file_size: u64,
@@ -478,6 +470,24 @@ fn default_detected_codes() -> Vec<i64> {
 enum NumOrText {
     Num(u64),
     Text(String),
+}
+
+/// A parser name the registry knows (the error, with its place in the file, lists them).
+fn de_parser<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let name = String::deserialize(d)?;
+    match crate::parser::by_name(&name) {
+        Some(_) => Ok(name),
+        None => Err(serde::de::Error::custom(crate::parser::unknown(&name))),
+    }
+}
+
+impl Results {
+    /// What the parser gets besides its name.
+    pub fn parser_settings(&self) -> crate::parser::Settings {
+        crate::parser::Settings {
+            detected_exit_codes: self.detected_exit_codes.clone(),
+        }
+    }
 }
 
 fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {

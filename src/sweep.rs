@@ -160,7 +160,10 @@ pub(crate) fn context<'a>(
     }
     Ok(SweepCtx {
         run_id,
-        parser: Arc::from(parser::for_playbook(&pb.results)),
+        parser: Arc::from(
+            parser::build(&pb.results.parser, &pb.results.parser_settings())
+                .map_err(|e| Fail::new(exit::CONFIG, anyhow::Error::msg(e)))?,
+        ),
         playbook: Arc::new(pb),
         journal,
         evidence_dir,

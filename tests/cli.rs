@@ -262,6 +262,62 @@ fn config_errors_name_file_line_and_column() {
 }
 
 #[test]
+fn parsers_are_found_by_name_in_the_registry() {
+    // A playbook naming a parser nobody registered: located, with the known names.
+    let lab = Local::new(&[("a", "clean")]);
+    let pb = std::fs::read_to_string(lab.p("pb.yml")).unwrap();
+    assert!(pb.contains("parser: emocheck"), "{pb}");
+    std::fs::write(
+        lab.p("pb.yml"),
+        pb.replace("parser: emocheck", "parser: yara"),
+    )
+    .unwrap();
+    let out = lab.sweep(&[]);
+    assert_eq!(out.status.code(), Some(65));
+    let err = text(&out.stderr);
+    let line = pb
+        .lines()
+        .position(|l| l.contains("parser: emocheck"))
+        .unwrap()
+        + 1;
+    assert!(err.contains(&format!("pb.yml:{line}:")), "{err}");
+    assert!(
+        err.contains("unknown parser \"yara\" (known: emocheck, exit_code)"),
+        "{err}"
+    );
+    assert!(!lab.p("hosts").exists(), "no host touched");
+
+    // `pushscan parse` reads with the parser it is given.
+    let sample =
+        Path::new(ROOT).join("tests/fixtures/emocheck/PC-SALES-014_20261120101542_emocheck.txt");
+    let out = bin()
+        .args(["parse", "--parser", "nope"])
+        .arg(&sample)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(
+        text(&out.stderr).contains("known: emocheck, exit_code"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = bin()
+        .args(["parse", "--format", "json", "--parser", "exit_code"])
+        .arg(&sample)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "exit_code reads no files");
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v[0]["status"], "unparseable");
+    let out = bin()
+        .args(["parse", "--format", "json"])
+        .arg(&sample)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "emocheck is the default");
+}
+
+#[test]
 fn parse_prints_one_json_object_per_file() {
     // The shared EmoCheck samples, copied into the repository (see tests/parser_samples.rs).
     let samples = Path::new(ROOT).join("tests/fixtures/emocheck");

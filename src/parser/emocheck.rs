@@ -56,7 +56,9 @@
 
 use encoding_rs::{SHIFT_JIS, WINDOWS_1252};
 
-use crate::model::{ParsedReport, Process, ReportStatus};
+use super::{exit_text, first_line, FetchedReport, ResultParser, Verdict};
+use crate::model::{ExecOutcome, HostClass, ParsedReport, Process, ReportStatus};
+use crate::sanitize;
 
 /// A genuine report is a few hundred bytes; anything this big is read only in
 /// part so that a hostile file cannot make the collector spend unbounded work.
@@ -1194,6 +1196,179 @@ fn json_outcome(f: JsonFields, w: &mut Warnings) -> Outcome {
         w.push("no is_infected verdict");
     }
     out
+}
+
+/// The registry's entry: EmoCheck's text and JSON reports in the run directory.
+pub const ENTRY: super::Entry = super::Entry {
+    name: "emocheck",
+    reads: "EmoCheck text/JSON reports (all its languages and versions)",
+    build: |_| Box::new(EmoCheckParser),
+};
+
+/// EmoCheck: the newest report written during this run decides.
+pub struct EmoCheckParser;
+
+impl ResultParser for EmoCheckParser {
+    fn name(&self) -> &'static str {
+        "emocheck"
+    }
+
+    fn wants_files(&self) -> bool {
+        true
+    }
+
+    fn recency(&self, file_name: &str, mtime: Option<u64>) -> (u8, String) {
+        match name_stamp(file_name) {
+            Some((_, stamp)) => (1, stamp),
+            None => (0, format!("{:020}", mtime.unwrap_or(0))),
+        }
+    }
+
+    fn parse_file(&self, file_name: &str, bytes: &[u8]) -> ParsedReport {
+        parse(file_name, bytes)
+    }
+
+    fn verdict(
+        &self,
+        exec: &ExecOutcome,
+        reports: &[FetchedReport],
+        problems: &[String],
+    ) -> Verdict {
+        let detected = reports
+            .iter()
+            .enumerate()
+            .find(|(_, r)| r.parsed.status == ReportStatus::Detected);
+        if let Some((i, r)) = detected {
+            let names: Vec<String> = r
+                .parsed
+                .processes
+                .iter()
+                .map(|p| match p.pid {
+                    Some(pid) => format!("{} (PID {pid})", sanitize::display(&p.name, 80)),
+                    None => sanitize::display(&p.name, 80),
+                })
+                .collect();
+            let mut reason = if names.is_empty() {
+                "Emotet detected (no process details in report)".to_string()
+            } else {
+                format!("Emotet detected: {}", names.join(", "))
+            };
+            if exec.timed_out || exec.crashed() {
+                reason.push_str(&format!(
+                    "; checker did not end cleanly ({})",
+                    end_text(exec)
+                ));
+            }
+            if !r.parsed.warnings.is_empty() {
+                reason.push_str(&format!("; {}", r.parsed.warnings.join("; ")));
+            }
+            return Verdict {
+                class: HostClass::Detected,
+                reason,
+                primary: Some(i),
+            };
+        }
+        if exec.timed_out {
+            return Verdict {
+                class: HostClass::Timeout,
+                reason: "checker still running at the timeout; it was killed".to_string(),
+                primary: None,
+            };
+        }
+        match reports.first() {
+            Some(r) if r.parsed.status == ReportStatus::NotDetected => {
+                let mut reason = "Emotet was not detected".to_string();
+                if exec.crashed() {
+                    reason.push_str(&format!(
+                        " (checker then ended abnormally: {})",
+                        exit_text(exec)
+                    ));
+                }
+                Verdict {
+                    class: HostClass::NotDetected,
+                    reason,
+                    primary: Some(0),
+                }
+            }
+            Some(r) => Verdict {
+                class: HostClass::CheckerFailed,
+                reason: format!(
+                    "report {} is unusable ({}); {}",
+                    sanitize::display(&r.name, 120),
+                    r.parsed.warnings.join("; "),
+                    exit_text(exec)
+                ),
+                primary: Some(0),
+            },
+            None if !problems.is_empty() => Verdict {
+                class: HostClass::CheckerFailed,
+                reason: format!("no usable report: {}", problems.join("; ")),
+                primary: None,
+            },
+            None if exec.crashed() => Verdict {
+                class: HostClass::CheckerFailed,
+                reason: format!("checker crashed ({}) and left no report", exit_text(exec)),
+                primary: None,
+            },
+            None => {
+                let mut reason = format!("No EmoCheck result found ({})", exit_text(exec));
+                if let Some(line) = first_line(&exec.stdout) {
+                    reason.push_str(&format!("; stdout: {line}"));
+                }
+                Verdict {
+                    class: HostClass::NoResult,
+                    reason,
+                    primary: None,
+                }
+            }
+        }
+    }
+}
+
+fn end_text(exec: &ExecOutcome) -> String {
+    if exec.timed_out {
+        "timed out and killed".to_string()
+    } else {
+        exit_text(exec)
+    }
+}
+
+#[cfg(test)]
+mod verdict_tests {
+    use super::*;
+    use crate::model::ParsedReport;
+
+    fn exec(code: i64) -> ExecOutcome {
+        ExecOutcome {
+            exit_code: Some(code),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn emocheck_without_report_is_no_result_or_failure() {
+        let p = EmoCheckParser;
+        assert_eq!(p.verdict(&exec(0), &[], &[]).class, HostClass::NoResult);
+        assert_eq!(
+            p.verdict(&exec(139), &[], &[]).class,
+            HostClass::CheckerFailed
+        );
+        let v = p.verdict(&exec(0), &[], &["x is too big".into()]);
+        assert_eq!(v.class, HostClass::CheckerFailed);
+        assert!(v.reason.contains("too big"));
+    }
+
+    #[test]
+    fn unparseable_report_is_never_clean() {
+        let p = EmoCheckParser;
+        let r = FetchedReport {
+            name: "a_emocheck.txt".into(),
+            parsed: ParsedReport::unparseable("truncated: no verdict"),
+        };
+        let v = p.verdict(&exec(0), &[r], &[]);
+        assert_eq!(v.class, HostClass::CheckerFailed);
+        assert!(v.reason.contains("truncated"));
+    }
 }
 
 #[cfg(test)]
