@@ -251,24 +251,7 @@ impl Journal {
         make_private_file(&path)
             .with_context(|| format!("cannot create journal {}", path.display()))?;
         let mut conn = open_conn(&path)?;
-        conn.execute_batch(SCHEMA)
-            .with_context(|| format!("cannot create schema in {}", path.display()))?;
-        conn.execute(
-            "INSERT OR IGNORE INTO meta(key, value) VALUES('schema_version', '2')",
-            [],
-        )?;
-        // Journals written before these columns existed gain them here.
-        ensure_column(&conn, "reports", "origin", "TEXT NOT NULL DEFAULT 'run'")?;
-        // Staged rollout: the effective `rollout:` of a run (JSON), why it halted, and each
-        // host's planned wave, so `resume` continues wave by wave with the same gate.
-        ensure_column(&conn, "runs", "rollout", "TEXT")?;
-        ensure_column(&conn, "runs", "halt_reason", "TEXT")?;
-        ensure_column(&conn, "hosts", "wave", "INTEGER")?;
-        ensure_column(&conn, "hosts", "wave_partition", "TEXT")?;
-        conn.execute(
-            "UPDATE meta SET value='2' WHERE key='schema_version' AND value='1'",
-            [],
-        )?;
+        migrate(&mut conn).with_context(|| format!("journal {}", path.display()))?;
         let (tx, rx) = mpsc::channel::<Msg>();
         let thread = std::thread::Builder::new()
             .name("pushscan-journal".into())
@@ -840,6 +823,89 @@ impl Journal {
     }
 }
 
+/// The schema version this pushscan writes: the number of the last migration.
+pub const SCHEMA_VERSION: u32 = 2;
+
+/// A schema change: applied once, in order, with the version it brings the journal to.
+type Migration = (u32, fn(&Connection) -> Result<()>);
+
+/// Every schema change since the first journal. Journals from before the numbering carry
+/// version 1 or 2 in `meta` (every open then ran the whole base layout and the column
+/// additions), which is exactly what migrations 1 and 2 leave.
+const MIGRATIONS: &[Migration] = &[
+    // The base layout: runs, hosts, steps, reports, leases, processes, notifications,
+    // containments, actions and their indexes.
+    (1, |conn| Ok(conn.execute_batch(SCHEMA)?)),
+    // Where a report came from (this run or an older file on the host), and staged rollout:
+    // a run's effective `rollout:` (JSON), why it halted, each host's planned wave.
+    (2, |conn| {
+        ensure_column(conn, "reports", "origin", "TEXT NOT NULL DEFAULT 'run'")?;
+        ensure_column(conn, "runs", "rollout", "TEXT")?;
+        ensure_column(conn, "runs", "halt_reason", "TEXT")?;
+        ensure_column(conn, "hosts", "wave", "INTEGER")?;
+        ensure_column(conn, "hosts", "wave_partition", "TEXT")?;
+        Ok(())
+    }),
+];
+
+/// The journal's schema version (0: a new, empty file).
+fn schema_version(conn: &Connection) -> Result<u32> {
+    let has_meta: bool = conn.query_row(
+        "SELECT EXISTS(SELECT 1 FROM sqlite_master WHERE type='table' AND name='meta')",
+        [],
+        |r| r.get(0),
+    )?;
+    if !has_meta {
+        return Ok(0);
+    }
+    let v: Option<String> = conn
+        .query_row(
+            "SELECT value FROM meta WHERE key='schema_version'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?;
+    match v {
+        None => Ok(0),
+        Some(v) => v
+            .trim()
+            .parse()
+            .with_context(|| format!("schema_version {v:?} is not a number")),
+    }
+}
+
+/// Brings the journal to [`SCHEMA_VERSION`]: each missing migration once, all in one
+/// immediate transaction (two pushscans opening a new journal at once do not both migrate).
+/// A journal written by a newer pushscan is refused untouched: that writer may rely on
+/// columns or meanings this one does not know.
+fn migrate(conn: &mut Connection) -> Result<()> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let current = schema_version(&tx)?;
+    refuse_newer(current)?;
+    for (version, apply) in MIGRATIONS {
+        if *version > current {
+            apply(&tx).with_context(|| format!("schema migration {version}"))?;
+            tx.execute(
+                "INSERT INTO meta(key, value) VALUES('schema_version', ?1)
+                 ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                [version.to_string()],
+            )?;
+        }
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+fn refuse_newer(version: u32) -> Result<()> {
+    if version > SCHEMA_VERSION {
+        anyhow::bail!(
+            "schema version {version} was written by a newer pushscan (this one knows up to \
+             {SCHEMA_VERSION}); use that pushscan or a newer one, or another --state-dir"
+        );
+    }
+    Ok(())
+}
+
 fn ensure_column(conn: &Connection, table: &str, column: &str, decl: &str) -> Result<()> {
     let mut stmt = conn.prepare(&format!("PRAGMA table_info({table})"))?;
     let names = stmt
@@ -1240,6 +1306,9 @@ impl Reader {
         let conn = Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
             .with_context(|| format!("cannot open journal {}", path.display()))?;
         conn.busy_timeout(std::time::Duration::from_secs(30))?;
+        let version = schema_version(&conn)
+            .with_context(|| format!("cannot read journal {}", path.display()))?;
+        refuse_newer(version).with_context(|| format!("journal {}", path.display()))?;
         Ok(Reader { conn })
     }
 

@@ -814,3 +814,137 @@ fn readme_local_example_shows_detections_no_result_and_clean() {
         "the Japanese report's second process: {table}"
     );
 }
+
+/// A copy of the journal the previous release wrote (a local sweep of the four demo hosts,
+/// schema version 2), in a fresh private state dir of `lab`.
+fn released_journal(lab: &Local, state: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = lab.p(state);
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let file = dir.join("journal.sqlite");
+    std::fs::copy(
+        Path::new(ROOT).join("tests/fixtures/journal/made-by-schema-2.sqlite"),
+        &file,
+    )
+    .unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    file
+}
+
+fn columns(db: &Path, table: &str) -> Vec<String> {
+    let c = rusqlite::Connection::open(db).unwrap();
+    let mut st = c.prepare(&format!("PRAGMA table_info({table})")).unwrap();
+    st.query_map([], |r| r.get::<_, String>(1))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+fn meta_version(db: &Path) -> String {
+    rusqlite::Connection::open(db)
+        .unwrap()
+        .query_row(
+            "SELECT value FROM meta WHERE key='schema_version'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap()
+}
+
+fn report_json(state: &Path, run: &str) -> (Option<i32>, Value, String) {
+    let out = bin()
+        .args(["report", "--format", "json", "--run", run, "--state-dir"])
+        .arg(state)
+        .output()
+        .unwrap();
+    let v = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    (out.status.code(), v, text(&out.stderr))
+}
+
+#[test]
+fn a_journal_from_the_previous_release_opens_migrates_and_keeps_its_history() {
+    let lab = Local::new(&[("a", "clean")]);
+    let sweep_into = |state: &Path| {
+        bin()
+            .arg("sweep")
+            .arg("-i")
+            .arg(lab.p("inv.yml"))
+            .arg("-p")
+            .arg(lab.p("pb.yml"))
+            .arg("--state-dir")
+            .arg(state)
+            .args(["--progress", "quiet", "--no-notify"])
+            .output()
+            .unwrap()
+    };
+
+    // As the release left it: read, then written on.
+    let db = released_journal(&lab, "state");
+    let state = db.parent().unwrap().to_path_buf();
+    let (code, old, err) = report_json(&state, "1");
+    assert_eq!(code, Some(1), "run 1 had detections: {err}");
+    assert_eq!(old["hosts"].as_array().map(Vec::len), Some(4), "{old}");
+    let out = sweep_into(&state);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(meta_version(&db), "2");
+    let (code, new, _) = report_json(&state, "2");
+    assert_eq!(code, Some(0));
+    assert_eq!(new["hosts"].as_array().map(Vec::len), Some(1));
+    let (_, again, _) = report_json(&state, "1");
+    assert_eq!(again["hosts"], old["hosts"], "run 1 reads as before");
+
+    // The layout before migration 2 (no report origin, no rollout columns): migrated once.
+    let db = released_journal(&lab, "state-v1");
+    {
+        let c = rusqlite::Connection::open(&db).unwrap();
+        c.execute_batch(
+            "ALTER TABLE reports DROP COLUMN origin; ALTER TABLE runs DROP COLUMN rollout;
+             ALTER TABLE runs DROP COLUMN halt_reason; ALTER TABLE hosts DROP COLUMN wave;
+             ALTER TABLE hosts DROP COLUMN wave_partition;
+             UPDATE meta SET value='1' WHERE key='schema_version';",
+        )
+        .unwrap();
+    }
+    assert!(!columns(&db, "hosts").contains(&"wave".to_string()));
+    let out = sweep_into(db.parent().unwrap());
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(meta_version(&db), "2");
+    for (table, col) in [
+        ("reports", "origin"),
+        ("runs", "rollout"),
+        ("runs", "halt_reason"),
+        ("hosts", "wave"),
+        ("hosts", "wave_partition"),
+    ] {
+        assert!(
+            columns(&db, table).contains(&col.to_string()),
+            "{table}.{col}"
+        );
+    }
+    let (code, _, err) = report_json(db.parent().unwrap(), "2");
+    assert_eq!(code, Some(0), "{err}");
+
+    // Written by a newer pushscan: refused, untouched, by the writer and the reader.
+    let db = released_journal(&lab, "state-new");
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .execute("UPDATE meta SET value='99' WHERE key='schema_version'", [])
+        .unwrap();
+    let before = std::fs::read(&db).unwrap();
+    let out = sweep_into(db.parent().unwrap());
+    assert_eq!(out.status.code(), Some(74), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("schema version 99 was written by a newer pushscan"),
+        "{}",
+        text(&out.stderr)
+    );
+    let (code, _, err) = report_json(db.parent().unwrap(), "1");
+    assert_eq!(code, Some(74), "{err}");
+    assert!(err.contains("newer pushscan"), "{err}");
+    assert_eq!(
+        std::fs::read(&db).unwrap(),
+        before,
+        "the newer journal is not written"
+    );
+}
