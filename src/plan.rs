@@ -11,10 +11,11 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use crate::inventory::{Connection as ConnKind, Host};
-use crate::pipeline::HostPlan;
-use crate::playbook::Playbook;
+use crate::playbook::{Platform, Playbook};
 use crate::rollout::{self, Rollout};
 use crate::sanitize::display;
+use crate::template::{render, Vars};
+use crate::transport::winrm::WinTarget;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Plan {
@@ -228,4 +229,109 @@ pub fn to_text(p: &Plan) -> String {
         }
     }
     out
+}
+
+/// Everything about one host that can be decided before connecting.
+#[derive(Debug, Clone)]
+pub struct HostPlan {
+    pub host: Host,
+    pub work_dir: String,
+    pub run_dir: String,
+    pub checker_path: String,
+    pub tmp_path: String,
+    pub args: Vec<String>,
+    /// How to reach a Windows host (its Ansible WinRM vars, checked here so
+    /// a refused setting such as CredSSP touches no host).
+    pub win: Option<WinTarget>,
+}
+
+impl HostPlan {
+    /// Renders the playbook's templates for `host`. Done for every host
+    /// before the sweep starts, so a template error touches no host.
+    pub fn new(pb: &Playbook, host: &Host) -> Result<HostPlan, String> {
+        let platform = pb.checker.platform;
+        let mut vars = Vars::new();
+        vars.extend_json(&host.vars);
+        vars.set("inventory_hostname", host.name.clone());
+        vars.set(
+            "inventory_hostname_short",
+            host.name
+                .split('.')
+                .next()
+                .unwrap_or(&host.name)
+                .to_string(),
+        );
+        let work_dir = render(&pb.work_dir, &vars).map_err(|e| format!("work_dir: {e}"))?;
+        check_remote_dir("work_dir", &work_dir, platform)?;
+        vars.set("work_dir", work_dir.clone());
+        let run_dir = render(&pb.run_dir, &vars).map_err(|e| format!("run_dir: {e}"))?;
+        check_remote_dir("run_dir", &run_dir, platform)?;
+        vars.set("run_dir", run_dir.clone());
+        let checker_path = platform.join(&work_dir, &pb.checker_remote_name);
+        vars.set("checker", checker_path.clone());
+        // The temp copy's name is unpredictable (fresh per host and run), so no one can
+        // have planted a link or file under it ahead of the push.
+        let tmp_path = platform.join(
+            &work_dir,
+            &format!(".{}.{}.pushscan-tmp", pb.checker_remote_name, random_hex()?),
+        );
+        let args = pb
+            .args
+            .iter()
+            .enumerate()
+            .map(|(i, a)| render(a, &vars).map_err(|e| format!("args[{i}]: {e}")))
+            .collect::<Result<Vec<_>, _>>()?;
+        let win = match host.connection {
+            ConnKind::Winrm => Some(WinTarget::from_host(host)?),
+            _ => None,
+        };
+        Ok(HostPlan {
+            win,
+            host: host.clone(),
+            work_dir,
+            run_dir,
+            checker_path,
+            tmp_path,
+            args,
+        })
+    }
+}
+
+impl HostPlan {
+    /// Every file a push may leave on the host if it is cut short: the temp
+    /// copy, and on Windows the base64 staging file of a WinRM-only push.
+    pub fn staging_files(&self) -> Vec<String> {
+        let mut v = vec![self.tmp_path.clone()];
+        if self.win.is_some() {
+            v.push(format!("{}.b64", self.tmp_path));
+        }
+        v
+    }
+}
+
+/// 16 random hex digits from the operating system's generator.
+fn random_hex() -> Result<String, String> {
+    let mut b = [0u8; 8];
+    rustls::crypto::ring::default_provider()
+        .secure_random
+        .fill(&mut b)
+        .map_err(|_| "no randomness from the operating system".to_string())?;
+    Ok(hex::encode(b))
+}
+
+fn check_remote_dir(field: &str, dir: &str, platform: Platform) -> Result<(), String> {
+    if dir.trim().is_empty() {
+        return Err(format!("{field} renders to an empty path"));
+    }
+    if dir.chars().any(char::is_control) || dir.split(['/', '\\']).any(|c| c == "..") {
+        return Err(format!(
+            "{field} {dir:?} must not contain '..' or control characters"
+        ));
+    }
+    if platform == Platform::Windows && dir.starts_with('~') {
+        return Err(format!(
+            "{field} {dir:?}: '~' (the login's home) is for Linux hosts; use a full Windows path"
+        ));
+    }
+    Ok(())
 }

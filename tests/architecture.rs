@@ -1,5 +1,7 @@
 //! The layering rules `docs/architecture.md` states, checked on the source as it is:
 //!
+//! - every file of `src/` is in one layer of [`LAYERS`] and imports only its own layer and
+//!   those below;
 //! - imports point down: following `crate::` and `super::` paths between the files of `src/`,
 //!   no cycle joins more than two files (two files that name each other, a module and its
 //!   parent, are tolerated; three or more are a tangle that no layer order explains);
@@ -14,6 +16,67 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+
+/// The layers, lowest first, each a list of `src/` path prefixes (a directory prefix ends in
+/// `/`); docs/architecture.md describes them. A file may import its own layer and the ones
+/// below it, never one above.
+const LAYERS: &[(&str, &[&str])] = &[
+    (
+        "low",
+        &[
+            "lib.rs",
+            "main.rs",
+            "model.rs",
+            "units.rs",
+            "digest.rs",
+            "identity.rs",
+            "located.rs",
+            "sanitize.rs",
+            "limits.rs",
+            "exit.rs",
+            "child_env.rs",
+            "template.rs",
+        ],
+    ),
+    ("store", &["journal.rs"]),
+    ("inventory", &["inventory/"]),
+    ("plug-ins", &["transport/", "parser/"]),
+    (
+        "config",
+        &[
+            "playbook.rs",
+            "rollout.rs",
+            "credentials.rs",
+            "notify/config.rs",
+        ],
+    ),
+    ("plan", &["plan.rs"]),
+    ("engine", &["pipeline.rs", "sweep.rs", "progress.rs"]),
+    ("output", &["report/", "notify/"]),
+    (
+        "commands",
+        &["app.rs", "schedule.rs", "cleanup.rs", "contain/"],
+    ),
+];
+
+/// The layer of a `src/` file: its index in [`LAYERS`] (the longest matching prefix wins,
+/// so `notify/config.rs` is config while the rest of `notify/` is output).
+fn layer_of(rel: &Path) -> Option<usize> {
+    let rel = rel.to_string_lossy().replace('\\', "/");
+    LAYERS
+        .iter()
+        .enumerate()
+        .flat_map(|(i, (_, prefixes))| prefixes.iter().map(move |p| (i, *p)))
+        .filter(|(_, p)| {
+            if p.ends_with('/') {
+                rel.starts_with(p)
+            } else {
+                rel == *p
+            }
+        })
+        .max_by_key(|(_, p)| p.len())
+        .map(|(i, _)| i)
+}
 
 /// The files that may hold SQL (relative to `src/`).
 const STORE_FILES: &[&str] = &["journal.rs"];
@@ -424,6 +487,44 @@ fn imports_point_down_no_cycle_joins_more_than_two_files() {
         "import cycles of more than two files (docs/architecture.md says which layer each \
          module is in; move the shared piece down):\n  {}",
         show.join("\n  ")
+    );
+}
+
+#[test]
+fn every_file_has_a_layer_and_imports_point_down() {
+    let tree = src_tree();
+    let unplaced: Vec<String> = tree
+        .files
+        .keys()
+        .filter(|f| layer_of(f).is_none())
+        .map(|f| f.display().to_string())
+        .collect();
+    assert!(
+        unplaced.is_empty(),
+        "files in no layer (add them to LAYERS and docs/architecture.md): {unplaced:?}"
+    );
+    assert_eq!(layer_of(Path::new("notify/config.rs")), Some(4));
+    assert_eq!(layer_of(Path::new("notify/mail.rs")), Some(7));
+    let mut upward = Vec::new();
+    for (from, targets) in tree.imports() {
+        let lf = layer_of(&from).unwrap_or(0);
+        for to in targets {
+            let lt = layer_of(&to).unwrap_or(0);
+            if lt > lf {
+                upward.push(format!(
+                    "{} ({}) imports {} ({})",
+                    from.display(),
+                    LAYERS[lf].0,
+                    to.display(),
+                    LAYERS[lt].0
+                ));
+            }
+        }
+    }
+    assert!(
+        upward.is_empty(),
+        "imports pointing up a layer:\n  {}",
+        upward.join("\n  ")
     );
 }
 
