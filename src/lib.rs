@@ -1,28 +1,32 @@
 //! pushscan: agentless push scanner.
+//!
+//! The layers and the way data flows through them are in `docs/architecture.md`. Public
+//! modules are what `main.rs`, the lab and the tests use; the engine's inner parts (the
+//! per-host pipeline, host plans, cleanup, templates, sanitizing, limits) stay private.
 pub mod app;
 pub mod child_env;
-pub mod cleanup;
+mod cleanup;
 pub mod contain;
 pub mod credentials;
-pub mod digest;
+mod digest;
 pub mod exit;
-pub mod identity;
+mod identity;
 pub mod inventory;
 pub mod journal;
-pub mod limits;
+mod limits;
 mod located;
 pub mod model;
 pub mod notify;
 pub mod parser;
-pub mod pipeline;
-pub mod plan;
+mod pipeline;
+mod plan;
 pub mod playbook;
 pub mod progress;
 pub mod report;
 pub mod rollout;
-pub mod sanitize;
+mod sanitize;
 pub mod schedule;
 pub mod sweep;
-pub mod template;
+mod template;
 pub mod transport;
 pub mod units;
