@@ -115,7 +115,7 @@ fn up_writes_what_pushscan_needs_and_down_leaves_nothing() {
         .expect("pushscan loads the lab playbook");
     assert_eq!(
         fs::read(&lab.checker).unwrap(),
-        fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("checker/emocheck-sim.sh")).unwrap()
+        pushscan_testkit::emocheck::SCRIPT_BYTES
     );
     let pin = {
         use sha2::Digest as _;
