@@ -1,5 +1,5 @@
 //! Sweep benchmark: the real release `pushscan` binary against a real OpenSSH fleet on
-//! loopback (one `sshd` per 16 addresses, see `tests/common/sshd.rs`), with a 1 MiB checker.
+//! loopback (one `sshd` per 16 addresses, see `lab/testkit/src/sshd.rs`), with a 1 MiB checker.
 //!
 //! Not a test: nothing here asserts on time. It measures, per sweep of N hosts:
 //! wall time, the controller's CPU (user + sys of the `pushscan` child, from `wait4` on its pid),
@@ -32,18 +32,13 @@
 //! exited 0. A run that did not do the job is reported loudly, left out of the figures, and
 //! makes the benchmark exit 1.
 //!
-//! Run it through `bench/run` (builds the release binary first). Flags:
+//! Run it through `benches/scripts/run` (builds the release binary first). Flags:
 //!   --hosts N      fleet size (default 200, or $PUSHSCAN_BENCH_HOSTS)
 //!   --runs K       timed runs per figure (default 3, or $PUSHSCAN_BENCH_RUNS)
 //!   --forks LIST   comma-separated concurrency levels (default 50; e.g. 50,200)
 //!   --json FILE    also write the raw figures as JSON
 //!   --pushscan BIN the binary to measure (default target/release/pushscan)
 //!   --no-floor     skip the floor measurement
-
-mod common;
-#[path = "../tests/common/sshd.rs"]
-#[allow(dead_code)]
-mod sshd;
 
 use std::fs;
 use std::io::Write as _;
@@ -59,12 +54,12 @@ use sha2::{Digest, Sha256};
 use pushscan::transport::ssh::{SshConnector, SshTarget};
 use pushscan::transport::{CommandSpec, Connection, Credentials};
 
-use common::*;
-use sshd::SshFleet;
+use pushscan_testkit::measure::*;
+use pushscan_testkit::sshd::{self, SshFleet};
 
 /// Exact size of the benchmark checker (the EmoCheck stand-in, padded).
 const CHECKER_BYTES: usize = 1_048_576;
-const CHECKER_SRC: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/lab/checker/emocheck-sim.sh");
+const CHECKER_SRC: &str = pushscan_testkit::emocheck::SCRIPT;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -97,7 +92,7 @@ struct Args {
     /// Skip the floor (connect + auth + `true`) measurement (same as leaving it out of --tools).
     #[arg(long)]
     no_floor: bool,
-    /// The ansible-playbook to run (bench/run installs ansible-core in a venv and passes it).
+    /// The ansible-playbook to run (benches/scripts/run installs ansible-core in a venv and passes it).
     #[arg(
         long,
         env = "PUSHSCAN_BENCH_ANSIBLE",
@@ -111,7 +106,7 @@ struct Args {
     /// and write it as CSV to FILE; prints memory at each tenth of the hosts.
     #[arg(long, value_name = "FILE")]
     rss_curve: Option<PathBuf>,
-    /// Log in to the fleet as this local account (root only; `bench/run` creates
+    /// Log in to the fleet as this local account (root only; `benches/scripts/run` creates
     /// `pushscan-bench` with `/bin/sh` as its shell, so a login runs no start-up file).
     /// Default: the user running the benchmark.
     #[arg(long, env = "PUSHSCAN_BENCH_USER", value_name = "NAME")]
@@ -476,7 +471,9 @@ fn account_ids(name: &str) -> Result<(u32, u32), String> {
         String::from_utf8_lossy(&out.stdout)
             .trim()
             .parse()
-            .map_err(|_| format!("no local account {name:?} (bench/run creates pushscan-bench)"))
+            .map_err(|_| {
+                format!("no local account {name:?} (benches/scripts/run creates pushscan-bench)")
+            })
     };
     Ok((id("-u")?, id("-g")?))
 }
@@ -1210,7 +1207,7 @@ fn bench(args: &Args) -> Result<bool, String> {
     let pushscan = args.pushscan.clone().unwrap_or_else(default_pushscan);
     if tools.contains(&Tool::Pushscan) && !pushscan.is_file() {
         return Err(format!(
-            "release binary {} is missing: build it with `cargo build --release` (bench/run does)",
+            "release binary {} is missing: build it with `cargo build --release` (benches/scripts/run does)",
             pushscan.display()
         ));
     }
@@ -1219,7 +1216,7 @@ fn bench(args: &Args) -> Result<bool, String> {
     if let (Some(b), Some(s)) = (built, newest_source(&manifest.join("src"))) {
         if s > b {
             eprintln!(
-                "WARNING: {} is older than the sources: run `cargo build --release` (bench/run does)",
+                "WARNING: {} is older than the sources: run `cargo build --release` (benches/scripts/run does)",
                 pushscan.display()
             );
         }
@@ -1230,7 +1227,7 @@ fn bench(args: &Args) -> Result<bool, String> {
     ] {
         if tools.contains(&tool) && !runs_ok(bin) {
             return Err(format!(
-                "{} is not runnable ({}): bench/run installs the peers",
+                "{} is not runnable ({}): benches/scripts/run installs the peers",
                 bin.display(),
                 tool.name()
             ));

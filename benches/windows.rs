@@ -1,7 +1,7 @@
-//! Windows sweep benchmark (issue 4): pushscan against the simulated Windows lab
+//! Windows sweep benchmark: pushscan against the simulated Windows lab
 //! (`pushscan-lab`: real Samba for ADMIN$/C$, the WinRM simulator running the EmoCheck
 //! stand-in), and the same job done by the script an admin would write
-//! (`bench/windows_peer.py`: pywinrm + smbprotocol, a thread pool), on the same lab in the same
+//! (`benches/scripts/windows_peer.py`: pywinrm + smbprotocol, a thread pool), on the same lab in the same
 //! run.
 //!
 //! Not a test: nothing here asserts on time. Per sweep of N hosts it measures wall time,
@@ -28,12 +28,12 @@
 //! is not available in this build yet") its runs fail that way, and the pushscan figures and
 //! the ratios are missing.
 //!
-//! Goals (issue 4): pushscan at least 10x faster than the script (peer wall / pushscan wall),
+//! Goals: pushscan at least 10x faster than the script (peer wall / pushscan wall),
 //! and pushscan's second sweep at most half its first.
 //!
 //! The lab: `pushscan-lab up --hosts N --dir DIR --spec DIR/bench/spec.yml` (every host
 //! `clean`, addresses from --base, no HTTPS listener), stopped with `down --purge` at the end.
-//! Needs root (the lab does). Run it through `bench/windows`, which installs what is missing
+//! Needs root (the lab does). Run it through `benches/scripts/windows`, which installs what is missing
 //! and builds the release binaries. Flags:
 //!   --hosts N        fleet size (default 200, or $PUSHSCAN_BENCH_HOSTS; 1000 by hand)
 //!   --runs K         timed runs per figure (default 3, or $PUSHSCAN_BENCH_RUNS)
@@ -49,8 +49,6 @@
 //!                    playbook pinning it); default: the stand-in as shipped (~17 KB)
 //!   --keep-lab       leave the lab running at the end (stop it with `pushscan-lab down`)
 
-mod common;
-
 use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io::Write as _;
@@ -64,7 +62,7 @@ use clap::Parser;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use common::*;
+use pushscan_testkit::measure::*;
 
 /// What pushscan says while its WinRM transport is missing (src/pipeline.rs).
 const NO_TRANSPORT: &str = "not available in this build";
@@ -874,7 +872,7 @@ fn warn_if_stale(bin: &Path, src: &Path) {
     if let (Some(b), Some(s)) = (built, newest_source(src)) {
         if s > b {
             eprintln!(
-                "WARNING: {} is older than {}: rebuild it (bench/windows does)",
+                "WARNING: {} is older than {}: rebuild it (benches/scripts/windows does)",
                 bin.display(),
                 src.display()
             );
@@ -893,7 +891,7 @@ fn resolve_python(python: &str) -> Result<PathBuf, String> {
     if !out.status.success() {
         return Err(format!(
             "{python} lacks pywinrm or smbprotocol ({}): python3 -m pip install pywinrm smbprotocol \
-             (bench/windows installs them)",
+             (benches/scripts/windows installs them)",
             String::from_utf8_lossy(&out.stderr).trim().lines().last().unwrap_or("")
         ));
     }
@@ -943,7 +941,7 @@ fn bench(args: &Args) -> Result<bool, String> {
     ] {
         if needed && !bin.is_file() {
             return Err(format!(
-                "{} is missing: build it with `{what}` (bench/windows does)",
+                "{} is missing: build it with `{what}` (benches/scripts/windows does)",
                 bin.display()
             ));
         }
@@ -952,7 +950,7 @@ fn bench(args: &Args) -> Result<bool, String> {
         warn_if_stale(&pushscan, &manifest().join("src"));
     }
     warn_if_stale(&lab_bin, &manifest().join("lab/src"));
-    let peer = manifest().join("bench/windows_peer.py");
+    let peer = manifest().join("benches/scripts/windows_peer.py");
     let python = if tools.contains(&Tool::Peer) {
         resolve_python(&args.python)?
     } else {
@@ -1289,7 +1287,7 @@ fn print_ratios(figures: &[Figure], cores: usize) {
             println!("  {:<8}: not measured", tool.label());
         }
     }
-    println!("\ngoals (issue 4), on this {cores}-core machine where the lab shares the cores:");
+    println!("\ngoals, on this {cores}-core machine where the lab shares the cores:");
     if speedups.is_empty() {
         println!("  pushscan >= 10x faster than the script: NOT MEASURED");
     }

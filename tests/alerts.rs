@@ -72,13 +72,10 @@ impl Fleet {
         let dir = tempfile::tempdir().unwrap();
         let fleet = Fleet { dir };
         fleet.write_inventory(hosts);
-        let checker = Path::new(ROOT).join("lab/checker/emocheck-sim.sh");
+        let checker = Path::new(ROOT).join("playbooks/checkers/emocheck-sim.sh");
         let pb = std::fs::read_to_string(Path::new(ROOT).join("playbooks/emocheck-ssh.yml"))
             .unwrap()
-            .replace(
-                "../lab/checker/emocheck-sim.sh",
-                &checker.display().to_string(),
-            )
+            .replace("checkers/emocheck-sim.sh", &checker.display().to_string())
             .replace("timeout: 60s", "timeout: 10s");
         std::fs::write(fleet.p("pb.yml"), pb).unwrap();
         fleet

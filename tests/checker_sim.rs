@@ -1,4 +1,4 @@
-//! Tests of the stand-in checker `lab/checker/emocheck-sim.sh`, run with the system `sh` (dash
+//! Tests of the stand-in checker `playbooks/checkers/emocheck-sim.sh`, run with the system `sh` (dash
 //! on Debian): its reports must match EmoCheck's formats byte for byte where a parser cares
 //! (file names, CRLF line ends, labels with their trailing spaces, the 52-underscore delimiter
 //! followed by an empty line, hand-written JSON with only path backslashes doubled), and its
@@ -8,74 +8,16 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/lab/checker/emocheck-sim.sh");
+use pushscan_testkit::emocheck::{
+    self, report_stamp, scan_time, text_report as expected_text, DELIM, EN, FR, JA, P1, P2, SCRIPT,
+};
+
 const HOST: &str = "PC-TEST-01";
-const DELIM: &str = "____________________________________________________";
 
-const P1: [&str; 4] = [
-    "wfsrvhost.exe",
-    "4312",
-    r"C:\Users\tanaka\AppData\Local\wfsrvhost\wfsrvhost.exe",
-    r"HKEY_CURRENT_USER\Software\Microsoft\Windows\CurrentVersion\Run\wfsrvhost",
-];
-const P2: [&str; 4] = [
-    "msrdpsvc.exe",
-    "2208",
-    r"C:\Users\tanaka\AppData\Roaming\msrdpsvc\msrdpsvc.exe",
-    r"HKEY_CURRENT_USER\Software\Microsoft\Windows\CurrentVersion\Run\msrdpsvc",
-];
-
-struct Labels {
-    time: &'static str,
-    result: &'static str,
-    detected: &'static str,
-    clean: &'static str,
-    block: &'static str,
-    name: &'static str,
-    pid: &'static str,
-    path: &'static str,
-    key: &'static str,
-    advice: &'static str,
+/// EmoCheck's JSON report for host [`HOST`].
+fn expected_json(time: &str, procs: &[[&str; 4]]) -> Vec<u8> {
+    emocheck::json_report(HOST, time, procs)
 }
-
-const EN: Labels = Labels {
-    time: "Scan time: ",
-    result: "[Result] ",
-    detected: "Detected Emotet process.",
-    clean: "Emotet was not detected.",
-    block: "[Emotet Process] ",
-    name: "     Process Name  : ",
-    pid: "     Process ID    : ",
-    path: "     Image Path    : ",
-    key: "     Registry Key  : ",
-    advice: "Please remove or isolate the suspicious execution file.",
-};
-
-const JA: Labels = Labels {
-    time: "プログラム実行時刻: ",
-    result: "[結果]",
-    detected: "Emotetを検知しました。",
-    clean: "検知しませんでした。",
-    block: "[詳細]",
-    name: "     プロセス名    : ",
-    pid: "     プロセスID    : ",
-    path: "     イメージパス  : ",
-    key: "     レジストリキー: ",
-    advice: "イメージパスの実行ファイルを隔離/削除してください。",
-};
-
-const FR: Labels = Labels {
-    time: "Temps d'éxécution: ",
-    result: "[Résultat] ",
-    detected: "Emotet détecté.",
-    clean: "Emotet n'a pas été détecté.",
-    block: "[Processus Emotet] ",
-    name: "     Nom du processus: ",
-    pid: "     PID             : ",
-    path: "     Emplacement     : ",
-    key: "     Clé de registre : ",
-    advice: "Veuillez supprimer le(s) fichier(s) détecté(s).",
-};
 
 fn sim(args: &[&str], cwd: &Path) -> Output {
     Command::new("sh")
@@ -121,98 +63,6 @@ fn only_report(dir: &Path, host: &str, ext: &str) -> (PathBuf, String) {
     let stamp = report_stamp(&names[0], host, ext)
         .unwrap_or_else(|| panic!("not an EmoCheck report name: {:?}", names[0]));
     (dir.join(&names[0]), scan_time(&stamp))
-}
-
-/// `<host>_<yyyymmddhhmmss>_emocheck.<ext>` -> the 14 digits.
-fn report_stamp(name: &str, host: &str, ext: &str) -> Option<String> {
-    let stamp = name
-        .strip_prefix(host)?
-        .strip_prefix('_')?
-        .strip_suffix(&format!("_emocheck.{ext}"))?;
-    (stamp.len() == 14 && stamp.bytes().all(|b| b.is_ascii_digit())).then(|| stamp.to_string())
-}
-
-fn scan_time(stamp: &str) -> String {
-    format!(
-        "{}-{}-{} {}:{}:{}",
-        &stamp[0..4],
-        &stamp[4..6],
-        &stamp[6..8],
-        &stamp[8..10],
-        &stamp[10..12],
-        &stamp[12..14]
-    )
-}
-
-fn crlf(lines: &[String]) -> Vec<u8> {
-    lines
-        .iter()
-        .flat_map(|l| format!("{l}\r\n").into_bytes())
-        .collect()
-}
-
-fn expected_text(l: &Labels, time: &str, procs: &[[&str; 4]]) -> Vec<u8> {
-    let mut lines = vec![
-        "[EmoCheck v2.4.0]".to_string(),
-        format!("{}{time}", l.time),
-        DELIM.to_string(),
-        String::new(),
-    ];
-    if procs.is_empty() {
-        lines.push(l.result.to_string());
-        lines.push(l.clean.to_string());
-        return crlf(&lines);
-    }
-    lines.extend([l.result.to_string(), l.detected.to_string(), String::new()]);
-    for p in procs {
-        lines.push(l.block.to_string());
-        lines.push(format!("{}{}", l.name, p[0]));
-        lines.push(format!("{}{}", l.pid, p[1]));
-        lines.push(format!("{}{}", l.path, p[2]));
-        lines.push(format!("{}{}", l.key, p[3]));
-    }
-    lines.extend([DELIM.to_string(), String::new(), l.advice.to_string()]);
-    crlf(&lines)
-}
-
-fn expected_json(time: &str, procs: &[[&str; 4]]) -> Vec<u8> {
-    let mut lines = vec![
-        "{".to_string(),
-        format!("  \"scan_time\":\"{time}\","),
-        format!("  \"hostname\":\"{HOST}\","),
-        "  \"emocheck_version\":\"2.4.0\",".to_string(),
-    ];
-    if procs.is_empty() {
-        lines.push("  \"is_infected\":\"no\"".to_string());
-        lines.push("}".to_string());
-        return crlf(&lines);
-    }
-    lines.push("  \"is_infected\":\"yes\",".to_string());
-    lines.push("  \"emotet_processes\":[".to_string());
-    for (i, p) in procs.iter().enumerate() {
-        lines.push("    {".to_string());
-        lines.push(format!("      \"process_name\":\"{}\",", p[0]));
-        lines.push(format!("      \"process_id\":\"{}\",", p[1]));
-        lines.push(format!(
-            "      \"image_path\":\"{}\",",
-            p[2].replace('\\', r"\\")
-        ));
-        lines.push(format!(
-            "      \"registry_key\":\"{}\"",
-            p[3].replace('\\', r"\\")
-        ));
-        lines.push(
-            if i + 1 == procs.len() {
-                "    }"
-            } else {
-                "    },"
-            }
-            .to_string(),
-        );
-    }
-    lines.push("  ]".to_string());
-    lines.push("}".to_string());
-    crlf(&lines)
 }
 
 /// Every LF is part of a CRLF, and the file ends with one.

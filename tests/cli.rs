@@ -15,7 +15,7 @@ fn bin() -> Command {
 }
 
 fn checker() -> PathBuf {
-    Path::new(ROOT).join("lab/checker/emocheck-sim.sh")
+    Path::new(ROOT).join("playbooks/checkers/emocheck-sim.sh")
 }
 
 fn sha256_hex(path: &Path) -> String {
@@ -41,10 +41,7 @@ impl Local {
         std::fs::write(dir.path().join("inv.yml"), inv).unwrap();
         let pb = std::fs::read_to_string(Path::new(ROOT).join("playbooks/emocheck-ssh.yml"))
             .unwrap()
-            .replace(
-                "../lab/checker/emocheck-sim.sh",
-                &checker().display().to_string(),
-            )
+            .replace("checkers/emocheck-sim.sh", &checker().display().to_string())
             .replace("timeout: 60s", "timeout: 3s");
         std::fs::write(dir.path().join("pb.yml"), pb).unwrap();
         Local { dir }

@@ -30,7 +30,8 @@ fn sha256_hex(bytes: &[u8]) -> String {
 /// A 1 MiB stand-in checker (the script plus a comment block after its
 /// final `exit`), so pushes take long enough to be interrupted.
 fn padded_checker(dir: &Path) -> (PathBuf, String) {
-    let mut bytes = std::fs::read(Path::new(ROOT).join("lab/checker/emocheck-sim.sh")).unwrap();
+    let mut bytes =
+        std::fs::read(Path::new(ROOT).join("playbooks/checkers/emocheck-sim.sh")).unwrap();
     if !bytes.ends_with(b"\n") {
         bytes.push(b'\n');
     }
@@ -400,7 +401,7 @@ fn report(dir: &Path, run: i64, blind_days: u64) -> BTreeMap<String, Value> {
 fn concurrent_sweeps_never_work_on_the_same_host() {
     let root = tempfile::tempdir().unwrap();
     let dir = root.path();
-    let checker = Path::new(ROOT).join("lab/checker/emocheck-sim.sh");
+    let checker = Path::new(ROOT).join("playbooks/checkers/emocheck-sim.sh");
     let pin = sha256_hex(&std::fs::read(&checker).unwrap());
     let pb = playbook(dir, &checker, &pin, false);
     // Sweep A: six slow hosts (2 s each), all at once.
@@ -460,7 +461,7 @@ fn concurrent_sweeps_never_work_on_the_same_host() {
 fn history_and_change_markers_across_three_sweeps() {
     let root = tempfile::tempdir().unwrap();
     let dir = root.path();
-    let checker = Path::new(ROOT).join("lab/checker/emocheck-sim.sh");
+    let checker = Path::new(ROOT).join("playbooks/checkers/emocheck-sim.sh");
     let pin = sha256_hex(&std::fs::read(&checker).unwrap());
     let pb = playbook(dir, &checker, &pin, false);
     // An old report already on h1 before pushscan ever ran (EmoCheck keeps them).
@@ -597,7 +598,7 @@ fn history_and_change_markers_across_three_sweeps() {
 fn ctrl_c_in_a_terminal_stops_cleanly_and_says_how_to_resume() {
     let root = tempfile::tempdir().unwrap();
     let dir = root.path();
-    let checker = Path::new(ROOT).join("lab/checker/emocheck-sim.sh");
+    let checker = Path::new(ROOT).join("playbooks/checkers/emocheck-sim.sh");
     let pin = sha256_hex(&std::fs::read(&checker).unwrap());
     let pb = playbook(dir, &checker, &pin, false);
     let pb_text = std::fs::read_to_string(&pb)
@@ -716,7 +717,7 @@ fn resume(dir: &Path) -> Output {
 }
 
 fn quick_playbook(dir: &Path) -> PathBuf {
-    let checker = Path::new(ROOT).join("lab/checker/emocheck-sim.sh");
+    let checker = Path::new(ROOT).join("playbooks/checkers/emocheck-sim.sh");
     let pin = sha256_hex(&std::fs::read(&checker).unwrap());
     let pb = playbook(dir, &checker, &pin, false);
     let pb_text = std::fs::read_to_string(&pb)

@@ -1,4 +1,4 @@
-//! Smoke tests of the test harness itself (`tests/common/sshd.rs`): the loopback sshd fleet
+//! Smoke tests of the test harness itself (`lab/testkit/src/sshd.rs`): the loopback sshd fleet
 //! must accept the system OpenSSH client with the generated key and known_hosts, refuse unknown
 //! host keys under strict checking, serve SFTP, scale past one /24 and one sshd's 16 listen
 //! sockets, accept a password when asked to, and leave no process behind when dropped.

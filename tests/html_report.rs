@@ -26,7 +26,7 @@ fn text(b: &[u8]) -> String {
 }
 
 fn checker() -> PathBuf {
-    Path::new(ROOT).join("lab/checker/emocheck-sim.sh")
+    Path::new(ROOT).join("playbooks/checkers/emocheck-sim.sh")
 }
 
 fn sha256_hex(path: &Path) -> String {

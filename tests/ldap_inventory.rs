@@ -628,7 +628,10 @@ async fn the_cli_reads_the_directory_merges_a_static_file_and_plans_by_ou() {
          extra-pc.corp.example:\n      ansible_connection: winrm\n      ou: Extra\n",
     )
     .unwrap();
-    let checker = concat!(env!("CARGO_MANIFEST_DIR"), "/lab/checker/emocheck-sim.sh");
+    let checker = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/playbooks/checkers/emocheck-sim.sh"
+    );
     let pin = {
         use sha2::{Digest, Sha256};
         hex::encode(Sha256::digest(std::fs::read(checker).unwrap()))

@@ -1,7 +1,6 @@
 //! Parses every shared EmoCheck sample report and checks each field exactly.
 //!
-//! The samples are the EmoCheck reports of the project's shared material
-//! (`../shared/emocheck/samples`), copied into `tests/fixtures/emocheck/` so that a
+//! The samples are EmoCheck reports kept in `tests/fixtures/emocheck/`, so that a
 //! clean clone tests them wherever it is checked out. A missing directory is a
 //! failure, not a skip: a parser test that silently checks nothing would hide a
 //! broken checkout.

@@ -14,7 +14,10 @@ use std::process::{Command, Output, Stdio};
 use common::sshd::{FleetOptions, SshFleet};
 use serde_json::Value;
 
-const CHECKER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/lab/checker/emocheck-sim.sh");
+const CHECKER: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/playbooks/checkers/emocheck-sim.sh"
+);
 
 fn sha256_hex(path: &Path) -> String {
     use sha2::{Digest, Sha256};

@@ -18,7 +18,10 @@ use serde_json::Value;
 use pushscan::transport::ssh::{SshConnector, SshTarget};
 use pushscan::transport::{Connection as _, Credentials};
 
-const CHECKER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/lab/checker/emocheck-sim.sh");
+const CHECKER: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/playbooks/checkers/emocheck-sim.sh"
+);
 
 /// `ssh-keygen -t <kind>` without passphrase at `path`.
 fn keygen(path: &Path, kind: &str) {
@@ -299,7 +302,7 @@ impl Sweep {
             "/playbooks/emocheck-ssh.yml"
         ))
         .expect("playbook")
-        .replace("../lab/checker/emocheck-sim.sh", CHECKER);
+        .replace("checkers/emocheck-sim.sh", CHECKER);
         std::fs::write(root.path().join("pb.yml"), pb).expect("write playbook");
         Sweep { root }
     }

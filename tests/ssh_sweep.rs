@@ -14,7 +14,10 @@ use std::process::{Command, Output};
 use common::sshd::SshFleet;
 use serde_json::Value;
 
-const CHECKER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/lab/checker/emocheck-sim.sh");
+const CHECKER: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/playbooks/checkers/emocheck-sim.sh"
+);
 
 fn sha256_hex(path: &Path) -> String {
     use sha2::{Digest, Sha256};
@@ -611,7 +614,7 @@ fn unknown_host_key_needs_explicit_acceptance_and_changed_key_always_fails() {
         "/playbooks/emocheck-ssh.yml"
     ))
     .unwrap()
-    .replace("../lab/checker/emocheck-sim.sh", CHECKER);
+    .replace("checkers/emocheck-sim.sh", CHECKER);
     std::fs::write(root.path().join("pb.yml"), pb).unwrap();
     let run = |accept: bool| {
         let mut c = Command::new(env!("CARGO_BIN_EXE_pushscan"));
@@ -687,7 +690,7 @@ fn password_from_environment_authenticates_and_never_reaches_argv_or_logs() {
         "/playbooks/emocheck-ssh.yml"
     ))
     .unwrap()
-    .replace("../lab/checker/emocheck-sim.sh", CHECKER);
+    .replace("checkers/emocheck-sim.sh", CHECKER);
     std::fs::write(root.path().join("pb.yml"), pb).unwrap();
     let run = |password: Option<&str>| {
         let mut c = Command::new(env!("CARGO_BIN_EXE_pushscan"));

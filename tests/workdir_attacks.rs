@@ -20,7 +20,10 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
-const CHECKER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/lab/checker/emocheck-sim.sh");
+const CHECKER: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/playbooks/checkers/emocheck-sim.sh"
+);
 /// The other local user.
 const ATTACKER: u32 = 65534;
 const PRECIOUS: &str = "the scan account's own file\n";

@@ -3,20 +3,26 @@
 //! It starts a small lab fleet (a fixed, deterministic mix of scenarios: clean hosts,
 //! detections in English, Japanese with CP932 paths and French, a host that leaves no
 //! report, a crashing and a hanging checker, a wrong password, a closed port, SMB down),
-//! sweeps it with the real pushscan engine ([`pushscan::app::sweep`], which prints the
-//! consolidated report), checks that every host ended in the class its scenario calls for,
-//! prints a short footer, and removes everything it started and wrote.
+//! sweeps it with the real `pushscan` binary (`pushscan sweep`, which prints the consolidated
+//! report; see [`pushscan_exe`] for where the binary comes from), checks in the JSON report it
+//! writes that every host ended in the class its scenario calls for, prints a short footer,
+//! and removes everything it started and wrote. The lab does not link pushscan's library: it
+//! drives the program as an operator does.
 //!
 //! Two ways to serve the fleet, chosen at start and said in one line before the report:
 //!
 //! - **SMB** (root, and Samba's `smbd` installed): [`fleet::up`], the same lab as
 //!   `pushscan-lab up` (a private Samba serving `ADMIN$`/`C$`, the WinRM simulator in a
 //!   detached process), stopped with `down` at the end, on errors, on Ctrl-C during the
-//!   start, and when the sweep's second Ctrl-C ends the process (an `atexit` hook).
+//!   start, and when the process exits early (an `atexit` hook).
 //! - **WinRM only** (otherwise, or `--no-smb`): the host trees and the WinRM simulator run in
-//!   this process, on the sweep's own tokio runtime; no Samba, no root (binding 127.0.0.0/8
-//!   addresses needs no privilege on Linux). The inventory says `pushscan_smb: off` and the
-//!   sweep runs with SMB off, so every host uses pushscan's WinRM-only transfer path.
+//!   this process; no Samba, no root (binding 127.0.0.0/8 addresses needs no privilege on
+//!   Linux). The inventory says `pushscan_smb: off` and the sweep runs with `--smb off`, so
+//!   every host uses pushscan's WinRM-only transfer path.
+//!
+//! Ctrl-C and SIGTERM during the sweep go to pushscan (it runs in a process group of its own,
+//! so a terminal's Ctrl-C reaches it once, through this process): pushscan stops the sweep
+//! gracefully (a second Ctrl-C: at once), then the demo stops its fleet and cleans up.
 //!
 //! The demo exits 0 when the sweep came out as designed (pushscan's own exit code for it is
 //! 1, "detections", and is printed); anything else is a real failure.
@@ -32,11 +38,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context as _, Result};
 use sha2::{Digest as _, Sha256};
 
-use pushscan::credentials::{Account, Credential};
-use pushscan::progress::Mode;
-use pushscan::sweep::{Access, SweepConfig, WindowsAccess};
-use pushscan::transport::winrm::{SmbUse, WinrmOptions};
-use pushscan::transport::Credentials;
+use serde_json::Value;
 
 use crate::fleet::{self, LabHost, LabState, ServeHost, ServePlan, UpOptions};
 use crate::samba;
@@ -93,6 +95,35 @@ pub enum SmbChoice {
     Off,
 }
 
+/// pushscan's `--progress` (on stderr).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Progress {
+    /// A bar on a terminal, else lines.
+    Auto,
+    Lines,
+    Quiet,
+}
+
+impl Progress {
+    fn arg(self) -> &'static str {
+        match self {
+            Progress::Auto => "auto",
+            Progress::Lines => "lines",
+            Progress::Quiet => "quiet",
+        }
+    }
+}
+
+/// pushscan's exit codes the demo tells apart (`pushscan --help`).
+pub mod exit {
+    /// Every host checked, nothing detected.
+    pub const OK: i32 = 0;
+    /// At least one detection.
+    pub const DETECTED: i32 = 1;
+    /// Some hosts not checked.
+    pub const INCOMPLETE: i32 = 2;
+}
+
 /// How the hosts' files travel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Transfer {
@@ -116,7 +147,9 @@ pub struct DemoOptions {
     pub base_address: Ipv4Addr,
     /// The `pushscan-lab` executable run as the serve process of the SMB path.
     pub exe: PathBuf,
-    pub progress: Mode,
+    /// The `pushscan` executable that sweeps (default: see [`pushscan_exe`]).
+    pub pushscan: Option<PathBuf>,
+    pub progress: Progress,
 }
 
 impl Default for DemoOptions {
@@ -128,7 +161,8 @@ impl Default for DemoOptions {
             smb: SmbChoice::Auto,
             base_address: DEMO_BASE_ADDRESS,
             exe: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("pushscan-lab")),
-            progress: Mode::Auto,
+            pushscan: None,
+            progress: Progress::Auto,
         }
     }
 }
@@ -162,11 +196,11 @@ pub fn expected_exit_code(plan: &[HostPlan]) -> i32 {
         .map(|h| expected_class(h.scenario.kind))
         .collect();
     if classes.contains(&"detected") {
-        pushscan::exit::DETECTED
+        exit::DETECTED
     } else if classes.iter().any(|c| *c != "not_detected") {
-        pushscan::exit::INCOMPLETE
+        exit::INCOMPLETE
     } else {
-        pushscan::exit::OK
+        exit::OK
     }
 }
 
@@ -218,10 +252,74 @@ pub fn choose_transfer(choice: SmbChoice) -> Result<(Transfer, &'static str)> {
     }
 }
 
+/// The `pushscan` executable the demo runs: `opts.pushscan`, else `$PUSHSCAN_EXE`, else, in
+/// a checkout of the workspace with cargo at hand (under `cargo run` or `cargo test`, or a
+/// `cargo` on `PATH`), the one `cargo build -p pushscan --bin pushscan` builds (with
+/// `--release` when this program is a release build), else a `pushscan` next to this program.
+pub fn pushscan_exe(opts: &DemoOptions) -> Result<PathBuf> {
+    if let Some(p) = &opts.pushscan {
+        return Ok(p.clone());
+    }
+    if let Some(p) = std::env::var_os("PUSHSCAN_EXE").filter(|p| !p.is_empty()) {
+        return Ok(PathBuf::from(p));
+    }
+    let sibling = opts.exe.with_file_name("pushscan");
+    let workspace = Path::new(pushscan_testkit::cargo::WORKSPACE);
+    let under_cargo = std::env::var_os("CARGO").is_some();
+    if workspace.join("Cargo.toml").is_file() && (under_cargo || !sibling.is_file()) {
+        return build_pushscan(workspace, &opts.exe);
+    }
+    if sibling.is_file() {
+        return Ok(sibling);
+    }
+    bail!(
+        "no pushscan executable: build it (cargo build -p pushscan) or name it with \
+         PUSHSCAN_EXE=/path/to/pushscan"
+    )
+}
+
+/// `cargo build -p pushscan --bin pushscan` in `workspace`, in the profile `lab_exe` was built
+/// in; the path cargo reports for the binary. Cargo's own progress goes to stderr.
+fn build_pushscan(workspace: &Path, lab_exe: &Path) -> Result<PathBuf> {
+    let release = lab_exe
+        .parent()
+        .and_then(|d| d.file_name())
+        .is_some_and(|n| n == "release");
+    let mut cmd = pushscan_testkit::cargo::cargo_command();
+    cmd.args([
+        "build",
+        "-p",
+        "pushscan",
+        "--bin",
+        "pushscan",
+        "--message-format=json-render-diagnostics",
+    ]);
+    if release {
+        cmd.arg("--release");
+    }
+    let out = cmd
+        .current_dir(workspace)
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .context("cannot run cargo to build pushscan (or name it with PUSHSCAN_EXE)")?;
+    if !out.status.success() {
+        bail!("cargo build -p pushscan failed ({})", out.status);
+    }
+    // One JSON message a line; the binary is the `executable` of pushscan's bin artifact.
+    let exe = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == "pushscan")
+        .find_map(|m| m["executable"].as_str().map(PathBuf::from));
+    exe.ok_or_else(|| anyhow!("cargo build -p pushscan named no pushscan executable"))
+}
+
 /// Runs the demo (see the module doc): prints the path line, the report and the footer.
 pub fn run(opts: DemoOptions) -> Result<DemoOutcome> {
     let t0 = Instant::now();
     let (transfer, why) = choose_transfer(opts.smb)?;
+    let pushscan = pushscan_exe(&opts)?;
     let spec = demo_spec(&opts)?;
     let plan = spec.plan().context("invalid demo spec")?;
 
@@ -258,7 +356,9 @@ pub fn run(opts: DemoOptions) -> Result<DemoOutcome> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let result = runtime.block_on(run_async(&opts, transfer, why, spec, &plan, &dir));
+    let result = runtime.block_on(run_async(
+        &opts, &pushscan, transfer, why, spec, &plan, &dir,
+    ));
     runtime.shutdown_timeout(Duration::from_secs(5));
 
     let kept = if opts.keep {
@@ -286,6 +386,7 @@ pub fn run(opts: DemoOptions) -> Result<DemoOutcome> {
 
 async fn run_async(
     opts: &DemoOptions,
+    pushscan: &Path,
     transfer: Transfer,
     why: &str,
     mut spec: Spec,
@@ -293,7 +394,7 @@ async fn run_async(
     dir: &Path,
 ) -> Result<(i32, Vec<String>)> {
     // Ctrl-C / SIGTERM while the fleet starts: finish starting, then stop it and give up.
-    // (During the sweep pushscan handles them itself.)
+    // (During the sweep they go to pushscan, see `sweep`.)
     let interrupted = Arc::new(AtomicBool::new(false));
     let watcher = {
         let flag = Arc::clone(&interrupted);
@@ -343,8 +444,20 @@ async fn run_async(
                 lab.winrm_port()
             );
             println!("  scenarios: {mix}\n");
-            let access = access(&lab.username, &lab.password, SmbUse::Auto)?;
-            let swept = sweep(dir, &lab.inventory, &lab.playbook, access, opts.progress).await;
+            let access = Access {
+                username: &lab.username,
+                password: &lab.password,
+                smb: "auto",
+            };
+            let swept = sweep(
+                pushscan,
+                dir,
+                &lab.inventory,
+                &lab.playbook,
+                access,
+                opts.progress,
+            )
+            .await;
             let down = tokio::task::spawn_blocking(move || lab.down())
                 .await
                 .context("stopping the lab panicked")?;
@@ -411,8 +524,12 @@ async fn run_async(
                 plan.len()
             );
             println!("  scenarios: {mix}\n");
-            let access = access(&username, &password, SmbUse::Off)?;
-            let swept = sweep(dir, &files.0, &files.1, access, opts.progress).await;
+            let access = Access {
+                username: &username,
+                password: &password,
+                smb: "off",
+            };
+            let swept = sweep(pushscan, dir, &files.0, &files.1, access, opts.progress).await;
             let _ = stop_tx.send(true);
             let stopped = server.await;
             let code = swept?;
@@ -502,50 +619,95 @@ fn set_timeout(playbook: &Path) -> Result<()> {
         .with_context(|| format!("cannot write {}", playbook.display()))
 }
 
-fn access(username: &str, password: &str, smb: SmbUse) -> Result<Access> {
-    let account = Account::parse(username).map_err(|e| anyhow!("lab account {username:?}: {e}"))?;
-    Ok(Access {
-        creds: Credentials {
-            use_agent: false,
-            connect_timeout: Duration::from_secs(10),
-            ..Credentials::default()
-        },
-        default_user: None,
-        windows: WindowsAccess {
-            opts: WinrmOptions {
-                smb,
-                ..WinrmOptions::default()
-            },
-            store: None,
-            fallback: Some(Credential {
-                account,
-                password: secrecy::SecretString::from(password.to_string()),
-            }),
-        },
-    })
+/// The lab account and the SMB choice, as pushscan gets them.
+struct Access<'a> {
+    username: &'a str,
+    password: &'a str,
+    /// `--smb`: auto or off.
+    smb: &'static str,
 }
 
-/// The sweep, as `pushscan sweep` runs it (prints the report); pushscan's exit code.
+/// Where pushscan writes the run's JSON report, which the footer and the check read.
+const REPORT_JSON: &str = "report.json";
+
+/// The sweep, as an operator runs it: `pushscan sweep` (prints the report), the lab account
+/// in `PUSHSCAN_USER` / `PUSHSCAN_PASSWORD` (the environment, never the command line), no
+/// ssh-agent, no alerts, no credentials file; pushscan's exit code. Ctrl-C and SIGTERM that
+/// reach this process meanwhile are passed on to pushscan (see the module doc).
 async fn sweep(
+    pushscan: &Path,
     dir: &Path,
     inventory: &Path,
     playbook: &Path,
-    access: Access,
-    progress: Mode,
+    access: Access<'_>,
+    progress: Progress,
 ) -> Result<i32> {
-    let cfg = SweepConfig {
-        inventory: vec![inventory.to_path_buf()],
-        playbook: playbook.to_path_buf(),
-        limit: None,
-        forks: 50,
-        state_dir: dir.join("state"),
-        access,
-        progress,
-        rollout: Default::default(),
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut cmd = tokio::process::Command::new(pushscan);
+    cmd.arg("sweep")
+        .arg("-i")
+        .arg(inventory)
+        .arg("-p")
+        .arg(playbook)
+        .args(["--forks", "50", "--no-agent", "--connect-timeout", "10s"])
+        .args([
+            "--smb",
+            access.smb,
+            "--no-notify",
+            "--progress",
+            progress.arg(),
+        ])
+        .arg("--state-dir")
+        .arg(dir.join("state"))
+        .arg("--report-json")
+        .arg(dir.join(REPORT_JSON))
+        .env("PUSHSCAN_USER", access.username)
+        .env("PUSHSCAN_PASSWORD", access.password)
+        .env_remove("PUSHSCAN_CREDENTIALS")
+        .env_remove("PUSHSCAN_NOTIFY_CONFIG")
+        .stdin(std::process::Stdio::null())
+        // A terminal's Ctrl-C reaches this process only; it is passed on once (below).
+        .process_group(0)
+        .kill_on_drop(true);
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("cannot run {}", pushscan.display()))?;
+    let pid = child.id().map(|p| p as libc::pid_t);
+    let mut int = signal(SignalKind::interrupt()).context("cannot catch SIGINT")?;
+    let mut term = signal(SignalKind::terminate()).context("cannot catch SIGTERM")?;
+    let status = loop {
+        let sig = tokio::select! {
+            status = child.wait() => break status.context("waiting for pushscan")?,
+            _ = int.recv() => libc::SIGINT,
+            _ = term.recv() => libc::SIGTERM,
+        };
+        if let Some(pid) = pid {
+            // SAFETY: kill(2) on our own child, which has not been waited for yet.
+            unsafe { libc::kill(pid, sig) };
+        }
     };
-    pushscan::app::sweep(cfg, None)
-        .await
-        .map_err(|f| anyhow!("the sweep failed (pushscan exit code {}): {f}", f.code))
+    match status.code() {
+        Some(code @ (exit::OK | exit::DETECTED | exit::INCOMPLETE)) => Ok(code),
+        Some(code) => bail!("the sweep failed (pushscan exit code {code})"),
+        None => bail!("the sweep failed: pushscan ended by a signal ({status})"),
+    }
+}
+
+/// pushscan's JSON report of the run, read within a cap (its own output, still bounded).
+fn read_report(dir: &Path) -> Result<Value> {
+    use std::io::Read as _;
+    const CAP: u64 = 64 << 20;
+    let path = dir.join(REPORT_JSON);
+    let mut text = Vec::new();
+    fs::File::open(&path)
+        .with_context(|| format!("pushscan wrote no report at {}", path.display()))?
+        .take(CAP + 1)
+        .read_to_end(&mut text)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    if text.len() as u64 > CAP {
+        bail!("{} is larger than {CAP} bytes", path.display());
+    }
+    serde_json::from_slice(&text).with_context(|| format!("{} is not JSON", path.display()))
 }
 
 /// Compares every host's class with its scenario and prints the footer.
@@ -556,10 +718,8 @@ fn finish(
     transfer: Transfer,
     keep: bool,
 ) -> Result<(i32, Vec<String>)> {
-    let state = dir.join("state");
-    let reader = pushscan::journal::Reader::open(&state)?;
-    let report = pushscan::report::load(&reader, None, pushscan::report::DEFAULT_BLIND_DAYS)?;
-    if report.run.info.status == "interrupted" {
+    let report = read_report(dir)?;
+    if report["run"]["status"] == "interrupted" {
         bail!(
             "the sweep was interrupted; the demo fleet is stopped{}",
             if keep {
@@ -569,24 +729,25 @@ fn finish(
             }
         );
     }
+    let hosts: &[Value] = report["hosts"].as_array().map_or(&[], Vec::as_slice);
+    let field = |e: &Value, name: &str| e[name].as_str().unwrap_or("").to_string();
     let mut unexpected = Vec::new();
     for h in plan {
         let want = expected_class(h.scenario.kind);
-        match report.hosts.iter().find(|e| e.host == h.name) {
-            Some(e) if e.status == want => {}
+        match hosts.iter().find(|e| e["host"] == h.name.as_str()) {
+            Some(e) if e["status"] == want => {}
             Some(e) => unexpected.push(format!(
                 "{} (scenario {}): {} instead of {want}: {}",
                 h.name,
                 h.scenario.kind,
-                e.status,
-                e.reason.as_deref().unwrap_or("")
+                field(e, "status"),
+                field(e, "reason")
             )),
             None => unexpected.push(format!("{}: not in the report", h.name)),
         }
     }
-    let count = |class: &str| report.hosts.iter().filter(|e| e.status == class).count();
-    let not_checked =
-        report.hosts.len() - count("detected") - count("not_detected") - count("no_result");
+    let count = |class: &str| hosts.iter().filter(|e| e["status"] == class).count();
+    let not_checked = hosts.len() - count("detected") - count("not_detected") - count("no_result");
     let files = match transfer {
         Transfer::Smb => "files over SMB",
         Transfer::WinrmOnly => "files over WinRM only",
@@ -603,7 +764,7 @@ fn finish(
          detected, {} clean, {} with no result, {} not checked, each with its reason. \
          pushscan's exit code for this sweep is {code} ({meaning}); the demo's is 0 when every \
          host ended as its scenario says.",
-        report.hosts.len(),
+        hosts.len(),
         count("detected"),
         count("not_detected"),
         count("no_result"),
@@ -696,8 +857,8 @@ fn free_port(addresses: &[Ipv4Addr], preferred: u16, avoid: &[u16]) -> Result<u1
     )
 }
 
-/// What to clean if the process ends abruptly (pushscan's second Ctrl-C calls
-/// `process::exit`): the lab (SMB path) and the demo directory.
+/// What to clean if this process ends through `exit` before the demo's own cleanup ran: the
+/// lab (SMB path) and the demo directory.
 struct ExitGuard;
 
 struct PendingCleanup {
@@ -715,8 +876,8 @@ extern "C" fn cleanup_at_exit() {
     let Some(p) = pending.take() else {
         return;
     };
-    // The process is exiting under the sweep's feet (its threads still run and would print
-    // the errors of hosts whose lab goes away): silence stdout and stderr, keep our own line.
+    // The process is exiting with work still running (its threads would print the errors of
+    // hosts whose lab goes away): silence stdout and stderr, keep our own line.
     let mut err = silence_std_streams();
     use std::io::Write as _;
     let _ = writeln!(

@@ -45,8 +45,8 @@ pub const DEFAULT_LAB_DIR: &str = "lab-run";
 /// Environment marker set on every process the lab starts (`<name>=<absolute lab dir>`);
 /// their children inherit it, so `down` finds them even after a crash re-parented them.
 pub const INSTANCE_ENV: &str = "PUSHSCAN_LAB_INSTANCE";
-/// The stand-in checker, built into the binary (`lab/checker/emocheck-sim.sh`).
-pub const CHECKER_SCRIPT: &[u8] = include_bytes!("../checker/emocheck-sim.sh");
+/// The stand-in checker, built into the binary (`playbooks/checkers/emocheck-sim.sh`).
+pub const CHECKER_SCRIPT: &[u8] = pushscan_testkit::emocheck::SCRIPT_BYTES;
 /// How long `up` waits for the WinRM simulator to listen everywhere.
 pub const SERVE_READY_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -1479,7 +1479,7 @@ pub fn inventory_yaml(state: &LabState) -> String {
 pub fn playbook_yaml(sha256: &str) -> String {
     format!(
         "# EmoCheck on the pushscan lab's simulated Windows hosts (written by pushscan-lab up).\n\
-         # The checker is the lab's stand-in (lab/checker/emocheck-sim.sh), pinned below; the\n\
+         # The checker is the lab's stand-in (playbooks/checkers/emocheck-sim.sh), pinned below; the\n\
          # WinRM simulator runs it with each host's scenario switches appended.\n\
          name: EmoCheck (pushscan lab)\n\
          description: Find running Emotet with the EmoCheck stand-in on the lab fleet.\n\

@@ -10,7 +10,7 @@ use std::time::Instant;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
-use pushscan_lab::demo::{self, DemoOptions, SmbChoice};
+use pushscan_lab::demo::{self, DemoOptions, Progress, SmbChoice};
 use pushscan_lab::fleet::{self, UpOptions};
 use pushscan_lab::spec::Spec;
 
@@ -32,6 +32,9 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Start a small demo fleet, sweep it with pushscan, print the report, clean up.
+    ///
+    /// The sweep runs the `pushscan` binary: $PUSHSCAN_EXE, else (in this checkout) the one
+    /// `cargo build -p pushscan` builds, else a `pushscan` next to this program.
     #[command(after_help = "Example:\n  cargo run -p pushscan-lab -- demo\n  \
                             pushscan-lab demo --hosts 30 --keep\n\n\
                             As root with Samba installed, files go over SMB (a real smbd); \
@@ -156,9 +159,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     _ => SmbChoice::Auto,
                 },
                 progress: match progress.as_str() {
-                    "lines" => pushscan::progress::Mode::Lines,
-                    "quiet" => pushscan::progress::Mode::Quiet,
-                    _ => pushscan::progress::Mode::Auto,
+                    "lines" => Progress::Lines,
+                    "quiet" => Progress::Quiet,
+                    _ => Progress::Auto,
                 },
                 ..DemoOptions::default()
             };

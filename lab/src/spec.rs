@@ -258,7 +258,7 @@ impl Scenario {
         Duration::from_millis(ms)
     }
 
-    /// The simulator switches of `lab/checker/emocheck-sim.sh` for a host named `host`
+    /// The simulator switches of `playbooks/checkers/emocheck-sim.sh` for a host named `host`
     /// (appended by the WinRM simulator to the checker's own arguments).
     pub fn checker_args(&self, host: &str) -> Vec<String> {
         let mut args: Vec<String> = vec![

@@ -6,8 +6,12 @@
 //! a missing Samba fails the test with the install command).
 //!
 //! Each test uses an address range of its own (`--base-address`, hidden) so they run in
-//! parallel; the README test runs the command exactly as written (127.0.20.x).
+//! parallel; the README test runs the command exactly as written (127.0.20.x). The demo runs
+//! the `pushscan` binary this workspace builds for its tests (`PUSHSCAN_EXE`), so its own
+//! `cargo build -p pushscan` (a different feature set) does not replace the binary other
+//! tests are running.
 
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 const EXE: &str = env!("CARGO_BIN_EXE_pushscan-lab");
@@ -23,8 +27,17 @@ fn text(out: &Output) -> (String, String) {
     )
 }
 
+/// The workspace's `pushscan`, built as `cargo test --workspace` builds it.
+fn pushscan_exe() -> PathBuf {
+    static PUSHSCAN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    PUSHSCAN
+        .get_or_init(|| pushscan_testkit::cargo::workspace_exe(Path::new(EXE), "pushscan"))
+        .clone()
+}
+
 fn demo(args: &[&str]) -> (String, String) {
     let out = Command::new(EXE)
+        .env("PUSHSCAN_EXE", pushscan_exe())
         .arg("demo")
         .args(args)
         .output()
@@ -208,6 +221,7 @@ fn the_demo_runs_without_root() {
     ];
     let out = if unsafe { libc::geteuid() } == 0 {
         // As `nobody`, when it can reach the binary (a target dir under /root cannot).
+        let pushscan = pushscan_exe();
         let reach = Command::new("runuser")
             .args(["-u", "nobody", "--", "test", "-x", EXE])
             .status();
@@ -220,12 +234,17 @@ fn the_demo_runs_without_root() {
         Command::new("runuser")
             .args(["-u", "nobody", "--", EXE])
             .args(args)
+            .env("PUSHSCAN_EXE", &pushscan)
             .current_dir("/")
             .env("TMPDIR", "/tmp")
             .output()
             .expect("runuser")
     } else {
-        Command::new(EXE).args(args).output().expect("run the demo")
+        Command::new(EXE)
+            .args(args)
+            .env("PUSHSCAN_EXE", pushscan_exe())
+            .output()
+            .expect("run the demo")
     };
     let (stdout, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");

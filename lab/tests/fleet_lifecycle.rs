@@ -15,9 +15,37 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Instant;
 
-use fleet_common::{listening, marked_processes, spec, start, text, EXE};
+use fleet_common::{listening, marked_processes, pushscan_json, spec, start, text, EXE};
 use pushscan_lab::fleet::{self, sys, LabState};
 use pushscan_lab::spec::{ScenarioKind, Spec};
+
+/// Every group `host` is in, through `children` too, in `pushscan inventory --list` output.
+fn groups_of(list: &serde_json::Value, host: &str) -> Vec<String> {
+    let Some(all) = list.as_object() else {
+        return Vec::new();
+    };
+    let lists = |g: &serde_json::Value, key: &str, name: &str| {
+        g[key]
+            .as_array()
+            .is_some_and(|v| v.iter().any(|x| x == name))
+    };
+    let mut groups: Vec<String> = all
+        .iter()
+        .filter(|(_, g)| lists(g, "hosts", host))
+        .map(|(name, _)| name.clone())
+        .collect();
+    let mut i = 0;
+    while i < groups.len() {
+        let child = groups[i].clone();
+        for (name, g) in all {
+            if lists(g, "children", &child) && !groups.contains(name) {
+                groups.push(name.clone());
+            }
+        }
+        i += 1;
+    }
+    groups
+}
 
 const ALL_KINDS: [ScenarioKind; 8] = [
     ScenarioKind::Infected,
@@ -82,24 +110,51 @@ fn up_writes_what_pushscan_needs_and_down_leaves_nothing() {
         assert!(lab.host_of(kind).is_some(), "a {kind} host");
     }
 
-    // The inventory, as pushscan reads it.
-    let inv = pushscan::inventory::load(&lab.inventory).expect("pushscan loads the inventory");
-    assert_eq!(inv.hosts.len(), 12);
+    // The inventory and the playbook, as the pushscan binary reads them: `plan` loads both
+    // (each host's transport, address and port; the checker's pin), `inventory --list` shows
+    // the groups and variables.
+    let plan = pushscan_json(&[
+        "plan".as_ref(),
+        "-i".as_ref(),
+        lab.inventory.as_os_str(),
+        "-p".as_ref(),
+        lab.playbook.as_os_str(),
+        "--format".as_ref(),
+        "json".as_ref(),
+    ]);
+    assert_eq!(plan["hosts"], 12, "{plan}");
+    assert_eq!(plan["checker"]["matches_pin"], true, "{plan}");
+    let planned: Vec<&serde_json::Value> = plan["waves"]
+        .as_array()
+        .expect("plan waves")
+        .iter()
+        .flat_map(|w| w["hosts"].as_array().expect("wave hosts"))
+        .collect();
+    assert_eq!(planned.len(), 12, "{plan}");
+    let list = pushscan_json(&[
+        "inventory".as_ref(),
+        "-i".as_ref(),
+        lab.inventory.as_os_str(),
+        "--list".as_ref(),
+    ]);
     for h in lab.hosts() {
-        let ih = inv
-            .host(&h.name)
-            .unwrap_or_else(|| panic!("{} listed", h.name));
-        assert_eq!(ih.address, h.address.to_string());
-        assert_eq!(ih.port, Some(lab.winrm_port()));
-        assert_eq!(ih.connection, pushscan::inventory::Connection::Winrm);
+        let ph = planned
+            .iter()
+            .find(|p| p["name"] == h.name.as_str())
+            .unwrap_or_else(|| panic!("{} listed: {plan}", h.name));
+        assert_eq!(ph["address"], h.address.to_string());
+        assert_eq!(ph["port"], lab.winrm_port());
+        assert_eq!(ph["transport"], "winrm");
+        let groups = groups_of(&list, &h.name);
         let ou_group = format!("ou_{}", h.ou.to_ascii_lowercase());
-        assert!(ih.groups.contains(&ou_group), "{:?}", ih.groups);
-        assert!(ih.groups.contains(&"windows".to_string()));
+        assert!(groups.contains(&ou_group), "{groups:?}");
+        assert!(groups.contains(&"windows".to_string()));
         for g in &h.groups {
-            assert!(ih.groups.contains(g), "{} in {g}: {:?}", h.name, ih.groups);
+            assert!(groups.contains(g), "{} in {g}: {groups:?}", h.name);
         }
-        assert_eq!(ih.vars["lab_scenario"], h.scenario.as_str());
-        assert_eq!(ih.vars["ou"], h.ou.as_str());
+        let vars = &list["_meta"]["hostvars"][h.name.as_str()];
+        assert_eq!(vars["lab_scenario"], h.scenario.as_str());
+        assert_eq!(vars["ou"], h.ou.as_str());
     }
 
     // lab.env: the account, owner-only.
@@ -109,13 +164,11 @@ fn up_writes_what_pushscan_needs_and_down_leaves_nothing() {
     let mode = fs::metadata(&lab.env_file).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
 
-    // The playbook: pushscan loads it, its pin is the stand-in's real SHA-256.
+    // The playbook (pushscan loaded it above): its pin is the stand-in's real SHA-256.
     let text_pb = fs::read_to_string(&lab.playbook).unwrap();
-    let pb = pushscan::playbook::Playbook::parse(&text_pb, &lab.playbook)
-        .expect("pushscan loads the lab playbook");
     assert_eq!(
         fs::read(&lab.checker).unwrap(),
-        fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("checker/emocheck-sim.sh")).unwrap()
+        pushscan_testkit::emocheck::SCRIPT_BYTES
     );
     let pin = {
         use sha2::Digest as _;
@@ -126,7 +179,6 @@ fn up_writes_what_pushscan_needs_and_down_leaves_nothing() {
     assert!(text_pb.contains("platform: windows"));
     assert!(text_pb.contains(r"work_dir: 'C:\Windows\pushscan'"));
     assert!(text_pb.contains(r#"args: ["/quiet", "/json", "/output", "{{ run_dir }}"]"#));
-    drop(pb);
 
     // Host trees, owned by the lab account; the infected host's "malware" is on disk.
     let (uid, _) = sys::user_ids(&lab.username).expect("lab account exists");

@@ -2,7 +2,7 @@
 //! starts Samba and the WinRM simulator; the system `smbclient` pushes the
 //! stand-in checker into an infected host's `ADMIN$`, **pywinrm** (NTLM with
 //! message sealing over HTTP, as Windows requires) runs it with EmoCheck's
-//! switches, `smbclient` fetches the JSON report, and pushscan's parser reads
+//! switches, `smbclient` fetches the JSON report, and `pushscan parse` reads
 //! a Japanese detection with CP932 paths. The wrong-password host refuses
 //! the lab account on WinRM, and the port-closed host answers nothing.
 
@@ -12,8 +12,7 @@ use std::fs;
 use std::net::Ipv4Addr;
 use std::process::Command;
 
-use fleet_common::{accepts, smbclient, spec, start, text};
-use pushscan::model::ReportStatus;
+use fleet_common::{accepts, pushscan_json, smbclient, spec, start, text};
 use pushscan_lab::spec::{Locale, PathEncoding, ScenarioKind};
 
 const PYWINRM: &str = r#"
@@ -100,7 +99,7 @@ fn smbclient_and_pywinrm_run_the_checker_on_an_infected_japanese_host() {
         .unwrap_or_else(|| panic!("no report listed: {out}"))
         .to_string();
     assert!(name.starts_with(&infected.name), "{name}");
-    let local = lab.dir.path().join("fetched.json");
+    let local = lab.dir.path().join(&name);
     let get = smbclient(
         &lab,
         &infected,
@@ -116,13 +115,18 @@ fn smbclient_and_pywinrm_run_the_checker_on_an_infected_japanese_host() {
         bytes.windows(3).any(|w| w == [0x83, 0x5c, 0x5c]),
         "CP932 bytes in the report"
     );
-    let parsed = pushscan::parser::emocheck::parse(&name, &bytes);
-    assert_eq!(parsed.status, ReportStatus::Detected, "{parsed:?}");
+    let parsed = &pushscan_json(&[
+        "parse".as_ref(),
+        "--format".as_ref(),
+        "json".as_ref(),
+        local.as_ref(),
+    ])[0];
+    assert_eq!(parsed["status"], "detected", "{parsed}");
     assert_eq!(
-        parsed.processes[0].image_path,
+        parsed["processes"][0]["image_path"],
         "C:\\Users\\鈴木\\AppData\\Local\\ソフト\\wfsrvhost.exe"
     );
-    assert_eq!(parsed.hostname.as_deref(), Some(infected.name.as_str()));
+    assert_eq!(parsed["hostname"], infected.name.as_str());
 
     // The lab account is refused where the host has another password.
     let wrong = lab.host_of(ScenarioKind::WrongPassword).unwrap().clone();

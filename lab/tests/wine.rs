@@ -4,8 +4,8 @@
 //! client of pushscan's transport, and the `pushscan` binary itself for the sweep.
 //!
 //! One 2-host lab (one infected, one clean) serves the whole test, so Wine boots twice rather
-//! than once per assertion: it runs every command line of the `pushscan contain` contract
-//! (/work/notes/contain-contract.md) over WinRM and checks each effect with
+//! than once per assertion: it runs every Windows command line of `pushscan contain`
+//! (`docs/contain.md`) over WinRM and checks each effect with
 //! `pushscan_lab::wine::inspect`, which reads the live state through the host's wineserver.
 //! Missing Wine, mingw or Samba fails the test with the install command; it never skips.
 //! Addresses: 127.0.110.x.
@@ -48,23 +48,9 @@ fn wine_spec(base: Ipv4Addr) -> Spec {
 }
 
 /// The `pushscan` binary, built by cargo if needed (another package: cargo does not hand its
-/// path to this test).
+/// path to this test); see `fleet_common::pushscan_exe`.
 fn pushscan_exe() -> PathBuf {
-    // Without cargo's test variables (see `cargo_command`).
-    let mut build = pushscan_lab::cargo_command();
-    let out = build
-        .args(["build", "-q", "-p", "pushscan", "--bin", "pushscan"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("cannot run cargo to build pushscan");
-    assert!(
-        out.status.success(),
-        "building pushscan failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let exe = Path::new(fleet_common::EXE).with_file_name("pushscan");
-    assert!(exe.is_file(), "{} missing after the build", exe.display());
-    exe
+    fleet_common::pushscan_exe()
 }
 
 struct Remote {

@@ -5,7 +5,7 @@
  * (compared case-insensitively; a quoted data is taken up to its closing quote). Processes come
  * from Toolhelp32 and QueryFullProcessImageNameW, the Run values from the registry, both live
  * from the host's wineserver. It writes the report exactly as EmoCheck v2.4.0 does (see
- * ../shared/emocheck/FORMAT.md and lab/checker/emocheck-sim.sh, the native stand-in):
+ * lab/testkit/src/emocheck.rs and playbooks/checkers/emocheck-sim.sh, the native stand-in):
  *   /json: <DIR>\<COMPUTERNAME>_<yyyymmddhhmmss>_emocheck.json, else ..._emocheck.txt,
  *   CRLF lines, hand-written JSON whose only escaping doubles the backslashes of image_path
  *   and registry_key, is_infected "yes"/"no", process_id a string, names and paths in the OEM

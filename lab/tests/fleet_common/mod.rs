@@ -18,6 +18,34 @@ use pushscan_lab::spec::{Scenario, ScenarioKind, SmbEncryption, Spec};
 /// The lab's executable, run as the serve process.
 pub const EXE: &str = env!("CARGO_BIN_EXE_pushscan-lab");
 
+/// The `pushscan` binary of this workspace (built by cargo if needed, as `cargo test
+/// --workspace` builds it): the lab's tests hold the lab to the real program, not to its
+/// library, as an operator runs it.
+pub fn pushscan_exe() -> PathBuf {
+    static EXE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    EXE.get_or_init(|| pushscan_testkit::cargo::workspace_exe(Path::new(EXE_LAB), "pushscan"))
+        .clone()
+}
+
+const EXE_LAB: &str = EXE;
+
+/// `pushscan ARGS` whose stdout is JSON (exit code 0, or 1 for "detected"); the parsed value.
+pub fn pushscan_json(args: &[&std::ffi::OsStr]) -> serde_json::Value {
+    let out = Command::new(pushscan_exe())
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("cannot run pushscan");
+    assert!(
+        matches!(out.status.code(), Some(0 | 1)),
+        "pushscan {args:?}: {}\n{}",
+        out.status,
+        text(&out)
+    );
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("pushscan {args:?}: not JSON ({e}): {}", text(&out)))
+}
+
 /// The message a test fails with when Samba is not installed.
 pub const SAMBA_MISSING: &str =
     "install it with `apt-get update && apt-get install -y --no-install-recommends \

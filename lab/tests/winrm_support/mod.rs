@@ -58,9 +58,7 @@ impl Lab {
         tweak: impl FnOnce(&mut ServerConfig),
     ) -> Lab {
         let dir = tempfile::tempdir().expect("tempdir");
-        let checker =
-            std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("checker/emocheck-sim.sh"))
-                .expect("read lab/checker/emocheck-sim.sh");
+        let checker = pushscan_testkit::emocheck::SCRIPT_BYTES.to_vec();
         let mut hosts = Vec::new();
         for (i, (scenario, lang)) in specs.iter().enumerate() {
             let name = format!("PC-{}", i + 1);

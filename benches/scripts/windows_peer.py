@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """EmoCheck across a Windows fleet, the way an admin scripts it in an afternoon.
 
-The peer of pushscan in the Windows benchmark (benches/windows.rs, run through bench/windows):
+The peer of pushscan in the Windows benchmark (benches/windows.rs, run through benches/scripts/windows):
 a straightforward, correct, untuned script with the usual libraries - pywinrm for commands and
 smbprotocol's `smbclient` for files - and a thread pool of 64. Per host:
 
@@ -47,7 +47,7 @@ try:
 except ImportError as e:
     print(
         f"windows_peer.py: {e.name} is missing: python3 -m pip install pywinrm smbprotocol "
-        "(bench/windows installs them)",
+        "(benches/scripts/windows installs them)",
         file=sys.stderr,
     )
     sys.exit(3)

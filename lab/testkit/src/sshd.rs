@@ -263,8 +263,9 @@ impl SshFleet {
 
         self.sshd_configs.clear();
         for (i, chunk) in self.addresses.chunks(ADDRESSES_PER_SSHD).enumerate() {
-            let mut cfg =
-                format!("# sshd {i} of a pushscan test fleet, written by tests/common/sshd.rs\n");
+            let mut cfg = format!(
+                "# sshd {i} of a pushscan test fleet, written by lab/testkit/src/sshd.rs\n"
+            );
             for line in extra_head {
                 cfg.push_str(line);
                 cfg.push('\n');

@@ -1,8 +1,9 @@
 #!/bin/sh
-# emocheck-sim.sh - a stand-in for JPCERT/CC EmoCheck, for pushscan's SSH tests.
+# emocheck-sim.sh - a stand-in for JPCERT/CC EmoCheck: the checker of the shipped playbooks
+# demo-local.yml and emocheck-ssh.yml, of pushscan's SSH tests and of the lab's hosts.
 #
 # POSIX sh only (runs under dash). It writes report files exactly as EmoCheck v2.4.0 does
-# (see /work/shared/emocheck/FORMAT.md): CRLF line endings, the 52-underscore delimiter always
+# (the same formats in Rust: lab/testkit/src/emocheck.rs): CRLF line endings, the 52-underscore delimiter always
 # followed by an empty line, trailing spaces after the English and French headings, JSON
 # written by hand with only the backslashes of image_path/registry_key doubled.
 #
