@@ -247,7 +247,7 @@ enum Command {
     },
     /// Print the SHA-256 of a checker binary, to pin it in a playbook.
     #[command(
-        after_help = "Examples:\n  pushscan pin lab/checker/emocheck-sim.sh\n  pushscan pin checkers/emocheck_x64.exe --playbook playbooks/emocheck.yml\n  pushscan pin checkers/emocheck_x86.exe --playbook playbooks/emocheck.yml --x86"
+        after_help = "Examples:\n  pushscan pin playbooks/checkers/emocheck-sim.sh\n  pushscan pin checkers/emocheck_x64.exe --playbook playbooks/emocheck.yml\n  pushscan pin checkers/emocheck_x86.exe --playbook playbooks/emocheck.yml --x86"
     )]
     Pin {
         /// The checker binary.

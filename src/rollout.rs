@@ -9,8 +9,9 @@
 //! than a library's, so a plan stays reproducible across versions).
 //!
 //! Where Ansible's `serial` + `max_fail_percentage` is inexact, this is exact: a wave is
-//! judged only once all its hosts have ended (ansible#32255 aborts early), unreachable hosts
-//! count as failures like any other failure class (ansible#82834 ignores them), and "more
+//! judged only once all its hosts have ended (Ansible may abort a batch before its slow
+//! hosts end), unreachable hosts count as failures like any other failure class (Ansible
+//! leaves them out of the percentage), and "more
 //! than N %" means strictly more (`failed * 100 > N * wave_size`), so exactly N % continues.
 
 use std::fmt;

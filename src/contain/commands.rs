@@ -1,6 +1,6 @@
 //! The exact remote command lines of each action, and the readers of their output.
 //!
-//! Windows lines are the shapes fixed in `notes/contain-contract.md` (cmd.exe through
+//! Windows lines are the shapes listed in `docs/contain.md` (cmd.exe through
 //! the host's one WinRM shell); POSIX lines are plain `sh`. Every builder takes values
 //! that `validate.rs` accepted and quotes them once more for the shell that runs them
 //! (cmd.exe double quotes through `winrm::cmdline`, `sh_quote` for sh), so a value

@@ -4,7 +4,7 @@
 //! i.e. from a host that is presumed compromised. Nothing is escaped "well enough":
 //! a value is either of a strict, expected shape (a drive path, a decimal PID, a
 //! value name under one of the Run keys) or the host is refused with the reason. The
-//! shapes are those of `notes/contain-contract.md`; quoting happens afterwards, in
+//! shapes are those `docs/contain.md` lists; quoting happens afterwards, in
 //! `commands.rs`, and only ever sees values accepted here.
 
 /// How a host is reached, which decides the rules for its paths.
