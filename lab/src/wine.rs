@@ -671,36 +671,54 @@ pub fn start_host(
             .open(log)
             .with_context(|| format!("cannot open {}", log.display()))
     };
-    let mut boot = wine_command(&tools.wine64, &env);
-    boot.args(["cmd", "/c", "echo", "pushscan-lab:", "prefix", "booted"])
-        .current_dir(prefix.join("drive_c"))
-        .stdin(Stdio::null())
-        .stdout(log_file()?)
-        .stderr(log_file()?);
-    let mut child = boot.spawn().context("cannot start Wine")?;
-    let deadline = Instant::now() + WINE_TIMEOUT;
+    // Wine repairs a stale or foreign server directory under /tmp (left by an earlier
+    // wineserver of this user) and then exits asking to be run again: the boot is retried
+    // for that, and only for that.
+    const TMPDIR_FIXED: &str = "fixed a temporary directory error";
+    let mut attempt = 0;
     loop {
-        if let Some(st) = child.try_wait()? {
-            if !st.success() {
+        attempt += 1;
+        let mut boot = wine_command(&tools.wine64, &env);
+        boot.args(["cmd", "/c", "echo", "pushscan-lab:", "prefix", "booted"])
+            .current_dir(prefix.join("drive_c"))
+            .stdin(Stdio::null())
+            .stdout(log_file()?)
+            .stderr(log_file()?);
+        let mut child = boot.spawn().context("cannot start Wine")?;
+        let deadline = Instant::now() + WINE_TIMEOUT;
+        let status = loop {
+            if let Some(st) = child.try_wait()? {
+                break st;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
                 bail!(
-                    "Wine's cmd.exe did not run in {} ({st}); the end of {}:\n{}",
+                    "Wine did not boot {} within {WINE_TIMEOUT:?}; the end of {}:\n{}",
                     prefix.display(),
                     log.display(),
                     sys::tail(log, 30)
                 );
             }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        if status.success() {
             break;
         }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            bail!(
-                "Wine did not boot {} within {WINE_TIMEOUT:?}; the end of {}:\n{}",
-                prefix.display(),
-                log.display(),
-                sys::tail(log, 30)
-            );
+        let tail = sys::tail(log, 30);
+        if attempt < 3
+            && tail
+                .lines()
+                .last()
+                .is_some_and(|l| l.contains(TMPDIR_FIXED))
+        {
+            continue;
         }
-        std::thread::sleep(Duration::from_millis(20));
+        bail!(
+            "Wine's cmd.exe did not run in {} ({status}); the end of {}:\n{}",
+            prefix.display(),
+            log.display(),
+            tail
+        );
     }
     // Wine sets ActiveComputerName from the Linux host name when the wineserver starts;
     // GetComputerName (and %COMPUTERNAME%) read it, so the lab sets it per host after that.
