@@ -24,6 +24,7 @@ mod ini;
 pub mod ldap;
 pub mod list;
 mod pattern;
+pub mod vault;
 mod yaml;
 mod yaml11;
 
