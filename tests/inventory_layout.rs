@@ -482,7 +482,7 @@ fn vaulted_connection_settings_and_password_reach_the_inventory() {
     assert_eq!(pc1.user.as_deref(), Some("ADMIN-USER"));
     assert_eq!(pc1.port, Some(5986));
     use secrecy::ExposeSecret;
-    let pw = inv_.vaulted_password(pc1).unwrap().unwrap();
+    let pw = pc1.vaulted_password().unwrap().unwrap();
     assert_eq!(pw.expose_secret(), "Win-S3cret-Pw");
     // Never in the stored form a run keeps, nor in Debug output.
     for secret in SECRETS.iter().chain(&["ADMIN-USER"]) {
@@ -498,13 +498,13 @@ fn vaulted_connection_settings_and_password_reach_the_inventory() {
     // not stored, so it is gone.
     let back = pushscan::inventory::parse(&loaded.text, Path::new(&loaded.label)).unwrap();
     assert_eq!(back.hosts, inv_.hosts);
-    let e = back
-        .vaulted_password(back.host("pc1").unwrap())
-        .unwrap_err();
+    let e = back.host("pc1").unwrap().vaulted_password().unwrap_err();
     assert!(e.contains("not decrypted"), "{e}");
     // A host with no password var has none.
     assert!(inv_
-        .vaulted_password(inv_.host("web2").unwrap())
+        .host("web2")
+        .unwrap()
+        .vaulted_password()
         .unwrap()
         .is_none());
     pushscan::inventory::vault::set_secrets(Vec::new());

@@ -111,6 +111,28 @@ pub struct Host {
     /// any group's are merged in: what `ansible-inventory --list --export`
     /// prints for it, and what merging inventories combines.
     pub own_vars: Arc<BTreeMap<String, Value>>,
+    /// The vaulted password the inventory gives the host for its connection
+    /// (`ansible_password`, `ansible_winrm_password`, ...), if any: see
+    /// [`Host::vaulted_password`]. Never printed, never stored.
+    #[serde(skip)]
+    pub password: Option<InventoryPassword>,
+}
+
+/// A vaulted password variable that won for a host.
+#[derive(Debug, Clone)]
+pub struct InventoryPassword {
+    /// The variable it was set in.
+    pub var: String,
+    /// The decrypted password; `None` when no vault password opened it.
+    pub secret: Option<vault::VaultValue>,
+}
+
+impl PartialEq for InventoryPassword {
+    /// Secrets are compared by presence only: a stored inventory read back
+    /// without the vault passwords is the same inventory.
+    fn eq(&self, other: &Self) -> bool {
+        self.var == other.var
+    }
 }
 
 /// A group as written in the inventory (plus Ansible's implicit ones).
@@ -137,27 +159,11 @@ pub struct Inventory {
     /// Hosts in the order they were first seen in the file.
     pub hosts: Vec<Host>,
     pub groups: BTreeMap<String, Group>,
-    /// Decrypted vaulted passwords, by host and variable (never printed,
-    /// never stored).
-    #[serde(skip)]
-    pub vault_secrets: VaultSecrets,
     /// Whether `group_vars/` or `host_vars/` files set variables: then a
     /// host's merged variables are not those of its groups and own ones
     /// merged in inventory order, and the stored form carries them.
     #[serde(skip)]
     pub(crate) layered: bool,
-}
-
-/// Decrypted vaulted passwords, host -> variable -> secret. Not part of an
-/// inventory's identity (equality ignores them): a stored inventory read
-/// back without the vault passwords is the same inventory.
-#[derive(Debug, Clone, Default)]
-pub struct VaultSecrets(BTreeMap<String, BTreeMap<String, vault::VaultValue>>);
-
-impl PartialEq for VaultSecrets {
-    fn eq(&self, _: &Self) -> bool {
-        true
-    }
 }
 
 /// Where Ansible's connection plugins read the password, last defined
@@ -176,6 +182,23 @@ const WINRM_PASSWORD_VARS: &[&str] = &[
 ];
 
 impl Host {
+    /// The vaulted password the inventory gives this host: `Ok(None)` when
+    /// it sets none, an error when it sets one no vault password opened.
+    pub fn vaulted_password(&self) -> Result<Option<&SecretString>, String> {
+        match &self.password {
+            None => Ok(None),
+            Some(InventoryPassword {
+                secret: Some(v), ..
+            }) => Ok(Some(&v.0)),
+            Some(InventoryPassword { var, secret: None }) => Err(format!(
+                "host {}: `{var}` is vault-encrypted, but it was not decrypted: give the \
+                 vault password (--vault-password-file, --ask-vault-pass or --vault-id) \
+                 and the inventory it is in",
+                self.name
+            )),
+        }
+    }
+
     /// Whether the inventory lets the SSH transport offer the password to this host
     /// ([`SSH_PASSWORD_AUTH_VAR`]); anything but a true value (checked when the inventory is
     /// read) means no.
@@ -196,37 +219,6 @@ impl Inventory {
     /// The host whose inventory name is `name`.
     pub fn host(&self, name: &str) -> Option<&Host> {
         self.hosts.iter().find(|h| h.name == name)
-    }
-
-    /// The vaulted password the inventory gives `host` for its connection
-    /// (`ansible_password`, `ansible_winrm_password`, ...): `Ok(None)` when
-    /// it sets none, an error when it sets one that could not be decrypted
-    /// (no vault password given).
-    pub fn vaulted_password(&self, host: &Host) -> Result<Option<&SecretString>, String> {
-        let names = match host.connection {
-            Connection::Winrm => WINRM_PASSWORD_VARS,
-            Connection::Ssh | Connection::Local => SSH_PASSWORD_VARS,
-        };
-        let Some(name) = names
-            .iter()
-            .rev()
-            .find(|n| host.vars.get(**n).is_some_and(|v| !v.is_null()))
-        else {
-            return Ok(None);
-        };
-        match self
-            .vault_secrets
-            .0
-            .get(&host.name)
-            .and_then(|m| m.get(*name))
-        {
-            Some(v) => Ok(Some(&v.0)),
-            None => Err(format!(
-                "host {}: `{name}` is vault-encrypted, but it was not decrypted: give the \
-                 vault password (--vault-password-file, --ask-vault-pass or --vault-id)",
-                host.name
-            )),
-        }
     }
 }
 
@@ -1286,7 +1278,6 @@ impl Builder {
         self.groups[ALL].hosts.clear();
 
         let mut hosts = Vec::with_capacity(self.hosts.len());
-        let mut vault_secrets = BTreeMap::new();
         for (hi, hb) in self.hosts.iter().enumerate() {
             let ancestors = ancestors_of(&direct[hi], &parents);
             let mut ordered: Vec<usize> = ancestors.iter().copied().collect();
@@ -1337,13 +1328,20 @@ impl Builder {
                 }
             }
             let mut host = self.resolve_host(hb, &merged, &ancestors, &direct[hi], &parents)?;
-            let secrets: BTreeMap<String, vault::VaultValue> = merged
+            // The password var Ansible's connection plugin would read: the
+            // last defined name of its list.
+            let names = match host.connection {
+                Connection::Winrm => WINRM_PASSWORD_VARS,
+                Connection::Ssh | Connection::Local => SSH_PASSWORD_VARS,
+            };
+            host.password = names
                 .iter()
-                .filter_map(|(k, d)| Some((k.to_string(), d.secret.clone()?)))
-                .collect();
-            if !secrets.is_empty() {
-                vault_secrets.insert(hb.name.clone(), secrets);
-            }
+                .rev()
+                .find_map(|n| merged.get(n).filter(|d| !d.value.is_null()).map(|d| (n, d)))
+                .map(|(n, d)| InventoryPassword {
+                    var: n.to_string(),
+                    secret: d.secret.clone(),
+                });
             // What `--export` shows for the host: its own variables, then
             // its `host_vars` files.
             if self.layers.iter().any(|l| l.hosts.contains_key(&hi)) {
@@ -1401,7 +1399,6 @@ impl Builder {
             source: self.label,
             hosts,
             groups,
-            vault_secrets: VaultSecrets(vault_secrets),
             layered,
         })
     }
@@ -1586,6 +1583,7 @@ impl Builder {
                     .map(|(k, d)| (k.clone(), d.value.clone()))
                     .collect(),
             ),
+            password: None,
         })
     }
 
