@@ -13,12 +13,18 @@
 //! the exact spot. [`list`] prints the result as `ansible-inventory` does,
 //! and `tests/inventory_ansible.rs` compares the two.
 //!
+//! Inventory directories, `group_vars/` and `host_vars/` are read by
+//! `layout.rs`, Ansible Vault by `vault.rs`; `finish` applies the variables
+//! files with Ansible's precedence. A vaulted password becomes
+//! [`Host::password`], kept apart from the printed variables.
+//!
 //! Deliberate departures from Ansible are all refusals, never guesses:
-//! plaintext and templated secrets, templated or vaulted connection
-//! settings, unknown keys in YAML groups, duplicated YAML keys and host
-//! patterns that match nothing are errors rather than warnings, because a
-//! silently ignored typo would mean silently scanning the wrong set of
-//! machines.
+//! plaintext and templated secrets, templated connection settings,
+//! inventory scripts and plugins, unknown keys in YAML groups, duplicated
+//! YAML keys and host patterns that match nothing are errors rather than
+//! warnings, because a silently ignored typo would mean silently scanning
+//! the wrong set of machines. Values decrypted from vaulted files are never
+//! shown (connection settings excepted).
 
 mod ini;
 mod layout;
@@ -298,7 +304,7 @@ pub fn load(path: &Path) -> Result<Inventory, InventoryError> {
 fn dir_error(path: &Path) -> InventoryError {
     InventoryError::new(
         path,
-        "is a directory; an inventory directory is read by the commands' -i (load_sources)",
+        "is a directory; name one inventory file here (the commands' -i read directories)",
     )
 }
 
@@ -565,9 +571,10 @@ const SECRET_VARS: &[&str] = &[
 ];
 
 const SECRET_ADVICE: &str =
-    "secrets are not read from inventories; supply the password through the \
-     PUSHSCAN_SSH_PASSWORD or PUSHSCAN_PASSWORD environment variable, or --ask-pass, \
-     or use SSH keys / ssh-agent";
+    "plaintext secrets are not read from inventories; encrypt it with Ansible Vault \
+     (ansible-vault encrypt_string, or a vaulted group_vars file), or supply the password \
+     through the PUSHSCAN_SSH_PASSWORD or PUSHSCAN_PASSWORD environment variable, or \
+     --ask-pass, or use SSH keys / ssh-agent";
 
 // Connection settings as Ansible's connection plugins read them: each
 // setting has a list of variable names, and the *last* name in the list
@@ -1334,10 +1341,16 @@ impl Builder {
                 Connection::Winrm => WINRM_PASSWORD_VARS,
                 Connection::Ssh | Connection::Local => SSH_PASSWORD_VARS,
             };
+            // A stored inventory holds a placeholder where a vaulted file's
+            // password was: it is not stored, so the host has none (and a
+            // resumed run takes its credential from elsewhere).
             host.password = names
                 .iter()
                 .rev()
                 .find_map(|n| merged.get(n).filter(|d| !d.value.is_null()).map(|d| (n, d)))
+                .filter(|(_, d)| {
+                    d.secret.is_some() || vault_text(&d.value).is_some_and(vault::is_vaulted)
+                })
                 .map(|(n, d)| InventoryPassword {
                     var: n.to_string(),
                     secret: d.secret.clone(),
