@@ -44,6 +44,9 @@ struct Cli {
     #[arg(long, value_name = "N", global = true, env = "PUSHSCAN_INVENTORY_MAX_HOSTS",
           default_value_t = pushscan::inventory::DEFAULT_MAX_HOSTS)]
     inventory_max_hosts: u64,
+    /// Ansible Vault passwords for vaulted inventory files and values.
+    #[command(flatten)]
+    vault: pushscan::inventory::vault::VaultArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -709,6 +712,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose, cli.log_format);
     pushscan::inventory::set_max_hosts(cli.inventory_max_hosts);
+    if let Err(e) = cli.vault.install() {
+        eprintln!("pushscan: {e}");
+        return ExitCode::from(64);
+    }
     let code = match run(cli) {
         Ok(code) => code,
         Err(fail) => {

@@ -604,6 +604,7 @@ mod tests {
             },
             own_vars: vars.clone().into(),
             vars: vars.into(),
+            password: None,
         }
     }
 

@@ -115,6 +115,38 @@ pub(crate) fn context<'a>(
     let mut missing = Vec::new();
     for p in plans.into_iter().filter(|p| p.win.is_some()) {
         let h = &p.host;
+        // A vaulted ansible_password (or ansible_winrm_password) in the
+        // inventory is the host's own credential, with its ansible_user.
+        match (h.vaulted_password(), &h.user) {
+            (Ok(None), _) => {}
+            (Ok(Some(password)), Some(user)) => {
+                match credentials::Account::parse(user) {
+                    Ok(a) => {
+                        logins.insert(
+                            h.name.clone(),
+                            WinLogin {
+                                user: a.ntlm_user().to_string(),
+                                domain: a.ntlm_domain().to_string(),
+                                password: password.clone(),
+                            },
+                        );
+                    }
+                    Err(e) => missing.push(format!("{}: ansible_user: {e}", h.name)),
+                }
+                continue;
+            }
+            (Ok(Some(_)), None) => {
+                missing.push(format!(
+                    "{}: the inventory gives a vaulted password but no ansible_user",
+                    h.name
+                ));
+                continue;
+            }
+            (Err(e), _) => {
+                missing.push(e);
+                continue;
+            }
+        }
         let vars =
             serde_json::Value::Object(h.vars.iter().map(|(k, v)| (k.clone(), v.clone())).collect());
         match credentials::resolve(

@@ -276,6 +276,16 @@ pub fn stored_json(inv: &Inventory) -> String {
         })
         .collect();
     extra.insert("key_files".into(), Value::Object(key_files));
+    if inv.layered {
+        // Variables files change the precedence (see `Inventory::layered`):
+        // the merged variables are stored as they are.
+        let vars: Map<String, Value> = inv
+            .hosts
+            .iter()
+            .map(|h| (h.name.clone(), Value::Object(vars_json(&h.vars, false))))
+            .collect();
+        extra.insert("vars".into(), Value::Object(vars));
+    }
     if let Some(Value::Object(meta)) = out.get_mut("_meta") {
         meta.insert("pushscan".into(), Value::Object(extra));
     }
@@ -355,6 +365,7 @@ pub(crate) fn read_into(b: &mut Builder, text: &str) -> Result<(), InventoryErro
     };
     let mut hostvars: Vec<(Node, Node)> = Vec::new();
     let mut key_files: Vec<(String, String)> = Vec::new();
+    let mut merged_vars: Vec<(Node, Node)> = Vec::new();
     let mut groups: Vec<(Node, Node)> = Vec::new();
     for (key, value) in entries {
         if matches!(&key.kind, Kind::Str(k) if k == "_meta") {
@@ -371,6 +382,9 @@ pub(crate) fn read_into(b: &mut Builder, text: &str) -> Result<(), InventoryErro
                                         let name = str_of(b, &h, "a host name")?;
                                         b.declare_host(&name);
                                     }
+                                }
+                                Kind::Str(k) if k == "vars" => {
+                                    merged_vars = map_of(b, pv, "`_meta.pushscan.vars`")?;
                                 }
                                 Kind::Str(k) if k == "key_files" => {
                                     for (h, p) in map_of(b, pv, "`_meta.pushscan.key_files`")? {
@@ -464,6 +478,16 @@ pub(crate) fn read_into(b: &mut Builder, text: &str) -> Result<(), InventoryErro
             let val_loc = v.loc;
             b.set_host_var(&name, &var, VarDef::new(v.into_json(), k.loc, val_loc))?;
         }
+    }
+    for (h, vars) in merged_vars {
+        let name = str_of(b, &h, "a host name")?;
+        let mut defs = Vec::new();
+        for (k, v) in map_of(b, vars, &format!("`_meta.pushscan.vars.{name}`"))? {
+            let var = str_of(b, &k, "a variable name")?;
+            let val_loc = v.loc;
+            defs.push((var, VarDef::new(v.into_json(), k.loc, val_loc)));
+        }
+        b.set_stored_vars(&name, defs)?;
     }
     for (h, p) in key_files {
         b.set_resolved_key_file(&h, p.into());

@@ -13,17 +13,25 @@
 //! the exact spot. [`list`] prints the result as `ansible-inventory` does,
 //! and `tests/inventory_ansible.rs` compares the two.
 //!
+//! Inventory directories, `group_vars/` and `host_vars/` are read by
+//! `layout.rs`, Ansible Vault by `vault.rs`; `finish` applies the variables
+//! files with Ansible's precedence. A vaulted password becomes
+//! [`Host::password`], kept apart from the printed variables.
+//!
 //! Deliberate departures from Ansible are all refusals, never guesses:
-//! plaintext and templated secrets, templated or vaulted connection
-//! settings, unknown keys in YAML groups, duplicated YAML keys and host
-//! patterns that match nothing are errors rather than warnings, because a
-//! silently ignored typo would mean silently scanning the wrong set of
-//! machines.
+//! plaintext and templated secrets, templated connection settings,
+//! inventory scripts and plugins, unknown keys in YAML groups, duplicated
+//! YAML keys and host patterns that match nothing are errors rather than
+//! warnings, because a silently ignored typo would mean silently scanning
+//! the wrong set of machines. Values decrypted from vaulted files are never
+//! shown (connection settings excepted).
 
 mod ini;
+mod layout;
 pub mod ldap;
 pub mod list;
 mod pattern;
+pub mod vault;
 mod yaml;
 mod yaml11;
 
@@ -33,6 +41,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use secrecy::SecretString;
 use serde::Serialize;
 use serde_json::Value;
 
@@ -108,6 +117,28 @@ pub struct Host {
     /// any group's are merged in: what `ansible-inventory --list --export`
     /// prints for it, and what merging inventories combines.
     pub own_vars: Arc<BTreeMap<String, Value>>,
+    /// The vaulted password the inventory gives the host for its connection
+    /// (`ansible_password`, `ansible_winrm_password`, ...), if any: see
+    /// [`Host::vaulted_password`]. Never printed, never stored.
+    #[serde(skip)]
+    pub password: Option<InventoryPassword>,
+}
+
+/// A vaulted password variable that won for a host.
+#[derive(Debug, Clone)]
+pub struct InventoryPassword {
+    /// The variable it was set in.
+    pub var: String,
+    /// The decrypted password; `None` when no vault password opened it.
+    pub secret: Option<vault::VaultValue>,
+}
+
+impl PartialEq for InventoryPassword {
+    /// Secrets are compared by presence only: a stored inventory read back
+    /// without the vault passwords is the same inventory.
+    fn eq(&self, other: &Self) -> bool {
+        self.var == other.var
+    }
 }
 
 /// A group as written in the inventory (plus Ansible's implicit ones).
@@ -134,9 +165,46 @@ pub struct Inventory {
     /// Hosts in the order they were first seen in the file.
     pub hosts: Vec<Host>,
     pub groups: BTreeMap<String, Group>,
+    /// Whether `group_vars/` or `host_vars/` files set variables: then a
+    /// host's merged variables are not those of its groups and own ones
+    /// merged in inventory order, and the stored form carries them.
+    #[serde(skip)]
+    pub(crate) layered: bool,
 }
 
+/// Where Ansible's connection plugins read the password, last defined
+/// name winning (as for the other settings).
+const SSH_PASSWORD_VARS: &[&str] = &[
+    "ansible_password",
+    "ansible_ssh_pass",
+    "ansible_ssh_password",
+];
+const WINRM_PASSWORD_VARS: &[&str] = &[
+    "ansible_password",
+    "ansible_winrm_pass",
+    "ansible_winrm_password",
+    "ansible_psrp_pass",
+    "ansible_psrp_password",
+];
+
 impl Host {
+    /// The vaulted password the inventory gives this host: `Ok(None)` when
+    /// it sets none, an error when it sets one no vault password opened.
+    pub fn vaulted_password(&self) -> Result<Option<&SecretString>, String> {
+        match &self.password {
+            None => Ok(None),
+            Some(InventoryPassword {
+                secret: Some(v), ..
+            }) => Ok(Some(&v.0)),
+            Some(InventoryPassword { var, secret: None }) => Err(format!(
+                "host {}: `{var}` is vault-encrypted, but it was not decrypted: give the \
+                 vault password (--vault-password-file, --ask-vault-pass or --vault-id) \
+                 and the inventory it is in",
+                self.name
+            )),
+        }
+    }
+
     /// Whether the inventory lets the SSH transport offer the password to this host
     /// ([`SSH_PASSWORD_AUTH_VAR`]); anything but a true value (checked when the inventory is
     /// read) means no.
@@ -236,7 +304,7 @@ pub fn load(path: &Path) -> Result<Inventory, InventoryError> {
 fn dir_error(path: &Path) -> InventoryError {
     InventoryError::new(
         path,
-        "is a directory; inventory directories are not supported, name one inventory file",
+        "is a directory; name one inventory file here (the commands' -i read directories)",
     )
 }
 
@@ -331,21 +399,35 @@ pub async fn load_sources(paths: &[PathBuf]) -> Result<LoadedInventory, Inventor
     }
     let label = source_label(paths);
     let mut b = Builder::with_label(Path::new(&label));
-    for path in paths {
-        if path.is_dir() {
-            return Err(dir_error(path));
-        }
-        let bytes = tokio::fs::read(path)
-            .await
-            .map_err(|e| InventoryError::new(path, format!("cannot read: {e}")))?;
-        let text = decode(path, bytes)?;
-        b.begin_source(path);
-        if ldap::is_ldap_source(&text) {
-            let inv = ldap::load(path, &text).await?;
-            b.absorb(&inv)?;
+    let mut vars_dirs = Vec::with_capacity(paths.len());
+    for given in paths {
+        let files = if given.is_dir() {
+            layout::dir_sources(given)?
         } else {
-            read_source(&mut b, &text)?;
+            vec![given.clone()]
+        };
+        vars_dirs.push(layout::vars_dir_of(given));
+        for path in &files {
+            let bytes = tokio::fs::read(path)
+                .await
+                .map_err(|e| InventoryError::new(path, format!("cannot read: {e}")))?;
+            if layout::is_script(path, &bytes) {
+                return Err(layout::script_error(path));
+            }
+            let text = decode(path, bytes)?;
+            b.begin_source(path);
+            if ldap::is_ldap_source(&text) {
+                let inv = ldap::load(path, &text).await?;
+                b.absorb(&inv)?;
+            } else {
+                read_source(&mut b, &text)?;
+            }
         }
+    }
+    // Variables files are looked up once every source is read, for every
+    // group and host of the whole inventory, as Ansible does.
+    for dir in &vars_dirs {
+        b.read_vars_dir(dir)?;
     }
     let warnings = b.take_warnings();
     let inventory = b.finish()?;
@@ -426,6 +508,14 @@ pub(crate) struct VarDef {
     pub val_loc: Option<Loc>,
     /// Which of the builder's sources set it (the builder fills it in).
     pub src: usize,
+    /// The decrypted value of a vaulted connection setting (host, port,
+    /// user, connection, key file): what the setting resolves to, while
+    /// `value` stays what Ansible prints.
+    pub plain: Option<Value>,
+    /// The decrypted value of a vaulted password variable: usable as a
+    /// credential, never printed (`value` shows the ciphertext or a
+    /// placeholder).
+    pub secret: Option<vault::VaultValue>,
 }
 
 impl VarDef {
@@ -435,7 +525,28 @@ impl VarDef {
             key_loc,
             val_loc,
             src: 0,
+            plain: None,
+            secret: None,
         }
+    }
+
+    /// The value a setting resolves to: the decrypted one for a vaulted
+    /// connection setting.
+    fn effective(&self) -> &Value {
+        self.plain.as_ref().unwrap_or(&self.value)
+    }
+}
+
+/// The key of the object Ansible prints for an inline vault value
+/// (`{"__ansible_vault": "$ANSIBLE_VAULT;1.1;AES256\n..."}`).
+pub(crate) const VAULT_KEY: &str = "__ansible_vault";
+
+/// The ciphertext of an inline vault value (`!vault |`, or the object
+/// Ansible prints for one), if `value` is one.
+fn vault_text(value: &Value) -> Option<&str> {
+    match value {
+        Value::Object(m) if m.len() == 1 => m.get(VAULT_KEY).and_then(Value::as_str),
+        _ => None,
     }
 }
 
@@ -460,9 +571,10 @@ const SECRET_VARS: &[&str] = &[
 ];
 
 const SECRET_ADVICE: &str =
-    "secrets are not read from inventories; supply the password through the \
-     PUSHSCAN_SSH_PASSWORD or PUSHSCAN_PASSWORD environment variable, or --ask-pass, \
-     or use SSH keys / ssh-agent";
+    "plaintext secrets are not read from inventories; encrypt it with Ansible Vault \
+     (ansible-vault encrypt_string, or a vaulted group_vars file), or supply the password \
+     through the PUSHSCAN_SSH_PASSWORD or PUSHSCAN_PASSWORD environment variable, or \
+     --ask-pass, or use SSH keys / ssh-agent";
 
 // Connection settings as Ansible's connection plugins read them: each
 // setting has a list of variable names, and the *last* name in the list
@@ -570,6 +682,11 @@ fn text_value(value: &Value) -> Option<Option<String>> {
 fn check_var(source: &Path, key: &str, def: &VarDef) -> Result<(), InventoryError> {
     let vloc = def.val_loc.or(def.key_loc);
     if SECRET_VARS.contains(&key) {
+        // A vaulted password is a credential source (decrypted into
+        // `secret`, or still locked when no vault password was given).
+        if def.secret.is_some() || vault_text(&def.value).is_some() {
+            return Ok(());
+        }
         let templated = matches!(&def.value, Value::String(s) if is_templated(s));
         let msg = if templated {
             format!("`{key}` is set: templated secrets are unsupported, and {SECRET_ADVICE}")
@@ -599,12 +716,20 @@ fn check_var(source: &Path, key: &str, def: &VarDef) -> Result<(), InventoryErro
     if !interpreted && key != PRIORITY_VAR {
         return Ok(());
     }
-    if let Value::String(s) = &def.value {
+    if def.plain.is_none() && vault_text(&def.value).is_some() {
+        return Err(InventoryError::at(
+            source,
+            vloc,
+            format!("`{key}` {}", vault::VaultError::NoSecrets),
+        ));
+    }
+    let value = def.effective();
+    if let Value::String(s) = value {
         if s.trim_start().starts_with("$ANSIBLE_VAULT;") {
             return Err(InventoryError::at(
                 source,
                 vloc,
-                format!("`{key}` is vault-encrypted; pushscan cannot decrypt Ansible Vault values"),
+                format!("`{key}` holds vault text as a plain string; tag it `!vault |` as ansible-vault encrypt_string writes it"),
             ));
         }
         if is_templated(s) {
@@ -619,21 +744,21 @@ fn check_var(source: &Path, key: &str, def: &VarDef) -> Result<(), InventoryErro
         }
     }
     if PORT_VARS.contains(&key) {
-        if def.value.is_null() {
+        if value.is_null() {
             return Ok(());
         }
-        if port_value(&def.value).is_none() {
+        if port_value(value).is_none() {
             return Err(InventoryError::at(
                 source,
                 vloc,
                 format!(
                     "`{key}` must be a port number between 1 and 65535, found {}",
-                    describe(&def.value)
+                    describe(value)
                 ),
             ));
         }
     } else if key == CONNECTION_VAR {
-        let ok = match &def.value {
+        let ok = match value {
             Value::Null => true,
             Value::String(s) => Connection::parse(s).is_some(),
             _ => false,
@@ -645,20 +770,20 @@ fn check_var(source: &Path, key: &str, def: &VarDef) -> Result<(), InventoryErro
                 format!(
                     "unsupported ansible_connection {}: pushscan speaks ssh (also paramiko, smart), \
                      local and winrm (also psrp)",
-                    describe(&def.value)
+                    describe(value)
                 ),
             ));
         }
     } else if KEY_VARS.contains(&key) {
-        if !matches!(def.value, Value::Null | Value::String(_)) {
+        if !matches!(value, Value::Null | Value::String(_)) {
             return Err(InventoryError::at(
                 source,
                 vloc,
-                format!("`{key}` must be a path, found {}", describe(&def.value)),
+                format!("`{key}` must be a path, found {}", describe(value)),
             ));
         }
     } else if key == PRIORITY_VAR {
-        let ok = match &def.value {
+        let ok = match value {
             Value::Null => true,
             Value::Number(n) => n.as_i64().is_some(),
             Value::String(s) => s.trim().parse::<i64>().is_ok(),
@@ -668,14 +793,14 @@ fn check_var(source: &Path, key: &str, def: &VarDef) -> Result<(), InventoryErro
             return Err(InventoryError::at(
                 source,
                 vloc,
-                format!("`{key}` must be an integer, found {}", describe(&def.value)),
+                format!("`{key}` must be an integer, found {}", describe(value)),
             ));
         }
-    } else if text_value(&def.value).is_none() {
+    } else if text_value(value).is_none() {
         return Err(InventoryError::at(
             source,
             vloc,
-            format!("`{key}` must be a string, found {}", describe(&def.value)),
+            format!("`{key}` must be a string, found {}", describe(value)),
         ));
     }
     Ok(())
@@ -722,6 +847,23 @@ pub(crate) struct Builder {
     /// (each one is work), counted before expanding.
     expanded: u64,
     max_hosts: u64,
+    /// Variables from the `group_vars/` and `host_vars/` beside each
+    /// inventory source, one layer per source, in order.
+    layers: Vec<VarsLayer>,
+    /// A host's merged variables as a stored inventory carries them (see
+    /// `Inventory::layered`): they replace the merge.
+    stored_vars: HashMap<usize, BTreeMap<String, VarDef>>,
+    /// For a variables file: the inventory directory it belongs to, which
+    /// relative key files are taken from.
+    key_base: HashMap<usize, PathBuf>,
+}
+
+/// The variables files of one inventory directory: group index -> merged
+/// variables of its files, host index -> likewise.
+#[derive(Debug, Default)]
+struct VarsLayer {
+    groups: HashMap<usize, BTreeMap<String, VarDef>>,
+    hosts: HashMap<usize, BTreeMap<String, VarDef>>,
 }
 
 const ALL: usize = 0;
@@ -750,6 +892,9 @@ impl Builder {
             membership: HashSet::new(),
             expanded: 0,
             max_hosts: max_hosts(),
+            layers: Vec::new(),
+            stored_vars: HashMap::new(),
+            key_base: HashMap::new(),
         };
         // Ansible creates these two before reading anything; `ungrouped` is
         // the first child of `all`.
@@ -906,8 +1051,9 @@ impl Builder {
         key: &str,
         mut def: VarDef,
     ) -> Result<(), InventoryError> {
-        check_var(self.current_source(), key, &def)?;
         def.src = self.current;
+        self.unvault(key, &mut def, None)?;
+        check_var(self.current_source(), key, &def)?;
         let mut drop = false;
         if key == PRIORITY_VAR {
             let n = priority_value(&def.value).unwrap_or(1);
@@ -938,8 +1084,9 @@ impl Builder {
         key: &str,
         mut def: VarDef,
     ) -> Result<(), InventoryError> {
-        check_var(self.current_source(), key, &def)?;
         def.src = self.current;
+        self.unvault(key, &mut def, None)?;
+        check_var(self.current_source(), key, &def)?;
         match self.host_index.get(host) {
             Some(&i) => {
                 let old = self.hosts[i]
@@ -952,6 +1099,25 @@ impl Builder {
             }
             None => Err(self.err(def.key_loc, format!("internal: unknown host `{host}`"))),
         }
+    }
+
+    /// Record a host's merged variables as a stored inventory carries
+    /// them (checked, and vaulted passwords decrypted, as any variable).
+    pub(crate) fn set_stored_vars(
+        &mut self,
+        host: &str,
+        defs: Vec<(String, VarDef)>,
+    ) -> Result<(), InventoryError> {
+        let h = self.declare_host(host);
+        let mut vars = BTreeMap::new();
+        for (k, mut def) in defs {
+            def.src = self.current;
+            self.unvault(&k, &mut def, None)?;
+            check_var(self.current_source(), &k, &def)?;
+            vars.insert(k, def);
+        }
+        self.stored_vars.insert(h, vars);
+        Ok(())
     }
 
     /// A warning when a variable set by one source gets another value
@@ -1130,30 +1296,114 @@ impl Builder {
                     &self.groups[b].name,
                 ))
             });
+            // Ansible's order (VariableManager.get_vars): the groups' own
+            // variables (`all` first), then `group_vars/all` of every source
+            // in turn, then each source's `group_vars` of the other groups
+            // in the same order, then the host's own variables, then each
+            // source's `host_vars`. A priority set in a variables file is an
+            // ordinary variable there.
             let mut merged: BTreeMap<&str, &VarDef> = BTreeMap::new();
-            for &g in &ordered {
-                for (k, d) in &self.groups[g].vars {
-                    if k != PRIORITY_VAR {
-                        merged.insert(k, d);
+            if let Some(stored) = self.stored_vars.get(&hi) {
+                merged.extend(stored.iter().map(|(k, d)| (k.as_str(), d)));
+            } else {
+                for &g in &ordered {
+                    for (k, d) in &self.groups[g].vars {
+                        if k != PRIORITY_VAR {
+                            merged.insert(k, d);
+                        }
+                    }
+                }
+                for layer in &self.layers {
+                    if let Some(vars) = layer.groups.get(&ALL) {
+                        merged.extend(vars.iter().map(|(k, d)| (k.as_str(), d)));
+                    }
+                }
+                for layer in &self.layers {
+                    for g in ordered.iter().filter(|&&g| g != ALL) {
+                        if let Some(vars) = layer.groups.get(g) {
+                            merged.extend(vars.iter().map(|(k, d)| (k.as_str(), d)));
+                        }
+                    }
+                }
+                for (k, d) in &hb.vars {
+                    merged.insert(k, d);
+                }
+                for layer in &self.layers {
+                    if let Some(vars) = layer.hosts.get(&hi) {
+                        merged.extend(vars.iter().map(|(k, d)| (k.as_str(), d)));
                     }
                 }
             }
-            for (k, d) in &hb.vars {
-                merged.insert(k, d);
+            let mut host = self.resolve_host(hb, &merged, &ancestors, &direct[hi], &parents)?;
+            // The password var Ansible's connection plugin would read: the
+            // last defined name of its list.
+            let names = match host.connection {
+                Connection::Winrm => WINRM_PASSWORD_VARS,
+                Connection::Ssh | Connection::Local => SSH_PASSWORD_VARS,
+            };
+            // A stored inventory holds a placeholder where a vaulted file's
+            // password was: it is not stored, so the host has none (and a
+            // resumed run takes its credential from elsewhere).
+            host.password = names
+                .iter()
+                .rev()
+                .find_map(|n| merged.get(n).filter(|d| !d.value.is_null()).map(|d| (n, d)))
+                .filter(|(_, d)| {
+                    d.secret.is_some() || vault_text(&d.value).is_some_and(vault::is_vaulted)
+                })
+                .map(|(n, d)| InventoryPassword {
+                    var: n.to_string(),
+                    secret: d.secret.clone(),
+                });
+            // What `--export` shows for the host: its own variables, then
+            // its `host_vars` files.
+            if self.layers.iter().any(|l| l.hosts.contains_key(&hi)) {
+                let mut own: BTreeMap<String, Value> = (*host.own_vars).clone();
+                for layer in &self.layers {
+                    if let Some(vars) = layer.hosts.get(&hi) {
+                        own.extend(vars.iter().map(|(k, d)| (k.clone(), d.value.clone())));
+                    }
+                }
+                host.own_vars = Arc::new(own);
             }
-            let host = self.resolve_host(hb, &merged, &ancestors, &direct[hi], &parents)?;
             hosts.push(host);
+        }
+        let layered = !self.stored_vars.is_empty()
+            || self
+                .layers
+                .iter()
+                .any(|l| !l.groups.is_empty() || !l.hosts.is_empty());
+        // What `--export` shows for a group: its own variables, then its
+        // `group_vars` files, then the priority the inventory gave it.
+        let mut group_file_vars: HashMap<usize, BTreeMap<String, Value>> = HashMap::new();
+        for layer in &self.layers {
+            for (g, vars) in &layer.groups {
+                group_file_vars
+                    .entry(*g)
+                    .or_default()
+                    .extend(vars.iter().map(|(k, d)| (k.clone(), d.value.clone())));
+            }
         }
 
         let groups = self
             .groups
             .into_iter()
-            .map(|g| {
+            .enumerate()
+            .map(|(i, g)| {
+                let mut vars: BTreeMap<String, Value> =
+                    g.vars.into_iter().map(|(k, d)| (k, d.value)).collect();
+                if let Some(files) = group_file_vars.remove(&i) {
+                    let priority = vars.get(PRIORITY_VAR).cloned();
+                    vars.extend(files);
+                    if let Some(p) = priority {
+                        vars.insert(PRIORITY_VAR.to_string(), p);
+                    }
+                }
                 let group = Group {
                     name: g.name.clone(),
                     children: g.children,
                     hosts: g.hosts,
-                    vars: g.vars.into_iter().map(|(k, d)| (k, d.value)).collect(),
+                    vars,
                 };
                 (g.name, group)
             })
@@ -1162,6 +1412,7 @@ impl Builder {
             source: self.label,
             hosts,
             groups,
+            layered,
         })
     }
 
@@ -1260,22 +1511,22 @@ impl Builder {
             names
                 .iter()
                 .rev()
-                .find_map(|n| merged.get(n).copied().filter(|d| !d.value.is_null()))
+                .find_map(|n| merged.get(n).copied().filter(|d| !d.effective().is_null()))
         };
         let text = |names: &[&str]| -> Result<Option<String>, InventoryError> {
             match pick(names) {
                 None => Ok(None),
-                Some(d) => text_value(&d.value).ok_or_else(|| {
+                Some(d) => text_value(d.effective()).ok_or_else(|| {
                     self.err_in(
                         d.src,
                         d.val_loc,
-                        format!("expected a string, found {}", describe(&d.value)),
+                        format!("expected a string, found {}", describe(d.effective())),
                     )
                 }),
             }
         };
         let connection = match pick(&[CONNECTION_VAR]) {
-            Some(d) => match &d.value {
+            Some(d) => match d.effective() {
                 Value::String(s) => Connection::parse(s).ok_or_else(|| {
                     self.err_in(
                         d.src,
@@ -1300,11 +1551,11 @@ impl Builder {
         let address = text(host_vars)?.unwrap_or_else(|| hb.name.clone());
         let user = text(user_vars)?;
         let port = match pick(port_vars) {
-            Some(d) => Some(port_value(&d.value).ok_or_else(|| {
+            Some(d) => Some(port_value(d.effective()).ok_or_else(|| {
                 self.err_in(
                     d.src,
                     d.val_loc,
-                    format!("invalid port {}", describe(&d.value)),
+                    format!("invalid port {}", describe(d.effective())),
                 )
             })?),
             None => None,
@@ -1345,6 +1596,7 @@ impl Builder {
                     .map(|(k, d)| (k.clone(), d.value.clone()))
                     .collect(),
             ),
+            password: None,
         })
     }
 
@@ -1354,6 +1606,9 @@ impl Builder {
         let p = Path::new(key);
         if p.is_absolute() || key.starts_with('~') {
             return p.to_path_buf();
+        }
+        if let Some(base) = self.key_base.get(&src) {
+            return base.join(p);
         }
         match self.source_path(src).parent() {
             Some(dir) if !dir.as_os_str().is_empty() => dir.join(p),

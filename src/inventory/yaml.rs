@@ -60,8 +60,9 @@ pub(super) fn read_tree(b: &mut Builder, root: Option<Node>) -> Result<(), Inven
         if matches!(&key.kind, Kind::Str(k) if k == "plugin") && is_truthy(node) {
             return Err(b.err(
                 key.loc,
-                "this is an inventory plugin configuration (`plugin:`); \
-                 pushscan reads static inventories only",
+                "this is an inventory plugin configuration (`plugin:`); pushscan reads \
+                 static inventories only and runs no plugin: save what Ansible makes of it \
+                 with `ansible-inventory -i FILE --list > inventory.json` and give that file",
             ));
         }
     }

@@ -468,9 +468,18 @@ fn scalar(
     if let Some(tag) = tag {
         let local = (tag.handle() == "!").then(|| tag.suffix());
         return match (tag.core_suffix(), local) {
-            (Some("str"), _) | (_, Some("" | "unsafe" | "vault")) => {
-                // `!unsafe` only stops templating, and `!vault` ciphertext
-                // stays text (pushscan refuses it where it matters).
+            (_, Some("vault")) => {
+                // An inline vault value is what Ansible prints for it (and
+                // reads back from list JSON): `{"__ansible_vault": text}`;
+                // the inventory decrypts it where a setting needs it.
+                let key = node(Kind::Str(super::VAULT_KEY.to_string()));
+                Ok(node(Kind::Map(vec![(
+                    key,
+                    node(Kind::Str(value.to_string())),
+                )])))
+            }
+            (Some("str"), _) | (_, Some("" | "unsafe")) => {
+                // `!unsafe` only stops templating.
                 Ok(node(Kind::Str(value.to_string())))
             }
             (Some("int"), _) => int_value(value).map(node).ok_or_else(|| YamlError {
