@@ -1076,6 +1076,7 @@ fn floor_child(args: &Args) -> ExitCode {
         .filter_map(|l| {
             let mut it = l.split_whitespace();
             Some(SshTarget {
+                password: None,
                 address: it.next()?.to_string(),
                 port: it.next()?.parse().ok()?,
                 user: user.clone(),

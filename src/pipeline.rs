@@ -233,6 +233,7 @@ pub(crate) async fn connect(
                     .unwrap_or_else(|| ctx.default_user.clone()),
                 key_file: host.key_file.clone(),
                 password_auth: host.ssh_password_auth(),
+                password: host.vaulted_password().ok().flatten().cloned(),
             };
             Ok(Box::new(ctx.ssh.connect(&target).await?))
         }

@@ -230,6 +230,7 @@ async fn sftp_listing_stops_at_the_cap_against_a_hostile_server() {
         ..Default::default()
     });
     let target = SshTarget {
+        password: None,
         address: "127.0.0.1".into(),
         port,
         user: "pushscan".into(),

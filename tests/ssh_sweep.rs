@@ -738,3 +738,113 @@ fn password_from_environment_authenticates_and_never_reaches_argv_or_logs() {
     );
     assert!(!fleet.sshd_log().contains(secret));
 }
+
+/// `ansible-vault encrypt_string` of `secret` as `name`, with the vault password in `pw_file`.
+fn vault_string(dir: &Path, pw_file: &Path, name: &str, secret: &str) -> String {
+    let out = match Command::new("ansible-vault")
+        .args(["encrypt_string", "--vault-password-file"])
+        .arg(pw_file)
+        .args(["--name", name, secret])
+        .current_dir(dir)
+        .env("HOME", dir)
+        .env("ANSIBLE_LOCAL_TEMP", dir.join("ansible-tmp"))
+        .output()
+    {
+        Ok(out) => out,
+        Err(e) => panic!(
+            "cannot run ansible-vault ({e}): run scripts/test (it installs ansible-core), or \
+             `python3 -m pip install --break-system-packages ansible-core`"
+        ),
+    };
+    assert!(
+        out.status.success(),
+        "ansible-vault: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn a_vaulted_inventory_password_logs_in_to_its_host_and_is_never_shown() {
+    use common::sshd::FleetOptions;
+    let secret = "Vaulted-pw-for-pushscan-5521";
+    let fleet = SshFleet::start_with(FleetOptions {
+        password: Some(secret.to_string()),
+        ..FleetOptions::hosts(1)
+    });
+    let root = tempfile::tempdir().unwrap();
+    let pw_file = root.path().join("vault-pass");
+    std::fs::write(&pw_file, "the vault password\n").unwrap();
+    let vaulted = vault_string(root.path(), &pw_file, "ansible_password", secret);
+    let mut inv = format!(
+        "all:\n  hosts:\n    pw:\n      ansible_host: {}\n      ansible_port: {}\n      \
+         pushscan_dir: {}/pw\n",
+        fleet.addresses[0],
+        fleet.port,
+        root.path().display()
+    );
+    for line in vaulted.lines() {
+        inv.push_str(&format!("      {line}\n"));
+    }
+    std::fs::write(root.path().join("hosts.yml"), &inv).unwrap();
+    let pb = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/playbooks/emocheck-ssh.yml"
+    ))
+    .unwrap()
+    .replace("checkers/emocheck-sim.sh", CHECKER);
+    std::fs::write(root.path().join("pb.yml"), pb).unwrap();
+    let run = |vault: bool| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_pushscan"));
+        c.arg("sweep")
+            .arg("-i")
+            .arg(root.path().join("hosts.yml"))
+            .arg("-p")
+            .arg(root.path().join("pb.yml"))
+            .arg("--state-dir")
+            .arg(root.path().join("state"))
+            .arg("--known-hosts")
+            .arg(&fleet.known_hosts)
+            // No usable key, no agent, no password in the environment: only the vault's.
+            .arg("-k")
+            .arg(root.path().join("no-such-key"))
+            .args(["--no-agent", "--progress", "lines", "-vv"])
+            .env_remove("PUSHSCAN_SSH_PASSWORD")
+            .env_remove("ANSIBLE_VAULT_PASSWORD_FILE");
+        if vault {
+            c.arg("--vault-password-file").arg(&pw_file);
+        }
+        c.output().unwrap()
+    };
+    let locked = run(false);
+    assert_eq!(locked.status.code(), Some(65), "{}", text(&locked.stderr));
+    assert!(
+        text(&locked.stderr).contains("vault-encrypted"),
+        "{}",
+        text(&locked.stderr)
+    );
+    assert!(
+        !fleet.sshd_log().contains("password for"),
+        "no host was tried"
+    );
+
+    let good = run(true);
+    assert_eq!(good.status.code(), Some(0), "{}", text(&good.stderr));
+    assert!(fleet
+        .sshd_log()
+        .contains(&format!("Accepted password for {}", fleet.user)));
+    for out in [&good.stdout, &good.stderr] {
+        assert!(!text(out).contains(secret), "the password is never printed");
+    }
+    let journal = std::fs::read(root.path().join("state/journal.sqlite")).unwrap();
+    assert!(
+        !journal
+            .windows(secret.len())
+            .any(|w| w == secret.as_bytes()),
+        "the password is never journaled"
+    );
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}

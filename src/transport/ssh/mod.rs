@@ -57,6 +57,10 @@ pub struct SshTarget {
     /// The inventory opts this host in to password authentication
     /// (`pushscan_ssh_password_auth`); without it the password is never offered.
     pub password_auth: bool,
+    /// This host's own password from a vaulted inventory variable (`ansible_password`,
+    /// `ansible_ssh_pass`): offered to this host only, after its host key was verified,
+    /// whatever `password_auth` says (the inventory named it for this very host).
+    pub password: Option<secrecy::SecretString>,
 }
 
 /// Shared by every SSH connection of a sweep: client config, credentials and
@@ -254,14 +258,33 @@ impl SshConnector {
         // The password goes only to hosts the inventory names for it: offered as a fallback,
         // it would reach any host whose key is known and that refuses our keys, a compromised
         // one included.
+        if let Some(pw) = &t.password {
+            let res = handle
+                .authenticate_password(
+                    &t.user,
+                    secrecy::ExposeSecret::expose_secret(pw).to_string(),
+                )
+                .await
+                .map_err(auth_err)?;
+            if matches!(res, AuthResult::Success) {
+                return Ok(());
+            }
+            tried.push("the inventory's vaulted password".into());
+        }
         match &self.creds.ssh_password {
+            Some(_) if t.password.is_some() => {}
             Some(_) if !t.password_auth => tried.push(format!(
                 "not the password (offered only to hosts with {}: true)",
                 crate::inventory::SSH_PASSWORD_AUTH_VAR
             )),
             _ => {}
         }
-        if let Some(pw) = self.creds.ssh_password.as_ref().filter(|_| t.password_auth) {
+        if let Some(pw) = self
+            .creds
+            .ssh_password
+            .as_ref()
+            .filter(|_| t.password_auth && t.password.is_none())
+        {
             let res = handle
                 .authenticate_password(&t.user, pw.clone())
                 .await
