@@ -10,10 +10,12 @@
 //! what `ansible-inventory` prints, except that pushscan never shows a
 //! value decrypted from a vaulted file other than a connection setting.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::OnceLock;
 
+use common::ansible::{json_diff, tool as ansible_tool};
 use serde_json::Value;
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
@@ -24,40 +26,6 @@ fn fixture(name: &str) -> PathBuf {
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
-}
-
-/// A scratch HOME and working directory for Ansible (it writes ~/.ansible).
-fn scratch() -> &'static Path {
-    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
-    DIR.get_or_init(|| tempfile::tempdir().expect("temp dir"))
-        .path()
-}
-
-fn ansible_tool(tool: &str, args: &[&str]) -> Output {
-    let home = scratch();
-    let mut cmd = Command::new(tool);
-    for (k, _) in std::env::vars_os() {
-        if k.to_string_lossy().starts_with("ANSIBLE_") {
-            cmd.env_remove(k);
-        }
-    }
-    cmd.args(args)
-        .current_dir(home)
-        .env("HOME", home)
-        .env("ANSIBLE_LOCAL_TEMP", home.join("tmp"))
-        .env("ANSIBLE_INVENTORY_UNPARSED_WARNING", "False")
-        .env("ANSIBLE_INVENTORY_UNPARSED_FAILED", "True")
-        .env("ANSIBLE_INVENTORY_ANY_UNPARSED_IS_FAILED", "True")
-        .env("ANSIBLE_NOCOLOR", "1");
-    match cmd.output() {
-        Ok(out) => out,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!(
-            "{tool} is not installed: run scripts/test (it installs ansible-core), \
-             or `apt-get install -y --no-install-recommends python3-pip && python3 -m pip \
-             install --break-system-packages ansible-core`"
-        ),
-        Err(e) => panic!("cannot run {tool}: {e}"),
-    }
 }
 
 fn ansible(args: &[&str]) -> Output {
@@ -82,31 +50,6 @@ fn ok(what: &str, out: Output) -> String {
         text(&out.stderr)
     );
     text(&out.stdout)
-}
-
-/// Every place two JSON values differ, one line each.
-fn json_diff(a: &Value, p: &Value, path: &str, out: &mut Vec<String>) {
-    match (a, p) {
-        (Value::Object(x), Value::Object(y)) => {
-            let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
-            for k in keys {
-                let here = format!("{path}/{k}");
-                match (x.get(k), y.get(k)) {
-                    (Some(u), Some(v)) => json_diff(u, v, &here, out),
-                    (Some(u), None) => out.push(format!("{here}: only Ansible has {u}")),
-                    (None, Some(v)) => out.push(format!("{here}: only pushscan has {v}")),
-                    (None, None) => {}
-                }
-            }
-        }
-        (Value::Array(x), Value::Array(y)) if x.len() == y.len() => {
-            for (i, (u, v)) in x.iter().zip(y).enumerate() {
-                json_diff(u, v, &format!("{path}[{i}]"), out);
-            }
-        }
-        _ if a != p => out.push(format!("{path}: Ansible {a}, pushscan {p}")),
-        _ => {}
-    }
 }
 
 /// Both tools' JSON for the same arguments (pushscan's `_meta.profile`

@@ -666,6 +666,34 @@ fn unknown_host_key_needs_explicit_acceptance_and_changed_key_always_fails() {
     );
 }
 
+/// A sweep of `inventory` (in `root`, with the shipped SSH playbook on the stand-in) where no
+/// key and no agent can log in: only a password can.
+fn password_only_sweep(root: &Path, fleet: &SshFleet, inventory: &str) -> Command {
+    let pb = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/playbooks/emocheck-ssh.yml"
+    ))
+    .unwrap()
+    .replace("checkers/emocheck-sim.sh", CHECKER);
+    std::fs::write(root.join("pb.yml"), pb).unwrap();
+    let mut c = Command::new(env!("CARGO_BIN_EXE_pushscan"));
+    c.arg("sweep")
+        .arg("-i")
+        .arg(root.join(inventory))
+        .arg("-p")
+        .arg(root.join("pb.yml"))
+        .arg("--state-dir")
+        .arg(root.join("state"))
+        .arg("--known-hosts")
+        .arg(&fleet.known_hosts)
+        .arg("-k")
+        .arg(root.join("no-such-key"))
+        .args(["--no-agent", "--progress", "lines", "-vv"])
+        .env_remove("PUSHSCAN_SSH_PASSWORD")
+        .env_remove("ANSIBLE_VAULT_PASSWORD_FILE");
+    c
+}
+
 #[test]
 fn password_from_environment_authenticates_and_never_reaches_argv_or_logs() {
     use common::sshd::FleetOptions;
@@ -685,32 +713,11 @@ fn password_from_environment_authenticates_and_never_reaches_argv_or_logs() {
         ),
     )
     .unwrap();
-    let pb = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/playbooks/emocheck-ssh.yml"
-    ))
-    .unwrap()
-    .replace("checkers/emocheck-sim.sh", CHECKER);
-    std::fs::write(root.path().join("pb.yml"), pb).unwrap();
     let run = |password: Option<&str>| {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_pushscan"));
-        c.arg("sweep")
-            .arg("-i")
-            .arg(root.path().join("hosts.ini"))
-            .arg("-p")
-            .arg(root.path().join("pb.yml"))
-            .arg("--state-dir")
-            .arg(root.path().join("state"))
-            .arg("--known-hosts")
-            .arg(&fleet.known_hosts)
-            // No usable key: only the password can work.
-            .arg("-k")
-            .arg(root.path().join("no-such-key"))
-            .args(["--no-agent", "--progress", "lines", "-vv"]);
-        match password {
-            Some(p) => c.env("PUSHSCAN_SSH_PASSWORD", p),
-            None => c.env_remove("PUSHSCAN_SSH_PASSWORD"),
-        };
+        let mut c = password_only_sweep(root.path(), &fleet, "hosts.ini");
+        if let Some(p) = password {
+            c.env("PUSHSCAN_SSH_PASSWORD", p);
+        }
         c.output().unwrap()
     };
     let bad = run(Some("wrong-password"));
@@ -740,27 +747,20 @@ fn password_from_environment_authenticates_and_never_reaches_argv_or_logs() {
 }
 
 /// `ansible-vault encrypt_string` of `secret` as `name`, with the vault password in `pw_file`.
-fn vault_string(dir: &Path, pw_file: &Path, name: &str, secret: &str) -> String {
-    let out = match Command::new("ansible-vault")
-        .args(["encrypt_string", "--vault-password-file"])
-        .arg(pw_file)
-        .args(["--name", name, secret])
-        .current_dir(dir)
-        .env("HOME", dir)
-        .env("ANSIBLE_LOCAL_TEMP", dir.join("ansible-tmp"))
-        .output()
-    {
-        Ok(out) => out,
-        Err(e) => panic!(
-            "cannot run ansible-vault ({e}): run scripts/test (it installs ansible-core), or \
-             `python3 -m pip install --break-system-packages ansible-core`"
-        ),
-    };
-    assert!(
-        out.status.success(),
-        "ansible-vault: {}",
-        String::from_utf8_lossy(&out.stderr)
+fn vault_string(pw_file: &Path, name: &str, secret: &str) -> String {
+    let pw = pw_file.display().to_string();
+    let out = common::ansible::tool(
+        "ansible-vault",
+        &[
+            "encrypt_string",
+            "--vault-password-file",
+            &pw,
+            "--name",
+            name,
+            secret,
+        ],
     );
+    assert!(out.status.success(), "ansible-vault: {}", text(&out.stderr));
     String::from_utf8(out.stdout).unwrap()
 }
 
@@ -775,7 +775,7 @@ fn a_vaulted_inventory_password_logs_in_to_its_host_and_is_never_shown() {
     let root = tempfile::tempdir().unwrap();
     let pw_file = root.path().join("vault-pass");
     std::fs::write(&pw_file, "the vault password\n").unwrap();
-    let vaulted = vault_string(root.path(), &pw_file, "ansible_password", secret);
+    let vaulted = vault_string(&pw_file, "ansible_password", secret);
     let mut inv = format!(
         "all:\n  hosts:\n    pw:\n      ansible_host: {}\n      ansible_port: {}\n      \
          pushscan_dir: {}/pw\n",
@@ -787,30 +787,8 @@ fn a_vaulted_inventory_password_logs_in_to_its_host_and_is_never_shown() {
         inv.push_str(&format!("      {line}\n"));
     }
     std::fs::write(root.path().join("hosts.yml"), &inv).unwrap();
-    let pb = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/playbooks/emocheck-ssh.yml"
-    ))
-    .unwrap()
-    .replace("checkers/emocheck-sim.sh", CHECKER);
-    std::fs::write(root.path().join("pb.yml"), pb).unwrap();
     let run = |vault: bool| {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_pushscan"));
-        c.arg("sweep")
-            .arg("-i")
-            .arg(root.path().join("hosts.yml"))
-            .arg("-p")
-            .arg(root.path().join("pb.yml"))
-            .arg("--state-dir")
-            .arg(root.path().join("state"))
-            .arg("--known-hosts")
-            .arg(&fleet.known_hosts)
-            // No usable key, no agent, no password in the environment: only the vault's.
-            .arg("-k")
-            .arg(root.path().join("no-such-key"))
-            .args(["--no-agent", "--progress", "lines", "-vv"])
-            .env_remove("PUSHSCAN_SSH_PASSWORD")
-            .env_remove("ANSIBLE_VAULT_PASSWORD_FILE");
+        let mut c = password_only_sweep(root.path(), &fleet, "hosts.yml");
         if vault {
             c.arg("--vault-password-file").arg(&pw_file);
         }

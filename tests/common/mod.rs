@@ -4,6 +4,8 @@
 //! loopback (never mocks).
 #![allow(dead_code, unused_imports)]
 
+pub mod ansible;
+
 pub use pushscan_testkit::{emocheck, install_exe, sshd, write_exe};
 
 /// The lab's own executable (`pushscan-lab`, its `serve` process), built by cargo if needed,
