@@ -528,8 +528,6 @@ impl Journal {
         .map(|_| ())
     }
 
-    /// Runs `f` on the writer's connection (in its transaction) and returns
-    /// its value: a consistent read among the writes.
     /// The names of the report files already journaled for `host` (any run): a report an
     /// earlier run fetched is not fetched again as history.
     pub async fn known_report_names(&self, host: &str) -> Result<Vec<String>> {
@@ -544,6 +542,8 @@ impl Journal {
         .await
     }
 
+    /// Runs `f` on the writer's connection (in its transaction) and returns
+    /// its value: a consistent read among the writes.
     async fn query<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
