@@ -1,4 +1,6 @@
-//! `pushscan plan`: what a sweep would do, computed without opening a single connection.
+//! Host plans and `pushscan plan`: what a sweep will do, computed without opening a single
+//! connection. A [`HostPlan`] is everything about one host decided before connecting (its
+//! rendered templates and remote paths); the sweep, cleanup and contain run from them.
 //!
 //! The plan is built from the same pieces the sweep uses — the selected hosts' rendered
 //! [`HostPlan`]s and [`rollout::plan_waves`] — so the waves and remote paths printed here are
