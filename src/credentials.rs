@@ -48,7 +48,7 @@ use std::path::{Path, PathBuf};
 use secrecy::SecretString;
 use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_saphyr::{Location, MessageFormatter, Spanned};
-use zeroize::{Zeroize, Zeroizing};
+use zeroize::Zeroizing;
 
 /// Environment variable holding the account of the env/prompt credential.
 pub const ENV_USER: &str = "PUSHSCAN_USER";
@@ -536,6 +536,7 @@ fn wipe_os_string(s: &mut OsString) {
     #[cfg(unix)]
     {
         use std::os::unix::ffi::OsStringExt;
+        use zeroize::Zeroize;
         let mut bytes = std::mem::take(s).into_vec();
         bytes.zeroize();
     }
