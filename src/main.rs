@@ -85,8 +85,9 @@ enum Command {
         "Exit codes: 0, or 66 when the checker does not match its pin (the plan is printed anyway)."
     ))]
     Plan {
-        /// Inventory: Ansible YAML or INI, as Ansible reads it. Repeat to merge several.
-        #[arg(short, long, value_name = "FILE", required = true)]
+        /// Inventory: an Ansible YAML/INI file or inventory directory (with group_vars/ and
+        /// host_vars/), as Ansible reads it. Repeat to merge several.
+        #[arg(short, long, value_name = "FILE|DIR", required = true)]
         inventory: Vec<PathBuf>,
         /// Playbook (see playbooks/).
         #[arg(short, long, value_name = "FILE")]
@@ -440,9 +441,10 @@ impl StateArgs {
 
 #[derive(Args)]
 struct SweepArgs {
-    /// Inventory: Ansible YAML or INI, as Ansible reads it. Repeat to merge
-    /// several (a variable set in two takes the later one's value).
-    #[arg(short, long, value_name = "FILE", required = true)]
+    /// Inventory: an Ansible YAML/INI file or inventory directory (with group_vars/ and
+    /// host_vars/), as Ansible reads it. Repeat to merge several (a variable set in two
+    /// takes the later one's value).
+    #[arg(short, long, value_name = "FILE|DIR", required = true)]
     inventory: Vec<PathBuf>,
     /// Playbook (see playbooks/).
     #[arg(short, long, value_name = "FILE")]
@@ -571,8 +573,8 @@ enum PlanFormat {
 #[derive(Args)]
 #[command(group(ArgGroup::new("view").required(true).args(["list", "graph", "host"])))]
 struct InventoryArgs {
-    /// Inventory: Ansible YAML or INI. Repeat to merge several.
-    #[arg(short, long, value_name = "FILE", required = true)]
+    /// Inventory: an Ansible YAML/INI file or inventory directory. Repeat to merge several.
+    #[arg(short, long, value_name = "FILE|DIR", required = true)]
     inventory: Vec<PathBuf>,
     /// Only these hosts (with --list and --graph), as for sweep.
     #[arg(short, long, value_name = "PATTERN", conflicts_with = "host")]

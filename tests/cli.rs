@@ -86,7 +86,13 @@ fn clean_fleet_exits_0_and_reports_in_every_format() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("not_detected"));
 
-    let json: Value = serde_json::from_slice(&lab.report("json").stdout).unwrap();
+    let raw = lab.report("json").stdout;
+    let json: Value = serde_json::from_slice(&raw).unwrap();
+    assert_eq!(json["schema_version"], 1);
+    assert!(
+        text(&raw).starts_with("{\n  \"schema_version\": 1,"),
+        "the version comes first"
+    );
     assert_eq!(json["run"]["id"], 1);
     assert_eq!(json["run"]["status"], "finished");
     let hosts = json["hosts"].as_array().unwrap();

@@ -1315,6 +1315,7 @@ mod tests {
             *counts.entry(h.status.clone()).or_insert(0) += 1;
         }
         RunReport {
+            schema_version: crate::report::SCHEMA_VERSION,
             run: RunSection {
                 info: RunInfo {
                     id: 7,

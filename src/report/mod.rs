@@ -21,6 +21,8 @@ pub mod html;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct RunReport {
+    /// [`SCHEMA_VERSION`]: what a consumer of the JSON checks before it reads on.
+    pub schema_version: u32,
     pub run: RunSection,
     pub hosts: Vec<HostEntry>,
     /// Hosts of this run not successfully checked for more than
@@ -76,6 +78,11 @@ pub struct RunSection {
     pub info: RunInfo,
     pub counts: std::collections::BTreeMap<String, usize>,
 }
+
+/// The JSON report's schema version. Fields are only ever added (docs/report-formats.md); the
+/// number changes only if a field had to change its meaning, so a consumer can refuse a report
+/// it would misread.
+pub const SCHEMA_VERSION: u32 = 1;
 
 /// One host's line of the report (the JSON schema of `report --format json`).
 #[derive(Debug, Clone, Serialize)]
@@ -321,6 +328,7 @@ pub fn load_with(reader: &Reader, id: Option<i64>, opts: &LoadOptions) -> Result
             .keys()
             .any(|k: &String| matches!(k.as_str(), "unfinished" | "not_started" | "busy"));
     Ok(RunReport {
+        schema_version: SCHEMA_VERSION,
         run: RunSection { info, counts },
         hosts,
         blind_spots,
