@@ -651,10 +651,13 @@ pub fn start_host(
     log: &Path,
 ) -> Result<Started> {
     let env = wine_env(prefix, Some(marker));
-    let mut server = wine_command(&tools.wineserver, &env);
-    server.args(["-p", "-f"]);
-    let server_pid = sys::spawn_detached(server, log)
-        .with_context(|| format!("cannot start {}", tools.wineserver.display()))?;
+    let start_server = || {
+        let mut server = wine_command(&tools.wineserver, &env);
+        server.args(["-p", "-f"]);
+        sys::spawn_detached(server, log)
+            .with_context(|| format!("cannot start {}", tools.wineserver.display()))
+    };
+    let mut server_pid = start_server()?;
     let p = Prefix {
         tools,
         programs,
@@ -673,7 +676,9 @@ pub fn start_host(
     };
     // Wine repairs a stale or foreign server directory under /tmp (left by an earlier
     // wineserver of this user) and then exits asking to be run again: the boot is retried
-    // for that, and only for that.
+    // for that, and only for that, with a wineserver of its own again (the one started above
+    // met the same directory; a server Wine would start by itself is not the persistent one
+    // the lab tracks).
     const TMPDIR_FIXED: &str = "fixed a temporary directory error";
     let mut attempt = 0;
     loop {
@@ -711,6 +716,8 @@ pub fn start_host(
                 .last()
                 .is_some_and(|l| l.contains(TMPDIR_FIXED))
         {
+            sys::kill_tree(&[server_pid], Duration::from_secs(2));
+            server_pid = start_server()?;
             continue;
         }
         bail!(
