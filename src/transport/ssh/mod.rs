@@ -255,44 +255,34 @@ impl SshConnector {
                 return done;
             }
         }
-        // The password goes only to hosts the inventory names for it: offered as a fallback,
-        // it would reach any host whose key is known and that refuses our keys, a compromised
-        // one included.
-        if let Some(pw) = &t.password {
-            let res = handle
-                .authenticate_password(
-                    &t.user,
-                    secrecy::ExposeSecret::expose_secret(pw).to_string(),
-                )
-                .await
-                .map_err(auth_err)?;
-            if matches!(res, AuthResult::Success) {
-                return Ok(());
-            }
-            tried.push("the inventory's vaulted password".into());
-        }
-        match &self.creds.ssh_password {
-            Some(_) if t.password.is_some() => {}
-            Some(_) if !t.password_auth => tried.push(format!(
-                "not the password (offered only to hosts with {}: true)",
-                crate::inventory::SSH_PASSWORD_AUTH_VAR
+        // One password at most: the host's own (a vaulted inventory variable, named for this
+        // very host), else the operator's shared one, and that only to hosts the inventory
+        // opts in: offered as a fallback, it would reach any host whose key is known and that
+        // refuses our keys, a compromised one included.
+        let offer = match (&t.password, &self.creds.ssh_password) {
+            (Some(own), _) => Some((
+                secrecy::ExposeSecret::expose_secret(own).to_string(),
+                "the inventory's vaulted password",
             )),
-            _ => {}
-        }
-        if let Some(pw) = self
-            .creds
-            .ssh_password
-            .as_ref()
-            .filter(|_| t.password_auth && t.password.is_none())
-        {
+            (None, Some(shared)) if t.password_auth => Some((shared.clone(), "password")),
+            (None, Some(_)) => {
+                tried.push(format!(
+                    "not the password (offered only to hosts with {}: true)",
+                    crate::inventory::SSH_PASSWORD_AUTH_VAR
+                ));
+                None
+            }
+            (None, None) => None,
+        };
+        if let Some((pw, what)) = offer {
             let res = handle
-                .authenticate_password(&t.user, pw.clone())
+                .authenticate_password(&t.user, pw)
                 .await
                 .map_err(auth_err)?;
             if matches!(res, AuthResult::Success) {
                 return Ok(());
             }
-            tried.push("password".into());
+            tried.push(what.into());
         }
         let tried = if tried.is_empty() {
             "no key, agent or password available (see --help: -k/--private-key, \
