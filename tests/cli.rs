@@ -66,6 +66,14 @@ impl Local {
             .unwrap()
     }
 
+    /// A sweep with `from` replaced by `to` in the lab's playbook (which is left so).
+    fn sweep_with_playbook_edit(&self, from: &str, to: &str) -> Output {
+        let pb = std::fs::read_to_string(self.p("pb.yml")).unwrap();
+        assert!(pb.contains(from), "{from:?} not in the playbook:\n{pb}");
+        std::fs::write(self.p("pb.yml"), pb.replace(from, to)).unwrap();
+        self.sweep(&[])
+    }
+
     fn report(&self, format: &str) -> Output {
         bin()
             .args(["report", "--format", format, "--state-dir"])
@@ -217,8 +225,7 @@ fn checker_not_matching_its_pin_stops_before_any_host_is_touched() {
 fn config_errors_name_file_line_and_column() {
     let lab = Local::new(&[("a", "clean")]);
     let pb = std::fs::read_to_string(lab.p("pb.yml")).unwrap();
-    std::fs::write(lab.p("pb.yml"), pb.replace("cleanup:", "cleanpu:")).unwrap();
-    let out = lab.sweep(&[]);
+    let out = lab.sweep_with_playbook_edit("cleanup:", "cleanpu:");
     assert_eq!(out.status.code(), Some(65));
     let err = text(&out.stderr);
     let line = pb.lines().position(|l| l.starts_with("cleanup:")).unwrap() + 1;
@@ -226,12 +233,8 @@ fn config_errors_name_file_line_and_column() {
     assert!(err.contains("cleanpu"), "{err}");
 
     // A template naming an undefined variable is refused before any host.
-    std::fs::write(
-        lab.p("pb.yml"),
-        pb.replace("{{ inventory_hostname }}", "{{ no_such_var }}"),
-    )
-    .unwrap();
-    let out = lab.sweep(&[]);
+    std::fs::write(lab.p("pb.yml"), &pb).unwrap();
+    let out = lab.sweep_with_playbook_edit("{{ inventory_hostname }}", "{{ no_such_var }}");
     assert_eq!(out.status.code(), Some(65));
     assert!(
         text(&out.stderr).contains("undefined variable 'no_such_var'"),
@@ -269,13 +272,7 @@ fn parsers_are_found_by_name_in_the_registry() {
     // A playbook naming a parser nobody registered: located, with the known names.
     let lab = Local::new(&[("a", "clean")]);
     let pb = std::fs::read_to_string(lab.p("pb.yml")).unwrap();
-    assert!(pb.contains("parser: emocheck"), "{pb}");
-    std::fs::write(
-        lab.p("pb.yml"),
-        pb.replace("parser: emocheck", "parser: yara"),
-    )
-    .unwrap();
-    let out = lab.sweep(&[]);
+    let out = lab.sweep_with_playbook_edit("parser: emocheck", "parser: yara");
     assert_eq!(out.status.code(), Some(65));
     let err = text(&out.stderr);
     let line = pb

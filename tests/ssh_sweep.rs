@@ -694,6 +694,22 @@ fn password_only_sweep(root: &Path, fleet: &SshFleet, inventory: &str) -> Comman
     c
 }
 
+/// `secret` is in neither output of the sweep `out`, nor its journal (`root/state`), nor the
+/// fleet's sshd log.
+fn assert_password_never_shown(out: &Output, root: &Path, fleet: &SshFleet, secret: &str) {
+    for o in [&out.stdout, &out.stderr] {
+        assert!(!text(o).contains(secret), "the password is never printed");
+    }
+    let journal = std::fs::read(root.join("state/journal.sqlite")).unwrap();
+    assert!(
+        !journal
+            .windows(secret.len())
+            .any(|w| w == secret.as_bytes()),
+        "the password is never journaled"
+    );
+    assert!(!fleet.sshd_log().contains(secret));
+}
+
 #[test]
 fn password_from_environment_authenticates_and_never_reaches_argv_or_logs() {
     use common::sshd::FleetOptions;
@@ -730,20 +746,7 @@ fn password_from_environment_authenticates_and_never_reaches_argv_or_logs() {
         "{}",
         String::from_utf8_lossy(&good.stderr)
     );
-    for out in [&good.stdout, &good.stderr] {
-        assert!(
-            !String::from_utf8_lossy(out).contains(secret),
-            "the password is never printed"
-        );
-    }
-    let journal = std::fs::read(root.path().join("state/journal.sqlite")).unwrap();
-    assert!(
-        !journal
-            .windows(secret.len())
-            .any(|w| w == secret.as_bytes()),
-        "the password is never journaled"
-    );
-    assert!(!fleet.sshd_log().contains(secret));
+    assert_password_never_shown(&good, root.path(), &fleet, secret);
 }
 
 /// `ansible-vault encrypt_string` of `secret` as `name`, with the vault password in `pw_file`.
@@ -811,16 +814,7 @@ fn a_vaulted_inventory_password_logs_in_to_its_host_and_is_never_shown() {
     assert!(fleet
         .sshd_log()
         .contains(&format!("Accepted password for {}", fleet.user)));
-    for out in [&good.stdout, &good.stderr] {
-        assert!(!text(out).contains(secret), "the password is never printed");
-    }
-    let journal = std::fs::read(root.path().join("state/journal.sqlite")).unwrap();
-    assert!(
-        !journal
-            .windows(secret.len())
-            .any(|w| w == secret.as_bytes()),
-        "the password is never journaled"
-    );
+    assert_password_never_shown(&good, root.path(), &fleet, secret);
 }
 
 fn text(b: &[u8]) -> String {
