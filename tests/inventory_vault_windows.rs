@@ -8,7 +8,9 @@
 //! refused before anything is touched. Needs root, Samba and ansible-core
 //! (`scripts/test` installs them).
 
-use std::net::{Ipv4Addr, SocketAddrV4, TcpListener};
+use std::net::Ipv4Addr;
+
+use common::port_or_free;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -20,49 +22,12 @@ use serde_json::Value;
 
 const PUSHSCAN: &str = env!("CARGO_BIN_EXE_pushscan");
 
-fn port_or_free(ip: Ipv4Addr, preferred: u16, avoid: &[u16]) -> u16 {
-    if !avoid.contains(&preferred) && TcpListener::bind(SocketAddrV4::new(ip, preferred)).is_ok() {
-        return preferred;
-    }
-    loop {
-        let l = TcpListener::bind(SocketAddrV4::new(ip, 0)).expect("bind port 0");
-        let port = l.local_addr().unwrap().port();
-        if !avoid.contains(&port) {
-            return port;
-        }
-    }
-}
-
 fn text(o: &Output) -> String {
     format!(
         "{}{}",
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
     )
-}
-
-fn ansible_vault(home: &Path, args: &[&str]) {
-    let mut cmd = Command::new("ansible-vault");
-    for (k, _) in std::env::vars_os() {
-        if k.to_string_lossy().starts_with("ANSIBLE_") {
-            cmd.env_remove(k);
-        }
-    }
-    let out = match cmd
-        .args(args)
-        .current_dir(home)
-        .env("HOME", home)
-        .env("ANSIBLE_LOCAL_TEMP", home.join("tmp"))
-        .output()
-    {
-        Ok(o) => o,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!(
-            "ansible-vault is not installed: run scripts/test (it installs ansible-core), or \
-             `python3 -m pip install --break-system-packages ansible-core`"
-        ),
-        Err(e) => panic!("cannot run ansible-vault: {e}"),
-    };
-    assert!(out.status.success(), "ansible-vault: {}", text(&out));
 }
 
 /// Every file under `root`, read as bytes.
@@ -127,13 +92,12 @@ fn vaulted_winrm_password_sweeps_the_windows_lab() {
     .unwrap();
     let pw = dir.path().join("vault.pw");
     std::fs::write(&pw, "lab-vault-pass\n").unwrap();
-    let home = dir.path().join("home");
-    std::fs::create_dir_all(&home).unwrap();
     let id = format!("lab@{}", pw.display());
-    ansible_vault(
-        &home,
+    let out = common::ansible::tool(
+        "ansible-vault",
         &["encrypt", "--vault-id", &id, vault.to_str().unwrap()],
     );
+    assert!(out.status.success(), "ansible-vault: {}", text(&out));
     let vault_text = std::fs::read_to_string(&vault).unwrap();
     assert!(vault_text.starts_with("$ANSIBLE_VAULT;1.2;AES256;lab"));
 

@@ -7,7 +7,9 @@
 //! connection. Needs root and Samba (`scripts/test` installs it).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{Ipv4Addr, SocketAddrV4, TcpListener};
+use std::net::Ipv4Addr;
+
+use common::port_or_free;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -30,19 +32,6 @@ const SAMBA_MISSING: &str =
 /// to another package, so cargo does not hand us its path.
 fn lab_exe() -> PathBuf {
     common::lab_exe(PUSHSCAN)
-}
-
-fn port_or_free(ip: Ipv4Addr, preferred: u16, avoid: &[u16]) -> u16 {
-    if !avoid.contains(&preferred) && TcpListener::bind(SocketAddrV4::new(ip, preferred)).is_ok() {
-        return preferred;
-    }
-    loop {
-        let l = TcpListener::bind(SocketAddrV4::new(ip, 0)).expect("bind port 0");
-        let port = l.local_addr().unwrap().port();
-        if !avoid.contains(&port) {
-            return port;
-        }
-    }
 }
 
 struct TestLab {

@@ -17,6 +17,7 @@ pub mod emocheck;
 pub mod measure;
 pub mod sshd;
 
+use std::net::{Ipv4Addr, SocketAddrV4, TcpListener};
 use std::path::{Path, PathBuf};
 
 /// Puts an executable at `dest` with `mode` without this process ever holding it open for
@@ -49,4 +50,18 @@ pub fn write_exe(dest: &Path, text: &str, mode: u32) {
     let src = PathBuf::from(src);
     std::fs::write(&src, text).expect("write the script's text");
     install_exe(&src, dest, mode);
+}
+
+/// `preferred` if it can be bound on `ip`, else a port free there (never one of `avoid`).
+pub fn port_or_free(ip: Ipv4Addr, preferred: u16, avoid: &[u16]) -> u16 {
+    if !avoid.contains(&preferred) && TcpListener::bind(SocketAddrV4::new(ip, preferred)).is_ok() {
+        return preferred;
+    }
+    loop {
+        let l = TcpListener::bind(SocketAddrV4::new(ip, 0)).expect("bind port 0");
+        let port = l.local_addr().expect("bound address").port();
+        if !avoid.contains(&port) {
+            return port;
+        }
+    }
 }

@@ -7,13 +7,14 @@
 #![allow(dead_code)]
 
 use std::io::{Read as _, Write as _};
-use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddrV4, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use pushscan_lab::fleet::{self, Lab, LabHost, UpOptions};
 use pushscan_lab::spec::{Scenario, ScenarioKind, SmbEncryption, Spec};
+pub use pushscan_testkit::port_or_free;
 
 /// The lab's executable, run as the serve process.
 pub const EXE: &str = env!("CARGO_BIN_EXE_pushscan-lab");
@@ -71,20 +72,6 @@ pub fn require_samba() {
             pushscan_lab::fleet::sys::find_binary(tool).is_some(),
             "`{tool}` not found: {SAMBA_MISSING}"
         );
-    }
-}
-
-/// `preferred` if it can be bound on `ip`, else a port free there.
-pub fn port_or_free(ip: Ipv4Addr, preferred: u16, avoid: &[u16]) -> u16 {
-    if !avoid.contains(&preferred) && TcpListener::bind(SocketAddrV4::new(ip, preferred)).is_ok() {
-        return preferred;
-    }
-    loop {
-        let l = TcpListener::bind(SocketAddrV4::new(ip, 0)).expect("bind port 0");
-        let port = l.local_addr().unwrap().port();
-        if !avoid.contains(&port) {
-            return port;
-        }
     }
 }
 
