@@ -651,11 +651,29 @@ pub fn start_host(
     log: &Path,
 ) -> Result<Started> {
     let env = wine_env(prefix, Some(marker));
-    let start_server = || {
-        let mut server = wine_command(&tools.wineserver, &env);
-        server.args(["-p", "-f"]);
-        sys::spawn_detached(server, log)
-            .with_context(|| format!("cannot start {}", tools.wineserver.display()))
+    // The persistent wineserver, listening before any client runs: a client started while
+    // the server still makes its directory can find it half-made and "repair" it, killing
+    // the server. A server that dies before it listens is started again (twice at most).
+    let start_server = || -> Result<u32> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut server = wine_command(&tools.wineserver, &env);
+            server.args(["-p", "-f"]);
+            let pid = sys::spawn_detached(server, log)
+                .with_context(|| format!("cannot start {}", tools.wineserver.display()))?;
+            if wait_server_ready(prefix, pid) || sys::alive(pid) {
+                return Ok(pid);
+            }
+            if attempt == 3 {
+                bail!(
+                    "the wineserver of {} exited at start; the end of {}:\n{}",
+                    prefix.display(),
+                    log.display(),
+                    sys::tail(log, 30)
+                );
+            }
+        }
     };
     let mut server_pid = start_server()?;
     let p = Prefix {
@@ -674,15 +692,17 @@ pub fn start_host(
             .open(log)
             .with_context(|| format!("cannot open {}", log.display()))
     };
-    // Wine repairs a stale or foreign server directory under /tmp (left by an earlier
-    // wineserver of this user) and then exits asking to be run again: the boot is retried
-    // for that, and only for that, with a wineserver of its own again (the one started above
-    // met the same directory; a server Wine would start by itself is not the persistent one
-    // the lab tracks).
+    // Wine repairs a server directory it finds stale or half-made (an earlier wineserver's,
+    // or the one the wineserver above was still writing) and then exits asking to be run
+    // again: the boot is retried for that, and only for that, with a wineserver of its own
+    // again (the one started above may have died on the repaired directory; a server Wine
+    // would start by itself is not the persistent one the lab tracks). The message is looked
+    // for anywhere in this attempt's part of the log: the dying server may write after it.
     const TMPDIR_FIXED: &str = "fixed a temporary directory error";
     let mut attempt = 0;
     loop {
         attempt += 1;
+        let log_start = fs::metadata(log).map(|m| m.len()).unwrap_or(0);
         let mut boot = wine_command(&tools.wine64, &env);
         boot.args(["cmd", "/c", "echo", "pushscan-lab:", "prefix", "booted"])
             .current_dir(prefix.join("drive_c"))
@@ -710,12 +730,7 @@ pub fn start_host(
             break;
         }
         let tail = sys::tail(log, 30);
-        if attempt < 3
-            && tail
-                .lines()
-                .last()
-                .is_some_and(|l| l.contains(TMPDIR_FIXED))
-        {
+        if attempt < 3 && log_since(log, log_start).contains(TMPDIR_FIXED) {
             sys::kill_tree(&[server_pid], Duration::from_secs(2));
             server_pid = start_server()?;
             continue;
@@ -789,6 +804,53 @@ pub fn start_host(
         started.malware = Some(m);
     }
     Ok(started)
+}
+
+/// Waits (at most 10 s) until the wineserver just started listens on its socket, so the
+/// first client does not race the server making its directory. Debian's Wine keeps the
+/// directory's parent, a private `mkdtemp` directory, in `<prefix>/wineserver` (created
+/// empty, then written: empty means "not yet"); upstream Wine uses `/tmp/.wine-<uid>`.
+/// True once it listens; false when it died first or after the wait.
+fn wait_server_ready(prefix: &Path, server_pid: u32) -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    let Ok(meta) = fs::metadata(prefix) else {
+        return false;
+    };
+    let leaf = format!("server-{:x}-{:x}", meta.dev(), meta.ino());
+    // SAFETY: getuid has no preconditions and cannot fail.
+    let uid = unsafe { libc::getuid() };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline && sys::alive(server_pid) {
+        let mut parents = vec![PathBuf::from(format!("/tmp/.wine-{uid}"))];
+        if let Ok(dir) = fs::read_to_string(prefix.join("wineserver")) {
+            let dir = dir.trim_end_matches(['\0', '\n']);
+            if !dir.is_empty() {
+                // Relative to $TMPDIR (else /tmp), as Wine made it; an absolute path as is.
+                parents.push(std::env::temp_dir().join(dir));
+            }
+        }
+        if parents
+            .iter()
+            .any(|p| p.join(&leaf).join("socket").exists())
+        {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+/// What `log` gained after byte `start` (lossy UTF-8, at most its last 64 KiB).
+fn log_since(log: &Path, start: u64) -> String {
+    use std::io::{Seek as _, SeekFrom};
+    let Ok(mut f) = fs::File::open(log) else {
+        return String::new();
+    };
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let _ = f.seek(SeekFrom::Start(start.max(len.saturating_sub(64 * 1024))));
+    let mut buf = Vec::new();
+    let _ = f.read_to_end(&mut buf);
+    String::from_utf8_lossy(&buf).into_owned()
 }
 
 /// The Linux path of a `C:\users\...` path whose directories may not exist yet (components
