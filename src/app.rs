@@ -755,14 +755,20 @@ pub fn parse(files: &[PathBuf], parser: &str, json: bool) -> Result<i32, Fail> {
                 display(p.scan_time.as_deref().unwrap_or("?"), 40),
                 display(p.checker_version.as_deref().unwrap_or("?"), 20),
             ));
-            for pr in &p.processes {
-                t.push_str(&format!(
-                    "    {}  PID {}  {}  {}\n",
-                    display(&pr.name, 120),
-                    pr.pid_text(),
-                    display(&pr.image_path, 300),
-                    display(pr.registry_key.as_deref().unwrap_or("-"), 300)
-                ));
+            for f in &p.findings {
+                match f.as_process() {
+                    Some(pr) => t.push_str(&format!(
+                        "    {}  PID {}  {}  {}\n",
+                        display(&pr.name, 120),
+                        pr.pid_text(),
+                        display(&pr.image_path, 300),
+                        display(pr.registry_key.as_deref().unwrap_or("-"), 300)
+                    )),
+                    None => t.push_str(&format!(
+                        "    {}\n",
+                        display(&crate::report::finding_text(f), 600)
+                    )),
+                }
             }
             for w in &p.warnings {
                 t.push_str(&format!("    warning: {}\n", display(w, 300)));

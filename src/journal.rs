@@ -17,7 +17,7 @@ use anyhow::{Context, Result};
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use tokio::sync::oneshot;
 
-use crate::model::{HostClass, ParsedReport, Process};
+use crate::model::{processes_of, Finding, HostClass, ParsedReport, Process, Severity};
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -462,8 +462,9 @@ impl Journal {
         self.write(move |tx| {
             exec(tx,
                 "INSERT INTO reports(run_id, host, remote_name, remote_path, local_path, size, sha256,
-                    raw, fetched_at, status, hostname, scan_time, checker_version, format, warnings, origin)
-                 VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16)",
+                    raw, fetched_at, status, hostname, scan_time, checker_version, format, warnings, origin,
+                    parser)
+                 VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17)",
                 params![
                     r.run_id,
                     r.host,
@@ -481,23 +482,11 @@ impl Journal {
                     r.parsed.format,
                     serde_json::to_string(&r.parsed.warnings).unwrap_or_default(),
                     if r.history { "history" } else { "run" },
+                    r.parser,
                 ],
             )?;
             let id = tx.last_insert_rowid();
-            let mut stmt = tx.prepare(
-                "INSERT INTO processes(report_id, idx, name, pid, image_path, registry_key)
-                 VALUES(?1,?2,?3,?4,?5,?6)",
-            )?;
-            for (i, p) in r.parsed.processes.iter().enumerate() {
-                stmt.execute(params![
-                    id,
-                    i as i64,
-                    p.name,
-                    p.pid.map(i64::from),
-                    p.image_path,
-                    p.registry_key
-                ])?;
-            }
+            insert_findings(tx, id, &r.parsed.findings)?;
             Ok(id)
         })
         .await
@@ -647,7 +636,7 @@ impl Journal {
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             for id in &ids {
                 exec(tx,
-                    "DELETE FROM processes WHERE report_id IN (SELECT id FROM reports WHERE run_id=?1)",
+                    "DELETE FROM findings WHERE report_id IN (SELECT id FROM reports WHERE run_id=?1)",
                     [id],
                 )?;
                 for table in ["reports", "steps", "hosts", "notifications"] {
@@ -824,7 +813,7 @@ impl Journal {
 }
 
 /// The schema version this pushscan writes: the number of the last migration.
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// A schema change: applied once, in order, with the version it brings the journal to.
 type Migration = (u32, fn(&Connection) -> Result<()>);
@@ -846,7 +835,102 @@ const MIGRATIONS: &[Migration] = &[
         ensure_column(conn, "hosts", "wave_partition", "TEXT")?;
         Ok(())
     }),
+    // Findings of any checker instead of EmoCheck's process rows: each process row becomes
+    // a `process` finding with its PID, image path and Run key as attributes; each report
+    // names the parser that read it (every report before was EmoCheck's).
+    (3, |conn| {
+        migrate_processes_to_findings(conn)?;
+        ensure_column(conn, "reports", "parser", "TEXT")?;
+        conn.execute_batch("UPDATE reports SET parser='emocheck' WHERE parser IS NULL")?;
+        Ok(())
+    }),
 ];
+
+/// A report's findings: what, where, how serious, the parser's attributes (a JSON object of
+/// strings) and the identity that keys "new since the last sweep".
+const FINDINGS_TABLE: &str = r#"
+CREATE TABLE IF NOT EXISTS findings(
+    report_id INTEGER NOT NULL REFERENCES reports(id),
+    idx INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    title TEXT NOT NULL,
+    location TEXT NOT NULL,
+    severity TEXT NOT NULL,
+    identity TEXT NOT NULL,
+    attributes TEXT NOT NULL DEFAULT '{}',
+    PRIMARY KEY(report_id, idx)
+);
+"#;
+
+fn migrate_processes_to_findings(conn: &Connection) -> Result<()> {
+    conn.execute_batch(FINDINGS_TABLE)?;
+    let rows = {
+        let mut stmt = conn.prepare(
+            "SELECT report_id, idx, name, pid, image_path, registry_key FROM processes
+             ORDER BY report_id, idx",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, i64>(1)?,
+                Process {
+                    name: r.get(2)?,
+                    pid: r
+                        .get::<_, Option<i64>>(3)?
+                        .and_then(|p| u32::try_from(p).ok()),
+                    image_path: r.get(4)?,
+                    registry_key: r.get(5)?,
+                },
+            ))
+        })?;
+        rows.collect::<rusqlite::Result<Vec<_>>>()?
+    };
+    let mut stmt = conn.prepare(INSERT_FINDING)?;
+    for (report_id, idx, p) in rows {
+        // Every process row was an EmoCheck detection, rated high.
+        let f = Finding::process(
+            &p.name,
+            p.pid,
+            &p.image_path,
+            p.registry_key.as_deref(),
+            Severity::High,
+        );
+        insert_finding(&mut stmt, report_id, idx, &f)?;
+    }
+    drop(stmt);
+    conn.execute_batch("DROP TABLE processes")?;
+    Ok(())
+}
+
+const INSERT_FINDING: &str =
+    "INSERT INTO findings(report_id, idx, kind, title, location, severity, identity, attributes)
+     VALUES(?1,?2,?3,?4,?5,?6,?7,?8)";
+
+fn insert_finding(
+    stmt: &mut rusqlite::Statement<'_>,
+    report_id: i64,
+    idx: i64,
+    f: &Finding,
+) -> rusqlite::Result<usize> {
+    stmt.execute(params![
+        report_id,
+        idx,
+        f.kind,
+        f.title,
+        f.location,
+        f.severity.as_str(),
+        f.identity,
+        serde_json::to_string(&f.attributes).unwrap_or_else(|_| "{}".into()),
+    ])
+}
+
+fn insert_findings(tx: &Connection, report_id: i64, findings: &[Finding]) -> rusqlite::Result<()> {
+    let mut stmt = tx.prepare(INSERT_FINDING)?;
+    for (i, f) in findings.iter().enumerate() {
+        insert_finding(&mut stmt, report_id, i as i64, f)?;
+    }
+    Ok(())
+}
 
 /// The journal's schema version (0: a new, empty file).
 fn schema_version(conn: &Connection) -> Result<u32> {
@@ -1167,6 +1251,8 @@ pub struct NewReport {
     pub local_path: Option<String>,
     pub sha256: String,
     pub raw: Vec<u8>,
+    /// The registered name of the parser that read it.
+    pub parser: String,
     pub parsed: ParsedReport,
 }
 
@@ -1198,6 +1284,9 @@ pub struct RunSources {
 /// Read-only view of the journal, for reports and listings.
 pub struct Reader {
     conn: Connection,
+    /// A journal from before migration 3, read as it is (the reader never migrates): EmoCheck
+    /// process rows instead of findings, no parser per report.
+    before_findings: bool,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -1261,7 +1350,11 @@ pub struct ReportRecord {
     pub checker_version: Option<String>,
     pub format: Option<String>,
     pub warnings: Vec<String>,
+    /// The registered name of the parser that read it.
+    pub parser: Option<String>,
+    /// The process view of `findings` (the report's JSON before findings were generic).
     pub processes: Vec<Process>,
+    pub findings: Vec<Finding>,
 }
 
 /// One past result of a host.
@@ -1309,7 +1402,10 @@ impl Reader {
         let version = schema_version(&conn)
             .with_context(|| format!("cannot read journal {}", path.display()))?;
         refuse_newer(version).with_context(|| format!("journal {}", path.display()))?;
-        Ok(Reader { conn })
+        Ok(Reader {
+            conn,
+            before_findings: version < 3,
+        })
     }
 
     pub fn runs(&self, limit: usize) -> Result<Vec<RunInfo>> {
@@ -1419,6 +1515,29 @@ impl Reader {
             )
             .optional()?;
         Ok(c.as_deref().and_then(HostClass::parse))
+    }
+
+    /// The finding identities of `host`'s previous check before `before_run` (its primary
+    /// report's findings; empty when that check was clean or had no report).
+    pub fn previous_finding_identities(
+        &self,
+        host: &str,
+        before_run: i64,
+    ) -> Result<std::collections::HashSet<String>> {
+        let report: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT primary_report FROM hosts WHERE host=?1 AND run_id<?2
+                   AND class IN ('detected','not_detected') ORDER BY run_id DESC LIMIT 1",
+                params![host, before_run],
+                |r| r.get(0),
+            )
+            .optional()?
+            .flatten();
+        Ok(match report {
+            None => Default::default(),
+            Some(id) => self.findings(id)?.into_iter().map(|f| f.identity).collect(),
+        })
     }
 
     /// The last run before `before_run` in which `host` was checked clean.
@@ -1684,9 +1803,17 @@ impl Reader {
         let rec = self
             .conn
             .query_row(
-                "SELECT id, remote_name, local_path, sha256, size, status, hostname, scan_time,
-                        checker_version, format, warnings
-                 FROM reports WHERE id=?1",
+                &format!(
+                    "SELECT id, remote_name, local_path, sha256, size, status, hostname,
+                            scan_time, checker_version, format, warnings, {}
+                     FROM reports WHERE id=?1",
+                    // Every report before migration 3 was EmoCheck's.
+                    if self.before_findings {
+                        "'emocheck'"
+                    } else {
+                        "parser"
+                    }
+                ),
                 [id],
                 |r| {
                     let warnings: Option<String> = r.get(10)?;
@@ -1704,7 +1831,9 @@ impl Reader {
                         warnings: warnings
                             .and_then(|w| serde_json::from_str(&w).ok())
                             .unwrap_or_default(),
+                        parser: r.get(11)?,
                         processes: Vec::new(),
+                        findings: Vec::new(),
                     })
                 },
             )
@@ -1712,21 +1841,53 @@ impl Reader {
         let Some(mut rec) = rec else {
             return Ok(None);
         };
-        let mut stmt = self.conn.prepare(
-            "SELECT name, pid, image_path, registry_key FROM processes WHERE report_id=?1 ORDER BY idx",
-        )?;
-        let procs = stmt.query_map([id], |r| {
-            Ok(Process {
-                name: r.get(0)?,
-                pid: r
+        rec.findings = self.findings(id)?;
+        rec.processes = processes_of(&rec.findings);
+        Ok(Some(rec))
+    }
+
+    /// The findings of report `id`, in report order.
+    fn findings(&self, id: i64) -> Result<Vec<Finding>> {
+        if self.before_findings {
+            // EmoCheck's process rows, read as migration 3 would turn them into findings.
+            let mut stmt = self.conn.prepare(
+                "SELECT name, pid, image_path, registry_key FROM processes
+                 WHERE report_id=?1 ORDER BY idx",
+            )?;
+            let rows = stmt.query_map([id], |r| {
+                let name: String = r.get(0)?;
+                let pid = r
                     .get::<_, Option<i64>>(1)?
-                    .and_then(|p| u32::try_from(p).ok()),
-                image_path: r.get(2)?,
-                registry_key: r.get(3)?,
+                    .and_then(|p| u32::try_from(p).ok());
+                let image: String = r.get(2)?;
+                let key: Option<String> = r.get(3)?;
+                Ok(Finding::process(
+                    &name,
+                    pid,
+                    &image,
+                    key.as_deref(),
+                    Severity::High,
+                ))
+            })?;
+            return Ok(rows.collect::<rusqlite::Result<_>>()?);
+        }
+        let mut stmt = self.conn.prepare(
+            "SELECT kind, title, location, severity, identity, attributes FROM findings
+             WHERE report_id=?1 ORDER BY idx",
+        )?;
+        let rows = stmt.query_map([id], |r| {
+            let severity: String = r.get(3)?;
+            let attributes: String = r.get(5)?;
+            Ok(Finding {
+                kind: r.get(0)?,
+                title: r.get(1)?,
+                location: r.get(2)?,
+                severity: Severity::parse(&severity).unwrap_or_default(),
+                identity: r.get(4)?,
+                attributes: serde_json::from_str(&attributes).unwrap_or_default(),
             })
         })?;
-        rec.processes = procs.collect::<rusqlite::Result<Vec<_>>>()?;
-        Ok(Some(rec))
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
     /// The first `max` bytes of a stored report and its full size: what a

@@ -3,9 +3,10 @@
 //! A sweep that finds Emotet at 3 a.m. is only useful if someone hears of
 //! it. After a run ends, [`after_run`] reads the run's report from the
 //! journal, picks the hosts to name — detected now and clean or never
-//! checked before (`new_detection`, `first_check`), plus hosts still
-//! detected when `repeat: true` or when no alert about them ever got through
-//! since they were last clean — and sends one message per channel (mail,
+//! checked before (`new_detection`, `first_check`), hosts still detected with
+//! findings their previous check did not have (by finding identity), plus hosts
+//! still detected when `repeat: true` or when no alert about them ever got
+//! through since they were last clean — and sends one message per channel (mail,
 //! webhook). An `incomplete` summary can be asked for runs that halted, were
 //! interrupted, or left hosts unchecked. Every delivery is recorded in the
 //! journal's `notifications` table with its attempts and error; a failure
@@ -173,6 +174,9 @@ fn hosts_to_alert(
         }
         let include = match h.change.as_deref() {
             Some("new_detection") | Some("first_check") => true,
+            // Still detected, but with findings the previous check did not have (keyed
+            // by the identity their parser gives them): news.
+            Some("still_detected") if !h.new_findings.is_empty() => true,
             Some("still_detected") => {
                 cfg.repeat || {
                     // Never told since it was last clean (the alert failed,

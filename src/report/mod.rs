@@ -14,7 +14,7 @@ use anyhow::Result;
 use serde::Serialize;
 
 use crate::journal::{HostRecord, Reader, RunInfo};
-use crate::model::{HostClass, Process};
+use crate::model::{Finding, HostClass, Process};
 use crate::sanitize::display;
 
 pub mod html;
@@ -105,7 +105,17 @@ pub struct HostEntry {
     /// Against the host's previous check: `new_detection`, `still_detected`,
     /// `cleared`, `unchanged`, or `first_check`; `None` when not checked now.
     pub change: Option<String>,
+    /// The findings that are processes, in the shape this report had before findings were
+    /// generic (kept for its readers; `findings` holds them all).
     pub processes: Vec<Process>,
+    /// What the checker found (any checker): kind, title, location, severity, attributes,
+    /// identity.
+    pub findings: Vec<Finding>,
+    /// The identities of `findings` not in the host's previous check (all of them for a
+    /// `new_detection` or `first_check`).
+    pub new_findings: Vec<String>,
+    /// The checker that read the primary report, by its name for people (`EmoCheck`).
+    pub checker: Option<String>,
     /// The wave the host was planned in, and its OU/group (staged runs).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub wave: Option<i64>,
@@ -176,7 +186,16 @@ impl HostEntry {
             exit_code: r.exit_code,
             duration_ms: r.duration_ms,
             change: None,
-            processes: report.map(|x| x.processes).unwrap_or_default(),
+            checker: report
+                .as_ref()
+                .and_then(|x| x.parser.as_deref())
+                .map(|p| crate::parser::checker_name(p).to_string()),
+            processes: report
+                .as_ref()
+                .map(|x| x.processes.clone())
+                .unwrap_or_default(),
+            findings: report.map(|x| x.findings).unwrap_or_default(),
+            new_findings: Vec::new(),
             wave: r.wave,
             wave_partition: r.wave_partition,
         }
@@ -302,6 +321,20 @@ pub fn load_with(reader: &Reader, id: Option<i64>, opts: &LoadOptions) -> Result
                 }
                 .to_string(),
             );
+            h.new_findings = match h.change.as_deref() {
+                Some("still_detected") => {
+                    let before = reader.previous_finding_identities(&h.host, info.id)?;
+                    h.findings
+                        .iter()
+                        .filter(|f| !before.contains(&f.identity))
+                        .map(|f| f.identity.clone())
+                        .collect()
+                }
+                Some("new_detection" | "first_check") => {
+                    h.findings.iter().map(|f| f.identity.clone()).collect()
+                }
+                _ => Vec::new(),
+            };
         } else {
             let last = reader.last_success(&h.host)?;
             let stale = match &last {
@@ -354,7 +387,7 @@ pub struct CsvOptions {
 
 /// The CSV columns, in order (documented in docs/report-formats.md; new
 /// columns are only ever appended).
-pub const CSV_COLUMNS: [&str; 16] = [
+pub const CSV_COLUMNS: [&str; 17] = [
     "run_id",
     "host",
     "address",
@@ -371,9 +404,12 @@ pub const CSV_COLUMNS: [&str; 16] = [
     "report_sha256",
     "ou",
     "change",
+    "findings",
 ];
 
-/// One row per host. Several processes of one host are joined with ` | `.
+/// One row per host. Several processes (or findings) of one host are joined with ` | `; the
+/// process columns hold the findings that are processes, `findings` every finding as
+/// `severity kind: title @ location {name=value; ...}`.
 pub fn to_csv(r: &RunReport) -> Result<String> {
     to_csv_with(r, CsvOptions::default())
 }
@@ -409,6 +445,13 @@ pub fn to_csv_with(r: &RunReport, opts: CsvOptions) -> Result<String> {
             h.report_sha256.clone().unwrap_or_default(),
             csv_safe(&h.ou),
             h.change.clone().unwrap_or_default(),
+            csv_safe(
+                &h.findings
+                    .iter()
+                    .map(finding_text)
+                    .collect::<Vec<_>>()
+                    .join(" | "),
+            ),
         ])?;
     }
     let bytes = w.into_inner().map_err(|e| anyhow::anyhow!("csv: {e}"))?;
@@ -487,17 +530,24 @@ pub fn to_table(r: &RunReport) -> String {
                 display(h.scan_time.as_deref().unwrap_or("?"), 40),
                 display(h.report_file.as_deref().unwrap_or("?"), 120),
             );
-            for p in &h.processes {
-                let _ = writeln!(
-                    out,
-                    "      process {}  PID {}\n      image   {}\n      run key {}",
-                    display(&p.name, 120),
-                    p.pid_text(),
-                    display(p.image_text(), 300),
-                    display(p.registry_key.as_deref().unwrap_or("-"), 300),
-                );
+            for f in &h.findings {
+                match f.as_process() {
+                    Some(p) => {
+                        let _ = writeln!(
+                            out,
+                            "      process {}  PID {}\n      image   {}\n      run key {}",
+                            display(&p.name, 120),
+                            p.pid_text(),
+                            display(p.image_text(), 300),
+                            display(p.registry_key.as_deref().unwrap_or("-"), 300),
+                        );
+                    }
+                    None => {
+                        let _ = writeln!(out, "      {}", display(&finding_text(f), 600));
+                    }
+                }
             }
-            if h.processes.is_empty() {
+            if h.findings.is_empty() {
                 let _ = writeln!(
                     out,
                     "      {}",
@@ -621,7 +671,7 @@ pub fn history_table(
                 display(&rep.remote_name, 120),
                 display(rep.scan_time.as_deref().unwrap_or("?"), 40)
             );
-            write_processes(&mut out, "           ", &rep.processes);
+            write_findings(&mut out, "           ", &rep.findings);
         }
     }
     if !found.is_empty() {
@@ -637,7 +687,7 @@ pub fn history_table(
                 rep.status,
                 display(rep.scan_time.as_deref().unwrap_or("?"), 40)
             );
-            write_processes(&mut out, "      ", &rep.processes);
+            write_findings(&mut out, "      ", &rep.findings);
         }
     }
     out
@@ -696,17 +746,42 @@ pub fn actions_table(actions: &[crate::journal::ActionRecord]) -> String {
     out
 }
 
-fn write_processes(out: &mut String, indent: &str, procs: &[Process]) {
-    for p in procs {
-        let _ = writeln!(
-            out,
-            "{indent}process {}  PID {}  image {}  run key {}",
-            display(&p.name, 120),
-            p.pid_text(),
-            display(&p.image_path, 300),
-            display(p.registry_key.as_deref().unwrap_or("-"), 300)
-        );
+fn write_findings(out: &mut String, indent: &str, findings: &[Finding]) {
+    for f in findings {
+        match f.as_process() {
+            Some(p) => {
+                let _ = writeln!(
+                    out,
+                    "{indent}process {}  PID {}  image {}  run key {}",
+                    display(&p.name, 120),
+                    p.pid_text(),
+                    display(&p.image_path, 300),
+                    display(p.registry_key.as_deref().unwrap_or("-"), 300)
+                );
+            }
+            None => {
+                let _ = writeln!(out, "{indent}{}", display(&finding_text(f), 600));
+            }
+        }
     }
+}
+
+/// One finding on one line, unescaped (callers escape for their medium):
+/// `severity kind: title @ location {name=value; ...}`.
+pub fn finding_text(f: &Finding) -> String {
+    let mut s = format!("{} {}: {}", f.severity.as_str(), f.kind, f.title);
+    if !f.location.is_empty() {
+        let _ = write!(s, " @ {}", f.location);
+    }
+    if !f.attributes.is_empty() {
+        let attrs: Vec<String> = f
+            .attributes
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        let _ = write!(s, " {{{}}}", attrs.join("; "));
+    }
+    s
 }
 
 #[cfg(test)]
