@@ -28,8 +28,8 @@ use serde::Serialize;
 pub use config::{Event, NotifyConfig, Origin};
 pub use message::{Alert, Kind, ReportFile};
 
-use crate::journal::{Journal, NewNotification, Reader};
 use crate::report::{HostEntry, RunReport};
+use crate::store::{self, NewNotification, StoreReader};
 
 /// Where a sweep's alert settings come from.
 #[derive(Debug, Clone, Default)]
@@ -159,7 +159,7 @@ pub(crate) fn install_crypto_provider() {
 
 /// The detections channel `channel` should name for this run.
 fn hosts_to_alert(
-    reader: &Reader,
+    reader: &dyn StoreReader,
     cfg: &NotifyConfig,
     channel: &str,
     rep: &RunReport,
@@ -196,7 +196,7 @@ fn hosts_to_alert(
 
 /// The message of each channel (mail, webhook) for this run, if any.
 fn plan_alerts(
-    reader: &Reader,
+    reader: &dyn StoreReader,
     cfg: &NotifyConfig,
     state_dir: &Path,
     rep: &RunReport,
@@ -246,7 +246,7 @@ pub async fn after_run(
     report_file: Option<&ReportFile>,
 ) -> Vec<Delivery> {
     let run = rep.run.info.id;
-    let journal = match Journal::open(state_dir) {
+    let journal = match store::open(state_dir) {
         Ok(j) => j,
         Err(e) => {
             tracing::error!(target: "pushscan::notify", "run {run}: alerts not sent: journal: {e:#}");
@@ -255,8 +255,8 @@ pub async fn after_run(
     };
     // Decided first, with the journal's history; the reader (not `Send`)
     // is gone before the first await.
-    let (mail_alert, hook_alert) = match Reader::open(state_dir) {
-        Ok(reader) => plan_alerts(&reader, cfg, state_dir, rep, report_file),
+    let (mail_alert, hook_alert) = match store::open_reader(state_dir) {
+        Ok(reader) => plan_alerts(&*reader, cfg, state_dir, rep, report_file),
         Err(e) => {
             tracing::error!(target: "pushscan::notify", "run {run}: alerts not sent: journal: {e:#}");
             journal.close();

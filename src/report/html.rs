@@ -1308,9 +1308,9 @@ fn footer(o: &mut String, r: &RunReport) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::journal::RunInfo;
     use crate::model::{Finding, Severity};
     use crate::report::{RunPoint, RunSection};
+    use crate::store::RunInfo;
 
     fn host(name: &str, status: &str) -> HostEntry {
         HostEntry {
@@ -1386,7 +1386,7 @@ mod tests {
     #[test]
     fn containment_actions_are_escaped() {
         let mut h = host("PC-<1>", "detected");
-        h.actions.push(crate::journal::ActionRecord {
+        h.actions.push(crate::store::ActionRecord {
             id: 1,
             containment_id: 7,
             kind: "contain".into(),

@@ -13,9 +13,9 @@ use std::fmt::Write as _;
 use anyhow::Result;
 use serde::Serialize;
 
-use crate::journal::{HostRecord, Reader, RunInfo};
 use crate::model::{Finding, HostClass, Process};
 use crate::sanitize::display;
+use crate::store::{HostRecord, RunInfo, StoreReader};
 
 pub mod html;
 
@@ -139,7 +139,7 @@ pub struct HostEntry {
     /// detection of the host, or whose re-check is this run; oldest first. Absent
     /// from the JSON when there are none.
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub actions: Vec<crate::journal::ActionRecord>,
+    pub actions: Vec<crate::store::ActionRecord>,
 }
 
 /// The OU/group a host is shown under (see [`HostEntry::ou`]).
@@ -240,7 +240,7 @@ impl Default for LoadOptions {
 
 /// Loads run `id` (default: the latest) from the journal, with each host's
 /// change since its previous check and the fleet's blind spots.
-pub fn load(reader: &Reader, id: Option<i64>, blind_days: u64) -> Result<RunReport> {
+pub fn load(reader: &dyn StoreReader, id: Option<i64>, blind_days: u64) -> Result<RunReport> {
     load_with(
         reader,
         id,
@@ -253,7 +253,11 @@ pub fn load(reader: &Reader, id: Option<i64>, blind_days: u64) -> Result<RunRepo
 
 /// [`load`] with everything [`LoadOptions`] asks for: per-host history, the
 /// run series, raw reports.
-pub fn load_with(reader: &Reader, id: Option<i64>, opts: &LoadOptions) -> Result<RunReport> {
+pub fn load_with(
+    reader: &dyn StoreReader,
+    id: Option<i64>,
+    opts: &LoadOptions,
+) -> Result<RunReport> {
     let blind_days = opts.blind_days;
     let mut info = reader.run(id)?;
     let records = reader.hosts(info.id)?;
@@ -648,8 +652,8 @@ pub fn runs_table(runs: &[RunInfo]) -> String {
 /// reports found on it from before.
 pub fn history_table(
     host: &str,
-    items: &[crate::journal::HistoryItem],
-    found: &[crate::journal::ReportRecord],
+    items: &[crate::store::HistoryItem],
+    found: &[crate::store::ReportRecord],
 ) -> String {
     let mut out = format!("History of {}\n", display(host, 80));
     if items.is_empty() {
@@ -694,7 +698,7 @@ pub fn history_table(
 }
 
 /// `pushscan history HOST`: the containment actions on the host, newest first.
-pub fn actions_table(actions: &[crate::journal::ActionRecord]) -> String {
+pub fn actions_table(actions: &[crate::store::ActionRecord]) -> String {
     let mut out = String::new();
     if actions.is_empty() {
         return out;
