@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use pushscan::journal::{HostFinish, Journal, NewReport, NewRun, RunHost};
-use pushscan::model::{HostClass, ParsedReport, Process, ReportStatus};
+use pushscan::model::{Finding, HostClass, ParsedReport, ReportStatus, Severity};
 
 fn main() -> anyhow::Result<()> {
     let hosts: usize = std::env::args()
@@ -81,18 +81,20 @@ fn main() -> anyhow::Result<()> {
                         local_path: None,
                         sha256: "0".repeat(64),
                         raw,
+                        parser: "emocheck".into(),
                         parsed: ParsedReport {
                             status: ReportStatus::Detected,
                             hostname: Some(name.clone()),
                             scan_time: Some("2026-11-25 00:00:00".into()),
                             checker_version: Some("2.4.0".into()),
                             format: Some("en".into()),
-                            processes: vec![Process {
-                                name: "x.exe".into(),
-                                pid: Some(1),
-                                image_path: "C:\\x.exe".into(),
-                                registry_key: None,
-                            }],
+                            findings: vec![Finding::process(
+                                "x.exe",
+                                Some(1),
+                                "C:\\x.exe",
+                                None,
+                                Severity::High,
+                            )],
                             warnings: Vec::new(),
                         },
                     })

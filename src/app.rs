@@ -9,10 +9,10 @@ use serde::Serialize;
 
 use crate::exit::{self, Fail, WithCode};
 use crate::inventory::{self, list};
-use crate::journal::Reader;
 use crate::model::{ParsedReport, ReportStatus};
 use crate::report;
 use crate::sanitize::display;
+use crate::store;
 use crate::sweep::{self, SweepConfig};
 
 /// The default state directory: `$PUSHSCAN_STATE_DIR`, else
@@ -285,7 +285,7 @@ fn run_playbook_notify(
     state_dir: &Path,
     run_id: i64,
 ) -> anyhow::Result<Option<crate::notify::NotifyConfig>> {
-    let reader = Reader::open(state_dir)?;
+    let reader = store::open_reader(state_dir)?;
     let src = reader.run_sources(run_id)?;
     let pb = crate::playbook::Playbook::parse(&src.playbook_text, Path::new(&src.playbook_path))
         .map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -301,7 +301,7 @@ async fn finish_sweep(
     let alerts = after
         .notify
         .resolve(|| run_playbook_notify(state_dir, outcome.run_id));
-    let reader = Reader::open(state_dir).code(exit::IO)?;
+    let reader = store::open_reader(state_dir).code(exit::IO)?;
     // The raw report texts are loaded for an HTML page: one asked for, or the
     // one an alert points at.
     let opts = report::LoadOptions {
@@ -310,7 +310,7 @@ async fn finish_sweep(
         .then_some(report::RAW_CAP),
         ..report::LoadOptions::default()
     };
-    let rep = report::load_with(&reader, Some(outcome.run_id), &opts).code(exit::IO)?;
+    let rep = report::load_with(&*reader, Some(outcome.run_id), &opts).code(exit::IO)?;
     drop(reader);
     write_out(&report::to_table(&rep), None)?;
     // Every report file is attempted; the first failure is returned once the
@@ -458,7 +458,7 @@ fn alert_report_file(
     let dir = state_dir.join("reports");
     let path = dir.join(format!("run-{}.html", rep.run.info.id));
     // Beside the journal, as private as it is.
-    let written = crate::journal::create_private_dir(&dir)
+    let written = crate::store::sqlite::create_private_dir(&dir)
         .map_err(|e| Fail::new(exit::IO, e))
         .and_then(|_| render(rep, Format::Html, report::CsvOptions::default()))
         .and_then(|text| write_private(&text, &path));
@@ -539,7 +539,7 @@ pub fn notify_config(
 
 /// `pushscan notify log`: recorded alert deliveries.
 pub fn notify_log(state_dir: &Path, run: Option<i64>, json: bool) -> Result<i32, Fail> {
-    let reader = Reader::open(state_dir).code(exit::IO)?;
+    let reader = store::open_reader(state_dir).code(exit::IO)?;
     let rows = reader.notifications(run).code(exit::IO)?;
     let text = if json {
         serde_json::to_string_pretty(&rows).code(exit::SOFTWARE)? + "\n"
@@ -584,7 +584,7 @@ pub async fn cleanup(
     dry_run: bool,
     access: &sweep::Access,
 ) -> Result<i32, Fail> {
-    let reader = Reader::open(state_dir).code(exit::IO)?;
+    let reader = store::open_reader(state_dir).code(exit::IO)?;
     let runs: Vec<i64> = if all {
         reader
             .runs(usize::MAX >> 1)
@@ -611,7 +611,7 @@ pub async fn cleanup(
 
 /// `pushscan history HOST`.
 pub fn history(state_dir: &Path, host: &str, limit: usize, json: bool) -> Result<i32, Fail> {
-    let reader = Reader::open(state_dir).code(exit::IO)?;
+    let reader = store::open_reader(state_dir).code(exit::IO)?;
     let (items, found) = reader.host_history(host, limit).code(exit::IO)?;
     // Containment actions come several per containment: a wider window than results.
     let actions = reader
@@ -646,7 +646,7 @@ pub async fn prune(state_dir: &Path, keep_days: u64) -> Result<i32, Fail> {
 /// Forgets the runs that started more than `keep_days` ago, with their
 /// evidence and alert report; their IDs.
 async fn prune_runs(state_dir: &Path, keep_days: u64) -> anyhow::Result<Vec<i64>> {
-    let journal = crate::journal::Journal::open(state_dir)?;
+    let journal = store::open(state_dir)?;
     let ids = journal.prune(keep_days).await;
     journal.close();
     let ids = ids?;
@@ -673,14 +673,14 @@ pub fn report(state_dir: &Path, req: &ReportRequest) -> Result<i32, Fail> {
             anyhow::anyhow!("--bom and --crlf apply to --format csv only"),
         ));
     }
-    let reader = Reader::open(state_dir).code(exit::IO)?;
+    let reader = store::open_reader(state_dir).code(exit::IO)?;
     let opts = report::LoadOptions {
         blind_days: req.blind_days,
         history: req.history,
         raw_cap: (req.format == Format::Html).then_some(report::RAW_CAP),
         ..report::LoadOptions::default()
     };
-    let rep = report::load_with(&reader, req.run, &opts).code(exit::USAGE)?;
+    let rep = report::load_with(&*reader, req.run, &opts).code(exit::USAGE)?;
     let text = render(&rep, req.format, req.csv)?;
     write_out(&text, req.output.as_deref())?;
     let mut counts = std::collections::BTreeMap::new();
@@ -693,7 +693,7 @@ pub fn report(state_dir: &Path, req: &ReportRequest) -> Result<i32, Fail> {
 
 /// `pushscan runs`.
 pub fn runs(state_dir: &Path, limit: usize, json: bool) -> Result<i32, Fail> {
-    let reader = Reader::open(state_dir).code(exit::IO)?;
+    let reader = store::open_reader(state_dir).code(exit::IO)?;
     let runs = reader.runs(limit).code(exit::IO)?;
     let text = if json {
         serde_json::to_string_pretty(&runs).code(exit::SOFTWARE)? + "\n"
@@ -755,14 +755,20 @@ pub fn parse(files: &[PathBuf], parser: &str, json: bool) -> Result<i32, Fail> {
                 display(p.scan_time.as_deref().unwrap_or("?"), 40),
                 display(p.checker_version.as_deref().unwrap_or("?"), 20),
             ));
-            for pr in &p.processes {
-                t.push_str(&format!(
-                    "    {}  PID {}  {}  {}\n",
-                    display(&pr.name, 120),
-                    pr.pid_text(),
-                    display(&pr.image_path, 300),
-                    display(pr.registry_key.as_deref().unwrap_or("-"), 300)
-                ));
+            for f in &p.findings {
+                match f.as_process() {
+                    Some(pr) => t.push_str(&format!(
+                        "    {}  PID {}  {}  {}\n",
+                        display(&pr.name, 120),
+                        pr.pid_text(),
+                        display(&pr.image_path, 300),
+                        display(pr.registry_key.as_deref().unwrap_or("-"), 300)
+                    )),
+                    None => t.push_str(&format!(
+                        "    {}\n",
+                        display(&crate::report::finding_text(f), 600)
+                    )),
+                }
             }
             for w in &p.warnings {
                 t.push_str(&format!("    warning: {}\n", display(w, 300)));

@@ -26,6 +26,7 @@ pub mod report;
 pub mod rollout;
 mod sanitize;
 pub mod schedule;
+pub mod store;
 pub mod sweep;
 mod template;
 pub mod transport;

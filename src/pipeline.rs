@@ -575,6 +575,7 @@ async fn fetch_report(
             local_path: local_path.ok(),
             sha256: hex::encode(Sha256::digest(&bytes)),
             raw: bytes,
+            parser: ctx.parser.name().to_string(),
             parsed: parsed.clone(),
         })
         .await

@@ -1051,3 +1051,147 @@ fn every_survives_a_failing_sweep_and_a_sigterm_mid_sweep_stops_after_it() {
         vec![("slow1", "not_detected"), ("slow2", "not_started")]
     );
 }
+
+// ------------------------------------------------------------------ any checker
+
+/// A second checker, not EmoCheck: it writes its findings as JSON lines (the `jsonl` parser),
+/// one finding for scenario `one`, two for `two`.
+const JSONL_CHECKER: &str = r#"#!/bin/sh
+# Test checker: findings as JSON lines, in a file named by the time (one per run).
+dir="$1"
+mkdir -p "$dir"
+f="$dir/$(date +%s%N)_findings.jsonl"
+A='{"kind":"rule_match","title":"Trojan.Generic","location":"/srv/drop/x.bin","severity":"critical","attributes":{"rule":"TROJ_GEN","sha256":"ab12"},"identity":"TROJ_GEN|/srv/drop/x.bin"}'
+B='{"kind":"rule_match","title":"Backdoor.Y","location":"/srv/drop/y.bin","severity":"medium","attributes":{"rule":"BD_Y"},"identity":"BD_Y|/srv/drop/y.bin"}'
+case "$2" in
+  one) printf '%s\n%s\n' "$A" '{"end": 1}' > "$f" ;;
+  two) printf '%s\n%s\n%s\n' "$A" "$B" '{"end": 2}' > "$f" ;;
+  *) printf '%s\n' '{"end": 0}' > "$f" ;;
+esac
+"#;
+
+/// Findings of a checker other than EmoCheck reach the journal, the four report formats and
+/// the alert without any of them knowing the checker; a finding new since the last sweep
+/// (by the identity the parser gives it) makes a still-detected host news again.
+#[test]
+fn a_second_checkers_findings_reach_journal_reports_and_alerts() {
+    use sha2::Digest as _;
+    let hook = Hook::start(&[200]);
+    let fleet = Fleet::new(&[("SRV-1", "one"), ("SRV-2", "clean")]);
+    let checker = fleet.p("findings-check.sh");
+    std::fs::write(&checker, JSONL_CHECKER).unwrap();
+    let sha = hex::encode(sha2::Sha256::digest(JSONL_CHECKER.as_bytes()));
+    let pb = format!(
+        "name: JSON lines checker\nchecker:\n  path: {}\n  sha256: \"{sha}\"\n  platform: linux\n\
+         work_dir: \"{{{{ pushscan_dir }}}}\"\nrun_dir: \"{{{{ work_dir }}}}/out\"\n\
+         args: [\"{{{{ run_dir }}}}\", \"{{{{ scenario }}}}\"]\ntimeout: 10s\n\
+         results:\n  glob: \"*_findings.jsonl\"\n  parser: jsonl\n  max_file_size: 1MiB\n\
+         cleanup:\n  checker: false\n  results: false\n  dirs: false\n\
+         notify:\n  on: [new_detection]\n  webhook:\n    url: http://127.0.0.1:{}/hook\n    \
+         format: generic\n    timeout: 5s\n    retries: 1\n",
+        checker.display(),
+        hook.port
+    );
+    std::fs::write(fleet.p("pb.yml"), pb).unwrap();
+
+    let out = fleet.sweep(&[], &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+
+    // The journal holds the finding generically.
+    let db = rusqlite::Connection::open(fleet.p("state").join("journal.sqlite")).unwrap();
+    let (kind, title, severity, identity, attrs): (String, String, String, String, String) = db
+        .query_row(
+            "SELECT f.kind, f.title, f.severity, f.identity, f.attributes FROM findings f
+             JOIN reports r ON r.id = f.report_id WHERE r.host = 'SRV-1' AND r.parser = 'jsonl'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+        )
+        .unwrap();
+    assert_eq!(
+        (kind.as_str(), title.as_str(), severity.as_str()),
+        ("rule_match", "Trojan.Generic", "critical")
+    );
+    assert_eq!(identity, "TROJ_GEN|/srv/drop/x.bin");
+    assert_eq!(
+        serde_json::from_str::<Value>(&attrs).unwrap(),
+        json!({"rule": "TROJ_GEN", "sha256": "ab12"})
+    );
+
+    // The four reports.
+    let v = fleet.json(&["report", "--format", "json"]);
+    let h = v["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["host"] == "SRV-1")
+        .unwrap();
+    assert_eq!(h["status"], "detected", "{h}");
+    assert_eq!(h["checker"], "JSON lines");
+    assert_eq!(h["processes"], json!([]), "no process finding");
+    assert_eq!(h["findings"][0]["title"], "Trojan.Generic");
+    assert_eq!(h["findings"][0]["location"], "/srv/drop/x.bin");
+    assert_eq!(h["findings"][0]["attributes"]["rule"], "TROJ_GEN");
+    assert_eq!(h["new_findings"], json!(["TROJ_GEN|/srv/drop/x.bin"]));
+    let report = |format: &str| {
+        let out = bin()
+            .args(["report", "--format", format, "--state-dir"])
+            .arg(fleet.p("state"))
+            .output()
+            .unwrap();
+        text(&out.stdout)
+    };
+    let line = "critical rule_match: Trojan.Generic @ /srv/drop/x.bin {rule=TROJ_GEN; sha256=ab12}";
+    let table = report("table");
+    assert!(table.contains(&format!("      {line}")), "{table}");
+    let csv = report("csv");
+    let mut rows = csv.lines();
+    assert!(rows.next().unwrap().ends_with(",change,findings"), "{csv}");
+    assert!(
+        rows.any(|r| r.starts_with("1,SRV-1,") && r.ends_with(&format!(",first_check,{line}"))),
+        "{csv}"
+    );
+    let html = report("html");
+    assert!(
+        html.contains("<dt>Checker</dt><dd>JSON lines "),
+        "the page names the run's checker"
+    );
+    assert!(!html.contains("EmoCheck"), "and no other");
+    assert!(html.contains(
+        "<tr class=\"finding\"><td class=\"p\">Trojan.Generic</td><td>rule_match</td><td>critical</td>\
+         <td class=\"p\">/srv/drop/x.bin</td><td class=\"p\">rule=TROJ_GEN<br>sha256=ab12</td></tr>"
+    ), "{html}");
+
+    // The alert.
+    let reqs = hook.requests();
+    assert_eq!(reqs.len(), 1, "{}", text(&out.stderr));
+    let b = reqs[0].json();
+    assert_eq!(b["detections"][0]["host"], "SRV-1");
+    assert_eq!(
+        b["detections"][0]["findings"][0]["identity"],
+        "TROJ_GEN|/srv/drop/x.bin"
+    );
+    let t = b["text"].as_str().unwrap();
+    assert!(t.contains("DETECTED (first check): SRV-1"), "{t}");
+    assert!(t.contains(&format!("  finding     {line}")), "{t}");
+
+    // Same finding again: still detected, nothing new, no alert.
+    let out = fleet.sweep(&[], &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert_eq!(hook.requests().len(), 1, "nothing new to tell");
+
+    // A second finding on the still-detected host: news, naming it.
+    fleet.write_inventory(&[("SRV-1", "two"), ("SRV-2", "clean")]);
+    let out = fleet.sweep(&[], &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let reqs = hook.requests();
+    assert_eq!(reqs.len(), 2, "{}", text(&out.stderr));
+    let b = reqs[1].json();
+    assert_eq!(b["detections"][0]["change"], "still_detected");
+    assert_eq!(
+        b["detections"][0]["new_findings"],
+        json!(["BD_Y|/srv/drop/y.bin"])
+    );
+    let t = b["text"].as_str().unwrap();
+    assert!(t.contains("NEW FINDINGS: SRV-1"), "{t}");
+    assert!(t.contains("Backdoor.Y"), "{t}");
+}

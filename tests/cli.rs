@@ -282,7 +282,7 @@ fn parsers_are_found_by_name_in_the_registry() {
         + 1;
     assert!(err.contains(&format!("pb.yml:{line}:")), "{err}");
     assert!(
-        err.contains("unknown parser \"yara\" (known: emocheck, exit_code)"),
+        err.contains("unknown parser \"yara\" (known: emocheck, exit_code, jsonl)"),
         "{err}"
     );
     assert!(!lab.p("hosts").exists(), "no host touched");
@@ -297,7 +297,7 @@ fn parsers_are_found_by_name_in_the_registry() {
         .unwrap();
     assert_eq!(out.status.code(), Some(64));
     assert!(
-        text(&out.stderr).contains("known: emocheck, exit_code"),
+        text(&out.stderr).contains("known: emocheck, exit_code, jsonl"),
         "{}",
         text(&out.stderr)
     );
@@ -781,7 +781,7 @@ fn prune_forgets_old_runs_and_their_evidence() {
     );
     assert!(!evidence.exists());
     let d = rusqlite::Connection::open(lab.p("state").join("journal.sqlite")).unwrap();
-    for table in ["runs", "hosts", "steps", "reports", "processes"] {
+    for table in ["runs", "hosts", "steps", "reports", "findings"] {
         let n: i64 = d
             .query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0))
             .unwrap();
@@ -882,12 +882,90 @@ fn a_journal_from_the_previous_release_opens_migrates_and_keeps_its_history() {
     // As the release left it: read, then written on.
     let db = released_journal(&lab, "state");
     let state = db.parent().unwrap().to_path_buf();
+    // The release's process rows of run 1, read before pushscan opens (and migrates) it.
+    let released: Vec<(String, String, i64, String, String)> = {
+        let c = rusqlite::Connection::open(&db).unwrap();
+        let mut st = c
+            .prepare(
+                "SELECT h.host, p.name, p.pid, p.image_path, p.registry_key FROM processes p
+                 JOIN hosts h ON h.primary_report = p.report_id AND h.run_id = 1
+                 ORDER BY h.host, p.idx",
+            )
+            .unwrap();
+        st.query_map([], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+        })
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+    };
+    assert_eq!(released.len(), 3, "the fixture's run 1 has three processes");
     let (code, old, err) = report_json(&state, "1");
     assert_eq!(code, Some(1), "run 1 had detections: {err}");
     assert_eq!(old["hosts"].as_array().map(Vec::len), Some(4), "{old}");
+    // Read as it is (a reader never migrates): every process row is a `process` finding
+    // with its PID, image path and Run key attributes, and reads back as the same process.
+    assert_eq!(meta_version(&db), "2");
+    let hosts = old["hosts"].as_array().unwrap();
+    let mut read_back = Vec::new();
+    for h in hosts {
+        for (f, p) in h["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .zip(h["processes"].as_array().unwrap())
+        {
+            assert_eq!(f["kind"], "process", "{f}");
+            assert_eq!(f["severity"], "high", "{f}");
+            assert_eq!(f["title"], p["name"], "{f}");
+            assert_eq!(f["location"], p["image_path"], "{f}");
+            assert_eq!(f["attributes"]["image"], p["image_path"], "{f}");
+            assert_eq!(f["attributes"]["run_key"], p["registry_key"], "{f}");
+            assert_eq!(f["attributes"]["pid"], p["pid"].to_string(), "{f}");
+            read_back.push((
+                h["host"].as_str().unwrap().to_string(),
+                f["title"].as_str().unwrap().to_string(),
+                f["attributes"]["pid"]
+                    .as_str()
+                    .unwrap()
+                    .parse::<i64>()
+                    .unwrap(),
+                f["attributes"]["image"].as_str().unwrap().to_string(),
+                f["attributes"]["run_key"].as_str().unwrap().to_string(),
+            ));
+        }
+        if h["status"] == "detected" {
+            assert_eq!(h["checker"], "EmoCheck", "{h}");
+        }
+    }
+    read_back.sort();
+    let mut released = released;
+    released.sort();
+    assert_eq!(
+        read_back, released,
+        "the release's processes read back as findings"
+    );
     let out = sweep_into(&state);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    assert_eq!(meta_version(&db), "2");
+    // Migration 3 moved the process rows into findings (run 1's JSON below reads the same).
+    assert_eq!(meta_version(&db), "3");
+    assert!(
+        columns(&db, "processes").is_empty(),
+        "processes table dropped"
+    );
+    let migrated: i64 = rusqlite::Connection::open(&db)
+        .unwrap()
+        .query_row(
+            "SELECT COUNT(*) FROM findings f JOIN reports r ON r.id = f.report_id
+             WHERE r.parser = 'emocheck' AND f.kind = 'process' AND f.severity = 'high'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(
+        migrated, 27,
+        "every process row of the release is a finding"
+    );
     let (code, new, _) = report_json(&state, "2");
     assert_eq!(code, Some(0));
     assert_eq!(new["hosts"].as_array().map(Vec::len), Some(1));
@@ -909,7 +987,7 @@ fn a_journal_from_the_previous_release_opens_migrates_and_keeps_its_history() {
     assert!(!columns(&db, "hosts").contains(&"wave".to_string()));
     let out = sweep_into(db.parent().unwrap());
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    assert_eq!(meta_version(&db), "2");
+    assert_eq!(meta_version(&db), "3");
     for (table, col) in [
         ("reports", "origin"),
         ("runs", "rollout"),

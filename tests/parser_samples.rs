@@ -133,7 +133,7 @@ fn check(e: &Expected, r: &ParsedReport) {
         "{f}: version"
     );
     assert_eq!(r.format.as_deref(), Some(e.format), "{f}: format");
-    assert_eq!(r.processes, e.processes, "{f}: processes");
+    assert_eq!(r.processes(), e.processes, "{f}: processes");
     assert!(r.warnings.is_empty(), "{f}: warnings {:?}", r.warnings);
 }
 

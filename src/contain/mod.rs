@@ -31,7 +31,7 @@ use sha2::{Digest, Sha256};
 use crate::exit::{self, Fail, WithCode};
 use crate::inventory::{self, Connection as ConnKind};
 use crate::journal::{ActionResult, HostRecord, Journal, NewAction, NewContainment, Reader};
-use crate::model::HostClass;
+use crate::model::{attr, HostClass};
 use crate::pipeline::{connect, SweepCtx};
 use crate::plan::HostPlan;
 use crate::playbook::Playbook;
@@ -481,35 +481,42 @@ async fn prepare(
     let wants = |a: Action| opts.actions.contains(&a);
     let mut refused = Vec::new();
     let mut targets: Vec<Target> = Vec::new();
-    let processes = rec
+    // What contain acts on is what a finding's attributes say, whichever checker found
+    // it: a process ID to kill, an image file to secure and quarantine, a Run key to remove.
+    let findings: Vec<crate::model::Finding> = rec
         .report
         .as_ref()
-        .map(|r| r.processes.clone())
-        .unwrap_or_default();
-    if processes.is_empty() {
-        refused.push("the detection names no process".to_string());
+        .map(|r| r.findings.clone())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|f| f.attr(attr::PID).is_some() || f.attr(attr::IMAGE).is_some())
+        .collect();
+    if findings.is_empty() {
+        refused.push("the detection names no process ID or image to act on".to_string());
     }
-    for p in processes {
+    for f in findings {
+        let image = f.attr(attr::IMAGE).unwrap_or("").to_string();
+        let run_key = f.attr(attr::RUN_KEY).map(str::to_string);
         let mut t = Target {
-            name: p.name.clone(),
+            name: f.title.clone(),
             pid: None,
-            image: p.image_path.clone(),
+            image: image.clone(),
             run_value: None,
-            run_key_text: p.registry_key.clone(),
+            run_key_text: run_key.clone(),
         };
         if wants(Action::Evidence) || wants(Action::Kill) || wants(Action::Remove) {
-            if let Err(e) = validate::image_path(platform, &p.image_path) {
+            if let Err(e) = validate::image_path(platform, &image) {
                 refused.push(e);
             }
         }
         if wants(Action::Kill) {
-            match validate::pid(platform, p.pid) {
+            match validate::pid(platform, f.pid()) {
                 Ok(pid) => t.pid = Some(pid),
                 Err(e) => refused.push(e),
             }
         }
         if wants(Action::Unpersist) && platform == Platform::Windows {
-            if let Some(k) = p.registry_key.as_deref().filter(|k| !k.is_empty()) {
+            if let Some(k) = run_key.as_deref().filter(|k| !k.is_empty()) {
                 match validate::run_key(k) {
                     Ok(v) => t.run_value = Some(v),
                     Err(e) => refused.push(e),

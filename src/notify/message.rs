@@ -282,6 +282,7 @@ impl Alert {
         }
         for h in &self.detections {
             let label = match h.change.as_deref() {
+                Some("still_detected") if !h.new_findings.is_empty() => "NEW FINDINGS",
                 Some("still_detected") => "STILL DETECTED",
                 Some("first_check") => "DETECTED (first check)",
                 _ => "NEW DETECTION",
@@ -307,17 +308,28 @@ impl Alert {
             if let Some(e) = &h.evidence_path {
                 let _ = writeln!(out, "  evidence    {}", display(e, 300));
             }
-            for p in &h.processes {
-                let _ = writeln!(
-                    out,
-                    "  process     {}\n  PID         {}\n  image path  {}\n  run key     {}",
-                    display(&p.name, 200),
-                    p.pid_text(),
-                    display(p.image_text(), 400),
-                    display(p.registry_key.as_deref().unwrap_or("-"), 400)
-                );
+            for f in &h.findings {
+                match f.as_process() {
+                    Some(p) => {
+                        let _ = writeln!(
+                            out,
+                            "  process     {}\n  PID         {}\n  image path  {}\n  run key     {}",
+                            display(&p.name, 200),
+                            p.pid_text(),
+                            display(p.image_text(), 400),
+                            display(p.registry_key.as_deref().unwrap_or("-"), 400)
+                        );
+                    }
+                    None => {
+                        let _ = writeln!(
+                            out,
+                            "  finding     {}",
+                            display(&crate::report::finding_text(f), 600)
+                        );
+                    }
+                }
             }
-            if h.processes.is_empty() {
+            if h.findings.is_empty() {
                 let _ = writeln!(out, "  {}", display(h.reason.as_deref().unwrap_or(""), 300));
             }
         }
@@ -402,15 +414,22 @@ impl Alert {
                 code(&h.host, 120),
                 h.change.as_deref().unwrap_or("detected")
             );
-            for p in &h.processes {
-                let _ = write!(
-                    line,
-                    " — {} PID {} {} run key {}",
-                    code(&p.name, 120),
-                    p.pid_text(),
-                    code(&p.image_path, 300),
-                    code(p.registry_key.as_deref().unwrap_or("-"), 300)
-                );
+            for f in &h.findings {
+                match f.as_process() {
+                    Some(p) => {
+                        let _ = write!(
+                            line,
+                            " — {} PID {} {} run key {}",
+                            code(&p.name, 120),
+                            p.pid_text(),
+                            code(&p.image_path, 300),
+                            code(p.registry_key.as_deref().unwrap_or("-"), 300)
+                        );
+                    }
+                    None => {
+                        let _ = write!(line, " — {}", code(&crate::report::finding_text(f), 400));
+                    }
+                }
             }
             lines.push(line);
         }
@@ -505,5 +524,8 @@ fn detection_json(h: &HostEntry) -> serde_json::Value {
         "report_sha256": h.report_sha256,
         "evidence_path": h.evidence_path,
         "processes": h.processes,
+        "findings": h.findings,
+        "new_findings": h.new_findings,
+        "checker": h.checker,
     })
 }

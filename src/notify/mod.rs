@@ -3,9 +3,10 @@
 //! A sweep that finds Emotet at 3 a.m. is only useful if someone hears of
 //! it. After a run ends, [`after_run`] reads the run's report from the
 //! journal, picks the hosts to name — detected now and clean or never
-//! checked before (`new_detection`, `first_check`), plus hosts still
-//! detected when `repeat: true` or when no alert about them ever got through
-//! since they were last clean — and sends one message per channel (mail,
+//! checked before (`new_detection`, `first_check`), hosts still detected with
+//! findings their previous check did not have (by finding identity), plus hosts
+//! still detected when `repeat: true` or when no alert about them ever got
+//! through since they were last clean — and sends one message per channel (mail,
 //! webhook). An `incomplete` summary can be asked for runs that halted, were
 //! interrupted, or left hosts unchecked. Every delivery is recorded in the
 //! journal's `notifications` table with its attempts and error; a failure
@@ -27,8 +28,8 @@ use serde::Serialize;
 pub use config::{Event, NotifyConfig, Origin};
 pub use message::{Alert, Kind, ReportFile};
 
-use crate::journal::{Journal, NewNotification, Reader};
 use crate::report::{HostEntry, RunReport};
+use crate::store::{self, NewNotification, StoreReader};
 
 /// Where a sweep's alert settings come from.
 #[derive(Debug, Clone, Default)]
@@ -158,7 +159,7 @@ pub(crate) fn install_crypto_provider() {
 
 /// The detections channel `channel` should name for this run.
 fn hosts_to_alert(
-    reader: &Reader,
+    reader: &dyn StoreReader,
     cfg: &NotifyConfig,
     channel: &str,
     rep: &RunReport,
@@ -173,6 +174,9 @@ fn hosts_to_alert(
         }
         let include = match h.change.as_deref() {
             Some("new_detection") | Some("first_check") => true,
+            // Still detected, but with findings the previous check did not have (keyed
+            // by the identity their parser gives them): news.
+            Some("still_detected") if !h.new_findings.is_empty() => true,
             Some("still_detected") => {
                 cfg.repeat || {
                     // Never told since it was last clean (the alert failed,
@@ -192,7 +196,7 @@ fn hosts_to_alert(
 
 /// The message of each channel (mail, webhook) for this run, if any.
 fn plan_alerts(
-    reader: &Reader,
+    reader: &dyn StoreReader,
     cfg: &NotifyConfig,
     state_dir: &Path,
     rep: &RunReport,
@@ -242,7 +246,7 @@ pub async fn after_run(
     report_file: Option<&ReportFile>,
 ) -> Vec<Delivery> {
     let run = rep.run.info.id;
-    let journal = match Journal::open(state_dir) {
+    let journal = match store::open(state_dir) {
         Ok(j) => j,
         Err(e) => {
             tracing::error!(target: "pushscan::notify", "run {run}: alerts not sent: journal: {e:#}");
@@ -251,8 +255,8 @@ pub async fn after_run(
     };
     // Decided first, with the journal's history; the reader (not `Send`)
     // is gone before the first await.
-    let (mail_alert, hook_alert) = match Reader::open(state_dir) {
-        Ok(reader) => plan_alerts(&reader, cfg, state_dir, rep, report_file),
+    let (mail_alert, hook_alert) = match store::open_reader(state_dir) {
+        Ok(reader) => plan_alerts(&*reader, cfg, state_dir, rep, report_file),
         Err(e) => {
             tracing::error!(target: "pushscan::notify", "run {run}: alerts not sent: journal: {e:#}");
             journal.close();

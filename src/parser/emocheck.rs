@@ -57,7 +57,9 @@
 use encoding_rs::{SHIFT_JIS, WINDOWS_1252};
 
 use super::{exit_text, first_line, FetchedReport, ResultParser, Verdict};
-use crate::model::{ExecOutcome, HostClass, ParsedReport, Process, ReportStatus};
+use crate::model::{
+    attr, ExecOutcome, Finding, HostClass, ParsedReport, Process, ReportStatus, Severity,
+};
 use crate::sanitize;
 
 /// A genuine report is a few hundred bytes; anything this big is read only in
@@ -126,9 +128,21 @@ pub fn parse(file_name: &str, bytes: &[u8]) -> ParsedReport {
         scan_time: out.scan_time,
         checker_version: out.version,
         format: out.format.map(str::to_string),
-        processes: out.processes,
+        findings: out.processes.iter().map(finding).collect(),
         warnings: w.finish(),
     }
+}
+
+/// The finding of one Emotet process: kind `process`, severity high, with the attributes
+/// EmoCheck declares (its process ID, image path and Run key, where the report has them).
+fn finding(p: &Process) -> Finding {
+    Finding::process(
+        &p.name,
+        p.pid,
+        &p.image_path,
+        p.registry_key.as_deref(),
+        Severity::High,
+    )
 }
 
 /// The `(computer name, yyyymmddhhmmss)` encoded in a report file name:
@@ -1201,7 +1215,9 @@ fn json_outcome(f: JsonFields, w: &mut Warnings) -> Outcome {
 /// The registry's entry: EmoCheck's text and JSON reports in the run directory.
 pub const ENTRY: super::Entry = super::Entry {
     name: "emocheck",
+    checker: "EmoCheck",
     reads: "EmoCheck text/JSON reports (all its languages and versions)",
+    attributes: &[attr::PID, attr::IMAGE, attr::RUN_KEY],
     build: |_| Box::new(EmoCheckParser),
 };
 
@@ -1241,7 +1257,7 @@ impl ResultParser for EmoCheckParser {
         if let Some((i, r)) = detected {
             let names: Vec<String> = r
                 .parsed
-                .processes
+                .processes()
                 .iter()
                 .map(|p| match p.pid {
                     Some(pid) => format!("{} (PID {pid})", sanitize::display(&p.name, 80)),
@@ -1575,7 +1591,7 @@ mod tests {
         assert_eq!(r.scan_time.as_deref(), Some("2026-11-20 10:15:42"));
         assert_eq!(r.checker_version.as_deref(), Some("2.4.0"));
         assert_eq!(
-            r.processes,
+            r.processes(),
             vec![process("wfsrvhost.exe", Some(4312), PATH_S, Some(KEY_S))]
         );
         assert!(r.warnings.is_empty(), "{:?}", r.warnings);
@@ -1586,7 +1602,7 @@ mod tests {
         assert_eq!(r.status, ReportStatus::NotDetected, "{:?}", r.warnings);
         assert_eq!(r.format.as_deref(), Some(code));
         assert_eq!(r.scan_time.as_deref(), Some("2026-11-20 10:15:42"));
-        assert!(r.processes.is_empty());
+        assert!(r.processes().is_empty());
         assert!(r.warnings.is_empty(), "{:?}", r.warnings);
     }
 
@@ -1648,7 +1664,10 @@ mod tests {
         assert_eq!(r.status, ReportStatus::Detected);
         assert_eq!(r.checker_version.as_deref(), Some("1.0.0"));
         assert_eq!(r.hostname, None);
-        assert_eq!(r.processes, vec![process("a.exe", Some(12), PATH_S, None)]);
+        assert_eq!(
+            r.processes(),
+            vec![process("a.exe", Some(12), PATH_S, None)]
+        );
         assert!(r.warnings.is_empty(), "{:?}", r.warnings);
     }
 
@@ -1668,7 +1687,7 @@ mod tests {
             let r = parse(FILE, &text(l, "2.4.0", true, &procs, "\r\n"));
             assert_eq!(r.status, ReportStatus::Detected);
             assert_eq!(
-                r.processes,
+                r.processes(),
                 vec![
                     process("one.exe", Some(1), "C:\\one.exe", Some("HKCU\\Run\\one")),
                     process("two.exe", Some(22), "C:\\two.exe", Some("HKCU\\Run\\two")),
@@ -1687,8 +1706,8 @@ mod tests {
         let squeezed = full.replace("\n\n[Emotet Process] \n", "\n");
         let r = parse(FILE, squeezed.as_bytes());
         assert_eq!(r.status, ReportStatus::Detected);
-        assert_eq!(r.processes.len(), 3);
-        assert_eq!(r.processes[2].name, "three.exe");
+        assert_eq!(r.processes().len(), 3);
+        assert_eq!(r.processes()[2].name, "three.exe");
     }
 
     // ----- encodings ---------------------------------------------------------
@@ -1705,7 +1724,7 @@ mod tests {
         assert_eq!(r.status, ReportStatus::Detected);
         assert_eq!(r.format.as_deref(), Some("ja"));
         assert_eq!(
-            r.processes,
+            r.processes(),
             vec![process(
                 "ソ.exe",
                 Some(9120),
@@ -1727,8 +1746,8 @@ mod tests {
         let pr = p(b"caf\xe9.exe", b"1", b"C:\\caf\xe9.exe", None);
         let r = parse(FILE, &text(&EN, "2.4.0", true, &[pr], "\r\n"));
         assert_eq!(r.status, ReportStatus::Detected);
-        assert_eq!(r.processes[0].name, "café.exe");
-        assert_eq!(r.processes[0].image_path, "C:\\café.exe");
+        assert_eq!(r.processes()[0].name, "café.exe");
+        assert_eq!(r.processes()[0].image_path, "C:\\café.exe");
         assert!(has_warning(
             &r,
             "process 1 process_name: neither UTF-8 nor CP932"
@@ -1739,8 +1758,8 @@ mod tests {
     fn control_characters_are_kept() {
         let pr = p(b"\x1b[31mred\x07.exe ", b"1", b"C:\\x\ty.exe", None);
         let r = parse(FILE, &text(&EN, "2.4.0", true, &[pr], "\r\n"));
-        assert_eq!(r.processes[0].name, "\u{1b}[31mred\u{7}.exe ");
-        assert_eq!(r.processes[0].image_path, "C:\\x\ty.exe");
+        assert_eq!(r.processes()[0].name, "\u{1b}[31mred\u{7}.exe ");
+        assert_eq!(r.processes()[0].image_path, "C:\\x\ty.exe");
     }
 
     #[test]
@@ -1762,7 +1781,7 @@ mod tests {
             &text(&EN, "2.4.0", true, &[p(b"a.exe", b"12x", PATH, None)], "\n"),
         );
         assert_eq!(r.status, ReportStatus::Detected);
-        assert_eq!(r.processes[0].pid, None);
+        assert_eq!(r.processes()[0].pid, None);
         assert!(has_warning(&r, "process 1: process ID is not a number"));
     }
 
@@ -1827,7 +1846,7 @@ mod tests {
         let r = parse(FILE, &b);
         assert_eq!(r.status, ReportStatus::Detected);
         assert!(has_warning(&r, "conflicting verdicts"));
-        assert_eq!(r.processes[0].name, "x.exe");
+        assert_eq!(r.processes()[0].name, "x.exe");
     }
 
     #[test]
@@ -1890,7 +1909,7 @@ mod tests {
         assert_eq!(r.scan_time.as_deref(), Some("2026-11-20 10:20:05"));
         assert_eq!(r.checker_version.as_deref(), Some("2.4.0"));
         assert_eq!(
-            r.processes,
+            r.processes(),
             vec![process("wfsrvhost.exe", Some(4312), PATH_S, Some(KEY_S))]
         );
         assert!(r.warnings.is_empty(), "{:?}", r.warnings);
@@ -1909,7 +1928,7 @@ mod tests {
         ];
         let r = parse(JFILE, &json(b"PC-1", true, &procs));
         assert_eq!(
-            r.processes,
+            r.processes(),
             vec![
                 process("a.exe", Some(1), "C:\\a.exe", None),
                 process("b.exe", Some(2), "C:\\b.exe", None)
@@ -1932,7 +1951,7 @@ mod tests {
         let r = parse(JFILE, &b);
         assert_eq!(r.status, ReportStatus::Detected);
         assert_eq!(
-            r.processes,
+            r.processes(),
             vec![process(
                 "ソ.exe",
                 Some(716),
@@ -1960,7 +1979,7 @@ mod tests {
         assert_eq!(r.status, ReportStatus::Detected);
         assert_eq!(r.hostname.as_deref(), Some("PC\\1"));
         assert_eq!(
-            r.processes,
+            r.processes(),
             vec![process("evil\"name.exe", Some(716), PATH_S, Some(KEY_S))]
         );
         assert!(has_warning(&r, WARN_INVALID_JSON));
@@ -1987,13 +2006,13 @@ mod tests {
             &json(b"PC-1", true, &[p(b"a.exe", b"abc", PATH, None)]),
         );
         assert_eq!(r.status, ReportStatus::Detected);
-        assert_eq!(r.processes[0].pid, None);
+        assert_eq!(r.processes()[0].pid, None);
         assert!(has_warning(&r, "process 1: process ID is not a number"));
         let b = String::from_utf8(json(b"PC-1", true, &[p(b"a.exe", b"77", PATH, None)]))
             .unwrap()
             .replace("\"process_id\":\"77\"", "\"process_id\":77");
         let r = parse(JFILE, b.as_bytes());
-        assert_eq!(r.processes[0].pid, Some(77));
+        assert_eq!(r.processes()[0].pid, Some(77));
         assert!(r.warnings.is_empty(), "{:?}", r.warnings);
     }
 
@@ -2002,7 +2021,7 @@ mod tests {
         let b = b"{\r\n  \"scan_time\":\"2026-11-20 10:20:05\",\r\n  \"hostname\":\"PC-1\",\r\n  \"is_infected\":\"yes\"\r\n}\r\n";
         let r = parse(JFILE, b);
         assert_eq!(r.status, ReportStatus::Detected);
-        assert!(r.processes.is_empty());
+        assert!(r.processes().is_empty());
         assert!(has_warning(
             &r,
             "is_infected is \"yes\" but no process listed"
@@ -2183,9 +2202,9 @@ mod tests {
         let at = full.windows(4).position(|w| w == b"4312").unwrap() + 2;
         let r = parse(FILE, &full[..at]);
         assert_eq!(r.status, ReportStatus::Detected);
-        assert_eq!(r.processes[0].name, "wfsrvhost.exe");
+        assert_eq!(r.processes()[0].name, "wfsrvhost.exe");
         // "43" is what was left of "4312": a cut value is dropped, not guessed.
-        assert_eq!(r.processes[0].pid, None);
+        assert_eq!(r.processes()[0].pid, None);
         assert!(has_warning(
             &r,
             "truncated: report ends inside the process list"
@@ -2196,8 +2215,8 @@ mod tests {
         let at = full.windows(7).position(|w| w == b"AppData").unwrap();
         let r = parse(JFILE, &full[..at]);
         assert_eq!(r.status, ReportStatus::Detected);
-        assert_eq!(r.processes[0].image_path, "", "a cut path is dropped");
-        assert_eq!(r.processes[0].pid, Some(4312));
+        assert_eq!(r.processes()[0].image_path, "", "a cut path is dropped");
+        assert_eq!(r.processes()[0].pid, Some(4312));
         assert!(has_warning(&r, "truncated"));
     }
 
@@ -2258,7 +2277,7 @@ mod tests {
         }
         let r = parse(FILE, &b);
         assert_eq!(r.status, ReportStatus::Detected);
-        assert_eq!(r.processes.len(), 500);
+        assert_eq!(r.processes().len(), 500);
         assert!(r.warnings.len() < MAX_NOTES + 10, "{}", r.warnings.len());
         assert!(has_warning(&r, "truncated"));
         assert!(r

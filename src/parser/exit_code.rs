@@ -5,7 +5,9 @@ use crate::model::{ExecOutcome, HostClass, ParsedReport};
 
 pub const ENTRY: Entry = Entry {
     name: "exit_code",
+    checker: "exit code",
     reads: "the exit code (0 clean, results.detected_exit_codes a detection)",
+    attributes: &[],
     build: |s: &Settings| {
         Box::new(ExitCodeParser {
             detected: s.detected_exit_codes.clone(),

@@ -8,6 +8,7 @@
 
 pub mod emocheck;
 pub mod exit_code;
+pub mod jsonl;
 
 use crate::model::{ExecOutcome, HostClass, ParsedReport};
 use crate::sanitize;
@@ -57,19 +58,29 @@ pub struct Settings {
 }
 
 /// A registered parser: its name in playbooks and on the command line, one line on what it
-/// reads, and how to build it from a playbook's settings.
+/// reads, the finding attributes it sets, and how to build it from a playbook's settings.
 pub struct Entry {
     pub name: &'static str,
+    /// The checker's name for people (reports, alerts).
+    pub checker: &'static str,
     pub reads: &'static str,
+    /// The attribute names its findings carry (`model::attr` names the ones contain acts on).
+    pub attributes: &'static [&'static str],
     pub build: fn(&Settings) -> Box<dyn ResultParser>,
 }
 
 /// Every parser pushscan knows, by name.
-pub const REGISTRY: &[Entry] = &[emocheck::ENTRY, exit_code::ENTRY];
+pub const REGISTRY: &[Entry] = &[emocheck::ENTRY, exit_code::ENTRY, jsonl::ENTRY];
 
 /// The parser registered as `name`.
 pub fn by_name(name: &str) -> Option<&'static Entry> {
     REGISTRY.iter().find(|e| e.name == name)
+}
+
+/// The checker's name for people of the parser registered as `name` (the name itself when
+/// it is not registered, e.g. read from an older journal).
+pub fn checker_name(name: &str) -> &str {
+    by_name(name).map_or(name, |e| e.checker)
 }
 
 /// The registered names, for error messages and help.
@@ -120,8 +131,8 @@ mod tests {
             let p = build(e.name, &Settings::default()).expect("registered");
             assert_eq!(p.name(), e.name);
         }
-        assert_eq!(names(), ["emocheck", "exit_code"]);
+        assert_eq!(names(), ["emocheck", "exit_code", "jsonl"]);
         let err = build("yara", &Settings::default()).err().expect("unknown");
-        assert!(err.contains("known: emocheck, exit_code"), "{err}");
+        assert!(err.contains("known: emocheck, exit_code, jsonl"), "{err}");
     }
 }

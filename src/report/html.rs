@@ -822,10 +822,10 @@ fn detections(o: &mut String, r: &RunReport) {
     }
     for (n, h) in hosts.iter().enumerate() {
         let mut search: Vec<&str> = vec![&h.host, &h.ou, h.address.as_deref().unwrap_or("")];
-        for p in &h.processes {
-            search.push(&p.name);
-            search.push(&p.image_path);
-            search.push(p.registry_key.as_deref().unwrap_or(""));
+        for f in &h.findings {
+            search.push(&f.title);
+            search.push(&f.location);
+            search.extend(f.attributes.values().map(String::as_str));
         }
         let _ = write!(
             o,
@@ -859,7 +859,8 @@ fn detections(o: &mut String, r: &RunReport) {
         );
         let _ = writeln!(
             o,
-            "<dt>Checker</dt><dd>EmoCheck {} <span class=\"muted\">({})</span></dd>",
+            "<dt>Checker</dt><dd>{} {} <span class=\"muted\">({})</span></dd>",
+            esc(h.checker.as_deref().unwrap_or("checker")),
             esc_opt(h.checker_version.as_deref()),
             format_label(h.report_format.as_deref())
         );
@@ -875,15 +876,22 @@ fn detections(o: &mut String, r: &RunReport) {
         }
         o.push_str("</dl>\n");
         let lang = lang_attr(h.report_format.as_deref());
-        if h.processes.is_empty() {
+        let processes: Vec<_> = h.findings.iter().filter_map(|f| f.as_process()).collect();
+        let others: Vec<_> = h
+            .findings
+            .iter()
+            .filter(|f| f.kind != crate::model::PROCESS_KIND)
+            .collect();
+        if h.findings.is_empty() {
             let _ = writeln!(o, "<p>{}</p>", esc_opt(h.reason.as_deref()));
-        } else {
+        }
+        if !processes.is_empty() {
             let _ = writeln!(
                 o,
                 "<div class=\"scroll\"><table class=\"procs\"><thead><tr><th>Process</th><th>PID</th>\
                  <th>Image path</th><th>Registry (Run) key</th></tr></thead><tbody{lang}>"
             );
-            for p in &h.processes {
+            for p in &processes {
                 let _ = writeln!(
                     o,
                     "<tr class=\"proc\"><td class=\"p\">{}</td><td class=\"num\">{}</td><td class=\"p\">{}</td><td class=\"p\">{}</td></tr>",
@@ -893,6 +901,30 @@ fn detections(o: &mut String, r: &RunReport) {
                         .unwrap_or_else(|| "<span class=\"muted\">?</span>".into()),
                     esc_opt(Some(&p.image_path)),
                     esc_opt(p.registry_key.as_deref()),
+                );
+            }
+            o.push_str("</tbody></table></div>\n");
+        }
+        if !others.is_empty() {
+            let _ = writeln!(
+                o,
+                "<div class=\"scroll\"><table class=\"procs\"><thead><tr><th>Finding</th><th>Kind</th>\
+                 <th>Severity</th><th>Location</th><th>Attributes</th></tr></thead><tbody{lang}>"
+            );
+            for f in others {
+                let attrs: Vec<String> = f
+                    .attributes
+                    .iter()
+                    .map(|(k, v)| format!("{}={}", esc(k), esc(v)))
+                    .collect();
+                let _ = writeln!(
+                    o,
+                    "<tr class=\"finding\"><td class=\"p\">{}</td><td>{}</td><td>{}</td><td class=\"p\">{}</td><td class=\"p\">{}</td></tr>",
+                    esc(&f.title),
+                    esc(&f.kind),
+                    f.severity.as_str(),
+                    esc_opt(Some(&f.location)),
+                    attrs.join("<br>"),
                 );
             }
             o.push_str("</tbody></table></div>\n");
@@ -1276,9 +1308,9 @@ fn footer(o: &mut String, r: &RunReport) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::journal::RunInfo;
-    use crate::model::Process;
+    use crate::model::{Finding, Severity};
     use crate::report::{RunPoint, RunSection};
+    use crate::store::RunInfo;
 
     fn host(name: &str, status: &str) -> HostEntry {
         HostEntry {
@@ -1298,6 +1330,9 @@ mod tests {
             duration_ms: Some(1500),
             change: None,
             processes: Vec::new(),
+            findings: Vec::new(),
+            new_findings: Vec::new(),
+            checker: Some("EmoCheck".into()),
             wave: None,
             wave_partition: None,
             ou: "lab".into(),
@@ -1351,7 +1386,7 @@ mod tests {
     #[test]
     fn containment_actions_are_escaped() {
         let mut h = host("PC-<1>", "detected");
-        h.actions.push(crate::journal::ActionRecord {
+        h.actions.push(crate::store::ActionRecord {
             id: 1,
             containment_id: 7,
             kind: "contain".into(),
@@ -1387,12 +1422,13 @@ mod tests {
     #[test]
     fn hostile_strings_are_escaped_in_text_and_attributes() {
         let mut h = host("PC-1", "detected");
-        h.processes.push(Process {
-            name: "<script>alert(1)</script>\x1b[31mRED".into(),
-            pid: Some(31337),
-            image_path: "C:\\x\" onmouseover=\"alert(2)".into(),
-            registry_key: Some("'><img src=x>".into()),
-        });
+        h.findings.push(Finding::process(
+            "<script>alert(1)</script>\x1b[31mRED",
+            Some(31337),
+            "C:\\x\" onmouseover=\"alert(2)",
+            Some("'><img src=x>"),
+            Severity::High,
+        ));
         h.ou = "<b>OU</b>".into();
         h.raw_report = Some(RawReport {
             bytes: b"Process Name  : <script>alert(1)</script>\x1b[31mRED\r\n".to_vec(),

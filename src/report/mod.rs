@@ -13,9 +13,9 @@ use std::fmt::Write as _;
 use anyhow::Result;
 use serde::Serialize;
 
-use crate::journal::{HostRecord, Reader, RunInfo};
-use crate::model::{HostClass, Process};
+use crate::model::{Finding, HostClass, Process};
 use crate::sanitize::display;
+use crate::store::{HostRecord, RunInfo, StoreReader};
 
 pub mod html;
 
@@ -105,7 +105,17 @@ pub struct HostEntry {
     /// Against the host's previous check: `new_detection`, `still_detected`,
     /// `cleared`, `unchanged`, or `first_check`; `None` when not checked now.
     pub change: Option<String>,
+    /// The findings that are processes, in the shape this report had before findings were
+    /// generic (kept for its readers; `findings` holds them all).
     pub processes: Vec<Process>,
+    /// What the checker found (any checker): kind, title, location, severity, attributes,
+    /// identity.
+    pub findings: Vec<Finding>,
+    /// The identities of `findings` not in the host's previous check (all of them for a
+    /// `new_detection` or `first_check`).
+    pub new_findings: Vec<String>,
+    /// The checker that read the primary report, by its name for people (`EmoCheck`).
+    pub checker: Option<String>,
     /// The wave the host was planned in, and its OU/group (staged runs).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub wave: Option<i64>,
@@ -129,7 +139,7 @@ pub struct HostEntry {
     /// detection of the host, or whose re-check is this run; oldest first. Absent
     /// from the JSON when there are none.
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub actions: Vec<crate::journal::ActionRecord>,
+    pub actions: Vec<crate::store::ActionRecord>,
 }
 
 /// The OU/group a host is shown under (see [`HostEntry::ou`]).
@@ -176,7 +186,16 @@ impl HostEntry {
             exit_code: r.exit_code,
             duration_ms: r.duration_ms,
             change: None,
-            processes: report.map(|x| x.processes).unwrap_or_default(),
+            checker: report
+                .as_ref()
+                .and_then(|x| x.parser.as_deref())
+                .map(|p| crate::parser::checker_name(p).to_string()),
+            processes: report
+                .as_ref()
+                .map(|x| x.processes.clone())
+                .unwrap_or_default(),
+            findings: report.map(|x| x.findings).unwrap_or_default(),
+            new_findings: Vec::new(),
             wave: r.wave,
             wave_partition: r.wave_partition,
         }
@@ -221,7 +240,7 @@ impl Default for LoadOptions {
 
 /// Loads run `id` (default: the latest) from the journal, with each host's
 /// change since its previous check and the fleet's blind spots.
-pub fn load(reader: &Reader, id: Option<i64>, blind_days: u64) -> Result<RunReport> {
+pub fn load(reader: &dyn StoreReader, id: Option<i64>, blind_days: u64) -> Result<RunReport> {
     load_with(
         reader,
         id,
@@ -234,7 +253,11 @@ pub fn load(reader: &Reader, id: Option<i64>, blind_days: u64) -> Result<RunRepo
 
 /// [`load`] with everything [`LoadOptions`] asks for: per-host history, the
 /// run series, raw reports.
-pub fn load_with(reader: &Reader, id: Option<i64>, opts: &LoadOptions) -> Result<RunReport> {
+pub fn load_with(
+    reader: &dyn StoreReader,
+    id: Option<i64>,
+    opts: &LoadOptions,
+) -> Result<RunReport> {
     let blind_days = opts.blind_days;
     let mut info = reader.run(id)?;
     let records = reader.hosts(info.id)?;
@@ -302,6 +325,20 @@ pub fn load_with(reader: &Reader, id: Option<i64>, opts: &LoadOptions) -> Result
                 }
                 .to_string(),
             );
+            h.new_findings = match h.change.as_deref() {
+                Some("still_detected") => {
+                    let before = reader.previous_finding_identities(&h.host, info.id)?;
+                    h.findings
+                        .iter()
+                        .filter(|f| !before.contains(&f.identity))
+                        .map(|f| f.identity.clone())
+                        .collect()
+                }
+                Some("new_detection" | "first_check") => {
+                    h.findings.iter().map(|f| f.identity.clone()).collect()
+                }
+                _ => Vec::new(),
+            };
         } else {
             let last = reader.last_success(&h.host)?;
             let stale = match &last {
@@ -354,7 +391,7 @@ pub struct CsvOptions {
 
 /// The CSV columns, in order (documented in docs/report-formats.md; new
 /// columns are only ever appended).
-pub const CSV_COLUMNS: [&str; 16] = [
+pub const CSV_COLUMNS: [&str; 17] = [
     "run_id",
     "host",
     "address",
@@ -371,9 +408,12 @@ pub const CSV_COLUMNS: [&str; 16] = [
     "report_sha256",
     "ou",
     "change",
+    "findings",
 ];
 
-/// One row per host. Several processes of one host are joined with ` | `.
+/// One row per host. Several processes (or findings) of one host are joined with ` | `; the
+/// process columns hold the findings that are processes, `findings` every finding as
+/// `severity kind: title @ location {name=value; ...}`.
 pub fn to_csv(r: &RunReport) -> Result<String> {
     to_csv_with(r, CsvOptions::default())
 }
@@ -409,6 +449,13 @@ pub fn to_csv_with(r: &RunReport, opts: CsvOptions) -> Result<String> {
             h.report_sha256.clone().unwrap_or_default(),
             csv_safe(&h.ou),
             h.change.clone().unwrap_or_default(),
+            csv_safe(
+                &h.findings
+                    .iter()
+                    .map(finding_text)
+                    .collect::<Vec<_>>()
+                    .join(" | "),
+            ),
         ])?;
     }
     let bytes = w.into_inner().map_err(|e| anyhow::anyhow!("csv: {e}"))?;
@@ -487,17 +534,24 @@ pub fn to_table(r: &RunReport) -> String {
                 display(h.scan_time.as_deref().unwrap_or("?"), 40),
                 display(h.report_file.as_deref().unwrap_or("?"), 120),
             );
-            for p in &h.processes {
-                let _ = writeln!(
-                    out,
-                    "      process {}  PID {}\n      image   {}\n      run key {}",
-                    display(&p.name, 120),
-                    p.pid_text(),
-                    display(p.image_text(), 300),
-                    display(p.registry_key.as_deref().unwrap_or("-"), 300),
-                );
+            for f in &h.findings {
+                match f.as_process() {
+                    Some(p) => {
+                        let _ = writeln!(
+                            out,
+                            "      process {}  PID {}\n      image   {}\n      run key {}",
+                            display(&p.name, 120),
+                            p.pid_text(),
+                            display(p.image_text(), 300),
+                            display(p.registry_key.as_deref().unwrap_or("-"), 300),
+                        );
+                    }
+                    None => {
+                        let _ = writeln!(out, "      {}", display(&finding_text(f), 600));
+                    }
+                }
             }
-            if h.processes.is_empty() {
+            if h.findings.is_empty() {
                 let _ = writeln!(
                     out,
                     "      {}",
@@ -598,8 +652,8 @@ pub fn runs_table(runs: &[RunInfo]) -> String {
 /// reports found on it from before.
 pub fn history_table(
     host: &str,
-    items: &[crate::journal::HistoryItem],
-    found: &[crate::journal::ReportRecord],
+    items: &[crate::store::HistoryItem],
+    found: &[crate::store::ReportRecord],
 ) -> String {
     let mut out = format!("History of {}\n", display(host, 80));
     if items.is_empty() {
@@ -621,7 +675,7 @@ pub fn history_table(
                 display(&rep.remote_name, 120),
                 display(rep.scan_time.as_deref().unwrap_or("?"), 40)
             );
-            write_processes(&mut out, "           ", &rep.processes);
+            write_findings(&mut out, "           ", &rep.findings);
         }
     }
     if !found.is_empty() {
@@ -637,14 +691,14 @@ pub fn history_table(
                 rep.status,
                 display(rep.scan_time.as_deref().unwrap_or("?"), 40)
             );
-            write_processes(&mut out, "      ", &rep.processes);
+            write_findings(&mut out, "      ", &rep.findings);
         }
     }
     out
 }
 
 /// `pushscan history HOST`: the containment actions on the host, newest first.
-pub fn actions_table(actions: &[crate::journal::ActionRecord]) -> String {
+pub fn actions_table(actions: &[crate::store::ActionRecord]) -> String {
     let mut out = String::new();
     if actions.is_empty() {
         return out;
@@ -696,17 +750,42 @@ pub fn actions_table(actions: &[crate::journal::ActionRecord]) -> String {
     out
 }
 
-fn write_processes(out: &mut String, indent: &str, procs: &[Process]) {
-    for p in procs {
-        let _ = writeln!(
-            out,
-            "{indent}process {}  PID {}  image {}  run key {}",
-            display(&p.name, 120),
-            p.pid_text(),
-            display(&p.image_path, 300),
-            display(p.registry_key.as_deref().unwrap_or("-"), 300)
-        );
+fn write_findings(out: &mut String, indent: &str, findings: &[Finding]) {
+    for f in findings {
+        match f.as_process() {
+            Some(p) => {
+                let _ = writeln!(
+                    out,
+                    "{indent}process {}  PID {}  image {}  run key {}",
+                    display(&p.name, 120),
+                    p.pid_text(),
+                    display(&p.image_path, 300),
+                    display(p.registry_key.as_deref().unwrap_or("-"), 300)
+                );
+            }
+            None => {
+                let _ = writeln!(out, "{indent}{}", display(&finding_text(f), 600));
+            }
+        }
     }
+}
+
+/// One finding on one line, unescaped (callers escape for their medium):
+/// `severity kind: title @ location {name=value; ...}`.
+pub fn finding_text(f: &Finding) -> String {
+    let mut s = format!("{} {}: {}", f.severity.as_str(), f.kind, f.title);
+    if !f.location.is_empty() {
+        let _ = write!(s, " @ {}", f.location);
+    }
+    if !f.attributes.is_empty() {
+        let attrs: Vec<String> = f
+            .attributes
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        let _ = write!(s, " {{{}}}", attrs.join("; "));
+    }
+    s
 }
 
 #[cfg(test)]

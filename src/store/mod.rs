@@ -1,0 +1,504 @@
+//! The store: where every run, host outcome, step intent, report, finding, alert delivery and
+//! containment action is kept, behind two backend-neutral traits.
+//!
+//! [`Store`] is the writer the engine, alerts and contain use (intents committed before every
+//! remote side effect; a write that must be durable before the caller goes on is awaited);
+//! [`StoreReader`] is the read side reports, history, resume, cleanup and alerts use. Both speak
+//! only the record types below (no backend type crosses them), so a second backend (PostgreSQL)
+//! implements the two traits and [`open`] / [`open_reader`] choose it. The first backend is
+//! [`sqlite`]: one SQLite file per state dir, its schema as numbered migrations, all of
+//! pushscan's SQL.
+
+pub mod sqlite;
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Result;
+
+use crate::model::{Finding, HostClass, ParsedReport, Process};
+
+/// The store of `state_dir` for writing (created and migrated when needed).
+pub fn open(state_dir: &Path) -> Result<Arc<dyn Store>> {
+    Ok(Arc::new(sqlite::Journal::open(state_dir)?))
+}
+
+/// The store of `state_dir` for reading (never created or migrated: a store written by an
+/// older pushscan is read as it is, one from a newer pushscan refused).
+pub fn open_reader(state_dir: &Path) -> Result<Box<dyn StoreReader>> {
+    Ok(Box::new(sqlite::Reader::open(state_dir)?))
+}
+
+/// The writer side of a store. Methods that return nothing are queued (their effect already
+/// happened on the host); awaited ones are durable when they return.
+#[async_trait::async_trait]
+pub trait Store: Send + Sync {
+    async fn start_run(&self, run: NewRun) -> Result<i64>;
+    async fn finish_run(&self, run_id: i64, status: &str, exit_code: i32) -> Result<()>;
+    fn host_started(&self, run_id: i64, host: &str);
+    /// A step about to cause a remote side effect: durable before it happens.
+    async fn intent(&self, run_id: i64, host: &str, step: &str, target: &str) -> Result<()>;
+    async fn intents(&self, run_id: i64, host: &str, steps: &[(&str, String)]) -> Result<()>;
+    fn outcome(&self, run_id: i64, host: &str, step: &str, ok: bool, target: &str, detail: &str);
+    /// One fetched report, its raw bytes and its findings.
+    async fn add_report(&self, r: NewReport) -> Result<i64>;
+    async fn finish_host(&self, run_id: i64, host: &str, fin: HostFinish) -> Result<()>;
+    async fn known_report_names(&self, host: &str) -> Result<Vec<String>>;
+    async fn acquire_lease(&self, run_id: i64, host: &str, ttl_secs: u64) -> Result<Lease>;
+    fn release_lease(&self, host: &str);
+    async fn reopen_run(&self, run_id: i64) -> Result<Vec<String>>;
+    async fn prune(&self, keep_days: u64) -> Result<Vec<i64>>;
+    async fn set_halt_reason(&self, run_id: i64, reason: &str) -> Result<()>;
+    async fn record_notification(&self, n: NewNotification) -> Result<i64>;
+    async fn host_waves(
+        &self,
+        run_id: i64,
+    ) -> Result<HashMap<String, (Option<i64>, Option<String>)>>;
+    async fn mark_not_started(&self, run_id: i64, reason: &str) -> Result<()>;
+    async fn start_containment(&self, c: NewContainment) -> Result<i64>;
+    async fn finish_containment(&self, id: i64, recheck_run: Option<i64>) -> Result<()>;
+    async fn action_intent(&self, a: NewAction) -> Result<i64>;
+    async fn action_result(&self, id: i64, r: ActionResult) -> Result<()>;
+    /// Flushes what is queued; later writes fail.
+    fn close(&self);
+}
+
+/// The read side of a store.
+pub trait StoreReader {
+    /// The last `limit` runs, newest first.
+    fn runs(&self, limit: usize) -> Result<Vec<RunInfo>>;
+    /// Runs up to and including `last`, newest first.
+    fn runs_through(&self, last: i64, limit: usize) -> Result<Vec<RunInfo>>;
+    /// Run `id`, or the latest.
+    fn run(&self, id: Option<i64>) -> Result<RunInfo>;
+    fn last_unfinished_run(&self) -> Result<Option<i64>>;
+    fn run_sources(&self, id: i64) -> Result<RunSources>;
+    fn run_report_paths(&self, run_id: i64, host: &str) -> Result<Vec<String>>;
+    /// The host's class at its last check (detected or not) before `before_run`.
+    fn previous_check(&self, host: &str, before_run: i64) -> Result<Option<HostClass>>;
+    /// The finding identities of that previous check.
+    fn previous_finding_identities(&self, host: &str, before_run: i64) -> Result<HashSet<String>>;
+    fn last_clean_run(&self, host: &str, before_run: i64) -> Result<Option<i64>>;
+    /// Whether a delivered alert on `channel` named `host` in runs `after_run+1..=upto_run`.
+    fn alerted(&self, channel: &str, host: &str, after_run: i64, upto_run: i64) -> Result<bool>;
+    fn notifications(&self, run: Option<i64>) -> Result<Vec<NotificationRecord>>;
+    fn host_actions(&self, host: &str, limit: usize) -> Result<Vec<ActionRecord>>;
+    fn run_actions(&self, run_id: i64) -> Result<Vec<ActionRecord>>;
+    fn last_success(&self, host: &str) -> Result<Option<String>>;
+    fn host_history(
+        &self,
+        host: &str,
+        limit: usize,
+    ) -> Result<(Vec<HistoryItem>, Vec<ReportRecord>)>;
+    fn class_counts(&self, run_id: i64) -> Result<Vec<(Option<String>, i64)>>;
+    fn hosts(&self, run_id: i64) -> Result<Vec<HostRecord>>;
+    fn report(&self, id: i64) -> Result<Option<ReportRecord>>;
+    /// The first `max` bytes of a stored report and its full size.
+    fn report_raw_prefix(&self, id: i64, max: usize) -> Result<Option<(Vec<u8>, i64)>>;
+    fn recent_results(
+        &self,
+        run_id: i64,
+        per_host: usize,
+    ) -> Result<HashMap<String, Vec<RecentResult>>>;
+    fn report_raw(&self, id: i64) -> Result<Option<Vec<u8>>>;
+    fn steps(&self, run_id: i64, host: Option<&str>) -> Result<Vec<StepRecord>>;
+}
+
+// ---------------------------------------------------------------- records
+
+/// The outcome of asking for a host's lease.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lease {
+    Acquired,
+    /// Another live sweep works on the host.
+    Busy {
+        run_id: i64,
+        owner: String,
+    },
+}
+
+/// A run about to start.
+pub struct NewRun {
+    pub operator: String,
+    pub controller: String,
+    pub playbook_path: String,
+    pub playbook_name: String,
+    pub playbook_text: String,
+    pub inventory_path: String,
+    pub inventory_text: String,
+    pub limit: Option<String>,
+    pub forks: usize,
+    pub checker_path: String,
+    pub checker_sha256: String,
+    pub checker_size: u64,
+    pub hosts: Vec<RunHost>,
+    /// The effective rollout (JSON), when the run is staged.
+    pub rollout: Option<String>,
+}
+
+/// One alert delivery about to be recorded.
+pub struct NewNotification {
+    pub run_id: Option<i64>,
+    /// `new_detection`, `incomplete` (or `test`).
+    pub kind: String,
+    /// `mail` or `webhook`.
+    pub channel: String,
+    pub target: String,
+    /// `ok` or `failed`.
+    pub status: String,
+    pub attempts: i64,
+    pub error: Option<String>,
+    /// The hosts the message named.
+    pub hosts: Vec<String>,
+}
+
+/// A containment about to start (`pushscan contain` or `uncontain`).
+pub struct NewContainment {
+    /// `contain` or `uncontain`.
+    pub kind: String,
+    /// The run whose detections it acts on (`None` for `uncontain`).
+    pub source_run: Option<i64>,
+    pub operator: String,
+    pub controller: String,
+    /// The actions asked for, comma-separated.
+    pub actions: String,
+    pub hosts: Vec<String>,
+}
+
+/// One action about to be recorded.
+pub struct NewAction {
+    pub containment_id: i64,
+    pub run_id: Option<i64>,
+    pub host: String,
+    /// `evidence`, `kill`, `remove`, `unpersist`, `isolate`, `uncontain`, `recheck`, or
+    /// `refused` (the host was refused before any command).
+    pub action: String,
+    /// What it acts on: a path, `PID n`, a registry value, the rule name.
+    pub target: String,
+    /// The exact remote command text (one command a line).
+    pub command: String,
+    pub operator: String,
+    /// `intent` (about to run), `refused` or `skipped` (decided without running).
+    pub phase: String,
+    pub message: Option<String>,
+}
+
+/// How a recorded action ended.
+pub struct ActionResult {
+    /// `done` (ran and verified), `failed`, `skipped`.
+    pub phase: String,
+    pub exit_code: Option<i64>,
+    pub output_sha256: Option<String>,
+    pub verified: Option<bool>,
+    pub message: String,
+    /// The commands as run.
+    pub command: String,
+    pub evidence_path: Option<String>,
+}
+
+/// One recorded containment action (history, reports).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ActionRecord {
+    pub id: i64,
+    pub containment_id: i64,
+    /// `contain` or `uncontain`.
+    pub kind: String,
+    pub run_id: Option<i64>,
+    pub host: String,
+    pub action: String,
+    pub target: Option<String>,
+    pub command: String,
+    pub operator: String,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    pub phase: String,
+    pub exit_code: Option<i64>,
+    pub output_sha256: Option<String>,
+    pub verified: Option<bool>,
+    pub message: Option<String>,
+    pub evidence_path: Option<String>,
+    /// The run that re-checked the host after this containment, if any.
+    pub recheck_run: Option<i64>,
+}
+
+/// One recorded alert delivery.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct NotificationRecord {
+    pub id: i64,
+    pub run_id: Option<i64>,
+    pub kind: String,
+    pub channel: String,
+    pub target: String,
+    pub status: String,
+    pub attempts: i64,
+    pub error: Option<String>,
+    pub hosts: Vec<String>,
+    pub at: String,
+}
+
+/// A targeted host as recorded at run start.
+pub struct RunHost {
+    pub name: String,
+    pub address: String,
+    pub port: Option<u16>,
+    pub transport: String,
+    pub groups: Vec<String>,
+    pub group_paths: Vec<Vec<String>>,
+    /// The planned wave (1-based) and its OU/group.
+    pub wave: Option<usize>,
+    pub wave_partition: Option<String>,
+}
+
+pub struct NewReport {
+    /// A report found on the host from before this run (EmoCheck keeps
+    /// every report): recorded as history, never this run's verdict.
+    pub history: bool,
+    pub run_id: i64,
+    pub host: String,
+    pub remote_name: String,
+    pub remote_path: String,
+    pub local_path: Option<String>,
+    pub sha256: String,
+    pub raw: Vec<u8>,
+    /// The registered name of the parser that read it.
+    pub parser: String,
+    pub parsed: ParsedReport,
+}
+
+pub struct HostFinish {
+    pub class: HostClass,
+    pub reason: String,
+    pub duration_ms: u64,
+    pub pushed: Option<bool>,
+    pub exit_code: Option<i64>,
+    pub primary_report: Option<i64>,
+}
+
+// ---------------------------------------------------------------- reading
+
+/// The inputs a run was started with, as stored.
+#[derive(Debug, Clone)]
+pub struct RunSources {
+    pub playbook_path: String,
+    pub playbook_text: String,
+    pub inventory_path: String,
+    pub inventory_text: String,
+    pub limit: Option<String>,
+    pub forks: usize,
+    pub checker_sha256: String,
+    /// The effective rollout stored at the start (JSON), if the run is staged.
+    pub rollout: Option<String>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RunInfo {
+    pub id: i64,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    pub status: String,
+    pub operator: Option<String>,
+    pub controller: Option<String>,
+    pub pushscan_version: Option<String>,
+    pub playbook: Option<String>,
+    pub playbook_name: Option<String>,
+    pub inventory: Option<String>,
+    pub limit: Option<String>,
+    pub forks: Option<i64>,
+    pub checker_path: Option<String>,
+    pub checker_sha256: Option<String>,
+    pub hosts_targeted: Option<i64>,
+    pub exit_code: Option<i64>,
+    /// Why a staged run stopped before its last wave (`status` is then `halted`).
+    pub halt_reason: Option<String>,
+    /// Hosts per class (filled by `runs`).
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub counts: std::collections::BTreeMap<String, i64>,
+    /// Finished, and every host has a final result (none `not_started`/`busy`).
+    pub complete: bool,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct HostRecord {
+    pub host: String,
+    pub address: Option<String>,
+    pub port: Option<i64>,
+    pub transport: Option<String>,
+    pub groups: Vec<String>,
+    pub group_paths: Vec<Vec<String>>,
+    pub class: Option<HostClass>,
+    pub reason: Option<String>,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    pub duration_ms: Option<i64>,
+    pub pushed: Option<bool>,
+    pub exit_code: Option<i64>,
+    /// The planned wave (1-based) and its OU/group, for a staged run.
+    pub wave: Option<i64>,
+    pub wave_partition: Option<String>,
+    pub report: Option<ReportRecord>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ReportRecord {
+    pub id: i64,
+    pub remote_name: String,
+    pub local_path: Option<String>,
+    pub sha256: String,
+    pub size: i64,
+    pub status: String,
+    pub hostname: Option<String>,
+    pub scan_time: Option<String>,
+    pub checker_version: Option<String>,
+    pub format: Option<String>,
+    pub warnings: Vec<String>,
+    /// The registered name of the parser that read it.
+    pub parser: Option<String>,
+    /// The process view of `findings` (the report's JSON before findings were generic).
+    pub processes: Vec<Process>,
+    pub findings: Vec<Finding>,
+}
+
+/// One past result of a host.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct HistoryItem {
+    pub run_id: i64,
+    pub run_started_at: String,
+    pub class: Option<String>,
+    pub reason: Option<String>,
+    pub finished_at: Option<String>,
+    pub report: Option<ReportRecord>,
+}
+
+/// One of a host's recent results, for a report's per-host timeline.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RecentResult {
+    pub run_id: i64,
+    pub started_at: String,
+    /// `None`: the host has no final class in that run (still running, crashed).
+    pub class: Option<String>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StepRecord {
+    pub host: String,
+    pub step: String,
+    pub phase: String,
+    pub target: Option<String>,
+    pub detail: Option<String>,
+    pub at: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{ReportStatus, Severity};
+
+    fn run(hosts: &[&str]) -> NewRun {
+        NewRun {
+            operator: "op".into(),
+            controller: "ctl".into(),
+            playbook_path: "pb.yml".into(),
+            playbook_name: "pb".into(),
+            playbook_text: String::new(),
+            inventory_path: "inv.yml".into(),
+            inventory_text: String::new(),
+            limit: None,
+            forks: 1,
+            checker_path: "/c".into(),
+            checker_sha256: "0".repeat(64),
+            checker_size: 1,
+            hosts: hosts
+                .iter()
+                .map(|h| RunHost {
+                    name: h.to_string(),
+                    address: "127.0.0.1".into(),
+                    port: None,
+                    transport: "local".into(),
+                    groups: Vec::new(),
+                    group_paths: Vec::new(),
+                    wave: None,
+                    wave_partition: None,
+                })
+                .collect(),
+            rollout: None,
+        }
+    }
+
+    /// One detected host in a new run, through the writer trait.
+    async fn sweep(store: &dyn Store, findings: Vec<Finding>) -> i64 {
+        let id = store.start_run(run(&["h"])).await.unwrap();
+        store.host_started(id, "h");
+        let report = store
+            .add_report(NewReport {
+                history: false,
+                run_id: id,
+                host: "h".into(),
+                remote_name: "r.jsonl".into(),
+                remote_path: "/w/r.jsonl".into(),
+                local_path: None,
+                sha256: "0".repeat(64),
+                raw: b"{}".to_vec(),
+                parser: "jsonl".into(),
+                parsed: ParsedReport {
+                    status: ReportStatus::Detected,
+                    hostname: None,
+                    scan_time: None,
+                    checker_version: None,
+                    format: Some("jsonl".into()),
+                    findings,
+                    warnings: Vec::new(),
+                },
+            })
+            .await
+            .unwrap();
+        let fin = HostFinish {
+            class: HostClass::Detected,
+            reason: "found".into(),
+            duration_ms: 1,
+            pushed: None,
+            exit_code: Some(0),
+            primary_report: Some(report),
+        };
+        store.finish_host(id, "h", fin).await.unwrap();
+        store.finish_run(id, "finished", 1).await.unwrap();
+        id
+    }
+
+    #[tokio::test]
+    async fn what_the_store_trait_writes_its_reader_trait_reads_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        sqlite::create_private_dir(&state).unwrap();
+        let store = open(&state).unwrap();
+        let a = Finding {
+            kind: "rule_match".into(),
+            title: "A".into(),
+            location: "/x".into(),
+            severity: Severity::Low,
+            attributes: [("rule".to_string(), "R1".to_string())].into(),
+            identity: "R1|/x".into(),
+        };
+        let b = Finding {
+            identity: "R2|/y".into(),
+            ..a.clone()
+        };
+        let first = sweep(&*store, vec![a.clone()]).await;
+        let second = sweep(&*store, vec![a.clone(), b]).await;
+        store.close();
+
+        let reader = open_reader(&state).unwrap();
+        assert_eq!(reader.run(None).unwrap().id, second);
+        let hosts = reader.hosts(first).unwrap();
+        let rep = hosts[0].report.as_ref().unwrap();
+        assert_eq!(rep.parser.as_deref(), Some("jsonl"));
+        assert_eq!(rep.findings, vec![a]);
+        assert!(rep.processes.is_empty(), "not a process finding");
+        let before = reader.previous_finding_identities("h", second).unwrap();
+        assert_eq!(before, HashSet::from(["R1|/x".to_string()]));
+        assert_eq!(
+            reader.previous_check("h", second).unwrap(),
+            Some(HostClass::Detected)
+        );
+    }
+}
