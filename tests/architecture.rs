@@ -39,14 +39,13 @@ const LAYERS: &[(&str, &[&str])] = &[
         ],
     ),
     ("store", &["journal.rs"]),
-    ("inventory", &["inventory/"]),
     ("plug-ins", &["transport/", "parser/"]),
+    ("inventory", &["inventory/"]),
     (
         "config",
         &[
             "playbook.rs",
             "rollout.rs",
-            "credentials.rs",
             "notify/config.rs",
         ],
     ),
