@@ -7,7 +7,6 @@ pub mod app;
 pub mod child_env;
 mod cleanup;
 pub mod contain;
-pub mod credentials;
 mod digest;
 pub mod exit;
 mod identity;

@@ -10,8 +10,8 @@ use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 use pushscan::app::{self, Format, InventoryView, ReportRequest, ReportTarget};
 use pushscan::exit;
 use pushscan::progress::Mode;
-use pushscan::sweep::{Access, SweepConfig, WindowsAccess};
-use pushscan::transport::Credentials;
+use pushscan::sweep::SweepConfig;
+use pushscan::transport::{Access, ConnArgs};
 
 const EXIT_CODES: &str = "\
 Exit codes:
@@ -629,68 +629,6 @@ impl OutputArgs {
     }
 }
 
-/// How to reach and trust hosts; never stored in the journal.
-#[derive(Args)]
-struct ConnArgs {
-    /// User for hosts without ansible_user [default: SSH: the current user; Windows:
-    /// $PUSHSCAN_USER]. Windows accounts as DOMAIN\\user or user@domain.
-    #[arg(short, long)]
-    user: Option<String>,
-    /// SSH private key for hosts without ansible_ssh_private_key_file (repeatable)
-    /// [default: ~/.ssh/id_ed25519, id_ecdsa, id_rsa].
-    #[arg(short = 'k', long = "private-key", value_name = "FILE")]
-    private_keys: Vec<PathBuf>,
-    /// known_hosts file to check host keys against [default: ~/.ssh/known_hosts].
-    #[arg(long, value_name = "FILE")]
-    known_hosts: Option<PathBuf>,
-    /// Trust and record keys of hosts not yet in known_hosts (a changed key still fails).
-    #[arg(long)]
-    accept_new_host_keys: bool,
-    /// Prompt for the password (SSH: else PUSHSCAN_SSH_PASSWORD is used if set, and offered
-    /// only to hosts with the inventory var pushscan_ssh_password_auth: true;
-    /// Windows: else PUSHSCAN_PASSWORD).
-    #[arg(long)]
-    ask_pass: bool,
-    /// Windows credentials file (YAML, mode 0600); hosts pick an entry with the
-    /// inventory var pushscan_credential.
-    #[arg(long, value_name = "FILE", env = "PUSHSCAN_CREDENTIALS")]
-    credentials: Option<PathBuf>,
-    /// PEM file of the CA that WinRM HTTPS certificates must chain to
-    /// [default: the bundled web roots].
-    #[arg(long, value_name = "FILE")]
-    ca_cert: Option<PathBuf>,
-    /// DANGEROUS: do not verify WinRM HTTPS certificates (anyone in the path
-    /// can read and change the session). For isolated test networks only.
-    #[arg(long)]
-    insecure_skip_tls_verify: bool,
-    /// Files to Windows hosts: over SMB when it answers, else through WinRM
-    /// (auto), or always through WinRM (off).
-    #[arg(long, value_enum, default_value = "auto")]
-    smb: SmbArg,
-    /// SMB3 encryption: used whenever the server supports it (desired), or
-    /// required (a host that cannot encrypt falls back to WinRM transfers).
-    #[arg(long, value_enum, default_value = "desired")]
-    smb_encryption: SmbEncArg,
-    /// Do not use ssh-agent (SSH_AUTH_SOCK).
-    #[arg(long)]
-    no_agent: bool,
-    /// Give up connecting to a host after this long (e.g. 10s).
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
-    connect_timeout: Duration,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum SmbArg {
-    Auto,
-    Off,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum SmbEncArg {
-    Desired,
-    Required,
-}
-
 #[derive(Clone, Copy, ValueEnum)]
 enum ParseFormat {
     Table,
@@ -964,105 +902,11 @@ fn run(cli: Cli) -> Result<i32, exit::Fail> {
     }
 }
 
-/// Credentials and trust settings from the flags and the environment.
+/// Every transport's credentials and settings from the flags and the environment.
 fn access(a: &ConnArgs) -> Result<Access, exit::Fail> {
-    let mut password = pushscan::child_env::take_secret("PUSHSCAN_SSH_PASSWORD");
-    // One prompt serves both: SSH password auth and the Windows fallback
-    // credential (unless PUSHSCAN_PASSWORD is set).
-    let mut prompted: Option<secrecy::SecretString> = None;
-    if a.ask_pass {
-        let p = rpassword::prompt_password("Password: ").map_err(|e| {
-            exit::Fail::new(
-                exit::USAGE,
-                anyhow::anyhow!("--ask-pass needs a terminal: {e}"),
-            )
-        })?;
-        prompted = Some(secrecy::SecretString::from(p.clone()));
-        password = Some(p);
+    let access = Access::from_flags(a)?;
+    for w in access.warnings() {
+        eprintln!("WARNING: {w}");
     }
-    let windows = windows_access(a, prompted)?;
-    let default_keys = if a.private_keys.is_empty() {
-        dirs::home_dir()
-            .map(|h| {
-                ["id_ed25519", "id_ecdsa", "id_rsa"]
-                    .iter()
-                    .map(|n| h.join(".ssh").join(n))
-                    .collect()
-            })
-            .unwrap_or_default()
-    } else {
-        a.private_keys.clone()
-    };
-    Ok(Access {
-        creds: Credentials {
-            ssh_password: password,
-            known_hosts: a.known_hosts.clone(),
-            accept_new_host_keys: a.accept_new_host_keys,
-            default_key_files: default_keys,
-            use_agent: !a.no_agent,
-            connect_timeout: a.connect_timeout,
-        },
-        default_user: a.user.clone(),
-        windows,
-    })
-}
-
-/// Windows credentials and WinRM/SMB settings.
-fn windows_access(
-    a: &ConnArgs,
-    prompted: Option<secrecy::SecretString>,
-) -> Result<WindowsAccess, exit::Fail> {
-    use pushscan::credentials::{Account, Credential, CredentialStore};
-    use pushscan::transport::winrm::{SmbUse, WinrmOptions};
-    let store = match &a.credentials {
-        Some(p) => Some(Arc::new(
-            CredentialStore::load(p).map_err(|e| exit::Fail::new(exit::CONFIG, e))?,
-        )),
-        None => None,
-    };
-    let user = a.user.clone().or_else(|| {
-        std::env::var("PUSHSCAN_USER")
-            .ok()
-            .filter(|u| !u.is_empty())
-    });
-    let password = pushscan::child_env::take_secret("PUSHSCAN_PASSWORD")
-        .map(secrecy::SecretString::from)
-        .or(prompted);
-    let fallback = match (user, password) {
-        (Some(u), Some(p)) => Some(Credential {
-            account: Account::parse(&u)
-                .map_err(|e| exit::Fail::new(exit::USAGE, anyhow::anyhow!("user {u:?}: {e}")))?,
-            password: p,
-        }),
-        _ => None,
-    };
-    let ca_pem = match &a.ca_cert {
-        Some(p) => Some(std::fs::read_to_string(p).map_err(|e| {
-            exit::Fail::new(
-                exit::CONFIG,
-                anyhow::anyhow!("cannot read --ca-cert {}: {e}", p.display()),
-            )
-        })?),
-        None => None,
-    };
-    if a.insecure_skip_tls_verify {
-        eprintln!(
-            "WARNING: --insecure-skip-tls-verify: WinRM HTTPS certificates are NOT verified; \
-             anyone on the path can read and change these sessions"
-        );
-    }
-    Ok(WindowsAccess {
-        opts: WinrmOptions {
-            ca_pem,
-            insecure: a.insecure_skip_tls_verify,
-            connect_timeout: a.connect_timeout,
-            smb: match a.smb {
-                SmbArg::Auto => SmbUse::Auto,
-                SmbArg::Off => SmbUse::Off,
-            },
-            smb_require_encryption: matches!(a.smb_encryption, SmbEncArg::Required),
-        },
-        store,
-        fallback,
-    })
+    Ok(access)
 }

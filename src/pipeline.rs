@@ -13,19 +13,15 @@ use std::time::Instant;
 use sha2::{Digest, Sha256};
 use wildmatch::WildMatch;
 
-use crate::inventory::Connection as ConnKind;
 use crate::journal::{HostFinish, Journal, NewReport};
 use crate::model::HostClass;
 use crate::parser::{FetchedReport, ResultParser};
 use crate::plan::HostPlan;
 use crate::playbook::Playbook;
 use crate::sanitize;
-use crate::transport::local::LocalConnection;
-use crate::transport::ssh::{SshConnector, SshTarget};
-use crate::transport::winrm::{WinLogin, WinrmConnector};
 use crate::transport::{
     Begun, CommandSpec, Connection, EntryKind, ExecOutcome, Finished, RemoteEntry, ResultSpec,
-    RunPlan, Staged, TransportError,
+    RunPlan, Sessions, Staged, TransportError,
 };
 
 /// Output kept from a checker run (stdout and stderr each).
@@ -42,12 +38,9 @@ pub struct SweepCtx {
     pub parser: Arc<dyn ResultParser>,
     pub journal: Journal,
     pub evidence_dir: PathBuf,
-    pub ssh: Arc<SshConnector>,
-    pub default_user: String,
-    pub win: Arc<WinrmConnector>,
-    /// The account and password of each Windows host, resolved before the
+    /// Every transport's connector, with each host's credentials resolved before the
     /// sweep starts (a host without one is a configuration error).
-    pub win_logins: Arc<std::collections::HashMap<String, WinLogin>>,
+    pub sessions: Sessions,
 }
 
 /// The end of one host's pipeline.
@@ -221,33 +214,9 @@ pub(crate) async fn connect(
     plan: &HostPlan,
 ) -> Result<Box<dyn Connection>, TransportError> {
     let host = &plan.host;
-    match host.connection {
-        ConnKind::Local => Ok(Box::new(LocalConnection)),
-        ConnKind::Ssh => {
-            let target = SshTarget {
-                address: host.address.clone(),
-                port: host.port.unwrap_or(22),
-                user: host
-                    .user
-                    .clone()
-                    .unwrap_or_else(|| ctx.default_user.clone()),
-                key_file: host.key_file.clone(),
-                password_auth: host.ssh_password_auth(),
-                password: host.vaulted_password().ok().flatten().cloned(),
-            };
-            Ok(Box::new(ctx.ssh.connect(&target).await?))
-        }
-        ConnKind::Winrm => {
-            let (Some(target), Some(login)) = (&plan.win, ctx.win_logins.get(&host.name)) else {
-                return Err(TransportError::error(
-                    "no WinRM settings or credential for this host",
-                ));
-            };
-            Ok(Box::new(
-                ctx.win.connect(target, login, &plan.work_dir).await?,
-            ))
-        }
-    }
+    ctx.sessions
+        .connect(host.connection, host, plan.target.as_ref(), &plan.work_dir)
+        .await
 }
 
 async fn steps(

@@ -12,12 +12,14 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::inventory::{Connection as ConnKind, Host};
+use std::sync::Arc;
+
+use crate::inventory::Host;
 use crate::playbook::{Platform, Playbook};
 use crate::rollout::{self, Rollout};
 use crate::sanitize::display;
 use crate::template::{render, Vars};
-use crate::transport::winrm::WinTarget;
+use crate::transport::HostTarget;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Plan {
@@ -62,18 +64,18 @@ pub struct HostLine {
     pub name: String,
     pub address: String,
     pub transport: &'static str,
-    /// The port the transport connects to (`None` for `local`).
+    /// The port the transport connects to (`None` when it opens none).
     pub port: Option<u16>,
-    /// Windows: how files travel (`smb` port and share, or `winrm` only).
+    /// How files travel, for transports that have a choice.
     pub files: Option<String>,
     pub checker_path: String,
     pub run_dir: String,
     pub args: Vec<String>,
-    /// SSH: the inventory lets the password (`--ask-pass`, `PUSHSCAN_SSH_PASSWORD`) be offered
-    /// to this host (`pushscan_ssh_password_auth`); no other host is ever sent it.
+    /// The inventory lets the operator's password (`--ask-pass`, ...) be offered to this host;
+    /// no other host is ever sent it.
     pub password_auth: bool,
     /// Which build goes to the host: `main`, or `x64/x86 by architecture` when the playbook
-    /// names both (decided on the host, once connected).
+    /// names both and the transport tells them apart (decided on the host, once connected).
     pub build: &'static str,
 }
 
@@ -120,38 +122,18 @@ pub fn build(
 
 fn host_line(pb: &Playbook, p: &HostPlan) -> HostLine {
     let h = &p.host;
-    let (transport, port, files) = match (h.connection, &p.win) {
-        (ConnKind::Winrm, Some(w)) => (
-            if w.https { "winrm-https" } else { "winrm" },
-            Some(w.port),
-            Some(match w.smb {
-                crate::transport::winrm::SmbUse::Off => "winrm only (smb off)".to_string(),
-                crate::transport::winrm::SmbUse::Auto => format!(
-                    "smb {}:{} {} (winrm if closed)",
-                    w.address,
-                    w.smb_port,
-                    match w.share {
-                        crate::transport::winrm::ShareMode::Admin => "ADMIN$",
-                        crate::transport::winrm::ShareMode::Drive => "C$",
-                    }
-                ),
-            }),
-        ),
-        (ConnKind::Winrm, None) => ("winrm", h.port, None),
-        (ConnKind::Ssh, _) => ("ssh", Some(h.port.unwrap_or(22)), None),
-        (ConnKind::Local, _) => ("local", None, None),
-    };
+    let d = p.target.describe();
     HostLine {
         name: h.name.clone(),
         address: h.address.clone(),
-        transport,
-        port,
-        files,
+        transport: d.transport,
+        port: d.port,
+        files: d.files,
         checker_path: p.checker_path.clone(),
         run_dir: p.run_dir.clone(),
         args: p.args.clone(),
-        password_auth: h.connection == ConnKind::Ssh && h.ssh_password_auth(),
-        build: if pb.x86.is_some() && p.win.is_some() {
+        password_auth: d.password_auth,
+        build: if pb.x86.is_some() && p.target.picks_build_by_architecture() {
             "x64/x86 by architecture"
         } else {
             "main"
@@ -242,9 +224,9 @@ pub struct HostPlan {
     pub checker_path: String,
     pub tmp_path: String,
     pub args: Vec<String>,
-    /// How to reach a Windows host (its Ansible WinRM vars, checked here so
-    /// a refused setting such as CredSSP touches no host).
-    pub win: Option<WinTarget>,
+    /// What the host's transport decided before connecting (its settings, checked here so a
+    /// refused one touches no host).
+    pub target: Arc<dyn HostTarget>,
 }
 
 impl HostPlan {
@@ -283,12 +265,9 @@ impl HostPlan {
             .enumerate()
             .map(|(i, a)| render(a, &vars).map_err(|e| format!("args[{i}]: {e}")))
             .collect::<Result<Vec<_>, _>>()?;
-        let win = match host.connection {
-            ConnKind::Winrm => Some(WinTarget::from_host(host)?),
-            _ => None,
-        };
+        let target = host.connection.target(host)?;
         Ok(HostPlan {
-            win,
+            target,
             host: host.clone(),
             work_dir,
             run_dir,
@@ -301,12 +280,10 @@ impl HostPlan {
 
 impl HostPlan {
     /// Every file a push may leave on the host if it is cut short: the temp
-    /// copy, and on Windows the base64 staging file of a WinRM-only push.
+    /// copy, and what the transport stages beside it.
     pub fn staging_files(&self) -> Vec<String> {
         let mut v = vec![self.tmp_path.clone()];
-        if self.win.is_some() {
-            v.push(format!("{}.b64", self.tmp_path));
-        }
+        v.extend(self.target.staging_files(&self.tmp_path));
         v
     }
 }

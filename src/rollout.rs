@@ -594,7 +594,7 @@ mod tests {
             address: name.into(),
             port: None,
             user: None,
-            connection: crate::inventory::Connection::Ssh,
+            connection: crate::transport::Transport::ansible_default(),
             key_file: None,
             groups: group.iter().map(|g| g.to_string()).collect(),
             group_paths: if group.is_empty() {

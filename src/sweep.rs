@@ -23,9 +23,8 @@ use anyhow::Context;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
-use crate::credentials::{self, Credential, CredentialStore};
 use crate::exit::{self, Fail, WithCode};
-use crate::inventory::{self, Connection as ConnKind};
+use crate::inventory;
 use crate::journal::{Journal, NewRun, RunHost};
 use crate::model::HostClass;
 use crate::parser;
@@ -34,9 +33,8 @@ use crate::plan::HostPlan;
 use crate::playbook::Playbook;
 use crate::progress::{Mode, Progress};
 use crate::rollout::{self, Pause, Rollout};
-use crate::transport::ssh::SshConnector;
-use crate::transport::winrm::{WinLogin, WinrmConnector, WinrmOptions};
-use crate::transport::Credentials;
+pub use crate::transport::Access;
+use crate::transport::HostInfo;
 
 /// Everything a sweep needs, decided by the command line.
 #[derive(Debug, Clone)]
@@ -78,31 +76,9 @@ pub fn exit_code_for(counts: &BTreeMap<HostClass, usize>) -> i32 {
     }
 }
 
-/// Connection settings of a sweep, resume or cleanup (not stored in the
-/// journal: credentials are the operator's, per invocation).
-#[derive(Debug, Clone)]
-pub struct Access {
-    pub creds: Credentials,
-    /// SSH user for hosts without `ansible_user`.
-    pub default_user: Option<String>,
-    /// Windows hosts: WinRM/SMB settings and where passwords come from.
-    pub windows: WindowsAccess,
-}
-
-/// Where Windows hosts' credentials come from, and the sweep-wide WinRM/SMB
-/// settings.
-#[derive(Debug, Clone, Default)]
-pub struct WindowsAccess {
-    pub opts: WinrmOptions,
-    /// `--credentials FILE` (entries chosen by `pushscan_credential`).
-    pub store: Option<Arc<CredentialStore>>,
-    /// PUSHSCAN_USER / PUSHSCAN_PASSWORD or `--ask-pass`.
-    pub fallback: Option<Credential>,
-}
-
-/// The shared context of a sweep, resume or cleanup of `plans`: resolves
-/// every Windows host's credential first, so a host without one stops the
-/// run before anything is touched.
+/// The shared context of a sweep, resume or cleanup of `plans`: every transport resolves
+/// its hosts' credentials first, so a host without one stops the run before anything is
+/// touched.
 pub(crate) fn context<'a>(
     run_id: i64,
     pb: Playbook,
@@ -111,94 +87,25 @@ pub(crate) fn context<'a>(
     access: &Access,
     plans: impl IntoIterator<Item = &'a HostPlan>,
 ) -> Result<SweepCtx, Fail> {
-    let mut logins = std::collections::HashMap::new();
-    let mut missing = Vec::new();
-    for p in plans {
-        let h = &p.host;
-        if p.win.is_none() {
-            // An SSH host's vaulted password is offered to it (pipeline); one that no vault
-            // password opened stops the run here rather than failing the host later.
-            if let Err(e) = h.vaulted_password() {
-                missing.push(e);
-            }
-            continue;
+    let plans: Vec<&HostPlan> = plans.into_iter().collect();
+    let hosts: Vec<(&dyn HostInfo, _)> = plans
+        .iter()
+        .map(|p| (&p.host as &dyn HostInfo, p.host.connection))
+        .collect();
+    let sessions = match access.sessions(&hosts) {
+        Ok(s) => s,
+        Err(mut missing) => {
+            let n = missing.len();
+            missing.truncate(5);
+            return Err(Fail::new(
+                exit::CONFIG,
+                anyhow::anyhow!(
+                    "{n} host(s) without a usable credential:\n  {}",
+                    missing.join("\n  ")
+                ),
+            ));
         }
-        // A vaulted ansible_password (or ansible_winrm_password) in the
-        // inventory is the host's own credential, with its ansible_user.
-        match (h.vaulted_password(), &h.user) {
-            (Ok(None), _) => {}
-            (Ok(Some(password)), Some(user)) => {
-                match credentials::Account::parse(user) {
-                    Ok(a) => {
-                        logins.insert(
-                            h.name.clone(),
-                            WinLogin {
-                                user: a.ntlm_user().to_string(),
-                                domain: a.ntlm_domain().to_string(),
-                                password: password.clone(),
-                            },
-                        );
-                    }
-                    Err(e) => missing.push(format!("{}: ansible_user: {e}", h.name)),
-                }
-                continue;
-            }
-            (Ok(Some(_)), None) => {
-                missing.push(format!(
-                    "{}: the inventory gives a vaulted password but no ansible_user",
-                    h.name
-                ));
-                continue;
-            }
-            (Err(e), _) => {
-                missing.push(e);
-                continue;
-            }
-        }
-        let vars =
-            serde_json::Value::Object(h.vars.iter().map(|(k, v)| (k.clone(), v.clone())).collect());
-        match credentials::resolve(
-            &vars,
-            &h.name,
-            access.windows.store.as_deref(),
-            access.windows.fallback.as_ref(),
-        ) {
-            Ok(c) => {
-                // ansible_user overrides the account unless the host names
-                // a credential entry (which carries its own account).
-                let c = match (&h.user, h.vars.contains_key("pushscan_credential")) {
-                    (Some(u), false) => match credentials::Account::parse(u) {
-                        Ok(a) => c.with_user(a),
-                        Err(e) => {
-                            missing.push(format!("{}: ansible_user: {e}", h.name));
-                            continue;
-                        }
-                    },
-                    _ => c.clone(),
-                };
-                logins.insert(
-                    h.name.clone(),
-                    WinLogin {
-                        user: c.account.ntlm_user().to_string(),
-                        domain: c.account.ntlm_domain().to_string(),
-                        password: c.password.clone(),
-                    },
-                );
-            }
-            Err(e) => missing.push(e),
-        }
-    }
-    if !missing.is_empty() {
-        let n = missing.len();
-        missing.truncate(5);
-        return Err(Fail::new(
-            exit::CONFIG,
-            anyhow::anyhow!(
-                "{n} host(s) without a usable credential:\n  {}",
-                missing.join("\n  ")
-            ),
-        ));
-    }
+    };
     Ok(SweepCtx {
         run_id,
         parser: Arc::from(
@@ -208,10 +115,7 @@ pub(crate) fn context<'a>(
         playbook: Arc::new(pb),
         journal,
         evidence_dir,
-        ssh: Arc::new(SshConnector::new(access.creds.clone())),
-        default_user: access.default_user.clone().unwrap_or_else(current_user),
-        win: Arc::new(WinrmConnector::new(access.windows.opts.clone())),
-        win_logins: Arc::new(logins),
+        sessions,
     })
 }
 
@@ -242,14 +146,6 @@ pub fn plan_hosts(
             })
         })
         .collect()
-}
-
-fn transport_name(c: ConnKind) -> &'static str {
-    match c {
-        ConnKind::Ssh => "ssh",
-        ConnKind::Local => "local",
-        ConnKind::Winrm => "winrm",
-    }
 }
 
 pub async fn sweep(cfg: SweepConfig) -> Result<SweepOutcome, Fail> {
@@ -316,7 +212,7 @@ pub async fn sweep(cfg: SweepConfig) -> Result<SweepOutcome, Fail> {
                     name: p.host.name.clone(),
                     address: p.host.address.clone(),
                     port: p.host.port,
-                    transport: transport_name(p.host.connection).to_string(),
+                    transport: p.host.connection.name().to_string(),
                     groups: p.host.groups.clone(),
                     group_paths: p.host.group_paths.clone(),
                     wave: Some(*wave),
@@ -506,7 +402,7 @@ pub async fn recheck(
                     name: p.host.name.clone(),
                     address: p.host.address.clone(),
                     port: p.host.port,
-                    transport: transport_name(p.host.connection).to_string(),
+                    transport: p.host.connection.name().to_string(),
                     groups: p.host.groups.clone(),
                     group_paths: p.host.group_paths.clone(),
                     wave: Some(1),

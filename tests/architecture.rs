@@ -7,7 +7,9 @@
 //!   parent, are tolerated; three or more are a tangle that no layer order explains);
 //! - every SQL statement and every `rusqlite` use lives in the SQLite backend of the store
 //!   (`src/store/sqlite.rs`): the store's traits and records (`src/store/mod.rs`) name no
-//!   backend type, so a second backend is one more module beside it.
+//!   backend type, so a second backend is one more module beside it;
+//! - no file outside `src/transport/` names a transport: adding one is its module plus its
+//!   line in the registry.
 //!
 //! The reading is textual (no compiler): comments and the trailing `#[cfg(test)] mod tests`
 //! block are left out; `crate::a::b::C` counts as an import of the longest module-file prefix
@@ -40,17 +42,9 @@ const LAYERS: &[(&str, &[&str])] = &[
         ],
     ),
     ("store", &["store/", "journal.rs"]),
-    ("inventory", &["inventory/"]),
     ("plug-ins", &["transport/", "parser/"]),
-    (
-        "config",
-        &[
-            "playbook.rs",
-            "rollout.rs",
-            "credentials.rs",
-            "notify/config.rs",
-        ],
-    ),
+    ("inventory", &["inventory/"]),
+    ("config", &["playbook.rs", "rollout.rs", "notify/config.rs"]),
     ("plan", &["plan.rs"]),
     ("engine", &["pipeline.rs", "sweep.rs", "progress.rs"]),
     ("output", &["report/", "notify/"]),
@@ -560,6 +554,269 @@ fn all_sql_is_in_the_store() {
         found.is_empty(),
         "SQL or rusqlite outside the store ({}):\n  {}",
         STORE_FILES.join(", "),
+        found.join("\n  ")
+    );
+}
+
+/// Where a transport may be named outside `src/transport/`, and why it is not the transport.
+const NOT_A_TRANSPORT: &[(&str, &str)] = &[
+    // `C:\ProgramData\ssh`, OpenSSH's directory: contain refuses to act in it.
+    ("contain/validate.rs", "ssh"),
+];
+
+/// What names one transport in source text.
+struct TransportWords {
+    /// Registered names and the `ansible_connection` values they answer to (as string
+    /// literals and, after `transport::`, as module paths).
+    names: BTreeSet<String>,
+    /// Types declared in a transport's own module (and nowhere else in the tree).
+    types: BTreeSet<String>,
+}
+
+impl TransportWords {
+    /// From the registry (`names`: each transport's name and the values it answers to) and
+    /// the tree: the types declared under `transport/NAME/` or in `transport/NAME.rs`.
+    fn new(tree: &Tree, names: &[(&str, &[&str])]) -> TransportWords {
+        // Module-level declarations only (column 0): an impl's `type Error` declares nothing.
+        let declared = |text: &str| -> Vec<String> {
+            let mut out = Vec::new();
+            for line in code_of(text).lines() {
+                let rest = ["pub(crate) ", "pub(super) ", "pub "]
+                    .iter()
+                    .find_map(|p| line.strip_prefix(p))
+                    .unwrap_or(line);
+                for kw in ["struct ", "enum ", "trait ", "type "] {
+                    if let Some(r) = rest.strip_prefix(kw) {
+                        let end = r.find(|c: char| !is_ident(c)).unwrap_or(r.len());
+                        if r[..end].starts_with(|c: char| c.is_ascii_uppercase()) {
+                            out.push(r[..end].to_string());
+                        }
+                    }
+                }
+            }
+            out
+        };
+        let own = |rel: &Path| {
+            let r = rel.to_string_lossy().replace('\\', "/");
+            names.iter().any(|(n, _)| {
+                r == format!("transport/{n}.rs") || r.starts_with(&format!("transport/{n}/"))
+            })
+        };
+        let mut inside = BTreeSet::new();
+        let mut elsewhere = BTreeSet::new();
+        for (rel, text) in &tree.files {
+            let set = if own(rel) {
+                &mut inside
+            } else {
+                &mut elsewhere
+            };
+            set.extend(declared(text));
+        }
+        TransportWords {
+            names: names
+                .iter()
+                .flat_map(|(n, also)| std::iter::once(*n).chain(also.iter().copied()))
+                .map(str::to_ascii_lowercase)
+                .collect(),
+            types: inside.difference(&elsewhere).cloned().collect(),
+        }
+    }
+}
+
+/// Lines of files outside `transport/` that name a transport: a string literal that is a
+/// transport's name (or an `ansible_connection` value), a `transport::NAME` path, a type
+/// declared in a transport's module, or an enum variant named after a transport
+/// (`::Winrm`). `allowed` lists (file, literal) pairs that are not the transport.
+fn transport_names_outside(
+    tree: &Tree,
+    words: &TransportWords,
+    allowed: &[(&str, &str)],
+) -> Vec<String> {
+    let mut found = Vec::new();
+    for (rel, text) in &tree.files {
+        let r = rel.to_string_lossy().replace('\\', "/");
+        if r.starts_with("transport/") {
+            continue;
+        }
+        let (blanked, literals) = strings_apart(&code_of(text));
+        for (n, code) in blanked.lines().enumerate() {
+            let mut why = Vec::new();
+            for (_, lit) in literals.iter().filter(|(l, _)| *l == n) {
+                let low = lit.to_ascii_lowercase();
+                if words.names.contains(&low) && !allowed.iter().any(|(f, l)| *f == r && *l == low)
+                {
+                    why.push(format!("\"{lit}\""));
+                }
+            }
+            let whole = |w: &str, at: usize| {
+                !code[..at].chars().next_back().is_some_and(is_ident)
+                    && !code[at + w.len()..].chars().next().is_some_and(is_ident)
+            };
+            let has = |w: &str| code.match_indices(w).any(|(at, _)| whole(w, at));
+            for name in &words.names {
+                let path = format!("transport::{name}");
+                if has(&path) {
+                    why.push(path);
+                }
+            }
+            // An enum variant named after a transport: `Type::Winrm` (a type before it, so
+            // `chrono::Local` is not one).
+            for name in &words.names {
+                let mut cap = name.clone();
+                cap[..1].make_ascii_uppercase();
+                let variant = format!("::{cap}");
+                let found = code.match_indices(&variant).any(|(at, _)| {
+                    let ty: String = code[..at]
+                        .chars()
+                        .rev()
+                        .take_while(|c| is_ident(*c))
+                        .collect();
+                    ty.ends_with(|c: char| c.is_ascii_uppercase())
+                        && !code[at + variant.len()..]
+                            .chars()
+                            .next()
+                            .is_some_and(is_ident)
+                });
+                if found {
+                    why.push(variant);
+                }
+            }
+            for t in &words.types {
+                if has(t) {
+                    why.push(t.clone());
+                }
+            }
+            if !why.is_empty() {
+                found.push(format!(
+                    "{r}:{}: {} in: {}",
+                    n + 1,
+                    why.join(", "),
+                    code.trim()
+                ));
+            }
+        }
+    }
+    found
+}
+
+/// `code` with the contents of its string literals blanked (lines kept), and each literal
+/// with the line it starts on.
+fn strings_apart(code: &str) -> (String, Vec<(usize, String)>) {
+    let mut blanked = String::with_capacity(code.len());
+    let mut literals = Vec::new();
+    let mut line = 0;
+    let mut cur: Option<(usize, String)> = None;
+    let mut chars = code.chars();
+    while let Some(c) = chars.next() {
+        if c == '\n' {
+            line += 1;
+            blanked.push('\n');
+            if let Some((_, s)) = &mut cur {
+                s.push('\n');
+            }
+            continue;
+        }
+        match &mut cur {
+            Some((_, s)) => {
+                if c == '\\' {
+                    if let Some(next) = chars.next() {
+                        if next == '\n' {
+                            line += 1;
+                            blanked.push('\n');
+                        }
+                        s.push(c);
+                        s.push(next);
+                    }
+                } else if c == '"' {
+                    literals.extend(cur.take());
+                    blanked.push('"');
+                } else {
+                    s.push(c);
+                }
+            }
+            None => {
+                if c == '"' {
+                    cur = Some((line, String::new()));
+                }
+                blanked.push(c);
+            }
+        }
+    }
+    (blanked, literals)
+}
+
+/// The registry as the rule reads it: each transport's name and `ansible_connection` values.
+fn registry() -> Vec<(&'static str, &'static [&'static str])> {
+    pushscan::transport::REGISTRY
+        .iter()
+        .map(|e| (e.name, e.answers_to))
+        .collect()
+}
+
+#[test]
+fn the_transport_reader_sees_names_paths_types_and_variants() {
+    let (_d, tree) = scratch(&[
+        (
+            "transport/winrm/mod.rs",
+            "pub struct WinTarget;\npub enum Kind {}\n",
+        ),
+        ("transport/mod.rs", "pub struct Shared;\n"),
+        (
+            "plan.rs",
+            "use crate::transport::winrm::WinTarget;\nlet t = \"Winrm\";\n",
+        ),
+        (
+            "sweep.rs",
+            "match c { ConnKind::Winrm => 1, ConnKind::Ssh => 2 }\nlet s: Shared = x;\n",
+        ),
+        ("pipeline.rs", "fn f(t: &WinTarget) {}\n"),
+        (
+            "ldap.rs",
+            "enum Kind {}\nlet w = \"winrm (default)\";\nlet z = Hive::LocalMachine;\n\
+             let n = chrono::Local::now();\nlet h = \"<th>WinTarget</th>\";\n",
+        ),
+        ("validate.rs", "const D: [&str; 1] = [\"ssh\"];\n"),
+    ]);
+    let words = TransportWords::new(&tree, &[("winrm", &["psrp"]), ("ssh", &[]), ("local", &[])]);
+    assert_eq!(
+        words.types,
+        BTreeSet::from(["WinTarget".to_string()]),
+        "a type also declared elsewhere (Kind) is not the transport's"
+    );
+    let found = transport_names_outside(&tree, &words, &[("validate.rs", "ssh")]);
+    assert_eq!(found.len(), 4, "{found:#?}");
+    assert!(
+        found[0].starts_with("pipeline.rs:1: WinTarget"),
+        "{found:#?}"
+    );
+    assert!(
+        found[1].starts_with("plan.rs:1: transport::winrm, WinTarget"),
+        "{found:#?}"
+    );
+    assert!(found[2].starts_with("plan.rs:2: \"Winrm\""), "{found:#?}");
+    assert!(
+        found[3].starts_with("sweep.rs:1: ::Ssh, ::Winrm"),
+        "{found:#?}"
+    );
+}
+
+#[test]
+fn no_file_outside_the_transports_names_one() {
+    let tree = src_tree();
+    let reg = registry();
+    assert!(reg.len() >= 3, "registered transports: {reg:?}");
+    let words = TransportWords::new(&tree, &reg);
+    assert!(
+        words.types.len() > 5,
+        "types declared in the transport modules: {:?}",
+        words.types
+    );
+    let found = transport_names_outside(&tree, &words, NOT_A_TRANSPORT);
+    assert!(
+        found.is_empty(),
+        "transports named outside src/transport/ (a transport's variables, options, plan \
+         line, staging, connection and shell belong in its module; the engine goes through \
+         pushscan::transport's registry):\n  {}",
         found.join("\n  ")
     );
 }

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use pushscan::inventory::{self, Connection, Host, Inventory, InventoryError};
+use pushscan::inventory::{self, Host, Inventory, InventoryError};
 use serde_json::json;
 
 fn yaml(text: &str) -> Inventory {
@@ -66,7 +66,7 @@ fn sample_localhost_loads() {
     assert_eq!(inv.hosts.len(), 1);
     let h = &inv.hosts[0];
     assert_eq!(h.name, "localhost");
-    assert_eq!(h.connection, Connection::Local);
+    assert_eq!(h.connection.name(), "local");
     assert_eq!(h.groups, vec!["demo"]);
     assert_eq!(sel(&inv, "demo"), vec!["localhost"]);
 }
@@ -76,7 +76,7 @@ fn sample_windows_loads() {
     let inv = inventory::load(&repo("inventories/example-windows.yml")).unwrap();
     assert_eq!(inv.hosts.len(), 5);
     for h in &inv.hosts {
-        assert_eq!(h.connection, Connection::Winrm, "{}", h.name);
+        assert_eq!(h.connection.name(), "winrm", "{}", h.name);
         assert_eq!(h.port, Some(5985));
         assert!(h.groups.contains(&"windows".to_string()));
     }
@@ -106,7 +106,7 @@ fn sample_linux_ini_loads() {
     assert_eq!(web02.address, "192.0.2.12");
     assert_eq!(web02.port, Some(2222));
     assert_eq!(web02.user.as_deref(), Some("scan"));
-    assert_eq!(web02.connection, Connection::Ssh);
+    assert_eq!(web02.connection.name(), "ssh");
     assert_eq!(
         web02.key_file.as_deref(),
         Some(Path::new("~/.ssh/pushscan_ed25519"))
@@ -281,10 +281,10 @@ all:
         (b.address.as_str(), b.port, b.user.as_deref()),
         ("10.0.0.2", Some(2201), Some("legacy"))
     );
-    assert_eq!(inv.host("c").unwrap().connection, Connection::Winrm);
-    assert_eq!(inv.host("d").unwrap().connection, Connection::Ssh);
-    assert_eq!(inv.host("e").unwrap().connection, Connection::Ssh);
-    assert_eq!(inv.host("f").unwrap().connection, Connection::Winrm);
+    assert_eq!(inv.host("c").unwrap().connection.name(), "winrm");
+    assert_eq!(inv.host("d").unwrap().connection.name(), "ssh");
+    assert_eq!(inv.host("e").unwrap().connection.name(), "ssh");
+    assert_eq!(inv.host("f").unwrap().connection.name(), "winrm");
     assert_eq!(
         inv.host("g").unwrap().key_file.as_deref(),
         Some(Path::new("/abs/key"))

@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use ldap_support as fx;
 use pushscan::inventory::ldap::{is_ldap_source, load, load_with_report, LoadReport};
-use pushscan::inventory::{Connection, Inventory, InventoryError};
+use pushscan::inventory::{Inventory, InventoryError};
 use serde_json::Value;
 
 /// Environment variables holding the test passwords, set once before any test reads them.
@@ -155,7 +155,7 @@ async fn ldaps_reads_every_enabled_computer_page_by_page() {
             let name = fx::host_name(prefix, i);
             let h = inv.host(&name).unwrap_or_else(|| panic!("{name} missing"));
             assert_eq!(h.address, name);
-            assert_eq!(h.connection, Connection::Winrm);
+            assert_eq!(h.connection.name(), "winrm");
             assert_eq!(h.vars["ansible_connection"], Value::from("winrm"));
             assert_eq!(h.vars["os"], Value::from(*os), "{name}");
             assert_eq!(h.vars["ou"], Value::from(ou_path(ou)), "{name}");
@@ -301,7 +301,7 @@ async fn starttls_with_ous_and_os_filter() {
     assert_eq!(inv.hosts.len(), 3);
     assert_eq!(rep.skipped_total, 5);
     for h in &inv.hosts {
-        assert_eq!(h.connection, Connection::Ssh);
+        assert_eq!(h.connection.name(), "ssh");
         assert_eq!(h.user.as_deref(), Some("scanner"));
         assert_eq!(h.vars["site"], Value::from("lab"));
     }

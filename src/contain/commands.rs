@@ -3,12 +3,12 @@
 //! Windows lines are the shapes listed in `docs/contain.md` (cmd.exe through
 //! the host's one WinRM shell); POSIX lines are plain `sh`. Every builder takes values
 //! that `validate.rs` accepted and quotes them once more for the shell that runs them
-//! (cmd.exe double quotes through `winrm::cmdline`, `sh_quote` for sh), so a value
+//! (cmd.exe double quotes through `transport::cmd`, `sh_quote` for sh), so a value
 //! that slipped past validation would still be a literal, never syntax. Output
 //! readers treat everything the host prints as untrusted text.
 
+use crate::transport::cmd;
 use crate::transport::sh_quote;
-use crate::transport::winrm::cmdline;
 
 use super::validate::{Hive, RunValue};
 
@@ -21,7 +21,7 @@ pub const POSIX_QUARANTINE: &str = "/var/lib/pushscan/quarantine";
 
 /// cmd.exe double quotes around a validated value.
 fn q(what: &str, s: &str) -> Result<String, String> {
-    cmdline::quote_path(what, s).map_err(|e| e.message)
+    cmd::quote_path(what, s).map_err(|e| e.message)
 }
 
 /// Windows command lines.

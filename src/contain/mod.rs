@@ -29,7 +29,7 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 
 use crate::exit::{self, Fail, WithCode};
-use crate::inventory::{self, Connection as ConnKind};
+use crate::inventory;
 use crate::journal::{ActionResult, HostRecord, Journal, NewAction, NewContainment, Reader};
 use crate::model::{attr, HostClass};
 use crate::pipeline::{connect, SweepCtx};
@@ -477,7 +477,10 @@ async fn prepare(
     inv: &inventory::Inventory,
     opts: &ContainOptions,
 ) -> HostWork {
-    let platform = Platform::of_transport(rec.transport.as_deref().unwrap_or("ssh"));
+    let platform = rec
+        .transport
+        .as_deref()
+        .map_or(Platform::Posix, Platform::of_transport);
     let wants = |a: Action| opts.actions.contains(&a);
     let mut refused = Vec::new();
     let mut targets: Vec<Target> = Vec::new();
@@ -546,8 +549,7 @@ async fn prepare(
             (None, Some(h)) => {
                 let port = plan
                     .as_ref()
-                    .and_then(|p| p.win.as_ref())
-                    .map(|w| w.port)
+                    .and_then(|p| p.target.describe().port)
                     .unwrap_or(5985);
                 net::local_address_toward(&h.address, port).await
             }
@@ -1683,7 +1685,7 @@ pub async fn uncontain(opts: &UncontainOptions, access: &Access) -> Result<i32, 
             h.connection,
             display(&h.address, 120)
         ));
-        if h.connection != ConnKind::Winrm {
+        if Platform::of_shell(h.connection.shell()) != Platform::Windows {
             out.push_str("  nothing to lift: isolation is done on Windows hosts only\n");
             continue;
         }

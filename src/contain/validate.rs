@@ -7,24 +7,31 @@
 //! shapes are those `docs/contain.md` lists; quoting happens afterwards, in
 //! `commands.rs`, and only ever sees values accepted here.
 
+use crate::transport::{self, Shell};
+
 /// How a host is reached, which decides the rules for its paths.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Platform {
-    /// WinRM: cmd.exe command lines, drive paths, the registry, Windows Firewall.
+    /// A `cmd.exe` transport: cmd.exe command lines, drive paths, the registry, Windows
+    /// Firewall.
     Windows,
-    /// SSH or local: POSIX sh command lines, absolute paths, /proc.
+    /// A POSIX shell transport: sh command lines, absolute paths, /proc.
     Posix,
 }
 
 impl Platform {
-    /// The platform of a journal transport name (`winrm`, `ssh`, `local`).
-    pub fn of_transport(t: &str) -> Platform {
-        if t.eq_ignore_ascii_case("winrm") {
-            Platform::Windows
-        } else {
-            Platform::Posix
+    /// The platform of a transport's shell.
+    pub fn of_shell(shell: Shell) -> Platform {
+        match shell {
+            Shell::Cmd => Platform::Windows,
+            Shell::Posix => Platform::Posix,
         }
+    }
+
+    /// The platform of a transport named in the journal (an unknown name is POSIX).
+    pub fn of_transport(t: &str) -> Platform {
+        transport::by_name(t).map_or(Platform::Posix, |t| Platform::of_shell(t.shell()))
     }
 }
 

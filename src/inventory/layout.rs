@@ -248,12 +248,7 @@ fn placeholder(file: &Path) -> Value {
 }
 
 fn interpreted(key: &str) -> bool {
-    super::PORT_VARS.contains(&key)
-        || super::HOST_VARS.contains(&key)
-        || super::USER_VARS.contains(&key)
-        || super::KEY_VARS.contains(&key)
-        || key == super::CONNECTION_VAR
-        || key == PRIORITY_VAR
+    super::is_connection_var(key) || key == PRIORITY_VAR
 }
 
 impl Builder {

@@ -39,8 +39,9 @@ use serde_saphyr::{Location, MessageFormatter as _, Spanned};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
-use super::{Builder, Connection, Inventory, InventoryError, Loc, VarDef};
+use super::{Builder, Inventory, InventoryError, Loc, VarDef};
 use crate::sanitize;
+use crate::transport::{self, Transport};
 
 /// Enabled computer accounts: bit 2 of `userAccountControl` is
 /// ACCOUNTDISABLE, tested with AD's bitwise-AND matching rule.
@@ -386,7 +387,7 @@ struct Config {
     /// Host variable <- LDAP attribute, `os <- operatingSystem` first.
     attributes: Vec<Mapped>,
     vars: Vec<(String, VarDef)>,
-    connection: (Connection, Option<Loc>),
+    connection: (Transport, Option<Loc>),
 }
 
 /// A YAML node and where it starts (as in `yaml.rs`, kept separate so the
@@ -664,7 +665,7 @@ fn parse_config_here(path: &Path, text: &str) -> Result<Config, InventoryError> 
         loc: None,
     }];
     let mut vars: Vec<(String, VarDef)> = Vec::new();
-    let mut connection: Option<(Connection, Option<Loc>)> = None;
+    let mut connection: Option<(Transport, Option<Loc>)> = None;
 
     for (key, node) in entries {
         let name = key.name.as_str();
@@ -914,10 +915,13 @@ fn parse_config_here(path: &Path, text: &str) -> Result<Config, InventoryError> 
             }
             "connection" => {
                 let (v, loc) = cx.string(&key, node)?;
-                let c = Connection::parse(&v).ok_or_else(|| {
+                let c = transport::parse(&v).ok_or_else(|| {
                     cx.err(
                         loc,
-                        format!("unsupported connection {v:?}: winrm (default), ssh or local"),
+                        format!(
+                            "unsupported connection {v:?}: {}",
+                            transport::choices(Transport::directory_default())
+                        ),
                     )
                 })?;
                 connection = Some((c, loc));
@@ -1016,7 +1020,7 @@ fn parse_config_here(path: &Path, text: &str) -> Result<Config, InventoryError> 
             }
             c
         }
-        None => (Connection::Winrm, None),
+        None => (Transport::directory_default(), None),
     };
 
     Ok(Config {
@@ -1737,7 +1741,7 @@ fn build(
     b.set_group_var(
         "all",
         "ansible_connection",
-        VarDef::new(Value::from(connection.as_str()), conn_loc, conn_loc),
+        VarDef::new(Value::from(connection.name()), conn_loc, conn_loc),
     )?;
     for (k, def) in &cfg.vars {
         b.set_group_var("all", k, def.clone())?;
@@ -2101,7 +2105,7 @@ mod tests {
         assert_eq!(c.max_hosts, 100_000);
         assert_eq!(c.timeout, DEFAULT_TIMEOUT);
         assert!(c.bases.is_empty());
-        assert_eq!(c.connection.0, Connection::Winrm);
+        assert_eq!(c.connection.0, Transport::directory_default());
         assert_eq!(
             c.auth,
             Auth::Simple {

@@ -45,45 +45,7 @@ use secrecy::SecretString;
 use serde::Serialize;
 use serde_json::Value;
 
-/// How pushscan reaches a host, read from `ansible_connection`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Connection {
-    /// `ssh` (Ansible's default), also `paramiko`/`paramiko_ssh` and `smart`.
-    Ssh,
-    /// `local`: run on the machine pushscan runs on.
-    Local,
-    /// `winrm`, also `psrp` (both are WinRM transports).
-    Winrm,
-}
-
-impl Connection {
-    /// Map an `ansible_connection` value (short or `ansible.builtin.` name)
-    /// to the transport pushscan uses; `None` for plugins we cannot speak.
-    pub fn parse(value: &str) -> Option<Connection> {
-        let short = value.strip_prefix("ansible.builtin.").unwrap_or(value);
-        match short {
-            "ssh" | "smart" | "paramiko" | "paramiko_ssh" => Some(Connection::Ssh),
-            "local" => Some(Connection::Local),
-            "winrm" | "psrp" => Some(Connection::Winrm),
-            _ => None,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Connection::Ssh => "ssh",
-            Connection::Local => "local",
-            Connection::Winrm => "winrm",
-        }
-    }
-}
-
-impl fmt::Display for Connection {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+use crate::transport::{self, HostInfo, Transport};
 
 /// One inventory host with its connection settings resolved.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -96,7 +58,8 @@ pub struct Host {
     pub port: Option<u16>,
     /// `ansible_user` (or `ansible_ssh_user`).
     pub user: Option<String>,
-    pub connection: Connection,
+    /// The transport `ansible_connection` selects (Ansible's default when unset).
+    pub connection: Transport,
     /// `ansible_ssh_private_key_file` (or `ansible_private_key_file`). A
     /// relative path is resolved against the inventory file's directory; a
     /// path starting with `~` is kept as written for the caller to expand.
@@ -172,21 +135,6 @@ pub struct Inventory {
     pub(crate) layered: bool,
 }
 
-/// Where Ansible's connection plugins read the password, last defined
-/// name winning (as for the other settings).
-const SSH_PASSWORD_VARS: &[&str] = &[
-    "ansible_password",
-    "ansible_ssh_pass",
-    "ansible_ssh_password",
-];
-const WINRM_PASSWORD_VARS: &[&str] = &[
-    "ansible_password",
-    "ansible_winrm_pass",
-    "ansible_winrm_password",
-    "ansible_psrp_pass",
-    "ansible_psrp_password",
-];
-
 impl Host {
     /// The vaulted password the inventory gives this host: `Ok(None)` when
     /// it sets none, an error when it sets one no vault password opened.
@@ -204,15 +152,33 @@ impl Host {
             )),
         }
     }
+}
 
-    /// Whether the inventory lets the SSH transport offer the password to this host
-    /// ([`SSH_PASSWORD_AUTH_VAR`]); anything but a true value (checked when the inventory is
-    /// read) means no.
-    pub fn ssh_password_auth(&self) -> bool {
-        self.vars
-            .get(SSH_PASSWORD_AUTH_VAR)
-            .and_then(bool_value)
-            .unwrap_or(false)
+/// What transports read of a host.
+impl HostInfo for Host {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn address(&self) -> &str {
+        &self.address
+    }
+    fn port(&self) -> Option<u16> {
+        self.port
+    }
+    fn user(&self) -> Option<&str> {
+        self.user.as_deref()
+    }
+    fn key_file(&self) -> Option<&Path> {
+        self.key_file.as_deref()
+    }
+    fn vars(&self) -> &BTreeMap<String, Value> {
+        &self.vars
+    }
+    fn flag(&self, name: &str) -> bool {
+        self.vars.get(name).and_then(bool_value).unwrap_or(false)
+    }
+    fn vaulted_password(&self) -> Result<Option<&SecretString>, String> {
+        Host::vaulted_password(self)
     }
 }
 
@@ -576,28 +542,16 @@ const SECRET_ADVICE: &str =
      through the PUSHSCAN_SSH_PASSWORD or PUSHSCAN_PASSWORD environment variable, or \
      --ask-pass, or use SSH keys / ssh-agent";
 
-// Connection settings as Ansible's connection plugins read them: each
-// setting has a list of variable names, and the *last* name in the list
-// that is defined (not null) wins, whatever level it was set at. So a group
-// `ansible_ssh_user` beats a host `ansible_user`, exactly as in Ansible.
-const SSH_HOST: &[&str] = &["ansible_host", "ansible_ssh_host"];
-const SSH_PORT: &[&str] = &["ansible_port", "ansible_ssh_port"];
-const SSH_USER: &[&str] = &["ansible_user", "ansible_ssh_user"];
-const WINRM_HOST: &[&str] = &["ansible_host", "ansible_winrm_host"];
-const WINRM_PORT: &[&str] = &["ansible_port", "ansible_winrm_port"];
-const WINRM_USER: &[&str] = &["ansible_user", "ansible_winrm_user"];
+// Connection settings: each transport names the variables it reads (`transport::Entry`);
+// the key file and `ansible_connection` itself are read for every host.
 const KEY_VARS: &[&str] = &["ansible_private_key_file", "ansible_ssh_private_key_file"];
-
-// Every spelling, for checking assignments as they are read.
-const PORT_VARS: &[&str] = &["ansible_port", "ansible_ssh_port", "ansible_winrm_port"];
-const HOST_VARS: &[&str] = &["ansible_host", "ansible_ssh_host", "ansible_winrm_host"];
-const USER_VARS: &[&str] = &["ansible_user", "ansible_ssh_user", "ansible_winrm_user"];
 const CONNECTION_VAR: &str = "ansible_connection";
-/// Per host or group: `true` lets the SSH transport offer the password (`--ask-pass`,
-/// `PUSHSCAN_SSH_PASSWORD`) to this host. Off by default: a password sent is a password the
-/// host, if compromised, now holds, so it goes only where the inventory says so, never as a
-/// fallback when public keys are refused.
-pub const SSH_PASSWORD_AUTH_VAR: &str = "pushscan_ssh_password_auth";
+
+/// Whether the inventory interprets `key` as a connection setting (any transport's host,
+/// port or user variable, the key file, `ansible_connection`) rather than passing it on.
+pub(crate) fn is_connection_var(key: &str) -> bool {
+    transport::var_role(key).is_some() || KEY_VARS.contains(&key) || key == CONNECTION_VAR
+}
 const PRIORITY_VAR: &str = "ansible_group_priority";
 
 /// Jinja markers: pushscan has no template engine, so such a value would
@@ -695,7 +649,7 @@ fn check_var(source: &Path, key: &str, def: &VarDef) -> Result<(), InventoryErro
         };
         return Err(InventoryError::at(source, def.key_loc, msg));
     }
-    if key == SSH_PASSWORD_AUTH_VAR {
+    if transport::is_flag_var(key) {
         if def.value.is_null() || bool_value(&def.value).is_some() {
             return Ok(());
         }
@@ -708,11 +662,7 @@ fn check_var(source: &Path, key: &str, def: &VarDef) -> Result<(), InventoryErro
             ),
         ));
     }
-    let interpreted = PORT_VARS.contains(&key)
-        || HOST_VARS.contains(&key)
-        || USER_VARS.contains(&key)
-        || KEY_VARS.contains(&key)
-        || key == CONNECTION_VAR;
+    let interpreted = is_connection_var(key);
     if !interpreted && key != PRIORITY_VAR {
         return Ok(());
     }
@@ -743,7 +693,7 @@ fn check_var(source: &Path, key: &str, def: &VarDef) -> Result<(), InventoryErro
             ));
         }
     }
-    if PORT_VARS.contains(&key) {
+    if transport::var_role(key) == Some(transport::VarRole::Port) {
         if value.is_null() {
             return Ok(());
         }
@@ -760,7 +710,7 @@ fn check_var(source: &Path, key: &str, def: &VarDef) -> Result<(), InventoryErro
     } else if key == CONNECTION_VAR {
         let ok = match value {
             Value::Null => true,
-            Value::String(s) => Connection::parse(s).is_some(),
+            Value::String(s) => transport::parse(s).is_some(),
             _ => false,
         };
         if !ok {
@@ -768,9 +718,9 @@ fn check_var(source: &Path, key: &str, def: &VarDef) -> Result<(), InventoryErro
                 source,
                 vloc,
                 format!(
-                    "unsupported ansible_connection {}: pushscan speaks ssh (also paramiko, smart), \
-                     local and winrm (also psrp)",
-                    describe(value)
+                    "unsupported ansible_connection {}: pushscan speaks {}",
+                    describe(value),
+                    transport::spoken()
                 ),
             ));
         }
@@ -1337,10 +1287,7 @@ impl Builder {
             let mut host = self.resolve_host(hb, &merged, &ancestors, &direct[hi], &parents)?;
             // The password var Ansible's connection plugin would read: the
             // last defined name of its list.
-            let names = match host.connection {
-                Connection::Winrm => WINRM_PASSWORD_VARS,
-                Connection::Ssh | Connection::Local => SSH_PASSWORD_VARS,
-            };
+            let names = host.connection.vars().password;
             // A stored inventory holds a placeholder where a vaulted file's
             // password was: it is not stored, so the host has none (and a
             // resumed run takes its credential from elsewhere).
@@ -1506,7 +1453,7 @@ impl Builder {
         direct: &[usize],
         parents: &[Vec<usize>],
     ) -> Result<Host, InventoryError> {
-        // The last defined name in the list wins (see SSH_HOST).
+        // The last defined name in the list wins (see `transport::InventoryVars`).
         let pick = |names: &[&str]| {
             names
                 .iter()
@@ -1527,7 +1474,7 @@ impl Builder {
         };
         let connection = match pick(&[CONNECTION_VAR]) {
             Some(d) => match d.effective() {
-                Value::String(s) => Connection::parse(s).ok_or_else(|| {
+                Value::String(s) => transport::parse(s).ok_or_else(|| {
                     self.err_in(
                         d.src,
                         d.val_loc,
@@ -1542,12 +1489,10 @@ impl Builder {
                     ))
                 }
             },
-            None => Connection::Ssh,
+            None => Transport::ansible_default(),
         };
-        let (host_vars, port_vars, user_vars) = match connection {
-            Connection::Winrm => (WINRM_HOST, WINRM_PORT, WINRM_USER),
-            Connection::Ssh | Connection::Local => (SSH_HOST, SSH_PORT, SSH_USER),
-        };
+        let vars = connection.vars();
+        let (host_vars, port_vars, user_vars) = (vars.host, vars.port, vars.user);
         let address = text(host_vars)?.unwrap_or_else(|| hb.name.clone());
         let user = text(user_vars)?;
         let port = match pick(port_vars) {
@@ -1690,15 +1635,13 @@ mod tests {
 
     #[test]
     fn connection_names() {
-        assert_eq!(Connection::parse("ssh"), Some(Connection::Ssh));
-        assert_eq!(Connection::parse("paramiko"), Some(Connection::Ssh));
-        assert_eq!(Connection::parse("smart"), Some(Connection::Ssh));
-        assert_eq!(
-            Connection::parse("ansible.builtin.psrp"),
-            Some(Connection::Winrm)
-        );
-        assert_eq!(Connection::parse("local"), Some(Connection::Local));
-        assert_eq!(Connection::parse("docker"), None);
+        let name = |v: &str| transport::parse(v).map(Transport::name);
+        assert_eq!(name("ssh"), Some("ssh"));
+        assert_eq!(name("paramiko"), Some("ssh"));
+        assert_eq!(name("smart"), Some("ssh"));
+        assert_eq!(name("ansible.builtin.psrp"), Some("winrm"));
+        assert_eq!(name("local"), Some("local"));
+        assert_eq!(name("docker"), None);
     }
 
     #[test]

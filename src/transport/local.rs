@@ -10,16 +10,98 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::Arc;
 
 use async_trait::async_trait;
+use secrecy::SecretString;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 use super::workdir::expand_local;
 use super::{
-    push_capped, CommandSpec, Connection, EntryKind, ExecOutcome, RemoteEntry, TResult,
+    push_capped, CommandSpec, ConnArgs, Connection, Connector, Described, Entry, EntryKind,
+    ExecOutcome, HostInfo, HostTarget, InventoryVars, Options, RemoteEntry, Shell, TResult,
     TransportError,
 };
 use crate::digest::sha256_file;
+use crate::exit::Fail;
+
+pub const ENTRY: Entry = Entry {
+    name: "local",
+    answers_to: &["local"],
+    listed_as: "local",
+    // Ansible's local plugin reads the SSH names; pushscan uses none of them to connect.
+    vars: InventoryVars {
+        host: &["ansible_host", "ansible_ssh_host"],
+        port: &["ansible_port", "ansible_ssh_port"],
+        user: &["ansible_user", "ansible_ssh_user"],
+        password: &[
+            "ansible_password",
+            "ansible_ssh_pass",
+            "ansible_ssh_password",
+        ],
+        flags: &[],
+    },
+    shell: Shell::Posix,
+    target: plan_target,
+    options,
+};
+
+/// The plan of a local host: nothing to decide before running.
+#[derive(Debug)]
+struct LocalPlan;
+
+impl HostTarget for LocalPlan {
+    fn describe(&self) -> Described {
+        Described {
+            transport: ENTRY.name,
+            port: None,
+            files: None,
+            password_auth: false,
+        }
+    }
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
+fn plan_target(_host: &dyn HostInfo) -> Result<Arc<dyn HostTarget>, String> {
+    Ok(Arc::new(LocalPlan))
+}
+
+/// No settings: the local machine is reached as the operator.
+#[derive(Debug)]
+struct LocalOptions;
+
+fn options(_a: &ConnArgs, _prompted: Option<&SecretString>) -> Result<Arc<dyn Options>, Fail> {
+    Ok(Arc::new(LocalOptions))
+}
+
+impl Options for LocalOptions {
+    fn connector(
+        &self,
+        hosts: &[(usize, &dyn HostInfo)],
+    ) -> (Arc<dyn Connector>, Vec<(usize, String)>) {
+        // A vaulted password no vault password opened is a mistake in the inventory: the
+        // run stops before touching any host, as for every transport.
+        let missing = hosts
+            .iter()
+            .filter_map(|(i, h)| h.vaulted_password().err().map(|e| (*i, e)))
+            .collect();
+        (Arc::new(LocalOptions), missing)
+    }
+}
+
+#[async_trait]
+impl Connector for LocalOptions {
+    async fn connect(
+        &self,
+        _host: &dyn HostInfo,
+        _target: &dyn HostTarget,
+        _probe: &str,
+    ) -> TResult<Box<dyn Connection>> {
+        Ok(Box::new(LocalConnection))
+    }
+}
 
 /// A "connection" to the local machine.
 #[derive(Debug, Default)]

@@ -1,19 +1,46 @@
 //! Transports: how pushscan reaches a host.
 //!
-//! The per-host pipeline only speaks to the [`Connection`] trait, so a new
-//! way of reaching hosts (WinRM + SMB, PSRP, ...) is a new module here, not an
-//! edit of the pipeline. One `Connection` is opened per host and reused for
-//! every step, which is where most of pushscan's speed comes from.
+//! A transport is a plug-in seam of pushscan (parsers and store backends are the others).
+//! Each transport is one module here, registered by name in [`REGISTRY`], and owns everything
+//! about reaching its hosts: the `ansible_connection` values it answers to and the inventory
+//! variables it reads ([`Entry`]), what it checks of a host before any connection and how
+//! `pushscan plan` shows it ([`HostTarget`]), the command-line flags it reads and the
+//! credentials it resolves ([`Options`]), how it connects ([`Connector`]) and the shell its
+//! command lines run in ([`Shell`]). The engine only holds [`Transport`] handles and these
+//! traits, so adding a transport is one module plus one line in [`REGISTRY`].
+//!
+//! The per-host pipeline only speaks to the [`Connection`] trait. One `Connection` is opened
+//! per host and reused for every step, which is where most of pushscan's speed comes from.
 //!
 //! Everything a connection returns (names, sizes, output) comes from a host
 //! that may be compromised: implementations bound every read, and callers
 //! treat the results as untrusted text.
 
+pub mod cmd;
+mod flags;
 pub mod known_hosts;
 pub mod local;
+mod registry;
 pub mod ssh;
 pub mod winrm;
 pub mod workdir;
+
+pub use flags::ConnArgs;
+pub use registry::{
+    by_name, choices, is_flag_var, names, parse, spoken, var_role, Access, Connector, Described,
+    Entry, HostInfo, HostTarget, InventoryVars, Options, Sessions, Shell, Transport, VarRole,
+};
+
+/// Every transport pushscan speaks, by name; error messages list them in this order, and
+/// their options are read from the command line in this order.
+pub const REGISTRY: &[Entry] = &[ssh::ENTRY, local::ENTRY, winrm::ENTRY];
+
+/// The transport of a host whose inventory sets no `ansible_connection` (Ansible's default).
+pub const ANSIBLE_DEFAULT: &str = "ssh";
+
+/// The transport of hosts read from Active Directory when its configuration names none
+/// (Windows computers).
+pub const DIRECTORY_DEFAULT: &str = "winrm";
 
 use std::path::Path;
 use std::time::Duration;

@@ -24,6 +24,7 @@ use russh::{ChannelMsg, Disconnect};
 use russh_sftp::client::RawSftpSession;
 use russh_sftp::protocol::{FileAttributes, FileType, OpenFlags, StatusCode};
 
+mod entry;
 mod script;
 
 use super::known_hosts;
@@ -33,6 +34,7 @@ use super::{
     Finished, RemoteEntry, RunPlan, Staged, TResult, TransportError,
 };
 use crate::model::HostClass;
+pub use entry::{password_auth, ENTRY, PASSWORD_AUTH_VAR};
 
 /// Most entries we accept from one remote directory listing.
 const MAX_LIST_ENTRIES: usize = 10_000;
@@ -268,7 +270,7 @@ impl SshConnector {
             (None, Some(_)) => {
                 tried.push(format!(
                     "not the password (offered only to hosts with {}: true)",
-                    crate::inventory::SSH_PASSWORD_AUTH_VAR
+                    PASSWORD_AUTH_VAR
                 ));
                 None
             }

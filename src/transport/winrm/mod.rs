@@ -18,7 +18,8 @@
 //! `SecretString` and in the two clients' memory; it is never on a command
 //! line, in a log, the journal or a report.
 
-pub mod cmdline;
+pub mod credentials;
+mod entry;
 mod exec;
 mod private;
 mod shellfs;
@@ -31,8 +32,9 @@ use async_trait::async_trait;
 use secrecy::{ExposeSecret, SecretString};
 use winrm_rs::{AuthMethod, EncryptionMode, WinrmClient, WinrmConfig, WinrmCredentials};
 
+use super::{cmd, HostInfo};
 use super::{CommandSpec, Connection, ExecOutcome, RemoteEntry, TResult, TransportError};
-use crate::inventory::Host;
+pub use entry::ENTRY;
 pub use smbfs::ShareMode;
 
 /// How a host authenticates over WinRM (`ansible_winrm_transport`).
@@ -89,9 +91,9 @@ impl WinTarget {
     /// Reads the Ansible WinRM variables of `host`. Refusals (CredSSP,
     /// Basic over HTTP or over HTTPS without certificate validation, unknown
     /// values) are errors before any connection.
-    pub fn from_host(host: &Host) -> Result<WinTarget, String> {
+    pub fn from_host(host: &dyn HostInfo) -> Result<WinTarget, String> {
         let var = |k: &str| -> Option<String> {
-            host.vars.get(k).map(|v| match v {
+            host.vars().get(k).map(|v| match v {
                 serde_json::Value::String(s) => s.trim().to_string(),
                 other => other.to_string(),
             })
@@ -103,9 +105,9 @@ impl WinTarget {
             Some(other) => {
                 return Err(format!("ansible_winrm_scheme {other:?}: use http or https"))
             }
-            None => host.port == Some(5986),
+            None => host.port() == Some(5986),
         };
-        let port = host.port.unwrap_or(if https { 5986 } else { 5985 });
+        let port = host.port().unwrap_or(if https { 5986 } else { 5985 });
         let transport = var("ansible_winrm_transport")
             .map(|s| {
                 // Ansible accepts a list ("ntlm,kerberos"): the first is used.
@@ -180,7 +182,7 @@ impl WinTarget {
             Some(other) => return Err(format!("pushscan_smb {other:?}: use auto or off")),
         };
         Ok(WinTarget {
-            address: host.address.clone(),
+            address: host.address().to_string(),
             port,
             https,
             auth,
@@ -495,7 +497,7 @@ impl Connection for WinConnection {
     }
 
     async fn exec(&mut self, cmd: &CommandSpec) -> TResult<ExecOutcome> {
-        let line = cmdline::command_line(&cmd.program, &cmd.args)?;
+        let line = cmd::command_line(&cmd.program, &cmd.args)?;
         self.remote.run(&line, cmd.timeout, cmd.output_cap).await
     }
 

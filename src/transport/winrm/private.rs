@@ -28,7 +28,7 @@
 //! simulator in `lab/` reproduces the documented English formats; Wine's `icacls` is a stub
 //! that prints nothing, so the parser refuses what it shows.
 
-use super::cmdline::quote_path;
+use crate::transport::cmd::quote_path;
 use crate::transport::{TResult, TransportError};
 
 /// The protected DACL a directory we create gets: full control for SYSTEM (S-1-5-18) and

@@ -9,7 +9,7 @@
 //! * list: `dir /b /a-d` (names only: this path has no sizes or times, so
 //!   recency comes from the report names).
 //!
-//! Every path and name is checked by [`cmdline::check`] before it is put on
+//! Every path and name is checked by [`cmd::check`](crate::transport::cmd::check) before it is put on
 //! a command line: a hostile file name cannot become a command.
 
 use std::path::Path;
@@ -17,8 +17,8 @@ use std::time::Duration;
 
 use base64::Engine as _;
 
-use super::cmdline::quote_path;
 use super::exec::Remote;
+use crate::transport::cmd::quote_path;
 use crate::transport::{EntryKind, RemoteEntry, TResult, TransportError};
 
 /// Bound of one file operation command.
@@ -69,6 +69,12 @@ pub(super) async fn sha256(r: &Remote, path: &str) -> TResult<Option<String>> {
     )))
 }
 
+/// The base64 staging file a push through the WinRM shell writes beside `tmp` (removed once
+/// decoded): a push cut short may leave it.
+pub(super) fn staging_name(tmp: &str) -> String {
+    format!("{tmp}.b64")
+}
+
 pub(super) async fn install(
     r: &Remote,
     local: &Path,
@@ -80,7 +86,7 @@ pub(super) async fn install(
         .await
         .map_err(|e| TransportError::error(format!("read {}: {e}", local.display())))?;
     let b64 = base64::engine::general_purpose::STANDARD.encode(data.as_slice());
-    let b64_path = format!("{tmp}.b64");
+    let b64_path = staging_name(tmp);
     let qb = quote_path("path", &b64_path)?;
     let qt = quote_path("path", tmp)?;
     let qd = quote_path("path", dest)?;

@@ -1,7 +1,7 @@
-//! Windows command lines built from untrusted pieces.
+//! Windows command lines built from untrusted pieces: the [`Shell::Cmd`](crate::transport::Shell::Cmd) dialect.
 //!
-//! Everything pushscan runs on a Windows host goes through `cmd.exe` (WinRM's
-//! `cmd` shell), so a path or argument is safe only if neither the C runtime's
+//! Everything pushscan runs on a Windows host goes through `cmd.exe` (the shell of every
+//! `Shell::Cmd` transport's `exec_line` and commands), so a path or argument is safe only if neither the C runtime's
 //! argument splitting nor cmd's own parsing can be steered by it. Rather than
 //! escaping every metacharacter for both layers, we refuse the few characters
 //! that no quoting makes safe in cmd (`"`, `%`, `!`, control characters) and
