@@ -51,7 +51,16 @@ const LAYERS: &[(&str, &[&str])] = &[
         ],
     ),
     ("plan", &["plan.rs"]),
-    ("engine", &["pipeline.rs", "sweep.rs", "progress.rs"]),
+    (
+        "engine",
+        &[
+            "pipeline.rs",
+            "sweep.rs",
+            "fleet.rs",
+            "events.rs",
+            "progress.rs",
+        ],
+    ),
     ("output", &["report/", "notify/"]),
     (
         "commands",
