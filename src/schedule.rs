@@ -8,10 +8,11 @@
 //! (journal busy, an inventory edited into an error, a panic) is logged and
 //! the loop waits for the next slot; only problems found before the first
 //! sweep (flags, inventory, playbook, pin, alert settings) end the process,
-//! since they would fail every sweep. SIGTERM or Ctrl-C between sweeps ends
-//! the loop at once; during a sweep, the sweep's own graceful stop runs (no
-//! new host started, hosts in flight finish and clean up) and the loop ends
-//! after it. Either way the exit code is 0: the runs' outcomes are in the
+//! since they would fail every sweep. SIGTERM or Ctrl-C (the command's one
+//! stop signal, `fleet::Shutdown`, shared with every sweep of the loop)
+//! between sweeps ends the loop at once; during a sweep, the sweep's own
+//! graceful stop runs (no new host started, hosts in flight finish and clean
+//! up) and the loop ends after it. Either way the exit code is 0: the runs' outcomes are in the
 //! journal and the alerts. A second signal ends the process at once, as it
 //! does for a single sweep.
 //!
