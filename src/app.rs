@@ -273,10 +273,10 @@ pub async fn resume(
     run: Option<i64>,
     forks: Option<usize>,
     access: &sweep::Access,
-    progress: crate::progress::Mode,
+    control: &crate::fleet::Control,
     after: &AfterRun,
 ) -> Result<i32, Fail> {
-    let outcome = sweep::resume(state_dir, run, forks, access, progress).await?;
+    let outcome = sweep::resume(state_dir, run, forks, access, control).await?;
     finish_sweep(state_dir, &outcome, after).await
 }
 
@@ -583,6 +583,7 @@ pub async fn cleanup(
     all: bool,
     dry_run: bool,
     access: &sweep::Access,
+    control: &crate::fleet::Control,
 ) -> Result<i32, Fail> {
     let reader = store::open_reader(state_dir).code(exit::IO)?;
     let runs: Vec<i64> = if all {
@@ -597,12 +598,19 @@ pub async fn cleanup(
     };
     drop(reader);
     let mut failed = 0;
+    let mut interrupted = false;
     for id in runs {
-        failed += crate::cleanup::cleanup_run(state_dir, id, dry_run, access)
-            .await?
-            .hosts_failed;
+        // A stop between two runs leaves the later ones as they are: nothing of theirs
+        // was touched, and the journal still lists what may be left there.
+        if control.shutdown.is_requested() {
+            interrupted = true;
+            break;
+        }
+        let summary = crate::cleanup::cleanup_run(state_dir, id, dry_run, access, control).await?;
+        failed += summary.hosts_failed;
+        interrupted |= summary.interrupted;
     }
-    Ok(if failed > 0 {
+    Ok(if failed > 0 || interrupted {
         exit::INCOMPLETE
     } else {
         exit::OK

@@ -6,18 +6,25 @@
 //! copy from a push that never completed, the checker when the playbook does
 //! not keep it, fetched result files when the playbook removes them. What
 //! the playbook keeps (EmoCheck's reports, by default) stays.
+//!
+//! The hosts are cleaned through the fleet executor (`fleet.rs`), 50 at a time.
+//! On Ctrl-C or SIGTERM no further host is started, hosts in flight finish
+//! their removal and its check, and each host not started gets a failed
+//! `cleanup` step saying so: the journal still lists its leftovers, so the next
+//! `pushscan cleanup` does it.
 
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::Arc;
 
+use crate::events::Event;
 use crate::exit::{self, Fail, WithCode};
+use crate::fleet::{self, Control};
 use crate::inventory;
 use crate::journal::{Journal, Reader};
 use crate::pipeline::{connect, SweepCtx};
 use crate::plan::HostPlan;
 use crate::playbook::Playbook;
-use crate::sanitize::display;
 use crate::sweep::{context, Access};
 
 /// What may be left of ours on one host.
@@ -119,15 +126,22 @@ pub fn leftovers(
 pub struct CleanupSummary {
     pub hosts_cleaned: usize,
     pub hosts_failed: usize,
+    /// A stop was requested: hosts were left as they are.
+    pub interrupted: bool,
 }
 
-/// Cleans run `run_id`. With `dry_run`, prints what would be removed.
+/// Hosts cleaned at the same time.
+const PARALLEL_HOSTS: usize = 50;
+
+/// Cleans run `run_id`. With `dry_run`, says what would be removed.
 pub async fn cleanup_run(
     state_dir: &Path,
     run_id: i64,
     dry_run: bool,
     access: &Access,
+    control: &Control,
 ) -> Result<CleanupSummary, Fail> {
+    let events = &control.events;
     let reader = Reader::open(state_dir).code(exit::IO)?;
     let src = reader.run_sources(run_id).code(exit::USAGE)?;
     let pb =
@@ -138,18 +152,17 @@ pub async fn cleanup_run(
     drop(reader);
     let mut summary = CleanupSummary::default();
     if todo.is_empty() {
-        println!("run {run_id}: nothing of ours is recorded as possibly left on any host");
+        events.emit(Event::CleanupNothing { run: run_id });
         return Ok(summary);
     }
     if dry_run {
-        for l in &todo {
-            println!("run {run_id} {}:", display(&l.host, 80));
-            for f in &l.files {
-                println!("  remove file {}", display(f, 300));
-            }
-            for d in &l.dirs {
-                println!("  remove dir if empty {}", display(d, 300));
-            }
+        for l in todo {
+            events.emit(Event::CleanupPlanned {
+                run: run_id,
+                host: l.host,
+                files: l.files,
+                dirs: l.dirs,
+            });
         }
         return Ok(summary);
     }
@@ -161,11 +174,11 @@ pub async fn cleanup_run(
         };
         match HostPlan::new(&pb, host) {
             Ok(plan) => work.push((plan, l)),
-            Err(e) => println!(
-                "run {run_id} {}: NOT cleaned: {}",
-                display(&l.host, 80),
-                display(&e, 300)
-            ),
+            Err(e) => events.emit(Event::CleanupHost {
+                run: run_id,
+                host: l.host,
+                result: Err(e.to_string()),
+            }),
         }
     }
     let ctx = Arc::new(context(
@@ -176,33 +189,41 @@ pub async fn cleanup_run(
         access,
         work.iter().map(|(p, _)| p),
     )?);
-    let mut set = tokio::task::JoinSet::new();
-    let sem = Arc::new(tokio::sync::Semaphore::new(50));
-    for (plan, l) in work {
-        let ctx = ctx.clone();
-        let sem = sem.clone();
-        set.spawn(async move {
-            let _permit = sem.acquire_owned().await;
-            let res = clean_host(&ctx, &plan, &l).await;
-            (l.host, res)
-        });
-    }
-    while let Some(done) = set.join_next().await {
-        let Ok((host, res)) = done else { continue };
-        match res {
-            Ok(()) => {
-                summary.hosts_cleaned += 1;
-                println!("run {run_id} {}: cleaned", display(&host, 80));
+    control.shutdown.listen();
+    let ran = fleet::run(
+        work,
+        PARALLEL_HOSTS,
+        &control.shutdown,
+        events,
+        |(_, l)| l.host.clone(),
+        |(plan, l)| {
+            let ctx = ctx.clone();
+            async move { clean_host(&ctx, &plan, &l).await }
+        },
+        |done| {
+            let result = done.result.and_then(|r| r);
+            match result {
+                Ok(()) => summary.hosts_cleaned += 1,
+                Err(_) => summary.hosts_failed += 1,
             }
-            Err(e) => {
-                summary.hosts_failed += 1;
-                println!(
-                    "run {run_id} {}: NOT cleaned: {}",
-                    display(&host, 80),
-                    display(&e, 300)
-                );
-            }
-        }
+            events.emit(Event::CleanupHost {
+                run: run_id,
+                host: done.key,
+                result,
+            });
+        },
+    )
+    .await;
+    summary.interrupted = ran.interrupted;
+    for (_, l) in &ran.not_started {
+        journal.outcome(
+            run_id,
+            &l.host,
+            "cleanup",
+            false,
+            &l.files.join("\n"),
+            "not started: cleanup interrupted before this host",
+        );
     }
     drop(ctx);
     journal.close();

@@ -8,8 +8,10 @@ use std::time::Duration;
 use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 
 use pushscan::app::{self, Format, InventoryView, ReportRequest, ReportTarget};
+use pushscan::events::Events;
 use pushscan::exit;
-use pushscan::progress::Mode;
+use pushscan::fleet::{Control, Shutdown};
+use pushscan::progress::{Mode, Terminal};
 use pushscan::sweep::SweepConfig;
 use pushscan::transport::{Access, ConnArgs};
 
@@ -717,7 +719,19 @@ fn progress_mode(p: ProgressArg) -> Mode {
     }
 }
 
+/// What a command that acts on hosts gets: the terminal as its event sink (with the
+/// progress `mode`) and the command's one stop signal.
+fn control(mode: Mode, shutdown: &Shutdown) -> Control {
+    Control {
+        events: Events::new(Arc::new(Terminal::new(mode))),
+        shutdown: shutdown.clone(),
+    }
+}
+
 fn run(cli: Cli) -> Result<i32, exit::Fail> {
+    // The one stop signal of this process: every command that acts on hosts stops on it
+    // the same way (it listens for Ctrl-C and SIGTERM once the command reaches its hosts).
+    let shutdown = Shutdown::new();
     match cli.command {
         Command::Sweep(a) => {
             let rollout = a.rollout.overrides()?;
@@ -734,7 +748,7 @@ fn run(cli: Cli) -> Result<i32, exit::Fail> {
                 forks: a.forks,
                 state_dir: a.state.dir(),
                 access,
-                progress: progress_mode(a.out.progress),
+                control: control(progress_mode(a.out.progress), &shutdown),
                 rollout,
             };
             match a.every {
@@ -796,7 +810,7 @@ fn run(cli: Cli) -> Result<i32, exit::Fail> {
                 run,
                 forks,
                 &access,
-                progress_mode(out.progress),
+                &control(progress_mode(out.progress), &shutdown),
                 &after,
             ))
         }
@@ -808,7 +822,14 @@ fn run(cli: Cli) -> Result<i32, exit::Fail> {
             conn,
         } => {
             let access = access(&conn)?;
-            runtime()?.block_on(app::cleanup(&state.dir(), run, all, dry_run, &access))
+            runtime()?.block_on(app::cleanup(
+                &state.dir(),
+                run,
+                all,
+                dry_run,
+                &access,
+                &control(Mode::Auto, &shutdown),
+            ))
         }
         Command::History {
             host,
@@ -832,9 +853,12 @@ fn run(cli: Cli) -> Result<i32, exit::Fail> {
                 evidence_cap: a.evidence_cap,
                 jump_address: a.jump_address,
                 recheck: !a.no_recheck,
-                progress: progress_mode(a.progress),
             };
-            runtime()?.block_on(pushscan::contain::contain(&opts, &access))
+            runtime()?.block_on(pushscan::contain::contain(
+                &opts,
+                &access,
+                &control(progress_mode(a.progress), &shutdown),
+            ))
         }
         Command::Uncontain(a) => {
             let access = access(&a.conn)?;
@@ -844,7 +868,11 @@ fn run(cli: Cli) -> Result<i32, exit::Fail> {
                 inventory: a.inventory,
                 confirm: confirm_mode(a.dry_run, a.yes),
             };
-            runtime()?.block_on(pushscan::contain::uncontain(&opts, &access))
+            runtime()?.block_on(pushscan::contain::uncontain(
+                &opts,
+                &access,
+                &control(Mode::Auto, &shutdown),
+            ))
         }
         Command::Prune { keep_days, state } => {
             runtime()?.block_on(app::prune(&state.dir(), keep_days))

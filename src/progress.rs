@@ -1,12 +1,16 @@
-//! Sweep progress for the operator: a live bar on a terminal, plain lines
-//! otherwise (cron, CI, pipes), always on stderr so stdout stays the report.
+//! The terminal sink of the engine's events ([`Terminal`]): sweep progress for the
+//! operator, a live bar on a terminal, plain lines otherwise (cron, CI, pipes), always on
+//! stderr so stdout stays the report; and the result lines of cleanup and contain on
+//! stdout.
 
 use std::collections::BTreeMap;
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write as _};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+use crate::events::{Event, Sink};
 use crate::model::HostClass;
 use crate::pipeline::HostResult;
 use crate::sanitize;
@@ -147,6 +151,151 @@ impl Progress {
     pub fn finish(self) {
         if let Some(bar) = self.bar {
             bar.finish_and_clear();
+        }
+    }
+}
+
+/// The terminal: what `main` gives every command as its event sink.
+pub struct Terminal {
+    mode: Mode,
+    /// The progress of the sweep running now, if any.
+    sweep: Mutex<Option<Progress>>,
+}
+
+impl Terminal {
+    pub fn new(mode: Mode) -> Terminal {
+        Terminal {
+            mode,
+            sweep: Mutex::new(None),
+        }
+    }
+
+    /// A line on stderr: above the bar of a running sweep, else as a line (not when quiet).
+    fn note(&self, sweep: &Option<Progress>, line: &str) {
+        match sweep {
+            Some(p) => p.note(line),
+            None if self.mode != Mode::Quiet => eprintln!("{line}"),
+            None => {}
+        }
+    }
+}
+
+impl Sink for Terminal {
+    fn emit(&self, event: Event) {
+        // A panic elsewhere while the lock was held leaves the bar usable.
+        let mut sweep = self.sweep.lock().unwrap_or_else(|e| e.into_inner());
+        match event {
+            Event::SweepStarted { hosts } => {
+                if let Some(old) = sweep.take() {
+                    old.finish();
+                }
+                *sweep = Some(Progress::new(hosts, self.mode));
+            }
+            Event::Notice(line) => self.note(&sweep, &line),
+            Event::HostFinished(r) => {
+                if let Some(p) = sweep.as_mut() {
+                    p.host_done(&r);
+                }
+            }
+            Event::WaveStarted { label, hosts } => {
+                if let Some(p) = sweep.as_mut() {
+                    p.wave_start(&label, hosts);
+                }
+            }
+            Event::WaveFinished { outcome } => {
+                if let Some(p) = sweep.as_mut() {
+                    p.wave_done(&outcome);
+                }
+            }
+            Event::Asking(hidden) => {
+                if let Some(p) = sweep.as_ref() {
+                    p.hide(hidden);
+                }
+            }
+            Event::SweepFinished => {
+                if let Some(p) = sweep.take() {
+                    p.finish();
+                }
+            }
+            Event::Interrupted => self.note(
+                &sweep,
+                "interrupted: no new host is started; waiting for hosts in flight (Ctrl-C again to stop at once)",
+            ),
+            Event::CleanupNothing { run } => {
+                println!("run {run}: nothing of ours is recorded as possibly left on any host");
+            }
+            Event::CleanupPlanned {
+                run,
+                host,
+                files,
+                dirs,
+            } => {
+                println!("run {run} {}:", sanitize::display(&host, 80));
+                for f in &files {
+                    println!("  remove file {}", sanitize::display(f, 300));
+                }
+                for d in &dirs {
+                    println!("  remove dir if empty {}", sanitize::display(d, 300));
+                }
+            }
+            Event::CleanupHost { run, host, result } => match result {
+                Ok(()) => println!("run {run} {}: cleaned", sanitize::display(&host, 80)),
+                Err(e) => println!(
+                    "run {run} {}: NOT cleaned: {}",
+                    sanitize::display(&host, 80),
+                    sanitize::display(&e, 300)
+                ),
+            },
+            Event::Text(text) => {
+                print!("{text}");
+                let _ = std::io::stdout().flush();
+            }
+            Event::Line(line) => println!("{line}"),
+            Event::Contained {
+                host,
+                verified,
+                lines,
+            } => {
+                println!(
+                    "{} {}",
+                    sanitize::display(&host, 120),
+                    if verified {
+                        "contained (every action verified)"
+                    } else {
+                        "NOT fully contained"
+                    }
+                );
+                for l in &lines {
+                    println!("{l}");
+                }
+            }
+            Event::Rechecked {
+                run,
+                host,
+                verdict,
+                reason,
+            } => println!(
+                "re-check run {run}: {} {verdict}{}",
+                sanitize::display(&host, 120),
+                reason
+                    .as_deref()
+                    .map(|r| format!(": {}", sanitize::display(r, 200)))
+                    .unwrap_or_default()
+            ),
+            Event::Uncontained {
+                host,
+                lifted,
+                message,
+            } => println!(
+                "{} {}: {}",
+                sanitize::display(&host, 120),
+                if lifted {
+                    "isolation lifted, verified"
+                } else {
+                    "NOT lifted"
+                },
+                sanitize::display(&message, 400)
+            ),
         }
     }
 }

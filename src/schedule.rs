@@ -8,10 +8,11 @@
 //! (journal busy, an inventory edited into an error, a panic) is logged and
 //! the loop waits for the next slot; only problems found before the first
 //! sweep (flags, inventory, playbook, pin, alert settings) end the process,
-//! since they would fail every sweep. SIGTERM or Ctrl-C between sweeps ends
-//! the loop at once; during a sweep, the sweep's own graceful stop runs (no
-//! new host started, hosts in flight finish and clean up) and the loop ends
-//! after it. Either way the exit code is 0: the runs' outcomes are in the
+//! since they would fail every sweep. SIGTERM or Ctrl-C (the command's one
+//! stop signal, `fleet::Shutdown`, shared with every sweep of the loop)
+//! between sweeps ends the loop at once; during a sweep, the sweep's own
+//! graceful stop runs (no new host started, hosts in flight finish and clean
+//! up) and the loop ends after it. Either way the exit code is 0: the runs' outcomes are in the
 //! journal and the alerts. A second signal ends the process at once, as it
 //! does for a single sweep.
 //!
@@ -20,8 +21,6 @@
 //! the same cadence do not hit the fleet at the same second.
 
 use std::time::Duration;
-
-use tokio::sync::watch;
 
 use crate::app::{self, AfterRun};
 use crate::exit::{self, Fail, WithCode};
@@ -97,8 +96,19 @@ async fn preflight(cfg: &SweepConfig, after: &AfterRun) -> Result<(), Fail> {
 pub async fn run(cfg: SweepConfig, after: AfterRun, sched: Schedule) -> Result<i32, Fail> {
     sched.check()?;
     preflight(&cfg, &after).await?;
-    let (stop_tx, mut stop_rx) = watch::channel(false);
-    let signals = tokio::spawn(watch_signals(stop_tx));
+    // The command's one stop signal: each sweep below stops on it too, gracefully.
+    let shutdown = cfg.control.shutdown.clone();
+    shutdown.listen();
+    let said = tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move {
+            shutdown.requested().await;
+            tracing::info!(
+                target: "pushscan::schedule",
+                "stop requested: no further sweep will start"
+            );
+        }
+    });
     let start = tokio::time::Instant::now();
     tracing::info!(
         target: "pushscan::schedule",
@@ -116,7 +126,7 @@ pub async fn run(cfg: SweepConfig, after: AfterRun, sched: Schedule) -> Result<i
     let mut slot: u32 = 0;
     let mut number: u64 = 0;
     loop {
-        if *stop_rx.borrow() {
+        if shutdown.is_requested() {
             break;
         }
         number += 1;
@@ -142,7 +152,7 @@ pub async fn run(cfg: SweepConfig, after: AfterRun, sched: Schedule) -> Result<i
                 "sweep {number} crashed: {e}; waiting for the next slot"
             ),
         }
-        if *stop_rx.borrow() {
+        if shutdown.is_requested() {
             break;
         }
         // The next slot after now: slots missed by a long sweep are skipped.
@@ -175,10 +185,15 @@ pub async fn run(cfg: SweepConfig, after: AfterRun, sched: Schedule) -> Result<i
         );
         tokio::select! {
             _ = tokio::time::sleep_until(wake) => {}
-            _ = stop_rx.wait_for(|s| *s) => break,
+            _ = shutdown.requested() => break,
         }
     }
-    signals.abort();
+    // Let the stop line come out before the last one when a signal ended the loop.
+    if shutdown.is_requested() {
+        let _ = said.await;
+    } else {
+        said.abort();
+    }
     tracing::info!(
         target: "pushscan::schedule",
         "stopped after {number} sweep(s)"
@@ -213,28 +228,6 @@ fn human(d: Duration) -> String {
         }
     }
     out
-}
-
-/// First SIGTERM/Ctrl-C: stop after the current sweep (which sees the same
-/// signal and stops gracefully), or at once between sweeps. Second: exit now.
-async fn watch_signals(stop: watch::Sender<bool>) {
-    let mut seen = 0;
-    loop {
-        if !crate::sweep::next_interrupt().await {
-            return;
-        }
-        seen += 1;
-        if seen == 1 {
-            tracing::info!(
-                target: "pushscan::schedule",
-                "stop requested: no further sweep will start"
-            );
-            let _ = stop.send(true);
-        } else {
-            eprintln!("second interrupt: stopping now; the journal has every step so far");
-            std::process::exit(130);
-        }
-    }
 }
 
 #[cfg(test)]

@@ -3,11 +3,11 @@
 //! Everything that can be checked without touching a host is checked first
 //! (inventory, --limit, playbook, checker pin, templates for every host); a
 //! problem there stops the sweep with a config exit code before any
-//! connection is opened. Then one task per host runs on the shared tokio
-//! runtime, at most `forks` at a time (a semaphore, not a thread pool).
-//! The first Ctrl-C stops starting hosts and lets those in flight finish and
-//! clean up; a second one ends the process at once (the journal already
-//! holds every intent).
+//! connection is opened. Then the fleet executor (`fleet.rs`) runs one task
+//! per host on the shared tokio runtime, at most `forks` at a time. The first
+//! Ctrl-C or SIGTERM stops starting hosts and lets those in flight finish and
+//! clean up (the hosts not started are journaled `not_started`); a second one
+//! ends the process at once (the journal already holds every intent).
 //!
 //! A staged sweep runs its waves (see `rollout.rs`) one after the other, each
 //! bounded by the same `forks`; after each wave the gate judges it, and a
@@ -20,10 +20,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
-use tokio::sync::{watch, Semaphore};
-use tokio::task::JoinSet;
 
+use crate::events::Event;
 use crate::exit::{self, Fail, WithCode};
+use crate::fleet::{self, Control};
 use crate::inventory;
 use crate::journal::{Journal, NewRun, RunHost};
 use crate::model::HostClass;
@@ -31,7 +31,6 @@ use crate::parser;
 use crate::pipeline::{run_host, SweepCtx};
 use crate::plan::HostPlan;
 use crate::playbook::Playbook;
-use crate::progress::{Mode, Progress};
 use crate::rollout::{self, Pause, Rollout};
 pub use crate::transport::Access;
 use crate::transport::HostInfo;
@@ -46,7 +45,8 @@ pub struct SweepConfig {
     pub forks: usize,
     pub state_dir: PathBuf,
     pub access: Access,
-    pub progress: Mode,
+    /// Where the operator's events go, and the stop signal.
+    pub control: Control,
     /// Command-line overrides of the playbook's `rollout:`.
     pub rollout: rollout::Overrides,
 }
@@ -243,7 +243,7 @@ pub async fn sweep(cfg: SweepConfig) -> Result<SweepOutcome, Fail> {
         rollout,
         cfg.forks,
         &access,
-        cfg.progress,
+        &cfg.control,
     )
     .await
 }
@@ -282,7 +282,7 @@ pub async fn resume(
     run: Option<i64>,
     forks: Option<usize>,
     access: &Access,
-    progress: Mode,
+    control: &Control,
 ) -> Result<SweepOutcome, Fail> {
     let reader = crate::journal::Reader::open(state_dir).code(exit::IO)?;
     let run_id = match run {
@@ -346,7 +346,7 @@ pub async fn resume(
     check_pause_possible(&rollout, staged.len())?;
     let forks = forks.unwrap_or(src.forks.max(1));
     execute(
-        journal, state_dir, run_id, pb, staged, rollout, forks, access, progress,
+        journal, state_dir, run_id, pb, staged, rollout, forks, access, control,
     )
     .await
 }
@@ -358,7 +358,7 @@ pub async fn recheck(
     from_run: i64,
     hosts: &[String],
     access: &Access,
-    progress: Mode,
+    control: &Control,
 ) -> Result<SweepOutcome, Fail> {
     let reader = crate::journal::Reader::open(state_dir).code(exit::IO)?;
     let src = reader.run_sources(from_run).code(exit::USAGE)?;
@@ -429,7 +429,7 @@ pub async fn recheck(
         Rollout::default(),
         forks,
         access,
-        progress,
+        control,
     )
     .await
 }
@@ -446,7 +446,7 @@ async fn execute(
     rollout: Rollout,
     forks: usize,
     access: &Access,
-    progress_mode: Mode,
+    control: &Control,
 ) -> Result<SweepOutcome, Fail> {
     let evidence_dir = state_dir.join("evidence").join(format!("run-{run_id}"));
     crate::journal::create_private_dir(&evidence_dir)
@@ -467,18 +467,18 @@ async fn execute(
     // hosts free from now on, every few seconds (`limits.rs`).
     crate::limits::release_free_memory();
     let _trimmer = crate::limits::Trimmer::start();
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let signals = tokio::spawn(watch_interrupts(stop_tx));
+    let (events, shutdown) = (&control.events, &control.shutdown);
+    shutdown.listen();
 
-    let mut progress = Progress::new(total, progress_mode);
-    progress.note(&format!(
+    events.emit(Event::SweepStarted { hosts: total });
+    events.notice(format!(
         "run {run_id}: {total} host(s), forks {forks}, journal {}",
         journal.path().display()
     ));
     let staged = waves.len() > 1;
     let last_wave = waves.last().map(|w| w.number).unwrap_or(0);
     if staged {
-        progress.note(&format!(
+        events.notice(format!(
             "rollout: {} waves; {}",
             waves.len(),
             rollout.describe()
@@ -487,52 +487,71 @@ async fn execute(
     if let Some(limit) = crate::limits::raise_open_files() {
         let room = crate::limits::max_in_flight(limit);
         if (forks as u64) > room {
-            progress.note(&format!(
+            events.notice(format!(
                 "warning: --forks {forks} may need more open files than the limit of {limit} \
                  allows (room for about {room} hosts in flight); raise `ulimit -n` \
                  (hard limit) or lower --forks"
             ));
         }
     }
-    let sem = Arc::new(Semaphore::new(forks.max(1)));
     let mut interrupted = false;
     let mut halt: Option<String> = None;
-    let mut stop = stop_rx.clone();
+    let mut panicked: Vec<(String, String)> = Vec::new();
     let mut waves = waves.into_iter().peekable();
     while let Some(wave) = waves.next() {
         let label = wave_label(&wave, last_wave);
         if staged {
-            progress.wave_start(&label, wave.plans.len());
-        }
-        let mut results: Vec<crate::pipeline::HostResult> = Vec::with_capacity(wave.plans.len());
-        let mut tasks: JoinSet<crate::pipeline::HostResult> = JoinSet::new();
-        for plan in wave.plans {
-            // Wait for a slot, collecting finished hosts meanwhile.
-            let permit = loop {
-                tokio::select! {
-                    biased;
-                    _ = stop.wait_for(|s| *s) => { interrupted = true; break None; }
-                    p = sem.clone().acquire_owned() => break p.ok(),
-                    Some(done) = tasks.join_next(), if !tasks.is_empty() => {
-                        finished(done, &mut progress, &mut results);
-                    }
-                }
-            };
-            let Some(permit) = permit else { break };
-            let ctx = ctx.clone();
-            tasks.spawn(async move {
-                let r = run_host(ctx, plan).await;
-                drop(permit);
-                r
+            events.emit(Event::WaveStarted {
+                label: label.clone(),
+                hosts: wave.plans.len(),
             });
         }
-        if interrupted {
-            progress.note("interrupted: no new host is started; waiting for hosts in flight (Ctrl-C again to stop at once)");
+        let mut results: Vec<crate::pipeline::HostResult> = Vec::with_capacity(wave.plans.len());
+        let ran = fleet::run(
+            wave.plans,
+            forks,
+            shutdown,
+            events,
+            |plan| plan.host.name.clone(),
+            |plan| run_host(ctx.clone(), plan),
+            |done| {
+                let r = match done.result {
+                    Ok(r) => r,
+                    // A host task that panicked counts against its wave as an error.
+                    Err(reason) => {
+                        panicked.push((done.key.clone(), reason.clone()));
+                        crate::pipeline::HostResult {
+                            host: done.key,
+                            class: HostClass::Error,
+                            reason,
+                        }
+                    }
+                };
+                events.emit(Event::HostFinished(r.clone()));
+                results.push(r);
+            },
+        )
+        .await;
+        // The journal holds an end for every host, one whose task panicked too.
+        for (host, reason) in panicked.drain(..) {
+            journal.release_lease(&host);
+            journal
+                .finish_host(
+                    run_id,
+                    &host,
+                    crate::journal::HostFinish {
+                        class: HostClass::Error,
+                        reason,
+                        duration_ms: 0,
+                        pushed: None,
+                        exit_code: None,
+                        primary_report: None,
+                    },
+                )
+                .await
+                .code(exit::IO)?;
         }
-        while let Some(done) = tasks.join_next().await {
-            finished(done, &mut progress, &mut results);
-        }
-        if interrupted || *stop_rx.borrow() {
+        if ran.interrupted {
             interrupted = true;
             break;
         }
@@ -558,7 +577,9 @@ async fn execute(
             judged.len(),
             failed.len()
         );
-        progress.wave_done(&outcome);
+        events.emit(Event::WaveFinished {
+            outcome: outcome.clone(),
+        });
         if rollout.wave_fails(failed.len(), judged.len()) {
             let limit = match rollout.max_fail_percentage {
                 Some(p) => format!("more than {p}%"),
@@ -569,9 +590,9 @@ async fn execute(
                 failed.len(),
                 judged.len()
             );
-            progress.note(&reason);
+            events.notice(reason.clone());
             for r in failed.iter().take(20) {
-                progress.note(&format!(
+                events.notice(format!(
                     "  {} {}: {}",
                     crate::sanitize::display(&r.host, 80),
                     r.class,
@@ -586,13 +607,13 @@ async fn execute(
         match rollout.pause {
             Pause::None => {}
             Pause::For(d) => {
-                progress.note(&format!(
+                events.notice(format!(
                     "pausing {}s before {next_label} (Ctrl-C stops the sweep)",
                     d.as_secs()
                 ));
                 tokio::select! {
                     _ = tokio::time::sleep(d) => {}
-                    _ = stop.wait_for(|s| *s) => { interrupted = true; break; }
+                    _ = shutdown.requested() => { interrupted = true; break; }
                 }
             }
             Pause::Prompt => {
@@ -611,7 +632,7 @@ async fn execute(
                     "{outcome}. Next: {next_label}, {} host(s).",
                     next.plans.len()
                 );
-                match ask(&mut progress, &question, &failures, &mut stop).await {
+                match ask(control, &question, &failures).await {
                     Answer::Continue => {}
                     Answer::Abort => {
                         halt = Some(format!("rollout aborted by the operator after {label}"));
@@ -625,8 +646,7 @@ async fn execute(
             }
         }
     }
-    progress.finish();
-    signals.abort();
+    events.emit(Event::SweepFinished);
 
     if let Some(reason) = &halt {
         journal
@@ -690,28 +710,6 @@ fn wave_label(w: &WavePlans, last: usize) -> String {
     s
 }
 
-fn finished(
-    done: Result<crate::pipeline::HostResult, tokio::task::JoinError>,
-    progress: &mut Progress,
-    results: &mut Vec<crate::pipeline::HostResult>,
-) {
-    match done {
-        Ok(r) => {
-            progress.host_done(&r);
-            results.push(r);
-        }
-        Err(e) => {
-            // A host task that panicked counts against its wave: its class is unknown.
-            tracing::error!("host task failed: {e}");
-            results.push(crate::pipeline::HostResult {
-                host: "?".into(),
-                class: HostClass::Error,
-                reason: format!("host task failed: {e}"),
-            });
-        }
-    }
-}
-
 enum Answer {
     Continue,
     Abort,
@@ -721,13 +719,8 @@ enum Answer {
 /// Asks the operator between two waves. The line is read on a plain thread (not tokio's
 /// blocking pool, which the runtime would wait for at exit), so Ctrl-C still ends the
 /// sweep while the question is open.
-async fn ask(
-    progress: &mut Progress,
-    question: &str,
-    failures: &[String],
-    stop: &mut watch::Receiver<bool>,
-) -> Answer {
-    progress.hide(true);
+async fn ask(control: &Control, question: &str, failures: &[String]) -> Answer {
+    control.events.emit(Event::Asking(true));
     let answer = loop {
         eprint!("{question}\n[c]ontinue, [a]bort, [f]ailures? ");
         let (tx, rx) = tokio::sync::oneshot::channel();
@@ -743,7 +736,7 @@ async fn ask(
         }
         let line = tokio::select! {
             r = rx => r,
-            _ = stop.wait_for(|s| *s) => break Answer::Interrupted,
+            _ = control.shutdown.requested() => break Answer::Interrupted,
         };
         match line {
             // End of input: nobody can answer, so nothing more is started.
@@ -766,43 +759,6 @@ async fn ask(
             },
         }
     };
-    progress.hide(false);
+    control.events.emit(Event::Asking(false));
     answer
-}
-
-/// First Ctrl-C (or SIGTERM): ask the sweep to stop starting hosts.
-/// Second: leave at once.
-async fn watch_interrupts(stop: watch::Sender<bool>) {
-    let mut seen = 0;
-    loop {
-        if !next_interrupt().await {
-            return;
-        }
-        seen += 1;
-        if seen == 1 {
-            let _ = stop.send(true);
-        } else {
-            eprintln!("second interrupt: stopping now; the journal has every step so far");
-            std::process::exit(130);
-        }
-    }
-}
-
-/// The next Ctrl-C or SIGTERM (Windows: Ctrl-C and Ctrl-Break); `false` when
-/// signals cannot be watched. Shared with the periodic loop (`schedule.rs`).
-#[cfg(unix)]
-pub(crate) async fn next_interrupt() -> bool {
-    use tokio::signal::unix::{signal, SignalKind};
-    let Ok(mut term) = signal(SignalKind::terminate()) else {
-        return tokio::signal::ctrl_c().await.is_ok();
-    };
-    tokio::select! {
-        r = tokio::signal::ctrl_c() => r.is_ok(),
-        r = term.recv() => r.is_some(),
-    }
-}
-
-#[cfg(not(unix))]
-pub(crate) async fn next_interrupt() -> bool {
-    tokio::signal::ctrl_c().await.is_ok()
 }

@@ -46,7 +46,16 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("inventory", &["inventory/"]),
     ("config", &["playbook.rs", "rollout.rs", "notify/config.rs"]),
     ("plan", &["plan.rs"]),
-    ("engine", &["pipeline.rs", "sweep.rs", "progress.rs"]),
+    (
+        "engine",
+        &[
+            "pipeline.rs",
+            "sweep.rs",
+            "fleet.rs",
+            "events.rs",
+            "progress.rs",
+        ],
+    ),
     ("output", &["report/", "notify/"]),
     (
         "commands",

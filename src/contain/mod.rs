@@ -14,13 +14,19 @@
 //! journaled before it runs (intent) and after (exit code, output digest, verified);
 //! evidence is secured before anything is destroyed, and a file whose copy could not
 //! be secured is not deleted (unless quarantined on the host).
+//!
+//! The hosts run through the fleet executor (`fleet.rs`), ten at a time. On Ctrl-C or
+//! SIGTERM no further host is started (each is journaled with an `interrupted` action,
+//! phase `skipped`), a host in flight finishes its actions (a host is never left half
+//! contained by the stop), and the re-check is not run. `uncontain` goes host by host
+//! and stops the same way.
 
 pub mod commands;
 pub mod net;
 pub mod validate;
 
 use std::collections::BTreeMap;
-use std::io::{IsTerminal as _, Write as _};
+use std::io::IsTerminal as _;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -28,7 +34,9 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
+use crate::events::Event;
 use crate::exit::{self, Fail, WithCode};
+use crate::fleet::{self, Control};
 use crate::inventory;
 use crate::journal::{ActionResult, HostRecord, Journal, NewAction, NewContainment, Reader};
 use crate::model::{attr, HostClass};
@@ -50,6 +58,8 @@ const OUTPUT_CAP: usize = 64 * 1024;
 pub const DEFAULT_EVIDENCE_CAP: u64 = 64 * 1024 * 1024;
 /// Hosts acted on at the same time (the cap on hosts is small anyway).
 const PARALLEL_HOSTS: usize = 10;
+/// What the journal and the output say of a host a stop kept from starting.
+const NOT_STARTED: &str = "not started: contain interrupted before this host";
 
 /// One containment action; the order of the variants is the order they run in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -118,7 +128,6 @@ pub struct ContainOptions {
     pub jump_address: Option<IpAddr>,
     /// Run the checker again on the hosts afterwards (a new run).
     pub recheck: bool,
-    pub progress: crate::progress::Mode,
 }
 
 /// One detected process of a host, with its values checked.
@@ -153,7 +162,12 @@ impl HostWork {
 /// 1: a host still detected after the re-check; 2: nothing still detected, but a
 /// host was refused, an action failed or was not verified, or a host was not
 /// re-checked; 64 usage (too many hosts, no confirmation possible, unknown host).
-pub async fn contain(opts: &ContainOptions, access: &Access) -> Result<i32, Fail> {
+pub async fn contain(
+    opts: &ContainOptions,
+    access: &Access,
+    control: &Control,
+) -> Result<i32, Fail> {
+    let events = &control.events;
     if opts.actions.is_empty() {
         return Err(Fail::new(
             exit::USAGE,
@@ -204,7 +218,10 @@ pub async fn contain(opts: &ContainOptions, access: &Access) -> Result<i32, Fail
         }
     }
     if selected.is_empty() {
-        println!("run {}: no detected host; nothing to contain", run.id);
+        events.emit(Event::Line(format!(
+            "run {}: no detected host; nothing to contain",
+            run.id
+        )));
         return Ok(exit::OK);
     }
     // The hard limit comes before anything else touches a host or the network.
@@ -247,13 +264,12 @@ pub async fn contain(opts: &ContainOptions, access: &Access) -> Result<i32, Fail
     for w in &works {
         out.push_str(&plan_text(w, opts));
     }
-    print!("{out}");
-    let _ = std::io::stdout().flush();
+    events.emit(Event::Text(out));
     let refused = works.iter().filter(|w| !w.refused.is_empty()).count();
 
     match opts.confirm {
         Confirm::DryRun => {
-            println!("dry run: nothing was run on any host");
+            events.emit(Event::Line("dry run: nothing was run on any host".into()));
             return Ok(if refused > 0 {
                 exit::INCOMPLETE
             } else {
@@ -267,7 +283,9 @@ pub async fn contain(opts: &ContainOptions, access: &Access) -> Result<i32, Fail
                 .map(|w| w.name())
                 .collect();
             if !confirm(&names, "contain")? {
-                println!("not confirmed: nothing was run on any host");
+                events.emit(Event::Line(
+                    "not confirmed: nothing was run on any host".into(),
+                ));
                 return Ok(exit::OK);
             }
         }
@@ -328,41 +346,58 @@ pub async fn contain(opts: &ContainOptions, access: &Access) -> Result<i32, Fail
         reports: reader_reports(&reader, &todo),
     });
     drop(reader);
-    let mut set = tokio::task::JoinSet::new();
-    let sem = Arc::new(tokio::sync::Semaphore::new(PARALLEL_HOSTS));
-    for w in todo {
-        let (ctx, shared, sem) = (ctx.clone(), shared.clone(), sem.clone());
-        set.spawn(async move {
-            let _permit = sem.acquire_owned().await;
-            contain_host(&ctx, &shared, w).await
-        });
-    }
+    control.shutdown.listen();
     let mut results: Vec<HostResult> = Vec::new();
-    while let Some(done) = set.join_next().await {
-        match done {
-            Ok(r) => results.push(r),
-            Err(e) => results.push(HostResult {
-                host: "?".into(),
-                lines: vec![format!("  host task failed: {e}")],
+    let ran = fleet::run(
+        todo,
+        PARALLEL_HOSTS,
+        &control.shutdown,
+        events,
+        |w| w.name().to_string(),
+        |w| {
+            let (ctx, shared) = (ctx.clone(), shared.clone());
+            async move { contain_host(&ctx, &shared, w).await }
+        },
+        |done| {
+            results.push(done.result.unwrap_or_else(|e| HostResult {
+                host: done.key,
+                lines: vec![format!("  {e}")],
                 all_verified: false,
                 touched: false,
-            }),
-        }
+            }))
+        },
+    )
+    .await;
+    // The hosts never started: journaled, and said, as such.
+    for w in &ran.not_started {
+        journal
+            .action_intent(NewAction {
+                containment_id: cid,
+                run_id: Some(run.id),
+                host: w.name().to_string(),
+                action: "interrupted".into(),
+                target: String::new(),
+                command: String::new(),
+                operator: shared.operator.clone(),
+                phase: "skipped".into(),
+                message: Some(NOT_STARTED.into()),
+            })
+            .await
+            .code(exit::IO)?;
+        results.push(HostResult {
+            host: w.name().to_string(),
+            lines: vec![format!("  {NOT_STARTED}")],
+            all_verified: false,
+            touched: false,
+        });
     }
     results.sort_by(|a, b| a.host.cmp(&b.host));
     for r in &results {
-        println!(
-            "{} {}",
-            display(&r.host, 120),
-            if r.all_verified {
-                "contained (every action verified)"
-            } else {
-                "NOT fully contained"
-            }
-        );
-        for l in &r.lines {
-            println!("{l}");
-        }
+        events.emit(Event::Contained {
+            host: r.host.clone(),
+            verified: r.all_verified,
+            lines: r.lines.clone(),
+        });
     }
     drop(ctx);
 
@@ -375,8 +410,11 @@ pub async fn contain(opts: &ContainOptions, access: &Access) -> Result<i32, Fail
         .filter(|r| r.touched)
         .map(|r| r.host.clone())
         .collect();
-    if opts.recheck && !checked.is_empty() {
-        match sweep::recheck(&opts.state_dir, run.id, &checked, access, opts.progress).await {
+    if ran.interrupted {
+        not_clear = true;
+        events.emit(Event::Line("re-check not run: interrupted".into()));
+    } else if opts.recheck && !checked.is_empty() {
+        match sweep::recheck(&opts.state_dir, run.id, &checked, access, control).await {
             Ok(outcome) => {
                 recheck_run = Some(outcome.run_id);
                 let reader = Reader::open(&opts.state_dir).code(exit::IO)?;
@@ -397,17 +435,12 @@ pub async fn contain(opts: &ContainOptions, access: &Access) -> Result<i32, Fail
                         Some(c) => format!("not checked ({c})"),
                         None => "no result".to_string(),
                     };
-                    println!(
-                        "re-check run {}: {} {}{}",
-                        outcome.run_id,
-                        display(host, 120),
+                    events.emit(Event::Rechecked {
+                        run: outcome.run_id,
+                        host: host.clone(),
                         verdict,
-                        reason
-                            .as_deref()
-                            .filter(|_| !clear)
-                            .map(|r| format!(": {}", display(r, 200)))
-                            .unwrap_or_default()
-                    );
+                        reason: reason.clone().filter(|_| !clear),
+                    });
                     let id = journal
                         .action_intent(NewAction {
                             containment_id: cid,
@@ -447,12 +480,12 @@ pub async fn contain(opts: &ContainOptions, access: &Access) -> Result<i32, Fail
             }
             Err(e) => {
                 not_clear = true;
-                println!("re-check not run: {e}");
+                events.emit(Event::Line(format!("re-check not run: {e}")));
             }
         }
     } else if !opts.recheck {
         not_clear = true;
-        println!("re-check skipped (--no-recheck)");
+        events.emit(Event::Line("re-check skipped (--no-recheck)".into()));
     }
     journal
         .finish_containment(cid, recheck_run)
@@ -1668,7 +1701,12 @@ const UNCONTAIN_PLAYBOOK: &str = "name: uncontain\nchecker:\n  path: pushscan-un
 /// `pushscan uncontain`: deletes the isolation rules by name and verifies they are
 /// gone. Needs only the inventory: it works after the journal was pruned. Exit 0 when
 /// every host is verified free of them, 2 otherwise.
-pub async fn uncontain(opts: &UncontainOptions, access: &Access) -> Result<i32, Fail> {
+pub async fn uncontain(
+    opts: &UncontainOptions,
+    access: &Access,
+    control: &Control,
+) -> Result<i32, Fail> {
+    let events = &control.events;
     let (inv, pb) = uncontain_sources(opts).await?;
     let mut plans = Vec::new();
     let mut out = String::from("pushscan uncontain: lift isolation\n");
@@ -1704,16 +1742,18 @@ pub async fn uncontain(opts: &UncontainOptions, access: &Access) -> Result<i32, 
         })?;
         plans.push(plan);
     }
-    print!("{out}");
+    events.emit(Event::Text(out));
     match opts.confirm {
         Confirm::DryRun => {
-            println!("dry run: nothing was run on any host");
+            events.emit(Event::Line("dry run: nothing was run on any host".into()));
             return Ok(exit::OK);
         }
         Confirm::Ask => {
             let names: Vec<&str> = plans.iter().map(|p| p.host.name.as_str()).collect();
             if !confirm(&names, "uncontain")? {
-                println!("not confirmed: nothing was run on any host");
+                events.emit(Event::Line(
+                    "not confirmed: nothing was run on any host".into(),
+                ));
                 return Ok(exit::OK);
             }
         }
@@ -1744,8 +1784,33 @@ pub async fn uncontain(opts: &UncontainOptions, access: &Access) -> Result<i32, 
         &plans,
     )?;
     let mut all_ok = true;
+    control.shutdown.listen();
     for plan in &plans {
         let host = plan.host.name.clone();
+        if control.shutdown.is_requested() {
+            // Stopped: the hosts not reached are journaled and said as such.
+            all_ok = false;
+            journal
+                .action_intent(NewAction {
+                    containment_id: cid,
+                    run_id: None,
+                    host: host.clone(),
+                    action: "interrupted".into(),
+                    target: commands::RULE_NAME.into(),
+                    command: String::new(),
+                    operator: operator.clone(),
+                    phase: "skipped".into(),
+                    message: Some("not started: uncontain interrupted before this host".into()),
+                })
+                .await
+                .code(exit::IO)?;
+            events.emit(Event::Uncontained {
+                host,
+                lifted: false,
+                message: "not started: uncontain interrupted before this host".into(),
+            });
+            continue;
+        }
         let planned = [win::firewall_delete(), win::firewall_show()];
         let id = journal
             .action_intent(NewAction {
@@ -1777,16 +1842,11 @@ pub async fn uncontain(opts: &UncontainOptions, access: &Access) -> Result<i32, 
             }
         };
         all_ok &= verdict.verified == Some(true);
-        println!(
-            "{} {}: {}",
-            display(&host, 120),
-            if verdict.verified == Some(true) {
-                "isolation lifted, verified"
-            } else {
-                "NOT lifted"
-            },
-            display(&verdict.message, 400)
-        );
+        events.emit(Event::Uncontained {
+            host: host.clone(),
+            lifted: verdict.verified == Some(true),
+            message: verdict.message.clone(),
+        });
         journal
             .action_result(
                 id,
