@@ -38,12 +38,12 @@ use crate::events::Event;
 use crate::exit::{self, Fail, WithCode};
 use crate::fleet::{self, Control};
 use crate::inventory;
-use crate::journal::{ActionResult, HostRecord, Journal, NewAction, NewContainment, Reader};
 use crate::model::{attr, HostClass};
 use crate::pipeline::{connect, SweepCtx};
 use crate::plan::HostPlan;
 use crate::playbook::Playbook;
 use crate::sanitize::display;
+use crate::store::{self, ActionResult, HostRecord, NewAction, NewContainment, Store, StoreReader};
 use crate::sweep::{self, Access};
 use crate::transport::{Connection, ExecOutcome};
 
@@ -174,7 +174,7 @@ pub async fn contain(
             anyhow::anyhow!("--actions is empty"),
         ));
     }
-    let reader = Reader::open(&opts.state_dir).code(exit::IO)?;
+    let reader = store::open_reader(&opts.state_dir).code(exit::IO)?;
     let run = reader.run(opts.run).code(exit::USAGE)?;
     let all = reader.hosts(run.id).code(exit::IO)?;
     let mut selected: Vec<HostRecord> = Vec::new();
@@ -293,7 +293,7 @@ pub async fn contain(
     }
 
     // ---- execution ----
-    let journal = Journal::open(&opts.state_dir).code(exit::IO)?;
+    let journal = store::open(&opts.state_dir).code(exit::IO)?;
     let operator = crate::identity::current_user();
     let cid = journal
         .start_containment(NewContainment {
@@ -343,7 +343,7 @@ pub async fn contain(
         cid,
         run_id: run.id,
         operator,
-        reports: reader_reports(&reader, &todo),
+        reports: reader_reports(&*reader, &todo),
     });
     drop(reader);
     control.shutdown.listen();
@@ -417,7 +417,7 @@ pub async fn contain(
         match sweep::recheck(&opts.state_dir, run.id, &checked, access, control).await {
             Ok(outcome) => {
                 recheck_run = Some(outcome.run_id);
-                let reader = Reader::open(&opts.state_dir).code(exit::IO)?;
+                let reader = store::open_reader(&opts.state_dir).code(exit::IO)?;
                 let classes: BTreeMap<String, (Option<HostClass>, Option<String>)> = reader
                     .hosts(outcome.run_id)
                     .code(exit::IO)?
@@ -868,7 +868,7 @@ struct ReportCopy {
     raw: Vec<u8>,
 }
 
-fn reader_reports(reader: &Reader, todo: &[HostWork]) -> BTreeMap<String, ReportCopy> {
+fn reader_reports(reader: &dyn StoreReader, todo: &[HostWork]) -> BTreeMap<String, ReportCopy> {
     let mut m = BTreeMap::new();
     for w in todo {
         if let Some(r) = &w.rec.report {
@@ -997,7 +997,7 @@ struct EvidenceState {
 
 /// Journals an action before and after it, runs it, and says how it went.
 struct Audit<'a> {
-    journal: &'a Journal,
+    journal: &'a dyn Store,
     shared: &'a Shared,
     host: &'a str,
     lines: Vec<String>,
@@ -1063,7 +1063,7 @@ impl Audit<'_> {
 async fn contain_host(ctx: &SweepCtx, shared: &Shared, w: HostWork) -> HostResult {
     let host = w.name().to_string();
     let mut audit = Audit {
-        journal: &ctx.journal,
+        journal: &*ctx.journal,
         shared,
         host: &host,
         lines: Vec::new(),
@@ -1762,7 +1762,7 @@ pub async fn uncontain(
     if plans.is_empty() {
         return Ok(exit::OK);
     }
-    let journal = Journal::open(&opts.state_dir).code(exit::IO)?;
+    let journal = store::open(&opts.state_dir).code(exit::IO)?;
     let operator = crate::identity::current_user();
     let cid = journal
         .start_containment(NewContainment {
@@ -1919,7 +1919,7 @@ async fn uncontain_sources(
             .code(exit::CONFIG)?;
         return Ok((loaded.inventory, builtin()?));
     }
-    let reader = Reader::open(&opts.state_dir).map_err(|e| {
+    let reader = store::open_reader(&opts.state_dir).map_err(|e| {
         Fail::new(
             exit::USAGE,
             anyhow::anyhow!("{e:#}; give the inventory with -i"),

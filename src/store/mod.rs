@@ -9,7 +9,7 @@
 //! [`sqlite`]: one SQLite file per state dir, its schema as numbered migrations, all of
 //! pushscan's SQL.
 
-pub mod sqlite;
+mod sqlite;
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -18,6 +18,19 @@ use std::sync::Arc;
 use anyhow::Result;
 
 use crate::model::{Finding, HostClass, ParsedReport, Process};
+
+/// Creates `dir` and any missing parent, each private to the user running
+/// pushscan (0700 on unix, whatever the umask): the state dir holds raw
+/// reports, the inventory and evidence. A directory that already exists is
+/// left as it is (it may be shared, like `/tmp`); what pushscan puts in it
+/// is private on its own.
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut b = std::fs::DirBuilder::new();
+    b.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
+    b.create(dir)
+}
 
 /// The store of `state_dir` for writing (created and migrated when needed).
 pub fn open(state_dir: &Path) -> Result<Arc<dyn Store>> {
@@ -60,12 +73,14 @@ pub trait Store: Send + Sync {
     async fn finish_containment(&self, id: i64, recheck_run: Option<i64>) -> Result<()>;
     async fn action_intent(&self, a: NewAction) -> Result<i64>;
     async fn action_result(&self, id: i64, r: ActionResult) -> Result<()>;
+    /// Where the store is, for the operator (a file path, a server address).
+    fn location(&self) -> String;
     /// Flushes what is queued; later writes fail.
     fn close(&self);
 }
 
 /// The read side of a store.
-pub trait StoreReader {
+pub trait StoreReader: Send {
     /// The last `limit` runs, newest first.
     fn runs(&self, limit: usize) -> Result<Vec<RunInfo>>;
     /// Runs up to and including `last`, newest first.
@@ -469,7 +484,7 @@ mod tests {
     async fn what_the_store_trait_writes_its_reader_trait_reads_back() {
         let dir = tempfile::tempdir().unwrap();
         let state = dir.path().join("state");
-        sqlite::create_private_dir(&state).unwrap();
+        create_private_dir(&state).unwrap();
         let store = open(&state).unwrap();
         let a = Finding {
             kind: "rule_match".into(),

@@ -18,9 +18,9 @@ use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use tokio::sync::oneshot;
 
 use super::{
-    ActionRecord, ActionResult, HistoryItem, HostFinish, HostRecord, Lease, NewAction,
-    NewContainment, NewNotification, NewReport, NewRun, NotificationRecord, RecentResult,
-    ReportRecord, RunInfo, RunSources, StepRecord,
+    create_private_dir, ActionRecord, ActionResult, HistoryItem, HostFinish, HostRecord, Lease,
+    NewAction, NewContainment, NewNotification, NewReport, NewRun, NotificationRecord,
+    RecentResult, ReportRecord, RunInfo, RunSources, StepRecord,
 };
 use crate::model::{processes_of, Finding, HostClass, Process, Severity};
 
@@ -207,19 +207,6 @@ fn open_conn(path: &Path) -> Result<Connection> {
     Ok(conn)
 }
 
-/// Creates `dir` and any missing parent, each private to the user running
-/// pushscan (0700 on unix, whatever the umask): the state dir holds raw
-/// reports, the inventory and evidence. A directory that already exists is
-/// left as it is (it may be shared, like `/tmp`); what pushscan puts in it
-/// is private on its own.
-pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
-    let mut b = std::fs::DirBuilder::new();
-    b.recursive(true);
-    #[cfg(unix)]
-    std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
-    b.create(dir)
-}
-
 /// Makes the journal file exist with mode 0600 before SQLite opens it:
 /// SQLite creates it under the umask, and gives its `-wal` and `-shm`
 /// the main file's mode, so this one mode covers all three. A journal
@@ -267,10 +254,6 @@ impl Journal {
             tx,
             thread: std::sync::Arc::new(std::sync::Mutex::new(Some(thread))),
         })
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 
     /// Queues a write and waits until it is committed. Use before a remote
@@ -1771,6 +1754,9 @@ impl super::Store for Journal {
     }
     async fn action_result(&self, id: i64, r: ActionResult) -> Result<()> {
         Journal::action_result(self, id, r).await
+    }
+    fn location(&self) -> String {
+        self.path.display().to_string()
     }
     fn close(&self) {
         self.clone().close()
