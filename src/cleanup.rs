@@ -9,8 +9,8 @@
 //!
 //! The hosts are cleaned through the fleet executor (`fleet.rs`), 50 at a time.
 //! On Ctrl-C or SIGTERM no further host is started, hosts in flight finish
-//! their removal and its check, and each host not started gets a failed
-//! `cleanup` step saying so: the journal still lists its leftovers, so the next
+//! their removal and its check, and each host not started gets a `cleanup`
+//! step in phase `not_started`: the journal still lists its leftovers, so the next
 //! `pushscan cleanup` does it.
 
 use std::collections::BTreeSet;
@@ -216,11 +216,10 @@ pub async fn cleanup_run(
     .await;
     summary.interrupted = ran.interrupted;
     for (_, l) in &ran.not_started {
-        journal.outcome(
+        journal.not_started(
             run_id,
             &l.host,
             "cleanup",
-            false,
             &l.files.join("\n"),
             "not started: cleanup interrupted before this host",
         );

@@ -18,8 +18,9 @@
 //! The hosts run through the fleet executor (`fleet.rs`), ten at a time. On Ctrl-C or
 //! SIGTERM no further host is started (each is journaled with an `interrupted` action,
 //! phase `skipped`), a host in flight finishes its actions (a host is never left half
-//! contained by the stop), and the re-check is not run. `uncontain` goes host by host
-//! and stops the same way.
+//! contained by the stop), the re-check is not run, and the containment is closed
+//! with status `interrupted` (else `finished`). `uncontain` goes host by host and stops
+//! the same way.
 
 pub mod commands;
 pub mod net;
@@ -487,8 +488,13 @@ pub async fn contain(
         not_clear = true;
         events.emit(Event::Line("re-check skipped (--no-recheck)".into()));
     }
+    let status = if ran.interrupted {
+        "interrupted"
+    } else {
+        "finished"
+    };
     journal
-        .finish_containment(cid, recheck_run)
+        .finish_containment(cid, recheck_run, status)
         .await
         .code(exit::IO)?;
     journal.close();
@@ -1784,12 +1790,14 @@ pub async fn uncontain(
         &plans,
     )?;
     let mut all_ok = true;
+    let mut interrupted = false;
     control.shutdown.listen();
     for plan in &plans {
         let host = plan.host.name.clone();
         if control.shutdown.is_requested() {
             // Stopped: the hosts not reached are journaled and said as such.
             all_ok = false;
+            interrupted = true;
             journal
                 .action_intent(NewAction {
                     containment_id: cid,
@@ -1864,7 +1872,15 @@ pub async fn uncontain(
             .code(exit::IO)?;
     }
     drop(ctx);
-    journal.finish_containment(cid, None).await.code(exit::IO)?;
+    let status = if interrupted {
+        "interrupted"
+    } else {
+        "finished"
+    };
+    journal
+        .finish_containment(cid, None, status)
+        .await
+        .code(exit::IO)?;
     journal.close();
     Ok(if all_ok { exit::OK } else { exit::INCOMPLETE })
 }

@@ -54,6 +54,9 @@ pub trait Store: Send + Sync {
     async fn intent(&self, run_id: i64, host: &str, step: &str, target: &str) -> Result<()>;
     async fn intents(&self, run_id: i64, host: &str, steps: &[(&str, String)]) -> Result<()>;
     fn outcome(&self, run_id: i64, host: &str, step: &str, ok: bool, target: &str, detail: &str);
+    /// A step that never began (the command was interrupted before this host): recorded with
+    /// the phase `not_started`, so a reader tells it from a step that ran and failed.
+    fn not_started(&self, run_id: i64, host: &str, step: &str, target: &str, detail: &str);
     /// One fetched report, its raw bytes and its findings.
     async fn add_report(&self, r: NewReport) -> Result<i64>;
     async fn finish_host(&self, run_id: i64, host: &str, fin: HostFinish) -> Result<()>;
@@ -70,7 +73,14 @@ pub trait Store: Send + Sync {
     ) -> Result<HashMap<String, (Option<i64>, Option<String>)>>;
     async fn mark_not_started(&self, run_id: i64, reason: &str) -> Result<()>;
     async fn start_containment(&self, c: NewContainment) -> Result<i64>;
-    async fn finish_containment(&self, id: i64, recheck_run: Option<i64>) -> Result<()>;
+    /// Closes a containment: `status` is `finished`, or `interrupted` when a stop signal
+    /// left hosts not started.
+    async fn finish_containment(
+        &self,
+        id: i64,
+        recheck_run: Option<i64>,
+        status: &str,
+    ) -> Result<()>;
     async fn action_intent(&self, a: NewAction) -> Result<i64>;
     async fn action_result(&self, id: i64, r: ActionResult) -> Result<()>;
     /// Where the store is, for the operator (a file path, a server address).

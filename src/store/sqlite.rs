@@ -419,6 +419,17 @@ impl Journal {
         self.write_later(move |tx| insert_step(tx, run_id, &h, &s, phase, &t, &d));
     }
 
+    /// A step that never began: phase `not_started`.
+    pub fn not_started(&self, run_id: i64, host: &str, step: &str, target: &str, detail: &str) {
+        let (h, s, t, d) = (
+            host.to_string(),
+            step.to_string(),
+            target.to_string(),
+            detail.to_string(),
+        );
+        self.write_later(move |tx| insert_step(tx, run_id, &h, &s, "not_started", &t, &d));
+    }
+
     #[allow(clippy::too_many_arguments)]
     async fn step(
         &self,
@@ -732,12 +743,18 @@ impl Journal {
         .await
     }
 
-    /// Closes a containment record, with the run that re-checked its hosts.
-    pub async fn finish_containment(&self, id: i64, recheck_run: Option<i64>) -> Result<()> {
+    /// Closes a containment record with its status, and the run that re-checked its hosts.
+    pub async fn finish_containment(
+        &self,
+        id: i64,
+        recheck_run: Option<i64>,
+        status: &str,
+    ) -> Result<()> {
+        let status = status.to_string();
         self.write(move |tx| {
             tx.execute(
-                "UPDATE containments SET finished_at=?1, status='finished', recheck_run=?2 WHERE id=?3",
-                params![now(), recheck_run, id],
+                "UPDATE containments SET finished_at=?1, status=?2, recheck_run=?3 WHERE id=?4",
+                params![now(), status, recheck_run, id],
             )
             .map(|n| n as i64)
         })
@@ -1746,8 +1763,16 @@ impl super::Store for Journal {
     async fn start_containment(&self, c: NewContainment) -> Result<i64> {
         Journal::start_containment(self, c).await
     }
-    async fn finish_containment(&self, id: i64, recheck_run: Option<i64>) -> Result<()> {
-        Journal::finish_containment(self, id, recheck_run).await
+    fn not_started(&self, run_id: i64, host: &str, step: &str, target: &str, detail: &str) {
+        Journal::not_started(self, run_id, host, step, target, detail)
+    }
+    async fn finish_containment(
+        &self,
+        id: i64,
+        recheck_run: Option<i64>,
+        status: &str,
+    ) -> Result<()> {
+        Journal::finish_containment(self, id, recheck_run, status).await
     }
     async fn action_intent(&self, a: NewAction) -> Result<i64> {
         Journal::action_intent(self, a).await
