@@ -491,6 +491,32 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_step_never_started_reads_back_as_not_started_not_failed() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let store = open(&state).unwrap();
+        let id = store.start_run(run(&["a", "b"])).await.unwrap();
+        store.outcome(id, "a", "cleanup", false, "/w/x", "rm failed");
+        store.not_started(id, "b", "cleanup", "/w/y", "not started: stopped");
+        store.close();
+        let reader = open_reader(&state).unwrap();
+        let phases: Vec<(String, String, Option<String>)> = reader
+            .steps(id, None)
+            .unwrap()
+            .into_iter()
+            .filter(|s| s.step == "cleanup")
+            .map(|s| (s.host, s.phase, s.target))
+            .collect();
+        assert_eq!(
+            phases,
+            [
+                ("a".into(), "failed".into(), Some("/w/x".into())),
+                ("b".into(), "not_started".into(), Some("/w/y".into())),
+            ]
+        );
+    }
+
+    #[tokio::test]
     async fn what_the_store_trait_writes_its_reader_trait_reads_back() {
         let dir = tempfile::tempdir().unwrap();
         let state = dir.path().join("state");
