@@ -8,11 +8,10 @@
 //! journal operations per second and the number of awaited commits per
 //! second; run with `cargo bench --bench journal [-- HOSTS]`.
 
-use std::sync::Arc;
 use std::time::Instant;
 
-use pushscan::journal::{HostFinish, Journal, NewReport, NewRun, RunHost};
 use pushscan::model::{Finding, HostClass, ParsedReport, ReportStatus, Severity};
+use pushscan::store::{self, HostFinish, NewReport, NewRun, RunHost};
 
 fn main() -> anyhow::Result<()> {
     let hosts: usize = std::env::args()
@@ -24,7 +23,7 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     let dir = tempfile::tempdir()?;
     rt.block_on(async move {
-        let journal = Journal::open(dir.path())?;
+        let journal = store::open(dir.path())?;
         let names: Vec<String> = (0..hosts).map(|i| format!("host{i:05}")).collect();
         let run_id = journal
             .start_run(NewRun {
@@ -120,9 +119,7 @@ fn main() -> anyhow::Result<()> {
             r??;
         }
         let wall = start.elapsed().as_secs_f64();
-        let j = Arc::new(journal);
-        let j = Arc::try_unwrap(j).map_err(|_| anyhow::anyhow!("journal still shared"))?;
-        j.close();
+        journal.close();
         // Per host: 6 awaited writes (lease, 3 intents, report, finish) and 5 queued ones.
         let awaited = hosts * 6;
         let total = hosts * 11;

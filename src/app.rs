@@ -458,7 +458,7 @@ fn alert_report_file(
     let dir = state_dir.join("reports");
     let path = dir.join(format!("run-{}.html", rep.run.info.id));
     // Beside the journal, as private as it is.
-    let written = crate::store::sqlite::create_private_dir(&dir)
+    let written = crate::store::create_private_dir(&dir)
         .map_err(|e| Fail::new(exit::IO, e))
         .and_then(|_| render(rep, Format::Html, report::CsvOptions::default()))
         .and_then(|text| write_private(&text, &path));

@@ -9,8 +9,8 @@
 //!
 //! The hosts are cleaned through the fleet executor (`fleet.rs`), 50 at a time.
 //! On Ctrl-C or SIGTERM no further host is started, hosts in flight finish
-//! their removal and its check, and each host not started gets a failed
-//! `cleanup` step saying so: the journal still lists its leftovers, so the next
+//! their removal and its check, and each host not started gets a `cleanup`
+//! step in phase `not_started`: the journal still lists its leftovers, so the next
 //! `pushscan cleanup` does it.
 
 use std::collections::BTreeSet;
@@ -21,10 +21,10 @@ use crate::events::Event;
 use crate::exit::{self, Fail, WithCode};
 use crate::fleet::{self, Control};
 use crate::inventory;
-use crate::journal::{Journal, Reader};
 use crate::pipeline::{connect, SweepCtx};
 use crate::plan::HostPlan;
 use crate::playbook::Playbook;
+use crate::store::{self, StoreReader};
 use crate::sweep::{context, Access};
 
 /// What may be left of ours on one host.
@@ -37,7 +37,7 @@ pub struct Leftovers {
 
 /// Computes, from the journal alone, what may be left on each host of a run.
 pub fn leftovers(
-    reader: &Reader,
+    reader: &dyn StoreReader,
     run_id: i64,
     pb: &Playbook,
     inv: &inventory::Inventory,
@@ -142,13 +142,13 @@ pub async fn cleanup_run(
     control: &Control,
 ) -> Result<CleanupSummary, Fail> {
     let events = &control.events;
-    let reader = Reader::open(state_dir).code(exit::IO)?;
+    let reader = store::open_reader(state_dir).code(exit::IO)?;
     let src = reader.run_sources(run_id).code(exit::USAGE)?;
     let pb =
         Playbook::parse(&src.playbook_text, Path::new(&src.playbook_path)).code(exit::CONFIG)?;
     let inv =
         inventory::parse(&src.inventory_text, Path::new(&src.inventory_path)).code(exit::CONFIG)?;
-    let todo = leftovers(&reader, run_id, &pb, &inv).code(exit::IO)?;
+    let todo = leftovers(&*reader, run_id, &pb, &inv).code(exit::IO)?;
     drop(reader);
     let mut summary = CleanupSummary::default();
     if todo.is_empty() {
@@ -166,7 +166,7 @@ pub async fn cleanup_run(
         }
         return Ok(summary);
     }
-    let journal = Journal::open(state_dir).code(exit::IO)?;
+    let journal = store::open(state_dir).code(exit::IO)?;
     let mut work = Vec::new();
     for l in todo {
         let Some(host) = inv.host(&l.host) else {
@@ -216,11 +216,10 @@ pub async fn cleanup_run(
     .await;
     summary.interrupted = ran.interrupted;
     for (_, l) in &ran.not_started {
-        journal.outcome(
+        journal.not_started(
             run_id,
             &l.host,
             "cleanup",
-            false,
             &l.files.join("\n"),
             "not started: cleanup interrupted before this host",
         );

@@ -13,7 +13,6 @@ pub mod exit;
 pub mod fleet;
 mod identity;
 pub mod inventory;
-pub mod journal;
 mod limits;
 mod located;
 pub mod model;

@@ -13,12 +13,12 @@ use std::time::Instant;
 use sha2::{Digest, Sha256};
 use wildmatch::WildMatch;
 
-use crate::journal::{HostFinish, Journal, NewReport};
 use crate::model::HostClass;
 use crate::parser::{FetchedReport, ResultParser};
 use crate::plan::HostPlan;
 use crate::playbook::Playbook;
 use crate::sanitize;
+use crate::store::{self, HostFinish, NewReport, Store};
 use crate::transport::{
     Begun, CommandSpec, Connection, EntryKind, ExecOutcome, Finished, RemoteEntry, ResultSpec,
     RunPlan, Sessions, Staged, TransportError,
@@ -36,7 +36,7 @@ pub struct SweepCtx {
     pub run_id: i64,
     pub playbook: Arc<Playbook>,
     pub parser: Arc<dyn ResultParser>,
-    pub journal: Journal,
+    pub journal: Arc<dyn Store>,
     pub evidence_dir: PathBuf,
     /// Every transport's connector, with each host's credentials resolved before the
     /// sweep starts (a host without one is a configuration error).
@@ -104,8 +104,8 @@ pub async fn run_host(ctx: Arc<SweepCtx>, plan: HostPlan) -> HostResult {
     // that is still being worked on.
     let ttl = (limit + std::time::Duration::from_secs(60)).as_secs();
     match ctx.journal.acquire_lease(ctx.run_id, &name, ttl).await {
-        Ok(crate::journal::Lease::Acquired) => {}
-        Ok(crate::journal::Lease::Busy { run_id, owner }) => {
+        Ok(store::Lease::Acquired) => {}
+        Ok(store::Lease::Busy { run_id, owner }) => {
             return finish(
                 &ctx,
                 &name,
@@ -688,7 +688,7 @@ async fn store_evidence(
 
 fn store_evidence_blocking(host_dir: &Path, base: &str, bytes: &[u8]) -> std::io::Result<PathBuf> {
     use std::io::Write as _;
-    crate::journal::create_private_dir(host_dir)?;
+    store::create_private_dir(host_dir)?;
     for n in 0..1000 {
         let candidate = if n == 0 {
             host_dir.join(base)

@@ -25,13 +25,13 @@ use crate::events::Event;
 use crate::exit::{self, Fail, WithCode};
 use crate::fleet::{self, Control};
 use crate::inventory;
-use crate::journal::{Journal, NewRun, RunHost};
 use crate::model::HostClass;
 use crate::parser;
 use crate::pipeline::{run_host, SweepCtx};
 use crate::plan::HostPlan;
 use crate::playbook::Playbook;
 use crate::rollout::{self, Pause, Rollout};
+use crate::store::{self, NewRun, RunHost, Store};
 pub use crate::transport::Access;
 use crate::transport::HostInfo;
 
@@ -82,7 +82,7 @@ pub fn exit_code_for(counts: &BTreeMap<HostClass, usize>) -> i32 {
 pub(crate) fn context<'a>(
     run_id: i64,
     pb: Playbook,
-    journal: Journal,
+    journal: Arc<dyn Store>,
     evidence_dir: PathBuf,
     access: &Access,
     plans: impl IntoIterator<Item = &'a HostPlan>,
@@ -190,7 +190,7 @@ pub async fn sweep(cfg: SweepConfig) -> Result<SweepOutcome, Fail> {
     }
 
     // ---- the run ----
-    let journal = Journal::open(&cfg.state_dir).code(exit::IO)?;
+    let journal = store::open(&cfg.state_dir).code(exit::IO)?;
     let run_id = journal
         .start_run(NewRun {
             operator: current_user(),
@@ -284,7 +284,7 @@ pub async fn resume(
     access: &Access,
     control: &Control,
 ) -> Result<SweepOutcome, Fail> {
-    let reader = crate::journal::Reader::open(state_dir).code(exit::IO)?;
+    let reader = store::open_reader(state_dir).code(exit::IO)?;
     let run_id = match run {
         Some(id) => id,
         None => reader
@@ -317,7 +317,7 @@ pub async fn resume(
             .code(exit::CONFIG)?,
         None => Rollout::default(),
     };
-    let journal = Journal::open(state_dir).code(exit::IO)?;
+    let journal = store::open(state_dir).code(exit::IO)?;
     let waves_of = journal.host_waves(run_id).await.code(exit::IO)?;
     let todo = journal.reopen_run(run_id).await.code(exit::IO)?;
     let mut staged: Vec<WavePlans> = Vec::new();
@@ -360,7 +360,7 @@ pub async fn recheck(
     access: &Access,
     control: &Control,
 ) -> Result<SweepOutcome, Fail> {
-    let reader = crate::journal::Reader::open(state_dir).code(exit::IO)?;
+    let reader = store::open_reader(state_dir).code(exit::IO)?;
     let src = reader.run_sources(from_run).code(exit::USAGE)?;
     drop(reader);
     let pb =
@@ -381,7 +381,7 @@ pub async fn recheck(
                 .map_err(|e| Fail::new(exit::CONFIG, anyhow::anyhow!("host {name}: {e}")))?,
         );
     }
-    let journal = Journal::open(state_dir).code(exit::IO)?;
+    let journal = store::open(state_dir).code(exit::IO)?;
     let run_id = journal
         .start_run(NewRun {
             operator: current_user(),
@@ -438,7 +438,7 @@ pub async fn recheck(
 /// concurrency, judges each finished wave, and records the end of the run.
 #[allow(clippy::too_many_arguments)]
 async fn execute(
-    journal: Journal,
+    journal: Arc<dyn Store>,
     state_dir: &Path,
     run_id: i64,
     pb: Playbook,
@@ -449,7 +449,7 @@ async fn execute(
     control: &Control,
 ) -> Result<SweepOutcome, Fail> {
     let evidence_dir = state_dir.join("evidence").join(format!("run-{run_id}"));
-    crate::journal::create_private_dir(&evidence_dir)
+    store::create_private_dir(&evidence_dir)
         .with_context(|| format!("cannot create {}", evidence_dir.display()))
         .code(exit::IO)?;
 
@@ -473,7 +473,7 @@ async fn execute(
     events.emit(Event::SweepStarted { hosts: total });
     events.notice(format!(
         "run {run_id}: {total} host(s), forks {forks}, journal {}",
-        journal.path().display()
+        journal.location()
     ));
     let staged = waves.len() > 1;
     let last_wave = waves.last().map(|w| w.number).unwrap_or(0);
@@ -539,7 +539,7 @@ async fn execute(
                 .finish_host(
                     run_id,
                     &host,
-                    crate::journal::HostFinish {
+                    store::HostFinish {
                         class: HostClass::Error,
                         reason,
                         duration_ms: 0,
@@ -665,7 +665,7 @@ async fn execute(
     }
     // Count from the journal: it, not memory, is the source of truth.
     drop(ctx);
-    let reader = crate::journal::Reader::open(state_dir).code(exit::IO)?;
+    let reader = store::open_reader(state_dir).code(exit::IO)?;
     let mut final_counts = BTreeMap::new();
     for (class, n) in reader.class_counts(run_id).code(exit::IO)? {
         let c = class

@@ -8,6 +8,9 @@
 //! - every SQL statement and every `rusqlite` use lives in the SQLite backend of the store
 //!   (`src/store/sqlite.rs`): the store's traits and records (`src/store/mod.rs`) name no
 //!   backend type, so a second backend is one more module beside it;
+//! - no file outside `src/store/` names a store backend (its module path or an item it
+//!   declares): the engine, commands and output hold `Arc<dyn Store>` / `dyn StoreReader`,
+//!   and `store::open` / `store::open_reader` choose the backend;
 //! - no file outside `src/transport/` names a transport: adding one is its module plus its
 //!   line in the registry.
 //!
@@ -41,7 +44,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "template.rs",
         ],
     ),
-    ("store", &["store/", "journal.rs"]),
+    ("store", &["store/"]),
     ("plug-ins", &["transport/", "parser/"]),
     ("inventory", &["inventory/"]),
     ("config", &["playbook.rs", "rollout.rs", "notify/config.rs"]),
@@ -563,6 +566,142 @@ fn all_sql_is_in_the_store() {
         found.is_empty(),
         "SQL or rusqlite outside the store ({}):\n  {}",
         STORE_FILES.join(", "),
+        found.join("\n  ")
+    );
+}
+
+/// The store's backend modules (relative to `src/`): only `src/store/` may name them.
+const STORE_BACKENDS: &[&str] = &["store/sqlite.rs"];
+
+/// Lines of files outside `store/` that name a store backend: its module path (`sqlite::`)
+/// or a top-level item its module declares public (`Journal`, `lease_owner` ...), unless a
+/// file outside the store declares an item of that name too (the SSH script's `Reader`,
+/// the JSON report's `SCHEMA_VERSION`): that name is the other file's.
+/// String contents are not read (a message may say "journal").
+fn backend_names_outside_store(tree: &Tree, backends: &[&str]) -> Vec<String> {
+    let declared = |text: &str| -> Vec<String> {
+        let mut out = Vec::new();
+        for line in code_of(text).lines() {
+            let Some(rest) = line.strip_prefix("pub ") else {
+                continue;
+            };
+            for kw in [
+                "struct ", "enum ", "trait ", "type ", "fn ", "const ", "static ",
+            ] {
+                if let Some(r) = rest.strip_prefix(kw) {
+                    let end = r.find(|c: char| !is_ident(c)).unwrap_or(r.len());
+                    out.push(r[..end].to_string());
+                }
+            }
+        }
+        out
+    };
+    let any_declared = |text: &str| -> BTreeSet<String> {
+        let mut out = BTreeSet::new();
+        for line in code_of(text).lines() {
+            let line = line.trim_start();
+            let rest = ["pub(crate) ", "pub(super) ", "pub "]
+                .iter()
+                .find_map(|p| line.strip_prefix(p))
+                .unwrap_or(line);
+            for kw in [
+                "struct ", "enum ", "trait ", "type ", "fn ", "const ", "static ",
+            ] {
+                if let Some(r) = rest.strip_prefix(kw) {
+                    let end = r.find(|c: char| !is_ident(c)).unwrap_or(r.len());
+                    out.insert(r[..end].to_string());
+                }
+            }
+        }
+        out
+    };
+    let mut words = BTreeSet::new();
+    for b in backends {
+        let Some(text) = tree.files.get(Path::new(b)) else {
+            continue;
+        };
+        let stem = Path::new(b)
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        words.insert(format!("{stem}::"));
+        words.extend(declared(text));
+    }
+    let outside = |rel: &Path| {
+        !rel.to_string_lossy()
+            .replace('\\', "/")
+            .starts_with("store/")
+    };
+    for (rel, text) in &tree.files {
+        if outside(rel) {
+            for name in any_declared(text) {
+                words.remove(&name);
+            }
+        }
+    }
+    let mut found = Vec::new();
+    for (rel, text) in &tree.files {
+        if !outside(rel) {
+            continue;
+        }
+        let r = rel.to_string_lossy().replace('\\', "/");
+        let (blanked, _) = strings_apart(&code_of(text));
+        for (n, code) in blanked.lines().enumerate() {
+            let whole = |w: &str, at: usize| {
+                !code[..at].chars().next_back().is_some_and(is_ident)
+                    && (w.ends_with("::")
+                        || !code[at + w.len()..].chars().next().is_some_and(is_ident))
+            };
+            let named: Vec<&str> = words
+                .iter()
+                .filter(|w| code.match_indices(w.as_str()).any(|(at, _)| whole(w, at)))
+                .map(String::as_str)
+                .collect();
+            if !named.is_empty() {
+                found.push(format!(
+                    "{r}:{}: {} ({})",
+                    n + 1,
+                    code.trim(),
+                    named.join(", ")
+                ));
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn the_backend_reader_sees_module_paths_and_backend_items() {
+    let (_d, tree) = scratch(&[
+        (
+            "store/sqlite.rs",
+            "pub struct Journal;\npub struct Reader;\npub fn lease_owner() {}\n    pub fn open() {}\n",
+        ),
+        ("store/mod.rs", "pub fn open() -> Arc<dyn Store> { sqlite::Journal::open() }\n"),
+        ("a.rs", "use crate::store::sqlite::Reader;\n"),
+        ("b.rs", "fn f(j: Journal) {}\nlet s = \"Journal: sqlite::x\";\n"),
+        ("c.rs", "struct Reader;\nfn g(r: Reader) { open(); }\nlet o = lease_owner();\n"),
+        ("e.rs", "fn k(r: crate::c::Reader) {}\n"),
+        ("d.rs", "// Journal\nfn h(j: &dyn Store, my_journal: JournalX) {}\n"),
+    ]);
+    let found = backend_names_outside_store(&tree, STORE_BACKENDS);
+    assert_eq!(found.len(), 3, "{found:#?}");
+    assert!(found[0].starts_with("a.rs:1:"), "{found:#?}");
+    assert!(found[1].starts_with("b.rs:1:"), "{found:#?}");
+    assert!(found[2].starts_with("c.rs:3:"), "{found:#?}");
+}
+
+#[test]
+fn only_the_store_names_its_backend() {
+    let tree = src_tree();
+    for b in STORE_BACKENDS {
+        assert!(tree.files.contains_key(Path::new(b)), "backend {b} exists");
+    }
+    let found = backend_names_outside_store(&tree, STORE_BACKENDS);
+    assert!(
+        found.is_empty(),
+        "a store backend named outside src/store/ (use store::open / store::open_reader and the \
+         Store / StoreReader traits):\n  {}",
         found.join("\n  ")
     );
 }

@@ -18,8 +18,9 @@
 //! The hosts run through the fleet executor (`fleet.rs`), ten at a time. On Ctrl-C or
 //! SIGTERM no further host is started (each is journaled with an `interrupted` action,
 //! phase `skipped`), a host in flight finishes its actions (a host is never left half
-//! contained by the stop), and the re-check is not run. `uncontain` goes host by host
-//! and stops the same way.
+//! contained by the stop), the re-check is not run, and the containment is closed
+//! with status `interrupted` (else `finished`). `uncontain` goes host by host and stops
+//! the same way.
 
 pub mod commands;
 pub mod net;
@@ -38,12 +39,12 @@ use crate::events::Event;
 use crate::exit::{self, Fail, WithCode};
 use crate::fleet::{self, Control};
 use crate::inventory;
-use crate::journal::{ActionResult, HostRecord, Journal, NewAction, NewContainment, Reader};
 use crate::model::{attr, HostClass};
 use crate::pipeline::{connect, SweepCtx};
 use crate::plan::HostPlan;
 use crate::playbook::Playbook;
 use crate::sanitize::display;
+use crate::store::{self, ActionResult, HostRecord, NewAction, NewContainment, Store, StoreReader};
 use crate::sweep::{self, Access};
 use crate::transport::{Connection, ExecOutcome};
 
@@ -174,7 +175,7 @@ pub async fn contain(
             anyhow::anyhow!("--actions is empty"),
         ));
     }
-    let reader = Reader::open(&opts.state_dir).code(exit::IO)?;
+    let reader = store::open_reader(&opts.state_dir).code(exit::IO)?;
     let run = reader.run(opts.run).code(exit::USAGE)?;
     let all = reader.hosts(run.id).code(exit::IO)?;
     let mut selected: Vec<HostRecord> = Vec::new();
@@ -293,7 +294,7 @@ pub async fn contain(
     }
 
     // ---- execution ----
-    let journal = Journal::open(&opts.state_dir).code(exit::IO)?;
+    let journal = store::open(&opts.state_dir).code(exit::IO)?;
     let operator = crate::identity::current_user();
     let cid = journal
         .start_containment(NewContainment {
@@ -343,7 +344,7 @@ pub async fn contain(
         cid,
         run_id: run.id,
         operator,
-        reports: reader_reports(&reader, &todo),
+        reports: reader_reports(&*reader, &todo),
     });
     drop(reader);
     control.shutdown.listen();
@@ -417,7 +418,7 @@ pub async fn contain(
         match sweep::recheck(&opts.state_dir, run.id, &checked, access, control).await {
             Ok(outcome) => {
                 recheck_run = Some(outcome.run_id);
-                let reader = Reader::open(&opts.state_dir).code(exit::IO)?;
+                let reader = store::open_reader(&opts.state_dir).code(exit::IO)?;
                 let classes: BTreeMap<String, (Option<HostClass>, Option<String>)> = reader
                     .hosts(outcome.run_id)
                     .code(exit::IO)?
@@ -487,8 +488,13 @@ pub async fn contain(
         not_clear = true;
         events.emit(Event::Line("re-check skipped (--no-recheck)".into()));
     }
+    let status = if ran.interrupted {
+        "interrupted"
+    } else {
+        "finished"
+    };
     journal
-        .finish_containment(cid, recheck_run)
+        .finish_containment(cid, recheck_run, status)
         .await
         .code(exit::IO)?;
     journal.close();
@@ -868,7 +874,7 @@ struct ReportCopy {
     raw: Vec<u8>,
 }
 
-fn reader_reports(reader: &Reader, todo: &[HostWork]) -> BTreeMap<String, ReportCopy> {
+fn reader_reports(reader: &dyn StoreReader, todo: &[HostWork]) -> BTreeMap<String, ReportCopy> {
     let mut m = BTreeMap::new();
     for w in todo {
         if let Some(r) = &w.rec.report {
@@ -997,7 +1003,7 @@ struct EvidenceState {
 
 /// Journals an action before and after it, runs it, and says how it went.
 struct Audit<'a> {
-    journal: &'a Journal,
+    journal: &'a dyn Store,
     shared: &'a Shared,
     host: &'a str,
     lines: Vec<String>,
@@ -1063,7 +1069,7 @@ impl Audit<'_> {
 async fn contain_host(ctx: &SweepCtx, shared: &Shared, w: HostWork) -> HostResult {
     let host = w.name().to_string();
     let mut audit = Audit {
-        journal: &ctx.journal,
+        journal: &*ctx.journal,
         shared,
         host: &host,
         lines: Vec::new(),
@@ -1762,7 +1768,7 @@ pub async fn uncontain(
     if plans.is_empty() {
         return Ok(exit::OK);
     }
-    let journal = Journal::open(&opts.state_dir).code(exit::IO)?;
+    let journal = store::open(&opts.state_dir).code(exit::IO)?;
     let operator = crate::identity::current_user();
     let cid = journal
         .start_containment(NewContainment {
@@ -1784,12 +1790,14 @@ pub async fn uncontain(
         &plans,
     )?;
     let mut all_ok = true;
+    let mut interrupted = false;
     control.shutdown.listen();
     for plan in &plans {
         let host = plan.host.name.clone();
         if control.shutdown.is_requested() {
             // Stopped: the hosts not reached are journaled and said as such.
             all_ok = false;
+            interrupted = true;
             journal
                 .action_intent(NewAction {
                     containment_id: cid,
@@ -1864,7 +1872,15 @@ pub async fn uncontain(
             .code(exit::IO)?;
     }
     drop(ctx);
-    journal.finish_containment(cid, None).await.code(exit::IO)?;
+    let status = if interrupted {
+        "interrupted"
+    } else {
+        "finished"
+    };
+    journal
+        .finish_containment(cid, None, status)
+        .await
+        .code(exit::IO)?;
     journal.close();
     Ok(if all_ok { exit::OK } else { exit::INCOMPLETE })
 }
@@ -1919,7 +1935,7 @@ async fn uncontain_sources(
             .code(exit::CONFIG)?;
         return Ok((loaded.inventory, builtin()?));
     }
-    let reader = Reader::open(&opts.state_dir).map_err(|e| {
+    let reader = store::open_reader(&opts.state_dir).map_err(|e| {
         Fail::new(
             exit::USAGE,
             anyhow::anyhow!("{e:#}; give the inventory with -i"),

@@ -9,7 +9,7 @@
 //! [`sqlite`]: one SQLite file per state dir, its schema as numbered migrations, all of
 //! pushscan's SQL.
 
-pub mod sqlite;
+mod sqlite;
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -18,6 +18,19 @@ use std::sync::Arc;
 use anyhow::Result;
 
 use crate::model::{Finding, HostClass, ParsedReport, Process};
+
+/// Creates `dir` and any missing parent, each private to the user running
+/// pushscan (0700 on unix, whatever the umask): the state dir holds raw
+/// reports, the inventory and evidence. A directory that already exists is
+/// left as it is (it may be shared, like `/tmp`); what pushscan puts in it
+/// is private on its own.
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut b = std::fs::DirBuilder::new();
+    b.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
+    b.create(dir)
+}
 
 /// The store of `state_dir` for writing (created and migrated when needed).
 pub fn open(state_dir: &Path) -> Result<Arc<dyn Store>> {
@@ -41,6 +54,9 @@ pub trait Store: Send + Sync {
     async fn intent(&self, run_id: i64, host: &str, step: &str, target: &str) -> Result<()>;
     async fn intents(&self, run_id: i64, host: &str, steps: &[(&str, String)]) -> Result<()>;
     fn outcome(&self, run_id: i64, host: &str, step: &str, ok: bool, target: &str, detail: &str);
+    /// A step that never began (the command was interrupted before this host): recorded with
+    /// the phase `not_started`, so a reader tells it from a step that ran and failed.
+    fn not_started(&self, run_id: i64, host: &str, step: &str, target: &str, detail: &str);
     /// One fetched report, its raw bytes and its findings.
     async fn add_report(&self, r: NewReport) -> Result<i64>;
     async fn finish_host(&self, run_id: i64, host: &str, fin: HostFinish) -> Result<()>;
@@ -57,15 +73,24 @@ pub trait Store: Send + Sync {
     ) -> Result<HashMap<String, (Option<i64>, Option<String>)>>;
     async fn mark_not_started(&self, run_id: i64, reason: &str) -> Result<()>;
     async fn start_containment(&self, c: NewContainment) -> Result<i64>;
-    async fn finish_containment(&self, id: i64, recheck_run: Option<i64>) -> Result<()>;
+    /// Closes a containment: `status` is `finished`, or `interrupted` when a stop signal
+    /// left hosts not started.
+    async fn finish_containment(
+        &self,
+        id: i64,
+        recheck_run: Option<i64>,
+        status: &str,
+    ) -> Result<()>;
     async fn action_intent(&self, a: NewAction) -> Result<i64>;
     async fn action_result(&self, id: i64, r: ActionResult) -> Result<()>;
+    /// Where the store is, for the operator (a file path, a server address).
+    fn location(&self) -> String;
     /// Flushes what is queued; later writes fail.
     fn close(&self);
 }
 
 /// The read side of a store.
-pub trait StoreReader {
+pub trait StoreReader: Send {
     /// The last `limit` runs, newest first.
     fn runs(&self, limit: usize) -> Result<Vec<RunInfo>>;
     /// Runs up to and including `last`, newest first.
@@ -466,10 +491,36 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_step_never_started_reads_back_as_not_started_not_failed() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let store = open(&state).unwrap();
+        let id = store.start_run(run(&["a", "b"])).await.unwrap();
+        store.outcome(id, "a", "cleanup", false, "/w/x", "rm failed");
+        store.not_started(id, "b", "cleanup", "/w/y", "not started: stopped");
+        store.close();
+        let reader = open_reader(&state).unwrap();
+        let phases: Vec<(String, String, Option<String>)> = reader
+            .steps(id, None)
+            .unwrap()
+            .into_iter()
+            .filter(|s| s.step == "cleanup")
+            .map(|s| (s.host, s.phase, s.target))
+            .collect();
+        assert_eq!(
+            phases,
+            [
+                ("a".into(), "failed".into(), Some("/w/x".into())),
+                ("b".into(), "not_started".into(), Some("/w/y".into())),
+            ]
+        );
+    }
+
+    #[tokio::test]
     async fn what_the_store_trait_writes_its_reader_trait_reads_back() {
         let dir = tempfile::tempdir().unwrap();
         let state = dir.path().join("state");
-        sqlite::create_private_dir(&state).unwrap();
+        create_private_dir(&state).unwrap();
         let store = open(&state).unwrap();
         let a = Finding {
             kind: "rule_match".into(),

@@ -18,9 +18,9 @@ use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use tokio::sync::oneshot;
 
 use super::{
-    ActionRecord, ActionResult, HistoryItem, HostFinish, HostRecord, Lease, NewAction,
-    NewContainment, NewNotification, NewReport, NewRun, NotificationRecord, RecentResult,
-    ReportRecord, RunInfo, RunSources, StepRecord,
+    create_private_dir, ActionRecord, ActionResult, HistoryItem, HostFinish, HostRecord, Lease,
+    NewAction, NewContainment, NewNotification, NewReport, NewRun, NotificationRecord,
+    RecentResult, ReportRecord, RunInfo, RunSources, StepRecord,
 };
 use crate::model::{processes_of, Finding, HostClass, Process, Severity};
 
@@ -207,19 +207,6 @@ fn open_conn(path: &Path) -> Result<Connection> {
     Ok(conn)
 }
 
-/// Creates `dir` and any missing parent, each private to the user running
-/// pushscan (0700 on unix, whatever the umask): the state dir holds raw
-/// reports, the inventory and evidence. A directory that already exists is
-/// left as it is (it may be shared, like `/tmp`); what pushscan puts in it
-/// is private on its own.
-pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
-    let mut b = std::fs::DirBuilder::new();
-    b.recursive(true);
-    #[cfg(unix)]
-    std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
-    b.create(dir)
-}
-
 /// Makes the journal file exist with mode 0600 before SQLite opens it:
 /// SQLite creates it under the umask, and gives its `-wal` and `-shm`
 /// the main file's mode, so this one mode covers all three. A journal
@@ -267,10 +254,6 @@ impl Journal {
             tx,
             thread: std::sync::Arc::new(std::sync::Mutex::new(Some(thread))),
         })
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 
     /// Queues a write and waits until it is committed. Use before a remote
@@ -434,6 +417,17 @@ impl Journal {
         );
         let phase = if ok { "done" } else { "failed" };
         self.write_later(move |tx| insert_step(tx, run_id, &h, &s, phase, &t, &d));
+    }
+
+    /// A step that never began: phase `not_started`.
+    pub fn not_started(&self, run_id: i64, host: &str, step: &str, target: &str, detail: &str) {
+        let (h, s, t, d) = (
+            host.to_string(),
+            step.to_string(),
+            target.to_string(),
+            detail.to_string(),
+        );
+        self.write_later(move |tx| insert_step(tx, run_id, &h, &s, "not_started", &t, &d));
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -749,12 +743,18 @@ impl Journal {
         .await
     }
 
-    /// Closes a containment record, with the run that re-checked its hosts.
-    pub async fn finish_containment(&self, id: i64, recheck_run: Option<i64>) -> Result<()> {
+    /// Closes a containment record with its status, and the run that re-checked its hosts.
+    pub async fn finish_containment(
+        &self,
+        id: i64,
+        recheck_run: Option<i64>,
+        status: &str,
+    ) -> Result<()> {
+        let status = status.to_string();
         self.write(move |tx| {
             tx.execute(
-                "UPDATE containments SET finished_at=?1, status='finished', recheck_run=?2 WHERE id=?3",
-                params![now(), recheck_run, id],
+                "UPDATE containments SET finished_at=?1, status=?2, recheck_run=?3 WHERE id=?4",
+                params![now(), status, recheck_run, id],
             )
             .map(|n| n as i64)
         })
@@ -1763,14 +1763,25 @@ impl super::Store for Journal {
     async fn start_containment(&self, c: NewContainment) -> Result<i64> {
         Journal::start_containment(self, c).await
     }
-    async fn finish_containment(&self, id: i64, recheck_run: Option<i64>) -> Result<()> {
-        Journal::finish_containment(self, id, recheck_run).await
+    fn not_started(&self, run_id: i64, host: &str, step: &str, target: &str, detail: &str) {
+        Journal::not_started(self, run_id, host, step, target, detail)
+    }
+    async fn finish_containment(
+        &self,
+        id: i64,
+        recheck_run: Option<i64>,
+        status: &str,
+    ) -> Result<()> {
+        Journal::finish_containment(self, id, recheck_run, status).await
     }
     async fn action_intent(&self, a: NewAction) -> Result<i64> {
         Journal::action_intent(self, a).await
     }
     async fn action_result(&self, id: i64, r: ActionResult) -> Result<()> {
         Journal::action_result(self, id, r).await
+    }
+    fn location(&self) -> String {
+        self.path.display().to_string()
     }
     fn close(&self) {
         self.clone().close()
