@@ -25,21 +25,20 @@
 //! (`--limit ou_tokyo` selects everything below OU=Tokyo), and variables.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ldap3::controls::{PagedResults, RawControl};
 use ldap3::{LdapConnAsync, LdapConnSettings, LdapError, Scope, SearchEntry};
-use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Serialize;
 use serde_json::Value;
-use serde_saphyr::{Location, MessageFormatter as _, Spanned};
+use serde_saphyr::MessageFormatter as _;
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
 use super::{Builder, Inventory, InventoryError, Loc, VarDef};
+use crate::located::{Key, Kind, Node};
 use crate::sanitize;
 use crate::transport::{self, Transport};
 
@@ -390,148 +389,6 @@ struct Config {
     connection: (Transport, Option<Loc>),
 }
 
-/// A YAML node and where it starts (as in `yaml.rs`, kept separate so the
-/// static-inventory parser stays untouched).
-#[derive(Debug)]
-struct Node {
-    loc: Option<Loc>,
-    kind: Kind,
-}
-
-#[derive(Debug)]
-enum Kind {
-    Null,
-    Bool(bool),
-    Int(i64),
-    Float(f64),
-    Str(String),
-    Seq(Vec<Node>),
-    Map(Vec<(Key, Node)>),
-}
-
-#[derive(Debug)]
-struct Key {
-    loc: Option<Loc>,
-    name: String,
-}
-
-fn loc_of(l: &Location) -> Option<Loc> {
-    let (line, col) = (l.line(), l.column());
-    if line == 0 {
-        return None;
-    }
-    Some(Loc::new(
-        usize::try_from(line).unwrap_or(usize::MAX),
-        usize::try_from(col).unwrap_or(0),
-    ))
-}
-
-impl<'de> Deserialize<'de> for Node {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = Spanned::<Kind>::deserialize(d)?;
-        Ok(Node {
-            loc: loc_of(&s.referenced),
-            kind: s.value,
-        })
-    }
-}
-
-impl<'de> Deserialize<'de> for Key {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = Spanned::<String>::deserialize(d)?;
-        Ok(Key {
-            loc: loc_of(&s.referenced),
-            name: s.value,
-        })
-    }
-}
-
-impl<'de> Deserialize<'de> for Kind {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(KindVisitor)
-    }
-}
-
-struct KindVisitor;
-
-impl<'de> Visitor<'de> for KindVisitor {
-    type Value = Kind;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("any YAML value")
-    }
-    fn visit_unit<E>(self) -> Result<Kind, E> {
-        Ok(Kind::Null)
-    }
-    fn visit_none<E>(self) -> Result<Kind, E> {
-        Ok(Kind::Null)
-    }
-    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Kind, D::Error> {
-        d.deserialize_any(KindVisitor)
-    }
-    fn visit_bool<E>(self, v: bool) -> Result<Kind, E> {
-        Ok(Kind::Bool(v))
-    }
-    fn visit_i64<E>(self, v: i64) -> Result<Kind, E> {
-        Ok(Kind::Int(v))
-    }
-    fn visit_u64<E>(self, v: u64) -> Result<Kind, E> {
-        Ok(i64::try_from(v).map_or_else(|_| Kind::Str(v.to_string()), Kind::Int))
-    }
-    fn visit_i128<E>(self, v: i128) -> Result<Kind, E> {
-        Ok(Kind::Str(v.to_string()))
-    }
-    fn visit_u128<E>(self, v: u128) -> Result<Kind, E> {
-        Ok(Kind::Str(v.to_string()))
-    }
-    fn visit_f64<E>(self, v: f64) -> Result<Kind, E> {
-        Ok(Kind::Float(v))
-    }
-    fn visit_str<E>(self, v: &str) -> Result<Kind, E> {
-        Ok(Kind::Str(v.to_string()))
-    }
-    fn visit_string<E>(self, v: String) -> Result<Kind, E> {
-        Ok(Kind::Str(v))
-    }
-    fn visit_bytes<E>(self, v: &[u8]) -> Result<Kind, E> {
-        Ok(Kind::Str(String::from_utf8_lossy(v).into_owned()))
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut a: A) -> Result<Kind, A::Error> {
-        let mut items = Vec::new();
-        while let Some(n) = a.next_element::<Node>()? {
-            items.push(n);
-        }
-        Ok(Kind::Seq(items))
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<Kind, A::Error> {
-        let mut entries = Vec::new();
-        while let Some(k) = a.next_key::<Key>()? {
-            let v = a.next_value::<Node>()?;
-            entries.push((k, v));
-        }
-        Ok(Kind::Map(entries))
-    }
-    fn visit_newtype_struct<D: Deserializer<'de>>(self, d: D) -> Result<Kind, D::Error> {
-        d.deserialize_any(KindVisitor)
-    }
-    fn visit_enum<A: de::EnumAccess<'de>>(self, _a: A) -> Result<Kind, A::Error> {
-        Err(de::Error::custom("unexpected tagged value"))
-    }
-}
-
-impl Kind {
-    fn what(&self) -> &'static str {
-        match self {
-            Kind::Null => "null",
-            Kind::Bool(_) => "a boolean",
-            Kind::Int(_) | Kind::Float(_) => "a number",
-            Kind::Str(_) => "a string",
-            Kind::Seq(_) => "a list",
-            Kind::Map(_) => "a mapping",
-        }
-    }
-}
-
 fn to_json(node: Node) -> Value {
     match node.kind {
         Kind::Null => Value::Null,
@@ -540,7 +397,8 @@ fn to_json(node: Node) -> Value {
         Kind::Float(f) => serde_json::Number::from_f64(f)
             .map(Value::Number)
             .unwrap_or_else(|| Value::String(f.to_string())),
-        Kind::Str(s) => Value::String(s),
+        Kind::BigInt(s) => Value::String(s),
+        Kind::Str(s) => Value::String(s.to_string()),
         Kind::Seq(items) => Value::Array(items.into_iter().map(to_json).collect()),
         Kind::Map(entries) => Value::Object(
             entries
@@ -608,6 +466,7 @@ impl Ctx<'_> {
         let n = match &node.kind {
             Kind::Int(i) => u64::try_from(*i).ok(),
             Kind::Str(s) => s.trim().parse::<u64>().ok(),
+            Kind::BigInt(s) => s.parse::<u64>().ok(),
             _ => None,
         };
         match n {
@@ -623,7 +482,7 @@ impl Ctx<'_> {
 fn parse_config_here(path: &Path, text: &str) -> Result<Config, InventoryError> {
     let cx = Ctx { path };
     let root: Node = serde_saphyr::from_str(text).map_err(|e| {
-        let loc = e.location().as_ref().and_then(loc_of);
+        let loc = e.location().as_ref().and_then(Loc::of);
         let msg: String = serde_saphyr::DefaultMessageFormatter
             .format_message(e.without_snippet())
             .chars()

@@ -452,18 +452,9 @@ fn looks_like_yaml(text: &str) -> bool {
 // ---------------------------------------------------------------------------
 // Shared building blocks for both parsers.
 
-/// A 1-based source position. `col == 0` means "column unknown".
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Loc {
-    pub line: usize,
-    pub col: usize,
-}
-
-impl Loc {
-    pub fn new(line: usize, col: usize) -> Loc {
-        Loc { line, col }
-    }
-}
+/// A 1-based source position (`col == 0`: column unknown), shared with every located config
+/// file.
+pub(crate) use crate::located::Loc;
 
 /// One variable assignment and where it was written, so that a problem
 /// found after merging can still point at the line that caused it.

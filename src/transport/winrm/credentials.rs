@@ -46,9 +46,10 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use secrecy::SecretString;
-use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
-use serde_saphyr::{Location, MessageFormatter, Spanned};
+use serde_saphyr::MessageFormatter;
 use zeroize::Zeroizing;
+
+use crate::located::{Key, Kind, Loc, Node};
 
 /// Environment variable holding the account of the env/prompt credential.
 pub const ENV_USER: &str = "PUSHSCAN_USER";
@@ -598,151 +599,15 @@ fn check_private(_path: &Path, _meta: &Metadata) -> Result<(), CredentialsError>
 // ---------------------------------------------------------------------------
 // The file format.
 //
-// Parsed into a small generic tree of located nodes (as src/inventory/yaml.rs
-// does) rather than into typed structs: serde's own type errors quote the
-// offending scalar (`invalid type: string "hunter2", expected ...`), which
-// for a mistyped entry is the password. Walking our own tree, every message
-// is ours and names keys, never values. Strings in the tree are wiped when
-// it is dropped, whether parsing succeeded or not.
-
-#[derive(Clone, Copy, Debug)]
-struct Loc {
-    line: usize,
-    col: usize,
-}
-
-fn loc_of(l: &Location) -> Option<Loc> {
-    let (line, col) = (l.line(), l.column());
-    if line == 0 {
-        return None;
-    }
-    Some(Loc {
-        line: usize::try_from(line).unwrap_or(usize::MAX),
-        col: usize::try_from(col).unwrap_or(0),
-    })
-}
-
-struct Node {
-    loc: Option<Loc>,
-    kind: Kind,
-}
-
-enum Kind {
-    Null,
-    Str(Zeroizing<String>),
-    /// A number, boolean or list, by name: only ever reported, never used.
-    Other(&'static str),
-    Map(Fields),
-}
+// Parsed into the located YAML tree (`crate::located::Node`) rather than into
+// typed structs: serde's own type errors quote the offending scalar
+// (`invalid type: string "hunter2", expected ...`), which for a mistyped entry
+// is the password. Walking the tree, every message is ours and names keys,
+// never values. Its strings are wiped when it is dropped, whether parsing
+// succeeded or not.
 
 /// A mapping's keys and values, in file order.
 type Fields = Vec<(Key, Node)>;
-
-struct Key {
-    loc: Option<Loc>,
-    name: String,
-}
-
-impl<'de> Deserialize<'de> for Node {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = Spanned::<Kind>::deserialize(d)?;
-        Ok(Node {
-            loc: loc_of(&s.referenced),
-            kind: s.value,
-        })
-    }
-}
-
-impl<'de> Deserialize<'de> for Key {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = Spanned::<String>::deserialize(d)?;
-        Ok(Key {
-            loc: loc_of(&s.referenced),
-            name: s.value,
-        })
-    }
-}
-
-impl<'de> Deserialize<'de> for Kind {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(KindVisitor)
-    }
-}
-
-struct KindVisitor;
-
-impl<'de> Visitor<'de> for KindVisitor {
-    type Value = Kind;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("any YAML value")
-    }
-    fn visit_unit<E>(self) -> Result<Kind, E> {
-        Ok(Kind::Null)
-    }
-    fn visit_none<E>(self) -> Result<Kind, E> {
-        Ok(Kind::Null)
-    }
-    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Kind, D::Error> {
-        d.deserialize_any(KindVisitor)
-    }
-    fn visit_bool<E>(self, _: bool) -> Result<Kind, E> {
-        Ok(Kind::Other("a boolean"))
-    }
-    fn visit_i64<E>(self, _: i64) -> Result<Kind, E> {
-        Ok(Kind::Other("a number"))
-    }
-    fn visit_u64<E>(self, _: u64) -> Result<Kind, E> {
-        Ok(Kind::Other("a number"))
-    }
-    fn visit_i128<E>(self, _: i128) -> Result<Kind, E> {
-        Ok(Kind::Other("a number"))
-    }
-    fn visit_u128<E>(self, _: u128) -> Result<Kind, E> {
-        Ok(Kind::Other("a number"))
-    }
-    fn visit_f64<E>(self, _: f64) -> Result<Kind, E> {
-        Ok(Kind::Other("a number"))
-    }
-    fn visit_str<E>(self, v: &str) -> Result<Kind, E> {
-        Ok(Kind::Str(Zeroizing::new(v.to_string())))
-    }
-    fn visit_string<E>(self, v: String) -> Result<Kind, E> {
-        Ok(Kind::Str(Zeroizing::new(v)))
-    }
-    fn visit_bytes<E>(self, _: &[u8]) -> Result<Kind, E> {
-        Ok(Kind::Other("binary data"))
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut a: A) -> Result<Kind, A::Error> {
-        while a.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(Kind::Other("a list"))
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<Kind, A::Error> {
-        let mut entries = Vec::new();
-        while let Some(k) = a.next_key::<Key>()? {
-            let v = a.next_value::<Node>()?;
-            entries.push((k, v));
-        }
-        Ok(Kind::Map(entries))
-    }
-    fn visit_newtype_struct<D: Deserializer<'de>>(self, d: D) -> Result<Kind, D::Error> {
-        d.deserialize_any(KindVisitor)
-    }
-    fn visit_enum<A: de::EnumAccess<'de>>(self, _a: A) -> Result<Kind, A::Error> {
-        Err(de::Error::custom("unexpected tagged value"))
-    }
-}
-
-impl Kind {
-    fn what(&self) -> &'static str {
-        match self {
-            Kind::Null => "nothing",
-            Kind::Str(_) => "a string",
-            Kind::Other(what) => what,
-            Kind::Map(_) => "a mapping",
-        }
-    }
-}
 
 fn syntax_error(source: &Path, e: &serde_saphyr::Error) -> CredentialsError {
     let inner = e.without_snippet();
@@ -769,7 +634,7 @@ fn syntax_error(source: &Path, e: &serde_saphyr::Error) -> CredentialsError {
     };
     CredentialsError::at(
         source,
-        e.location().as_ref().and_then(loc_of),
+        e.location().as_ref().and_then(Loc::of),
         format!("invalid YAML: {msg}"),
     )
 }
