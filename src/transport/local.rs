@@ -83,11 +83,10 @@ impl Options for LocalOptions {
     ) -> (Arc<dyn Connector>, Vec<(usize, String)>) {
         // A vaulted password no vault password opened is a mistake in the inventory: the
         // run stops before touching any host, as for every transport.
-        let missing = hosts
-            .iter()
-            .filter_map(|(i, h)| h.vaulted_password().err().map(|e| (*i, e)))
-            .collect();
-        (Arc::new(LocalOptions), missing)
+        (
+            Arc::new(LocalOptions),
+            super::registry::unopened_vaults(hosts),
+        )
     }
 }
 

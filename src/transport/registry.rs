@@ -214,6 +214,16 @@ impl serde::Serialize for Transport {
     }
 }
 
+/// The hosts (with their index in the run) whose vaulted password no vault password opened,
+/// with why: a mistake in the inventory that stops the run before any host is touched, for a
+/// transport that would offer the password and for one that never reads it alike.
+pub fn unopened_vaults(hosts: &[(usize, &dyn HostInfo)]) -> Vec<(usize, String)> {
+    hosts
+        .iter()
+        .filter_map(|(i, h)| h.vaulted_password().err().map(|e| (*i, e)))
+        .collect()
+}
+
 /// The transport registered as `name` (case-insensitive: the journal's names).
 pub fn by_name(name: &str) -> Option<Transport> {
     REGISTRY

@@ -121,10 +121,7 @@ impl Options for SshOptions {
     ) -> (Arc<dyn Connector>, Vec<(usize, String)>) {
         // A host's vaulted password is offered to it when connecting; one that no vault
         // password opened stops the run here rather than failing the host later.
-        let missing = hosts
-            .iter()
-            .filter_map(|(i, h)| h.vaulted_password().err().map(|e| (*i, e)))
-            .collect();
+        let missing = crate::transport::registry::unopened_vaults(hosts);
         let session = SshSession {
             connector: SshConnector::new(self.creds.clone()),
             default_user: self
