@@ -56,7 +56,10 @@
 
 use encoding_rs::{SHIFT_JIS, WINDOWS_1252};
 
-use super::{exit_text, first_line, FetchedReport, ResultParser, Verdict};
+use super::{
+    exit_text, first_line, no_usable_report_verdict, timed_out_verdict, unusable_report_verdict,
+    FetchedReport, ResultParser, Verdict,
+};
 use crate::model::{
     attr, ExecOutcome, Finding, HostClass, ParsedReport, Process, ReportStatus, Severity,
 };
@@ -1285,11 +1288,7 @@ impl ResultParser for EmoCheckParser {
             };
         }
         if exec.timed_out {
-            return Verdict {
-                class: HostClass::Timeout,
-                reason: "checker still running at the timeout; it was killed".to_string(),
-                primary: None,
-            };
+            return timed_out_verdict();
         }
         match reports.first() {
             Some(r) if r.parsed.status == ReportStatus::NotDetected => {
@@ -1306,21 +1305,8 @@ impl ResultParser for EmoCheckParser {
                     primary: Some(0),
                 }
             }
-            Some(r) => Verdict {
-                class: HostClass::CheckerFailed,
-                reason: format!(
-                    "report {} is unusable ({}); {}",
-                    sanitize::display(&r.name, 120),
-                    r.parsed.warnings.join("; "),
-                    exit_text(exec)
-                ),
-                primary: Some(0),
-            },
-            None if !problems.is_empty() => Verdict {
-                class: HostClass::CheckerFailed,
-                reason: format!("no usable report: {}", problems.join("; ")),
-                primary: None,
-            },
+            Some(r) => unusable_report_verdict(r, exec),
+            None if !problems.is_empty() => no_usable_report_verdict(problems),
             None if exec.crashed() => Verdict {
                 class: HostClass::CheckerFailed,
                 reason: format!("checker crashed ({}) and left no report", exit_text(exec)),

@@ -29,7 +29,10 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
-use super::{exit_text, first_line, Entry, FetchedReport, ResultParser, Verdict};
+use super::{
+    exit_text, first_line, no_usable_report_verdict, timed_out_verdict, unusable_report_verdict,
+    Entry, FetchedReport, ResultParser, Verdict,
+};
 use crate::model::{ExecOutcome, Finding, HostClass, ParsedReport, ReportStatus, Severity};
 use crate::sanitize;
 
@@ -254,11 +257,7 @@ impl ResultParser for JsonLinesParser {
             };
         }
         if exec.timed_out {
-            return Verdict {
-                class: HostClass::Timeout,
-                reason: "checker still running at the timeout; it was killed".to_string(),
-                primary: None,
-            };
+            return timed_out_verdict();
         }
         match reports.first() {
             Some(r) if r.parsed.status == ReportStatus::NotDetected => Verdict {
@@ -266,21 +265,8 @@ impl ResultParser for JsonLinesParser {
                 reason: "no findings".to_string(),
                 primary: Some(0),
             },
-            Some(r) => Verdict {
-                class: HostClass::CheckerFailed,
-                reason: format!(
-                    "report {} is unusable ({}); {}",
-                    sanitize::display(&r.name, 120),
-                    r.parsed.warnings.join("; "),
-                    exit_text(exec)
-                ),
-                primary: Some(0),
-            },
-            None if !problems.is_empty() => Verdict {
-                class: HostClass::CheckerFailed,
-                reason: format!("no usable report: {}", problems.join("; ")),
-                primary: None,
-            },
+            Some(r) => unusable_report_verdict(r, exec),
+            None if !problems.is_empty() => no_usable_report_verdict(problems),
             None => {
                 let mut reason = format!("no result file found ({})", exit_text(exec));
                 if let Some(line) = first_line(&exec.stdout) {

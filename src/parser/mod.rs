@@ -112,6 +112,38 @@ fn exit_text(exec: &ExecOutcome) -> String {
     }
 }
 
+/// The verdicts every report-reading parser gives alike, whatever its findings: the checker
+/// outlived its timeout without a detection; its first report is unusable; no report was
+/// usable at all.
+fn timed_out_verdict() -> Verdict {
+    Verdict {
+        class: HostClass::Timeout,
+        reason: "checker still running at the timeout; it was killed".to_string(),
+        primary: None,
+    }
+}
+
+fn unusable_report_verdict(r: &FetchedReport, exec: &ExecOutcome) -> Verdict {
+    Verdict {
+        class: HostClass::CheckerFailed,
+        reason: format!(
+            "report {} is unusable ({}); {}",
+            sanitize::display(&r.name, 120),
+            r.parsed.warnings.join("; "),
+            exit_text(exec)
+        ),
+        primary: Some(0),
+    }
+}
+
+fn no_usable_report_verdict(problems: &[String]) -> Verdict {
+    Verdict {
+        class: HostClass::CheckerFailed,
+        reason: format!("no usable report: {}", problems.join("; ")),
+        primary: None,
+    }
+}
+
 /// First non-empty line of output, escaped, for reasons.
 fn first_line(bytes: &[u8]) -> Option<String> {
     let text = String::from_utf8_lossy(bytes);
