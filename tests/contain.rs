@@ -27,26 +27,13 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::sshd::{FleetOptions, SshFleet};
-use sha2::{Digest, Sha256};
+use common::{sha256_hex, text};
 
 const PUSHSCAN: &str = env!("CARGO_BIN_EXE_pushscan");
 const CHECKER: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/tests/fixtures/contain/linux-checker.sh"
 );
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
 
 /// One Linux "host" of the fleet: its directory, its malware copy and process.
 struct Infected {

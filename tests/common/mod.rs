@@ -14,3 +14,19 @@ pub use pushscan_testkit::{emocheck, install_exe, port_or_free, sshd, write_exe}
 pub fn lab_exe(pushscan_exe: &str) -> std::path::PathBuf {
     pushscan_testkit::cargo::workspace_exe(std::path::Path::new(pushscan_exe), "pushscan-lab")
 }
+
+/// SHA-256 of `bytes` in lower-case hex (a checker's pin).
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+/// A finished command's exit code, stdout and stderr, for assertion messages.
+pub fn text(o: &std::process::Output) -> String {
+    format!(
+        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
