@@ -49,7 +49,7 @@
 //!                    playbook pinning it); default: the stand-in as shipped (~17 KB)
 //!   --keep-lab       leave the lab running at the end (stop it with `pushscan-lab down`)
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::fs;
 use std::io::Write as _;
 use std::net::{Ipv4Addr, SocketAddrV4, TcpListener};
@@ -134,33 +134,11 @@ fn main() -> ExitCode {
 // Measurement of one child process
 // ------------------------------------------------------------------------------------------
 
-/// Every live descendant of `roots`.
+/// Every live descendant of `roots` (the test kit's walk of `/proc`).
 fn descendants(roots: &[u32]) -> HashSet<u32> {
-    let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
-    if let Ok(dir) = fs::read_dir("/proc") {
-        for entry in dir.flatten() {
-            let Some(pid) = entry
-                .file_name()
-                .to_str()
-                .and_then(|s| s.parse::<u32>().ok())
-            else {
-                continue;
-            };
-            if let Some(ppid) = proc_stat(pid).and_then(|f| f.get(1)?.parse::<u32>().ok()) {
-                children.entry(ppid).or_default().push(pid);
-            }
-        }
-    }
-    let mut out = HashSet::new();
-    let mut todo: Vec<u32> = roots.to_vec();
-    while let Some(p) = todo.pop() {
-        for &c in children.get(&p).map(Vec::as_slice).unwrap_or(&[]) {
-            if out.insert(c) {
-                todo.push(c);
-            }
-        }
-    }
-    out
+    pushscan_testkit::sshd::process_descendants(roots)
+        .into_iter()
+        .collect()
 }
 
 /// Waits until the lab daemons have no descendant besides their long-lived helpers
