@@ -3,8 +3,8 @@
 //!
 //! The journal holds an intent for every remote side effect, so after a
 //! crash or a kill it knows, per host, which paths of ours may exist: a temp
-//! copy from a push that never completed, the checker when the playbook does
-//! not keep it, fetched result files when the playbook removes them. What
+//! copy from a push that never completed, the checker and its inputs when the
+//! playbook does not keep them, fetched result files when the playbook removes them. What
 //! the playbook keeps (EmoCheck's reports, by default) stays.
 //!
 //! The hosts are cleaned through the fleet executor (`fleet.rs`), 50 at a time.
@@ -98,8 +98,13 @@ pub fn leftovers(
                     .map(str::to_string),
             );
         }
-        if pb.cleanup.checker && (has("push", "intent") || has("run", "intent")) {
-            files.push(plan.checker_path.clone());
+        if has("push", "intent") || has("run", "intent") {
+            if pb.cleanup.checker {
+                files.push(plan.checker_path.clone());
+            }
+            if pb.cleans_inputs() {
+                files.extend(plan.input_paths());
+            }
         }
         if pb.cleanup.results {
             for r in reader.run_report_paths(run_id, &host)? {
