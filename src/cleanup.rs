@@ -21,7 +21,7 @@ use crate::events::Event;
 use crate::exit::{self, Fail, WithCode};
 use crate::fleet::{self, Control};
 use crate::inventory;
-use crate::pipeline::{connect, SweepCtx};
+use crate::pipeline::{connect, SweepCtx, REMOVED_AFTER_RUN};
 use crate::plan::HostPlan;
 use crate::playbook::Playbook;
 use crate::store::{self, StoreReader};
@@ -64,7 +64,7 @@ pub fn leftovers(
             .filter(|s| {
                 (s.step == "remove" || s.step == "cleanup")
                     && s.phase == "done"
-                    && s.detail.as_deref().unwrap_or("").is_empty()
+                    && matches!(s.detail.as_deref().unwrap_or(""), "" | REMOVED_AFTER_RUN)
             })
             .flat_map(|s| {
                 s.target

@@ -28,6 +28,9 @@ use crate::transport::{
 const OUTPUT_CAP: usize = 64 * 1024;
 /// At most this many older reports are fetched per host and sweep as history.
 const MAX_HISTORY_FETCH: usize = 8;
+/// The detail of a removal the transport did in the run's own session (`cleanup` counts it
+/// as done).
+pub(crate) const REMOVED_AFTER_RUN: &str = "removed after the run";
 /// Time allowed per host beyond the checker's timeout (connect, push, fetch).
 const HOST_OVERHEAD: std::time::Duration = std::time::Duration::from_secs(600);
 
@@ -410,7 +413,7 @@ async fn steps(
     );
     if let Some(r) = removed {
         let (ok, detail) = match &r {
-            Ok(()) => (true, "removed after the run".to_string()),
+            Ok(()) => (true, REMOVED_AFTER_RUN.to_string()),
             Err(e) => (false, e.clone()),
         };
         j.outcome(
