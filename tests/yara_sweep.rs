@@ -435,3 +435,89 @@ fn an_input_tampered_on_the_host_is_pushed_again() {
     assert_eq!(stamp(&w.join("yr")), yr_before, "yr was not pushed again");
     assert_eq!(found(&lab)["yh0"].1, lab.planted["yh0"], "and they ran");
 }
+
+/// `contain` on a YARA finding: the file the match names (attribute `path`) is secured as
+/// evidence and quarantined on the host, through the same validation and guarded commands
+/// as a process image; there is no process to kill, and the clean file stays.
+#[test]
+fn contain_secures_and_quarantines_the_files_yr_matched() {
+    let lab = setup(1);
+    let out = sweep(&lab, "playbook.yml");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let planted: Vec<PathBuf> = lab.planted["yh0"].iter().map(PathBuf::from).collect();
+    let digests: Vec<String> = planted
+        .iter()
+        .map(|p| sha256_hex(&std::fs::read(p).unwrap()))
+        .collect();
+    let mut args = vec![
+        "contain".to_string(),
+        "--yes".into(),
+        "--no-recheck".into(),
+        "--quarantine".into(),
+        "--progress".into(),
+        "quiet".into(),
+        "--known-hosts".into(),
+        lab.fleet.known_hosts.display().to_string(),
+        "-k".into(),
+        lab.fleet.client_key.display().to_string(),
+        "--no-agent".into(),
+    ];
+    args.push("--connect-timeout".into());
+    args.push("5s".into());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = pushscan(&lab, &args);
+    let said = text(&out);
+    let quarantined: Vec<PathBuf> = digests
+        .iter()
+        .map(|d| PathBuf::from(format!("/var/lib/pushscan/quarantine/{d}.quarantine")))
+        .collect();
+    let gone_and_kept: Vec<(bool, bool)> = planted
+        .iter()
+        .zip(&quarantined)
+        .map(|(p, q)| (p.exists(), q.is_file()))
+        .collect();
+    for q in &quarantined {
+        // Mode 000 on the quarantined copy: only root reads it (this test runs as root).
+        if let Ok(m) = std::fs::symlink_metadata(q) {
+            assert_eq!(m.mode() & 0o777, 0, "{}: mode 000\n{said}", q.display());
+        }
+        let _ = std::fs::remove_file(q);
+    }
+    assert_eq!(out.status.code(), Some(0), "fully contained\n{said}");
+    assert_eq!(
+        gone_and_kept,
+        vec![(false, true); planted.len()],
+        "each matched file moved to the quarantine\n{said}"
+    );
+    assert!(
+        lab.p("scan/yh0/clean.txt").is_file(),
+        "the clean file stays"
+    );
+    for d in &digests {
+        let ev = lab
+            .p("state")
+            .join("evidence/contain/yh0")
+            .join(format!("{d}.bin.evidence"));
+        let bytes = std::fs::read(&ev).unwrap_or_else(|e| panic!("{}: {e}\n{said}", ev.display()));
+        assert_eq!(&sha256_hex(&bytes), d, "the evidence is the matched file");
+    }
+    let db = rusqlite::Connection::open(lab.p("state").join("journal.sqlite")).unwrap();
+    let acts: Vec<(String, String)> = db
+        .prepare("SELECT action, phase FROM actions WHERE host = 'yh0' AND phase != 'intent' ORDER BY id")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert!(
+        acts.iter().all(|(a, _)| a != "kill"),
+        "nothing to kill for a file: {acts:?}"
+    );
+    for act in ["evidence", "remove"] {
+        assert_eq!(
+            acts.iter().filter(|(a, p)| a == act && p == "done").count(),
+            planted.len(),
+            "{act} done once per matched file: {acts:?}"
+        );
+    }
+}
