@@ -438,7 +438,8 @@ fn an_input_tampered_on_the_host_is_pushed_again() {
 
 /// `contain` on a YARA finding: the file the match names (attribute `path`) is secured as
 /// evidence and quarantined on the host, through the same validation and guarded commands
-/// as a process image; there is no process to kill, and the clean file stays.
+/// as a process image; there is no process to kill, the clean file stays, and the re-check
+/// (yr again) finds the host clean.
 #[test]
 fn contain_secures_and_quarantines_the_files_yr_matched() {
     let lab = setup(1);
@@ -452,7 +453,6 @@ fn contain_secures_and_quarantines_the_files_yr_matched() {
     let mut args = vec![
         "contain".to_string(),
         "--yes".into(),
-        "--no-recheck".into(),
         "--quarantine".into(),
         "--progress".into(),
         "quiet".into(),
@@ -483,7 +483,12 @@ fn contain_secures_and_quarantines_the_files_yr_matched() {
         }
         let _ = std::fs::remove_file(q);
     }
+    // 0: every action verified and the re-check (a sweep with yr) found the host clean.
     assert_eq!(out.status.code(), Some(0), "fully contained\n{said}");
+    assert!(
+        said.contains("re-check run 2: yh0 clear"),
+        "the re-check ran yr again: {said}"
+    );
     assert_eq!(
         gone_and_kept,
         vec![(false, true); planted.len()],
