@@ -526,3 +526,65 @@ fn contain_secures_and_quarantines_the_files_yr_matched() {
         );
     }
 }
+
+/// The `local` transport keeps the same rules for inputs: pushed and verified, skipped when
+/// current, pushed again when changed, removed by a cleaning playbook.
+#[test]
+fn the_local_transport_pushes_skips_repushes_and_cleans_inputs_too() {
+    let lab = setup(1);
+    let root = lab.root.path();
+    let (work, scan) = (root.join("local-work"), lab.p("scan/yh0"));
+    std::fs::write(
+        lab.p("inventory.yml"),
+        format!(
+            "all:\n  hosts:\n    me:\n      ansible_connection: local\n      pushscan_dir: {}\n      scan_dir: {}\n",
+            work.display(),
+            scan.display()
+        ),
+    )
+    .unwrap();
+    let rules_pin = sha256_hex(RULES.as_bytes());
+    let run = |playbook: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_pushscan"))
+            .arg("sweep")
+            .arg("-i")
+            .arg(lab.p("inventory.yml"))
+            .arg("-p")
+            .arg(lab.p(playbook))
+            .arg("--state-dir")
+            .arg(lab.p("state"))
+            .args(["--progress", "lines"])
+            .output()
+            .expect("run pushscan");
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+        assert_eq!(found(&lab)["me"].1, lab.planted["yh0"], "{}", text(&out));
+    };
+    run("playbook.yml");
+    let detail = |n: i64| push_steps(&lab, n)["me"].1.clone();
+    assert!(
+        detail(1).starts_with("verified and renamed: checker "),
+        "{}",
+        detail(1)
+    );
+    let rules = work.join("incident.yar");
+    assert_eq!(stamp(&rules).2, rules_pin);
+    run("playbook.yml");
+    assert!(
+        detail(2).starts_with("skipped: hash matches pin"),
+        "{}",
+        detail(2)
+    );
+    std::fs::write(&rules, "rule Incident_Dropper { condition: false }\n").unwrap();
+    run("playbook.yml");
+    assert!(
+        detail(3).starts_with(&format!(
+            "verified and renamed: input rules {rules_pin}; skipped"
+        )),
+        "{}",
+        detail(3)
+    );
+    assert_eq!(stamp(&rules).2, rules_pin, "the pinned rules are back");
+    write_playbook(&lab, "clean.yml", &rules_pin, true);
+    run("clean.yml");
+    assert!(!rules.exists() && !work.join("yr").exists(), "removed");
+}
