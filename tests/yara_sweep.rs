@@ -261,7 +261,9 @@ fn yr_finds_exactly_the_planted_files_skips_the_second_push_and_cleanup_removes_
     let rules_pin = sha256_hex(RULES.as_bytes());
 
     // ---- first sweep: yr and the rules pushed, exactly the planted files found ----
+    let t0 = std::time::Instant::now();
     let out = sweep(&lab, "playbook.yml");
+    let first = t0.elapsed();
     assert_eq!(
         out.status.code(),
         Some(1),
@@ -318,8 +320,22 @@ fn yr_finds_exactly_the_planted_files_skips_the_second_push_and_cleanup_removes_
         before.insert(host.clone(), (y, r));
     }
 
+    // One SSH session per host carried both pushes and the run: no SFTP, one exec each.
+    let log = lab.fleet.sshd_log();
+    assert_eq!(log.matches("subsystem 'sftp'").count(), 0, "{log}");
+    let execs = |log: &str| log.matches("Starting session: command").count();
+    assert_eq!(
+        execs(&log),
+        lab.planted.len(),
+        "one exec channel per host:\n{log}"
+    );
+
     // ---- second sweep: every file current, nothing pushed, same findings ----
+    let t0 = std::time::Instant::now();
     let out = sweep(&lab, "playbook.yml");
+    let second = t0.elapsed();
+    let log = lab.fleet.sshd_log();
+    assert_eq!(execs(&log), 2 * lab.planted.len(), "{log}");
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let again = found(&lab);
     assert_eq!(again, got, "the second sweep finds the same");
@@ -358,6 +374,11 @@ fn yr_finds_exactly_the_planted_files_skips_the_second_push_and_cleanup_removes_
             );
         }
     }
+    eprintln!(
+        "yara sweep of {} hosts: first (yr {} bytes + rules pushed) {first:.1?}, second (nothing pushed) {second:.1?}",
+        lab.planted.len(),
+        std::fs::metadata(yr()).unwrap().len()
+    );
     // Nothing left for `pushscan cleanup` either.
     let out = pushscan(&lab, &["cleanup", "3", "--dry-run"]);
     assert!(
