@@ -86,7 +86,9 @@ pub(super) fn nonce() -> String {
 /// `p` to push, `c` current). The controller then sends, for each file to push in that
 /// order, a line `push SIZE` and exactly SIZE bytes, which `head -c` copies to the file's
 /// fresh temp name. Each copy is hashed against its pin before any is renamed; one that does
-/// not match removes every copy.
+/// not match removes every copy. (GNU coreutils' `head -c` reads no further than SIZE from a
+/// pipe; a `head` that read ahead would leave the next copy short, which then fails its hash
+/// check: nothing wrong is ever renamed into place.)
 pub(super) fn staged_script(plan: &RunPlan, nonce: &str) -> String {
     let files: Vec<(String, String, String, String)> =
         std::iter::once((&plan.checker, &plan.tmp, &plan.pin, true))
