@@ -476,44 +476,79 @@ const LIBEXEC_DIRS: [&str; 3] = [
 ];
 
 /// Starts samba-dcerpcd for the lab's smb.conf (`--foreground --no-process-group
-/// --libexec-rpcds`, stdin from /dev/null, or it exits) and waits until it listens for
-/// `srvsvc` in [`SambaPaths::dcerpcd_np`]. Returns its pid.
+/// --libexec-rpcds`, stdin from /dev/null, or it exits) and waits for its
+/// `--ready-signal-fd` byte: it writes it once every pipe socket of
+/// [`SambaPaths::dcerpcd_np`] listens. Waiting for the first socket alone is not enough: the
+/// svcctl endpoint lists that directory to know which pipes to forward, and two labs started
+/// at once were seen to list it half made (and `srvsvc` then timed out). Returns its pid.
 pub fn start_dcerpcd(paths: &SambaPaths, env: &[(&str, &str)]) -> Result<u32> {
+    use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
+    use std::os::unix::process::CommandExt as _;
+
     let bin = LIBEXEC_DIRS
         .iter()
         .map(|d| Path::new(d).join("samba-dcerpcd"))
         .find(|p| p.is_file())
         .or_else(|| sys::find_binary("samba-dcerpcd"))
         .with_context(|| format!("samba-dcerpcd not found in {LIBEXEC_DIRS:?}: {INSTALL_HINT}"))?;
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: pipe2 writes two descriptors into the array it is given.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        bail!("cannot create a pipe: {}", std::io::Error::last_os_error());
+    }
+    // SAFETY: both descriptors were just created and are owned here only.
+    let (read_end, write_end) =
+        unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let signal_fd = write_end.as_raw_fd();
     let mut cmd = Command::new(&bin);
-    cmd.args([
-        "--foreground",
-        "--no-process-group",
-        "--libexec-rpcds",
-        "--configfile",
-    ])
-    .arg(&paths.conf);
+    cmd.args(["--foreground", "--no-process-group", "--libexec-rpcds"])
+        .arg(format!("--ready-signal-fd={signal_fd}"))
+        .arg("--configfile")
+        .arg(&paths.conf);
     for (k, v) in env {
         cmd.env(k, v);
     }
+    // SAFETY: fcntl is async-signal-safe; it only lets the write end survive the exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::fcntl(signal_fd, libc::F_SETFD, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
     let pid = sys::spawn_detached(cmd, &paths.dcerpcd_log)
         .with_context(|| format!("cannot start {}", bin.display()))?;
+    drop(write_end);
     let deadline = Instant::now() + READY_TIMEOUT;
-    let srvsvc = paths.dcerpcd_np.join("srvsvc");
-    loop {
-        if srvsvc.exists() {
-            return Ok(pid);
+    let ready = loop {
+        let mut poll = libc::pollfd {
+            fd: read_end.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        let n = unsafe { libc::poll(&mut poll, 1, 100) };
+        if n > 0 {
+            let mut byte = [0u8; 1];
+            // SAFETY: reads at most one byte into a one-byte buffer.
+            let r = unsafe { libc::read(read_end.as_raw_fd(), byte.as_mut_ptr().cast(), 1) };
+            break r == 1;
         }
         if !sys::alive(pid) || Instant::now() > deadline {
-            sys::kill_tree(&[pid], Duration::from_secs(3));
-            bail!(
-                "samba-dcerpcd (pid {pid}) did not listen on {} within {:?}\n--- {} ---\n{}",
-                srvsvc.display(),
-                READY_TIMEOUT,
-                paths.dcerpcd_log.display(),
-                sys::tail(&paths.dcerpcd_log, 30)
-            );
+            break false;
         }
-        std::thread::sleep(Duration::from_millis(25));
+    };
+    if !ready || !paths.dcerpcd_np.join("srvsvc").exists() {
+        sys::kill_tree(&[pid], Duration::from_secs(3));
+        bail!(
+            "samba-dcerpcd (pid {pid}) did not report ready with its pipes in {} within \
+             {:?}\n--- {} ---\n{}",
+            paths.dcerpcd_np.display(),
+            READY_TIMEOUT,
+            paths.dcerpcd_log.display(),
+            sys::tail(&paths.dcerpcd_log, 30)
+        );
     }
+    Ok(pid)
 }
