@@ -96,6 +96,13 @@ pub struct Results {
     /// For `exit_code`: codes meaning "detected" (others but 0 are failures).
     #[serde(default = "default_detected_codes")]
     pub detected_exit_codes: Vec<i64>,
+    /// For `hayabusa`: the least level that is a detection (`informational`, `low`,
+    /// `medium`, `high`, `critical`, or Hayabusa's `info`, `med`, `crit`).
+    #[serde(default, deserialize_with = "de_min_level")]
+    pub min_level: Option<crate::model::Severity>,
+    /// For `jsonl`: which fields of a vendor's JSON lines are the finding.
+    #[serde(default)]
+    pub fields: Option<crate::parser::jsonl::FieldMap>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -486,8 +493,23 @@ impl Results {
     pub fn parser_settings(&self) -> crate::parser::Settings {
         crate::parser::Settings {
             detected_exit_codes: self.detected_exit_codes.clone(),
+            min_level: self.min_level,
+            fields: self.fields.clone(),
         }
     }
+}
+
+/// A Hayabusa level, full or abbreviated.
+fn de_min_level<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<crate::model::Severity>, D::Error> {
+    let s = String::deserialize(d)?;
+    crate::parser::hayabusa::level(&s).map(Some).ok_or_else(|| {
+        serde::de::Error::custom(format!(
+            "unknown level {:?} (informational, low, medium, high, critical)",
+            crate::sanitize::display(&s, 40)
+        ))
+    })
 }
 
 fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
