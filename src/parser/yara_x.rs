@@ -1,30 +1,36 @@
 //! `yara_x`: VirusTotal's YARA-X command line, `yr scan --output-format ndjson`, read from
 //! the checker's standard output.
 //!
-//! `yr` prints one JSON object per scanned file, matched or not:
+//! `yr` prints one JSON object per file (1.22.1 prints the matched files only; a file it
+//! prints with `"rules": []` was scanned and is clean):
 //!
 //! ```text
 //! {"path":"/srv/a.bin","rules":[{"identifier":"Dropper","namespace":"default",
-//!   "meta":[["author","x"],["severity","critical"]],"tags":["apt"],
+//!   "meta":[["author","x"],["score",90],["b",[1,2]]],"tags":["apt"],
 //!   "strings":[{"identifier":"$a","offset":16,"match":"evil\\x00"}]}]}
 //! {"path":"/srv/b.txt","rules":[]}
 //! ```
 //!
 //! `namespace`, `meta`, `tags` and `strings` are present only with `yr scan`'s `-e`, `-m`,
-//! `-g` and `-s` flags; `meta` is a list of `[name, value]` pairs; `match` is already
-//! ASCII-escaped by `yr` (`\x00`, `\"`), at most `-s=N` bytes. `"rules": []` is a file
-//! scanned and clean. Each matched rule of a file is one finding (kind `yara_match`, title
-//! the rule, location and attribute `path` the file, which contain quarantines), identity
-//! rule + path. `yr scan -c` prints `{"path", "count"}` instead: a count above 0 is a match
+//! `-g` and `-s` flags; `meta` is a list of `[name, value]` pairs (byte strings as lists of
+//! numbers); `match` is already ASCII-escaped by `yr` (`\x00`, `\"`), at most `-s=N` bytes.
+//! Each matched rule of a file is one finding (kind `yara_match`, title the rule, location
+//! and attribute `path` the file, which contain quarantines), identity rule + path; its
+//! severity is the rule's `severity`/`threat_level` meta (a level name) or `score` (0-100),
+//! else high. `yr scan -c` prints `{"path", "count"}` instead: a count above 0 is a match
 //! without the rule's name.
 //!
-//! `yr` has no end marker, so "finished" is judged from the run: the parse reads standard
-//! output, which the engine keeps up to `results.max_file_size` (not the usual 64 KiB);
-//! the host is clean only when `yr` exited 0 (not killed, not timed out), nothing of its
-//! output was cut, every line is a complete JSON object and the output ends with a line
-//! end. Errors `yr` prints on standard error while it goes on (a file it cannot read, a
-//! scan timeout) are not matches and not silence either: they become the report's
-//! warnings and the host's reason. A match is a detection whatever else went wrong.
+//! `yr` has no end marker and exits 0 even when it could not scan everything, so "finished"
+//! is judged from the whole run: the parse reads standard output, which the engine keeps up
+//! to `results.max_file_size` (not the usual 64 KiB), and standard error. The host is clean
+//! only when `yr` exited 0 (not killed, not timed out), nothing of its output was cut, every
+//! line is a complete JSON object, the output ends with a line end, and standard error says
+//! neither that the scan stopped (`error: scanning "F": timeout`: `yr -a N` aborts the whole
+//! walk there) nor that the target could not be opened (`error: can't open`). Other errors
+//! (`error: scanning "F": can not open ...: Permission denied`, `IO error for operation on
+//! DIR`) are per file: not matches and not silence either, they become the report's
+//! warnings and are counted in the host's reason. A non-zero exit is a rules file that does
+//! not compile. A match is a detection whatever else went wrong.
 //!
 //! Everything in the output is hostile: the input, the findings, the strings per finding
 //! and every field are bounded by the constants below, never by counts the output claims.
@@ -353,21 +359,41 @@ pub fn parse(bytes: &[u8]) -> ParsedReport {
     }
 }
 
-/// The lines `yr` wrote on standard error, escaped and bounded (its per-file errors go on
-/// with the scan; `error:` lines are those).
-fn stderr_lines(exec: &ExecOutcome) -> (usize, Vec<String>) {
+/// What `yr` said on standard error: its `error:` lines (counted, the first few quoted,
+/// escaped), and whether one of them means the scan did not cover its target (a timeout
+/// aborts the walk; a target that cannot be opened was not scanned at all).
+struct Stderr {
+    errors: usize,
+    quoted: Vec<String>,
+    stopped: Option<String>,
+}
+
+fn stderr_of(exec: &ExecOutcome) -> Stderr {
     let text = String::from_utf8_lossy(&exec.stderr);
-    let lines: Vec<&str> = text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect();
-    let shown = lines
-        .iter()
-        .take(MAX_STDERR_LINES)
-        .map(|l| sanitize::display(&strip_ansi(l), 200))
-        .collect();
-    (lines.len(), shown)
+    let mut e = Stderr {
+        errors: 0,
+        quoted: Vec::new(),
+        stopped: None,
+    };
+    for line in text.lines() {
+        let line = strip_ansi(line.trim());
+        let Some(rest) = line.strip_prefix("error:") else {
+            continue;
+        };
+        e.errors += 1;
+        let shown = sanitize::display(line.trim(), 200);
+        let rest = rest.trim();
+        if e.stopped.is_none()
+            && ((rest.starts_with("scanning ") && rest.ends_with(": timeout"))
+                || rest.starts_with("can't open"))
+        {
+            e.stopped = Some(shown.clone());
+        }
+        if e.quoted.len() < MAX_STDERR_LINES {
+            e.quoted.push(shown);
+        }
+    }
+    e
 }
 
 /// `yr` colours its messages when it thinks it may; the colour codes are noise in a reason
@@ -407,11 +433,18 @@ pub fn parse_output(exec: &ExecOutcome) -> ParsedReport {
             .push(format!("incomplete: yr ended with {}", exit_text(exec)));
         cut = true;
     }
-    let (n, lines) = stderr_lines(exec);
-    if n > 0 {
-        r.warnings.push(format!("{n} line(s) on standard error"));
+    let e = stderr_of(exec);
+    if let Some(stop) = &e.stopped {
+        r.warnings.push(format!(
+            "incomplete: the scan did not cover its target: {stop}"
+        ));
+        cut = true;
+    }
+    if e.errors > 0 {
         r.warnings
-            .extend(lines.into_iter().map(|l| format!("stderr: {l}")));
+            .push(format!("{} error(s) on standard error", e.errors));
+        r.warnings
+            .extend(e.quoted.into_iter().map(|l| format!("stderr: {l}")));
     }
     if cut && r.status == ReportStatus::NotDetected {
         r.status = ReportStatus::Unparseable;
@@ -450,12 +483,13 @@ impl ResultParser for YaraXParser {
         reports: &[FetchedReport],
         problems: &[String],
     ) -> Verdict {
-        let (errors, lines) = stderr_lines(exec);
+        let e = stderr_of(exec);
         let errors_note = |reason: &mut String| {
-            if errors > 0 {
+            if e.errors > 0 {
                 reason.push_str(&format!(
-                    "; {errors} line(s) on standard error, first: {}",
-                    lines.first().map(String::as_str).unwrap_or("")
+                    "; {} error(s) on standard error, first: {}",
+                    e.errors,
+                    e.quoted.first().map(String::as_str).unwrap_or("")
                 ));
             }
         };
@@ -528,7 +562,9 @@ impl ResultParser for YaraXParser {
             None if !problems.is_empty() => no_usable_report_verdict(problems),
             None => {
                 let mut reason = format!("no yr output ({})", exit_text(exec));
-                if let Some(line) = first_line(&exec.stderr) {
+                if let Some(line) =
+                    first_line(&strip_ansi(&String::from_utf8_lossy(&exec.stderr)).into_bytes())
+                {
                     reason.push_str(&format!("; stderr: {line}"));
                 }
                 Verdict {
@@ -619,26 +655,60 @@ mod tests {
         assert_eq!(verdict(&exec(OUT, 1, b"")).class, HostClass::Detected);
     }
 
+    /// What yr 1.22.1 printed, run as nobody over a directory with an unreadable file and
+    /// an unreadable subdirectory (exit 0), then with `-a 1` on a slow rule, then on a
+    /// target that does not exist (exit 0 both times).
+    const PER_FILE_ERRORS: &[u8] = b"error: IO error for operation on /s/closed: Permission denied (os error 13): Permission denied (os error 13)\n\
+error: scanning \"/s/noread\": can not open `/s/noread`: Permission denied (os error 13)\n";
+    const TIMEOUT: &[u8] =
+        b"warning[potentially_slow_loop]: potentially slow loop\n --> slow.yar:1:76\n\
+error: scanning \"scan/big\": timeout\n";
+    const NO_TARGET: &[u8] =
+        b"error: can't open `/nonexistent`: No such file or directory (os error 2)\n";
+
     #[test]
     fn scan_errors_on_stderr_are_warnings_not_detections_nor_silence() {
-        let e = exec(
-            b"{\"path\":\"/a\",\"rules\":[]}\n",
-            0,
-            b"\x1b[31;1merror: \x1b[0mscanning \"/root/x\": Permission denied (os error 13)\n",
-        );
+        let e = exec(b"", 0, PER_FILE_ERRORS);
         let v = verdict(&e);
-        assert_eq!(v.class, HostClass::NotDetected);
+        assert_eq!(v.class, HostClass::NotDetected, "{}", v.reason);
         assert!(
-            v.reason
-                .contains("1 line(s) on standard error, first: error: scanning \"/root/x\": Permission denied"),
+            v.reason.contains(
+                "2 error(s) on standard error, first: error: IO error for operation on /s/closed"
+            ),
             "{}",
             v.reason
         );
+        // A timeout aborts yr's walk, a missing target is not scanned: never clean.
+        for stderr in [TIMEOUT, NO_TARGET] {
+            let v = verdict(&exec(b"", 0, stderr));
+            assert_eq!(v.class, HostClass::CheckerFailed, "{}", v.reason);
+            assert!(
+                v.reason.contains("did not cover its target"),
+                "{}",
+                v.reason
+            );
+        }
+        // ... but what it matched before is still a detection.
+        let v = verdict(&exec(OUT, 0, TIMEOUT));
+        assert_eq!(v.class, HostClass::Detected);
+        assert!(
+            v.reason.contains("1 error(s) on standard error"),
+            "{}",
+            v.reason
+        );
+        // yr's colours are dropped from the quote, any other control escaped.
+        let e = exec(
+            b"",
+            0,
+            b"\x1b[31;1merror: \x1b[0mscanning \"/r/\x07x\": Permission denied\n",
+        );
         let r = parse_output(&e);
-        assert!(r
-            .warnings
-            .iter()
-            .any(|w| w.starts_with("stderr: error: scanning")));
+        assert!(
+            r.warnings
+                .contains(&"stderr: error: scanning \"/r/\\x07x\": Permission denied".to_string()),
+            "{:?}",
+            r.warnings
+        );
         assert!(r.findings.is_empty());
     }
 
