@@ -553,6 +553,33 @@ mod tests {
     }
 
     #[test]
+    fn results_min_level_and_fields_reach_the_parser() {
+        let y = yaml("").replace("parser: emocheck", "parser: hayabusa\n  min_level: crit");
+        let pb = Playbook::parse(&y, Path::new("p.yml")).unwrap();
+        let s = pb.results.parser_settings();
+        assert_eq!(s.min_level, Some(crate::model::Severity::Critical));
+        let y = yaml("").replace("parser: emocheck", "parser: hayabusa\n  min_level: severe");
+        let e = Playbook::parse(&y, Path::new("p.yml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("p.yml:10:"), "{e}");
+        assert!(e.contains("unknown level \"severe\""), "{e}");
+        let y = yaml("").replace(
+            "parser: emocheck",
+            "parser: jsonl\n  fields:\n    title: ioc.name\n    identity: [ioc.name, file]",
+        );
+        let pb = Playbook::parse(&y, Path::new("p.yml")).unwrap();
+        let f = pb.results.parser_settings().fields.unwrap();
+        assert_eq!(f.title, "ioc.name");
+        assert_eq!(f.identity, ["ioc.name", "file"]);
+        let y = yaml("").replace("parser: emocheck", "parser: jsonl\n  fields:\n    titel: x");
+        let e = Playbook::parse(&y, Path::new("p.yml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("p.yml:11:"), "{e}");
+    }
+
+    #[test]
     fn unknown_key_is_located() {
         let e =
             Playbook::parse(&yaml("cleanpu:\n  checker: true\n"), Path::new("p.yml")).unwrap_err();

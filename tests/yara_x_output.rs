@@ -180,7 +180,11 @@ fn real_yr_on_hostile_names_and_unreadable_files() {
     std::fs::write(scan_dir.join(evil_name), b"PUSHSCAN-EVIL-MARKER").unwrap();
     // An unreadable file and directory: yr says so on stderr and goes on (exit 0).
     std::fs::write(scan_dir.join("noread"), b"PUSHSCAN-EVIL-MARKER").unwrap();
-    std::fs::set_permissions(scan_dir.join("noread"), std::fs::Permissions::from_mode(0o000)).unwrap();
+    std::fs::set_permissions(
+        scan_dir.join("noread"),
+        std::fs::Permissions::from_mode(0o000),
+    )
+    .unwrap();
     std::fs::create_dir(scan_dir.join("closed")).unwrap();
     std::fs::write(scan_dir.join("closed/x"), b"PUSHSCAN-EVIL-MARKER").unwrap();
     std::fs::set_permissions(
