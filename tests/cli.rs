@@ -87,6 +87,16 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
+/// A command's exit code, stdout and stderr, for assertions and their messages.
+fn both(o: &Output) -> String {
+    format!(
+        "exit {:?}\n{}{}",
+        o.status.code(),
+        text(&o.stdout),
+        text(&o.stderr)
+    )
+}
+
 #[test]
 fn clean_fleet_exits_0_and_reports_in_every_format() {
     let lab = Local::new(&[("a", "clean"), ("b", "clean")]);
@@ -152,6 +162,55 @@ fn detection_exits_1_and_incomplete_exits_2() {
         "{table}"
     );
     assert!(table.contains("CurrentVersion\\Run\\msrdpsvc"), "{table}");
+
+    // One row per finding: the clean host once with empty finding cells, the infected host
+    // once per process.
+    let out = bin()
+        .args([
+            "report",
+            "--format",
+            "csv",
+            "--csv-rows",
+            "finding",
+            "--state-dir",
+        ])
+        .arg(lab.p("state"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", both(&out));
+    let csv = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut rows = csv.lines();
+    assert!(rows
+        .next()
+        .unwrap()
+        .ends_with(",finding_identity,finding_new,finding_attributes"));
+    let rows: Vec<&str> = rows.collect();
+    assert_eq!(rows.len(), 3, "{csv}");
+    assert!(rows
+        .iter()
+        .any(|r| r.starts_with("1,clean1,") && r.ends_with(",,,,,,,")));
+    for name in ["wfsrvhost.exe", "msrdpsvc.exe"] {
+        assert!(
+            rows.iter().any(|r| r.starts_with("1,infected,")
+                && r.contains(",EmoCheck,2.4.0,")
+                && r.contains(&format!(",process,high,{name},"))
+                && r.contains(",yes,")),
+            "{csv}"
+        );
+    }
+    let out = bin()
+        .args([
+            "report",
+            "--format",
+            "json",
+            "--csv-rows",
+            "finding",
+            "--state-dir",
+        ])
+        .arg(lab.p("state"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64), "csv only: {}", both(&out));
 
     let lab = Local::new(&[
         ("clean1", "clean"),
@@ -282,7 +341,9 @@ fn parsers_are_found_by_name_in_the_registry() {
         + 1;
     assert!(err.contains(&format!("pb.yml:{line}:")), "{err}");
     assert!(
-        err.contains("unknown parser \"yara\" (known: emocheck, exit_code, jsonl)"),
+        err.contains(
+            "unknown parser \"yara\" (known: emocheck, exit_code, hayabusa, jsonl, yara_x)"
+        ),
         "{err}"
     );
     assert!(!lab.p("hosts").exists(), "no host touched");
@@ -297,7 +358,7 @@ fn parsers_are_found_by_name_in_the_registry() {
         .unwrap();
     assert_eq!(out.status.code(), Some(64));
     assert!(
-        text(&out.stderr).contains("known: emocheck, exit_code, jsonl"),
+        text(&out.stderr).contains("known: emocheck, exit_code, hayabusa, jsonl, yara_x"),
         "{}",
         text(&out.stderr)
     );
@@ -315,6 +376,61 @@ fn parsers_are_found_by_name_in_the_registry() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1), "emocheck is the default");
+
+    // --checker (the newer spelling), a Hayabusa level, a playbook's results: section.
+    let dir = tempfile::tempdir().unwrap();
+    let timeline = dir.path().join("t.jsonl");
+    std::fs::write(
+        &timeline,
+        "{\"RuleTitle\":\"Mimikatz\",\"Level\":\"high\",\"Computer\":\"PC-1\",\"RecordID\":7}\n",
+    )
+    .unwrap();
+    let parse =
+        |args: &[&str], file: &Path| bin().arg("parse").args(args).arg(file).output().unwrap();
+    let out = parse(&["--checker", "hayabusa"], &timeline);
+    assert_eq!(out.status.code(), Some(1), "high >= medium: {}", both(&out));
+    assert!(
+        both(&out).contains("high event: Mimikatz @ PC-1"),
+        "{}",
+        both(&out)
+    );
+    let out = parse(&["--checker", "hayabusa", "--min-level", "crit"], &timeline);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "high < critical: {}",
+        both(&out)
+    );
+    let out = parse(
+        &["--checker", "hayabusa", "--min-level", "severe"],
+        &timeline,
+    );
+    assert_eq!(out.status.code(), Some(64), "{}", both(&out));
+    let pb = dir.path().join("ioc.yml");
+    std::fs::write(
+        &pb,
+        format!(
+            "name: ioc\nchecker:\n  path: {}\n  sha256: \"{}\"\n  platform: linux\n\
+             work_dir: /tmp/w\ntimeout: 30s\nresults:\n  parser: jsonl\n  fields:\n    \
+             title: ioc\n    location: file\n",
+            checker().display(),
+            "0".repeat(64)
+        ),
+    )
+    .unwrap();
+    let vendor = dir.path().join("ioc.jsonl");
+    std::fs::write(
+        &vendor,
+        "{\"ioc\":\"Webshell\",\"file\":\"/var/www/x.php\"}\n",
+    )
+    .unwrap();
+    let out = parse(&["--playbook", pb.to_str().unwrap()], &vendor);
+    assert_eq!(out.status.code(), Some(1), "{}", both(&out));
+    assert!(
+        both(&out).contains("high finding: Webshell @ /var/www/x.php"),
+        "{}",
+        both(&out)
+    );
 }
 
 #[test]
