@@ -865,7 +865,14 @@ pub fn actions_table(actions: &[crate::store::ActionRecord]) -> String {
 }
 
 fn write_findings(out: &mut String, indent: &str, findings: &[Finding]) {
-    for f in findings {
+    if findings.len() > TABLE_FINDINGS {
+        let _ = writeln!(
+            out,
+            "{indent}{} finding(s), the first {TABLE_FINDINGS}:",
+            findings.len()
+        );
+    }
+    for f in findings.iter().take(TABLE_FINDINGS) {
         match f.as_process() {
             Some(p) => {
                 let _ = writeln!(
@@ -922,5 +929,24 @@ mod tests {
         assert_eq!(csv_safe("\u{200b}=1+1"), "\\u{200b}=1+1");
         assert_eq!(csv_safe("  =1+1"), "'  =1+1");
         assert_eq!(csv_safe("ｗｅｂ"), "ｗｅｂ");
+    }
+
+    #[test]
+    fn history_lists_a_bounded_number_of_findings_escaped() {
+        let f = Finding {
+            kind: "yara_match".into(),
+            title: "R\x1b[2J".into(),
+            location: "/x".into(),
+            ..Default::default()
+        };
+        let mut out = String::new();
+        write_findings(&mut out, "  ", &vec![f; 5000]);
+        assert_eq!(out.lines().count(), 1 + TABLE_FINDINGS);
+        assert!(
+            out.starts_with("  5000 finding(s), the first 20:\n"),
+            "{out}"
+        );
+        assert!(out.contains("high yara_match: R\\x1b[2J @ /x"), "{out}");
+        assert!(!out.contains('\x1b'));
     }
 }
