@@ -74,7 +74,7 @@ impl ReportTarget {
             Some("csv") => Format::Csv,
             _ => {
                 return Err(format!(
-                    "{}: the report format comes from the extension: .html, .json or .csv",
+                    "{}: the report format comes from the extension: .html, .json, .csv or .findings.csv",
                     path.display()
                 ))
             }
