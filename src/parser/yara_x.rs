@@ -545,14 +545,22 @@ impl ResultParser for YaraXParser {
                     .parsed
                     .warnings
                     .iter()
-                    .filter(|w| !w.starts_with("stderr: "))
+                    // Standard error is quoted once, below; "no file" is no news here.
+                    .filter(|w| {
+                        !w.starts_with("stderr: ")
+                            && !w.ends_with(" on standard error")
+                            && w.as_str() != "yr scanned no file"
+                    })
                     .map(String::as_str)
                     .take(3)
                     .collect();
                 if !own.is_empty() {
                     reason.push_str(&format!(": {}", own.join("; ")));
                 }
-                errors_note(&mut reason);
+                // The error that stopped the scan is quoted above already.
+                if e.errors > usize::from(e.stopped.is_some()) {
+                    errors_note(&mut reason);
+                }
                 Verdict {
                     class: HostClass::CheckerFailed,
                     reason,
@@ -688,6 +696,11 @@ error: scanning \"scan/big\": timeout\n";
                 v.reason
             );
         }
+        assert_eq!(
+            verdict(&exec(b"", 0, NO_TARGET)).reason,
+            "yr did not finish its scan (exit 0): incomplete: the scan did not cover its target: \
+             error: can't open `/nonexistent`: No such file or directory (os error 2)"
+        );
         // ... but what it matched before is still a detection.
         let v = verdict(&exec(OUT, 0, TIMEOUT));
         assert_eq!(v.class, HostClass::Detected);
