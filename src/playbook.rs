@@ -103,6 +103,10 @@ pub struct Results {
     /// For `jsonl`: which fields of a vendor's JSON lines are the finding.
     #[serde(default)]
     pub fields: Option<crate::parser::jsonl::FieldMap>,
+    /// For `jsonl`: the checker prints its lines on standard output (kept up to
+    /// `max_file_size`) instead of writing result files.
+    #[serde(default)]
+    pub stdout: bool,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -303,6 +307,18 @@ impl Playbook {
         if raw.results.max_files == 0 {
             return Err(err("results.max_files must be at least 1".into()));
         }
+        // Settings another parser would silently ignore are refused instead.
+        let parser = raw.results.parser.as_str();
+        if (raw.results.stdout || raw.results.fields.is_some()) && parser != "jsonl" {
+            return Err(err(
+                "results.stdout and results.fields apply to parser jsonl only".into(),
+            ));
+        }
+        if raw.results.min_level.is_some() && parser != "hayabusa" {
+            return Err(err(
+                "results.min_level applies to parser hayabusa only".into()
+            ));
+        }
         let rollout = raw.rollout.unwrap_or_default();
         rollout.check().map_err(err)?;
         if let Some(n) = &raw.notify {
@@ -495,6 +511,7 @@ impl Results {
             detected_exit_codes: self.detected_exit_codes.clone(),
             min_level: self.min_level,
             fields: self.fields.clone(),
+            stdout: self.stdout,
         }
     }
 }
@@ -570,6 +587,7 @@ mod tests {
         );
         let pb = Playbook::parse(&y, Path::new("p.yml")).unwrap();
         let f = pb.results.parser_settings().fields.unwrap();
+        assert!(!pb.results.stdout);
         assert_eq!(f.title, "ioc.name");
         assert_eq!(f.identity, ["ioc.name", "file"]);
         let y = yaml("").replace("parser: emocheck", "parser: jsonl\n  fields:\n    titel: x");

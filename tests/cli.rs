@@ -1142,3 +1142,77 @@ fn a_journal_from_the_previous_release_opens_migrates_and_keeps_its_history() {
         "the newer journal is not written"
     );
 }
+
+/// A vendor tool printing JSON lines on standard output (`results.stdout`, a field map),
+/// swept over the local transport: its lines are the host's report, the tool's exit status
+/// decides whether no line means clean.
+#[test]
+fn vendor_json_lines_on_standard_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |n: &str| dir.path().join(n);
+    let tool = "#!/bin/sh\n\
+        case \"$1\" in\n\
+        hit) echo '{\"ioc\":\"Webshell\",\"file\":\"/var/www/x.php\",\"risk\":\"crit\"}' ;;\n\
+        fail) echo '{\"event\":\"start\"}'; exit 3 ;;\n\
+        esac\n\
+        echo '{\"event\":\"done\"}'\n";
+    std::fs::write(p("ioc.sh"), tool).unwrap();
+    std::fs::write(
+        p("inv.yml"),
+        format!(
+            "all:\n  vars:\n    ansible_connection: local\n  hosts:\n\
+             \x20   hit: {{mode: hit, pushscan_dir: {0}/h1}}\n\
+             \x20   clean: {{mode: clean, pushscan_dir: {0}/h2}}\n\
+             \x20   fail: {{mode: fail, pushscan_dir: {0}/h3}}\n",
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        p("pb.yml"),
+        format!(
+            "name: vendor\nchecker:\n  path: ioc.sh\n  sha256: \"{}\"\n  platform: linux\n\
+             work_dir: \"{{{{ pushscan_dir }}}}\"\nargs: [\"{{{{ mode }}}}\"]\ntimeout: 20s\n\
+             results:\n  parser: jsonl\n  stdout: true\n  fields: {{title: ioc, location: file, severity: risk}}\n",
+            sha256_hex(&p("ioc.sh"))
+        ),
+    )
+    .unwrap();
+    let out = bin()
+        .args(["sweep", "-i"])
+        .arg(p("inv.yml"))
+        .arg("-p")
+        .arg(p("pb.yml"))
+        .arg("--state-dir")
+        .arg(p("state"))
+        .args(["--progress", "quiet"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", both(&out));
+    let (_, v, _) = report_json(&p("state"), "1");
+    let hosts: std::collections::BTreeMap<String, &Value> = v["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| (h["host"].as_str().unwrap().to_string(), h))
+        .collect();
+    let hit = hosts["hit"];
+    assert_eq!(hit["status"], "detected", "{hit}");
+    assert_eq!(hit["report_file"], "stdout.jsonl");
+    assert_eq!(hit["findings"][0]["title"], "Webshell");
+    assert_eq!(hit["findings"][0]["severity"], "critical");
+    assert_eq!(
+        hit["findings"][0]["identity"],
+        "finding|Webshell|/var/www/x.php"
+    );
+    assert_eq!(
+        hosts["clean"]["status"], "not_detected",
+        "{}",
+        hosts["clean"]
+    );
+    let fail = hosts["fail"];
+    assert_eq!(
+        fail["status"], "checker_failed",
+        "exit 3 is never clean: {fail}"
+    );
+}

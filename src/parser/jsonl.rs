@@ -53,6 +53,7 @@ pub const ENTRY: Entry = Entry {
     build: |s| {
         Box::new(JsonLinesParser {
             fields: s.fields.clone(),
+            stdout: s.stdout,
         })
     },
 };
@@ -99,7 +100,12 @@ const MAX_WARNINGS: usize = 32;
 pub struct JsonLinesParser {
     /// A vendor's field map; `None`: pushscan's own shape with its end line.
     pub fields: Option<FieldMap>,
+    /// The lines come on the checker's standard output (`results.stdout`), not in files.
+    pub stdout: bool,
 }
+
+/// The name standard output is journaled under with `results.stdout`.
+pub const STDOUT_NAME: &str = "stdout.jsonl";
 
 /// The value at `path` (a key, or keys joined with `.` into nested objects); a key that
 /// itself holds a dot is found too.
@@ -443,7 +449,29 @@ impl ResultParser for JsonLinesParser {
     }
 
     fn wants_files(&self) -> bool {
-        true
+        !self.stdout
+    }
+
+    fn reads_stdout(&self) -> Option<&'static str> {
+        self.stdout.then_some(STDOUT_NAME)
+    }
+
+    fn parse_stdout(&self, exec: &ExecOutcome) -> ParsedReport {
+        let mut r = self.parse_file(STDOUT_NAME, &exec.stdout);
+        // Output cut at the cap may end exactly at a line end: say so, and never call it clean.
+        if exec.truncated_bytes > 0 {
+            warn(
+                &mut r.warnings,
+                format!(
+                    "truncated: {} byte(s) of output beyond the cap dropped",
+                    exec.truncated_bytes
+                ),
+            );
+            if r.status == ReportStatus::NotDetected {
+                r.status = ReportStatus::Unparseable;
+            }
+        }
+        r
     }
 
     fn recency(&self, _file_name: &str, mtime: Option<u64>) -> (u8, String) {
@@ -604,6 +632,7 @@ mod tests {
         // Clean only when the tool exited 0 and the last line is whole.
         let p = JsonLinesParser {
             fields: Some(vendor_map()),
+            stdout: false,
         };
         let clean = FetchedReport {
             name: "ioc.jsonl".into(),
@@ -626,10 +655,42 @@ mod tests {
             ReportStatus::Unparseable
         );
         // The default shape is untouched by a parser without a map.
-        let own = JsonLinesParser { fields: None };
+        let own = JsonLinesParser {
+            fields: None,
+            stdout: false,
+        };
         assert_eq!(
             own.parse_file("x", b"{\"end\": 0}\n").status,
             ReportStatus::NotDetected
+        );
+    }
+
+    #[test]
+    fn vendor_lines_on_standard_output() {
+        let p = JsonLinesParser {
+            fields: Some(vendor_map()),
+            stdout: true,
+        };
+        assert!(!p.wants_files());
+        assert_eq!(p.reads_stdout(), Some(STDOUT_NAME));
+        let mut exec = ExecOutcome {
+            exit_code: Some(0),
+            stdout: b"{\"ioc\":{\"name\":\"X\"},\"file\":\"/x\"}\n".to_vec(),
+            ..Default::default()
+        };
+        let r = p.parse_stdout(&exec);
+        assert_eq!(r.status, ReportStatus::Detected);
+        assert_eq!(r.findings[0].identity, "finding|X|/x");
+        // Clean output cut at the cap is not clean.
+        exec.stdout = b"{\"event\":\"progress\"}\n".to_vec();
+        assert_eq!(p.parse_stdout(&exec).status, ReportStatus::NotDetected);
+        exec.truncated_bytes = 5;
+        let r = p.parse_stdout(&exec);
+        assert_eq!(r.status, ReportStatus::Unparseable);
+        assert!(
+            r.warnings[0].starts_with("truncated: 5 byte(s)"),
+            "{:?}",
+            r.warnings
         );
     }
 }

@@ -76,6 +76,8 @@ pub struct Settings {
     /// Which fields of a vendor's JSON lines are the finding (`jsonl`); `None`: pushscan's
     /// own JSON-lines shape.
     pub fields: Option<jsonl::FieldMap>,
+    /// The checker prints its results on standard output instead of writing files (`jsonl`).
+    pub stdout: bool,
 }
 
 /// A registered parser: its name in playbooks and on the command line, one line on what it
