@@ -888,7 +888,12 @@ pub async fn plan(
 }
 
 /// `pushscan pin FILE`: prints the SHA-256 to put in a playbook.
-pub fn pin(file: &Path, playbook: Option<&Path>, x86: bool) -> Result<i32, Fail> {
+pub fn pin(
+    file: &Path,
+    playbook: Option<&Path>,
+    x86: bool,
+    input: Option<&str>,
+) -> Result<i32, Fail> {
     let (digest, size) = crate::digest::sha256_file(file).map_err(|e| {
         Fail::new(
             exit::CHECKER,
@@ -900,15 +905,14 @@ pub fn pin(file: &Path, playbook: Option<&Path>, x86: bool) -> Result<i32, Fail>
         None,
     )?;
     if let Some(pb) = playbook {
-        crate::playbook::record_pin(pb, file, &digest, x86).code(exit::CONFIG)?;
-        write_out(
-            &format!(
-                "recorded in {} (checker{}.sha256)\n",
-                pb.display(),
-                if x86 { ".x86" } else { "" }
-            ),
-            None,
-        )?;
+        use crate::playbook::PinTarget;
+        let (target, field) = match (input, x86) {
+            (Some(name), _) => (PinTarget::Input(name), format!("input {name}'s sha256")),
+            (None, true) => (PinTarget::X86, "checker.x86.sha256".to_string()),
+            (None, false) => (PinTarget::Checker, "checker.sha256".to_string()),
+        };
+        crate::playbook::record_pin(pb, file, &digest, target).code(exit::CONFIG)?;
+        write_out(&format!("recorded in {} ({field})\n", pb.display()), None)?;
     }
     Ok(exit::OK)
 }

@@ -3,8 +3,8 @@
 //!
 //! The journal holds an intent for every remote side effect, so after a
 //! crash or a kill it knows, per host, which paths of ours may exist: a temp
-//! copy from a push that never completed, the checker when the playbook does
-//! not keep it, fetched result files when the playbook removes them. What
+//! copy from a push that never completed, the checker and its inputs when the
+//! playbook does not keep them, fetched result files when the playbook removes them. What
 //! the playbook keeps (EmoCheck's reports, by default) stays.
 //!
 //! The hosts are cleaned through the fleet executor (`fleet.rs`), 50 at a time.
@@ -21,7 +21,7 @@ use crate::events::Event;
 use crate::exit::{self, Fail, WithCode};
 use crate::fleet::{self, Control};
 use crate::inventory;
-use crate::pipeline::{connect, SweepCtx};
+use crate::pipeline::{connect, SweepCtx, REMOVED_AFTER_RUN};
 use crate::plan::HostPlan;
 use crate::playbook::Playbook;
 use crate::store::{self, StoreReader};
@@ -64,7 +64,7 @@ pub fn leftovers(
             .filter(|s| {
                 (s.step == "remove" || s.step == "cleanup")
                     && s.phase == "done"
-                    && s.detail.as_deref().unwrap_or("").is_empty()
+                    && matches!(s.detail.as_deref().unwrap_or(""), "" | REMOVED_AFTER_RUN)
             })
             .flat_map(|s| {
                 s.target
@@ -98,8 +98,13 @@ pub fn leftovers(
                     .map(str::to_string),
             );
         }
-        if pb.cleanup.checker && (has("push", "intent") || has("run", "intent")) {
-            files.push(plan.checker_path.clone());
+        if has("push", "intent") || has("run", "intent") {
+            if pb.cleanup.checker {
+                files.push(plan.checker_path.clone());
+            }
+            if pb.cleans_inputs() {
+                files.extend(plan.input_paths());
+            }
         }
         if pb.cleanup.results {
             for r in reader.run_report_paths(run_id, &host)? {

@@ -278,9 +278,9 @@ enum Command {
         #[command(subcommand)]
         command: NotifyCommand,
     },
-    /// Print the SHA-256 of a checker binary, to pin it in a playbook.
+    /// Print the SHA-256 of a checker binary (or an input file), to pin it in a playbook.
     #[command(
-        after_help = "Examples:\n  pushscan pin playbooks/checkers/emocheck-sim.sh\n  pushscan pin checkers/emocheck_x64.exe --playbook playbooks/emocheck.yml\n  pushscan pin checkers/emocheck_x86.exe --playbook playbooks/emocheck.yml --x86"
+        after_help = "Examples:\n  pushscan pin playbooks/checkers/emocheck-sim.sh\n  pushscan pin checkers/emocheck_x64.exe --playbook playbooks/emocheck.yml\n  pushscan pin checkers/emocheck_x86.exe --playbook playbooks/emocheck.yml --x86\n  pushscan pin rules/incident.yar --playbook playbooks/yara-linux.yml --input rules"
     )]
     Pin {
         /// The checker binary.
@@ -292,6 +292,14 @@ enum Command {
         /// The binary is the playbook's x86 build.
         #[arg(long, requires = "playbook")]
         x86: bool,
+        /// The file is the playbook's input of this name (its `inputs:` entry's sha256).
+        #[arg(
+            long,
+            value_name = "NAME",
+            requires = "playbook",
+            conflicts_with = "x86"
+        )]
+        input: Option<String>,
     },
 }
 
@@ -962,7 +970,8 @@ fn run(cli: Cli) -> Result<i32, exit::Fail> {
             file,
             playbook,
             x86,
-        } => app::pin(&file, playbook.as_deref(), x86),
+            input,
+        } => app::pin(&file, playbook.as_deref(), x86, input.as_deref()),
     }
 }
 

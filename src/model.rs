@@ -125,9 +125,12 @@ impl Severity {
 
 /// Attribute names with a meaning every consumer shares, whichever parser declares them:
 /// contain kills [`attr::PID`] (checking it still runs [`attr::IMAGE`]), quarantines
-/// [`attr::IMAGE`] and removes [`attr::RUN_KEY`]; reports show a finding of kind
+/// [`attr::IMAGE`] (or, for a finding without a process, [`attr::PATH`]) and removes
+/// [`attr::RUN_KEY`]; reports show a finding of kind
 /// [`PROCESS_KIND`] as a process line. Any other attribute is shown as `name=value`.
 pub mod attr {
+    /// A file a finding names (a YARA match's scanned file): contain quarantines it.
+    pub const PATH: &str = "path";
     /// A process ID (decimal).
     pub const PID: &str = "pid";
     /// The executable file of a process, or the file a finding is about.

@@ -20,14 +20,17 @@ use crate::playbook::Playbook;
 use crate::sanitize;
 use crate::store::{self, HostFinish, NewReport, Store};
 use crate::transport::{
-    Begun, CommandSpec, Connection, EntryKind, ExecOutcome, Finished, RemoteEntry, ResultSpec,
-    RunPlan, Sessions, Staged, TransportError,
+    Begun, CommandSpec, Connection, EntryKind, ExecOutcome, Finished, PinnedFile, RemoteEntry,
+    ResultSpec, RunPlan, Sessions, Staged, TransportError,
 };
 
 /// Output kept from a checker run (stdout and stderr each).
 const OUTPUT_CAP: usize = 64 * 1024;
 /// At most this many older reports are fetched per host and sweep as history.
 const MAX_HISTORY_FETCH: usize = 8;
+/// The detail of a removal the transport did in the run's own session (`cleanup` counts it
+/// as done).
+pub(crate) const REMOVED_AFTER_RUN: &str = "removed after the run";
 /// Time allowed per host beyond the checker's timeout (connect, push, fetch).
 const HOST_OVERHEAD: std::time::Duration = std::time::Duration::from_secs(600);
 
@@ -83,6 +86,9 @@ struct Progress {
     /// The transport removed the checker in the run's own session (`Some(true)`), or tried
     /// and failed (`Some(false)`).
     removed_by_run: Option<bool>,
+    /// Every temp copy the push may have left (each pushed file's, with what the transport
+    /// stages beside it).
+    push_staging: Vec<String>,
     /// The directories were created or proven private (`begin_run` succeeded). Until then
     /// nothing of this run is on the host, and a directory that failed the proof is not ours
     /// to remove anything from.
@@ -234,15 +240,20 @@ async fn steps(
     // host says a push is needed.
     let wants_files = ctx.parser.wants_files();
     let dirs = vec![plan.work_dir.clone(), plan.run_dir.clone()];
-    let remove_after = if pb.cleanup.checker {
-        vec![plan.checker_path.clone()]
-    } else {
-        Vec::new()
-    };
-    let mut intents = vec![
-        ("mkdir", dirs.join("\n")),
-        ("run", plan.checker_path.clone()),
-    ];
+    let mut remove_after = Vec::new();
+    if pb.cleanup.checker {
+        remove_after.push(plan.checker_path.clone());
+    }
+    if pb.cleans_inputs() {
+        remove_after.extend(plan.input_paths());
+    }
+    // The run's intent names every pinned file that will be in the work directory (the
+    // checker, then the inputs), so a crash after a push leaves nothing the journal does not
+    // know of.
+    let pinned: Vec<String> = std::iter::once(plan.checker_path.clone())
+        .chain(plan.input_paths())
+        .collect();
+    let mut intents = vec![("mkdir", dirs.join("\n")), ("run", pinned.join("\n"))];
     if !remove_after.is_empty() {
         intents.push(("remove", remove_after.join("\n")));
     }
@@ -266,11 +277,23 @@ async fn steps(
             Err(e) => return Err(Failure::at("architecture", e)),
         },
     };
+    let input_files: Vec<PinnedFile> = pb
+        .inputs
+        .iter()
+        .zip(&plan.inputs)
+        .map(|(i, at)| PinnedFile {
+            local: i.local.clone(),
+            dest: at.path.clone(),
+            tmp: at.tmp.clone(),
+            pin: i.sha256.clone(),
+        })
+        .collect();
     let run_plan = RunPlan {
         dirs: dirs.clone(),
         checker: plan.checker_path.clone(),
         tmp: plan.tmp_path.clone(),
         pin: build.sha256.clone(),
+        inputs: input_files.clone(),
         cmd: cmd.clone(),
         results: wants_files.then(|| ResultSpec {
             dir: plan.run_dir.clone(),
@@ -282,55 +305,93 @@ async fn steps(
     };
     // The snapshot of the result dir tells this run's files apart (a missing dir lists as
     // empty); the run starts only in a later second than its newest file.
-    let Begun { staged, before } = conn
+    let Begun {
+        staged,
+        inputs: input_states,
+        before,
+    } = conn
         .begin_run(&run_plan)
         .await
         .map_err(|e| Failure::at("prepare", e))?;
     progress.dirs_proven = true;
     cmd.not_before = newest_mtime(&before, &pb.results.glob);
     j.outcome(run_id, host, "mkdir", true, &dirs.join("\n"), "");
+    // One push step per host, whatever the number of pinned files: its intent names every
+    // temp copy the push may leave, its outcome says what was pushed and what skipped.
+    let checker_file = PinnedFile {
+        local: build.local.clone(),
+        dest: plan.checker_path.clone(),
+        tmp: plan.tmp_path.clone(),
+        pin: build.sha256.clone(),
+    };
+    let mut to_push: Vec<PinnedFile> = Vec::new();
+    let mut pushed_names: Vec<String> = Vec::new();
+    let mut skipped_names: Vec<String> = Vec::new();
+    let checker_label = format!("checker {}{}", build.sha256, arch_note(&build));
     match staged {
-        Staged::Current => {
-            progress.pushed = Some(false);
-            j.outcome(
-                run_id,
-                host,
-                "push",
-                true,
-                &plan.checker_path,
-                &format!(
-                    "skipped: hash matches pin {}{}",
-                    build.sha256,
-                    arch_note(&build)
-                ),
-            );
-        }
+        Staged::Current => skipped_names.push(checker_label),
         Staged::NeedsPush => {
-            j.intent(run_id, host, "push", &plan.staging_files().join("\n"))
-                .await
-                .map_err(Failure::journal)?;
-            progress.push_attempted = true;
-            conn.push_staged(
-                &build.local,
-                &plan.tmp_path,
-                &plan.checker_path,
-                &build.sha256,
-            )
+            to_push.push(checker_file);
+            pushed_names.push(checker_label);
+        }
+    }
+    for ((input, file), state) in pb.inputs.iter().zip(&input_files).zip(&input_states) {
+        let label = format!("input {} {}", input.name, input.sha256);
+        match state {
+            Staged::Current => skipped_names.push(label),
+            Staged::NeedsPush => {
+                to_push.push(file.clone());
+                pushed_names.push(label);
+            }
+        }
+    }
+    if input_states.len() != input_files.len() {
+        return Err(Failure {
+            class: HostClass::Error,
+            reason: "prepare: the transport did not check every input".into(),
+        });
+    }
+    if to_push.is_empty() {
+        progress.pushed = Some(false);
+        j.outcome(
+            run_id,
+            host,
+            "push",
+            true,
+            &pinned.join("\n"),
+            &format!("skipped: hash matches pin: {}", skipped_names.join(", ")),
+        );
+    } else {
+        let staging: Vec<String> = to_push
+            .iter()
+            .flat_map(|f| plan.staging_files_of(&f.tmp))
+            .collect();
+        j.intent(run_id, host, "push", &staging.join("\n"))
             .await
-            .map_err(|e| {
-                j.outcome(run_id, host, "push", false, &plan.tmp_path, &e.message);
-                Failure::at("push", e)
-            })?;
-            progress.pushed = Some(true);
+            .map_err(Failure::journal)?;
+        progress.push_attempted = true;
+        progress.push_staging = staging;
+        conn.push_staged(&to_push).await.map_err(|e| {
             j.outcome(
                 run_id,
                 host,
                 "push",
-                true,
-                &plan.checker_path,
-                &format!("verified {} and renamed{}", build.sha256, arch_note(&build)),
+                false,
+                &progress.push_staging.join("\n"),
+                &e.message,
             );
+            Failure::at("push", e)
+        })?;
+        progress.pushed = Some(true);
+        let dests: Vec<String> = to_push.iter().map(|f| f.dest.clone()).collect();
+        let mut detail = format!("verified and renamed: {}", pushed_names.join(", "));
+        if !skipped_names.is_empty() {
+            detail.push_str(&format!(
+                "; skipped, hash matches pin: {}",
+                skipped_names.join(", ")
+            ));
         }
+        j.outcome(run_id, host, "push", true, &dests.join("\n"), &detail);
     }
     let Finished {
         exec,
@@ -352,7 +413,7 @@ async fn steps(
     );
     if let Some(r) = removed {
         let (ok, detail) = match &r {
-            Ok(()) => (true, "removed after the run".to_string()),
+            Ok(()) => (true, REMOVED_AFTER_RUN.to_string()),
             Err(e) => (false, e.clone()),
         };
         j.outcome(
@@ -688,10 +749,15 @@ async fn cleanup(
     // A temp copy can exist only if a push started and did not complete
     // (a completed push renamed it away).
     if progress.push_attempted && progress.pushed != Some(true) {
-        targets.extend(plan.staging_files());
+        targets.extend(progress.push_staging.iter().cloned());
     }
-    if pb.cleanup.checker && progress.removed_by_run != Some(true) {
-        targets.push(plan.checker_path.clone());
+    if progress.removed_by_run != Some(true) {
+        if pb.cleanup.checker {
+            targets.push(plan.checker_path.clone());
+        }
+        if pb.cleans_inputs() {
+            targets.extend(plan.input_paths());
+        }
     }
     if pb.cleanup.results {
         targets.extend(progress.fetched.iter().cloned());

@@ -43,6 +43,16 @@ pub struct CheckerPlan {
     pub remote_name: String,
     /// The x86 build, pushed instead to 32-bit Windows hosts.
     pub x86: Option<BuildPlan>,
+    /// The pinned inputs pushed beside it (their local files are checked with the checker).
+    pub inputs: Vec<InputPlan>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct InputPlan {
+    pub name: String,
+    pub local: String,
+    pub sha256: String,
+    pub remote_name: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -106,6 +116,16 @@ pub fn build(
                 local: b.local.display().to_string(),
                 sha256: b.sha256.clone(),
             }),
+            inputs: pb
+                .inputs
+                .iter()
+                .map(|i| InputPlan {
+                    name: i.name.clone(),
+                    local: i.local.display().to_string(),
+                    sha256: i.sha256.clone(),
+                    remote_name: i.remote_name.clone(),
+                })
+                .collect(),
         },
         rollout: rollout.clone(),
         waves: waves
@@ -177,6 +197,16 @@ pub fn to_text(p: &Plan) -> String {
             x.sha256
         );
     }
+    for i in &c.inputs {
+        let _ = writeln!(
+            out,
+            "  input {}: {} sha256 {} → <work_dir>/{}",
+            display(&i.name, 80),
+            display(&i.local, 200),
+            i.sha256,
+            display(&i.remote_name, 100)
+        );
+    }
     let _ = writeln!(out, "Rollout: {}", p.rollout.describe());
     let last = p.waves.len();
     for w in &p.waves {
@@ -215,6 +245,17 @@ pub fn to_text(p: &Plan) -> String {
     out
 }
 
+/// Where one playbook input goes on a host.
+#[derive(Debug, Clone, Serialize)]
+pub struct InputPath {
+    pub name: String,
+    /// In the work directory.
+    pub path: String,
+    /// The push's temp copy beside it (random, like the checker's).
+    #[serde(skip)]
+    pub tmp: String,
+}
+
 /// Everything about one host that can be decided before connecting.
 #[derive(Debug, Clone)]
 pub struct HostPlan {
@@ -223,6 +264,8 @@ pub struct HostPlan {
     pub run_dir: String,
     pub checker_path: String,
     pub tmp_path: String,
+    /// The playbook's inputs on this host, in the playbook's order.
+    pub inputs: Vec<InputPath>,
     pub args: Vec<String>,
     /// What the host's transport decided before connecting (its settings, checked here so a
     /// refused one touches no host).
@@ -259,6 +302,19 @@ impl HostPlan {
             &work_dir,
             &format!(".{}.{}.pushscan-tmp", pb.checker_remote_name, random_hex()?),
         );
+        let mut inputs = Vec::with_capacity(pb.inputs.len());
+        for i in &pb.inputs {
+            let path = platform.join(&work_dir, &i.remote_name);
+            vars.set(&format!("inputs.{}", i.name), path.clone());
+            inputs.push(InputPath {
+                name: i.name.clone(),
+                path,
+                tmp: platform.join(
+                    &work_dir,
+                    &format!(".{}.{}.pushscan-tmp", i.remote_name, random_hex()?),
+                ),
+            });
+        }
         let args = pb
             .args
             .iter()
@@ -273,6 +329,7 @@ impl HostPlan {
             run_dir,
             checker_path,
             tmp_path,
+            inputs,
             args,
         })
     }
@@ -282,9 +339,19 @@ impl HostPlan {
     /// Every file a push may leave on the host if it is cut short: the temp
     /// copy, and what the transport stages beside it.
     pub fn staging_files(&self) -> Vec<String> {
-        let mut v = vec![self.tmp_path.clone()];
-        v.extend(self.target.staging_files(&self.tmp_path));
+        self.staging_files_of(&self.tmp_path)
+    }
+
+    /// The same for the push of any pinned file whose temp copy is `tmp`.
+    pub fn staging_files_of(&self, tmp: &str) -> Vec<String> {
+        let mut v = vec![tmp.to_string()];
+        v.extend(self.target.staging_files(tmp));
         v
+    }
+
+    /// The remote paths of the playbook's inputs on this host.
+    pub fn input_paths(&self) -> Vec<String> {
+        self.inputs.iter().map(|i| i.path.clone()).collect()
     }
 }
 

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
+use serde_saphyr::Spanned;
 
 use crate::digest::sha256_file;
 use crate::located::first_message_line;
@@ -64,6 +65,33 @@ pub struct Variant {
     pub sha256: String,
 }
 
+/// A pinned file pushed beside the checker (`inputs:`): a YARA rules file, a rules archive,
+/// a config file. It goes to the work directory, is checked and pushed like the checker
+/// (verified locally against its pin before any host is touched, hashed on the host, pushed
+/// to a temp name, verified there and renamed), and the checker's arguments name it as
+/// `{{ inputs.NAME }}`. An archive is pushed as it is: unpacking it is the checker's (or its
+/// wrapper's) business, so what is pinned is exactly what lands on the host.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawInput {
+    name: Spanned<String>,
+    path: Spanned<PathBuf>,
+    sha256: Spanned<String>,
+    #[serde(default)]
+    remote_name: Option<Spanned<String>>,
+}
+
+/// A loaded input (see `RawInput`): its name in templates, local file, pin and file name in
+/// the work directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Input {
+    pub name: String,
+    /// Absolute (or cwd-relative) local path.
+    pub local: PathBuf,
+    pub sha256: String,
+    pub remote_name: String,
+}
+
 /// The build of the checker a host gets.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Build {
@@ -115,6 +143,9 @@ pub struct Cleanup {
     /// Remove the checker binary after the run (the next sweep pushes again).
     #[serde(default)]
     pub checker: bool,
+    /// Remove the pinned inputs after the run; unset, they go with the checker.
+    #[serde(default)]
+    pub inputs: Option<bool>,
     /// Remove this run's result files from the host after fetching them.
     #[serde(default)]
     pub results: bool,
@@ -153,6 +184,8 @@ struct RawPlaybook {
     #[serde(default)]
     description: Option<String>,
     checker: Checker,
+    #[serde(default)]
+    inputs: Vec<RawInput>,
     work_dir: String,
     #[serde(default)]
     run_dir: Option<String>,
@@ -185,6 +218,8 @@ pub struct Playbook {
     /// The x86 build (local path, pin), when the playbook names one.
     pub x86: Option<Build>,
     pub checker_remote_name: String,
+    /// Pinned files pushed beside the checker, in the playbook's order.
+    pub inputs: Vec<Input>,
     /// Template of the remote directory holding the checker.
     pub work_dir: String,
     /// Template of the remote directory the checker writes results to.
@@ -298,6 +333,7 @@ impl Playbook {
                 "checker.remote_name {remote_name:?} must be a plain file name"
             )));
         }
+        let inputs = check_inputs(&raw.inputs, &remote_name, source, &local)?;
         if raw.timeout.is_zero() {
             return Err(err("timeout must be more than zero".into()));
         }
@@ -344,6 +380,7 @@ impl Playbook {
             checker_local,
             x86,
             checker_remote_name: remote_name,
+            inputs,
             work_dir: raw.work_dir,
             run_dir,
             args: raw.args,
@@ -356,6 +393,12 @@ impl Playbook {
         })
     }
 
+    /// Whether a sweep removes the inputs after the run (`cleanup.inputs`, else with the
+    /// checker).
+    pub fn cleans_inputs(&self) -> bool {
+        self.cleanup.inputs.unwrap_or(self.cleanup.checker)
+    }
+
     /// The main build (x64 when there are two).
     pub fn main_build(&self) -> Build {
         Build {
@@ -365,8 +408,8 @@ impl Playbook {
         }
     }
 
-    /// Hashes the local checker(s) and compares them with the pins. Called
-    /// before any host is touched: a tampered or swapped binary stops the
+    /// Hashes the local checker(s) and inputs and compares them with the pins. Called
+    /// before any host is touched: a tampered or swapped file stops the
     /// sweep. Returns the main build's size.
     pub fn verify_checker(&self) -> anyhow::Result<u64> {
         let mut size = 0;
@@ -389,28 +432,56 @@ impl Playbook {
                 size = n;
             }
         }
+        for input in &self.inputs {
+            let (digest, _) = sha256_file(&input.local).map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot read input {} ({}): {e}",
+                    input.name,
+                    input.local.display()
+                )
+            })?;
+            if digest != input.sha256 {
+                anyhow::bail!(
+                    "input {} ({}) has SHA-256 {digest}, but the playbook {} pins {}: \
+                     refusing to push an unpinned file",
+                    input.name,
+                    input.local.display(),
+                    self.source.display(),
+                    input.sha256
+                );
+            }
+        }
         Ok(size)
     }
 }
 
-/// Writes `pin` as the playbook's `checker.sha256` (or `checker.x86.sha256`),
-/// editing only that line so comments and layout stay. Refuses when `file`
-/// is not the binary the playbook names there, and checks that the edited
+/// Which pin `record_pin` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PinTarget<'a> {
+    /// `checker.sha256`.
+    Checker,
+    /// `checker.x86.sha256`.
+    X86,
+    /// The `sha256` of the `inputs:` entry with this name.
+    Input(&'a str),
+}
+
+/// Writes `pin` as the playbook's `checker.sha256` (or `checker.x86.sha256`, or an input's
+/// `sha256`), editing only that line so comments and layout stay. Refuses when `file`
+/// is not the file the playbook names there, and checks that the edited
 /// playbook loads and that the pin matches before replacing the file
 /// (written beside it, then renamed).
-pub fn record_pin(playbook: &Path, file: &Path, pin: &str, x86: bool) -> anyhow::Result<()> {
+pub fn record_pin(
+    playbook: &Path,
+    file: &Path,
+    pin: &str,
+    target: PinTarget<'_>,
+) -> anyhow::Result<()> {
     use anyhow::Context as _;
     let text = std::fs::read_to_string(playbook)
         .with_context(|| format!("cannot read playbook {}", playbook.display()))?;
     let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
     let indent = |l: &str| l.len() - l.trim_start().len();
-    // The `checker:` block, then (for --x86) its `x86:` block, then the
-    // first `sha256:` key directly inside.
-    let start = lines
-        .iter()
-        .position(|l| l.trim_end() == "checker:")
-        .context("the playbook has no top-level `checker:` block")?;
-    let mut scope = start;
     let end_of = |from: usize, lines: &[String]| {
         let base = indent(&lines[from]);
         (from + 1..lines.len())
@@ -420,6 +491,20 @@ pub fn record_pin(playbook: &Path, file: &Path, pin: &str, x86: bool) -> anyhow:
             })
             .unwrap_or(lines.len())
     };
+    if let PinTarget::Input(name) = target {
+        let at = input_pin_line(&lines, name)?;
+        let key = lines[at].find("sha256:").context("no sha256 key")?;
+        lines[at] = format!("{}sha256: \"{pin}\"", &lines[at][..key]);
+        return finish_pin(playbook, &text, &lines, file, target);
+    }
+    let x86 = target == PinTarget::X86;
+    // The `checker:` block, then (for --x86) its `x86:` block, then the
+    // first `sha256:` key directly inside.
+    let start = lines
+        .iter()
+        .position(|l| l.trim_end() == "checker:")
+        .context("the playbook has no top-level `checker:` block")?;
+    let mut scope = start;
     if x86 {
         let end = end_of(start, &lines);
         scope = (start + 1..end)
@@ -435,28 +520,106 @@ pub fn record_pin(playbook: &Path, file: &Path, pin: &str, x86: bool) -> anyhow:
         .find(|&i| indent(&lines[i]) == child && lines[i].trim_start().starts_with("sha256:"))
         .context("no `sha256:` key in the checker block to record the pin in")?;
     lines[at] = format!("{}sha256: \"{pin}\"", " ".repeat(child));
+    finish_pin(playbook, &text, &lines, file, target)
+}
+
+/// The line of the `sha256:` key of the input `name` in the top-level `inputs:` list (block
+/// style: `- name: NAME` items, keys one per line).
+fn input_pin_line(lines: &[String], name: &str) -> anyhow::Result<usize> {
+    use anyhow::Context as _;
+    let indent = |l: &str| l.len() - l.trim_start().len();
+    let start = lines
+        .iter()
+        .position(|l| l.trim_end() == "inputs:")
+        .context("the playbook has no top-level `inputs:` list")?;
+    let end = (start + 1..lines.len())
+        .find(|&i| {
+            let t = lines[i].trim();
+            !t.is_empty() && !t.starts_with('#') && indent(&lines[i]) == 0
+        })
+        .unwrap_or(lines.len());
+    // Items start with `- `; a key of an item is the text after the dash or its indent.
+    let items: Vec<usize> = (start + 1..end)
+        .filter(|&i| lines[i].trim_start().starts_with("- "))
+        .collect();
+    let key = |l: &str| {
+        let t = l.trim_start();
+        t.strip_prefix("- ").unwrap_or(t).trim_start().to_string()
+    };
+    for (n, &from) in items.iter().enumerate() {
+        let to = items.get(n + 1).copied().unwrap_or(end);
+        let has_name = (from..to).any(|i| {
+            key(&lines[i])
+                .strip_prefix("name:")
+                .map(|v| {
+                    v.split('#')
+                        .next()
+                        .unwrap_or("")
+                        .trim()
+                        .trim_matches(['"', '\''])
+                        == name
+                })
+                .unwrap_or(false)
+        });
+        if has_name {
+            return (from..to)
+                .find(|&i| key(&lines[i]).starts_with("sha256:"))
+                .with_context(|| {
+                    format!("the input {name:?} has no `sha256:` key to record the pin in")
+                });
+        }
+    }
+    anyhow::bail!(
+        "the playbook's inputs: list has no entry `- name: {name}` (written one key per line)"
+    )
+}
+
+/// Checks the edited playbook (it loads, and the pinned entry names `file`) and replaces the
+/// file with it.
+fn finish_pin(
+    playbook: &Path,
+    text: &str,
+    lines: &[String],
+    file: &Path,
+    target: PinTarget<'_>,
+) -> anyhow::Result<()> {
+    use anyhow::Context as _;
     let mut new_text = lines.join("\n");
     if text.ends_with('\n') {
         new_text.push('\n');
     }
     let pb = Playbook::parse(&new_text, playbook).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let named = if x86 {
-        pb.x86.as_ref().map(|b| b.local.clone()).unwrap_or_default()
-    } else {
-        pb.checker_local.clone()
+    let (named, what) = match target {
+        PinTarget::X86 => (
+            pb.x86.as_ref().map(|b| b.local.clone()).unwrap_or_default(),
+            "the checker",
+        ),
+        PinTarget::Checker => (pb.checker_local.clone(), "the checker"),
+        PinTarget::Input(name) => (
+            pb.inputs
+                .iter()
+                .find(|i| i.name == name)
+                .map(|i| i.local.clone())
+                .unwrap_or_default(),
+            "the input",
+        ),
     };
     let same = match (std::fs::canonicalize(&named), std::fs::canonicalize(file)) {
         (Ok(a), Ok(b)) => a == b,
         _ => false,
     };
     if !same {
+        let field = match target {
+            PinTarget::Checker => "checker.path".to_string(),
+            PinTarget::X86 => "checker.x86.path".to_string(),
+            PinTarget::Input(name) => format!("the path of input {name}"),
+        };
         anyhow::bail!(
-            "{} names the checker {}, not {}: move the binary there (or edit checker{}.path) \
+            "{} names {what} {}, not {}: move the file there (or edit {field}) \
              and pin again",
             playbook.display(),
             named.display(),
             file.display(),
-            if x86 { ".x86" } else { "" }
         );
     }
     let tmp = playbook.with_extension("yml.pushscan-tmp");
@@ -464,6 +627,104 @@ pub fn record_pin(playbook: &Path, file: &Path, pin: &str, x86: bool) -> anyhow:
     std::fs::rename(&tmp, playbook)
         .with_context(|| format!("cannot replace {}", playbook.display()))?;
     Ok(())
+}
+
+/// Checks the `inputs:` list, each error at its place in the file: names usable in
+/// templates and unique, pins of 64 hex digits, remote names plain, unique and not the
+/// checker's.
+fn check_inputs(
+    raw: &[RawInput],
+    checker_remote: &str,
+    source: &Path,
+    local: &dyn Fn(&Path) -> PathBuf,
+) -> Result<Vec<Input>, PlaybookError> {
+    let at = |loc: &serde_saphyr::Location, message: String| PlaybookError {
+        file: source.to_path_buf(),
+        line: usize::try_from(loc.line()).ok().filter(|l| *l > 0),
+        col: usize::try_from(loc.column()).ok().filter(|c| *c > 0),
+        message,
+    };
+    let mut out: Vec<Input> = Vec::new();
+    for r in raw {
+        let name = r.name.value.trim();
+        let usable = name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !usable {
+            return Err(at(
+                &r.name.referenced,
+                format!(
+                    "inputs: name {name:?} must be letters, digits and '_' (it is used as {{{{ inputs.NAME }}}})"
+                ),
+            ));
+        }
+        if out.iter().any(|i| i.name == name) {
+            return Err(at(
+                &r.name.referenced,
+                format!("inputs: the name {name:?} is used twice"),
+            ));
+        }
+        let pin = r.sha256.value.trim().to_ascii_lowercase();
+        if pin.len() != 64 || !pin.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(at(
+                &r.sha256.referenced,
+                format!(
+                    "inputs: {name}: sha256 must be the 64 hex digits of the file's SHA-256 \
+                     (got {pin:?}); compute and record it with \
+                     `pushscan pin {} --playbook {} --input {name}`",
+                    r.path.value.display(),
+                    source.display()
+                ),
+            ));
+        }
+        let (remote_name, loc) = match &r.remote_name {
+            Some(n) => (n.value.clone(), &n.referenced),
+            None => (
+                r.path
+                    .value
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .ok_or_else(|| {
+                        at(
+                            &r.path.referenced,
+                            format!("inputs: {name}: path has no file name"),
+                        )
+                    })?,
+                &r.path.referenced,
+            ),
+        };
+        if remote_name.is_empty()
+            || remote_name.contains(['/', '\\'])
+            || remote_name == "."
+            || remote_name == ".."
+            || remote_name.chars().any(char::is_control)
+        {
+            return Err(at(
+                loc,
+                format!("inputs: {name}: remote_name {remote_name:?} must be a plain file name"),
+            ));
+        }
+        // Windows compares names without case: two names one host would merge are refused
+        // everywhere, so a playbook means the same on every platform.
+        let clash = |other: &str| other.eq_ignore_ascii_case(&remote_name);
+        if clash(checker_remote) || out.iter().any(|i| clash(&i.remote_name)) {
+            return Err(at(
+                loc,
+                format!(
+                    "inputs: {name}: file name {remote_name:?} is already the checker's or another input's in the work directory; set remote_name"
+                ),
+            ));
+        }
+        out.push(Input {
+            name: name.to_string(),
+            local: local(&r.path.value),
+            sha256: pin,
+            remote_name,
+        });
+    }
+    Ok(out)
 }
 
 fn default_glob() -> String {
@@ -672,8 +933,8 @@ mod tests {
         std::fs::write(&pb, &text).unwrap();
         let (h64, _) = sha256_file(&bin).unwrap();
         let (h86, _) = sha256_file(&bin86).unwrap();
-        record_pin(&pb, &bin, &h64, false).unwrap();
-        record_pin(&pb, &bin86, &h86, true).unwrap();
+        record_pin(&pb, &bin, &h64, PinTarget::Checker).unwrap();
+        record_pin(&pb, &bin86, &h86, PinTarget::X86).unwrap();
         let loaded = Playbook::load(&pb).unwrap();
         assert_eq!(loaded.checker.sha256, h64);
         assert_eq!(loaded.x86.as_ref().unwrap().sha256, h86);
@@ -684,10 +945,128 @@ mod tests {
         // Another file than the one the playbook names is refused.
         let other = dir.path().join("other.exe");
         std::fs::write(&other, b"x64").unwrap();
-        let e = record_pin(&pb, &other, &h64, false)
+        let e = record_pin(&pb, &other, &h64, PinTarget::Checker)
             .unwrap_err()
             .to_string();
         assert!(e.contains("names the checker"), "{e}");
+    }
+
+    fn with_inputs(inputs: &str) -> String {
+        yaml("").replacen("work_dir:", &format!("inputs:\n{inputs}work_dir:"), 1)
+    }
+
+    #[test]
+    fn inputs_are_loaded_and_checked_at_their_place() {
+        let pb = Playbook::parse(
+            &with_inputs(&format!(
+                "  - name: rules\n    path: rules/incident.yar\n    sha256: {PIN}\n\
+                 \x20 - name: cfg\n    path: c.toml\n    sha256: {PIN}\n    remote_name: yr.toml\n"
+            )),
+            Path::new("/pb/p.yml"),
+        )
+        .unwrap();
+        let names: Vec<_> = pb
+            .inputs
+            .iter()
+            .map(|i| (i.name.as_str(), i.remote_name.as_str()))
+            .collect();
+        assert_eq!(names, [("rules", "incident.yar"), ("cfg", "yr.toml")]);
+        assert_eq!(pb.inputs[0].local, PathBuf::from("/pb/rules/incident.yar"));
+        // Cleaned with the checker unless said otherwise.
+        assert!(!pb.cleans_inputs());
+
+        let e = Playbook::parse(
+            &with_inputs("  - name: rules\n    path: r.yar\n    sha256: abc\n"),
+            Path::new("p.yml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("p.yml:9:13: ") && e.contains("--input rules"),
+            "{e}"
+        );
+        let e = Playbook::parse(
+            &with_inputs(&format!(
+                "  - name: x\n    path: check.sh\n    sha256: {PIN}\n"
+            )),
+            Path::new("p.yml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("p.yml:8:11: ") && e.contains("checker's"),
+            "{e}"
+        );
+        let e = Playbook::parse(
+            &with_inputs(&format!(
+                "  - name: a-b\n    path: r.yar\n    sha256: {PIN}\n"
+            )),
+            Path::new("p.yml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("p.yml:7:11: ") && e.contains("letters"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn input_pins_are_verified_and_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("check.sh"), b"#!/bin/sh\n").unwrap();
+        std::fs::write(dir.path().join("r.yar"), b"rule a { condition: true }\n").unwrap();
+        let (hc, _) = sha256_file(&dir.path().join("check.sh")).unwrap();
+        let (hr, _) = sha256_file(&dir.path().join("r.yar")).unwrap();
+        let pb = dir.path().join("pb.yml");
+        std::fs::write(
+            &pb,
+            format!(
+                "name: t\nchecker:\n  path: check.sh\n  sha256: {hc}\n  platform: linux\n\
+                 inputs:\n  - name: rules  # the incident's\n    path: r.yar\n    sha256: \"{PIN}\"\n\
+                 work_dir: /tmp/w\nargs: ['{{{{ inputs.rules }}}}']\ntimeout: 30s\n\
+                 results:\n  parser: exit_code\n"
+            ),
+        )
+        .unwrap();
+        let e = Playbook::load(&pb)
+            .unwrap()
+            .verify_checker()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("input rules") && e.contains("refusing"), "{e}");
+        // Another file than the input's is refused; the right one is recorded in place.
+        let e = record_pin(
+            &pb,
+            &dir.path().join("check.sh"),
+            &hr,
+            PinTarget::Input("rules"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("names the input"), "{e}");
+        let e = record_pin(
+            &pb,
+            &dir.path().join("r.yar"),
+            &hr,
+            PinTarget::Input("nope"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("no entry"), "{e}");
+        record_pin(
+            &pb,
+            &dir.path().join("r.yar"),
+            &hr,
+            PinTarget::Input("rules"),
+        )
+        .unwrap();
+        let loaded = Playbook::load(&pb).unwrap();
+        assert_eq!(loaded.inputs[0].sha256, hr);
+        loaded.verify_checker().unwrap();
+        assert!(std::fs::read_to_string(&pb)
+            .unwrap()
+            .contains("  - name: rules  # the incident's\n"));
     }
 
     #[test]

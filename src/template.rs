@@ -94,7 +94,13 @@ fn parse_default(filter: &str) -> Option<String> {
     Some(body.to_string())
 }
 
+/// A name, or dotted names (`inputs.rules`: the playbook's pinned inputs are set under
+/// `inputs.`); each part starts with a letter or `_`.
 fn is_identifier(s: &str) -> bool {
+    s.split('.').all(is_name)
+}
+
+fn is_name(s: &str) -> bool {
     let mut chars = s.chars();
     matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
@@ -142,6 +148,22 @@ mod tests {
         assert!(render("{{ run_dir | upper }}", &v)
             .unwrap_err()
             .contains("unsupported filter"));
+        assert!(render("{{ inputs..rules }}", &v)
+            .unwrap_err()
+            .contains("not a variable name"));
+    }
+
+    #[test]
+    fn dotted_names_are_looked_up_whole() {
+        let mut v = vars();
+        v.set("inputs.rules", "/tmp/x/r.yar");
+        assert_eq!(
+            render("-r {{ inputs.rules }}", &v).unwrap(),
+            "-r /tmp/x/r.yar"
+        );
+        assert!(render("{{ inputs.other }}", &v)
+            .unwrap_err()
+            .contains("undefined variable 'inputs.other'"));
     }
 
     #[test]

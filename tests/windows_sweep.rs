@@ -970,6 +970,141 @@ fn work_dir_someone_else_made_is_refused_and_untouched() {
     }
 }
 
+/// A playbook input on the Windows lab, over SMB and over WinRM only: pushed beside the
+/// checker and verified, skipped when current (the journal's push step says so and the file
+/// is not rewritten), pushed again when changed on the host, removed by a cleaning playbook.
+#[test]
+fn inputs_are_pushed_skipped_repushed_and_cleaned_over_smb_and_winrm_only() {
+    let t = start_lab(Ipv4Addr::new(127, 0, 67, 1), 4);
+    let (pb, _) = playbook(&t);
+    let input = t.dir.path().join("lab-input.cfg");
+    std::fs::write(&input, "rules = incident\n").unwrap();
+    let pin = hex::encode(Sha256::digest(std::fs::read(&input).unwrap()));
+    let with_inputs = |cleanup: bool| {
+        let text = std::fs::read_to_string(&pb).unwrap();
+        let mut text = text.replacen(
+            "work_dir:",
+            &format!(
+                "inputs:\n  - name: cfg\n    path: {}\n    sha256: \"{pin}\"\nwork_dir:",
+                input.display()
+            ),
+            1,
+        );
+        if cleanup {
+            let at = text
+                .find("cleanup:")
+                .expect("the lab playbook has a cleanup block");
+            text.truncate(at);
+            text.push_str("cleanup:\n  inputs: true\n");
+        }
+        let p = t
+            .dir
+            .path()
+            .join(if cleanup { "clean.yml" } else { "inputs.yml" });
+        std::fs::write(&p, text).unwrap();
+        p
+    };
+    let (keep, clean) = (with_inputs(false), with_inputs(true));
+    let state = t.dir.path().join("state");
+    let inv = t.lab.inventory.to_str().unwrap().to_string();
+    let sweep = |pb: &Path, smb: &str| {
+        let o = pushscan(
+            &t,
+            &[
+                "sweep",
+                "-i",
+                &inv,
+                "-p",
+                pb.to_str().unwrap(),
+                "--state-dir",
+                state.to_str().unwrap(),
+                "--smb",
+                smb,
+                "--progress",
+                "quiet",
+            ],
+        );
+        assert!(matches!(o.status.code(), Some(1) | Some(2)), "{}", text(&o));
+    };
+    let clean_hosts: Vec<&LabHost> = t
+        .lab
+        .state
+        .hosts
+        .iter()
+        .filter(|h| h.scenario == ScenarioKind::Clean)
+        .collect();
+    assert!(!clean_hosts.is_empty(), "the lab has clean hosts");
+    let details = |run: i64| -> BTreeMap<String, String> {
+        let db = rusqlite::Connection::open(state.join("journal.sqlite")).unwrap();
+        let mut st = db
+            .prepare("SELECT host, detail FROM steps WHERE run_id = ?1 AND step = 'push' AND phase = 'done'")
+            .unwrap();
+        let rows = st
+            .query_map([run], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get::<_, Option<String>>(1)?.unwrap_or_default(),
+                ))
+            })
+            .unwrap();
+        rows.map(Result::unwrap).collect()
+    };
+    let rel = "Windows/pushscan/lab-input.cfg";
+    let mut run = 0;
+    for smb in ["auto", "off"] {
+        run += 1;
+        sweep(&keep, smb);
+        for h in &clean_hosts {
+            let bytes = std::fs::read(h.root.join(rel)).unwrap();
+            assert_eq!(
+                hex::encode(Sha256::digest(&bytes)),
+                pin,
+                "{} ({smb})",
+                h.name
+            );
+            let d = &details(run)[&h.name];
+            if run == 1 {
+                assert!(d.contains("verified and renamed: checker"), "{d}");
+                assert!(d.contains(&format!("input cfg {pin}")), "{d}");
+            } else {
+                assert!(d.starts_with("skipped: hash matches pin"), "{smb}: {d}");
+            }
+            // Changed on the host: the next sweep puts the pinned bytes back.
+            std::fs::write(h.root.join(rel), "rules = none\n").unwrap();
+        }
+        run += 1;
+        sweep(&keep, smb);
+        for h in &clean_hosts {
+            let d = &details(run)[&h.name];
+            assert!(
+                d.starts_with(&format!("verified and renamed: input cfg {pin}; skipped")),
+                "{} ({smb}): {d}",
+                h.name
+            );
+            let bytes = std::fs::read(h.root.join(rel)).unwrap();
+            assert_eq!(
+                hex::encode(Sha256::digest(&bytes)),
+                pin,
+                "{} ({smb})",
+                h.name
+            );
+        }
+    }
+    sweep(&clean, "off");
+    for h in &clean_hosts {
+        assert!(
+            !h.root.join(rel).exists(),
+            "{}: the input was removed",
+            h.name
+        );
+        assert!(
+            h.root.join("Windows/pushscan/emocheck.exe").exists(),
+            "{}: the checker stays (cleanup.inputs only)",
+            h.name
+        );
+    }
+}
+
 /// A playbook for the lab running `stand_in` (a script of playbooks/checkers, pinned) as
 /// `remote_name` with `args`, read by `parser`, plus `results_extra` lines.
 fn stand_in_playbook(

@@ -524,20 +524,32 @@ async fn prepare(
     let mut refused = Vec::new();
     let mut targets: Vec<Target> = Vec::new();
     // What contain acts on is what a finding's attributes say, whichever checker found
-    // it: a process ID to kill, an image file to secure and quarantine, a Run key to remove.
+    // it: a process ID to kill, an image file to secure and quarantine, a Run key to remove,
+    // a matched file (`path`, a YARA match) to secure and quarantine like an image.
     let findings: Vec<crate::model::Finding> = rec
         .report
         .as_ref()
         .map(|r| r.findings.clone())
         .unwrap_or_default()
         .into_iter()
-        .filter(|f| f.attr(attr::PID).is_some() || f.attr(attr::IMAGE).is_some())
+        .filter(|f| {
+            f.attr(attr::PID).is_some()
+                || f.attr(attr::IMAGE).is_some()
+                || f.attr(attr::PATH).is_some()
+        })
         .collect();
     if findings.is_empty() {
-        refused.push("the detection names no process ID or image to act on".to_string());
+        refused.push("the detection names no process ID, image or file to act on".to_string());
     }
     for f in findings {
-        let image = f.attr(attr::IMAGE).unwrap_or("").to_string();
+        // A file finding names no process: there is nothing to kill, and its file goes
+        // through the same validation, evidence and removal as a process image.
+        let file_only = f.attr(attr::PID).is_none() && f.attr(attr::IMAGE).is_none();
+        let image = f
+            .attr(attr::IMAGE)
+            .or_else(|| f.attr(attr::PATH))
+            .unwrap_or("")
+            .to_string();
         let run_key = f.attr(attr::RUN_KEY).map(str::to_string);
         let mut t = Target {
             name: f.title.clone(),
@@ -551,7 +563,7 @@ async fn prepare(
                 refused.push(e);
             }
         }
-        if wants(Action::Kill) {
+        if wants(Action::Kill) && !file_only {
             match validate::pid(platform, f.pid()) {
                 Ok(pid) => t.pid = Some(pid),
                 Err(e) => refused.push(e),

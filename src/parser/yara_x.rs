@@ -59,7 +59,7 @@ use crate::model::{ExecOutcome, Finding, HostClass, ParsedReport, ReportStatus, 
 use crate::sanitize;
 
 /// The attribute naming the matched file (contain quarantines it).
-pub const PATH: &str = "path";
+pub const PATH: &str = crate::model::attr::PATH;
 /// The kind of every finding of this parser.
 pub const KIND: &str = "yara_match";
 

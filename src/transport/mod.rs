@@ -140,6 +140,16 @@ pub struct ResultSpec {
     pub max_files: usize,
 }
 
+/// A pinned file pushed beside the checker (a playbook input): where it goes on the host,
+/// its fresh temp name, its pin, and the local file.
+#[derive(Debug, Clone)]
+pub struct PinnedFile {
+    pub local: std::path::PathBuf,
+    pub dest: String,
+    pub tmp: String,
+    pub pin: String,
+}
+
 /// The whole staged run of one host, as the pipeline asks for it: directories, hash check,
 /// the push if needed, the run, and, where the transport can, the listing and fetching of the
 /// result files and the removal of the checker in the same remote session. Every remote side
@@ -150,6 +160,8 @@ pub struct RunPlan {
     pub checker: String,
     pub tmp: String,
     pub pin: String,
+    /// The playbook's inputs, hashed, pushed and verified like the checker (not executable).
+    pub inputs: Vec<PinnedFile>,
     /// The run (`not_before` is decided by the transport from the snapshot).
     pub cmd: CommandSpec,
     /// The result files, when the parser reads any.
@@ -162,7 +174,10 @@ pub struct RunPlan {
 /// What `begin_run` learnt before the run.
 #[derive(Debug, Clone)]
 pub struct Begun {
+    /// The checker's state.
     pub staged: Staged,
+    /// Each input's state, in the plan's order.
+    pub inputs: Vec<Staged>,
     /// The result directory before the run (empty when there is none or no results are read).
     pub before: Vec<RemoteEntry>,
 }
@@ -223,12 +238,28 @@ pub trait Connection: Send {
             Some(h) if h == plan.pin => Staged::Current,
             _ => Staged::NeedsPush,
         };
-        Ok(Begun { staged, before })
+        let mut inputs = Vec::with_capacity(plan.inputs.len());
+        for f in &plan.inputs {
+            inputs.push(match self.sha256(&f.dest).await? {
+                Some(h) if h == f.pin => Staged::Current,
+                _ => Staged::NeedsPush,
+            });
+        }
+        Ok(Begun {
+            staged,
+            inputs,
+            before,
+        })
     }
 
-    /// Step 2 (only after `NeedsPush`): the verified push, as `install`.
-    async fn push_staged(&mut self, local: &Path, tmp: &str, dest: &str, pin: &str) -> TResult<()> {
-        self.install(local, tmp, dest, pin).await
+    /// Step 2 (only after a `NeedsPush`): the verified push of exactly the files `begin_run`
+    /// found missing or different, in the plan's order (the checker first), each as
+    /// `install`.
+    async fn push_staged(&mut self, files: &[PinnedFile]) -> TResult<()> {
+        for f in files {
+            self.install(&f.local, &f.tmp, &f.dest, &f.pin).await?;
+        }
+        Ok(())
     }
 
     /// Step 3: run the checker (`cmd` is the plan's, with `not_before` set from the

@@ -31,7 +31,7 @@ use super::known_hosts;
 use super::workdir::{home_relative, prove_function, prove_lines, sh_word};
 use super::{
     push_capped, sh_quote, Begun, CommandSpec, Connection, Credentials, EntryKind, ExecOutcome,
-    Finished, RemoteEntry, RunPlan, Staged, TResult, TransportError,
+    Finished, PinnedFile, RemoteEntry, RunPlan, Staged, TResult, TransportError,
 };
 use crate::model::HostClass;
 pub use entry::{password_auth, ENTRY, PASSWORD_AUTH_VAR};
@@ -1078,6 +1078,18 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).trim().to_string()
 }
 
+/// The per-file letters of a `PUSHSCAN_STATE=push` line (`p` push, `c` current).
+fn staged_letters(letters: &str) -> Option<Vec<Staged>> {
+    letters
+        .chars()
+        .map(|c| match c {
+            'p' => Some(Staged::NeedsPush),
+            'c' => Some(Staged::Current),
+            _ => None,
+        })
+        .collect()
+}
+
 /// The hash step: absent, symlink or non-regular files count as missing
 /// (a symlink planted by the host must never be mistaken for our binary).
 fn sha256_script(path: &str) -> String {
@@ -1221,33 +1233,50 @@ impl Connection for SshConnection {
             run.max_files = r.max_files;
         }
         let deadline = tokio::time::Instant::now() + PREP_TIMEOUT;
-        let staged = match run.next_marker(deadline).await? {
+        let files = 1 + plan.inputs.len();
+        let states = match run.next_marker(deadline).await? {
             Some(m) if m == "PUSHSCAN_STATE=current" => {
                 run.send_eof().await?;
-                Staged::Current
+                vec![Staged::Current; files]
             }
-            Some(m) if m == "PUSHSCAN_STATE=push" => Staged::NeedsPush,
+            Some(m) => match m.strip_prefix("PUSHSCAN_STATE=push ").map(staged_letters) {
+                Some(Some(v)) if v.len() == files => v,
+                _ => return Err(run.prep_failure("prepare", Some(m))),
+            },
             other => return Err(run.prep_failure("prepare", other)),
         };
         let before = std::mem::take(&mut run.before);
         self.pending = Some(run);
-        Ok(Begun { staged, before })
+        Ok(Begun {
+            staged: states[0],
+            inputs: states[1..].to_vec(),
+            before,
+        })
     }
 
-    async fn push_staged(&mut self, local: &Path, tmp: &str, dest: &str, pin: &str) -> TResult<()> {
+    async fn push_staged(&mut self, files: &[PinnedFile]) -> TResult<()> {
         let Some(run) = self.pending.as_mut() else {
             // Not staged by begin_run: the plain verified install.
-            return self.install(local, tmp, dest, pin).await;
+            for f in files {
+                self.install(&f.local, &f.tmp, &f.dest, &f.pin).await?;
+            }
+            return Ok(());
         };
-        let bytes = shared_checker(local).await?;
+        let mut all = Vec::with_capacity(files.len());
+        for f in files {
+            all.push(shared_checker(&f.local).await?);
+        }
         // Held until the host has received every byte (the first marker below): by then
         // the session has written them out and its send buffer is empty again.
-        let permit = push_permit(bytes.len()).await;
-        run.ch
-            .data_bytes(bytes::Bytes::from_static(b"push\n"))
-            .await
-            .map_err(Self::lost)?;
-        run.ch.data_bytes(bytes).await.map_err(Self::lost)?;
+        let permit = push_permit(all.iter().map(bytes::Bytes::len).sum()).await;
+        // Each file as the script reads it: `push SIZE`, then exactly SIZE bytes.
+        for bytes in all {
+            run.ch
+                .data_bytes(bytes::Bytes::from(format!("push {}\n", bytes.len())))
+                .await
+                .map_err(Self::lost)?;
+            run.ch.data_bytes(bytes).await.map_err(Self::lost)?;
+        }
         run.send_eof().await?;
         let deadline = tokio::time::Instant::now() + PREP_TIMEOUT;
         let mut marker = run.next_marker(deadline).await?;

@@ -80,12 +80,63 @@ pub(super) fn nonce() -> String {
 }
 
 /// The whole staged run as one script, run by `/bin/sh` whatever the account's shell is.
+///
+/// Every pinned file (the checker, then the inputs) is hashed; the state line says which
+/// need a push (`PUSHSCAN_STATE=current`, or `PUSHSCAN_STATE=push ` and a letter per file,
+/// `p` to push, `c` current). The controller then sends, for each file to push in that
+/// order, a line `push SIZE` and exactly SIZE bytes, which `head -c` copies to the file's
+/// fresh temp name. Each copy is hashed against its pin before any is renamed; one that does
+/// not match removes every copy. (GNU coreutils' `head -c` reads no further than SIZE from a
+/// pipe; a `head` that read ahead would leave the next copy short, which then fails its hash
+/// check: nothing wrong is ever renamed into place.)
 pub(super) fn staged_script(plan: &RunPlan, nonce: &str) -> String {
-    let (c, t, p) = (
-        sh_word(&plan.checker),
-        sh_word(&plan.tmp),
-        sh_quote(&plan.pin),
-    );
+    let files: Vec<(String, String, String, String)> =
+        std::iter::once((&plan.checker, &plan.tmp, &plan.pin, true))
+            .chain(plan.inputs.iter().map(|f| (&f.dest, &f.tmp, &f.pin, false)))
+            .map(|(dest, tmp, pin, exec)| {
+                (
+                    sh_word(dest),
+                    sh_word(tmp),
+                    sh_quote(pin),
+                    if exec { "700" } else { "600" }.to_string(),
+                )
+            })
+            .collect();
+    let mut check = String::from("st=\n");
+    for (i, (c, _, p, _)) in files.iter().enumerate() {
+        check.push_str(&hash_into_h_raw(c));
+        check.push_str(&format!(
+            "\nif [ \"$h\" = {p} ]; then q{i}=c; else q{i}=p; fi; st=$st$q{i}\n"
+        ));
+    }
+    let mut receive = String::new();
+    let mut verify = String::new();
+    let mut rename = String::new();
+    let all_tmps: Vec<&str> = files.iter().map(|f| f.1.as_str()).collect();
+    let all_tmps = all_tmps.join(" ");
+    for (i, (c, t, p, mode)) in files.iter().enumerate() {
+        receive.push_str(&format!(
+            "if [ $q{i} = p ]; then\n\
+               read -r go sz || exit 98\n\
+               [ \"$go\" = push ] || exit 98\n\
+               case $sz in ''|*[!0-9]*) exit 98 ;; esac\n\
+               rm -f -- {t}; set -C\n\
+               head -c \"$sz\" > {t} || {{ echo PUSHSCAN_FAIL=write >&2; rm -f -- {all_tmps}; exit 90; }}\n\
+               set +C\n\
+             fi\n"
+        ));
+        verify.push_str(&format!(
+            "if [ $q{i} = p ]; then\n\
+               {ht}\n\
+               if [ \"$h\" != {p} ]; then rm -f -- {all_tmps}; echo \"PUSHSCAN_FAIL=hash mismatch after copy ({n}): $h\" >&2; exit 91; fi\n\
+             fi\n",
+            ht = hash_into_h_raw(t),
+            n = if i == 0 { "checker".to_string() } else { format!("input {i}") },
+        ));
+        rename.push_str(&format!(
+            "if [ $q{i} = p ]; then chmod {mode} {t} && mv -f -- {t} {c} || {{ echo PUSHSCAN_FAIL=rename >&2; exit 92; }}; fi\n"
+        ));
+    }
     let cmd = &plan.cmd;
     let mut run = sh_word(&cmd.program);
     for a in &cmd.args {
@@ -119,19 +170,15 @@ pub(super) fn staged_script(plan: &RunPlan, nonce: &str) -> String {
          {pv}\
          {prove}\
          {list_before}\
-         {hc}\n\
-         if [ \"$h\" = {p} ]; then echo PUSHSCAN_STATE=current >&2\n\
+         {check}\
+         case $st in *p*) ;; *) st=; esac\n\
+         if [ -z \"$st\" ]; then echo PUSHSCAN_STATE=current >&2\n\
          else\n\
-           echo PUSHSCAN_STATE=push >&2\n\
-           IFS= read -r go || exit 98\n\
-           [ \"$go\" = push ] || exit 98\n\
-           rm -f -- {t}; set -C\n\
-           cat > {t} || {{ echo PUSHSCAN_FAIL=write >&2; exit 90; }}\n\
-           set +C\n\
+           echo \"PUSHSCAN_STATE=push $st\" >&2\n\
+           {receive}\
            echo PUSHSCAN_RECEIVED >&2\n\
-           {ht}\n\
-           if [ \"$h\" != {p} ]; then rm -f -- {t}; echo \"PUSHSCAN_FAIL=hash mismatch after copy: $h\" >&2; exit 91; fi\n\
-           chmod 700 {t} && mv -f -- {t} {c} || {{ echo PUSHSCAN_FAIL=rename >&2; exit 92; }}\n\
+           {verify}\
+           {rename}\
            echo PUSHSCAN_PUSHED=ok >&2\n\
          fi\n\
          if [ \"$nb\" -gt 0 ]; then i=0; t0=$(date +%s)\n\
@@ -151,8 +198,6 @@ pub(super) fn staged_script(plan: &RunPlan, nonce: &str) -> String {
         // proof and nothing else for its directories.
         pv = if plan.dirs.is_empty() { "" } else { prove_function() },
         prove = prove_lines(&plan.dirs, true, 97),
-        hc = hash_into_h(&plan.checker),
-        ht = hash_into_h(&plan.tmp),
         cwd = sh_word(&cmd.cwd),
     );
     // The account's login shell only sees `exec /bin/sh -c '...'`: a zsh or csh account
@@ -162,9 +207,8 @@ pub(super) fn staged_script(plan: &RunPlan, nonce: &str) -> String {
 
 /// Sets `h` to the SHA-256 of a regular, non-symlink file, or empty (a symlink planted by
 /// the host is never taken for our binary). One fork and one exec when the file is there,
-/// none when it is not.
-fn hash_into_h(path: &str) -> String {
-    let p = sh_word(path);
+/// none when it is not. `p` is the path already quoted (`sh_word`).
+fn hash_into_h_raw(p: &str) -> String {
     format!(
         "h=; if [ -f {p} ] && [ ! -L {p} ]; then h=$(sha256sum < {p} 2>/dev/null || shasum -a 256 < {p} 2>/dev/null); h=${{h%% *}}; fi"
     )
@@ -412,7 +456,7 @@ impl EndScanner {
 mod tests {
     use super::*;
     #[cfg(unix)]
-    use crate::transport::{CommandSpec, ResultSpec};
+    use crate::transport::{CommandSpec, PinnedFile, ResultSpec};
     #[cfg(unix)]
     use std::process::{Command, Stdio};
     #[cfg(unix)]
@@ -513,7 +557,7 @@ mod tests {
             use std::io::Write;
             let mut stdin = child.stdin.take().unwrap();
             // The script reads stdin only when it asks for a push.
-            let _ = stdin.write_all(b"push\n");
+            let _ = stdin.write_all(format!("push {}\n", checker.len()).as_bytes());
             let _ = stdin.write_all(checker);
         }
         let out = child.wait_with_output().unwrap();
@@ -545,6 +589,87 @@ mod tests {
         )
     }
 
+    /// Runs the script with `stdin` and returns its stderr.
+    #[cfg(unix)]
+    fn run_raw(plan: &RunPlan, stdin: &[u8]) -> String {
+        use std::io::Write;
+        let mut child = Command::new("/bin/sh")
+            .arg("-c")
+            .arg(staged_script(plan, "n0"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let _ = child.stdin.take().unwrap().write_all(stdin);
+        String::from_utf8_lossy(&child.wait_with_output().unwrap().stderr).into_owned()
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn inputs_are_pushed_verified_and_skipped_in_the_same_session() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let pin = |b: &[u8]| hex::encode(<sha2::Sha256 as sha2::Digest>::digest(b));
+        let (_d, work, run, _bin) = listing_dirs();
+        let checker_src = b"#!/bin/sh\ncat \"$0.rules\" 2>/dev/null; exit 0\n";
+        let mut plan = listing_plan(&work, &run, checker_src);
+        plan.results = None;
+        let (rules, cfg) = (
+            b"rule a { condition: true }\n".to_vec(),
+            b"k = 1\n".to_vec(),
+        );
+        let file = |name: &str, body: &[u8]| PinnedFile {
+            local: std::path::PathBuf::from("/unused"),
+            dest: work.join(name).to_string_lossy().into_owned(),
+            tmp: work
+                .join(format!(".{name}.tmp"))
+                .to_string_lossy()
+                .into_owned(),
+            pin: pin(body),
+        };
+        plan.inputs = vec![file("chk.sh.rules", &rules), file("cfg.toml", &cfg)];
+        // The config is already there with its pin; the rules are there but tampered with.
+        std::fs::create_dir_all(&work).unwrap();
+        std::fs::write(&plan.inputs[1].dest, &cfg).unwrap();
+        std::fs::write(&plan.inputs[0].dest, b"rule evil { condition: false }").unwrap();
+        let mut stdin = format!("push {}\n", checker_src.len()).into_bytes();
+        stdin.extend_from_slice(checker_src);
+        stdin.extend_from_slice(format!("push {}\n", rules.len()).as_bytes());
+        stdin.extend_from_slice(&rules);
+        let err = run_raw(&plan, &stdin);
+        assert!(err.contains("PUSHSCAN_STATE=push ppc\n"), "{err}");
+        assert!(err.contains("PUSHSCAN_PUSHED=ok\n"), "{err}");
+        assert_eq!(std::fs::read(&plan.inputs[0].dest).unwrap(), rules);
+        assert_eq!(std::fs::read(&plan.inputs[1].dest).unwrap(), cfg);
+        let mode = |p: &str| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(
+            (mode(&plan.checker), mode(&plan.inputs[0].dest)),
+            (0o700, 0o600)
+        );
+        // Run again: everything current, nothing read from stdin.
+        let err = run_raw(&plan, b"");
+        assert!(err.contains("PUSHSCAN_STATE=current\n"), "{err}");
+
+        // A copy that does not match its pin: every temp copy removed, nothing renamed.
+        std::fs::remove_file(&plan.inputs[0].dest).unwrap();
+        std::fs::remove_file(&plan.checker).unwrap();
+        let mut stdin = format!("push {}\n", checker_src.len()).into_bytes();
+        stdin.extend_from_slice(checker_src);
+        stdin.extend_from_slice(format!("push {}\n", rules.len()).as_bytes());
+        stdin.extend_from_slice(&vec![b'x'; rules.len()]);
+        let err = run_raw(&plan, &stdin);
+        assert!(
+            err.contains("PUSHSCAN_FAIL=hash mismatch after copy (input 1)"),
+            "{err}"
+        );
+        let mut left: Vec<_> = std::fs::read_dir(&work)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.retain(|n| n != "r");
+        assert_eq!(left, ["cfg.toml"], "only the current input stays");
+    }
+
     #[cfg(unix)]
     #[test]
     fn the_script_does_the_whole_job_in_one_session() {
@@ -564,7 +689,7 @@ mod tests {
         let (pre, post, checker_err) = run_local(&plan, checker_src, "n0nce");
 
         let markers: Vec<&Rec> = pre.iter().filter(|r| matches!(r, Rec::Marker(_))).collect();
-        assert!(matches!(markers[0], Rec::Marker(m) if m == "PUSHSCAN_STATE=push"));
+        assert!(matches!(markers[0], Rec::Marker(m) if m == "PUSHSCAN_STATE=push p"));
         assert!(matches!(markers[1], Rec::Marker(m) if m == "PUSHSCAN_RECEIVED"));
         assert!(matches!(markers[2], Rec::Marker(m) if m == "PUSHSCAN_PUSHED=ok"));
         let before: Vec<&RemoteEntry> = pre
@@ -710,6 +835,7 @@ mod tests {
             checker: checker.to_string_lossy().into_owned(),
             tmp: work.join(".chk.tmp").to_string_lossy().into_owned(),
             pin: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(checker_src)),
+            inputs: Vec::new(),
             cmd: CommandSpec {
                 program: checker.to_string_lossy().into_owned(),
                 args: vec![run.to_string_lossy().into_owned()],
