@@ -831,6 +831,23 @@ mod tests {
     }
 
     #[test]
+    fn every_shipped_playbook_parses() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("playbooks");
+        let mut n = 0;
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.extension().is_some_and(|x| x == "yml") {
+                let text = std::fs::read_to_string(&p).unwrap();
+                if let Err(e) = Playbook::parse(&text, &p) {
+                    panic!("{}: {e}", p.display());
+                }
+                n += 1;
+            }
+        }
+        assert!(n >= 6, "only {n} playbooks in {}", dir.display());
+    }
+
+    #[test]
     fn results_min_level_and_fields_reach_the_parser() {
         let y = yaml("").replace("parser: emocheck", "parser: hayabusa\n  min_level: crit");
         let pb = Playbook::parse(&y, Path::new("p.yml")).unwrap();
