@@ -37,6 +37,8 @@ pub enum Format {
     Table,
     Json,
     Csv,
+    /// CSV with one row per finding (`report::to_csv_with`, `per_finding`).
+    FindingsCsv,
     /// One self-contained page (see `report::html`).
     Html,
 }
@@ -50,20 +52,29 @@ pub struct ReportTarget {
 }
 
 impl ReportTarget {
-    /// `.html`/`.htm`, `.json` or `.csv` (any case); anything else is refused
-    /// before the sweep starts, not after it.
+    /// `.html`/`.htm`, `.json`, `.findings.csv` (one row per finding) or `.csv` (one row
+    /// per host), any case; anything else is refused before the sweep starts, not after it.
     pub fn from_path(path: &Path) -> Result<ReportTarget, String> {
         let ext = path
             .extension()
             .and_then(|e| e.to_str())
             .map(str::to_ascii_lowercase);
+        let findings_csv = path
+            .file_name()
+            .map(|n| {
+                n.to_string_lossy()
+                    .to_ascii_lowercase()
+                    .ends_with(".findings.csv")
+            })
+            .unwrap_or(false);
         let format = match ext.as_deref() {
             Some("html" | "htm") => Format::Html,
             Some("json") => Format::Json,
+            Some("csv") if findings_csv => Format::FindingsCsv,
             Some("csv") => Format::Csv,
             _ => {
                 return Err(format!(
-                    "{}: the report format comes from the extension: .html, .json or .csv",
+                    "{}: the report format comes from the extension: .html, .json, .csv or .findings.csv",
                     path.display()
                 ))
             }
@@ -97,6 +108,14 @@ fn render(
         Format::Table => report::to_table(rep),
         Format::Json => report::to_json(rep).code(exit::SOFTWARE)?,
         Format::Csv => report::to_csv_with(rep, csv).code(exit::SOFTWARE)?,
+        Format::FindingsCsv => report::to_csv_with(
+            rep,
+            report::CsvOptions {
+                per_finding: true,
+                ..csv
+            },
+        )
+        .code(exit::SOFTWARE)?,
         Format::Html => report::html::to_html(rep),
     })
 }
@@ -442,7 +461,7 @@ fn alert_report_file(
     let content_type = |f: Format| match f {
         Format::Html => "text/html; charset=utf-8",
         Format::Json => "application/json",
-        Format::Csv => "text/csv; charset=utf-8",
+        Format::Csv | Format::FindingsCsv => "text/csv; charset=utf-8",
         Format::Table => "text/plain; charset=utf-8",
     };
     let given = reports
@@ -675,10 +694,10 @@ async fn prune_runs(state_dir: &Path, keep_days: u64) -> anyhow::Result<Vec<i64>
 
 /// `pushscan report`.
 pub fn report(state_dir: &Path, req: &ReportRequest) -> Result<i32, Fail> {
-    if req.format != Format::Csv && (req.csv.bom || req.csv.crlf) {
+    if req.format != Format::Csv && (req.csv.bom || req.csv.crlf || req.csv.per_finding) {
         return Err(Fail::new(
             exit::USAGE,
-            anyhow::anyhow!("--bom and --crlf apply to --format csv only"),
+            anyhow::anyhow!("--bom, --crlf and --csv-rows apply to --format csv only"),
         ));
     }
     let reader = store::open_reader(state_dir).code(exit::IO)?;
@@ -722,12 +741,40 @@ pub struct ParsedFile {
 
 /// Reports larger than this are not parsed by `pushscan parse`.
 const PARSE_CAP: u64 = 16 * 1024 * 1024;
+/// Findings listed per file by `parse`'s table (JSON has them all).
+const PARSE_SHOWN: usize = 200;
+
+/// What reads the files of `pushscan parse`: a checker by name, a Hayabusa level, a
+/// playbook's `results:` (the checker overrides its parser, the level its `min_level`).
+#[derive(Debug, Default)]
+pub struct ParseWith {
+    pub checker: Option<String>,
+    pub min_level: Option<String>,
+    pub playbook: Option<PathBuf>,
+}
 
 /// `pushscan parse`: parses result files already on disk with the registered parser
 /// `parser`. Exit 1 when any is a detection, 2 when any is unparseable, else 0.
-pub fn parse(files: &[PathBuf], parser: &str, json: bool) -> Result<i32, Fail> {
-    let parser = crate::parser::build(parser, &crate::parser::Settings::default())
-        .map_err(|e| Fail::new(exit::USAGE, anyhow::Error::msg(e)))?;
+pub fn parse(files: &[PathBuf], with: &ParseWith, json: bool) -> Result<i32, Fail> {
+    let usage = |e: String| Fail::new(exit::USAGE, anyhow::Error::msg(e));
+    let (mut name, mut settings) = ("emocheck".to_string(), crate::parser::Settings::default());
+    if let Some(p) = &with.playbook {
+        let pb = crate::playbook::Playbook::load(p).code(exit::CONFIG)?;
+        name = pb.results.parser.clone();
+        settings = pb.results.parser_settings();
+    }
+    if let Some(c) = &with.checker {
+        name = c.clone();
+    }
+    if let Some(l) = &with.min_level {
+        settings.min_level = Some(crate::parser::hayabusa::level(l).ok_or_else(|| {
+            usage(format!(
+                "unknown level {:?} (informational, low, medium, high, critical)",
+                display(l, 40)
+            ))
+        })?);
+    }
+    let parser = crate::parser::build(&name, &settings).map_err(usage)?;
     let mut out = Vec::new();
     for f in files {
         let name = f
@@ -763,7 +810,7 @@ pub fn parse(files: &[PathBuf], parser: &str, json: bool) -> Result<i32, Fail> {
                 display(p.scan_time.as_deref().unwrap_or("?"), 40),
                 display(p.checker_version.as_deref().unwrap_or("?"), 20),
             ));
-            for f in &p.findings {
+            for f in p.findings.iter().take(PARSE_SHOWN) {
                 match f.as_process() {
                     Some(pr) => t.push_str(&format!(
                         "    {}  PID {}  {}  {}\n",
@@ -777,6 +824,12 @@ pub fn parse(files: &[PathBuf], parser: &str, json: bool) -> Result<i32, Fail> {
                         display(&crate::report::finding_text(f), 600)
                     )),
                 }
+            }
+            if p.findings.len() > PARSE_SHOWN {
+                t.push_str(&format!(
+                    "    ... and {} more finding(s) (--format json lists them all)\n",
+                    p.findings.len() - PARSE_SHOWN
+                ));
             }
             for w in &p.warnings {
                 t.push_str(&format!("    warning: {}\n", display(w, 300)));

@@ -114,16 +114,27 @@ enum Command {
     ))]
     Inventory(InventoryArgs),
     /// Parse checker reports already on disk (by default EmoCheck text or JSON).
-    #[command(
-        after_help = "Example:\n  pushscan parse --format json reports/*_emocheck.*\n\nExit codes: 0 all clean, 1 a detection, 2 an unparseable file."
-    )]
+    #[command(after_help = concat!(
+        "Example:\n  pushscan parse --format json reports/*_emocheck.*\n  ",
+        "pushscan parse --checker yara_x yr-scan.ndjson\n  ",
+        "pushscan parse --checker hayabusa --min-level high timeline.jsonl\n  ",
+        "pushscan parse --playbook playbooks/vendor-ioc.yml ioc.jsonl   # its results: section\n\n",
+        "Exit codes: 0 all clean, 1 a detection, 2 an unparseable file."
+    ))]
     Parse {
         /// Output format.
         #[arg(long, value_enum, default_value = "table")]
         format: ParseFormat,
-        /// The registered parser that reads the files (emocheck, exit_code, ...).
-        #[arg(long, default_value = "emocheck")]
-        parser: String,
+        /// The registered checker (parser) that reads the files: emocheck, exit_code,
+        /// hayabusa, jsonl, yara_x. Default: the playbook's, else emocheck.
+        #[arg(long, visible_alias = "parser")]
+        checker: Option<String>,
+        /// hayabusa: the least level that is a detection (default: the playbook's, else medium).
+        #[arg(long, value_name = "LEVEL")]
+        min_level: Option<String>,
+        /// Read the parser and its settings (min_level, fields) from this playbook's `results:`.
+        #[arg(long, value_name = "FILE")]
+        playbook: Option<PathBuf>,
         /// Report files (e.g. PC-1_20261120093011_emocheck.txt).
         #[arg(required = true)]
         files: Vec<PathBuf>,
@@ -159,6 +170,10 @@ enum Command {
         /// csv: end records with CRLF instead of LF.
         #[arg(long)]
         crlf: bool,
+        /// csv: one row per host (the default), or one row per finding (a host without
+        /// findings still gets one row).
+        #[arg(long, value_enum, value_name = "ROWS")]
+        csv_rows: Option<CsvRows>,
         #[command(flatten)]
         state: StateArgs,
     },
@@ -611,7 +626,7 @@ struct OutputArgs {
     #[arg(long, value_enum, default_value = "auto")]
     progress: ProgressArg,
     /// Also write the run's report to FILE, in the format of its extension:
-    /// .html (self-contained page), .json or .csv. Repeatable.
+    /// .html (self-contained page), .json, .csv (one row per host) or .findings.csv (one row per finding). Repeatable.
     #[arg(long = "report", value_name = "FILE")]
     reports: Vec<PathBuf>,
     /// Also write the JSON report of the run to FILE (same as --report FILE.json).
@@ -651,6 +666,12 @@ enum ReportFormat {
     Json,
     Csv,
     Html,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum CsvRows {
+    Host,
+    Finding,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -887,9 +908,19 @@ fn run(cli: Cli) -> Result<i32, exit::Fail> {
         }
         Command::Parse {
             format,
-            parser,
+            checker,
+            min_level,
+            playbook,
             files,
-        } => app::parse(&files, &parser, matches!(format, ParseFormat::Json)),
+        } => app::parse(
+            &files,
+            &app::ParseWith {
+                checker,
+                min_level,
+                playbook,
+            },
+            matches!(format, ParseFormat::Json),
+        ),
         Command::Report {
             run,
             format,
@@ -898,6 +929,7 @@ fn run(cli: Cli) -> Result<i32, exit::Fail> {
             history,
             bom,
             crlf,
+            csv_rows,
             state,
         } => {
             let format = match format {
@@ -914,7 +946,11 @@ fn run(cli: Cli) -> Result<i32, exit::Fail> {
                     output,
                     blind_days,
                     history,
-                    csv: pushscan::report::CsvOptions { bom, crlf },
+                    csv: pushscan::report::CsvOptions {
+                        bom,
+                        crlf,
+                        per_finding: csv_rows == Some(CsvRows::Finding),
+                    },
                 },
             )
         }

@@ -265,7 +265,7 @@ async fn steps(
         args: plan.args.clone(),
         cwd: plan.work_dir.clone(),
         timeout: pb.timeout,
-        output_cap: OUTPUT_CAP,
+        output_cap: output_cap(ctx),
         not_before: None,
     };
     // Two builds (x64/x86): the host's architecture picks one.
@@ -431,6 +431,10 @@ async fn steps(
     let mut fetched = Vec::new();
     let mut problems = Vec::new();
     let mut budget = Budget::new(pb.results.max_host_bytes);
+    // A checker that prints its results: its standard output is the first report.
+    if let Some(name) = ctx.parser.reads_stdout() {
+        fetched.push(keep_stdout(ctx, plan, &exec, name, &mut budget).await?);
+    }
     if wants_files {
         let after = match after {
             Some(a) => a,
@@ -526,6 +530,61 @@ impl Budget {
             self.max
         ))
     }
+}
+
+/// How much of the checker's standard output is kept: the few KiB a reason quotes, or, for
+/// a parser that reads its results there, up to `results.max_file_size`.
+fn output_cap(ctx: &SweepCtx) -> usize {
+    match ctx.parser.reads_stdout() {
+        Some(_) => usize::try_from(ctx.playbook.results.max_file_size)
+            .unwrap_or(usize::MAX)
+            .max(OUTPUT_CAP),
+        None => OUTPUT_CAP,
+    }
+}
+
+/// Journals the run's standard output as a report named `name` (evidence and journal, like
+/// a fetched file; it counts against the per-host budget), parsed by the parser.
+async fn keep_stdout(
+    ctx: &SweepCtx,
+    plan: &HostPlan,
+    exec: &ExecOutcome,
+    name: &str,
+    budget: &mut Budget,
+) -> Result<(i64, FetchedReport), Failure> {
+    let host = plan.host.name.as_str();
+    let parsed = ctx.parser.parse_stdout(exec);
+    let bytes = &exec.stdout;
+    budget.left = budget.left.saturating_sub(bytes.len() as u64);
+    let local_path = store_evidence(&ctx.evidence_dir, host, name, bytes)
+        .await
+        .map(|p| p.to_string_lossy().into_owned());
+    if let Err(e) = &local_path {
+        tracing::warn!(host, "cannot store evidence for the checker's output: {e}");
+    }
+    let id = ctx
+        .journal
+        .add_report(NewReport {
+            history: false,
+            run_id: ctx.run_id,
+            host: host.to_string(),
+            remote_name: name.to_string(),
+            remote_path: format!("(standard output of {})", plan.checker_path),
+            local_path: local_path.ok(),
+            sha256: hex::encode(Sha256::digest(bytes)),
+            raw: bytes.clone(),
+            parser: ctx.parser.name().to_string(),
+            parsed: parsed.clone(),
+        })
+        .await
+        .map_err(Failure::journal)?;
+    Ok((
+        id,
+        FetchedReport {
+            name: name.to_string(),
+            parsed,
+        },
+    ))
 }
 
 /// Fetches one result file, parses it, stores it as evidence and in the

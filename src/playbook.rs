@@ -124,6 +124,17 @@ pub struct Results {
     /// For `exit_code`: codes meaning "detected" (others but 0 are failures).
     #[serde(default = "default_detected_codes")]
     pub detected_exit_codes: Vec<i64>,
+    /// For `hayabusa`: the least level that is a detection (`informational`, `low`,
+    /// `medium`, `high`, `critical`, or Hayabusa's `info`, `med`, `crit`).
+    #[serde(default, deserialize_with = "de_min_level")]
+    pub min_level: Option<crate::model::Severity>,
+    /// For `jsonl`: which fields of a vendor's JSON lines are the finding.
+    #[serde(default)]
+    pub fields: Option<crate::parser::jsonl::FieldMap>,
+    /// For `jsonl`: the checker prints its lines on standard output (kept up to
+    /// `max_file_size`) instead of writing result files.
+    #[serde(default)]
+    pub stdout: bool,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -331,6 +342,18 @@ impl Playbook {
         }
         if raw.results.max_files == 0 {
             return Err(err("results.max_files must be at least 1".into()));
+        }
+        // Settings another parser would silently ignore are refused instead.
+        let parser = raw.results.parser.as_str();
+        if (raw.results.stdout || raw.results.fields.is_some()) && parser != "jsonl" {
+            return Err(err(
+                "results.stdout and results.fields apply to parser jsonl only".into(),
+            ));
+        }
+        if raw.results.min_level.is_some() && parser != "hayabusa" {
+            return Err(err(
+                "results.min_level applies to parser hayabusa only".into()
+            ));
         }
         let rollout = raw.rollout.unwrap_or_default();
         rollout.check().map_err(err)?;
@@ -747,8 +770,24 @@ impl Results {
     pub fn parser_settings(&self) -> crate::parser::Settings {
         crate::parser::Settings {
             detected_exit_codes: self.detected_exit_codes.clone(),
+            min_level: self.min_level,
+            fields: self.fields.clone(),
+            stdout: self.stdout,
         }
     }
+}
+
+/// A Hayabusa level, full or abbreviated.
+fn de_min_level<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<crate::model::Severity>, D::Error> {
+    let s = String::deserialize(d)?;
+    crate::parser::hayabusa::level(&s).map(Some).ok_or_else(|| {
+        serde::de::Error::custom(format!(
+            "unknown level {:?} (informational, low, medium, high, critical)",
+            crate::sanitize::display(&s, 40)
+        ))
+    })
 }
 
 fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
@@ -789,6 +828,51 @@ mod tests {
         assert_eq!(pb.results.max_host_bytes, 16 * 1024 * 1024);
         assert_eq!((pb.state.keep_days, pb.state.max_bytes), (90, 10 << 30));
         assert!(!pb.cleanup.checker && !pb.cleanup.results && !pb.cleanup.dirs);
+    }
+
+    #[test]
+    fn every_shipped_playbook_parses() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("playbooks");
+        let mut n = 0;
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.extension().is_some_and(|x| x == "yml") {
+                let text = std::fs::read_to_string(&p).unwrap();
+                if let Err(e) = Playbook::parse(&text, &p) {
+                    panic!("{}: {e}", p.display());
+                }
+                n += 1;
+            }
+        }
+        assert!(n >= 6, "only {n} playbooks in {}", dir.display());
+    }
+
+    #[test]
+    fn results_min_level_and_fields_reach_the_parser() {
+        let y = yaml("").replace("parser: emocheck", "parser: hayabusa\n  min_level: crit");
+        let pb = Playbook::parse(&y, Path::new("p.yml")).unwrap();
+        let s = pb.results.parser_settings();
+        assert_eq!(s.min_level, Some(crate::model::Severity::Critical));
+        let y = yaml("").replace("parser: emocheck", "parser: hayabusa\n  min_level: severe");
+        let e = Playbook::parse(&y, Path::new("p.yml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("p.yml:10:"), "{e}");
+        assert!(e.contains("unknown level \"severe\""), "{e}");
+        let y = yaml("").replace(
+            "parser: emocheck",
+            "parser: jsonl\n  fields:\n    title: ioc.name\n    identity: [ioc.name, file]",
+        );
+        let pb = Playbook::parse(&y, Path::new("p.yml")).unwrap();
+        let f = pb.results.parser_settings().fields.unwrap();
+        assert!(!pb.results.stdout);
+        assert_eq!(f.title, "ioc.name");
+        assert_eq!(f.identity, ["ioc.name", "file"]);
+        let y = yaml("").replace("parser: emocheck", "parser: jsonl\n  fields:\n    titel: x");
+        let e = Playbook::parse(&y, Path::new("p.yml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("p.yml:11:"), "{e}");
     }
 
     #[test]

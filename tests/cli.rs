@@ -87,6 +87,16 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
+/// A command's exit code, stdout and stderr, for assertions and their messages.
+fn both(o: &Output) -> String {
+    format!(
+        "exit {:?}\n{}{}",
+        o.status.code(),
+        text(&o.stdout),
+        text(&o.stderr)
+    )
+}
+
 #[test]
 fn clean_fleet_exits_0_and_reports_in_every_format() {
     let lab = Local::new(&[("a", "clean"), ("b", "clean")]);
@@ -152,6 +162,55 @@ fn detection_exits_1_and_incomplete_exits_2() {
         "{table}"
     );
     assert!(table.contains("CurrentVersion\\Run\\msrdpsvc"), "{table}");
+
+    // One row per finding: the clean host once with empty finding cells, the infected host
+    // once per process.
+    let out = bin()
+        .args([
+            "report",
+            "--format",
+            "csv",
+            "--csv-rows",
+            "finding",
+            "--state-dir",
+        ])
+        .arg(lab.p("state"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", both(&out));
+    let csv = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut rows = csv.lines();
+    assert!(rows
+        .next()
+        .unwrap()
+        .ends_with(",finding_identity,finding_new,finding_attributes"));
+    let rows: Vec<&str> = rows.collect();
+    assert_eq!(rows.len(), 3, "{csv}");
+    assert!(rows
+        .iter()
+        .any(|r| r.starts_with("1,clean1,") && r.ends_with(",,,,,,,")));
+    for name in ["wfsrvhost.exe", "msrdpsvc.exe"] {
+        assert!(
+            rows.iter().any(|r| r.starts_with("1,infected,")
+                && r.contains(",EmoCheck,2.4.0,")
+                && r.contains(&format!(",process,high,{name},"))
+                && r.contains(",yes,")),
+            "{csv}"
+        );
+    }
+    let out = bin()
+        .args([
+            "report",
+            "--format",
+            "json",
+            "--csv-rows",
+            "finding",
+            "--state-dir",
+        ])
+        .arg(lab.p("state"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64), "csv only: {}", both(&out));
 
     let lab = Local::new(&[
         ("clean1", "clean"),
@@ -282,7 +341,9 @@ fn parsers_are_found_by_name_in_the_registry() {
         + 1;
     assert!(err.contains(&format!("pb.yml:{line}:")), "{err}");
     assert!(
-        err.contains("unknown parser \"yara\" (known: emocheck, exit_code, jsonl)"),
+        err.contains(
+            "unknown parser \"yara\" (known: emocheck, exit_code, hayabusa, jsonl, yara_x)"
+        ),
         "{err}"
     );
     assert!(!lab.p("hosts").exists(), "no host touched");
@@ -297,7 +358,7 @@ fn parsers_are_found_by_name_in_the_registry() {
         .unwrap();
     assert_eq!(out.status.code(), Some(64));
     assert!(
-        text(&out.stderr).contains("known: emocheck, exit_code, jsonl"),
+        text(&out.stderr).contains("known: emocheck, exit_code, hayabusa, jsonl, yara_x"),
         "{}",
         text(&out.stderr)
     );
@@ -315,6 +376,61 @@ fn parsers_are_found_by_name_in_the_registry() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1), "emocheck is the default");
+
+    // --checker (the newer spelling), a Hayabusa level, a playbook's results: section.
+    let dir = tempfile::tempdir().unwrap();
+    let timeline = dir.path().join("t.jsonl");
+    std::fs::write(
+        &timeline,
+        "{\"RuleTitle\":\"Mimikatz\",\"Level\":\"high\",\"Computer\":\"PC-1\",\"RecordID\":7}\n",
+    )
+    .unwrap();
+    let parse =
+        |args: &[&str], file: &Path| bin().arg("parse").args(args).arg(file).output().unwrap();
+    let out = parse(&["--checker", "hayabusa"], &timeline);
+    assert_eq!(out.status.code(), Some(1), "high >= medium: {}", both(&out));
+    assert!(
+        both(&out).contains("high event: Mimikatz @ PC-1"),
+        "{}",
+        both(&out)
+    );
+    let out = parse(&["--checker", "hayabusa", "--min-level", "crit"], &timeline);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "high < critical: {}",
+        both(&out)
+    );
+    let out = parse(
+        &["--checker", "hayabusa", "--min-level", "severe"],
+        &timeline,
+    );
+    assert_eq!(out.status.code(), Some(64), "{}", both(&out));
+    let pb = dir.path().join("ioc.yml");
+    std::fs::write(
+        &pb,
+        format!(
+            "name: ioc\nchecker:\n  path: {}\n  sha256: \"{}\"\n  platform: linux\n\
+             work_dir: /tmp/w\ntimeout: 30s\nresults:\n  parser: jsonl\n  fields:\n    \
+             title: ioc\n    location: file\n",
+            checker().display(),
+            "0".repeat(64)
+        ),
+    )
+    .unwrap();
+    let vendor = dir.path().join("ioc.jsonl");
+    std::fs::write(
+        &vendor,
+        "{\"ioc\":\"Webshell\",\"file\":\"/var/www/x.php\"}\n",
+    )
+    .unwrap();
+    let out = parse(&["--playbook", pb.to_str().unwrap()], &vendor);
+    assert_eq!(out.status.code(), Some(1), "{}", both(&out));
+    assert!(
+        both(&out).contains("high finding: Webshell @ /var/www/x.php"),
+        "{}",
+        both(&out)
+    );
 }
 
 #[test]
@@ -1024,5 +1140,79 @@ fn a_journal_from_the_previous_release_opens_migrates_and_keeps_its_history() {
         std::fs::read(&db).unwrap(),
         before,
         "the newer journal is not written"
+    );
+}
+
+/// A vendor tool printing JSON lines on standard output (`results.stdout`, a field map),
+/// swept over the local transport: its lines are the host's report, the tool's exit status
+/// decides whether no line means clean.
+#[test]
+fn vendor_json_lines_on_standard_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |n: &str| dir.path().join(n);
+    let tool = "#!/bin/sh\n\
+        case \"$1\" in\n\
+        hit) echo '{\"ioc\":\"Webshell\",\"file\":\"/var/www/x.php\",\"risk\":\"crit\"}' ;;\n\
+        fail) echo '{\"event\":\"start\"}'; exit 3 ;;\n\
+        esac\n\
+        echo '{\"event\":\"done\"}'\n";
+    std::fs::write(p("ioc.sh"), tool).unwrap();
+    std::fs::write(
+        p("inv.yml"),
+        format!(
+            "all:\n  vars:\n    ansible_connection: local\n  hosts:\n\
+             \x20   hit: {{mode: hit, pushscan_dir: {0}/h1}}\n\
+             \x20   clean: {{mode: clean, pushscan_dir: {0}/h2}}\n\
+             \x20   fail: {{mode: fail, pushscan_dir: {0}/h3}}\n",
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        p("pb.yml"),
+        format!(
+            "name: vendor\nchecker:\n  path: ioc.sh\n  sha256: \"{}\"\n  platform: linux\n\
+             work_dir: \"{{{{ pushscan_dir }}}}\"\nargs: [\"{{{{ mode }}}}\"]\ntimeout: 20s\n\
+             results:\n  parser: jsonl\n  stdout: true\n  fields: {{title: ioc, location: file, severity: risk}}\n",
+            sha256_hex(&p("ioc.sh"))
+        ),
+    )
+    .unwrap();
+    let out = bin()
+        .args(["sweep", "-i"])
+        .arg(p("inv.yml"))
+        .arg("-p")
+        .arg(p("pb.yml"))
+        .arg("--state-dir")
+        .arg(p("state"))
+        .args(["--progress", "quiet"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", both(&out));
+    let (_, v, _) = report_json(&p("state"), "1");
+    let hosts: std::collections::BTreeMap<String, &Value> = v["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| (h["host"].as_str().unwrap().to_string(), h))
+        .collect();
+    let hit = hosts["hit"];
+    assert_eq!(hit["status"], "detected", "{hit}");
+    assert_eq!(hit["report_file"], "stdout.jsonl");
+    assert_eq!(hit["findings"][0]["title"], "Webshell");
+    assert_eq!(hit["findings"][0]["severity"], "critical");
+    assert_eq!(
+        hit["findings"][0]["identity"],
+        "finding|Webshell|/var/www/x.php"
+    );
+    assert_eq!(
+        hosts["clean"]["status"], "not_detected",
+        "{}",
+        hosts["clean"]
+    );
+    let fail = hosts["fail"];
+    assert_eq!(
+        fail["status"], "checker_failed",
+        "exit 3 is never clean: {fail}"
     );
 }

@@ -548,7 +548,7 @@ fn csv_options_and_report_files_by_extension() {
     // An unknown extension is refused before any host is touched.
     let out = f.sweep(&["--report", f.p("run.txt").to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(64), "{}", text(&out.stderr));
-    assert!(text(&out.stderr).contains(".html, .json or .csv"));
+    assert!(text(&out.stderr).contains(".html, .json, .csv or .findings.csv"));
     assert!(!f.p("hosts").exists() && !f.p("state").exists());
 
     // --report FILE.{html,json,csv} and the older --report-json, all written.
@@ -557,6 +557,8 @@ fn csv_options_and_report_files_by_extension() {
         f.p("r.HTML").to_str().unwrap(),
         "--report",
         f.p("r.csv").to_str().unwrap(),
+        "--report",
+        f.p("r.Findings.csv").to_str().unwrap(),
         "--report-json",
         f.p("r.json").to_str().unwrap(),
     ]);
@@ -572,6 +574,14 @@ fn csv_options_and_report_files_by_extension() {
     assert!(std::fs::read_to_string(f.p("r.csv"))
         .unwrap()
         .starts_with("run_id,host,"));
+    // .findings.csv: one row per finding (PC-A's process), one for the clean PC-B.
+    let rows = std::fs::read_to_string(f.p("r.Findings.csv")).unwrap();
+    assert!(
+        rows.starts_with("run_id,host,address,groups,ou,status,change,checker,"),
+        "{rows}"
+    );
+    assert_eq!(rows.lines().count(), 3, "{rows}");
+    assert!(rows.contains(",process,high,wfsrvhost.exe,"), "{rows}");
 
     // --bom --crlf: the BOM first, every record ended by CRLF, Japanese intact.
     let out = f.report(&["--format", "csv", "--bom", "--crlf"]);

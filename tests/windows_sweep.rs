@@ -1104,3 +1104,209 @@ fn inputs_are_pushed_skipped_repushed_and_cleaned_over_smb_and_winrm_only() {
         );
     }
 }
+
+/// A playbook for the lab running `stand_in` (a script of playbooks/checkers, pinned) as
+/// `remote_name` with `args`, read by `parser`, plus `results_extra` lines.
+fn stand_in_playbook(
+    t: &TestLab,
+    stand_in: &str,
+    remote_name: &str,
+    work_dir: &str,
+    args: &str,
+    results: &str,
+) -> PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("playbooks/checkers")
+        .join(stand_in);
+    let bytes = std::fs::read(&src).unwrap();
+    let exe = t.dir.path().join(remote_name);
+    std::fs::write(&exe, &bytes).unwrap();
+    let text = format!(
+        "name: {stand_in} on the lab\nchecker:\n  path: {}\n  sha256: \"{}\"\n  platform: windows\n  \
+         remote_name: {remote_name}\nwork_dir: '{work_dir}'\nrun_dir: '{work_dir}\\out'\nargs: {args}\n\
+         timeout: 8s\nresults:\n{results}cleanup:\n  checker: false\n  results: false\n  dirs: false\n",
+        exe.display(),
+        hex::encode(Sha256::digest(&bytes)),
+    );
+    let p = t.dir.path().join(format!("{stand_in}.yml"));
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+/// The lab's Windows hosts run the YARA-X and Hayabusa stand-ins (their output formats,
+/// playbooks/checkers/yara-x-sim.sh and hayabusa-sim.sh): every scenario ends in the class
+/// the parser gives it, the findings carry the checker's identity, and the report's HTML
+/// has the findings table of each checker.
+#[test]
+fn yara_x_and_hayabusa_stand_ins_on_the_windows_lab() {
+    let t = start_lab(Ipv4Addr::new(127, 0, 67, 1), 16);
+    let hosts = t.lab.state.hosts.clone();
+    let kinds: BTreeSet<String> = hosts.iter().map(|h| format!("{:?}", h.scenario)).collect();
+    for k in ["Infected", "Clean"] {
+        assert!(
+            kinds.contains(k),
+            "the 16-host lab has no {k} host: {kinds:?}"
+        );
+    }
+    let inv = t.lab.inventory.to_str().unwrap().to_string();
+    let sweep = |pb: &Path, state: &Path| {
+        let o = pushscan(
+            &t,
+            &[
+                "sweep",
+                "-i",
+                &inv,
+                "-p",
+                pb.to_str().unwrap(),
+                "--state-dir",
+                state.to_str().unwrap(),
+                "--progress",
+                "quiet",
+            ],
+        );
+        assert!(matches!(o.status.code(), Some(1) | Some(2)), "{}", text(&o));
+        by_host(&report_json(state))
+    };
+    let image = |h: &LabHost| {
+        arg(h, "/image")
+            .unwrap_or(r"C:\Users\tanaka\AppData\Local\wfsrvhost\wfsrvhost.exe")
+            .to_string()
+    };
+
+    // YARA-X: yr's standard output is the report.
+    let pb = stand_in_playbook(
+        &t,
+        "yara-x-sim.sh",
+        "yr.exe",
+        r"C:\Windows\pushscan\yara",
+        r#"["scan", "--output-format", "ndjson", "-e", "-m", "-g", "-s", "-r", "rules.yar", '{{ work_dir }}']"#,
+        "  parser: yara_x\n  max_file_size: 4MiB\n",
+    );
+    let state = t.dir.path().join("state-yara");
+    let rep = sweep(&pb, &state);
+    let mut detected = 0;
+    for h in &hosts {
+        let r = &rep[&h.name];
+        let ctx = format!("{} ({:?}): {r}", h.name, h.scenario);
+        let status = r["status"].as_str().unwrap();
+        match h.scenario {
+            ScenarioKind::Infected | ScenarioKind::Crash => {
+                assert_eq!(status, "detected", "{ctx}");
+                assert_eq!(r["checker"], "YARA-X", "{ctx}");
+                let f = &r["findings"][0];
+                assert_eq!(f["kind"], "yara_match", "{ctx}");
+                assert_eq!(f["title"], "Emotet_Loader", "{ctx}");
+                assert_eq!(f["severity"], "critical", "{ctx}");
+                assert_eq!(f["attributes"]["path"], image(h).as_str(), "{ctx}");
+                assert_eq!(f["attributes"]["strings"], r"$mz@0x0: MZ\x90\x00", "{ctx}");
+                assert_eq!(
+                    f["identity"],
+                    format!("yara|Emotet_Loader|{}", image(h)).as_str(),
+                    "{ctx}"
+                );
+                assert_eq!(r["report_file"], "yr-scan.ndjson", "{ctx}");
+                if h.scenario == ScenarioKind::Crash {
+                    let w = r["report_warnings"].to_string();
+                    assert!(w.contains("incomplete: yr ended with exit 101"), "{ctx}");
+                }
+                detected += 1;
+            }
+            ScenarioKind::Clean | ScenarioKind::Slow | ScenarioKind::SmbDown => {
+                assert_eq!(status, "not_detected", "{ctx}");
+                assert!(
+                    r["reason"].as_str().unwrap().starts_with("no rule matched"),
+                    "{ctx}"
+                );
+            }
+            ScenarioKind::Noreport => {
+                assert_eq!(status, "checker_failed", "{ctx}");
+                assert!(
+                    r["reason"]
+                        .as_str()
+                        .unwrap()
+                        .contains("did not cover its target"),
+                    "{ctx}"
+                );
+            }
+            ScenarioKind::Hang => assert_eq!(status, "timeout", "{ctx}"),
+            _ => {}
+        }
+    }
+    assert!(detected > 0);
+    let html = Command::new(PUSHSCAN)
+        .args(["report", "--format", "html", "--state-dir"])
+        .arg(&state)
+        .output()
+        .unwrap();
+    let page = String::from_utf8_lossy(&html.stdout);
+    assert!(page.contains("Findings by checker</h2>"), "{page}");
+    assert!(
+        page.contains("<h3>YARA-X <span class=\"muted\">yara_match</span>"),
+        "{page}"
+    );
+
+    // Hayabusa: a JSONL timeline in run_dir, 4.0 form on en hosts, 3.5 form on the others.
+    let pb = stand_in_playbook(
+        &t,
+        "hayabusa-sim.sh",
+        "hayabusa.exe",
+        r"C:\Windows\pushscan\hayabusa",
+        r#"["json-timeline", "-l", "-L", "-o", '{{ run_dir }}\{{ inventory_hostname }}_hayabusa.jsonl', "-w", "-q", "-m", "low"]"#,
+        "  glob: \"*_hayabusa.jsonl\"\n  parser: hayabusa\n  min_level: medium\n",
+    );
+    let state = t.dir.path().join("state-hayabusa");
+    let rep = sweep(&pb, &state);
+    let mut forms = BTreeSet::new();
+    for h in &hosts {
+        let r = &rep[&h.name];
+        let ctx = format!("{} ({:?}): {r}", h.name, h.scenario);
+        let status = r["status"].as_str().unwrap();
+        match h.scenario {
+            ScenarioKind::Infected | ScenarioKind::Crash => {
+                assert_eq!(status, "detected", "{ctx}");
+                assert_eq!(r["checker"], "Hayabusa", "{ctx}");
+                let f = &r["findings"].as_array().unwrap();
+                assert_eq!(f.len(), 1, "info and low are below medium: {ctx}");
+                assert_eq!(f[0]["kind"], "event", "{ctx}");
+                assert_eq!(f[0]["title"], "Emotet Loader Process Creation", "{ctx}");
+                assert_eq!(f[0]["severity"], "high", "{ctx}");
+                assert_eq!(
+                    f[0]["identity"],
+                    format!("hayabusa|Emotet Loader Process Creation|{}|4101", h.name).as_str(),
+                    "{ctx}"
+                );
+                assert_eq!(
+                    f[0]["attributes"]["details"],
+                    format!("Proc: {}", image(h)).as_str(),
+                    "{ctx}"
+                );
+                forms.insert(f[0]["attributes"]["mitre_tags"].is_string());
+            }
+            ScenarioKind::Clean | ScenarioKind::Slow | ScenarioKind::SmbDown => {
+                assert_eq!(status, "not_detected", "{ctx}");
+                let reason = r["reason"].as_str().unwrap();
+                let want = "nothing at or above medium (jsonl (2 line(s), 2 below medium))";
+                assert!(reason.starts_with(want), "{ctx}");
+            }
+            ScenarioKind::Noreport => assert_eq!(status, "no_result", "{ctx}"),
+            ScenarioKind::Hang => assert_eq!(status, "timeout", "{ctx}"),
+            _ => {}
+        }
+    }
+    // The second sweep: the same detections, nothing new.
+    let rep2 = sweep(&pb, &state);
+    for h in hosts
+        .iter()
+        .filter(|h| h.scenario == ScenarioKind::Infected)
+    {
+        let r = &rep2[&h.name];
+        assert_eq!(r["change"], "still_detected", "{}: {r}", h.name);
+        assert_eq!(r["new_findings"], serde_json::json!([]), "{}: {r}", h.name);
+    }
+    // Both of Hayabusa's forms were read: 4.0 (verbose, MITRE tags) and 3.5 (standard).
+    assert_eq!(
+        forms,
+        BTreeSet::from([false, true]),
+        "the lab's locales changed?"
+    );
+}

@@ -308,7 +308,15 @@ impl Alert {
             if let Some(e) = &h.evidence_path {
                 let _ = writeln!(out, "  evidence    {}", display(e, 300));
             }
-            for f in &h.findings {
+            if let Some(c) = &h.checker {
+                let _ = writeln!(out, "  checker     {}", display(c, 60));
+            }
+            for f in ordered(h).into_iter().take(MAIL_FINDINGS) {
+                let new = if h.new_findings.contains(&f.identity) && h.findings.len() > 1 {
+                    "NEW "
+                } else {
+                    ""
+                };
                 match f.as_process() {
                     Some(p) => {
                         let _ = writeln!(
@@ -323,11 +331,18 @@ impl Alert {
                     None => {
                         let _ = writeln!(
                             out,
-                            "  finding     {}",
+                            "  finding     {new}{}",
                             display(&crate::report::finding_text(f), 600)
                         );
                     }
                 }
+            }
+            if h.findings.len() > MAIL_FINDINGS {
+                let _ = writeln!(
+                    out,
+                    "  ... and {} more finding(s) (see the report)",
+                    h.findings.len() - MAIL_FINDINGS
+                );
             }
             if h.findings.is_empty() {
                 let _ = writeln!(out, "  {}", display(h.reason.as_deref().unwrap_or(""), 300));
@@ -414,7 +429,7 @@ impl Alert {
                 code(&h.host, 120),
                 h.change.as_deref().unwrap_or("detected")
             );
-            for f in &h.findings {
+            for f in ordered(h).into_iter().take(CHAT_FINDINGS) {
                 match f.as_process() {
                     Some(p) => {
                         let _ = write!(
@@ -430,6 +445,9 @@ impl Alert {
                         let _ = write!(line, " — {}", code(&crate::report::finding_text(f), 400));
                     }
                 }
+            }
+            if h.findings.len() > CHAT_FINDINGS {
+                let _ = write!(line, " — and {} more", h.findings.len() - CHAT_FINDINGS);
             }
             lines.push(line);
         }
@@ -513,7 +531,28 @@ impl Chat {
     }
 }
 
+/// Findings per host in a mail, in a chat line, in a webhook's JSON; the rest are counted
+/// (a host may report thousands: the report lists them all, the alert says there are more).
+const MAIL_FINDINGS: usize = 20;
+const CHAT_FINDINGS: usize = 5;
+const JSON_FINDINGS: usize = 100;
+
+/// A host's findings, those its previous check did not have first (what the alert is about),
+/// then the others, each in report order.
+fn ordered(h: &HostEntry) -> Vec<&crate::model::Finding> {
+    let is_new: std::collections::HashSet<&str> =
+        h.new_findings.iter().map(String::as_str).collect();
+    let (mut new, old): (Vec<_>, Vec<_>) = h
+        .findings
+        .iter()
+        .partition(|f| is_new.contains(f.identity.as_str()));
+    new.extend(old);
+    new
+}
+
 fn detection_json(h: &HostEntry) -> serde_json::Value {
+    let findings: Vec<_> = ordered(h).into_iter().take(JSON_FINDINGS).collect();
+    let new_findings: Vec<_> = h.new_findings.iter().take(JSON_FINDINGS).collect();
     serde_json::json!({
         "host": h.host,
         "address": h.address,
@@ -524,8 +563,10 @@ fn detection_json(h: &HostEntry) -> serde_json::Value {
         "report_sha256": h.report_sha256,
         "evidence_path": h.evidence_path,
         "processes": h.processes,
-        "findings": h.findings,
-        "new_findings": h.new_findings,
+        "findings": findings,
+        "findings_total": h.findings.len(),
+        "new_findings": new_findings,
+        "new_findings_total": h.new_findings.len(),
         "checker": h.checker,
     })
 }

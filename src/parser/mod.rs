@@ -8,9 +8,11 @@
 
 pub mod emocheck;
 pub mod exit_code;
+pub mod hayabusa;
 pub mod jsonl;
+pub mod yara_x;
 
-use crate::model::{ExecOutcome, HostClass, ParsedReport};
+use crate::model::{ExecOutcome, HostClass, ParsedReport, Severity};
 use crate::sanitize;
 
 /// A fetched result file and its parse.
@@ -40,6 +42,19 @@ pub trait ResultParser: Send + Sync {
 
     fn parse_file(&self, file_name: &str, bytes: &[u8]) -> ParsedReport;
 
+    /// For a checker that prints its results on standard output: the name its output is
+    /// journaled under as a report (ahead of any result file). The engine then keeps standard
+    /// output up to `results.max_file_size` instead of the few KiB kept for reasons.
+    fn reads_stdout(&self) -> Option<&'static str> {
+        None
+    }
+
+    /// The report of the run's standard output (see [`ResultParser::reads_stdout`]); it may
+    /// use the rest of the run (exit status, standard error, cut output).
+    fn parse_stdout(&self, exec: &ExecOutcome) -> ParsedReport {
+        self.parse_file(self.reads_stdout().unwrap_or("stdout"), &exec.stdout)
+    }
+
     /// `reports` are this run's files, newest first. `fetch_problems`
     /// explains candidate files that could not be fetched (too big, symlink).
     fn verdict(
@@ -55,6 +70,14 @@ pub trait ResultParser: Send + Sync {
 pub struct Settings {
     /// Exit codes meaning "detected", for parsers that judge by the exit code.
     pub detected_exit_codes: Vec<i64>,
+    /// The least severity that is a detection, for parsers whose lines carry a level
+    /// (`hayabusa`); `None`: the parser's default.
+    pub min_level: Option<Severity>,
+    /// Which fields of a vendor's JSON lines are the finding (`jsonl`); `None`: pushscan's
+    /// own JSON-lines shape.
+    pub fields: Option<jsonl::FieldMap>,
+    /// The checker prints its results on standard output instead of writing files (`jsonl`).
+    pub stdout: bool,
 }
 
 /// A registered parser: its name in playbooks and on the command line, one line on what it
@@ -70,7 +93,13 @@ pub struct Entry {
 }
 
 /// Every parser pushscan knows, by name.
-pub const REGISTRY: &[Entry] = &[emocheck::ENTRY, exit_code::ENTRY, jsonl::ENTRY];
+pub const REGISTRY: &[Entry] = &[
+    emocheck::ENTRY,
+    exit_code::ENTRY,
+    hayabusa::ENTRY,
+    jsonl::ENTRY,
+    yara_x::ENTRY,
+];
 
 /// The parser registered as `name`.
 pub fn by_name(name: &str) -> Option<&'static Entry> {
@@ -163,8 +192,14 @@ mod tests {
             let p = build(e.name, &Settings::default()).expect("registered");
             assert_eq!(p.name(), e.name);
         }
-        assert_eq!(names(), ["emocheck", "exit_code", "jsonl"]);
+        assert_eq!(
+            names(),
+            ["emocheck", "exit_code", "hayabusa", "jsonl", "yara_x"]
+        );
         let err = build("yara", &Settings::default()).err().expect("unknown");
-        assert!(err.contains("known: emocheck, exit_code, jsonl"), "{err}");
+        assert!(
+            err.contains("known: emocheck, exit_code, hayabusa, jsonl, yara_x"),
+            "{err}"
+        );
     }
 }

@@ -448,6 +448,7 @@ pub fn to_html(r: &RunReport) -> String {
         pb = esc(i.playbook_name.as_deref().unwrap_or("?")),
     );
     header(&mut o, r);
+    findings_by_checker(&mut o, r);
     detections(&mut o, r);
     actions(&mut o, r);
     no_result(&mut o, r);
@@ -822,7 +823,7 @@ fn detections(o: &mut String, r: &RunReport) {
     }
     for (n, h) in hosts.iter().enumerate() {
         let mut search: Vec<&str> = vec![&h.host, &h.ou, h.address.as_deref().unwrap_or("")];
-        for f in &h.findings {
+        for f in h.findings.iter().take(SEARCH_FINDINGS) {
             search.push(&f.title);
             search.push(&f.location);
             search.extend(f.attributes.values().map(String::as_str));
@@ -876,9 +877,9 @@ fn detections(o: &mut String, r: &RunReport) {
         }
         o.push_str("</dl>\n");
         let lang = lang_attr(h.report_format.as_deref());
-        let processes: Vec<_> = h.findings.iter().filter_map(|f| f.as_process()).collect();
-        let others: Vec<_> = h
-            .findings
+        let shown = &h.findings[..h.findings.len().min(CARD_FINDINGS)];
+        let processes: Vec<_> = shown.iter().filter_map(|f| f.as_process()).collect();
+        let others: Vec<_> = shown
             .iter()
             .filter(|f| f.kind != crate::model::PROCESS_KIND)
             .collect();
@@ -929,6 +930,14 @@ fn detections(o: &mut String, r: &RunReport) {
             }
             o.push_str("</tbody></table></div>\n");
         }
+        if h.findings.len() > CARD_FINDINGS {
+            let _ = writeln!(
+                o,
+                "<p class=\"muted\">{} more finding(s) not shown (the JSON report and the \
+                 per-finding CSV list them all).</p>",
+                h.findings.len() - CARD_FINDINGS
+            );
+        }
         if !h.report_warnings.is_empty() {
             o.push_str("<ul class=\"warn\">");
             for w in &h.report_warnings {
@@ -940,6 +949,86 @@ fn detections(o: &mut String, r: &RunReport) {
             raw_block(o, h, raw, lang);
         }
         o.push_str("</article>\n");
+    }
+    o.push_str("</section>\n");
+}
+
+/// Findings listed per host card; the rest are counted.
+const CARD_FINDINGS: usize = 200;
+/// Findings whose text the filter box searches, per host.
+const SEARCH_FINDINGS: usize = 50;
+/// Rows per table of [`findings_by_checker`]; the rest are counted.
+const TABLE_FINDINGS: usize = 1000;
+
+/// Every finding of the run in one table per checker and kind (YARA-X matches, Hayabusa
+/// events, EmoCheck processes, ...), most severe first, NEW marked; no section when the run
+/// found nothing. Each table is bounded at [`TABLE_FINDINGS`] rows.
+fn findings_by_checker(o: &mut String, r: &RunReport) {
+    use std::collections::BTreeMap;
+    type Row<'a> = (&'a HostEntry, &'a crate::model::Finding, bool);
+    let mut groups: BTreeMap<(&str, &str), Vec<Row>> = BTreeMap::new();
+    for h in r.hosts.iter().filter(|h| h.status == "detected") {
+        let checker = h.checker.as_deref().unwrap_or("checker");
+        let is_new: std::collections::HashSet<&str> =
+            h.new_findings.iter().map(String::as_str).collect();
+        for f in &h.findings {
+            let new = is_new.contains(f.identity.as_str());
+            groups
+                .entry((checker, f.kind.as_str()))
+                .or_default()
+                .push((h, f, new));
+        }
+    }
+    if groups.is_empty() {
+        return;
+    }
+    let total: usize = groups.values().map(Vec::len).sum();
+    let _ = writeln!(
+        o,
+        "<section id=\"findings\">\n<h2><span class=\"badge k-detected\">{total}</span> Findings by checker</h2>"
+    );
+    for ((checker, kind), mut rows) in groups {
+        rows.sort_by_key(|r| std::cmp::Reverse(r.1.severity));
+        let _ = writeln!(
+            o,
+            "<h3>{} <span class=\"muted\">{}</span> ({})</h3>\n<div class=\"scroll\"><table class=\"procs findings\">\
+             <thead><tr><th>Host</th><th>Severity</th><th>Finding</th><th>Location</th><th>New</th>\
+             <th>Attributes</th></tr></thead><tbody>",
+            esc(checker),
+            esc(kind),
+            rows.len()
+        );
+        for (h, f, new) in rows.iter().take(TABLE_FINDINGS) {
+            let attrs: Vec<String> = f
+                .attributes
+                .iter()
+                .take(16)
+                .map(|(k, v)| format!("{}={}", esc(k), esc(v)))
+                .collect();
+            let new = if *new {
+                "<span class=\"chg new\">NEW</span>"
+            } else {
+                ""
+            };
+            let _ = writeln!(
+                o,
+                "<tr class=\"sev-{sev}\"><td>{host}</td><td>{sev}</td><td class=\"p\">{title}</td>\
+                 <td class=\"p\">{loc}</td><td>{new}</td><td class=\"p\">{attrs}</td></tr>",
+                sev = f.severity.as_str(),
+                host = esc(&h.host),
+                title = esc(&f.title),
+                loc = esc_opt(Some(&f.location)),
+                attrs = attrs.join("<br>"),
+            );
+        }
+        o.push_str("</tbody></table></div>\n");
+        if rows.len() > TABLE_FINDINGS {
+            let _ = writeln!(
+                o,
+                "<p class=\"muted\">{} more not shown (the JSON report and the per-finding CSV list them all).</p>",
+                rows.len() - TABLE_FINDINGS
+            );
+        }
     }
     o.push_str("</section>\n");
 }
@@ -1592,5 +1681,124 @@ mod tests {
         );
         assert!(t.find(">D</i>").unwrap() < t.find(">C</i>").unwrap());
         assert!(t.contains("class=\"k-not_detected now\""));
+    }
+
+    /// Hostile YARA-X output (ANSI and HTML in rule names and paths, invalid UTF-8, a huge
+    /// line, 100k matched files) read by the real parser, then shown by every output:
+    /// bounded by our caps and escaped for each medium.
+    #[test]
+    fn hostile_findings_are_bounded_and_escaped_in_every_output() {
+        let mut out = String::new();
+        out.push_str(
+            "{\"path\":\"/srv/\\u001b[2J<img src=x onerror=alert(1)>.bin\",\"rules\":[{\"identifier\":\"<script>alert(1)</script>\",\"meta\":[[\"author\",\"=HYPERLINK(\\\"http://x\\\")\"]],\"strings\":[{\"identifier\":\"$a\",\"offset\":0,\"match\":\"\\u001b]0;pwned\\u0007\"}]}]}\n",
+        );
+        out.push_str("{\"path\":\"@SUM(1)\",\"rules\":[{\"identifier\":\"=1+1\"}]}\n");
+        for i in 0..100_000 {
+            out.push_str(&format!(
+                "{{\"path\":\"/f/{i}\\u202e\",\"rules\":[{{\"identifier\":\"R{}\"}}]}}\n",
+                i % 7
+            ));
+        }
+        let mut bytes = out.into_bytes();
+        bytes.extend(b"{\"path\":\"\xff\xfe\",\"rules\":[]}\n");
+        bytes.extend(std::iter::repeat_n(b'A', 3_000_000));
+        bytes.push(b'\n');
+        let parsed = crate::parser::yara_x::parse(&bytes);
+        assert_eq!(parsed.findings.len(), 10_000, "{:?}", parsed.warnings);
+        let mut h = host("YARA-1", "detected");
+        h.checker = Some("YARA-X".into());
+        h.change = Some("first_check".into());
+        h.new_findings = parsed.findings.iter().map(|f| f.identity.clone()).collect();
+        h.findings = parsed.findings;
+        h.report_warnings = parsed.warnings;
+        let rep = report(vec![h.clone()]);
+
+        // Terminal: escaped, 20 findings then a count.
+        let table = crate::report::to_table(&rep);
+        assert!(!table.contains('\u{1b}') && !table.contains('\u{202e}'));
+        assert!(
+            table.contains("\\x1b[2J<img"),
+            "{}",
+            &table[..table.len().min(2000)]
+        );
+        assert!(table.contains("... and 9980 more finding(s)"));
+        assert!(table.len() < 20_000, "{}", table.len());
+
+        // CSV per host: one cell, cut below a spreadsheet's limit, no raw control.
+        let csv = crate::report::to_csv(&rep).unwrap();
+        assert_eq!(csv.lines().count(), 2);
+        assert!(csv.len() < 40_000, "{}", csv.len());
+        assert!(
+            csv.contains("more\n") || csv.contains("more\"\n"),
+            "the cut is said"
+        );
+        assert!(!csv.contains('\u{1b}') && !csv.contains('\u{202e}'));
+        // CSV per finding: every finding one row, formula cells neutralised.
+        let rows = crate::report::to_csv_with(
+            &rep,
+            crate::report::CsvOptions {
+                per_finding: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(rows.lines().count(), 1 + 10_000);
+        assert!(!rows.contains('\u{1b}') && !rows.contains('\u{202e}'));
+        assert!(rows.contains(",high,'=1+1,'@SUM(1),"), "{}", &rows[..2000]);
+        let first = rows.lines().nth(1).unwrap();
+        assert!(first.contains(",YARA-X,"), "{first}");
+        assert!(
+            first.contains(",yara_match,high,<script>alert(1)</script>,"),
+            "{first}"
+        );
+        assert!(first.contains(",yes,"), "{first}");
+
+        // JSON: verbatim (JSON-escaped), every finding.
+        let json = crate::report::to_json(&rep).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(v["hosts"][0]["findings"].as_array().unwrap().len(), 10_000);
+        assert!(!json.contains('\u{1b}'));
+
+        // HTML: no markup from the host, bounded tables.
+        let page = to_html(&rep);
+        assert!(!page.contains("<script>alert"), "markup escaped");
+        assert!(!page.contains("<img src=x"));
+        assert!(page.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
+        assert!(!page.contains('\u{1b}') && !page.contains('\u{202e}'));
+        assert!(page.contains(
+            "<h2><span class=\"badge k-detected\">10000</span> Findings by checker</h2>"
+        ));
+        assert!(page.contains("9000 more not shown"));
+        assert!(page.contains("9800 more finding(s) not shown"));
+        assert!(page.len() < 4_000_000, "{}", page.len());
+
+        // Alerts: mail text and webhook JSON bounded, escaped.
+        let alert = crate::notify::Alert::for_run(
+            crate::notify::Kind::NewDetection,
+            &rep,
+            vec![h],
+            std::path::Path::new("/state"),
+            None,
+        );
+        let text = alert.text();
+        assert!(!text.contains('\u{1b}') && !text.contains('\u{202e}'));
+        assert!(text.contains("... and 9980 more finding(s)"));
+        assert!(text.len() < 20_000, "{}", text.len());
+        for format in [
+            crate::notify::config::Format::Generic,
+            crate::notify::config::Format::Slack,
+            crate::notify::config::Format::Teams,
+        ] {
+            let body = alert.webhook_body(format).to_string();
+            assert!(body.len() < 200_000, "{}", body.len());
+        }
+        let generic = alert.webhook_body(crate::notify::config::Format::Generic);
+        let d = &generic["detections"][0];
+        assert_eq!(
+            d["findings"].as_array().map(Vec::len),
+            Some(100),
+            "{generic}"
+        );
+        assert_eq!(d["findings_total"], 10_000);
     }
 }

@@ -387,6 +387,8 @@ pub struct CsvOptions {
     pub bom: bool,
     /// End records with CRLF (RFC 4180, Windows tools) instead of LF.
     pub crlf: bool,
+    /// One row per finding ([`FINDING_CSV_COLUMNS`]) instead of one per host.
+    pub per_finding: bool,
 }
 
 /// The CSV columns, in order (documented in docs/report-formats.md; new
@@ -418,7 +420,84 @@ pub fn to_csv(r: &RunReport) -> Result<String> {
     to_csv_with(r, CsvOptions::default())
 }
 
-/// [`to_csv`] with a BOM and/or CRLF record ends.
+/// The columns of the CSV with one row per finding, in order (documented in
+/// docs/report-formats.md; new columns only ever at the end).
+pub const FINDING_CSV_COLUMNS: &[&str] = &[
+    "run_id",
+    "host",
+    "address",
+    "groups",
+    "ou",
+    "status",
+    "change",
+    "checker",
+    "checker_version",
+    "scan_time",
+    "report_file",
+    "report_sha256",
+    "finding_kind",
+    "finding_severity",
+    "finding_title",
+    "finding_location",
+    "finding_identity",
+    "finding_new",
+    "finding_attributes",
+];
+
+/// One row per finding; a host without findings has one row with the finding cells empty,
+/// so every host of the run is in the file.
+fn findings_csv(r: &RunReport, w: &mut csv::Writer<Vec<u8>>) -> Result<()> {
+    w.write_record(FINDING_CSV_COLUMNS)?;
+    for h in &r.hosts {
+        let host_cells = [
+            r.run.info.id.to_string(),
+            csv_safe(&h.host),
+            csv_safe(h.address.as_deref().unwrap_or("")),
+            csv_safe(&h.groups.join(";")),
+            csv_safe(&h.ou),
+            h.status.clone(),
+            h.change.clone().unwrap_or_default(),
+            csv_safe(h.checker.as_deref().unwrap_or("")),
+            csv_safe(h.checker_version.as_deref().unwrap_or("")),
+            csv_safe(h.scan_time.as_deref().unwrap_or("")),
+            csv_safe(h.report_file.as_deref().unwrap_or("")),
+            h.report_sha256.clone().unwrap_or_default(),
+        ];
+        if h.findings.is_empty() {
+            let mut row = host_cells.to_vec();
+            row.extend(std::iter::repeat_n(String::new(), 7));
+            w.write_record(&row)?;
+            continue;
+        }
+        let is_new: std::collections::HashSet<&str> =
+            h.new_findings.iter().map(String::as_str).collect();
+        for f in &h.findings {
+            let mut row = host_cells.to_vec();
+            let attrs: Vec<String> = f
+                .attributes
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            row.extend([
+                csv_safe(&f.kind),
+                f.severity.as_str().to_string(),
+                csv_safe(&f.title),
+                csv_safe(&f.location),
+                csv_safe(&f.identity),
+                if is_new.contains(f.identity.as_str()) {
+                    "yes".to_string()
+                } else {
+                    "no".to_string()
+                },
+                csv_safe(&attrs.join("; ")),
+            ]);
+            w.write_record(&row)?;
+        }
+    }
+    Ok(())
+}
+
+/// [`to_csv`] with a BOM and/or CRLF record ends, or one row per finding.
 pub fn to_csv_with(r: &RunReport, opts: CsvOptions) -> Result<String> {
     let mut w = csv::WriterBuilder::new()
         .terminator(if opts.crlf {
@@ -427,6 +506,10 @@ pub fn to_csv_with(r: &RunReport, opts: CsvOptions) -> Result<String> {
             csv::Terminator::Any(b'\n')
         })
         .from_writer(Vec::new());
+    if opts.per_finding {
+        findings_csv(r, &mut w)?;
+        return finish_csv(w, opts);
+    }
     w.write_record(CSV_COLUMNS)?;
     for h in &r.hosts {
         let join = |f: &dyn Fn(&Process) -> String| {
@@ -449,15 +532,13 @@ pub fn to_csv_with(r: &RunReport, opts: CsvOptions) -> Result<String> {
             h.report_sha256.clone().unwrap_or_default(),
             csv_safe(&h.ou),
             h.change.clone().unwrap_or_default(),
-            csv_safe(
-                &h.findings
-                    .iter()
-                    .map(finding_text)
-                    .collect::<Vec<_>>()
-                    .join(" | "),
-            ),
+            csv_safe(&findings_cell(&h.findings)),
         ])?;
     }
+    finish_csv(w, opts)
+}
+
+fn finish_csv(w: csv::Writer<Vec<u8>>, opts: CsvOptions) -> Result<String> {
     let bytes = w.into_inner().map_err(|e| anyhow::anyhow!("csv: {e}"))?;
     let text = String::from_utf8_lossy(&bytes);
     Ok(if opts.bom {
@@ -465,6 +546,31 @@ pub fn to_csv_with(r: &RunReport, opts: CsvOptions) -> Result<String> {
     } else {
         text.into_owned()
     })
+}
+
+/// Findings listed per detected host by the terminal table; the rest are counted.
+const TABLE_FINDINGS: usize = 20;
+/// Characters of the per-host CSV's `findings` cell (a spreadsheet cell holds 32,767).
+const FINDINGS_CELL: usize = 30_000;
+
+/// The `findings` cell of the per-host CSV: every finding as [`finding_text`] joined with
+/// ` | `, cut before [`FINDINGS_CELL`] characters with the number left out.
+fn findings_cell(findings: &[Finding]) -> String {
+    let (mut cell, mut chars) = (String::new(), 0usize);
+    for (i, f) in findings.iter().enumerate() {
+        let text = display(&finding_text(f), 2_000);
+        let n = text.chars().count();
+        if chars + n + 3 > FINDINGS_CELL {
+            let _ = write!(cell, " | … {} more", findings.len() - i);
+            break;
+        }
+        if i > 0 {
+            cell.push_str(" | ");
+        }
+        cell.push_str(&text);
+        chars += n + 3;
+    }
+    cell
 }
 
 /// A cell a host controls: control characters escaped (a CSV is often
@@ -528,13 +634,14 @@ pub fn to_table(r: &RunReport) -> String {
             };
             let _ = writeln!(
                 out,
-                "  {marker}{}  [{}]  scan time {}  report {}",
+                "  {marker}{}  [{}]  {}  scan time {}  report {}",
                 display(&h.host, 80),
                 display(&h.groups.join(","), 80),
+                display(h.checker.as_deref().unwrap_or("checker"), 40),
                 display(h.scan_time.as_deref().unwrap_or("?"), 40),
                 display(h.report_file.as_deref().unwrap_or("?"), 120),
             );
-            for f in &h.findings {
+            for f in h.findings.iter().take(TABLE_FINDINGS) {
                 match f.as_process() {
                     Some(p) => {
                         let _ = writeln!(
@@ -550,6 +657,13 @@ pub fn to_table(r: &RunReport) -> String {
                         let _ = writeln!(out, "      {}", display(&finding_text(f), 600));
                     }
                 }
+            }
+            if h.findings.len() > TABLE_FINDINGS {
+                let _ = writeln!(
+                    out,
+                    "      ... and {} more finding(s) (--format json or --csv-rows finding list them all)",
+                    h.findings.len() - TABLE_FINDINGS
+                );
             }
             if h.findings.is_empty() {
                 let _ = writeln!(
@@ -751,7 +865,14 @@ pub fn actions_table(actions: &[crate::store::ActionRecord]) -> String {
 }
 
 fn write_findings(out: &mut String, indent: &str, findings: &[Finding]) {
-    for f in findings {
+    if findings.len() > TABLE_FINDINGS {
+        let _ = writeln!(
+            out,
+            "{indent}{} finding(s), the first {TABLE_FINDINGS}:",
+            findings.len()
+        );
+    }
+    for f in findings.iter().take(TABLE_FINDINGS) {
         match f.as_process() {
             Some(p) => {
                 let _ = writeln!(
@@ -808,5 +929,24 @@ mod tests {
         assert_eq!(csv_safe("\u{200b}=1+1"), "\\u{200b}=1+1");
         assert_eq!(csv_safe("  =1+1"), "'  =1+1");
         assert_eq!(csv_safe("ｗｅｂ"), "ｗｅｂ");
+    }
+
+    #[test]
+    fn history_lists_a_bounded_number_of_findings_escaped() {
+        let f = Finding {
+            kind: "yara_match".into(),
+            title: "R\x1b[2J".into(),
+            location: "/x".into(),
+            ..Default::default()
+        };
+        let mut out = String::new();
+        write_findings(&mut out, "  ", &vec![f; 5000]);
+        assert_eq!(out.lines().count(), 1 + TABLE_FINDINGS);
+        assert!(
+            out.starts_with("  5000 finding(s), the first 20:\n"),
+            "{out}"
+        );
+        assert!(out.contains("high yara_match: R\\x1b[2J @ /x"), "{out}");
+        assert!(!out.contains('\x1b'));
     }
 }
