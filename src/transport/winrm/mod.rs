@@ -27,7 +27,10 @@ mod exec;
 mod private;
 #[allow(dead_code)]
 mod scmr;
+// Not yet reached from `WinConnection`: the SMB-only execution path's mechanism.
 mod shellfs;
+#[allow(dead_code)]
+mod smbexec;
 mod smbfs;
 
 use std::path::Path;

@@ -320,6 +320,15 @@ impl SmbFiles {
         }
     }
 
+    /// `path`'s content, at most `cap` bytes; `Ok(None)` when there is no such file.
+    pub async fn read_if_exists(&mut self, path: &str, cap: u64) -> TResult<Option<Vec<u8>>> {
+        let mut data = Vec::new();
+        Ok(self
+            .stream(path, cap, |chunk| data.extend_from_slice(chunk))
+            .await?
+            .map(|_| data))
+    }
+
     /// Reads `path` chunk by chunk into `sink`: `Ok(None)` when there is no
     /// such file, else the number of bytes read, at most `cap`. The size the
     /// server gives at the open is checked against `cap` before any READ,
