@@ -31,9 +31,14 @@
 //!
 //! The outer `cmd` parses the inner line too; its quote state flips at each
 //! `"` of a quoted path, so the text inside those quotes is outside the outer
-//! quotes. That text therefore may hold no cmd operator: `& | < > ( ) ^` are
-//! refused in the program, arguments and directory (with `" % !`, which
-//! `transport::cmd` refuses for every Windows command).
+//! quotes. Each cmd operator (`& | < > ( ) ^`) the outer `cmd` would see there
+//! gets a `^` ([`outer_escape`]), which the outer `cmd` removes: the inner
+//! one runs the line as written. A checker's usual line has no such operator,
+//! so no caret at all. `" % !` never reach this point (`transport::cmd`
+//! refuses them in every Windows command).
+//!
+//! A cmd line of built-ins (the directory proof of `mkdirs`) runs the same way
+//! in `C:\Windows`.
 //!
 //! The kill service's binary path: `%COMSPEC% /Q /c taskkill /F /T /IM <image>`,
 //! `<image>` the checker's file name. The image name, not a PID: `cmd` has no
@@ -109,42 +114,48 @@ impl Footprint {
     }
 }
 
-/// Refuses what the outer `cmd` would read as an operator (see the module doc).
-fn check_outer(what: &str, s: &str) -> TResult<()> {
-    cmd::check(what, s)?;
-    if let Some(c) = s
-        .chars()
-        .find(|c| matches!(c, '&' | '|' | '<' | '>' | '(' | ')' | '^'))
-    {
-        return Err(TransportError::error(format!(
-            "{what} {} contains {c:?}, which the SMB execution path cannot pass through cmd.exe",
-            crate::sanitize::display(s, 120)
-        )));
+/// Escapes, with `^`, each cmd operator that the outer `cmd` would see outside
+/// its quotes (see the module doc): the outer `cmd` removes the carets and the
+/// inner one gets the line as written. `line` must have balanced quotes.
+pub(super) fn outer_escape(line: &str) -> String {
+    let mut out = String::with_capacity(line.len() + 8);
+    let mut quoted = false;
+    for c in line.chars() {
+        if c == '"' {
+            quoted = !quoted;
+        } else if !quoted && matches!(c, '&' | '|' | '<' | '>' | '(' | ')' | '^') {
+            out.push('^');
+        }
+        out.push(c);
     }
-    Ok(())
+    out
 }
 
-/// The service's binary path running `spec` (the exact form is in the module doc).
-pub(super) fn binary_path(spec: &CommandSpec, fp: &Footprint) -> TResult<String> {
-    check_outer("program", &spec.program)?;
-    for a in &spec.args {
-        check_outer("argument", a)?;
+/// The service's binary path running the cmd line `line` in `cwd` (the exact
+/// form is in the module doc). `line` comes from `transport::cmd` (or is
+/// built from its quoting): no `%`, `!` or unbalanced `"`.
+pub(super) fn binary_path(cwd: &str, line: &str, fp: &Footprint) -> TResult<String> {
+    if line.contains(['%', '!']) || line.chars().filter(|c| *c == '"').count() % 2 != 0 {
+        return Err(TransportError::error(
+            "a command line with %, ! or an unbalanced quote cannot run over SMB",
+        ));
     }
-    check_outer("directory", &spec.cwd)?;
-    let line = cmd::command_line(&spec.program, &spec.args)?;
-    let cwd = cmd::quote_path("directory", &spec.cwd)?;
-    Ok(format!(
-        "%COMSPEC% /Q /c start \"\" /b %COMSPEC% /Q /V:ON /c \"cd /d {cwd} & {line} > {} 2>&1 & \
-         echo !ERRORLEVEL! > {}\"",
+    let cwd = cmd::quote_path("directory", cwd)?;
+    let inner = format!(
+        "\"cd /d {cwd} & {line} > {} 2>&1 & echo !ERRORLEVEL! > {}\"",
         fp.out, fp.rc
+    );
+    Ok(format!(
+        "%COMSPEC% /Q /c start \"\" /b %COMSPEC% /Q /V:ON /c {}",
+        outer_escape(&inner)
     ))
 }
 
 /// The kill service's binary path for a checker at `program`.
 pub(super) fn kill_path(program: &str) -> TResult<String> {
     let image = program.rsplit(['\\', '/']).next().unwrap_or(program);
-    check_outer("program", image)?;
-    if image.is_empty() || image.contains(' ') {
+    cmd::check("program", image)?;
+    if image.is_empty() || image.contains(|c: char| c == ' ' || "&|<>()^".contains(c)) {
         return Err(TransportError::error(format!(
             "cannot end {}: its image name is empty or has a blank",
             crate::sanitize::display(program, 120)
@@ -270,20 +281,47 @@ async fn wait_rc(files: &mut SmbFiles, rc: &str, deadline: Instant) -> TResult<O
     }
 }
 
+/// One command for [`run`].
+pub(super) struct Job<'a> {
+    /// The cmd line (quoted by `transport::cmd`).
+    pub line: &'a str,
+    pub cwd: &'a str,
+    /// The program a timeout ends (by its image name), when the line runs one.
+    pub image: Option<&'a str>,
+    pub timeout: Duration,
+    pub output_cap: usize,
+}
+
+impl<'a> Job<'a> {
+    /// The job of a [`CommandSpec`]; `line` must be its command line.
+    pub fn of(spec: &'a CommandSpec, line: &'a str) -> Job<'a> {
+        Job {
+            line,
+            cwd: &spec.cwd,
+            image: Some(&spec.program),
+            timeout: spec.timeout,
+            output_cap: spec.output_cap,
+        }
+    }
+}
+
 /// Runs `spec` as a one-shot service (see the module doc). `journal` is
 /// awaited before anything is created on the host and must have made
 /// `fp`'s services and files durable in the journal.
 pub(super) async fn run<F>(
     files: &mut SmbFiles,
-    spec: &CommandSpec,
+    spec: &Job<'_>,
     fp: &Footprint,
     journal: impl FnOnce() -> F,
 ) -> TResult<ExecOutcome>
 where
     F: Future<Output = TResult<()>>,
 {
-    let path = binary_path(spec, fp)?;
-    let kill = kill_path(&spec.program)?;
+    let path = binary_path(spec.cwd, spec.line, fp)?;
+    let kill = match spec.image {
+        Some(program) => Some(kill_path(program)?),
+        None => None,
+    };
     let mut scm = bind(files).await?;
     let mgr = match open_manager(&mut scm).await {
         Ok(m) => m,
@@ -292,7 +330,17 @@ where
             return Err(e);
         }
     };
-    let result = run_bound(files, &mut scm, &mgr, spec, fp, &path, &kill, journal).await;
+    let result = run_bound(
+        files,
+        &mut scm,
+        &mgr,
+        spec,
+        fp,
+        &path,
+        kill.as_deref(),
+        journal,
+    )
+    .await;
     // Whatever happened, neither service stays.
     let mut leftover = Vec::new();
     for name in fp.services() {
@@ -314,10 +362,10 @@ async fn run_bound<F>(
     files: &mut SmbFiles,
     scm: &mut Scm<SmbPipe>,
     mgr: &Handle,
-    spec: &CommandSpec,
+    spec: &Job<'_>,
     fp: &Footprint,
     path: &str,
-    kill: &str,
+    kill: Option<&str>,
     journal: impl FnOnce() -> F,
 ) -> TResult<ExecOutcome>
 where
@@ -332,9 +380,12 @@ where
     let code = wait_rc(files, &fp.rc, deadline).await?;
     let timed_out = code.is_none();
     if timed_out {
-        let k = create_and_start(scm, mgr, &fp.kill_service, kill).await?;
-        let _ = scm.delete_service(&k).await;
-        let _ = scm.close(&k).await;
+        // A line of cmd built-ins has no image to end: it is left to finish.
+        if let Some(kill) = kill {
+            let k = create_and_start(scm, mgr, &fp.kill_service, kill).await?;
+            let _ = scm.delete_service(&k).await;
+            let _ = scm.close(&k).await;
+        }
         // The wrapper writes its exit code once its checker is gone: wait
         // for it, so the file is not created after it was removed.
         let _ = wait_rc(files, &fp.rc, Instant::now() + AFTER_KILL).await?;
@@ -368,6 +419,11 @@ mod tests {
         }
     }
 
+    fn path_of(s: &CommandSpec, fp: &Footprint) -> TResult<String> {
+        let line = cmd::command_line(&s.program, &s.args)?;
+        binary_path(&s.cwd, &line, fp)
+    }
+
     #[test]
     fn the_exact_binary_path() {
         let fp = Footprint::new("0123456789abcdef");
@@ -385,7 +441,7 @@ mod tests {
             r"C:\Windows\Temp\pushscan",
         );
         assert_eq!(
-            binary_path(&s, &fp).unwrap(),
+            path_of(&s, &fp).unwrap(),
             r#"%COMSPEC% /Q /c start "" /b %COMSPEC% /Q /V:ON /c "cd /d "C:\Windows\Temp\pushscan" & "C:\Windows\Temp\pushscan\emocheck_x64.exe" /quiet /json /output "C:\Windows\Temp\pushscan\run 1" > C:\Windows\pushscan-0123456789abcdef.out 2>&1 & echo !ERRORLEVEL! > C:\Windows\pushscan-0123456789abcdef.rc""#
         );
         assert_eq!(
@@ -394,19 +450,30 @@ mod tests {
         );
     }
 
+    /// What sits inside a quoted path or argument is outside the outer cmd's quotes: its
+    /// operators get a caret there, and only there.
     #[test]
-    fn what_the_outer_cmd_would_parse_is_refused() {
+    fn operators_the_outer_cmd_would_see_are_escaped_once() {
         let fp = Footprint::new("00");
-        for bad in [
-            "a&b", "a|b", "a>b", "a<b", "(x)", "a^b", "100%", "x!y", "a\"b",
-        ] {
-            let s = spec(r"C:\x.exe", &[bad], r"C:\");
-            assert!(binary_path(&s, &fp).is_err(), "{bad}");
-            let s = spec(&format!(r"C:\{bad}.exe"), &[], r"C:\");
-            assert!(binary_path(&s, &fp).is_err(), "{bad}");
+        let s = spec(r"C:\a&b\x.exe", &["(x)", "a>b"], r"C:\");
+        assert_eq!(
+            path_of(&s, &fp).unwrap(),
+            r#"%COMSPEC% /Q /c start "" /b %COMSPEC% /Q /V:ON /c "cd /d "C:\\" & "C:\a^&b\x.exe" "^(x^)" "a^>b" > C:\Windows\pushscan-00.out 2>&1 & echo !ERRORLEVEL! > C:\Windows\pushscan-00.rc""#
+        );
+        // The directory proof's own quoted operators and parentheses.
+        assert_eq!(
+            outer_escape(r#""icacls "C:\p" /grant:r "*S-1-5-18:(OI)(CI)F" >nul & exit /b 0""#),
+            r#""icacls "C:\p" /grant:r "*S-1-5-18:^(OI^)^(CI^)F" >nul & exit /b 0""#
+        );
+        for bad in ["100%", "x!y"] {
+            assert!(binary_path(r"C:\", bad, &fp).is_err(), "{bad}");
         }
-        assert!(binary_path(&spec(r"C:\x.exe", &[], r"C:\a&b"), &fp).is_err());
+        assert!(
+            binary_path(r"C:\", r#"a "b"#, &fp).is_err(),
+            "unbalanced quote"
+        );
         assert!(kill_path(r"C:\dir\my checker.exe").is_err());
+        assert!(kill_path(r"C:\dir\a&b.exe").is_err());
     }
 
     #[test]
@@ -438,13 +505,12 @@ mod samba {
         let smb = start_samba(Ipv4Addr::new(127, 0, 87, 22));
         let mut files = login(format!("{}:{}", smb.ip, smb.port)).await;
         let journaled = AtomicBool::new(false);
-        let s = CommandSpec {
-            program: r"C:\Windows\Temp\pushscan\emocheck_x64.exe".into(),
-            args: vec!["/quiet".into()],
-            cwd: r"C:\Windows\Temp\pushscan".into(),
+        let s = Job {
+            line: r#""C:\Windows\Temp\pushscan\emocheck_x64.exe" /quiet"#,
+            cwd: r"C:\Windows\Temp\pushscan",
+            image: Some(r"C:\Windows\Temp\pushscan\emocheck_x64.exe"),
             timeout: Duration::from_secs(5),
             output_cap: 1024,
-            not_before: None,
         };
         let fp = Footprint::random().expect("name");
         let e = run(&mut files, &s, &fp, || async {
