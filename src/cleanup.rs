@@ -26,6 +26,7 @@ use crate::plan::HostPlan;
 use crate::playbook::Playbook;
 use crate::store::{self, StoreReader};
 use crate::sweep::{context, Access};
+use crate::transport::winrm::SMB_SERVICE_STEP as SERVICE_STEP;
 
 /// What may be left of ours on one host.
 #[derive(Debug, Clone)]
@@ -33,6 +34,10 @@ pub struct Leftovers {
     pub host: String,
     pub files: Vec<String>,
     pub dirs: Vec<String>,
+    /// What a connection journaled of its own (`Connection::own_intents`) under the step
+    /// `service` (the services and files of commands run over SMB) and no cleanup has
+    /// removed since.
+    pub services: Vec<String>,
 }
 
 /// Computes, from the journal alone, what may be left on each host of a run.
@@ -113,9 +118,28 @@ pub fn leftovers(
             dirs.push(plan.run_dir.clone());
             dirs.push(plan.work_dir.clone());
         }
-        // Directories are only worth a visit together with files to remove.
-        if !files.is_empty() {
-            out.push(Leftovers { host, files, dirs });
+        let services_done: BTreeSet<&str> = mine
+            .iter()
+            .filter(|s| s.step == SERVICE_STEP && s.phase == "done")
+            .flat_map(|s| s.target.as_deref().unwrap_or("").lines())
+            .collect();
+        let mut services: Vec<String> = mine
+            .iter()
+            .filter(|s| s.step == SERVICE_STEP && s.phase == "intent")
+            .flat_map(|s| s.target.as_deref().unwrap_or("").lines())
+            .filter(|t| !t.is_empty() && !services_done.contains(t))
+            .map(str::to_string)
+            .collect();
+        services.sort();
+        services.dedup();
+        // Directories are only worth a visit together with files or services to remove.
+        if !files.is_empty() || !services.is_empty() {
+            out.push(Leftovers {
+                host,
+                files,
+                dirs,
+                services,
+            });
         }
     }
     Ok(out)
@@ -238,6 +262,33 @@ async fn clean_host(ctx: &SweepCtx, plan: &HostPlan, l: &Leftovers) -> Result<()
     let mut conn = connect(ctx, plan)
         .await
         .map_err(|e| format!("connect: {}", e.message))?;
+    // This connection's own commands (over SMB: services) are journaled like a sweep's.
+    let own = conn.own_intents();
+    if !own.is_empty() {
+        if let Err(e) = j.intents(ctx.run_id, &l.host, &own).await {
+            conn.close().await;
+            return Err(format!("journal: {e:#}"));
+        }
+    }
+    // Services first: removing them needs no directory of ours.
+    let mut errors = Vec::new();
+    if !l.services.is_empty() {
+        let targets = l.services.join("\n");
+        match conn.remove_own(SERVICE_STEP, &l.services).await {
+            Ok(()) => j.outcome(ctx.run_id, &l.host, SERVICE_STEP, true, &targets, ""),
+            Err(e) => {
+                j.outcome(
+                    ctx.run_id,
+                    &l.host,
+                    SERVICE_STEP,
+                    false,
+                    &targets,
+                    &e.message,
+                );
+                errors.push(e.message);
+            }
+        }
+    }
     // The same rule as a sweep's: nothing is touched in a directory someone else could
     // have changed since (a link planted at one of our names would be followed otherwise).
     if let Err(e) = conn
@@ -245,11 +296,11 @@ async fn clean_host(ctx: &SweepCtx, plan: &HostPlan, l: &Leftovers) -> Result<()
         .await
     {
         conn.close().await;
-        let detail = format!("nothing removed: {}", e.message);
+        errors.push(format!("nothing removed: {}", e.message));
+        let detail = errors.join("; ");
         j.outcome(ctx.run_id, &l.host, "cleanup", false, &targets, &detail);
         return Err(detail);
     }
-    let mut errors = Vec::new();
     for f in &l.files {
         if let Err(e) = conn.remove_file(f).await {
             errors.push(e.message);
@@ -267,6 +318,15 @@ async fn clean_host(ctx: &SweepCtx, plan: &HostPlan, l: &Leftovers) -> Result<()
             }
             Ok(_) => {}
             Err(e) => errors.push(format!("cannot verify {f}: {}", e.message)),
+        }
+    }
+    // What this cleanup itself ran over SMB is gone too (each command removed its own;
+    // this checks, and marks it so in the journal).
+    for (step, target) in own {
+        let targets = vec![target];
+        match conn.remove_own(step, &targets).await {
+            Ok(()) => j.outcome(ctx.run_id, &l.host, step, true, &targets[0], ""),
+            Err(e) => errors.push(e.message),
         }
     }
     conn.close().await;

@@ -314,10 +314,7 @@ impl WinrmConnector {
                 ));
             }
             let files = smb.await?;
-            return Ok(WinConnection::over_smb(
-                files,
-                "commands over SMB (configured)".into(),
-            ));
+            return WinConnection::over_smb(files, "commands over SMB (configured)".into());
         }
         let client = self.client(t, login)?;
         let host = t.address.clone();
@@ -329,10 +326,10 @@ impl WinrmConnector {
             // WinRM's port closed or silent, SMB open: the host is swept over SMB alone.
             Err(e) if exec == ExecUse::Auto && e.class == HostClass::Unreachable => {
                 return match files {
-                    Ok(f) => Ok(WinConnection::over_smb(
+                    Ok(f) => WinConnection::over_smb(
                         f,
                         format!("commands over SMB (WinRM: {})", e.message),
-                    )),
+                    ),
                     Err(_) => Err(e),
                 };
             }
@@ -360,6 +357,8 @@ impl WinrmConnector {
         }
         Ok(WinConnection {
             remote: Some(remote),
+            seed: String::new(),
+            smb_commands: 0,
             files,
             notes,
             proven: Vec::new(),
@@ -444,6 +443,12 @@ fn smb_host(address: &str) -> String {
 pub struct WinConnection {
     /// `None`: commands run as one-shot services over SMB (`smbexec`).
     remote: Option<exec::Remote>,
+    /// Over SMB: the connection's random name; its commands' services and files are
+    /// `pushscan-<seed>-<n>...` for n below [`MAX_SMB_COMMANDS`], which is what `cleanup`
+    /// looks for once `pushscan-<seed>` is in the journal.
+    seed: String,
+    /// Commands run over SMB so far.
+    smb_commands: usize,
     files: Option<smbfs::SmbFiles>,
     notes: Vec<String>,
     /// Directories shown private in this session (see [`private`]); nothing is written,
@@ -459,16 +464,30 @@ const PROOF_TIMEOUT: Duration = Duration::from_secs(120);
 const PROOF_CAP: usize = 256 * 1024;
 
 impl WinConnection {
-    fn over_smb(files: smbfs::SmbFiles, note: String) -> WinConnection {
-        WinConnection {
+    fn over_smb(files: smbfs::SmbFiles, note: String) -> TResult<WinConnection> {
+        Ok(WinConnection {
             remote: None,
+            seed: smbexec::random_hex()?,
+            smb_commands: 0,
             files: Some(files),
             notes: vec![note],
             proven: Vec::new(),
             refused: Vec::new(),
-        }
+        })
+    }
+
+    /// The footprint of each command a connection with `seed` may have run over SMB.
+    fn footprints(seed: &str) -> impl Iterator<Item = smbexec::Footprint> + '_ {
+        (0..MAX_SMB_COMMANDS).map(move |n| smbexec::Footprint::new(&format!("{seed}-{n}")))
     }
 }
+
+/// The most commands one connection runs over SMB (a sweep runs a few: the directory
+/// proofs and the checker); `cleanup` checks this many names per journaled connection.
+const MAX_SMB_COMMANDS: usize = 32;
+
+/// The journal step naming a connection's services over SMB (`pushscan-<seed>`).
+pub const SMB_SERVICE_STEP: &str = "service";
 
 /// Where commands over SMB run when the caller gives no directory.
 const WINDIR: &str = r"C:\Windows";
@@ -497,7 +516,14 @@ impl WinConnection {
             .files
             .as_mut()
             .ok_or_else(|| TransportError::error("neither WinRM nor SMB on this host"))?;
-        let fp = smbexec::Footprint::random()?;
+        let n = self.smb_commands;
+        if n >= MAX_SMB_COMMANDS {
+            return Err(TransportError::error(format!(
+                "more than {MAX_SMB_COMMANDS} commands over SMB in one connection"
+            )));
+        }
+        self.smb_commands += 1;
+        let fp = smbexec::Footprint::new(&format!("{}-{n}", self.seed));
         let job = smbexec::Job {
             line,
             cwd,
@@ -505,8 +531,8 @@ impl WinConnection {
             timeout,
             output_cap: cap,
         };
-        // The service and file names are not journaled yet: the pipeline has no hook for
-        // intents a connection decides (see docs/windows.md, "Commands over SMB").
+        // `pushscan-<seed>`, which names every service and file of this connection, was
+        // journaled before the first command (`own_intents`).
         smbexec::run(files, &job, &fp, || async { Ok(()) }).await
     }
 
@@ -693,6 +719,76 @@ impl Connection for WinConnection {
         self.notes.clone()
     }
 
+    fn own_intents(&self) -> Vec<(&'static str, String)> {
+        if self.remote.is_some() {
+            return Vec::new();
+        }
+        vec![(
+            SMB_SERVICE_STEP,
+            format!("{}{}", smbexec::SERVICE_PREFIX, self.seed),
+        )]
+    }
+
+    /// Deletes every service (checking ROpenServiceW answers 1060) and file that a connection
+    /// journaled as `pushscan-<seed>` may have left, over SMB whichever way this one runs
+    /// commands.
+    async fn remove_own(&mut self, step: &str, targets: &[String]) -> TResult<()> {
+        if step != SMB_SERVICE_STEP || targets.is_empty() {
+            return Ok(());
+        }
+        let Some(files) = self.files.as_mut() else {
+            return Err(TransportError::error(
+                "the services of commands over SMB need SMB to be removed",
+            ));
+        };
+        let mut seeds = Vec::new();
+        for t in targets {
+            match t.strip_prefix(smbexec::SERVICE_PREFIX) {
+                Some(seed) if !seed.is_empty() && seed.bytes().all(|b| b.is_ascii_hexdigit()) => {
+                    seeds.push(seed.to_string())
+                }
+                _ => {
+                    return Err(TransportError::error(format!(
+                        "journal: {} is not a name pushscan gives services",
+                        crate::sanitize::display(t, 80)
+                    )))
+                }
+            }
+        }
+        let mut scm = smbexec::bind(files).await?;
+        let mgr = match smbexec::open_manager(&mut scm, scmr::SC_MANAGER_CONNECT).await {
+            Ok(m) => m,
+            Err(e) => {
+                scm.into_pipe().close().await;
+                return Err(e);
+            }
+        };
+        let mut errors = Vec::new();
+        for seed in &seeds {
+            for fp in WinConnection::footprints(seed) {
+                for name in fp.services() {
+                    if let Err(e) = smbexec::remove_service(&mut scm, &mgr, name).await {
+                        errors.push(e.message);
+                    }
+                }
+                for f in fp.files() {
+                    // %windir% itself: only administrators create files there, so
+                    // no proof is needed before a delete.
+                    if let Err(e) = files.remove_file(f).await {
+                        errors.push(e.message);
+                    }
+                }
+            }
+        }
+        let _ = scm.close(&mgr).await;
+        scm.into_pipe().close().await;
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(TransportError::error(errors.join("; ")))
+        }
+    }
+
     async fn close(&mut self) {
         if let Some(f) = &mut self.files {
             f.close().await;
@@ -858,5 +954,78 @@ mod tests {
             .err()
             .expect("no WinRM");
         assert_eq!(e.class, HostClass::Unreachable, "{}", e.message);
+    }
+
+    /// `cleanup`'s side of commands over SMB, against a real smbd: from the journaled name
+    /// `pushscan-<seed>` alone, another connection checks every service name the first
+    /// could have used (Samba answers 1060 for each) and deletes the output and exit-code
+    /// files it left in `%windir%` (planted here, read back from the share's directory, not
+    /// from pushscan's word). A name pushscan does not give is refused.
+    #[cfg(unix)]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_later_connection_removes_what_one_over_smb_journaled() {
+        use crate::transport::winrm::smbfs::tests::{start_samba, PASSWORD, USER};
+        let smb = start_samba(std::net::Ipv4Addr::new(127, 0, 87, 24));
+        let text = format!(
+            "all:\n  hosts:\n    w1:\n      ansible_host: {}\n      ansible_connection: winrm\n      \
+             pushscan_smb_port: {}\n      pushscan_exec: smb\n",
+            smb.ip, smb.port
+        );
+        let inv = crate::inventory::parse_yaml(&text, Path::new("inv.yml")).expect("inventory");
+        let t = WinTarget::from_host(inv.hosts.first().expect("host")).expect("target");
+        let login = WinLogin {
+            user: USER.into(),
+            domain: String::new(),
+            password: SecretString::from(PASSWORD),
+        };
+        let connector = WinrmConnector::new(WinrmOptions::default());
+        let probe = r"C:\Windows\Temp\pushscan";
+        let first = connector
+            .connect(&t, &login, probe)
+            .await
+            .expect("over SMB");
+        let own = first.own_intents();
+        assert_eq!(own.len(), 1, "{own:?}");
+        assert_eq!(own[0].0, SMB_SERVICE_STEP);
+        let name = own[0].1.clone();
+        assert!(name.starts_with("pushscan-") && name.len() == 25, "{name}");
+        let windir = smb.c.join("Windows");
+        let planted = [
+            windir.join(format!("{name}-0.out")),
+            windir.join(format!("{name}-0.rc")),
+            windir.join(format!("{name}-{}.out", MAX_SMB_COMMANDS - 1)),
+        ];
+        for p in &planted {
+            std::fs::write(p, b"left by a killed run").expect("plant");
+        }
+        // A file of someone else's beside them stays.
+        let other = windir.join("pushscan-other.out");
+        std::fs::write(&other, b"not ours").expect("plant");
+
+        let mut later = connector
+            .connect(&t, &login, probe)
+            .await
+            .expect("over SMB");
+        later
+            .remove_own(SMB_SERVICE_STEP, std::slice::from_ref(&name))
+            .await
+            .expect("nothing of ours left");
+        for p in &planted {
+            assert!(!p.exists(), "{} is still there", p.display());
+        }
+        assert!(
+            other.exists(),
+            "a file not of this connection's names was removed"
+        );
+        let e = later
+            .remove_own(SMB_SERVICE_STEP, &["pushscan-..\\x".to_string()])
+            .await
+            .expect_err("not a name of ours");
+        assert!(
+            e.message.contains("not a name pushscan gives"),
+            "{}",
+            e.message
+        );
+        later.close().await;
     }
 }

@@ -3,8 +3,9 @@
 //! manager (MS-SCMR over `\PIPE\svcctl`, see [`super::scmr`]), its output and
 //! exit code written to files read back over `ADMIN$`.
 //!
-//! The host's footprint, all named from one per-run name
-//! `pushscan-<16 hex digits>` ([`SERVICE_PREFIX`]):
+//! The host's footprint, all named from one name `pushscan-<id>`
+//! ([`SERVICE_PREFIX`]; `WinConnection` makes `<id>` its own 16 random hex
+//! digits and the command's number, `pushscan-<hex>-<n>`):
 //! - the service `pushscan-<id>` (demand start, LocalSystem, errors ignored),
 //!   created, started, deleted; Windows logs event 7045 when it is installed
 //!   and 7009/7000 when the SCM gives up waiting for it;
@@ -74,6 +75,16 @@ const POLL_MAX: Duration = Duration::from_secs(2);
 /// Windows ignores the machine name over a pipe (Impacket sends the same placeholder).
 const MACHINE: &str = "DUMMY";
 
+/// 16 random hex digits from the operating system's generator.
+pub(super) fn random_hex() -> TResult<String> {
+    let mut b = [0u8; 8];
+    rustls::crypto::ring::default_provider()
+        .secure_random
+        .fill(&mut b)
+        .map_err(|_| TransportError::error("no randomness from the operating system"))?;
+    Ok(hex::encode(b))
+}
+
 /// The names of one command's footprint on the host.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct Footprint {
@@ -97,12 +108,7 @@ impl Footprint {
 
     /// A footprint with a fresh random name.
     pub fn random() -> TResult<Footprint> {
-        let mut b = [0u8; 8];
-        rustls::crypto::ring::default_provider()
-            .secure_random
-            .fill(&mut b)
-            .map_err(|_| TransportError::error("no randomness from the operating system"))?;
-        Ok(Footprint::new(&hex::encode(b)))
+        Ok(Footprint::new(&random_hex()?))
     }
 
     pub fn services(&self) -> [&str; 2] {
@@ -230,9 +236,10 @@ pub(super) async fn remove_service(
     }
 }
 
-/// Opens the SCM of the host with the rights to create and delete services.
-pub(super) async fn open_manager(scm: &mut Scm<SmbPipe>) -> TResult<Handle> {
-    scm.open_manager(MACHINE, scmr::SC_MANAGER_CREATE)
+/// Opens the SCM of the host with `access` (`SC_MANAGER_CREATE` to create services;
+/// deleting one needs only `SC_MANAGER_CONNECT`, the rest is the service's own right).
+pub(super) async fn open_manager(scm: &mut Scm<SmbPipe>, access: u32) -> TResult<Handle> {
+    scm.open_manager(MACHINE, access)
         .await
         .map_err(|e| scm_error("open the service control manager", &e))
 }
@@ -323,7 +330,7 @@ where
         None => None,
     };
     let mut scm = bind(files).await?;
-    let mgr = match open_manager(&mut scm).await {
+    let mgr = match open_manager(&mut scm, scmr::SC_MANAGER_CREATE).await {
         Ok(m) => m,
         Err(e) => {
             scm.into_pipe().close().await;

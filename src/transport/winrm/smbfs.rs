@@ -684,7 +684,7 @@ pub(super) mod tests {
         added_ip: bool,
         pub port: u16,
         /// The host's `C:\`.
-        c: PathBuf,
+        pub c: PathBuf,
         _dir: tempfile::TempDir,
     }
 
