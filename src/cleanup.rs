@@ -357,7 +357,92 @@ fn split_remote(path: &str) -> (&str, &str) {
 
 #[cfg(test)]
 mod tests {
-    use super::split_remote;
+    use super::*;
+    use crate::store::{NewRun, RunHost, Store};
+
+    fn new_run() -> NewRun {
+        NewRun {
+            operator: "op".into(),
+            controller: "ctl".into(),
+            playbook_path: "pb.yml".into(),
+            playbook_name: "pb".into(),
+            playbook_text: String::new(),
+            inventory_path: "inv.yml".into(),
+            inventory_text: String::new(),
+            limit: None,
+            forks: 1,
+            checker_path: "/c".into(),
+            checker_sha256: "0".repeat(64),
+            checker_size: 1,
+            hosts: vec![RunHost {
+                name: "w1".into(),
+                address: "127.0.0.1".into(),
+                port: None,
+                transport: "winrm".into(),
+                groups: Vec::new(),
+                group_paths: Vec::new(),
+                wave: None,
+                wave_partition: None,
+            }],
+            rollout: None,
+        }
+    }
+
+    /// A host whose only leftovers are services journaled by a connection over SMB is still
+    /// visited; a name a cleanup already removed is not taken again.
+    #[tokio::test]
+    async fn journaled_services_are_leftovers_until_a_cleanup_removed_them() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store: Arc<dyn Store> = store::open(dir.path()).expect("store");
+        let run = store.start_run(new_run()).await.expect("run");
+        store
+            .intents(
+                run,
+                "w1",
+                &[
+                    (SERVICE_STEP, "pushscan-00000000000000aa".to_string()),
+                    (SERVICE_STEP, "pushscan-00000000000000bb".to_string()),
+                ],
+            )
+            .await
+            .expect("intents");
+        store.outcome(
+            run,
+            "w1",
+            SERVICE_STEP,
+            true,
+            "pushscan-00000000000000bb",
+            "",
+        );
+        store.close();
+        let pb_text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/playbooks/emocheck.yml"
+        ))
+        .expect("playbook");
+        let pb = Playbook::parse(
+            &pb_text,
+            Path::new(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/playbooks/emocheck.yml"
+            )),
+        )
+        .expect("playbook parses");
+        let inv = inventory::parse_yaml(
+            "all:\n  hosts:\n    w1:\n      ansible_host: 127.0.0.1\n      \
+             ansible_connection: winrm\n      pushscan_exec: smb\n",
+            Path::new("inv.yml"),
+        )
+        .expect("inventory");
+        let reader = store::open_reader(dir.path()).expect("reader");
+        let left = leftovers(&*reader, run, &pb, &inv).expect("leftovers");
+        assert_eq!(left.len(), 1, "{left:?}");
+        assert!(left[0].files.is_empty(), "{left:?}");
+        assert_eq!(
+            left[0].services,
+            vec!["pushscan-00000000000000aa".to_string()]
+        );
+    }
 
     #[test]
     fn splits_both_separators() {
