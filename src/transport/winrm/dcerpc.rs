@@ -496,7 +496,7 @@ impl NdrWriter {
     }
 
     fn align(&mut self, n: usize) {
-        while self.buf.len() % n != 0 {
+        while !self.buf.len().is_multiple_of(n) {
             self.buf.push(0);
         }
     }
@@ -655,7 +655,7 @@ mod tests {
         let sec = b"\\PIPE\\svcctl\0";
         p.extend_from_slice(&(sec.len() as u16).to_le_bytes());
         p.extend_from_slice(sec);
-        while p.len() % 4 != 0 {
+        while !p.len().is_multiple_of(4) {
             p.push(0);
         }
         p.extend_from_slice(&[1, 0, 0, 0]);

@@ -395,7 +395,7 @@ mod tests {
         for x in u {
             b.extend_from_slice(&x.to_le_bytes());
         }
-        while b.len() % 4 != 0 {
+        while !b.len().is_multiple_of(4) {
             b.push(0);
         }
         b

@@ -141,7 +141,7 @@ pub(super) fn outer_escape(line: &str) -> String {
 /// form is in the module doc). `line` comes from `transport::cmd` (or is
 /// built from its quoting): no `%`, `!` or unbalanced `"`.
 pub(super) fn binary_path(cwd: &str, line: &str, fp: &Footprint) -> TResult<String> {
-    if line.contains(['%', '!']) || line.chars().filter(|c| *c == '"').count() % 2 != 0 {
+    if line.contains(['%', '!']) || !line.chars().filter(|c| *c == '"').count().is_multiple_of(2) {
         return Err(TransportError::error(
             "a command line with %, ! or an unbalanced quote cannot run over SMB",
         ));
@@ -384,23 +384,41 @@ where
     // The service's only work was to start the wrapper: it goes now.
     let _ = scm.delete_service(&svc).await;
     let _ = scm.close(&svc).await;
-    let code = wait_rc(files, &fp.rc, deadline).await?;
+    // A failed poll ends the checker like a timeout: nothing of ours keeps running or
+    // writes a file after the removal below.
+    let (code, poll_error) = match wait_rc(files, &fp.rc, deadline).await {
+        Ok(code) => (code, None),
+        Err(e) => (None, Some(e)),
+    };
     let timed_out = code.is_none();
+    let mut errors = Vec::new();
     if timed_out {
         // A line of cmd built-ins has no image to end: it is left to finish.
         if let Some(kill) = kill {
-            let k = create_and_start(scm, mgr, &fp.kill_service, kill).await?;
-            let _ = scm.delete_service(&k).await;
-            let _ = scm.close(&k).await;
+            match create_and_start(scm, mgr, &fp.kill_service, kill).await {
+                Ok(k) => {
+                    let _ = scm.delete_service(&k).await;
+                    let _ = scm.close(&k).await;
+                }
+                Err(e) => errors.push(format!("the checker was not ended: {}", e.message)),
+            }
         }
         // The wrapper writes its exit code once its checker is gone: wait
         // for it, so the file is not created after it was removed.
-        let _ = wait_rc(files, &fp.rc, Instant::now() + AFTER_KILL).await?;
+        let _ = wait_rc(files, &fp.rc, Instant::now() + AFTER_KILL).await;
     }
     let cap = u64::try_from(spec.output_cap).unwrap_or(u64::MAX);
     let stdout = files.read_if_exists(&fp.out, cap).await;
     for f in fp.files() {
-        files.remove_file(f).await?;
+        if let Err(e) = files.remove_file(f).await {
+            errors.push(e.message);
+        }
+    }
+    if let Some(e) = poll_error {
+        return Err(e);
+    }
+    if !errors.is_empty() {
+        return Err(TransportError::error(errors.join("; ")));
     }
     let stdout = stdout?.unwrap_or_default();
     Ok(ExecOutcome {
