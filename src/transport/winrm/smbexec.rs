@@ -32,10 +32,11 @@
 //!
 //! The outer `cmd` parses the inner line too; its quote state flips at each
 //! `"` of a quoted path, so the text inside those quotes is outside the outer
-//! quotes. Each cmd operator (`& | < > ( ) ^`) the outer `cmd` would see there
+//! quotes. Each cmd operator (`& | < > ^`) the outer `cmd` would see there
 //! gets a `^` ([`outer_escape`]), which the outer `cmd` removes: the inner
-//! one runs the line as written. A checker's usual line has no such operator,
-//! so no caret at all. `" % !` never reach this point (`transport::cmd`
+//! one runs the line as written. A checker's usual line and the directory
+//! proof (whose quoted `icacls` grants hold only parentheses) have no such
+//! operator, so no caret at all. `" % !` never reach this point (`transport::cmd`
 //! refuses them in every Windows command).
 //!
 //! A cmd line of built-ins (the directory proof of `mkdirs`) runs the same way
@@ -122,14 +123,16 @@ impl Footprint {
 
 /// Escapes, with `^`, each cmd operator that the outer `cmd` would see outside
 /// its quotes (see the module doc): the outer `cmd` removes the carets and the
-/// inner one gets the line as written. `line` must have balanced quotes.
+/// inner one gets the line as written. Parentheses are left as they are: they
+/// only open or close a block where a command begins, which never happens
+/// inside `start`'s arguments. `line` must have balanced quotes.
 pub(super) fn outer_escape(line: &str) -> String {
     let mut out = String::with_capacity(line.len() + 8);
     let mut quoted = false;
     for c in line.chars() {
         if c == '"' {
             quoted = !quoted;
-        } else if !quoted && matches!(c, '&' | '|' | '<' | '>' | '(' | ')' | '^') {
+        } else if !quoted && matches!(c, '&' | '|' | '<' | '>' | '^') {
             out.push('^');
         }
         out.push(c);
@@ -480,16 +483,15 @@ mod tests {
     #[test]
     fn operators_the_outer_cmd_would_see_are_escaped_once() {
         let fp = Footprint::new("00");
-        let s = spec(r"C:\a&b\x.exe", &["(x)", "a>b"], r"C:\");
+        let s = spec(r"C:\a&b\x.exe", &["(x)", "a>b", "a|b^c"], r"C:\");
         assert_eq!(
             path_of(&s, &fp).unwrap(),
-            r#"%COMSPEC% /Q /c start "" /b %COMSPEC% /Q /V:ON /c "cd /d "C:\\" & "C:\a^&b\x.exe" "^(x^)" "a^>b" > C:\Windows\pushscan-00.out 2>&1 & echo !ERRORLEVEL! > C:\Windows\pushscan-00.rc""#
+            r#"%COMSPEC% /Q /c start "" /b %COMSPEC% /Q /V:ON /c "cd /d "C:\\" & "C:\a^&b\x.exe" "(x)" "a^>b" "a^|b^^c" > C:\Windows\pushscan-00.out 2>&1 & echo !ERRORLEVEL! > C:\Windows\pushscan-00.rc""#
         );
-        // The directory proof's own quoted operators and parentheses.
-        assert_eq!(
-            outer_escape(r#""icacls "C:\p" /grant:r "*S-1-5-18:(OI)(CI)F" >nul & exit /b 0""#),
-            r#""icacls "C:\p" /grant:r "*S-1-5-18:^(OI^)^(CI^)F" >nul & exit /b 0""#
-        );
+        // The directory proof: its operators are all inside the outer quotes, its
+        // parentheses need nothing: no caret.
+        let proof = r#""icacls "C:\p" /grant:r "*S-1-5-18:(OI)(CI)F" >nul & exit /b 0""#;
+        assert_eq!(outer_escape(proof), proof);
         for bad in ["100%", "x!y"] {
             assert!(binary_path(r"C:\", bad, &fp).is_err(), "{bad}");
         }
