@@ -479,6 +479,7 @@ async fn run_async(
                 dir: dir.to_path_buf(),
                 started: 0,
                 smbd_pid: None,
+                dcerpcd_pid: None,
                 serve_pid: None,
                 smbd_conf: PathBuf::new(),
                 smb_port: spec.smb.port,
@@ -505,6 +506,7 @@ async fn run_async(
                     .iter()
                     .map(|h| serve_host(h, &username, &password))
                     .collect(),
+                svcctl_start_timeout_ms: spec.svcctl.start_timeout_ms,
             };
             let server = winrm::Server::bind(serve.server_config())
                 .await
@@ -556,6 +558,9 @@ fn serve_host(h: &LabHost, username: &str, password: &str) -> ServeHost {
         latency_ms: h.latency_ms,
         enabled: h.winrm,
         wine: None,
+        // This WinRM-only view of the fleet runs no smbd, so no svcctl either.
+        smb: false,
+        svcctl: h.svcctl,
     }
 }
 

@@ -34,7 +34,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 use crate::samba::{self, SambaConfig, SambaPaths};
-use crate::spec::{self, HostPlan, ScenarioKind, SmbEncryption, Spec};
+use crate::spec::{self, HostPlan, ScenarioKind, SmbEncryption, Spec, SvcctlMode};
+use crate::svcctl;
 use crate::wine::{self, WineHost, WineSetup};
 use crate::winrm;
 
@@ -105,6 +106,9 @@ pub struct LabHost {
     /// Whether SMB / WinRM answer on the address.
     pub smb: bool,
     pub winrm: bool,
+    /// What its `\\PIPE\\svcctl` does (served, denied, missing).
+    #[serde(default)]
+    pub svcctl: SvcctlMode,
     /// The host's `C:\` (`<lab>/hosts/<ip>/C`).
     pub root: PathBuf,
     /// The switches the simulator passes to the stand-in checker.
@@ -124,6 +128,9 @@ pub struct LabState {
     /// Seconds since the epoch when `up` finished.
     pub started: u64,
     pub smbd_pid: Option<u32>,
+    /// samba-dcerpcd, which serves every pipe but svcctl behind smbd.
+    #[serde(default)]
+    pub dcerpcd_pid: Option<u32>,
     pub serve_pid: Option<u32>,
     pub smbd_conf: PathBuf,
     pub smb_port: u16,
@@ -206,6 +213,13 @@ pub struct ServePlan {
     pub max_processes_per_shell: usize,
     pub idle_timeout_secs: u64,
     pub hosts: Vec<ServeHost>,
+    /// RStartServiceW's wait for a service process (spec `svcctl.start_timeout_ms`).
+    #[serde(default = "default_start_timeout_ms")]
+    pub svcctl_start_timeout_ms: u64,
+}
+
+fn default_start_timeout_ms() -> u64 {
+    crate::svcctl::DEFAULT_START_TIMEOUT_MS
 }
 
 /// One host of the serve plan (see `winrm::SimHost`).
@@ -222,9 +236,49 @@ pub struct ServeHost {
     /// A Wine host: how the simulator runs its commands.
     #[serde(default)]
     pub wine: Option<winrm::wine::WineExec>,
+    /// SMB (and so svcctl) is served on the address.
+    #[serde(default)]
+    pub smb: bool,
+    #[serde(default)]
+    pub svcctl: SvcctlMode,
 }
 
 impl ServePlan {
+    /// The svcctl endpoint's configuration for the lab in `dir`: every host that serves
+    /// SMB, running service processes the way the WinRM simulator runs commands.
+    pub fn svcctl_config(&self, dir: &Path) -> Result<svcctl::Config> {
+        let sim = self.server_config();
+        let limits = winrm::shell::Limits {
+            max_shells_per_user: sim.max_shells_per_user,
+            max_processes_per_shell: sim.max_processes_per_shell,
+            idle_timeout: sim.idle_timeout,
+        };
+        let mut hosts = Vec::new();
+        for (plan, h) in self.hosts.iter().zip(sim.hosts) {
+            if !plan.smb {
+                continue;
+            }
+            let name = h.name.clone();
+            let exec = winrm::shell::HostState::new(h, limits.clone())
+                .with_context(|| format!("host {name}: preparing its directory tree"))?;
+            hosts.push(svcctl::SvcHost {
+                address: plan.address,
+                exec: std::sync::Arc::new(exec),
+                mode: plan.svcctl,
+                username: plan.username.clone(),
+                password: plan.password.clone(),
+            });
+        }
+        let paths = SambaPaths::new(dir);
+        Ok(svcctl::Config {
+            lab_dir: dir.to_path_buf(),
+            socket_dir: paths.rpc,
+            forward_dir: Some(paths.dcerpcd_np),
+            hosts,
+            start_timeout: Duration::from_millis(self.svcctl_start_timeout_ms),
+        })
+    }
+
     /// The simulator's configuration.
     pub fn server_config(&self) -> winrm::ServerConfig {
         let tls = match (&self.tls_cert, &self.tls_key) {
@@ -421,6 +475,7 @@ pub fn up(opts: UpOptions) -> Result<Lab> {
         dir: dir.clone(),
         started: 0,
         smbd_pid: None,
+        dcerpcd_pid: None,
         serve_pid: None,
         smbd_conf: SambaPaths::new(&dir).conf,
         smb_port: spec.smb.port,
@@ -504,7 +559,8 @@ pub(crate) fn lab_host(dir: &Path, h: &HostPlan) -> LabHost {
         groups: h.groups.clone(),
         scenario: h.scenario.kind,
         smb: h.scenario.kind.serves_smb(),
-        winrm: h.scenario.kind.serves_winrm(),
+        winrm: h.scenario.serves_winrm(),
+        svcctl: h.scenario.svcctl,
         root: match &wine {
             Some(w) => w.prefix.join("drive_c"),
             None => host_root(dir, h.address),
@@ -617,6 +673,8 @@ fn start_all(
     let smbd = samba::start(&samba_cfg, &paths, &marker_env)?;
     state.smbd_pid = Some(smbd.pid);
     state.save(dir)?;
+    state.dcerpcd_pid = Some(samba::start_dcerpcd(&paths, &marker_env)?);
+    state.save(dir)?;
 
     // Wine hosts: wineservers, services, computer names, malware (before the simulator, which
     // runs commands in the prefixes).
@@ -656,8 +714,11 @@ fn start_all(
                     (Some(setup), Some(w)) => Some(wine::exec_for(setup, w, dir)),
                     _ => None,
                 },
+                smb: h.smb,
+                svcctl: h.svcctl,
             })
             .collect(),
+        svcctl_start_timeout_ms: spec.svcctl.start_timeout_ms,
     };
     write_private(
         &dir.join(SERVE_PLAN_FILE),
@@ -1016,7 +1077,7 @@ fn leftover_processes(dir: &Path, state: Option<&LabState>) -> Vec<u32> {
     let mut out: Vec<u32> = Vec::new();
     if let Some(state) = state {
         out.extend(
-            [state.smbd_pid, state.serve_pid]
+            [state.smbd_pid, state.dcerpcd_pid, state.serve_pid]
                 .into_iter()
                 .flatten()
                 .filter(|&p| belongs(p)),
@@ -1143,6 +1204,7 @@ fn down_locked(dir: &Path, purge: bool) -> Result<DownReport> {
     for d in paths.runtime_dirs() {
         remove_path(d)?;
     }
+    remove_path(&paths.rpc)?;
     remove_path(&dir.join(SERVE_PLAN_FILE))?;
     remove_path(&dir.join(STATE_FILE))?;
     if purge {
@@ -1319,7 +1381,8 @@ pub fn status(dir: &Path) -> Result<Status> {
     Ok(st)
 }
 
-/// The serve process: runs the WinRM simulator for the lab in `dir` until SIGTERM/SIGINT.
+/// The serve process: runs the WinRM simulator and the svcctl endpoint (`crate::svcctl`) for
+/// the lab in `dir` until SIGTERM/SIGINT.
 pub fn serve(dir: &Path) -> Result<()> {
     let path = dir.join(SERVE_PLAN_FILE);
     let bytes = fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
@@ -1350,7 +1413,18 @@ pub fn serve(dir: &Path) -> Result<()> {
             eprintln!("pushscan-lab serve: stopping");
             let _ = tx.send(true);
         });
-        start_winrm(plan.server_config(), rx).await
+        let svcctl = plan.svcctl_config(dir);
+        let winrm = start_winrm(plan.server_config(), rx.clone());
+        let svcctl = async move {
+            match svcctl {
+                Ok(cfg) => svcctl::serve(cfg, rx)
+                    .await
+                    .context("the svcctl endpoint failed"),
+                Err(e) => Err(e),
+            }
+        };
+        // Either failing ends the serve process (`up` then reports it).
+        tokio::try_join!(winrm, svcctl).map(|_| ())
     })
 }
 

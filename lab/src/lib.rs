@@ -12,5 +12,6 @@ pub mod demo;
 pub mod fleet;
 pub mod samba;
 pub mod spec;
+pub mod svcctl;
 pub mod wine;
 pub mod winrm;

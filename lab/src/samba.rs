@@ -19,6 +19,12 @@
 //! per-address include (`include = <lab>/samba/by-ip/%i.conf`) maps the lab account to an
 //! account that does not exist, so every login there fails with `NT_STATUS_LOGON_FAILURE`
 //! whatever the password, as a host whose password differs does.
+//!
+//! Named pipes on `IPC$` do not reach Samba's own RPC servers directly: with
+//! `rpc start on demand helpers = no` and `external_rpc_pipe:socket_dir = <lab>/samba/rpc`,
+//! smbd hands every pipe to `<lab>/samba/rpc/np/<pipe>`, where the lab's serve process
+//! answers `svcctl` itself ([`crate::svcctl`]) and forwards every other pipe to the
+//! `samba-dcerpcd` started here ([`start_dcerpcd`]), which listens in `<ncalrpc dir>/np`.
 
 use std::fs;
 use std::io::Write as _;
@@ -65,6 +71,13 @@ pub struct SambaPaths {
     /// smbd's own log (`log file`) and its stdout/stderr.
     pub log_file: PathBuf,
     pub console_log: PathBuf,
+    /// `external_rpc_pipe:socket_dir`: smbd connects to `<rpc>/np/<pipe>` for every named
+    /// pipe (the lab's svcctl endpoint listens there and forwards the rest).
+    pub rpc: PathBuf,
+    /// Where samba-dcerpcd listens for the pipes it serves (`<ncalrpc dir>/np`).
+    pub dcerpcd_np: PathBuf,
+    /// samba-dcerpcd's stdout/stderr.
+    pub dcerpcd_log: PathBuf,
 }
 
 impl SambaPaths {
@@ -84,6 +97,9 @@ impl SambaPaths {
             wrong_password_map: root.join("wrong-password.map"),
             log_file: log.join("smbd.log"),
             console_log: log.join("smbd.console.log"),
+            rpc: root.join("rpc"),
+            dcerpcd_np: root.join("pid").join("ncalrpc").join("np"),
+            dcerpcd_log: log.join("samba-dcerpcd.console.log"),
             root,
         }
     }
@@ -141,6 +157,8 @@ pub fn write_config(cfg: &SambaConfig) -> Result<SambaPaths> {
     {
         fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
+    let np = paths.rpc.join("np");
+    fs::create_dir_all(&np).with_context(|| format!("cannot create {}", np.display()))?;
     fs::create_dir_all(&paths.private)
         .with_context(|| format!("cannot create {}", paths.private.display()))?;
     fs::set_permissions(&paths.private, fs::Permissions::from_mode(0o700))
@@ -242,6 +260,8 @@ pub fn write_config(cfg: &SambaConfig) -> Result<SambaPaths> {
          \x20 printcap name = /dev/null\n\
          \x20 disable spoolss = yes\n\
          \x20 max connections = 0\n\
+         \x20 rpc start on demand helpers = no\n\
+         \x20 external_rpc_pipe:socket_dir = {rpc}\n\
          \x20 include = {by_ip}/%i.conf\n\
          \n\
          [ADMIN$]\n\
@@ -276,6 +296,7 @@ pub fn write_config(cfg: &SambaConfig) -> Result<SambaPaths> {
         by_ip = paths.by_ip.display(),
         hosts = hosts.display(),
         user = cfg.username,
+        rpc = paths.rpc.display(),
     );
     check_conf_safe(&cfg.lab_dir)?;
     fs::write(&paths.conf, conf)
@@ -442,6 +463,56 @@ pub fn start(cfg: &SambaConfig, paths: &SambaPaths, env: &[(&str, &str)]) -> Res
                 cfg.port,
                 READY_TIMEOUT
             )));
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// Where Debian and most distributions put samba-dcerpcd (not in PATH).
+const LIBEXEC_DIRS: [&str; 3] = [
+    "/usr/libexec/samba",
+    "/usr/lib/samba",
+    "/usr/local/samba/libexec",
+];
+
+/// Starts samba-dcerpcd for the lab's smb.conf (`--foreground --no-process-group
+/// --libexec-rpcds`, stdin from /dev/null, or it exits) and waits until it listens for
+/// `srvsvc` in [`SambaPaths::dcerpcd_np`]. Returns its pid.
+pub fn start_dcerpcd(paths: &SambaPaths, env: &[(&str, &str)]) -> Result<u32> {
+    let bin = LIBEXEC_DIRS
+        .iter()
+        .map(|d| Path::new(d).join("samba-dcerpcd"))
+        .find(|p| p.is_file())
+        .or_else(|| sys::find_binary("samba-dcerpcd"))
+        .with_context(|| format!("samba-dcerpcd not found in {LIBEXEC_DIRS:?}: {INSTALL_HINT}"))?;
+    let mut cmd = Command::new(&bin);
+    cmd.args([
+        "--foreground",
+        "--no-process-group",
+        "--libexec-rpcds",
+        "--configfile",
+    ])
+    .arg(&paths.conf);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let pid = sys::spawn_detached(cmd, &paths.dcerpcd_log)
+        .with_context(|| format!("cannot start {}", bin.display()))?;
+    let deadline = Instant::now() + READY_TIMEOUT;
+    let srvsvc = paths.dcerpcd_np.join("srvsvc");
+    loop {
+        if srvsvc.exists() {
+            return Ok(pid);
+        }
+        if !sys::alive(pid) || Instant::now() > deadline {
+            sys::kill_tree(&[pid], Duration::from_secs(3));
+            bail!(
+                "samba-dcerpcd (pid {pid}) did not listen on {} within {:?}\n--- {} ---\n{}",
+                srvsvc.display(),
+                READY_TIMEOUT,
+                paths.dcerpcd_log.display(),
+                sys::tail(&paths.dcerpcd_log, 30)
+            );
         }
         std::thread::sleep(Duration::from_millis(25));
     }

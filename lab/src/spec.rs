@@ -59,6 +59,30 @@ pub struct Spec {
     pub winrm: WinrmSpec,
     #[serde(default)]
     pub account: AccountSpec,
+    #[serde(default)]
+    pub svcctl: SvcctlSpec,
+}
+
+/// The lab's service control manager (`\PIPE\svcctl` behind smbd).
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SvcctlSpec {
+    /// How long RStartServiceW waits for a service process that never reports to the SCM
+    /// before it kills it and answers 1053 (Windows: 30000).
+    #[serde(default = "default_start_timeout_ms")]
+    pub start_timeout_ms: u64,
+}
+
+impl Default for SvcctlSpec {
+    fn default() -> Self {
+        SvcctlSpec {
+            start_timeout_ms: default_start_timeout_ms(),
+        }
+    }
+}
+
+fn default_start_timeout_ms() -> u64 {
+    crate::svcctl::DEFAULT_START_TIMEOUT_MS
 }
 
 /// An organisational unit.
@@ -216,6 +240,40 @@ pub struct Scenario {
     /// only; an infected Wine host runs a real (harmless) process named `process`.
     #[serde(default)]
     pub wine: bool,
+    /// `closed`: the host's WinRM port is not served (SMB and svcctl are), as on a Windows
+    /// PC whose WinRM is off (the default on Windows 10 and 11). Default `open` (what the
+    /// kind says).
+    #[serde(default)]
+    pub winrm: WinrmAvailability,
+    /// The host's service control manager over `\PIPE\svcctl`: `served` (default), `denied`
+    /// (OpenSCManager answers access denied: the account is no administrator there) or
+    /// `missing` (the pipe cannot be opened).
+    #[serde(default)]
+    pub svcctl: SvcctlMode,
+}
+
+/// Whether a host's WinRM port is served.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum WinrmAvailability {
+    /// As the scenario kind says.
+    #[default]
+    Open,
+    /// Not served (SMB and svcctl are).
+    Closed,
+}
+
+/// What a host's `\PIPE\svcctl` does.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum SvcctlMode {
+    /// The lab's service control manager (`pushscan_lab::svcctl`).
+    #[default]
+    Served,
+    /// ROpenSCManagerW fails with 5 (access denied).
+    Denied,
+    /// Opening the pipe fails, as when the service does not run.
+    Missing,
 }
 
 /// Processor architecture of a simulated Windows.
@@ -245,7 +303,14 @@ impl Scenario {
             latency_ms: None,
             arch: Arch::X64,
             wine: false,
+            winrm: WinrmAvailability::Open,
+            svcctl: SvcctlMode::Served,
         }
+    }
+
+    /// Whether WinRM answers on the host: the kind allows it and the spec did not close it.
+    pub fn serves_winrm(&self) -> bool {
+        self.kind.serves_winrm() && self.winrm == WinrmAvailability::Open
     }
 
     /// The added WinRM latency.
@@ -534,6 +599,7 @@ impl Default for Spec {
             smb: SmbSpec::default(),
             winrm: WinrmSpec::default(),
             account: AccountSpec::default(),
+            svcctl: SvcctlSpec::default(),
         }
     }
 }
@@ -675,6 +741,20 @@ impl Spec {
         let unique: HashSet<u16> = ports.iter().copied().collect();
         if unique.len() != ports.len() {
             bail!("smb.port, winrm.http_port and winrm.https_port must differ (got {ports:?})");
+        }
+        if self.svcctl.start_timeout_ms == 0 || self.svcctl.start_timeout_ms > 600_000 {
+            bail!(
+                "svcctl.start_timeout_ms {} must be between 1 and 600000",
+                self.svcctl.start_timeout_ms
+            );
+        }
+        for (i, s) in self.scenarios.iter().enumerate() {
+            if s.winrm == WinrmAvailability::Closed && s.kind == ScenarioKind::SmbDown {
+                bail!(
+                    "scenarios[{i}]: winrm: closed on kind {} leaves nothing served",
+                    s.kind
+                );
+            }
         }
         fleet_addresses(self.base_address, self.hosts)?;
         Ok(())
@@ -954,6 +1034,36 @@ mod tests {
         .unwrap_err();
         assert!(
             format!("{err:#}").contains("file name ending in .exe"),
+            "{err:#}"
+        );
+    }
+
+    #[test]
+    fn winrm_closed_and_svcctl_faults_parse() {
+        let spec = Spec::parse(
+            "scenarios:\n  - kind: clean\n    winrm: closed\n  - kind: clean\n    svcctl: denied\n  \
+             - kind: clean\n    svcctl: missing\nsvcctl:\n  start_timeout_ms: 250\n",
+            Path::new("s.yml"),
+        )
+        .unwrap();
+        assert!(!spec.scenarios[0].serves_winrm());
+        assert!(spec.scenarios[1].serves_winrm());
+        assert_eq!(spec.scenarios[1].svcctl, SvcctlMode::Denied);
+        assert_eq!(spec.scenarios[2].svcctl, SvcctlMode::Missing);
+        assert_eq!(spec.svcctl.start_timeout_ms, 250);
+        let err = Spec::parse(
+            "scenarios:\n  - kind: clean\n    svcctl: maybe\n",
+            Path::new("s.yml"),
+        )
+        .unwrap_err();
+        assert!(err.to_string().starts_with("s.yml:3:"), "{err}");
+        let err = Spec::parse(
+            "scenarios:\n  - kind: smb_down\n    winrm: closed\n",
+            Path::new("s.yml"),
+        )
+        .unwrap_err();
+        assert!(
+            format!("{err:#}").contains("leaves nothing served"),
             "{err:#}"
         );
     }

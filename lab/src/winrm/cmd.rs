@@ -21,6 +21,29 @@
 //!   "'x' is not recognized as an internal or external command" (exit 1),
 //!   unless it names an `.exe` of the host tree, which the shell runs.
 //!
+//! * What the shell ([`super::shell`]) adds around them, in the exact forms
+//!   supported (what SMB execution's service wrappers use, see `crate::svcctl`):
+//!   - `%VAR%` expansion when a line is read: the shell's environment, then
+//!     `COMSPEC` (`C:\Windows\system32\cmd.exe`), `SYSTEMROOT`/`WINDIR`
+//!     (`C:\Windows`), `SYSTEMDRIVE`, `PROGRAMDATA`, `COMPUTERNAME`, `USERNAME`,
+//!     `ERRORLEVEL` (and `TEMP`/`TMP` = `C:\Windows\TEMP` in a service); an
+//!     undefined `%X%` stays as written.
+//!   - `cmd [/Q] [/V:ON|/V:OFF] /c LINE` (other switches ignored; `"..."` around
+//!     LINE stripped as cmd does): with `/V:ON`, `!VAR!` and `!ERRORLEVEL!` are
+//!     expanded when each command of LINE runs.
+//!   - `start "TITLE" /b COMMAND` (only `/b`): COMMAND runs detached as a new
+//!     process ([`parse_start`]: `cmd /c` in it parses its rest once, anything
+//!     else is one program with its arguments), outliving the line that started it.
+//!   - a batch file `X.bat`/`X.cmd` of the host tree: its lines run in turn (echo
+//!     off; `rem`, `::` and `@echo off` skipped; at most 256 KiB read).
+//!   - `taskkill [/F] [/T] /PID n` and `taskkill [/F] [/T] /IM name` ([`taskkill`]):
+//!     a real pid of a program the host runs (the lab's process group leader),
+//!     killed with its group; `tasklist /FI "PID eq n" [/NH] [/FO CSV]`
+//!     ([`tasklist`]).
+//!   - redirection to a UNC path of the host's own administrative share
+//!     (`\\NAME\C$\x`, `\\ADDRESS\ADMIN$\x`: [`local_unc`]).
+//!   - `whoami` in a service process prints `nt authority\system`.
+//!
 //! Output is CRLF-terminated like Windows; names and file contents are passed
 //! through as bytes (UTF-8 on this machine), whatever the shell's code page.
 
@@ -362,6 +385,8 @@ pub struct Machine<'a> {
     pub host: &'a str,
     /// Account of the session.
     pub user: &'a str,
+    /// A service process: the account is `NT AUTHORITY\SYSTEM`.
+    pub system: bool,
 }
 
 /// The command name of a segment (lower case, without `.exe` for the
@@ -404,6 +429,201 @@ pub fn is_builtin(name: &str) -> bool {
             | "icacls"
             | "icacls.exe"
     )
+}
+
+/// A UNC path to an administrative share of the host itself (`\\NAME\C$\x`,
+/// `\\ADDRESS\ADMIN$\x`, with the computer name, its address, `localhost` or `127.0.0.1` as
+/// server) as the local path it names (`C:\x`, `C:\Windows\x`). Any other UNC path: None
+/// (the lab's hosts reach no other machine).
+pub fn local_unc(path: &str, host: &str, address: std::net::Ipv4Addr) -> Option<String> {
+    let rest = path.strip_prefix(r"\\")?;
+    let (server, rest) = rest.split_once('\\')?;
+    let (share, rest) = rest.split_once('\\').unwrap_or((rest, ""));
+    let own = server.eq_ignore_ascii_case(host)
+        || server.eq_ignore_ascii_case("localhost")
+        || server == "127.0.0.1"
+        || server == address.to_string();
+    if !own {
+        return None;
+    }
+    let base = if share.eq_ignore_ascii_case("C$") {
+        r"C:\"
+    } else if share.eq_ignore_ascii_case("ADMIN$") {
+        r"C:\Windows\"
+    } else {
+        return None;
+    };
+    Some(format!("{base}{rest}"))
+}
+
+/// `start ["title"] /b COMMAND`: the command line to run detached. Only `/b` (no new
+/// window) is supported, as a service has no desktop to open one on.
+pub fn parse_start(rest: &str) -> Result<String, String> {
+    let mut r = rest.trim_start();
+    if let Some(after) = r.strip_prefix('"') {
+        let end = after
+            .find('"')
+            .ok_or("The system cannot find the file specified.")?;
+        r = after[end + 1..].trim_start();
+    }
+    let mut background = false;
+    while r.starts_with('/') {
+        let end = r.find([' ', '\t']).unwrap_or(r.len());
+        let sw = &r[1..end];
+        if sw.eq_ignore_ascii_case("b") {
+            background = true;
+        } else {
+            return Err(format!(
+                "start /{sw}: the lab's cmd subset supports only `start \"\" /b COMMAND`"
+            ));
+        }
+        r = r[end..].trim_start();
+    }
+    if !background || r.is_empty() {
+        return Err("the lab's cmd subset supports only `start \"\" /b COMMAND`".into());
+    }
+    Ok(r.to_string())
+}
+
+/// `taskkill /F [/T] /PID n` and `taskkill /F [/T] /IM name`, over `procs` (pid, image
+/// name) of the host; `kill` ends one process group (a lab program and what it started,
+/// so `/T` changes nothing). Messages and exit codes are Windows' (128: no such process).
+pub fn taskkill(rest: &str, procs: &[(i32, String)], kill: impl Fn(i32) -> bool) -> Output {
+    let args = split_rest(rest);
+    let mut pids: Vec<String> = Vec::new();
+    let mut images: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < args.len() {
+        let a = args[i].to_ascii_lowercase();
+        match a.as_str() {
+            "/f" | "/t" => {}
+            "/pid" | "/im" => {
+                let Some(v) = args.get(i + 1) else {
+                    return Output::err("ERROR: Invalid syntax. Value expected for '/pid'.\r\n", 1);
+                };
+                if a == "/pid" {
+                    pids.push(v.clone());
+                } else {
+                    images.push(v.clone());
+                }
+                i += 1;
+            }
+            _ => {
+                return Output::err(
+                    &format!("ERROR: Invalid argument/option - '{}'.\r\n", args[i]),
+                    1,
+                )
+            }
+        }
+        i += 1;
+    }
+    if pids.is_empty() && images.is_empty() {
+        return Output::err(
+            "ERROR: Invalid syntax. Neither /FI nor /PID nor /IM were specified.\r\n",
+            1,
+        );
+    }
+    let mut out = Output::default();
+    let mut failed = false;
+    for p in &pids {
+        let found = p
+            .parse::<i32>()
+            .ok()
+            .filter(|pid| procs.iter().any(|(q, _)| q == pid));
+        match found {
+            Some(pid) if kill(pid) => out.stdout.extend_from_slice(
+                format!("SUCCESS: The process with PID {pid} has been terminated.\r\n").as_bytes(),
+            ),
+            _ => {
+                failed = true;
+                out.stderr.extend_from_slice(
+                    format!("ERROR: The process \"{p}\" not found.\r\n").as_bytes(),
+                );
+            }
+        }
+    }
+    for im in &images {
+        let matching: Vec<i32> = procs
+            .iter()
+            .filter(|(_, name)| wildcard_match(im, name))
+            .map(|(pid, _)| *pid)
+            .collect();
+        if matching.is_empty() {
+            failed = true;
+            out.stderr.extend_from_slice(
+                format!("ERROR: The process \"{im}\" not found.\r\n").as_bytes(),
+            );
+        }
+        for pid in matching {
+            if kill(pid) {
+                out.stdout.extend_from_slice(
+                    format!(
+                        "SUCCESS: The process \"{im}\" with PID {pid} has been terminated.\r\n"
+                    )
+                    .as_bytes(),
+                );
+            }
+        }
+    }
+    out.code = if failed { 128 } else { 0 };
+    out
+}
+
+/// `tasklist /FI "PID eq n"` (and `/NH`, `/FO CSV`): the CSV form Windows prints, or its
+/// "No tasks" line.
+pub fn tasklist(rest: &str, procs: &[(i32, String)]) -> Output {
+    let args = split_rest(rest);
+    let mut pid: Option<i32> = None;
+    let mut header = true;
+    let mut i = 0;
+    while i < args.len() {
+        let a = args[i].to_ascii_lowercase();
+        match a.as_str() {
+            "/nh" => header = false,
+            "/fo" => i += 1,
+            "/fi" => {
+                let f = args
+                    .get(i + 1)
+                    .map(|s| s.to_ascii_lowercase())
+                    .unwrap_or_default();
+                let parts: Vec<&str> = f.split_whitespace().collect();
+                match parts.as_slice() {
+                    ["pid", "eq", n] => pid = n.parse().ok().or(Some(-1)),
+                    _ => {
+                        return Output::err(
+                            "ERROR: the lab's cmd subset supports only /FI \"PID eq n\".\r\n",
+                            1,
+                        )
+                    }
+                }
+                i += 1;
+            }
+            _ => {
+                return Output::err(
+                    &format!("ERROR: Invalid argument/option - '{}'.\r\n", args[i]),
+                    1,
+                )
+            }
+        }
+        i += 1;
+    }
+    let rows: Vec<&(i32, String)> = procs
+        .iter()
+        .filter(|(p, _)| pid.is_none_or(|want| want == *p))
+        .collect();
+    if rows.is_empty() {
+        return Output::out("INFO: No tasks are running which match the specified criteria.\r\n");
+    }
+    let mut text = String::new();
+    if header {
+        text.push_str("\"Image Name\",\"PID\",\"Session Name\",\"Session#\",\"Mem Usage\"\r\n");
+    }
+    for (p, name) in rows {
+        text.push_str(&format!(
+            "\"{name}\",\"{p}\",\"Services\",\"0\",\"1,024 K\"\r\n"
+        ));
+    }
+    Output::out(&text)
 }
 
 /// cmd's message for an unknown command.
@@ -512,6 +732,7 @@ pub fn run_builtin(
         "exit" => exit(args),
         "ver" => Output::out("\r\nMicrosoft Windows [Version 10.0.17763.1]\r\n"),
         "hostname" | "hostname.exe" => Output::out(&format!("{}\r\n", machine.host)),
+        "whoami" | "whoami.exe" if machine.system => Output::out("nt authority\\system\r\n"),
         "whoami" | "whoami.exe" => Output::out(&format!(
             "{}\\{}\r\n",
             machine.host.to_lowercase(),
@@ -1231,6 +1452,7 @@ mod tests {
         let m = Machine {
             host: "PC-1",
             user: "lab",
+            system: false,
         };
         run_builtin(&name, rest, &args, tree, cwd, &m)
     }
@@ -1402,6 +1624,57 @@ mod tests {
         assert!(!tree.drive().join("Windows/Temp/a").exists());
         assert_eq!(run(&tree, &mut cwd, r"rmdir /s /q a").code, 2);
         assert_eq!(run(&tree, &mut cwd, "whoami").stdout, b"pc-1\\lab\r\n");
+    }
+
+    #[test]
+    fn service_wrapper_forms() {
+        let ip: std::net::Ipv4Addr = "127.0.10.7".parse().unwrap();
+        assert_eq!(
+            local_unc(r"\\PC-1\C$\__output", "pc-1", ip).as_deref(),
+            Some(r"C:\__output")
+        );
+        assert_eq!(
+            local_unc(r"\\127.0.10.7\ADMIN$\Temp\x", "PC-1", ip).as_deref(),
+            Some(r"C:\Windows\Temp\x")
+        );
+        assert_eq!(local_unc(r"\\OTHER\C$\x", "PC-1", ip), None);
+        assert_eq!(local_unc(r"\\PC-1\D$\x", "PC-1", ip), None);
+        assert_eq!(local_unc(r"C:\x", "PC-1", ip), None);
+
+        assert_eq!(
+            parse_start(r#""" /b C:\w\cmd.exe /Q /c "a & b""#).as_deref(),
+            Ok(r#"C:\w\cmd.exe /Q /c "a & b""#)
+        );
+        assert!(parse_start("notepad.exe").is_err());
+        assert!(parse_start(r#""" /min x.exe"#).is_err());
+
+        let procs = vec![
+            (4242, "checker.exe".to_string()),
+            (77, "other.exe".to_string()),
+        ];
+        let killed = std::cell::RefCell::new(Vec::new());
+        let kill = |pid| {
+            killed.borrow_mut().push(pid);
+            true
+        };
+        let out = taskkill("/F /T /PID 4242", &procs, kill);
+        assert_eq!(out.code, 0);
+        assert!(String::from_utf8_lossy(&out.stdout).contains("PID 4242 has been terminated"));
+        let out = taskkill("/F /PID 9", &procs, kill);
+        assert_eq!(out.code, 128);
+        assert!(String::from_utf8_lossy(&out.stderr).contains("\"9\" not found"));
+        let out = taskkill("/F /IM checker.exe", &procs, kill);
+        assert_eq!(out.code, 0);
+        assert_eq!(*killed.borrow(), [4242, 4242]);
+        assert_eq!(taskkill("/F", &procs, kill).code, 1);
+
+        let out = tasklist(r#"/FI "PID eq 77" /NH /FO CSV"#, &procs);
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "\"other.exe\",\"77\",\"Services\",\"0\",\"1,024 K\"\r\n"
+        );
+        let out = tasklist(r#"/FI "PID eq 5""#, &procs);
+        assert!(String::from_utf8_lossy(&out.stdout).starts_with("INFO: No tasks"));
     }
 
     #[test]

@@ -100,6 +100,9 @@ pub struct HostState {
     /// Counters.
     pub stats: HostStats,
     shells: Mutex<HashMap<String, Arc<Shell>>>,
+    /// Commands started detached (`start "" /b ...`, service processes): kept here so that
+    /// they outlive the command that started them, until they exit or the host shuts down.
+    detached: Mutex<Vec<Arc<Command>>>,
 }
 
 impl std::fmt::Debug for HostState {
@@ -125,6 +128,7 @@ impl HostState {
             limits,
             stats: HostStats::default(),
             shells: Mutex::new(HashMap::new()),
+            detached: Mutex::new(Vec::new()),
         })
     }
 
@@ -139,6 +143,46 @@ impl HostState {
         for s in shells {
             s.terminate_all();
         }
+        let detached: Vec<Arc<Command>> = lock(&self.detached).drain(..).collect();
+        for c in detached {
+            c.terminate();
+        }
+    }
+
+    /// Starts `line` as the process of a Windows service on this host (what the service
+    /// control manager does with a service's binary path): environment variables expanded
+    /// first (the binary path is a `REG_EXPAND_SZ`), run as `NT AUTHORITY\SYSTEM` from
+    /// `C:\Windows\system32` with no console (its output is discarded), detached from the
+    /// caller. The returned command is what [`Command::wait`] and [`Command::terminate`]
+    /// act on; a `start "" /b` inside it outlives it.
+    pub fn start_service_process(self: &Arc<Self>, line: &str) -> Arc<Command> {
+        let ctx = ExecCtx {
+            host: Arc::clone(self),
+            env: Vec::new(),
+            system: true,
+            delayed: false,
+        };
+        let line = expand_vars(&ctx, line, 0);
+        let cwd = paths::parse(r"C:\Windows\system32", &WinPath::root())
+            .unwrap_or_else(|_| WinPath::root());
+        spawn_detached(ctx, cwd, line)
+    }
+
+    /// The real process ids of every program running on this host (process group leaders,
+    /// as `taskkill /PID` sees them) with their image names.
+    fn processes(&self) -> Vec<(i32, String)> {
+        let mut out = Vec::new();
+        let commands: Vec<Arc<Command>> = lock(&self.detached).clone();
+        for c in commands {
+            out.extend(lock(&c.images).iter().cloned());
+        }
+        for shell in lock(&self.shells).values() {
+            for c in lock(&shell.commands).values() {
+                out.extend(lock(&c.images).iter().cloned());
+            }
+        }
+        out.retain(|(pid, _)| process_alive(*pid));
+        out
     }
 
     /// Delete the shells idle for longer than their idle timeout.
@@ -329,19 +373,12 @@ impl HostState {
             .map(str::to_string)
             .unwrap_or_else(|| uuid::Uuid::new_v4().to_string().to_uppercase());
         let (stdin_tx, stdin_rx) = mpsc::channel(STDIN_QUEUE);
-        let command = Arc::new(Command {
-            id: id.clone(),
-            state: Mutex::new(CmdState::default()),
-            changed: Notify::new(),
-            space: Notify::new(),
-            stdin: Mutex::new(Some(stdin_tx)),
-            stdin_pending: Arc::new(AtomicUsize::new(0)),
-            groups: Mutex::new(Vec::new()),
-            runner: Mutex::new(None),
-        });
+        let command = Arc::new(Command::new(id.clone(), Some(stdin_tx), false));
         let ctx = ExecCtx {
             host: Arc::clone(self),
             env: shell.env.clone(),
+            system: false,
+            delayed: false,
         };
         let runner_cmd = Arc::clone(&command);
         let cwd = shell.cwd.clone();
@@ -588,10 +625,58 @@ pub struct Command {
     stdin: Mutex<Option<mpsc::Sender<Vec<u8>>>>,
     stdin_pending: Arc<AtomicUsize>,
     groups: Mutex<Vec<i32>>,
+    /// (pid, image name) of the programs it started, for `taskkill` and `tasklist`.
+    images: Mutex<Vec<(i32, String)>>,
     runner: Mutex<Option<tokio::task::AbortHandle>>,
+    /// Output is dropped (a detached or service process has no console to write to).
+    discard: bool,
 }
 
 impl Command {
+    fn new(id: String, stdin: Option<mpsc::Sender<Vec<u8>>>, discard: bool) -> Command {
+        Command {
+            id,
+            state: Mutex::new(CmdState::default()),
+            changed: Notify::new(),
+            space: Notify::new(),
+            stdin: Mutex::new(stdin),
+            stdin_pending: Arc::new(AtomicUsize::new(0)),
+            groups: Mutex::new(Vec::new()),
+            images: Mutex::new(Vec::new()),
+            runner: Mutex::new(None),
+            discard,
+        }
+    }
+
+    /// The exit code once the command has ended (None while it runs; a terminated command
+    /// ends with 1).
+    pub fn exit_code(&self) -> Option<i32> {
+        let st = lock(&self.state);
+        match (st.exit, st.terminated) {
+            (Some(c), _) => Some(c),
+            (None, true) => Some(1),
+            (None, false) => None,
+        }
+    }
+
+    /// Waits until the command ends, at most `timeout`; its exit code, or None when it still
+    /// runs.
+    pub async fn wait(&self, timeout: Duration) -> Option<i32> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if let Some(c) = self.exit_code() {
+                return Some(c);
+            }
+            tokio::select! {
+                _ = &mut changed => {}
+                _ = tokio::time::sleep_until(deadline) => return self.exit_code(),
+            }
+        }
+    }
+
     fn is_finished(&self) -> bool {
         let st = lock(&self.state);
         st.exit.is_some() || st.terminated
@@ -603,7 +688,7 @@ impl Command {
     }
 
     async fn push(&self, kind: StreamKind, data: Vec<u8>) {
-        if data.is_empty() {
+        if data.is_empty() || self.discard {
             return;
         }
         let mut data = Some(data);
@@ -714,8 +799,9 @@ impl Command {
         }
     }
 
-    /// Kill the whole process tree and stop the runner.
-    fn terminate(&self) {
+    /// Kill the whole process tree and stop the runner (commands it started detached live
+    /// on).
+    pub fn terminate(&self) {
         if let Some(h) = lock(&self.runner).take() {
             h.abort();
         }
@@ -740,9 +826,119 @@ impl Drop for Command {
 }
 
 /// What a command's runner needs from its shell and host.
+#[derive(Clone)]
 struct ExecCtx {
     host: Arc<HostState>,
     env: Vec<(String, String)>,
+    /// Runs as `NT AUTHORITY\SYSTEM` (a service process and what it starts).
+    system: bool,
+    /// `cmd /V:ON`: `!VAR!` is expanded when each command runs.
+    delayed: bool,
+}
+
+/// Most bytes a line may grow to by variable expansion.
+const MAX_EXPANDED_LINE: usize = 32 * 1024;
+/// Most bytes of a batch file run.
+const MAX_BATCH_FILE: u64 = 256 * 1024;
+
+/// The value of environment variable `name` (case-insensitive) as cmd sees it on the host:
+/// the shell's environment first, then the variables every Windows process has.
+fn var_value(ctx: &ExecCtx, name: &str, errorlevel: i32) -> Option<String> {
+    if let Some((_, v)) = ctx.env.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)) {
+        return Some(v.clone());
+    }
+    let upper = name.to_ascii_uppercase();
+    Some(match upper.as_str() {
+        "COMSPEC" => r"C:\Windows\system32\cmd.exe".to_string(),
+        "SYSTEMROOT" | "WINDIR" => r"C:\Windows".to_string(),
+        "SYSTEMDRIVE" => "C:".to_string(),
+        "PROGRAMDATA" => r"C:\ProgramData".to_string(),
+        "TEMP" | "TMP" if ctx.system => r"C:\Windows\TEMP".to_string(),
+        "COMPUTERNAME" => ctx.host.host.name.clone(),
+        "USERNAME" if ctx.system => format!("{}$", ctx.host.host.name),
+        "USERNAME" => ctx.host.host.username.clone(),
+        "ERRORLEVEL" => errorlevel.to_string(),
+        _ => return None,
+    })
+}
+
+/// cmd's `%VAR%` expansion of a line (done when the line is read): a defined variable is
+/// replaced, an undefined one is left as written (as `cmd /c` does), `%%` stays.
+fn expand_vars(ctx: &ExecCtx, line: &str, errorlevel: i32) -> String {
+    expand_with(ctx, line, '%', errorlevel)
+}
+
+fn expand_with(ctx: &ExecCtx, line: &str, mark: char, errorlevel: i32) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut rest = line;
+    while let Some(start) = rest.find(mark) {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 1..];
+        match after.find(mark) {
+            Some(end) if end > 0 && !after[..end].contains([' ', '\t', '"']) => {
+                let name = &after[..end];
+                match var_value(ctx, name, errorlevel) {
+                    Some(v) if out.len() + v.len() <= MAX_EXPANDED_LINE => out.push_str(&v),
+                    _ => {
+                        out.push(mark);
+                        out.push_str(name);
+                        out.push(mark);
+                    }
+                }
+                rest = &after[end + 1..];
+            }
+            _ => {
+                out.push(mark);
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Runs `line` as a new detached process of `ctx`'s host (kept in the host's list until it
+/// ends) and returns it.
+fn spawn_detached(ctx: ExecCtx, cwd: WinPath, line: String) -> Arc<Command> {
+    let host = Arc::clone(&ctx.host);
+    let id = uuid::Uuid::new_v4().to_string().to_uppercase();
+    let command = Arc::new(Command::new(id, None, true));
+    let runner_cmd = Arc::clone(&command);
+    let handle = tokio::spawn(async move {
+        let mut stdin = None;
+        let sink = Sink {
+            out: Dest::Null,
+            err: Dest::Null,
+        };
+        // A new process, not a cmd line: `cmd /c` in it parses its rest once, anything else
+        // is one program with its arguments (as CreateProcess runs it).
+        let code = match ctx.host.host.wine.clone() {
+            Some(wine) => run_wine(&runner_cmd, &ctx, &wine, &line).await,
+            None => {
+                let mut cwd = cwd;
+                run_segment(&runner_cmd, &ctx, &mut cwd, &line, &sink, &mut stdin, 0)
+                    .await
+                    .0
+            }
+        };
+        runner_cmd.finish(code);
+    });
+    *lock(&command.runner) = Some(handle.abort_handle());
+    let mut list = lock(&host.detached);
+    list.retain(|c| !c.is_finished());
+    list.push(Arc::clone(&command));
+    command
+}
+
+/// Whether process `pid` exists (and is not a zombie waiting to be reaped).
+fn process_alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .map(|(_, rest)| !rest.trim_start().starts_with('Z'))
+            .unwrap_or(false),
+        Err(_) => false,
+    }
 }
 
 /// Where a command writes one stream.
@@ -796,6 +992,8 @@ fn redirect(
     inherited: &Sink,
 ) -> Result<Sink, PathError> {
     let open = |path: &str, append: bool| -> Result<Dest, PathError> {
+        let local = cmd::local_unc(path, &host.host.name, host.host.address);
+        let path = local.as_deref().unwrap_or(path);
         let (_, real) = host.tree.resolve(path, cwd, true)?;
         let f = std::fs::OpenOptions::new()
             .create(true)
@@ -835,7 +1033,8 @@ fn run_line<'a>(
     depth: usize,
 ) -> std::pin::Pin<Box<dyn std::future::Future<Output = i32> + Send + 'a>> {
     Box::pin(async move {
-        let segs = match cmd::split_line(line) {
+        let expanded = expand_vars(ctx, line, 0);
+        let segs = match cmd::split_line(&expanded) {
             Ok(s) => s,
             Err(msg) => {
                 write_dest(command, &sink.err, format!("{msg}\r\n").into_bytes()).await;
@@ -849,6 +1048,10 @@ fn run_line<'a>(
                 Op::IfOk if code != 0 => continue,
                 Op::IfFail if code == 0 => continue,
                 _ => {}
+            }
+            let mut seg = seg;
+            if ctx.delayed {
+                seg.text = expand_with(ctx, &seg.text, '!', code);
             }
             let seg_sink = match redirect(&ctx.host, &cwd, &seg, sink) {
                 Ok(s) => s,
@@ -900,6 +1103,71 @@ fn strip_cmd_quotes(host: &HostState, cwd: &WinPath, rest: &str) -> String {
     s
 }
 
+/// Runs a batch file: its lines one by one through [`run_line`] (echo off: lines are not
+/// shown), `exit /b N` ending it; at most [`MAX_BATCH_FILE`] bytes are read.
+async fn run_batch(
+    command: &Arc<Command>,
+    ctx: &ExecCtx,
+    cwd: &mut WinPath,
+    program: &str,
+    sink: &Sink,
+    stdin: &mut Option<mpsc::Receiver<Vec<u8>>>,
+    depth: usize,
+) -> i32 {
+    if depth >= MAX_NESTING {
+        write_dest(command, &sink.err, b"cmd: nesting too deep\r\n".to_vec()).await;
+        return 1;
+    }
+    let real = match ctx.host.tree.resolve(program, cwd, true) {
+        Ok((_, real)) if real.is_file() => real,
+        _ => {
+            let out = cmd::not_recognized(program);
+            write_dest(command, &sink.err, out.stderr).await;
+            return out.code;
+        }
+    };
+    let text = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
+        use std::io::Read as _;
+        let mut buf = Vec::new();
+        std::fs::File::open(real)?
+            .take(MAX_BATCH_FILE)
+            .read_to_end(&mut buf)?;
+        Ok(buf)
+    })
+    .await;
+    let Ok(Ok(text)) = text else {
+        write_dest(command, &sink.err, b"Access is denied.\r\n".to_vec()).await;
+        return 1;
+    };
+    let text = String::from_utf8_lossy(&text).into_owned();
+    let mut code = 0;
+    for raw in text.lines() {
+        let line = raw.trim();
+        let lower = line.to_ascii_lowercase();
+        if line.is_empty()
+            || line.starts_with("::")
+            || lower == "rem"
+            || lower.starts_with("rem ")
+            || lower.trim_start_matches('@') == "echo off"
+        {
+            continue;
+        }
+        let segs_exit = cmd::split_line(line)
+            .map(|segs| {
+                segs.iter().any(|s| {
+                    let (p, _) = cmd::split_program(s.text.trim_start_matches('@'));
+                    p.map(|p| cmd::command_name(&p) == "exit").unwrap_or(false)
+                })
+            })
+            .unwrap_or(false);
+        code = run_line(command, ctx, cwd.clone(), line, sink, stdin, depth + 1).await;
+        if segs_exit {
+            break;
+        }
+    }
+    code
+}
+
 async fn run_segment(
     command: &Arc<Command>,
     ctx: &ExecCtx,
@@ -918,20 +1186,34 @@ async fn run_segment(
     if name == "cmd" || name == "cmd.exe" {
         // Switches up to /c (or /k); the rest is the line to run.
         let mut remaining = rest;
+        let mut inner_ctx = ctx.clone();
         loop {
             let r = remaining.trim_start();
             if r.len() >= 2 && r.starts_with('/') {
                 let sw_end = r.find([' ', '\t']).unwrap_or(r.len());
                 let sw = r[1..sw_end].to_ascii_lowercase();
                 remaining = &r[sw_end..];
+                match sw.as_str() {
+                    "v:on" => inner_ctx.delayed = true,
+                    "v:off" => inner_ctx.delayed = false,
+                    _ => {}
+                }
                 if sw == "c" || sw == "k" {
                     if depth >= MAX_NESTING {
                         write_dest(command, &sink.err, b"cmd: nesting too deep\r\n".to_vec()).await;
                         return (1, false);
                     }
                     let inner = strip_cmd_quotes(&ctx.host, cwd, remaining);
-                    let code =
-                        run_line(command, ctx, cwd.clone(), &inner, sink, stdin, depth + 1).await;
+                    let code = run_line(
+                        command,
+                        &inner_ctx,
+                        cwd.clone(),
+                        &inner,
+                        sink,
+                        stdin,
+                        depth + 1,
+                    )
+                    .await;
                     return (code, false);
                 }
                 continue;
@@ -946,15 +1228,56 @@ async fn run_segment(
         .await;
         return (0, false);
     }
+    if name == "start" {
+        return match cmd::parse_start(rest) {
+            Ok(line) => {
+                spawn_detached(ctx.clone(), cwd.clone(), line);
+                (0, false)
+            }
+            Err(msg) => {
+                write_dest(command, &sink.err, format!("{msg}\r\n").into_bytes()).await;
+                (1, false)
+            }
+        };
+    }
+    if matches!(
+        name.as_str(),
+        "taskkill" | "taskkill.exe" | "tasklist" | "tasklist.exe"
+    ) {
+        let procs = ctx.host.processes();
+        let out = if name.starts_with("taskkill") {
+            cmd::taskkill(rest, &procs, |pid| {
+                // SAFETY: killpg has no memory-safety preconditions; the pid is one of this
+                // host's process group leaders.
+                unsafe { libc::killpg(pid, libc::SIGKILL) == 0 }
+            })
+        } else {
+            cmd::tasklist(rest, &procs)
+        };
+        write_dest(command, &sink.out, out.stdout).await;
+        write_dest(command, &sink.err, out.stderr).await;
+        return (out.code, false);
+    }
+    {
+        let lower = program.to_ascii_lowercase();
+        if lower.ends_with(".bat") || lower.ends_with(".cmd") {
+            return (
+                run_batch(command, ctx, cwd, &program, sink, stdin, depth).await,
+                false,
+            );
+        }
+    }
     if cmd::is_builtin(&name) || name == "echo." {
         let host = Arc::clone(&ctx.host);
         let args = cmd::split_rest(rest);
         let raw = rest.to_string();
         let mut new_cwd = cwd.clone();
+        let system = ctx.system;
         let result = tokio::task::spawn_blocking(move || {
             let machine = Machine {
                 host: &host.host.name,
                 user: &host.host.username,
+                system,
             };
             let out = cmd::run_builtin(&name, &raw, &args, &host.tree, &mut new_cwd, &machine);
             (out, new_cwd)
@@ -1276,6 +1599,11 @@ async fn run_exe(
     if let Some(pid) = child.id() {
         if let Ok(pgid) = i32::try_from(pid) {
             lock(&command.groups).push(pgid);
+            let image = exe
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            lock(&command.images).push((pgid, image));
         }
     }
     let writer = match (child.stdin.take(), stdin.take()) {
