@@ -516,6 +516,9 @@ impl WinConnection {
             .files
             .as_mut()
             .ok_or_else(|| TransportError::error("neither WinRM nor SMB on this host"))?;
+        // A trailing `exit /b 0` (the directory proof's: its status is in its output)
+        // would end the wrapper's cmd before it writes the exit-code file.
+        let line = line.strip_suffix(" & exit /b 0").unwrap_or(line);
         let n = self.smb_commands;
         if n >= MAX_SMB_COMMANDS {
             return Err(TransportError::error(format!(
