@@ -17,27 +17,35 @@
 //!   create files, so no other user can plant or read them.
 //!
 //! The service's binary path, exactly (`<cwd>`, `<program>` and `<args>` as
-//! `transport::cmd` quotes them):
+//! `transport::cmd` quotes them, `<line>` being `"<program>" <args>` or a line
+//! of built-ins):
 //!
 //! ```text
-//! %COMSPEC% /Q /c start "" /b %COMSPEC% /Q /V:ON /c "cd /d "<cwd>" & "<program>" <args> > C:\Windows\pushscan-<id>.out 2>&1 & echo !ERRORLEVEL! > C:\Windows\pushscan-<id>.rc"
+//! %COMSPEC% /Q /c start "" /b %COMSPEC% /Q /V:ON /c "cd /d "<cwd>" & %COMSPEC% /Q /c "<line>" > C:\Windows\pushscan-<id>.out 2>&1 & echo !ERRORLEVEL! > C:\Windows\pushscan-<id>.rc"
 //! ```
 //!
 //! Why this shape: a `cmd.exe` "service" never reports to the SCM, which
 //! kills it after about 30 s and makes RStartServiceW answer 1053
-//! (`ERROR_SERVICE_REQUEST_TIMEOUT`). The outer `cmd` only starts the inner
+//! (`ERROR_SERVICE_REQUEST_TIMEOUT`). The outer `cmd` only starts the middle
 //! one detached (`start "" /b`) and ends, so the checker runs for the whole
-//! playbook timeout and 1053 is expected, not an error. `/V:ON` makes
-//! `!ERRORLEVEL!` the checker's exit code, read after it ended.
+//! playbook timeout and 1053 is expected, not an error. The middle `cmd` runs
+//! the line in an innermost `cmd` whose whole output goes to the `.out` file:
+//! cmd binds a redirection to one command, so `<line> > out` would catch only
+//! the last command of a line of several (the directory proof has many).
+//! `/V:ON` makes `!ERRORLEVEL!` the innermost `cmd`'s exit code, that of the
+//! line's last command, read after it ended.
 //!
-//! The outer `cmd` parses the inner line too; its quote state flips at each
-//! `"` of a quoted path, so the text inside those quotes is outside the outer
-//! quotes. Each cmd operator (`& | < > ^`) the outer `cmd` would see there
-//! gets a `^` ([`outer_escape`]), which the outer `cmd` removes: the inner
-//! one runs the line as written. A checker's usual line and the directory
-//! proof (whose quoted `icacls` grants hold only parentheses) have no such
-//! operator, so no caret at all. `" % !` never reach this point (`transport::cmd`
-//! refuses them in every Windows command).
+//! Each `cmd` flips its quote state at each `"`; a cmd operator is an
+//! operator only outside quotes. The middle part's own operators are where
+//! both readers see them (outside the outer `cmd`'s quotes for `&` after the
+//! cwd, inside them for the redirections: the middle `cmd` reads those).
+//! The cwd's text is outside the outer `cmd`'s quotes: its operators get a
+//! `^` ([`outer_escape`]). Every operator of `<line>` gets one `^`
+//! ([`escape_every_operator`]): its unquoted text is outside the outer
+//! `cmd`'s quotes, which removes that caret; its quoted text is inside them
+//! (a caret there is kept) and outside the middle `cmd`'s, which removes it.
+//! The innermost `cmd` runs the line as written. `" % !` never reach this point
+//! (`transport::cmd` refuses them in every Windows command).
 //!
 //! A cmd line of built-ins (the directory proof of `mkdirs`) runs the same way
 //! in `C:\Windows`.
@@ -122,10 +130,11 @@ impl Footprint {
 }
 
 /// Escapes, with `^`, each cmd operator that the outer `cmd` would see outside
-/// its quotes (see the module doc): the outer `cmd` removes the carets and the
-/// inner one gets the line as written. Parentheses are left as they are: they
-/// only open or close a block where a command begins, which never happens
-/// inside `start`'s arguments. `line` must have balanced quotes.
+/// its quotes (see the module doc; used for the quoted cwd, whose text is
+/// outside the outer `cmd`'s quotes): the outer `cmd` removes the carets and
+/// the middle one gets the text as written. Parentheses are left as they are:
+/// they only open or close a block where a command begins, which never
+/// happens inside `start`'s arguments. `line` must have balanced quotes.
 pub(super) fn outer_escape(line: &str) -> String {
     let mut out = String::with_capacity(line.len() + 8);
     let mut quoted = false;
@@ -150,14 +159,32 @@ pub(super) fn binary_path(cwd: &str, line: &str, fp: &Footprint) -> TResult<Stri
         ));
     }
     let cwd = cmd::quote_path("directory", cwd)?;
-    let inner = format!(
-        "\"cd /d {cwd} & {line} > {} 2>&1 & echo !ERRORLEVEL! > {}\"",
-        fp.out, fp.rc
-    );
     Ok(format!(
-        "%COMSPEC% /Q /c start \"\" /b %COMSPEC% /Q /V:ON /c {}",
-        outer_escape(&inner)
+        "%COMSPEC% /Q /c start \"\" /b %COMSPEC% /Q /V:ON /c \"cd /d {} & %COMSPEC% /Q /c \"{}\" > {} 2>&1 & echo !ERRORLEVEL! > {}\"",
+        outer_escape(&cwd),
+        escape_every_operator(line),
+        fp.out,
+        fp.rc
     ))
+}
+
+/// Escapes, with `^`, every cmd operator (`& | < > ^`) of `line`, quoted or
+/// not. Inside the binary path `line` sits between quotes of its own, so
+/// each part of it is outside the quotes of exactly one of the two `cmd`s
+/// that read it before the innermost one runs it: the line's unquoted text
+/// is outside the outer `cmd`'s quotes (it removes the caret), its quoted
+/// text outside the middle one's (the outer keeps a caret within quotes, the
+/// middle removes it). Each caret is removed once, and the innermost `cmd`
+/// gets the line as written.
+pub(super) fn escape_every_operator(line: &str) -> String {
+    let mut out = String::with_capacity(line.len() + 8);
+    for c in line.chars() {
+        if matches!(c, '&' | '|' | '<' | '>' | '^') {
+            out.push('^');
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// The kill service's binary path for a checker at `program`.
@@ -470,7 +497,7 @@ mod tests {
         );
         assert_eq!(
             path_of(&s, &fp).unwrap(),
-            r#"%COMSPEC% /Q /c start "" /b %COMSPEC% /Q /V:ON /c "cd /d "C:\Windows\Temp\pushscan" & "C:\Windows\Temp\pushscan\emocheck_x64.exe" /quiet /json /output "C:\Windows\Temp\pushscan\run 1" > C:\Windows\pushscan-0123456789abcdef.out 2>&1 & echo !ERRORLEVEL! > C:\Windows\pushscan-0123456789abcdef.rc""#
+            r#"%COMSPEC% /Q /c start "" /b %COMSPEC% /Q /V:ON /c "cd /d "C:\Windows\Temp\pushscan" & %COMSPEC% /Q /c ""C:\Windows\Temp\pushscan\emocheck_x64.exe" /quiet /json /output "C:\Windows\Temp\pushscan\run 1"" > C:\Windows\pushscan-0123456789abcdef.out 2>&1 & echo !ERRORLEVEL! > C:\Windows\pushscan-0123456789abcdef.rc""#
         );
         assert_eq!(
             kill_path(&s.program).unwrap(),
@@ -486,12 +513,14 @@ mod tests {
         let s = spec(r"C:\a&b\x.exe", &["(x)", "a>b", "a|b^c"], r"C:\");
         assert_eq!(
             path_of(&s, &fp).unwrap(),
-            r#"%COMSPEC% /Q /c start "" /b %COMSPEC% /Q /V:ON /c "cd /d "C:\\" & "C:\a^&b\x.exe" "(x)" "a^>b" "a^|b^^c" > C:\Windows\pushscan-00.out 2>&1 & echo !ERRORLEVEL! > C:\Windows\pushscan-00.rc""#
+            r#"%COMSPEC% /Q /c start "" /b %COMSPEC% /Q /V:ON /c "cd /d "C:\\" & %COMSPEC% /Q /c ""C:\a^&b\x.exe" "(x)" "a^>b" "a^|b^^c"" > C:\Windows\pushscan-00.out 2>&1 & echo !ERRORLEVEL! > C:\Windows\pushscan-00.rc""#
         );
-        // The directory proof: its operators are all inside the outer quotes, its
-        // parentheses need nothing: no caret.
-        let proof = r#""icacls "C:\p" /grant:r "*S-1-5-18:(OI)(CI)F" >nul & exit /b 0""#;
-        assert_eq!(outer_escape(proof), proof);
+        // The directory proof: every operator, outside its quotes as inside, gets one
+        // caret; parentheses need nothing.
+        assert_eq!(
+            escape_every_operator(r#"mkdir "C:\p" 2>nul && icacls "C:\p" /grant:r "*S-1-5-18:(OI)(CI)F" >nul"#),
+            r#"mkdir "C:\p" 2^>nul ^&^& icacls "C:\p" /grant:r "*S-1-5-18:(OI)(CI)F" ^>nul"#
+        );
         for bad in ["100%", "x!y"] {
             assert!(binary_path(r"C:\", bad, &fp).is_err(), "{bad}");
         }
