@@ -518,7 +518,9 @@ mod tests {
         // The directory proof: every operator, outside its quotes as inside, gets one
         // caret; parentheses need nothing.
         assert_eq!(
-            escape_every_operator(r#"mkdir "C:\p" 2>nul && icacls "C:\p" /grant:r "*S-1-5-18:(OI)(CI)F" >nul"#),
+            escape_every_operator(
+                r#"mkdir "C:\p" 2>nul && icacls "C:\p" /grant:r "*S-1-5-18:(OI)(CI)F" >nul"#
+            ),
             r#"mkdir "C:\p" 2^>nul ^&^& icacls "C:\p" /grant:r "*S-1-5-18:(OI)(CI)F" ^>nul"#
         );
         for bad in ["100%", "x!y"] {
