@@ -26,6 +26,7 @@ use crate::plan::HostPlan;
 use crate::playbook::Playbook;
 use crate::store::{self, StoreReader};
 use crate::sweep::{context, Access};
+use crate::transport::winrm::SMB_SERVICE_STEP as SERVICE_STEP;
 
 /// What may be left of ours on one host.
 #[derive(Debug, Clone)]
@@ -33,6 +34,10 @@ pub struct Leftovers {
     pub host: String,
     pub files: Vec<String>,
     pub dirs: Vec<String>,
+    /// What a connection journaled of its own (`Connection::own_intents`) under the step
+    /// `service` (the services and files of commands run over SMB) and no cleanup has
+    /// removed since.
+    pub services: Vec<String>,
 }
 
 /// Computes, from the journal alone, what may be left on each host of a run.
@@ -118,9 +123,28 @@ pub fn leftovers(
             dirs.push(plan.run_dir.clone());
             dirs.push(plan.work_dir.clone());
         }
-        // Directories are only worth a visit together with files to remove.
-        if !files.is_empty() {
-            out.push(Leftovers { host, files, dirs });
+        let services_done: BTreeSet<&str> = mine
+            .iter()
+            .filter(|s| s.step == SERVICE_STEP && s.phase == "done")
+            .flat_map(|s| s.target.as_deref().unwrap_or("").lines())
+            .collect();
+        let mut services: Vec<String> = mine
+            .iter()
+            .filter(|s| s.step == SERVICE_STEP && s.phase == "intent")
+            .flat_map(|s| s.target.as_deref().unwrap_or("").lines())
+            .filter(|t| !t.is_empty() && !services_done.contains(t))
+            .map(str::to_string)
+            .collect();
+        services.sort();
+        services.dedup();
+        // Directories are only worth a visit together with files or services to remove.
+        if !files.is_empty() || !services.is_empty() {
+            out.push(Leftovers {
+                host,
+                files,
+                dirs,
+                services,
+            });
         }
     }
     Ok(out)
@@ -243,6 +267,33 @@ async fn clean_host(ctx: &SweepCtx, plan: &HostPlan, l: &Leftovers) -> Result<()
     let mut conn = connect(ctx, plan)
         .await
         .map_err(|e| format!("connect: {}", e.message))?;
+    // This connection's own commands (over SMB: services) are journaled like a sweep's.
+    let own = conn.own_intents();
+    if !own.is_empty() {
+        if let Err(e) = j.intents(ctx.run_id, &l.host, &own).await {
+            conn.close().await;
+            return Err(format!("journal: {e:#}"));
+        }
+    }
+    // Services first: removing them needs no directory of ours.
+    let mut errors = Vec::new();
+    if !l.services.is_empty() {
+        let targets = l.services.join("\n");
+        match conn.remove_own(SERVICE_STEP, &l.services).await {
+            Ok(()) => j.outcome(ctx.run_id, &l.host, SERVICE_STEP, true, &targets, ""),
+            Err(e) => {
+                j.outcome(
+                    ctx.run_id,
+                    &l.host,
+                    SERVICE_STEP,
+                    false,
+                    &targets,
+                    &e.message,
+                );
+                errors.push(e.message);
+            }
+        }
+    }
     // The same rule as a sweep's: nothing is touched in a directory someone else could
     // have changed since (a link planted at one of our names would be followed otherwise).
     if let Err(e) = conn
@@ -250,11 +301,11 @@ async fn clean_host(ctx: &SweepCtx, plan: &HostPlan, l: &Leftovers) -> Result<()
         .await
     {
         conn.close().await;
-        let detail = format!("nothing removed: {}", e.message);
+        errors.push(format!("nothing removed: {}", e.message));
+        let detail = errors.join("; ");
         j.outcome(ctx.run_id, &l.host, "cleanup", false, &targets, &detail);
         return Err(detail);
     }
-    let mut errors = Vec::new();
     for f in &l.files {
         if let Err(e) = conn.remove_file(f).await {
             errors.push(e.message);
@@ -272,6 +323,15 @@ async fn clean_host(ctx: &SweepCtx, plan: &HostPlan, l: &Leftovers) -> Result<()
             }
             Ok(_) => {}
             Err(e) => errors.push(format!("cannot verify {f}: {}", e.message)),
+        }
+    }
+    // What this cleanup itself ran over SMB is gone too (each command removed its own;
+    // this checks, and marks it so in the journal).
+    for (step, target) in own {
+        let targets = vec![target];
+        match conn.remove_own(step, &targets).await {
+            Ok(()) => j.outcome(ctx.run_id, &l.host, step, true, &targets[0], ""),
+            Err(e) => errors.push(e.message),
         }
     }
     conn.close().await;
@@ -302,7 +362,92 @@ fn split_remote(path: &str) -> (&str, &str) {
 
 #[cfg(test)]
 mod tests {
-    use super::split_remote;
+    use super::*;
+    use crate::store::{NewRun, RunHost, Store};
+
+    fn new_run() -> NewRun {
+        NewRun {
+            operator: "op".into(),
+            controller: "ctl".into(),
+            playbook_path: "pb.yml".into(),
+            playbook_name: "pb".into(),
+            playbook_text: String::new(),
+            inventory_path: "inv.yml".into(),
+            inventory_text: String::new(),
+            limit: None,
+            forks: 1,
+            checker_path: "/c".into(),
+            checker_sha256: "0".repeat(64),
+            checker_size: 1,
+            hosts: vec![RunHost {
+                name: "w1".into(),
+                address: "127.0.0.1".into(),
+                port: None,
+                transport: "winrm".into(),
+                groups: Vec::new(),
+                group_paths: Vec::new(),
+                wave: None,
+                wave_partition: None,
+            }],
+            rollout: None,
+        }
+    }
+
+    /// A host whose only leftovers are services journaled by a connection over SMB is still
+    /// visited; a name a cleanup already removed is not taken again.
+    #[tokio::test]
+    async fn journaled_services_are_leftovers_until_a_cleanup_removed_them() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store: Arc<dyn Store> = store::open(dir.path()).expect("store");
+        let run = store.start_run(new_run()).await.expect("run");
+        store
+            .intents(
+                run,
+                "w1",
+                &[
+                    (SERVICE_STEP, "pushscan-00000000000000aa".to_string()),
+                    (SERVICE_STEP, "pushscan-00000000000000bb".to_string()),
+                ],
+            )
+            .await
+            .expect("intents");
+        store.outcome(
+            run,
+            "w1",
+            SERVICE_STEP,
+            true,
+            "pushscan-00000000000000bb",
+            "",
+        );
+        store.close();
+        let pb_text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/playbooks/emocheck.yml"
+        ))
+        .expect("playbook");
+        let pb = Playbook::parse(
+            &pb_text,
+            Path::new(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/playbooks/emocheck.yml"
+            )),
+        )
+        .expect("playbook parses");
+        let inv = inventory::parse_yaml(
+            "all:\n  hosts:\n    w1:\n      ansible_host: 127.0.0.1\n      \
+             ansible_connection: winrm\n      pushscan_exec: smb\n",
+            Path::new("inv.yml"),
+        )
+        .expect("inventory");
+        let reader = store::open_reader(dir.path()).expect("reader");
+        let left = leftovers(&*reader, run, &pb, &inv).expect("leftovers");
+        assert_eq!(left.len(), 1, "{left:?}");
+        assert!(left[0].files.is_empty(), "{left:?}");
+        assert_eq!(
+            left[0].services,
+            vec!["pushscan-00000000000000aa".to_string()]
+        );
+    }
 
     #[test]
     fn splits_both_separators() {

@@ -257,6 +257,7 @@ async fn steps(
     if !remove_after.is_empty() {
         intents.push(("remove", remove_after.join("\n")));
     }
+    intents.extend(conn.own_intents());
     j.intents(run_id, host, &intents)
         .await
         .map_err(Failure::journal)?;

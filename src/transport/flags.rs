@@ -48,6 +48,10 @@ pub struct ConnArgs {
     /// (auto), or always through WinRM (off).
     #[arg(long, value_enum, default_value = "auto")]
     pub smb: SmbArg,
+    /// Commands to Windows hosts: over WinRM, or, when its port is closed, as a one-shot
+    /// service over SMB (auto, or each host's pushscan_exec); winrm or smb for every host.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub exec: ExecArg,
     /// SMB3 encryption: used whenever the server supports it (desired), or
     /// required (a host that cannot encrypt falls back to WinRM transfers).
     #[arg(long, value_enum, default_value = "desired")]
@@ -64,6 +68,13 @@ pub struct ConnArgs {
 pub enum SmbArg {
     Auto,
     Off,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum ExecArg {
+    Auto,
+    Winrm,
+    Smb,
 }
 
 #[derive(Clone, Copy, ValueEnum)]

@@ -333,6 +333,19 @@ pub trait Connection: Send {
         Vec::new()
     }
 
+    /// What this connection may itself create on the host besides the caller's paths, as
+    /// journal intents `(step, target)` to commit before its first command: a Windows host
+    /// reached over SMB alone runs each command as a service with files of its own.
+    fn own_intents(&self) -> Vec<(&'static str, String)> {
+        Vec::new()
+    }
+
+    /// Removes what an earlier connection's [`own_intents`](Connection::own_intents) named
+    /// for `step` (`targets`, from the journal) and checks that it is gone.
+    async fn remove_own(&mut self, _step: &str, _targets: &[String]) -> TResult<()> {
+        Ok(())
+    }
+
     /// Closes the connection politely.
     async fn close(&mut self);
 }

@@ -10,9 +10,11 @@ use async_trait::async_trait;
 use secrecy::SecretString;
 
 use super::credentials::{self, Account, Credential, CredentialStore};
-use super::{shellfs, ShareMode, SmbUse, WinLogin, WinTarget, WinrmConnector, WinrmOptions};
+use super::{
+    shellfs, ExecUse, ShareMode, SmbUse, WinLogin, WinTarget, WinrmConnector, WinrmOptions,
+};
 use crate::exit::{self, Fail};
-use crate::transport::flags::{SmbArg, SmbEncArg};
+use crate::transport::flags::{ExecArg, SmbArg, SmbEncArg};
 use crate::transport::{
     ConnArgs, Connection, Connector, Described, Entry, HostInfo, HostTarget, InventoryVars,
     Options, Shell, TResult, TransportError,
@@ -47,12 +49,18 @@ fn plan_target(host: &dyn HostInfo) -> Result<Arc<dyn HostTarget>, String> {
 impl HostTarget for WinTarget {
     fn describe(&self) -> Described {
         Described {
-            transport: if self.https {
-                "winrm-https"
-            } else {
-                ENTRY.name
+            // An `auto` host shows its WinRM: whether its port is closed (and commands then
+            // go over SMB) is only known at connection time, and said in the host's notes.
+            transport: match (self.exec, self.https) {
+                (ExecUse::Smb, _) => "smb-exec",
+                (_, true) => "winrm-https",
+                (_, false) => ENTRY.name,
             },
-            port: Some(self.port),
+            port: Some(if self.exec == ExecUse::Smb {
+                self.smb_port
+            } else {
+                self.port
+            }),
             files: Some(match self.smb {
                 SmbUse::Off => "winrm only (smb off)".to_string(),
                 SmbUse::Auto => format!(
@@ -131,6 +139,11 @@ fn options(a: &ConnArgs, prompted: Option<&SecretString>) -> Result<Arc<dyn Opti
             ca_pem,
             insecure: a.insecure_skip_tls_verify,
             connect_timeout: a.connect_timeout,
+            exec: match a.exec {
+                ExecArg::Auto => ExecUse::Auto,
+                ExecArg::Winrm => ExecUse::WinRm,
+                ExecArg::Smb => ExecUse::Smb,
+            },
             smb: match a.smb {
                 SmbArg::Auto => SmbUse::Auto,
                 SmbArg::Off => SmbUse::Off,

@@ -19,10 +19,18 @@
 //! line, in a log, the journal or a report.
 
 pub mod credentials;
+// Items the SMB execution path has not called yet are kept: they are its protocol.
+#[allow(dead_code)]
+mod dcerpc;
 mod entry;
 mod exec;
 mod private;
+#[allow(dead_code)]
+mod scmr;
+// Not yet reached from `WinConnection`: the SMB-only execution path's mechanism.
 mod shellfs;
+#[allow(dead_code)]
+mod smbexec;
 mod smbfs;
 
 use std::path::Path;
@@ -34,6 +42,7 @@ use winrm_rs::{AuthMethod, EncryptionMode, WinrmClient, WinrmConfig, WinrmCreden
 
 use super::{cmd, HostInfo};
 use super::{CommandSpec, Connection, ExecOutcome, RemoteEntry, TResult, TransportError};
+use crate::model::HostClass;
 pub use entry::ENTRY;
 pub use smbfs::ShareMode;
 
@@ -73,6 +82,16 @@ pub enum SmbUse {
     Off,
 }
 
+/// How commands reach the host (`pushscan_exec`, `--exec`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExecUse {
+    /// WinRM when it answers; over SMB (a one-shot service) when its port is closed.
+    Auto,
+    WinRm,
+    /// Over SMB only: WinRM is not contacted.
+    Smb,
+}
+
 /// Everything about reaching one Windows host, from its inventory vars.
 #[derive(Debug, Clone)]
 pub struct WinTarget {
@@ -85,6 +104,7 @@ pub struct WinTarget {
     pub share: ShareMode,
     pub smb_port: u16,
     pub smb: SmbUse,
+    pub exec: ExecUse,
 }
 
 impl WinTarget {
@@ -181,6 +201,18 @@ impl WinTarget {
             Some("off") | Some("false") => SmbUse::Off,
             Some(other) => return Err(format!("pushscan_smb {other:?}: use auto or off")),
         };
+        let exec = match var("pushscan_exec")
+            .map(|s| s.to_ascii_lowercase())
+            .as_deref()
+        {
+            None | Some("auto") => ExecUse::Auto,
+            Some("winrm") => ExecUse::WinRm,
+            Some("smb") => ExecUse::Smb,
+            Some(other) => return Err(format!("pushscan_exec {other:?}: use auto, winrm or smb")),
+        };
+        if exec == ExecUse::Smb && smb == SmbUse::Off {
+            return Err("pushscan_exec smb needs SMB: pushscan_smb is off".into());
+        }
         Ok(WinTarget {
             address: host.address().to_string(),
             port,
@@ -190,6 +222,7 @@ impl WinTarget {
             share,
             smb_port,
             smb,
+            exec,
         })
     }
 }
@@ -214,6 +247,8 @@ pub struct WinrmOptions {
     pub smb: SmbUse,
     /// Refuse SMB sessions the server does not encrypt.
     pub smb_require_encryption: bool,
+    /// `--exec`: `Auto` leaves it to each host's `pushscan_exec`.
+    pub exec: ExecUse,
 }
 
 impl Default for WinrmOptions {
@@ -224,6 +259,7 @@ impl Default for WinrmOptions {
             connect_timeout: Duration::from_secs(10),
             smb: SmbUse::Auto,
             smb_require_encryption: false,
+            exec: ExecUse::Auto,
         }
     }
 }
@@ -248,10 +284,7 @@ impl WinrmConnector {
         login: &WinLogin,
         probe: &str,
     ) -> TResult<WinConnection> {
-        let client = self.client(t, login)?;
-        let host = t.address.clone();
-        let limit = self.opts.connect_timeout + Duration::from_secs(30);
-        let winrm = exec::Remote::open(client, host, limit);
+        let exec = self.exec_use(t);
         let want_smb = t.smb == SmbUse::Auto && self.opts.smb == SmbUse::Auto;
         let smb = async {
             if !want_smb {
@@ -274,8 +307,34 @@ impl WinrmConnector {
             )
             .await
         };
+        if exec == ExecUse::Smb {
+            if !want_smb {
+                return Err(TransportError::error(
+                    "commands over SMB (--exec smb / pushscan_exec smb) but SMB is off",
+                ));
+            }
+            let files = smb.await?;
+            return WinConnection::over_smb(files, "commands over SMB (configured)".into());
+        }
+        let client = self.client(t, login)?;
+        let host = t.address.clone();
+        let limit = self.opts.connect_timeout + Duration::from_secs(30);
+        let winrm = exec::Remote::open(client, host, limit);
         let (remote, files) = tokio::join!(winrm, smb);
-        let remote = remote?;
+        let remote = match remote {
+            Ok(r) => r,
+            // WinRM's port closed or silent, SMB open: the host is swept over SMB alone.
+            Err(e) if exec == ExecUse::Auto && e.class == HostClass::Unreachable => {
+                return match files {
+                    Ok(f) => WinConnection::over_smb(
+                        f,
+                        format!("commands over SMB (WinRM: {})", e.message),
+                    ),
+                    Err(_) => Err(e),
+                };
+            }
+            Err(e) => return Err(e),
+        };
         let mut notes = Vec::new();
         let files = match files {
             Ok(f) => {
@@ -297,12 +356,22 @@ impl WinrmConnector {
             notes.push("TLS certificate NOT verified".into());
         }
         Ok(WinConnection {
-            remote,
+            remote: Some(remote),
+            seed: String::new(),
+            smb_commands: 0,
             files,
             notes,
             proven: Vec::new(),
             refused: Vec::new(),
         })
+    }
+
+    /// `--exec winrm|smb` applies to every host; `--exec auto` leaves it to `pushscan_exec`.
+    fn exec_use(&self, t: &WinTarget) -> ExecUse {
+        match self.opts.exec {
+            ExecUse::Auto => t.exec,
+            forced => forced,
+        }
     }
 
     fn client(&self, t: &WinTarget, login: &WinLogin) -> TResult<WinrmClient> {
@@ -369,9 +438,17 @@ fn smb_host(address: &str) -> String {
     }
 }
 
-/// One Windows host: a WinRM shell and, when available, an SMB session.
+/// One Windows host: a WinRM shell and, when available, an SMB session; or,
+/// when commands run over SMB ([`ExecUse`]), the SMB session alone.
 pub struct WinConnection {
-    remote: exec::Remote,
+    /// `None`: commands run as one-shot services over SMB (`smbexec`).
+    remote: Option<exec::Remote>,
+    /// Over SMB: the connection's random name; its commands' services and files are
+    /// `pushscan-<seed>-<n>...` for n below [`MAX_SMB_COMMANDS`], which is what `cleanup`
+    /// looks for once `pushscan-<seed>` is in the journal.
+    seed: String,
+    /// Commands run over SMB so far.
+    smb_commands: usize,
     files: Option<smbfs::SmbFiles>,
     notes: Vec<String>,
     /// Directories shown private in this session (see [`private`]); nothing is written,
@@ -387,6 +464,81 @@ const PROOF_TIMEOUT: Duration = Duration::from_secs(120);
 const PROOF_CAP: usize = 256 * 1024;
 
 impl WinConnection {
+    fn over_smb(files: smbfs::SmbFiles, note: String) -> TResult<WinConnection> {
+        Ok(WinConnection {
+            remote: None,
+            seed: smbexec::random_hex()?,
+            smb_commands: 0,
+            files: Some(files),
+            notes: vec![note],
+            proven: Vec::new(),
+            refused: Vec::new(),
+        })
+    }
+
+    /// The footprint of each command a connection with `seed` may have run over SMB.
+    fn footprints(seed: &str) -> impl Iterator<Item = smbexec::Footprint> + '_ {
+        (0..MAX_SMB_COMMANDS).map(move |n| smbexec::Footprint::new(&format!("{seed}-{n}")))
+    }
+}
+
+/// The most commands one connection runs over SMB (a sweep runs a few: the directory
+/// proofs and the checker); `cleanup` checks this many names per journaled connection.
+const MAX_SMB_COMMANDS: usize = 32;
+
+/// The journal step naming a connection's services over SMB (`pushscan-<seed>`).
+pub const SMB_SERVICE_STEP: &str = "service";
+
+/// Where commands over SMB run when the caller gives no directory.
+const WINDIR: &str = r"C:\Windows";
+
+impl WinConnection {
+    /// The WinRM shell, for the transfers that go through it.
+    fn shell(&self) -> TResult<&exec::Remote> {
+        self.remote
+            .as_ref()
+            .ok_or_else(|| TransportError::error("no WinRM shell on this host (commands over SMB)"))
+    }
+
+    /// Runs a cmd line: in the WinRM shell, or as a one-shot service over SMB.
+    async fn run_line(
+        &mut self,
+        cwd: &str,
+        line: &str,
+        image: Option<&str>,
+        timeout: Duration,
+        cap: usize,
+    ) -> TResult<ExecOutcome> {
+        if let Some(r) = &self.remote {
+            return r.run(line, timeout, cap).await;
+        }
+        let files = self
+            .files
+            .as_mut()
+            .ok_or_else(|| TransportError::error("neither WinRM nor SMB on this host"))?;
+        // A trailing `exit /b 0` (the directory proof's: its status is in its output)
+        // would end the wrapper's cmd before it writes the exit-code file.
+        let line = line.strip_suffix(" & exit /b 0").unwrap_or(line);
+        let n = self.smb_commands;
+        if n >= MAX_SMB_COMMANDS {
+            return Err(TransportError::error(format!(
+                "more than {MAX_SMB_COMMANDS} commands over SMB in one connection"
+            )));
+        }
+        self.smb_commands += 1;
+        let fp = smbexec::Footprint::new(&format!("{}-{n}", self.seed));
+        let job = smbexec::Job {
+            line,
+            cwd,
+            image,
+            timeout,
+            output_cap: cap,
+        };
+        // `pushscan-<seed>`, which names every service and file of this connection, was
+        // journaled before the first command (`own_intents`).
+        smbexec::run(files, &job, &fp, || async { Ok(()) }).await
+    }
+
     fn is_proven(&self, dir: &str) -> bool {
         let d = dir.replace('/', "\\");
         let d = d.trim_end_matches('\\');
@@ -398,7 +550,9 @@ impl WinConnection {
     /// the host showed.
     async fn prove(&mut self, dirs: &[String], create: &[String]) -> TResult<Vec<String>> {
         let line = private::command(dirs, create)?;
-        let out = self.remote.run(&line, PROOF_TIMEOUT, PROOF_CAP).await?;
+        let out = self
+            .run_line(WINDIR, &line, None, PROOF_TIMEOUT, PROOF_CAP)
+            .await?;
         if out.timed_out || out.truncated_bytes > 0 {
             return Err(private::refusal(
                 "the host's answer to the proof was cut short",
@@ -477,7 +631,7 @@ impl Connection for WinConnection {
     async fn sha256(&mut self, path: &str) -> TResult<Option<String>> {
         match &mut self.files {
             Some(f) => f.sha256(path).await,
-            None => shellfs::sha256(&self.remote, path).await,
+            None => shellfs::sha256(self.shell()?, path).await,
         }
     }
 
@@ -492,13 +646,20 @@ impl Connection for WinConnection {
         }
         match &mut self.files {
             Some(f) => f.install(local, tmp, dest, pin).await,
-            None => shellfs::install(&self.remote, local, tmp, dest, pin).await,
+            None => shellfs::install(self.shell()?, local, tmp, dest, pin).await,
         }
     }
 
     async fn exec(&mut self, cmd: &CommandSpec) -> TResult<ExecOutcome> {
         let line = cmd::command_line(&cmd.program, &cmd.args)?;
-        self.remote.run(&line, cmd.timeout, cmd.output_cap).await
+        self.run_line(
+            &cmd.cwd,
+            &line,
+            Some(&cmd.program),
+            cmd.timeout,
+            cmd.output_cap,
+        )
+        .await
     }
 
     /// The line goes to the host's cmd.exe shell as it is (the caller quoted it).
@@ -508,20 +669,20 @@ impl Connection for WinConnection {
         timeout: Duration,
         output_cap: usize,
     ) -> TResult<ExecOutcome> {
-        self.remote.run(line, timeout, output_cap).await
+        self.run_line(WINDIR, line, None, timeout, output_cap).await
     }
 
     async fn list_dir(&mut self, dir: &str) -> TResult<Vec<RemoteEntry>> {
         match &mut self.files {
             Some(f) => f.list_dir(dir).await,
-            None => shellfs::list_dir(&self.remote, dir).await,
+            None => shellfs::list_dir(self.shell()?, dir).await,
         }
     }
 
     async fn read_file(&mut self, path: &str, cap: u64) -> TResult<Vec<u8>> {
         match &mut self.files {
             Some(f) => f.read_file(path, cap).await,
-            None => shellfs::read_file(&self.remote, path, cap).await,
+            None => shellfs::read_file(self.shell()?, path, cap).await,
         }
     }
 
@@ -533,7 +694,7 @@ impl Connection for WinConnection {
         }
         match &mut self.files {
             Some(f) => f.remove_file(path).await,
-            None => shellfs::remove_file(&self.remote, path).await,
+            None => shellfs::remove_file(self.shell()?, path).await,
         }
     }
 
@@ -543,7 +704,7 @@ impl Connection for WinConnection {
         }
         match &mut self.files {
             Some(f) => f.remove_dir_if_empty(path).await,
-            None => shellfs::remove_dir_if_empty(&self.remote, path).await,
+            None => shellfs::remove_dir_if_empty(self.shell()?, path).await,
         }
     }
 
@@ -551,7 +712,7 @@ impl Connection for WinConnection {
     async fn is_64bit(&mut self) -> TResult<Option<bool>> {
         match &mut self.files {
             Some(f) => f.is_dir(r"C:\Windows\SysWOW64").await.map(Some),
-            None => shellfs::is_dir(&self.remote, r"C:\Windows\SysWOW64")
+            None => shellfs::is_dir(self.shell()?, r"C:\Windows\SysWOW64")
                 .await
                 .map(Some),
         }
@@ -561,11 +722,83 @@ impl Connection for WinConnection {
         self.notes.clone()
     }
 
+    fn own_intents(&self) -> Vec<(&'static str, String)> {
+        if self.remote.is_some() {
+            return Vec::new();
+        }
+        vec![(
+            SMB_SERVICE_STEP,
+            format!("{}{}", smbexec::SERVICE_PREFIX, self.seed),
+        )]
+    }
+
+    /// Deletes every service (checking ROpenServiceW answers 1060) and file that a connection
+    /// journaled as `pushscan-<seed>` may have left, over SMB whichever way this one runs
+    /// commands.
+    async fn remove_own(&mut self, step: &str, targets: &[String]) -> TResult<()> {
+        if step != SMB_SERVICE_STEP || targets.is_empty() {
+            return Ok(());
+        }
+        let Some(files) = self.files.as_mut() else {
+            return Err(TransportError::error(
+                "the services of commands over SMB need SMB to be removed",
+            ));
+        };
+        let mut seeds = Vec::new();
+        for t in targets {
+            match t.strip_prefix(smbexec::SERVICE_PREFIX) {
+                Some(seed) if !seed.is_empty() && seed.bytes().all(|b| b.is_ascii_hexdigit()) => {
+                    seeds.push(seed.to_string())
+                }
+                _ => {
+                    return Err(TransportError::error(format!(
+                        "journal: {} is not a name pushscan gives services",
+                        crate::sanitize::display(t, 80)
+                    )))
+                }
+            }
+        }
+        let mut scm = smbexec::bind(files).await?;
+        let mgr = match smbexec::open_manager(&mut scm, scmr::SC_MANAGER_CONNECT).await {
+            Ok(m) => m,
+            Err(e) => {
+                scm.into_pipe().close().await;
+                return Err(e);
+            }
+        };
+        let mut errors = Vec::new();
+        for seed in &seeds {
+            for fp in WinConnection::footprints(seed) {
+                for name in fp.services() {
+                    if let Err(e) = smbexec::remove_service(&mut scm, &mgr, name).await {
+                        errors.push(e.message);
+                    }
+                }
+                for f in fp.files() {
+                    // %windir% itself: only administrators create files there, so
+                    // no proof is needed before a delete.
+                    if let Err(e) = files.remove_file(f).await {
+                        errors.push(e.message);
+                    }
+                }
+            }
+        }
+        let _ = scm.close(&mgr).await;
+        scm.into_pipe().close().await;
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(TransportError::error(errors.join("; ")))
+        }
+    }
+
     async fn close(&mut self) {
         if let Some(f) = &mut self.files {
             f.close().await;
         }
-        self.remote.close().await;
+        if let Some(r) = &self.remote {
+            r.close().await;
+        }
     }
 }
 
@@ -630,5 +863,172 @@ mod tests {
         let verified = WinrmConnector::new(WinrmOptions::default());
         assert!(verified.client(&unverified, &login).is_err());
         assert!(verified.client(&t, &login).is_ok(), "verified HTTPS builds");
+    }
+
+    #[test]
+    fn pushscan_exec_chooses_how_commands_reach_the_host() {
+        assert_eq!(target("").unwrap().exec, ExecUse::Auto);
+        for (v, want) in [
+            ("auto", ExecUse::Auto),
+            ("winrm", ExecUse::WinRm),
+            ("SMB", ExecUse::Smb),
+        ] {
+            let t = target(&format!("      pushscan_exec: {v}\n")).unwrap();
+            assert_eq!(t.exec, want, "{v}");
+        }
+        let e = target("      pushscan_exec: psexec\n").unwrap_err();
+        assert!(e.contains("use auto, winrm or smb"), "{e}");
+        let e = target("      pushscan_exec: smb\n      pushscan_smb: off\n").unwrap_err();
+        assert!(e.contains("pushscan_smb is off"), "{e}");
+        let forced = WinrmConnector::new(WinrmOptions {
+            exec: ExecUse::Smb,
+            ..WinrmOptions::default()
+        });
+        assert_eq!(forced.exec_use(&target("").unwrap()), ExecUse::Smb);
+        let auto = WinrmConnector::new(WinrmOptions::default());
+        let t = target("      pushscan_exec: winrm\n").unwrap();
+        assert_eq!(auto.exec_use(&t), ExecUse::WinRm);
+    }
+
+    /// A host whose WinRM port is closed but whose SMB answers (a real smbd) is reached over
+    /// SMB alone, says so in its notes, and its commands go to the service control manager:
+    /// Samba's refuses a plain account the right to create services, which is the host's
+    /// `auth_failed`, not `unreachable`. With `pushscan_exec: winrm` the same host is
+    /// unreachable.
+    #[cfg(unix)]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_host_without_winrm_is_reached_over_smb() {
+        use crate::transport::winrm::smbfs::tests::{start_samba, PASSWORD, USER};
+        let smb = start_samba(std::net::Ipv4Addr::new(127, 0, 87, 23));
+        // A port nothing listens on: bound, then released.
+        let closed = std::net::TcpListener::bind((smb.ip, 0))
+            .and_then(|l| l.local_addr())
+            .expect("a port")
+            .port();
+        let vars = |exec: &str| {
+            let text = format!(
+                "all:\n  hosts:\n    w1:\n      ansible_host: {}\n      ansible_port: {closed}\n      \
+                 ansible_connection: winrm\n      pushscan_smb_port: {}\n      pushscan_exec: {exec}\n",
+                smb.ip, smb.port
+            );
+            let inv = crate::inventory::parse_yaml(&text, Path::new("inv.yml")).expect("inventory");
+            WinTarget::from_host(inv.hosts.first().expect("host")).expect("target")
+        };
+        let login = WinLogin {
+            user: USER.into(),
+            domain: String::new(),
+            password: SecretString::from(PASSWORD),
+        };
+        let connector = WinrmConnector::new(WinrmOptions {
+            connect_timeout: Duration::from_secs(5),
+            ..WinrmOptions::default()
+        });
+        let probe = r"C:\Windows\Temp\pushscan";
+        let mut conn = connector
+            .connect(&vars("auto"), &login, probe)
+            .await
+            .expect("reached over SMB");
+        assert!(conn.remote.is_none());
+        let notes = conn.notes();
+        assert!(
+            notes
+                .iter()
+                .any(|n| n.starts_with("commands over SMB (WinRM: ")),
+            "{notes:?}"
+        );
+        let spec = CommandSpec {
+            program: r"C:\Windows\Temp\pushscan\emocheck_x64.exe".into(),
+            args: vec!["/quiet".into()],
+            cwd: probe.into(),
+            timeout: Duration::from_secs(5),
+            output_cap: 1024,
+            not_before: None,
+        };
+        let e = conn
+            .exec(&spec)
+            .await
+            .expect_err("Samba lets no plain account create");
+        assert_eq!(e.class, HostClass::AuthFailed, "{}", e.message);
+        conn.close().await;
+
+        let e = connector
+            .connect(&vars("winrm"), &login, probe)
+            .await
+            .err()
+            .expect("no WinRM");
+        assert_eq!(e.class, HostClass::Unreachable, "{}", e.message);
+    }
+
+    /// `cleanup`'s side of commands over SMB, against a real smbd: from the journaled name
+    /// `pushscan-<seed>` alone, another connection checks every service name the first
+    /// could have used (Samba answers 1060 for each) and deletes the output and exit-code
+    /// files it left in `%windir%` (planted here, read back from the share's directory, not
+    /// from pushscan's word). A name pushscan does not give is refused.
+    #[cfg(unix)]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_later_connection_removes_what_one_over_smb_journaled() {
+        use crate::transport::winrm::smbfs::tests::{start_samba, PASSWORD, USER};
+        let smb = start_samba(std::net::Ipv4Addr::new(127, 0, 87, 24));
+        let text = format!(
+            "all:\n  hosts:\n    w1:\n      ansible_host: {}\n      ansible_connection: winrm\n      \
+             pushscan_smb_port: {}\n      pushscan_exec: smb\n",
+            smb.ip, smb.port
+        );
+        let inv = crate::inventory::parse_yaml(&text, Path::new("inv.yml")).expect("inventory");
+        let t = WinTarget::from_host(inv.hosts.first().expect("host")).expect("target");
+        let login = WinLogin {
+            user: USER.into(),
+            domain: String::new(),
+            password: SecretString::from(PASSWORD),
+        };
+        let connector = WinrmConnector::new(WinrmOptions::default());
+        let probe = r"C:\Windows\Temp\pushscan";
+        let first = connector
+            .connect(&t, &login, probe)
+            .await
+            .expect("over SMB");
+        let own = first.own_intents();
+        assert_eq!(own.len(), 1, "{own:?}");
+        assert_eq!(own[0].0, SMB_SERVICE_STEP);
+        let name = own[0].1.clone();
+        assert!(name.starts_with("pushscan-") && name.len() == 25, "{name}");
+        let windir = smb.c.join("Windows");
+        let planted = [
+            windir.join(format!("{name}-0.out")),
+            windir.join(format!("{name}-0.rc")),
+            windir.join(format!("{name}-{}.out", MAX_SMB_COMMANDS - 1)),
+        ];
+        for p in &planted {
+            std::fs::write(p, b"left by a killed run").expect("plant");
+        }
+        // A file of someone else's beside them stays.
+        let other = windir.join("pushscan-other.out");
+        std::fs::write(&other, b"not ours").expect("plant");
+
+        let mut later = connector
+            .connect(&t, &login, probe)
+            .await
+            .expect("over SMB");
+        later
+            .remove_own(SMB_SERVICE_STEP, std::slice::from_ref(&name))
+            .await
+            .expect("nothing of ours left");
+        for p in &planted {
+            assert!(!p.exists(), "{} is still there", p.display());
+        }
+        assert!(
+            other.exists(),
+            "a file not of this connection's names was removed"
+        );
+        let e = later
+            .remove_own(SMB_SERVICE_STEP, &["pushscan-..\\x".to_string()])
+            .await
+            .expect_err("not a name of ours");
+        assert!(
+            e.message.contains("not a name pushscan gives"),
+            "{}",
+            e.message
+        );
+        later.close().await;
     }
 }

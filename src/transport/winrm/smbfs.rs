@@ -320,6 +320,15 @@ impl SmbFiles {
         }
     }
 
+    /// `path`'s content, at most `cap` bytes; `Ok(None)` when there is no such file.
+    pub async fn read_if_exists(&mut self, path: &str, cap: u64) -> TResult<Option<Vec<u8>>> {
+        let mut data = Vec::new();
+        Ok(self
+            .stream(path, cap, |chunk| data.extend_from_slice(chunk))
+            .await?
+            .map(|_| data))
+    }
+
     /// Reads `path` chunk by chunk into `sink`: `Ok(None)` when there is no
     /// such file, else the number of bytes read, at most `cap`. The size the
     /// server gives at the open is checked against `cap` before any READ,
@@ -407,6 +416,219 @@ impl SmbFiles {
     }
 }
 
+/// One named pipe on `IPC$`, in message mode: what DCE/RPC runs over.
+pub(super) struct SmbPipe {
+    conn: smb2::client::connection::Connection,
+    tree: smb2::types::TreeId,
+    file: smb2::types::FileId,
+    name: String,
+}
+
+impl SmbFiles {
+    /// Opens `\PIPE\<name>` on `IPC$` (the tree stays open with the others).
+    /// A pipe the server does not serve is `STATUS_OBJECT_NAME_NOT_FOUND`.
+    pub async fn open_pipe(&mut self, name: &str) -> TResult<SmbPipe> {
+        use smb2::msg::create::{
+            CreateDisposition, CreateRequest, CreateResponse, ImpersonationLevel, ShareAccess,
+        };
+        use smb2::pack::{ReadCursor, Unpack};
+        use smb2::types::flags::FileAccessMask;
+        use smb2::types::{Command, OplockLevel};
+        let (client, tree) = self.tree("IPC$").await?;
+        let conn = client.connection().clone();
+        let tree_id = tree.tree_id;
+        let req = CreateRequest {
+            requested_oplock_level: OplockLevel::None,
+            impersonation_level: ImpersonationLevel::Impersonation,
+            desired_access: FileAccessMask::new(
+                FileAccessMask::FILE_READ_DATA | FileAccessMask::FILE_WRITE_DATA,
+            ),
+            file_attributes: 0,
+            share_access: ShareAccess(ShareAccess::FILE_SHARE_READ | ShareAccess::FILE_SHARE_WRITE),
+            create_disposition: CreateDisposition::FileOpen,
+            create_options: 0,
+            name: name.to_string(),
+            create_contexts: vec![],
+        };
+        let frame = conn
+            .execute(Command::Create, &req, Some(tree_id))
+            .await
+            .map_err(|e| smb_error(&format!("smb pipe {name}"), &e))?;
+        if frame.header.status != smb2::types::status::NtStatus::SUCCESS {
+            return Err(TransportError::error(format!(
+                "smb pipe {name}: the server refused to open it ({:?})",
+                frame.header.status
+            )));
+        }
+        let resp = CreateResponse::unpack(&mut ReadCursor::new(&frame.body))
+            .map_err(|e| smb_error(&format!("smb pipe {name}"), &e))?;
+        Ok(SmbPipe {
+            conn,
+            tree: tree_id,
+            file: resp.file_id,
+            name: name.to_string(),
+        })
+    }
+}
+
+impl SmbPipe {
+    fn fail(&self, step: &str, e: &smb2::Error) -> TransportError {
+        smb_error(&format!("smb pipe {} {step}", self.name), e)
+    }
+
+    /// Appends the rest of a message the server flagged `STATUS_BUFFER_OVERFLOW`,
+    /// READ by READ, to at most `max` bytes in all.
+    async fn rest_of_message(&mut self, mut msg: Vec<u8>, max: usize) -> TResult<Vec<u8>> {
+        use smb2::msg::read::{ReadRequest, ReadResponse, SMB2_CHANNEL_NONE};
+        use smb2::pack::{ReadCursor, Unpack};
+        use smb2::types::status::NtStatus;
+        use smb2::types::Command;
+        loop {
+            let left = max.saturating_sub(msg.len());
+            if left == 0 {
+                return Err(TransportError::error(format!(
+                    "smb pipe {}: a message longer than {max} bytes",
+                    self.name
+                )));
+            }
+            let req = ReadRequest {
+                padding: 0x50,
+                flags: 0,
+                length: u32::try_from(left).unwrap_or(u32::MAX),
+                offset: 0,
+                file_id: self.file,
+                minimum_count: 0,
+                channel: SMB2_CHANNEL_NONE,
+                remaining_bytes: 0,
+                read_channel_info: vec![],
+            };
+            let frame = self
+                .conn
+                .execute(Command::Read, &req, Some(self.tree))
+                .await
+                .map_err(|e| self.fail("read", &e))?;
+            let status = frame.header.status;
+            if !status.is_success_or_partial() {
+                return Err(TransportError::error(format!(
+                    "smb pipe {} read: {status:?}",
+                    self.name
+                )));
+            }
+            let resp = ReadResponse::unpack(&mut ReadCursor::new(&frame.body))
+                .map_err(|e| self.fail("read", &e))?;
+            if resp.data.len() > left {
+                return Err(TransportError::error(format!(
+                    "smb pipe {}: the server answered more than asked",
+                    self.name
+                )));
+            }
+            let empty = resp.data.is_empty();
+            msg.extend_from_slice(&resp.data);
+            if status != NtStatus::BUFFER_OVERFLOW {
+                return Ok(msg);
+            }
+            if empty {
+                return Err(TransportError::error(format!(
+                    "smb pipe {}: more data announced, none sent",
+                    self.name
+                )));
+            }
+        }
+    }
+
+    /// Closes the pipe's handle (best effort: the session's end closes it too).
+    pub async fn close(self) {
+        use smb2::msg::close::CloseRequest;
+        use smb2::types::Command;
+        let req = CloseRequest {
+            flags: 0,
+            file_id: self.file,
+        };
+        let _ = tokio::time::timeout(
+            Duration::from_secs(5),
+            self.conn.execute(Command::Close, &req, Some(self.tree)),
+        )
+        .await;
+    }
+}
+
+#[async_trait::async_trait]
+impl super::dcerpc::PipeIo for SmbPipe {
+    async fn transceive(&mut self, data: &[u8], max: usize) -> TResult<Vec<u8>> {
+        use smb2::msg::ioctl::{
+            IoctlRequest, IoctlResponse, FSCTL_PIPE_TRANSCEIVE, SMB2_0_IOCTL_IS_FSCTL,
+        };
+        use smb2::pack::{ReadCursor, Unpack};
+        use smb2::types::status::NtStatus;
+        use smb2::types::Command;
+        let req = IoctlRequest {
+            ctl_code: FSCTL_PIPE_TRANSCEIVE,
+            file_id: self.file,
+            max_input_response: 0,
+            max_output_response: u32::try_from(max).unwrap_or(u32::MAX),
+            flags: SMB2_0_IOCTL_IS_FSCTL,
+            input_data: data.to_vec(),
+        };
+        let frame = self
+            .conn
+            .execute(Command::Ioctl, &req, Some(self.tree))
+            .await
+            .map_err(|e| self.fail("transceive", &e))?;
+        let status = frame.header.status;
+        if !status.is_success_or_partial() {
+            return Err(TransportError::error(format!(
+                "smb pipe {} transceive: {status:?}",
+                self.name
+            )));
+        }
+        let resp = IoctlResponse::unpack(&mut ReadCursor::new(&frame.body))
+            .map_err(|e| self.fail("transceive", &e))?;
+        if resp.output_data.len() > max {
+            return Err(TransportError::error(format!(
+                "smb pipe {}: the server answered more than asked",
+                self.name
+            )));
+        }
+        if status == NtStatus::BUFFER_OVERFLOW {
+            return self.rest_of_message(resp.output_data, max).await;
+        }
+        Ok(resp.output_data)
+    }
+
+    async fn write(&mut self, data: &[u8]) -> TResult<()> {
+        use smb2::msg::write::WriteRequest;
+        use smb2::types::status::NtStatus;
+        use smb2::types::Command;
+        let req = WriteRequest {
+            data_offset: 0x70,
+            offset: 0,
+            file_id: self.file,
+            channel: 0,
+            remaining_bytes: 0,
+            write_channel_info_offset: 0,
+            write_channel_info_length: 0,
+            flags: 0,
+            data: data.to_vec(),
+        };
+        let frame = self
+            .conn
+            .execute(Command::Write, &req, Some(self.tree))
+            .await
+            .map_err(|e| self.fail("write", &e))?;
+        if frame.header.status != NtStatus::SUCCESS {
+            return Err(TransportError::error(format!(
+                "smb pipe {} write: {:?}",
+                self.name, frame.header.status
+            )));
+        }
+        Ok(())
+    }
+
+    async fn read(&mut self, max: usize) -> TResult<Vec<u8>> {
+        self.rest_of_message(Vec::new(), max).await
+    }
+}
+
 fn filetime_secs(ticks: u64) -> Option<u64> {
     if ticks == 0 {
         return None;
@@ -438,7 +660,7 @@ fn smb_error(step: &str, e: &smb2::Error) -> TransportError {
 /// attacks of a host that reports sizes it does not keep to, and of a directory larger than
 /// any listing should read.
 #[cfg(all(test, unix))]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use std::net::{Ipv4Addr, SocketAddrV4, TcpListener};
     use std::path::PathBuf;
@@ -450,19 +672,19 @@ mod tests {
     use pushscan_lab::samba;
     use pushscan_lab::spec::SmbEncryption;
 
-    const USER: &str = pushscan_lab::spec::DEFAULT_USERNAME;
-    const PASSWORD: &str = "Lab-Passw0rd!smbfs";
+    pub(in crate::transport::winrm) const USER: &str = pushscan_lab::spec::DEFAULT_USERNAME;
+    pub(in crate::transport::winrm) const PASSWORD: &str = "Lab-Passw0rd!smbfs";
 
     /// A private smbd serving `ADMIN$`/`C$` of one host tree; killed on drop.
-    struct TestSamba {
+    pub(in crate::transport::winrm) struct TestSamba {
         pid: u32,
-        ip: Ipv4Addr,
+        pub ip: Ipv4Addr,
         /// Whether `ip` was added to `lo` for this smbd (Samba binds only an
         /// address an interface carries), so it is removed again.
         added_ip: bool,
-        port: u16,
+        pub port: u16,
         /// The host's `C:\`.
-        c: PathBuf,
+        pub c: PathBuf,
         _dir: tempfile::TempDir,
     }
 
@@ -485,7 +707,9 @@ mod tests {
             .expect("a free port")
     }
 
-    fn start_samba(ip: Ipv4Addr) -> TestSamba {
+    /// Samba answers its own RPC pipes here (srvsvc, svcctl: what `scmr`'s tests hold the
+    /// client to), whatever the lab's config says about handing pipes to the lab.
+    pub(in crate::transport::winrm) fn start_samba(ip: Ipv4Addr) -> TestSamba {
         for tool in ["smbd", "smbpasswd"] {
             assert!(
                 sys::find_binary(tool).is_some(),
@@ -512,6 +736,15 @@ mod tests {
             wine_drives: Vec::new(),
         };
         let paths = samba::write_config(&cfg).expect("smb.conf");
+        let conf = std::fs::read_to_string(&paths.conf).expect("smb.conf");
+        let own_rpc: String = conf
+            .lines()
+            .filter(|l| {
+                !l.contains("rpc start on demand helpers") && !l.contains("external_rpc_pipe")
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        std::fs::write(&paths.conf, own_rpc).expect("smb.conf");
         samba::set_password(&paths, USER, PASSWORD).expect("smbpasswd");
         let smbd = samba::start(&cfg, &paths, &[]).expect("smbd starts");
         let c = dir.path().join("hosts").join(ip.to_string()).join("C");
@@ -526,7 +759,7 @@ mod tests {
         }
     }
 
-    async fn login(addr: String) -> SmbFiles {
+    pub(in crate::transport::winrm) async fn login(addr: String) -> SmbFiles {
         SmbFiles::connect(
             SmbLogin {
                 addr,
