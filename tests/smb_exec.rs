@@ -4,7 +4,8 @@
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 mod common;
 use common::port_or_free;
@@ -43,23 +44,24 @@ fn ours(root: &Path) -> Vec<PathBuf> {
     out
 }
 
-#[test]
-fn hosts_without_winrm_are_swept_over_smb_and_nothing_of_ours_stays() {
+/// A lab of `hosts` Windows hosts from `spec_yaml` (addresses from `base`), and its playbook
+/// with the checker's timeout set to `timeout`.
+struct SmbLab {
+    dir: tempfile::TempDir,
+    lab_dir: PathBuf,
+    lab: fleet::Lab,
+    playbook: PathBuf,
+}
+
+fn smb_lab(spec_yaml: &str, hosts: usize, base: Ipv4Addr, timeout: &str) -> SmbLab {
     for tool in ["smbd", "smbpasswd"] {
         assert!(
             pushscan_lab::fleet::sys::find_binary(tool).is_some(),
             "`{tool}` not found: apt-get install -y samba"
         );
     }
-    let base = Ipv4Addr::new(127, 0, 64, 1);
-    let mut spec = Spec::parse(
-        "scenarios:\n  - kind: infected\n    winrm: closed\n  - kind: clean\n    winrm: closed\n  \
-         - kind: noreport\n    winrm: closed\n  - kind: hang\n    winrm: closed\n  \
-         - kind: clean\n    winrm: closed\n    svcctl: denied\nsvcctl:\n  start_timeout_ms: 250\n",
-        Path::new("smb-exec.yml"),
-    )
-    .expect("spec");
-    spec.hosts = 5;
+    let mut spec = Spec::parse(spec_yaml, Path::new("smb-exec.yml")).expect("spec");
+    spec.hosts = hosts;
     spec.base_address = base;
     spec.smb.port = port_or_free(base, 445, &[]);
     spec.winrm.http_port = port_or_free(base, 5985, &[spec.smb.port]);
@@ -78,7 +80,7 @@ fn hosts_without_winrm_are_swept_over_smb_and_nothing_of_ours_stays() {
         .lines()
         .map(|l| {
             if l.starts_with("timeout:") {
-                "timeout: 8s".to_string()
+                format!("timeout: {timeout}")
             } else if l.starts_with("  path:") {
                 format!("  path: {}", lab.checker.display())
             } else {
@@ -87,8 +89,31 @@ fn hosts_without_winrm_are_swept_over_smb_and_nothing_of_ours_stays() {
         })
         .collect::<Vec<_>>()
         .join("\n");
-    let pb = dir.path().join("pb.yml");
-    std::fs::write(&pb, pb_text).expect("write playbook");
+    let playbook = dir.path().join("pb.yml");
+    std::fs::write(&playbook, pb_text).expect("write playbook");
+    SmbLab {
+        dir,
+        lab_dir,
+        lab,
+        playbook,
+    }
+}
+
+#[test]
+fn hosts_without_winrm_are_swept_over_smb_and_nothing_of_ours_stays() {
+    let SmbLab {
+        dir,
+        lab_dir,
+        lab,
+        playbook: pb,
+    } = smb_lab(
+        "scenarios:\n  - kind: infected\n    winrm: closed\n  - kind: clean\n    winrm: closed\n  \
+         - kind: noreport\n    winrm: closed\n  - kind: hang\n    winrm: closed\n  \
+         - kind: clean\n    winrm: closed\n    svcctl: denied\nsvcctl:\n  start_timeout_ms: 250\n",
+        5,
+        Ipv4Addr::new(127, 0, 64, 1),
+        "8s",
+    );
     let state = dir.path().join("state");
     let out = Command::new(PUSHSCAN)
         .args(["sweep", "-i"])
@@ -139,5 +164,92 @@ fn hosts_without_winrm_are_swept_over_smb_and_nothing_of_ours_stays() {
         let files = ours(&h.root);
         assert!(files.is_empty(), "{}: files left {files:?}", h.name);
     }
+    drop(lab);
+}
+
+/// A `kill -9` of pushscan while its checkers run over SMB leaves the wrapper's files (and
+/// possibly a service) on the hosts; `pushscan cleanup` then removes every one of them, as the
+/// lab's own state shows, and a second cleanup finds nothing left to do.
+#[test]
+fn cleanup_after_a_kill_removes_what_a_crashed_smb_sweep_left() {
+    let SmbLab {
+        dir,
+        lab_dir,
+        lab,
+        playbook,
+    } = smb_lab(
+        "scenarios:\n  - kind: hang\n    winrm: closed\nsvcctl:\n  start_timeout_ms: 250\n",
+        3,
+        Ipv4Addr::new(127, 0, 65, 1),
+        "10m",
+    );
+    let state = dir.path().join("state");
+    let mut sweep = Command::new(PUSHSCAN)
+        .args(["sweep", "-i"])
+        .arg(&lab.inventory)
+        .arg("-p")
+        .arg(&playbook)
+        .arg("--state-dir")
+        .arg(&state)
+        .args(["--progress", "lines", "--forks", "3"])
+        .env("PUSHSCAN_USER", &lab.username)
+        .env("PUSHSCAN_PASSWORD", &lab.password)
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run pushscan");
+
+    // Every host's checker runs (its wrapper's output file exists): the sweep is mid-run.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !lab.hosts().iter().all(|h| !ours(&h.root).is_empty()) {
+        assert!(
+            sweep.try_wait().expect("wait").is_none(),
+            "the sweep ended before every checker ran"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "the checkers did not all start within 120 s"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    sweep.kill().expect("kill -9");
+    sweep.wait().expect("reap");
+    let left_before: usize = lab.hosts().iter().map(|h| ours(&h.root).len()).sum();
+    assert!(left_before > 0, "the crash left nothing to clean up");
+
+    let cleanup = |what: &str| {
+        let out = Command::new(PUSHSCAN)
+            .arg("cleanup")
+            .arg("--state-dir")
+            .arg(&state)
+            .env("PUSHSCAN_USER", &lab.username)
+            .env("PUSHSCAN_PASSWORD", &lab.password)
+            .env_remove("RUST_LOG")
+            .output()
+            .expect("run cleanup");
+        assert_eq!(out.status.code(), Some(0), "{what}:\n{}", text(&out));
+        text(&out)
+    };
+    let first = cleanup("cleanup after the kill");
+    for h in lab.hosts() {
+        let services = pushscan_lab::svcctl::services(&lab_dir, h.address).expect("services");
+        assert!(
+            services.iter().all(|s| !s.name.starts_with("pushscan-")),
+            "{}: services left after cleanup {services:?}\n{first}",
+            h.name
+        );
+        let files = ours(&h.root);
+        assert!(
+            files.is_empty(),
+            "{}: files left after cleanup {files:?}\n{first}",
+            h.name
+        );
+    }
+    let second = cleanup("second cleanup");
+    assert!(
+        !second.contains(": cleaned"),
+        "a second cleanup still found work:\n{second}"
+    );
     drop(lab);
 }
