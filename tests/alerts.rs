@@ -8,15 +8,16 @@
 //! command; nothing is skipped.
 #![cfg(unix)]
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+
+mod common;
+use common::hook::{Hook, Request};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 const SMTP_USER: &str = "alerts";
@@ -342,111 +343,6 @@ fn mail_config(smtp: &Smtp, ca: &Path, top: &str) -> String {
 const SMTP_ENV: (&str, &str) = ("PUSHSCAN_TEST_SMTP_PASSWORD", SMTP_PASSWORD);
 
 // ------------------------------------------------------------------ HTTP
-
-#[derive(Debug, Clone)]
-struct Request {
-    at: Instant,
-    line: String,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl Request {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap()
-    }
-}
-
-/// A webhook receiver answering request N with `statuses[N]` (the last one
-/// repeats), one request per connection.
-struct Hook {
-    port: u16,
-    requests: Arc<Mutex<Vec<Request>>>,
-}
-
-impl Hook {
-    fn start(statuses: &[u16]) -> Hook {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let requests = Arc::new(Mutex::new(Vec::new()));
-        let (seen, statuses) = (requests.clone(), statuses.to_vec());
-        std::thread::spawn(move || {
-            for (n, stream) in listener.incoming().enumerate() {
-                let Ok(mut s) = stream else { continue };
-                s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-                let Some(req) = read_request(&mut s) else {
-                    continue;
-                };
-                seen.lock().unwrap().push(req);
-                let code = statuses[n.min(statuses.len() - 1)];
-                let reason = if code == 200 {
-                    "OK"
-                } else {
-                    "Internal Server Error"
-                };
-                let body = if code == 200 { "ok" } else { "try later" };
-                let _ = write!(
-                    s,
-                    "HTTP/1.1 {code} {reason}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-            }
-        });
-        Hook { port, requests }
-    }
-
-    fn requests(&self) -> Vec<Request> {
-        self.requests.lock().unwrap().clone()
-    }
-}
-
-fn read_request(s: &mut std::net::TcpStream) -> Option<Request> {
-    let at = Instant::now();
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    let head_end = loop {
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i;
-        }
-        let n = s.read(&mut chunk).ok()?;
-        if n == 0 || buf.len() > 1 << 20 {
-            return None;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    };
-    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
-    let mut lines = head.split("\r\n");
-    let line = lines.next()?.to_string();
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-        .collect();
-    let len: usize = headers
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
-        .and_then(|(_, v)| v.parse().ok())
-        .unwrap_or(0);
-    let mut body = buf[head_end + 4..].to_vec();
-    while body.len() < len {
-        let n = s.read(&mut chunk).ok()?;
-        if n == 0 {
-            return None;
-        }
-        body.extend_from_slice(&chunk[..n]);
-    }
-    Some(Request {
-        at,
-        line,
-        headers,
-        body,
-    })
-}
 
 // ------------------------------------------------------------------ mail
 

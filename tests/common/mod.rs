@@ -5,6 +5,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod ansible;
+pub mod hook;
 
 pub use pushscan_testkit::{emocheck, install_exe, port_or_free, sshd, write_exe};
 
