@@ -17,6 +17,7 @@ use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use common::hook::Hook;
 use common::sshd::SshFleet;
 use common::{sha256_hex, text};
 use serde_json::Value;
@@ -144,6 +145,10 @@ fn pushscan(lab: &Lab, args: &[&str]) -> Output {
 }
 
 fn sweep(lab: &Lab, playbook: &str) -> Output {
+    sweep_with(lab, playbook, &[])
+}
+
+fn sweep_with(lab: &Lab, playbook: &str, extra: &[&str]) -> Output {
     let (inv, pb, kh) = (
         lab.p("inventory.yml"),
         lab.p(playbook),
@@ -169,6 +174,7 @@ fn sweep(lab: &Lab, playbook: &str) -> Output {
             "--connect-timeout",
             "5s",
         ])
+        .args(extra)
         .env_remove("PUSHSCAN_SSH_PASSWORD")
         .output()
         .expect("run pushscan")
@@ -261,8 +267,18 @@ fn yr_finds_exactly_the_planted_files_skips_the_second_push_and_cleanup_removes_
     let rules_pin = sha256_hex(RULES.as_bytes());
 
     // ---- first sweep: yr and the rules pushed, exactly the planted files found ----
+    let hook = Hook::start(&[200]);
+    std::fs::write(
+        lab.p("notify.yml"),
+        format!(
+            "webhook:\n  url: http://127.0.0.1:{}/hook\n  retries: 0\n",
+            hook.port
+        ),
+    )
+    .unwrap();
+    let notify = lab.p("notify.yml").display().to_string();
     let t0 = std::time::Instant::now();
-    let out = sweep(&lab, "playbook.yml");
+    let out = sweep_with(&lab, "playbook.yml", &["--notify-config", &notify]);
     let first = t0.elapsed();
     assert_eq!(
         out.status.code(),
@@ -280,6 +296,48 @@ fn yr_finds_exactly_the_planted_files_skips_the_second_push_and_cleanup_removes_
             "detected"
         };
         assert_eq!(status, expect, "{host}");
+    }
+    // The same files, and no clean one, in the HTML page, the alert and each host's history.
+    let all_planted: Vec<&String> = lab.planted.values().flatten().collect();
+    let html_file = lab.p("report.html");
+    let html_out = pushscan(
+        &lab,
+        &[
+            "report",
+            "--format",
+            "html",
+            "-o",
+            &html_file.display().to_string(),
+        ],
+    );
+    assert_eq!(html_out.status.code(), Some(1), "{}", text(&html_out));
+    let html = std::fs::read_to_string(&html_file).unwrap();
+    let requests = hook.requests();
+    assert_eq!(requests.len(), 1, "one alert for the run");
+    let alert = String::from_utf8_lossy(&requests[0].body).into_owned();
+    for p in &all_planted {
+        assert!(html.contains(p.as_str()), "the HTML page names {p}");
+        assert!(alert.contains(p.as_str()), "the alert names {p}: {alert}");
+    }
+    assert!(
+        !html.contains("clean.txt"),
+        "the HTML page names a clean file"
+    );
+    assert!(
+        !alert.contains("clean.txt"),
+        "the alert names a clean file: {alert}"
+    );
+    for (host, want) in &lab.planted {
+        let h = pushscan(&lab, &["history", host, "--json"]);
+        assert_eq!(h.status.code(), Some(0), "{}", text(&h));
+        let h = text(&h);
+        for p in want {
+            assert!(h.contains(p.as_str()), "{host}'s history names {p}:\n{h}");
+        }
+        assert!(
+            !h.contains("clean.txt"),
+            "{host}'s history names a clean file:\n{h}"
+        );
     }
     for (host, (target, detail)) in push_steps(&lab, 1) {
         assert!(
