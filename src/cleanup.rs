@@ -26,7 +26,7 @@ use crate::plan::HostPlan;
 use crate::playbook::Playbook;
 use crate::store::{self, StoreReader};
 use crate::sweep::{context, Access};
-use crate::transport::winrm::SMB_SERVICE_STEP as SERVICE_STEP;
+use crate::transport::OWN_STEP as SERVICE_STEP;
 
 /// What may be left of ours on one host.
 #[derive(Debug, Clone)]

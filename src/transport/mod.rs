@@ -350,6 +350,11 @@ pub trait Connection: Send {
     async fn close(&mut self);
 }
 
+/// The journal step of what a connection makes on a host for its own use (a Windows host
+/// reached over SMB alone: the services that run its commands): the step of
+/// [`Connection::own_intents`], which `cleanup` hands back to [`Connection::remove_own`].
+pub const OWN_STEP: &str = "service";
+
 /// Credentials and trust settings shared by every connection of a sweep.
 /// Secrets live here only in memory: never on a command line, never logged.
 #[derive(Clone, Default)]

@@ -152,7 +152,7 @@ impl std::fmt::Display for CallError {
 
 /// The common header of a PDU.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Header {
+struct PduHeader {
     ptype: u8,
     flags: u8,
     frag_len: usize,
@@ -174,7 +174,7 @@ fn u32_at(b: &[u8], at: usize) -> Result<u32, RpcError> {
 
 /// Reads the header of the PDU at the start of `b`, checking that the PDU
 /// fits in `b` and that its auth trailer fits in the PDU.
-fn header(b: &[u8]) -> Result<Header, RpcError> {
+fn header(b: &[u8]) -> Result<PduHeader, RpcError> {
     if b.len() < HEADER {
         return Err(bad(format!(
             "PDU of {} bytes, shorter than a header",
@@ -206,7 +206,7 @@ fn header(b: &[u8]) -> Result<Header, RpcError> {
             "auth_length {auth_len} does not fit frag_length {frag_len}"
         )));
     }
-    Ok(Header {
+    Ok(PduHeader {
         ptype: b[2],
         flags: b[3],
         frag_len,

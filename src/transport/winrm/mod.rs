@@ -487,7 +487,7 @@ impl WinConnection {
 const MAX_SMB_COMMANDS: usize = 32;
 
 /// The journal step naming a connection's services over SMB (`pushscan-<seed>`).
-pub const SMB_SERVICE_STEP: &str = "service";
+const SMB_SERVICE_STEP: &str = super::OWN_STEP;
 
 /// Where commands over SMB run when the caller gives no directory.
 const WINDIR: &str = r"C:\Windows";
