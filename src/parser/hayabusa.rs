@@ -39,8 +39,8 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 
 use super::{
-    exit_text, first_line, no_usable_report_verdict, timed_out_verdict, Entry, FetchedReport,
-    ResultParser, Settings, Verdict,
+    exit_text, first_line, lines_status, no_usable_report_verdict, timed_out_verdict, warn,
+    whole_lines, Entry, FetchedReport, ResultParser, Settings, Verdict,
 };
 use crate::model::{ExecOutcome, Finding, HostClass, ParsedReport, ReportStatus, Severity};
 use crate::sanitize;
@@ -85,8 +85,6 @@ const MAX_FINDINGS: usize = 10_000;
 const MAX_FIELD: usize = 4 * 1024;
 /// Entries of Details / ExtraFieldInfo kept.
 const MAX_DETAILS: usize = 32;
-/// Warnings kept per file.
-const MAX_WARNINGS: usize = 32;
 
 /// Hayabusa's JSONL timeline (see the module's documentation).
 pub struct HayabusaParser {
@@ -103,12 +101,6 @@ pub fn level(s: &str) -> Option<Severity> {
         "critical" | "crit" | "emergency" | "emer" => Severity::Critical,
         _ => return None,
     })
-}
-
-fn warn(warnings: &mut Vec<String>, w: String) {
-    if warnings.len() < MAX_WARNINGS {
-        warnings.push(w);
-    }
 }
 
 fn capped(s: &str) -> String {
@@ -148,22 +140,7 @@ fn text(v: Option<&Value>) -> Option<String> {
 /// The report of one timeline, detections at or above `min_level`. Never panics.
 pub fn parse(bytes: &[u8], min_level: Severity) -> ParsedReport {
     let mut warnings = Vec::new();
-    let mut complete = true;
-    if bytes.len() > MAX_INPUT {
-        warn(
-            &mut warnings,
-            "truncated: input beyond 64 MiB ignored".to_string(),
-        );
-        complete = false;
-    }
-    let bytes = bytes.get(..MAX_INPUT).unwrap_or(bytes);
-    if !bytes.is_empty() && !bytes.ends_with(b"\n") {
-        warn(
-            &mut warnings,
-            "truncated: the last line has no end".to_string(),
-        );
-        complete = false;
-    }
+    let (bytes, mut complete) = whole_lines(bytes, MAX_INPUT, "input beyond 64 MiB", &mut warnings);
     let mut findings = Vec::new();
     let (mut lines_read, mut below, mut dropped) = (0u64, 0u64, 0u64);
     let mut computers = Vec::<String>::new();
@@ -259,13 +236,7 @@ pub fn parse(bytes: &[u8], min_level: Severity) -> ParsedReport {
             format!("truncated: {dropped} detection(s) beyond {MAX_FINDINGS} ignored"),
         );
     }
-    let status = if !findings.is_empty() {
-        ReportStatus::Detected
-    } else if complete {
-        ReportStatus::NotDetected
-    } else {
-        ReportStatus::Unparseable
-    };
+    let status = lines_status(&findings, complete);
     ParsedReport {
         status,
         hostname: (computers.len() == 1)

@@ -39,8 +39,8 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 
 use super::{
-    exit_text, first_line, no_usable_report_verdict, timed_out_verdict, unusable_report_verdict,
-    Entry, FetchedReport, ResultParser, Verdict,
+    exit_text, first_line, lines_status, no_usable_report_verdict, timed_out_verdict,
+    unusable_report_verdict, warn, whole_lines, Entry, FetchedReport, ResultParser, Verdict,
 };
 use crate::model::{ExecOutcome, Finding, HostClass, ParsedReport, ReportStatus, Severity};
 use crate::sanitize;
@@ -93,8 +93,6 @@ const MAX_FINDINGS: usize = 10_000;
 const MAX_ATTRIBUTES: usize = 64;
 /// Characters kept per string (title, location, attribute value ...).
 const MAX_FIELD: usize = 32 * 1024;
-/// Warnings kept per file.
-const MAX_WARNINGS: usize = 32;
 
 /// JSON lines of findings (see the module's documentation).
 pub struct JsonLinesParser {
@@ -228,22 +226,7 @@ fn mapped_finding(
 /// Parses a vendor's JSON lines through `map`. Never panics, whatever the bytes.
 pub fn parse_mapped(bytes: &[u8], map: &FieldMap) -> ParsedReport {
     let mut warnings = Vec::new();
-    let mut complete = true;
-    if bytes.len() > MAX_INPUT {
-        warn(
-            &mut warnings,
-            "truncated: input beyond 4 MiB ignored".to_string(),
-        );
-        complete = false;
-    }
-    let bytes = bytes.get(..MAX_INPUT).unwrap_or(bytes);
-    if !bytes.is_empty() && !bytes.ends_with(b"\n") {
-        warn(
-            &mut warnings,
-            "truncated: the last line has no end".to_string(),
-        );
-        complete = false;
-    }
+    let (bytes, mut complete) = whole_lines(bytes, MAX_INPUT, "input beyond 4 MiB", &mut warnings);
     let mut findings = Vec::new();
     let (mut lines, mut other, mut dropped) = (0u64, 0u64, 0u64);
     for (i, raw) in bytes.split(|b| *b == b'\n').enumerate() {
@@ -273,13 +256,7 @@ pub fn parse_mapped(bytes: &[u8], map: &FieldMap) -> ParsedReport {
             format!("truncated: {dropped} finding(s) beyond {MAX_FINDINGS} ignored"),
         );
     }
-    let status = if !findings.is_empty() {
-        ReportStatus::Detected
-    } else if complete {
-        ReportStatus::NotDetected
-    } else {
-        ReportStatus::Unparseable
-    };
+    let status = lines_status(&findings, complete);
     ParsedReport {
         status,
         hostname: None,
@@ -298,12 +275,6 @@ pub fn parse_mapped(bytes: &[u8], map: &FieldMap) -> ParsedReport {
 fn text(v: Option<&Value>) -> Option<String> {
     v.and_then(Value::as_str)
         .map(|s| s.chars().take(MAX_FIELD).collect())
-}
-
-fn warn(warnings: &mut Vec<String>, w: String) {
-    if warnings.len() < MAX_WARNINGS {
-        warnings.push(w);
-    }
 }
 
 /// One finding line, or why it is not one.
@@ -425,13 +396,7 @@ pub fn parse(bytes: &[u8]) -> ParsedReport {
         }
         Some(_) => bad == 0 && bytes.len() <= MAX_INPUT,
     };
-    let status = if !findings.is_empty() {
-        ReportStatus::Detected
-    } else if complete {
-        ReportStatus::NotDetected
-    } else {
-        ReportStatus::Unparseable
-    };
+    let status = lines_status(&findings, complete);
     ParsedReport {
         status,
         hostname: None,

@@ -12,7 +12,7 @@ pub mod hayabusa;
 pub mod jsonl;
 pub mod yara_x;
 
-use crate::model::{ExecOutcome, HostClass, ParsedReport, Severity};
+use crate::model::{ExecOutcome, Finding, HostClass, ParsedReport, ReportStatus, Severity};
 use crate::sanitize;
 
 /// A fetched result file and its parse.
@@ -78,6 +78,51 @@ pub struct Settings {
     pub fields: Option<jsonl::FieldMap>,
     /// The checker prints its results on standard output instead of writing files (`jsonl`).
     pub stdout: bool,
+}
+
+/// Warnings kept per report by the parsers of JSON lines.
+const MAX_WARNINGS: usize = 32;
+
+/// Adds a warning to a report unless it has [`MAX_WARNINGS`] already.
+fn warn(warnings: &mut Vec<String>, w: String) {
+    if warnings.len() < MAX_WARNINGS {
+        warnings.push(w);
+    }
+}
+
+/// The part of a checker's output of lines that a parser reads: its first `max` bytes, and
+/// whether the output is whole (not cut at `max`, its last line ended). Each cut is a
+/// warning: "truncated: `beyond` ignored" (e.g. "output beyond 64 MiB") or "truncated: the
+/// last line has no end". A parser never reads a cut output as clean.
+fn whole_lines<'a>(
+    bytes: &'a [u8],
+    max: usize,
+    beyond: &str,
+    warnings: &mut Vec<String>,
+) -> (&'a [u8], bool) {
+    let mut whole = true;
+    if bytes.len() > max {
+        warn(warnings, format!("truncated: {beyond} ignored"));
+        whole = false;
+    }
+    let bytes = bytes.get(..max).unwrap_or(bytes);
+    if !bytes.is_empty() && !bytes.ends_with(b"\n") {
+        warn(warnings, "truncated: the last line has no end".to_string());
+        whole = false;
+    }
+    (bytes, whole)
+}
+
+/// A report of findings read from lines: detected when there is one, clean only when the
+/// output was whole and read to its end, unparseable otherwise.
+fn lines_status(findings: &[Finding], complete: bool) -> ReportStatus {
+    if !findings.is_empty() {
+        ReportStatus::Detected
+    } else if complete {
+        ReportStatus::NotDetected
+    } else {
+        ReportStatus::Unparseable
+    }
 }
 
 /// A registered parser: its name in playbooks and on the command line, one line on what it

@@ -52,8 +52,8 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 
 use super::{
-    exit_text, first_line, no_usable_report_verdict, timed_out_verdict, Entry, FetchedReport,
-    ResultParser, Verdict,
+    exit_text, first_line, lines_status, no_usable_report_verdict, timed_out_verdict, warn,
+    whole_lines, Entry, FetchedReport, ResultParser, Verdict,
 };
 use crate::model::{ExecOutcome, Finding, HostClass, ParsedReport, ReportStatus, Severity};
 use crate::sanitize;
@@ -94,19 +94,11 @@ const MAX_MATCH: usize = 200;
 const MAX_FIELD: usize = 4 * 1024;
 /// Meta entries and tags kept per rule.
 const MAX_META: usize = 32;
-/// Warnings kept per report.
-const MAX_WARNINGS: usize = 32;
 /// Standard-error lines quoted as warnings.
 const MAX_STDERR_LINES: usize = 10;
 
 /// `yr scan --output-format ndjson` (see the module's documentation).
 pub struct YaraXParser;
-
-fn warn(warnings: &mut Vec<String>, w: String) {
-    if warnings.len() < MAX_WARNINGS {
-        warnings.push(w);
-    }
-}
 
 fn capped(s: &str, max: usize) -> String {
     s.chars().take(max).collect()
@@ -243,22 +235,8 @@ fn rule_finding(path: &str, rule: &serde_json::Map<String, Value>) -> Option<Fin
 /// Parses `yr scan --output-format ndjson` output. Never panics, whatever the bytes.
 pub fn parse(bytes: &[u8]) -> ParsedReport {
     let mut warnings = Vec::new();
-    let mut complete = true;
-    if bytes.len() > MAX_INPUT {
-        warn(
-            &mut warnings,
-            "truncated: output beyond 64 MiB ignored".to_string(),
-        );
-        complete = false;
-    }
-    let bytes = bytes.get(..MAX_INPUT).unwrap_or(bytes);
-    if !bytes.is_empty() && !bytes.ends_with(b"\n") {
-        warn(
-            &mut warnings,
-            "truncated: the last line has no end".to_string(),
-        );
-        complete = false;
-    }
+    let (bytes, mut complete) =
+        whole_lines(bytes, MAX_INPUT, "output beyond 64 MiB", &mut warnings);
     let mut findings = Vec::new();
     let mut scanned = 0u64;
     let mut matched_files = 0u64;
@@ -339,13 +317,7 @@ pub fn parse(bytes: &[u8]) -> ParsedReport {
     if scanned == 0 && complete {
         warn(&mut warnings, "yr scanned no file".to_string());
     }
-    let status = if !findings.is_empty() {
-        ReportStatus::Detected
-    } else if complete {
-        ReportStatus::NotDetected
-    } else {
-        ReportStatus::Unparseable
-    };
+    let status = lines_status(&findings, complete);
     ParsedReport {
         status,
         hostname: None,
