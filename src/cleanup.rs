@@ -363,34 +363,10 @@ fn split_remote(path: &str) -> (&str, &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{NewRun, RunHost, Store};
+    use crate::store::{NewRun, Store};
 
     fn new_run() -> NewRun {
-        NewRun {
-            operator: "op".into(),
-            controller: "ctl".into(),
-            playbook_path: "pb.yml".into(),
-            playbook_name: "pb".into(),
-            playbook_text: String::new(),
-            inventory_path: "inv.yml".into(),
-            inventory_text: String::new(),
-            limit: None,
-            forks: 1,
-            checker_path: "/c".into(),
-            checker_sha256: "0".repeat(64),
-            checker_size: 1,
-            hosts: vec![RunHost {
-                name: "w1".into(),
-                address: "127.0.0.1".into(),
-                port: None,
-                transport: "winrm".into(),
-                groups: Vec::new(),
-                group_paths: Vec::new(),
-                wave: None,
-                wave_partition: None,
-            }],
-            rollout: None,
-        }
+        crate::store::tests::test_run(&["w1"], "winrm")
     }
 
     /// A host whose only leftovers are services journaled by a connection over SMB is still

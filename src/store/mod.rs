@@ -415,11 +415,17 @@ pub struct StepRecord {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::model::{ReportStatus, Severity};
 
     fn run(hosts: &[&str]) -> NewRun {
+        test_run(hosts, "local")
+    }
+
+    /// A run of `hosts` (all on 127.0.0.1 over `transport`) for the tests of the store and of
+    /// the modules that read it.
+    pub(crate) fn test_run(hosts: &[&str], transport: &str) -> NewRun {
         NewRun {
             operator: "op".into(),
             controller: "ctl".into(),
@@ -439,7 +445,7 @@ mod tests {
                     name: h.to_string(),
                     address: "127.0.0.1".into(),
                     port: None,
-                    transport: "local".into(),
+                    transport: transport.into(),
                     groups: Vec::new(),
                     group_paths: Vec::new(),
                     wave: None,
