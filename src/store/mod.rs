@@ -59,6 +59,8 @@ pub trait Store: Send + Sync {
     fn not_started(&self, run_id: i64, host: &str, step: &str, target: &str, detail: &str);
     /// One fetched report, its raw bytes and its findings.
     async fn add_report(&self, r: NewReport) -> Result<i64>;
+    /// A host's final result; the lease this process holds on the host is given back in
+    /// the same step, so no kill leaves a lease on a host that is done.
     async fn finish_host(&self, run_id: i64, host: &str, fin: HostFinish) -> Result<()>;
     async fn known_report_names(&self, host: &str) -> Result<Vec<String>>;
     async fn acquire_lease(&self, run_id: i64, host: &str, ttl_secs: u64) -> Result<Lease>;

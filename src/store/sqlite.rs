@@ -491,9 +491,19 @@ impl Journal {
         .await
     }
 
+    /// Records a host's final result and, in the same transaction, gives back the lease this
+    /// process holds on it: a kill between the two would otherwise leave a lease on a host
+    /// that is done, which no later run visits to release (the release that follows is then
+    /// a no-op).
     pub async fn finish_host(&self, run_id: i64, host: &str, fin: HostFinish) -> Result<()> {
         let host = host.to_string();
+        let me = lease_owner();
         self.write(move |tx| {
+            exec(
+                tx,
+                "DELETE FROM leases WHERE host=?1 AND owner=?2",
+                params![host, me],
+            )?;
             exec(tx,
                 "UPDATE hosts SET state='done', class=?1, reason=?2, finished_at=?3, duration_ms=?4,
                     pushed=?5, exit_code=?6, primary_report=?7
@@ -1891,4 +1901,51 @@ fn run_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunInfo> {
         counts: Default::default(),
         complete: false,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::HostClass;
+    use crate::store::HostFinish;
+
+    fn leases(state_dir: &Path) -> i64 {
+        Connection::open(state_dir.join("journal.sqlite"))
+            .and_then(|c| c.query_row("SELECT COUNT(*) FROM leases", [], |r| r.get(0)))
+            .expect("count leases")
+    }
+
+    /// A host's final result and the release of its lease are one transaction: nothing
+    /// after `finish_host` (a kill before the separate release) can leave the lease behind.
+    #[tokio::test]
+    async fn finishing_a_host_gives_its_lease_back() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let journal = Journal::open(dir.path()).expect("journal");
+        let run = journal
+            .start_run(crate::store::tests::test_run(&["h", "other"], "local"))
+            .await
+            .expect("run");
+        for h in ["h", "other"] {
+            journal.host_started(run, h);
+            assert!(matches!(
+                journal.acquire_lease(run, h, 600).await.expect("lease"),
+                Lease::Acquired
+            ));
+        }
+        assert_eq!(leases(dir.path()), 2);
+        let fin = HostFinish {
+            class: HostClass::NotDetected,
+            reason: "clean".into(),
+            duration_ms: 1,
+            pushed: None,
+            exit_code: Some(0),
+            primary_report: None,
+        };
+        journal.finish_host(run, "h", fin).await.expect("finish");
+        assert_eq!(
+            leases(dir.path()),
+            1,
+            "only the finished host's lease is gone"
+        );
+    }
 }
