@@ -422,7 +422,7 @@ pub(crate) mod tests {
     use crate::model::{ReportStatus, Severity};
 
     fn run(hosts: &[&str]) -> NewRun {
-        test_run(hosts, "local")
+        test_run(hosts, "test")
     }
 
     /// A run of `hosts` (all on 127.0.0.1 over `transport`) for the tests of the store and of

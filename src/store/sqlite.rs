@@ -1922,7 +1922,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let journal = Journal::open(dir.path()).expect("journal");
         let run = journal
-            .start_run(crate::store::tests::test_run(&["h", "other"], "local"))
+            .start_run(crate::store::tests::test_run(&["h", "other"], "test"))
             .await
             .expect("run");
         for h in ["h", "other"] {
