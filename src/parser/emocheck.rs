@@ -57,8 +57,8 @@
 use encoding_rs::{SHIFT_JIS, WINDOWS_1252};
 
 use super::{
-    exit_text, first_line, no_usable_report_verdict, timed_out_verdict, unusable_report_verdict,
-    FetchedReport, ResultParser, Verdict,
+    detected_verdict, exit_text, first_detected, first_line, no_usable_report_verdict,
+    timed_out_verdict, unusable_report_verdict, FetchedReport, ResultParser, Verdict,
 };
 use crate::model::{
     attr, ExecOutcome, Finding, HostClass, ParsedReport, Process, ReportStatus, Severity,
@@ -1253,10 +1253,7 @@ impl ResultParser for EmoCheckParser {
         reports: &[FetchedReport],
         problems: &[String],
     ) -> Verdict {
-        let detected = reports
-            .iter()
-            .enumerate()
-            .find(|(_, r)| r.parsed.status == ReportStatus::Detected);
+        let detected = first_detected(reports);
         if let Some((i, r)) = detected {
             let names: Vec<String> = r
                 .parsed
@@ -1278,14 +1275,7 @@ impl ResultParser for EmoCheckParser {
                     end_text(exec)
                 ));
             }
-            if !r.parsed.warnings.is_empty() {
-                reason.push_str(&format!("; {}", r.parsed.warnings.join("; ")));
-            }
-            return Verdict {
-                class: HostClass::Detected,
-                reason,
-                primary: Some(i),
-            };
+            return detected_verdict(i, reason, r);
         }
         if exec.timed_out {
             return timed_out_verdict();

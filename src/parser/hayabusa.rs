@@ -39,8 +39,9 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 
 use super::{
-    exit_text, first_line, lines_status, no_usable_report_verdict, timed_out_verdict, warn,
-    whole_lines, Entry, FetchedReport, ResultParser, Settings, Verdict,
+    detected_verdict, exit_text, first_detected, first_line, lines_status,
+    no_usable_report_verdict, timed_out_verdict, warn, whole_lines, Entry, FetchedReport,
+    ResultParser, Settings, Verdict,
 };
 use crate::model::{ExecOutcome, Finding, HostClass, ParsedReport, ReportStatus, Severity};
 use crate::sanitize;
@@ -276,11 +277,7 @@ impl ResultParser for HayabusaParser {
         reports: &[FetchedReport],
         problems: &[String],
     ) -> Verdict {
-        if let Some((i, r)) = reports
-            .iter()
-            .enumerate()
-            .find(|(_, r)| r.parsed.status == ReportStatus::Detected)
-        {
+        if let Some((i, r)) = first_detected(reports) {
             let shown: Vec<String> = r
                 .parsed
                 .findings
@@ -294,20 +291,13 @@ impl ResultParser for HayabusaParser {
                     )
                 })
                 .collect();
-            let mut reason = format!(
+            let reason = format!(
                 "{} detection(s) at or above {}: {}",
                 r.parsed.findings.len(),
                 self.min_level.as_str(),
                 shown.join(", ")
             );
-            if !r.parsed.warnings.is_empty() {
-                reason.push_str(&format!("; {}", r.parsed.warnings.join("; ")));
-            }
-            return Verdict {
-                class: HostClass::Detected,
-                reason,
-                primary: Some(i),
-            };
+            return detected_verdict(i, reason, r);
         }
         if exec.timed_out {
             return timed_out_verdict();

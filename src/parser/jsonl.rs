@@ -39,8 +39,9 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 
 use super::{
-    exit_text, first_line, lines_status, no_usable_report_verdict, timed_out_verdict,
-    unusable_report_verdict, warn, whole_lines, Entry, FetchedReport, ResultParser, Verdict,
+    detected_verdict, exit_text, first_detected, first_line, lines_status,
+    no_usable_report_verdict, timed_out_verdict, unusable_report_verdict, warn, whole_lines, Entry,
+    FetchedReport, ResultParser, Verdict,
 };
 use crate::model::{ExecOutcome, Finding, HostClass, ParsedReport, ReportStatus, Severity};
 use crate::sanitize;
@@ -456,11 +457,7 @@ impl ResultParser for JsonLinesParser {
         reports: &[FetchedReport],
         problems: &[String],
     ) -> Verdict {
-        if let Some((i, r)) = reports
-            .iter()
-            .enumerate()
-            .find(|(_, r)| r.parsed.status == ReportStatus::Detected)
-        {
+        if let Some((i, r)) = first_detected(reports) {
             let titles: Vec<String> = r
                 .parsed
                 .findings
@@ -468,19 +465,12 @@ impl ResultParser for JsonLinesParser {
                 .take(5)
                 .map(|f| sanitize::display(&f.title, 80))
                 .collect();
-            let mut reason = format!(
+            let reason = format!(
                 "{} finding(s): {}",
                 r.parsed.findings.len(),
                 titles.join(", ")
             );
-            if !r.parsed.warnings.is_empty() {
-                reason.push_str(&format!("; {}", r.parsed.warnings.join("; ")));
-            }
-            return Verdict {
-                class: HostClass::Detected,
-                reason,
-                primary: Some(i),
-            };
+            return detected_verdict(i, reason, r);
         }
         if exec.timed_out {
             return timed_out_verdict();

@@ -80,6 +80,26 @@ pub struct Settings {
     pub stdout: bool,
 }
 
+/// The first report that holds a detection, with its index.
+fn first_detected(reports: &[FetchedReport]) -> Option<(usize, &FetchedReport)> {
+    reports
+        .iter()
+        .enumerate()
+        .find(|(_, r)| r.parsed.status == ReportStatus::Detected)
+}
+
+/// The verdict for a detection in report `i` (`r`): `reason`, then the report's warnings.
+fn detected_verdict(i: usize, mut reason: String, r: &FetchedReport) -> Verdict {
+    if !r.parsed.warnings.is_empty() {
+        reason.push_str(&format!("; {}", r.parsed.warnings.join("; ")));
+    }
+    Verdict {
+        class: HostClass::Detected,
+        reason,
+        primary: Some(i),
+    }
+}
+
 /// Warnings kept per report by the parsers of JSON lines.
 const MAX_WARNINGS: usize = 32;
 

@@ -52,8 +52,8 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 
 use super::{
-    exit_text, first_line, lines_status, no_usable_report_verdict, timed_out_verdict, warn,
-    whole_lines, Entry, FetchedReport, ResultParser, Verdict,
+    exit_text, first_detected, first_line, lines_status, no_usable_report_verdict,
+    timed_out_verdict, warn, whole_lines, Entry, FetchedReport, ResultParser, Verdict,
 };
 use crate::model::{ExecOutcome, Finding, HostClass, ParsedReport, ReportStatus, Severity};
 use crate::sanitize;
@@ -465,11 +465,7 @@ impl ResultParser for YaraXParser {
                 ));
             }
         };
-        if let Some((i, r)) = reports
-            .iter()
-            .enumerate()
-            .find(|(_, r)| r.parsed.status == ReportStatus::Detected)
-        {
+        if let Some((i, r)) = first_detected(reports) {
             let shown: Vec<String> = r
                 .parsed
                 .findings
