@@ -111,6 +111,29 @@ fn pushscan(t: &TestLab, args: &[&str]) -> Output {
         .expect("run pushscan")
 }
 
+/// `pushscan sweep` of the lab's inventory with `playbook`, its journal in `state`, files
+/// over `smb` (`--smb auto|off`); a lab sweep ends with a detection or an unchecked host
+/// (exit 1 or 2), anything else fails the test.
+fn sweep_lab(t: &TestLab, playbook: &Path, state: &Path, smb: &str) {
+    let o = pushscan(
+        t,
+        &[
+            "sweep",
+            "-i",
+            t.lab.inventory.to_str().unwrap(),
+            "-p",
+            playbook.to_str().unwrap(),
+            "--state-dir",
+            state.to_str().unwrap(),
+            "--smb",
+            smb,
+            "--progress",
+            "quiet",
+        ],
+    );
+    assert!(matches!(o.status.code(), Some(1) | Some(2)), "{}", text(&o));
+}
+
 fn text(o: &Output) -> String {
     format!(
         "{}{}",
@@ -899,26 +922,9 @@ fn work_dir_someone_else_made_is_refused_and_untouched() {
     let before_open = files(&work(open));
 
     let (pb, _) = playbook(&t);
-    let inv = t.lab.inventory.to_str().unwrap().to_string();
     for smb in ["auto", "off"] {
         let state = t.dir.path().join(format!("state-{smb}"));
-        let o = pushscan(
-            &t,
-            &[
-                "sweep",
-                "-i",
-                &inv,
-                "-p",
-                pb.to_str().unwrap(),
-                "--state-dir",
-                state.to_str().unwrap(),
-                "--smb",
-                smb,
-                "--progress",
-                "quiet",
-            ],
-        );
-        assert!(matches!(o.status.code(), Some(1) | Some(2)), "{}", text(&o));
+        sweep_lab(&t, &pb, &state, smb);
         let rep = by_host(&report_json(&state));
         let reason = |h: &LabHost| rep[&h.name]["reason"].as_str().unwrap().to_string();
         for (h, want) in [
@@ -1006,25 +1012,8 @@ fn inputs_are_pushed_skipped_repushed_and_cleaned_over_smb_and_winrm_only() {
     };
     let (keep, clean) = (with_inputs(false), with_inputs(true));
     let state = t.dir.path().join("state");
-    let inv = t.lab.inventory.to_str().unwrap().to_string();
     let sweep = |pb: &Path, smb: &str| {
-        let o = pushscan(
-            &t,
-            &[
-                "sweep",
-                "-i",
-                &inv,
-                "-p",
-                pb.to_str().unwrap(),
-                "--state-dir",
-                state.to_str().unwrap(),
-                "--smb",
-                smb,
-                "--progress",
-                "quiet",
-            ],
-        );
-        assert!(matches!(o.status.code(), Some(1) | Some(2)), "{}", text(&o));
+        sweep_lab(&t, pb, &state, smb);
     };
     let clean_hosts: Vec<&LabHost> = t
         .lab
