@@ -165,7 +165,7 @@ pub(super) fn staged_script(plan: &RunPlan, nonce: &str) -> String {
     };
     let script = format!(
         "umask 077\n\
-         h0=$PWD nb=0 bk=/ t0=- nl='\n'\n\
+         h0=$PWD nb=0 bk=/ t0=- tm=- nl='\n'\n\
          {pl}\
          {pv}\
          {prove}\
@@ -182,7 +182,8 @@ pub(super) fn staged_script(plan: &RunPlan, nonce: &str) -> String {
            echo PUSHSCAN_PUSHED=ok >&2\n\
          fi\n\
          if [ \"$nb\" -gt 0 ]; then i=0; t0=$(date +%s)\n\
-           while [ \"$t0\" -le \"$nb\" ] && [ $i -lt 10 ]; do sleep 0.2 2>/dev/null || sleep 1; i=$((i+1)); t0=$(date +%s); done\n\
+           while [ \"$t0\" -le $((nb+1)) ] && [ $i -lt 15 ]; do sleep 0.2 2>/dev/null || sleep 1; i=$((i+1)); t0=$(date +%s); done\n\
+           tm=$((t0-1))\n\
          fi\n\
          echo {PID_MARKER}$$ $t0 >&2\n\
          cd -- {cwd} || {{ echo PUSHSCAN_FAIL=cd >&2; exit 126; }}\n\
@@ -219,8 +220,11 @@ fn hash_into_h_raw(p: &str) -> String {
 /// result file's mtime in `nb`; A (after) sends every result file within `cap` that is new or
 /// changed since B, or modified since the run started (`t0`), at most `max_files`. The script
 /// reads the clock (`date`, a process) only when B saw earlier result files: it then waits
-/// for a later second than theirs, so that a report rewritten by the run cannot keep its old
-/// key; with none, every result file after the run is new and `t0` stays `-`.
+/// until two seconds after theirs and counts a file as modified by the run from the second
+/// before `t0` (`tm`), so that a report rewritten by the run cannot keep its old key. The
+/// second of slack is the kernel's: it stamps files with a coarse clock that may lag the one
+/// `date` reads by a tick, so a file written just after `t0` was read can carry `t0 - 1`.
+/// With no earlier result file, every result file after the run is new and `t0` stays `-`.
 ///
 /// Sizes and mtimes come from one `stat` for the whole directory (GNU `-c`; none for an
 /// empty or missing one), a line `size mtime path` per entry in the glob's order: result
@@ -262,7 +266,7 @@ fn list_function(pattern: &str, cap: u64, max_files: usize) -> String {
                case $b in {pattern}) ;; *) continue ;; esac\n\
                z=${{s%% *}}\n\
                [ \"$z\" -le {cap} ] || continue\n\
-               case $bk in *\"/f/$s/$b/\"*) [ \"$m\" != - ] && [ \"$t0\" != - ] && [ \"$m\" -ge \"$t0\" ] || continue ;; esac\n\
+               case $bk in *\"/f/$s/$b/\"*) [ \"$m\" != - ] && [ \"$t0\" != - ] && [ \"$m\" -ge \"$tm\" ] || continue ;; esac\n\
                ns=$((ns+1)); [ $ns -le {max_files} ] || continue\n\
                printf 'PUSHSCAN_F %s\\n%s\\0' \"$s\" \"$b\" >&2\n\
                {{ head -c \"$z\" < \"$f\"; }} >&2 2>/dev/null\n\
