@@ -26,7 +26,7 @@ use crate::plan::HostPlan;
 use crate::playbook::Playbook;
 use crate::store::{self, StoreReader};
 use crate::sweep::{context, Access};
-use crate::transport::OWN_STEP as SERVICE_STEP;
+use crate::transport::{Connection, OWN_STEP as SERVICE_STEP};
 
 /// What may be left of ours on one host.
 #[derive(Debug, Clone)]
@@ -191,6 +191,7 @@ pub async fn cleanup_run(
                 host: l.host,
                 files: l.files,
                 dirs: l.dirs,
+                services: l.services,
             });
         }
         return Ok(summary);
@@ -275,11 +276,53 @@ async fn clean_host(ctx: &SweepCtx, plan: &HostPlan, l: &Leftovers) -> Result<()
             return Err(format!("journal: {e:#}"));
         }
     }
+    let mut errors = remove_leftovers(ctx, plan, conn.as_mut(), l).await;
+    // What this cleanup itself ran over SMB is gone too (each command removed its own;
+    // this checks, and marks it so in the journal).
+    for (step, target) in own {
+        let targets = vec![target];
+        match conn.remove_own(step, &targets, &[]).await {
+            Ok(()) => j.outcome(ctx.run_id, &l.host, step, true, &targets[0], ""),
+            Err(e) => errors.push(e.message),
+        }
+    }
+    conn.close().await;
+    let detail = errors.join("; ");
+    j.outcome(
+        ctx.run_id,
+        &l.host,
+        "cleanup",
+        errors.is_empty(),
+        &targets,
+        &detail,
+    );
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(detail)
+    }
+}
+
+/// Removes `l` from the host over `conn` and verifies it: the services (journaled as done
+/// or failed under their own step), then, in directories proven ours, the files (each must
+/// be gone from its directory's listing) and the empty directories. Returns what failed;
+/// the caller journals the `cleanup` step's outcome for the files (its intent is the
+/// caller's too). Used by `cleanup`, and by the pipeline when `resume` re-runs a host whose
+/// interrupted attempt may have left something.
+pub(crate) async fn remove_leftovers(
+    ctx: &SweepCtx,
+    plan: &HostPlan,
+    conn: &mut dyn Connection,
+    l: &Leftovers,
+) -> Vec<String> {
+    let j = &ctx.journal;
     // Services first: removing them needs no directory of ours.
     let mut errors = Vec::new();
     if !l.services.is_empty() {
         let targets = l.services.join("\n");
-        match conn.remove_own(SERVICE_STEP, &l.services).await {
+        // The checker is what a crashed attempt's commands may have left running.
+        let running = [plan.checker_path.clone()];
+        match conn.remove_own(SERVICE_STEP, &l.services, &running).await {
             Ok(()) => j.outcome(ctx.run_id, &l.host, SERVICE_STEP, true, &targets, ""),
             Err(e) => {
                 j.outcome(
@@ -294,17 +337,17 @@ async fn clean_host(ctx: &SweepCtx, plan: &HostPlan, l: &Leftovers) -> Result<()
             }
         }
     }
+    if l.files.is_empty() && l.dirs.is_empty() {
+        return errors;
+    }
     // The same rule as a sweep's: nothing is touched in a directory someone else could
     // have changed since (a link planted at one of our names would be followed otherwise).
     if let Err(e) = conn
         .prove_dirs(&[plan.work_dir.clone(), plan.run_dir.clone()])
         .await
     {
-        conn.close().await;
         errors.push(format!("nothing removed: {}", e.message));
-        let detail = errors.join("; ");
-        j.outcome(ctx.run_id, &l.host, "cleanup", false, &targets, &detail);
-        return Err(detail);
+        return errors;
     }
     for f in &l.files {
         if let Err(e) = conn.remove_file(f).await {
@@ -325,30 +368,7 @@ async fn clean_host(ctx: &SweepCtx, plan: &HostPlan, l: &Leftovers) -> Result<()
             Err(e) => errors.push(format!("cannot verify {f}: {}", e.message)),
         }
     }
-    // What this cleanup itself ran over SMB is gone too (each command removed its own;
-    // this checks, and marks it so in the journal).
-    for (step, target) in own {
-        let targets = vec![target];
-        match conn.remove_own(step, &targets).await {
-            Ok(()) => j.outcome(ctx.run_id, &l.host, step, true, &targets[0], ""),
-            Err(e) => errors.push(e.message),
-        }
-    }
-    conn.close().await;
-    let detail = errors.join("; ");
-    j.outcome(
-        ctx.run_id,
-        &l.host,
-        "cleanup",
-        errors.is_empty(),
-        &targets,
-        &detail,
-    );
-    if errors.is_empty() {
-        Ok(())
-    } else {
-        Err(detail)
-    }
+    errors
 }
 
 /// Splits a remote path (either separator) into directory and file name.

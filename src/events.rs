@@ -38,6 +38,8 @@ pub enum Event {
         host: String,
         files: Vec<String>,
         dirs: Vec<String>,
+        /// Journaled names of what a connection made for itself (services over SMB).
+        services: Vec<String>,
     },
     /// A host was cleaned, or why not.
     CleanupHost {

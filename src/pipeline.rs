@@ -6,6 +6,7 @@
 //! pipeline owns one connection for the host and closes it at the end, on
 //! every path.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -13,6 +14,7 @@ use std::time::Instant;
 use sha2::{Digest, Sha256};
 use wildmatch::WildMatch;
 
+use crate::cleanup::{self as leftovers, Leftovers};
 use crate::model::HostClass;
 use crate::parser::{FetchedReport, ResultParser};
 use crate::plan::HostPlan;
@@ -44,6 +46,10 @@ pub struct SweepCtx {
     /// Every transport's connector, with each host's credentials resolved before the
     /// sweep starts (a host without one is a configuration error).
     pub sessions: Sessions,
+    /// What an interrupted attempt of this run may have left on each host `resume` redoes
+    /// (services of commands over SMB, temp copies of pushes, fetched reports the playbook
+    /// removes), taken away before the host is redone. Empty for a new run.
+    pub earlier: HashMap<String, Leftovers>,
 }
 
 /// The end of one host's pipeline.
@@ -93,6 +99,8 @@ struct Progress {
     /// nothing of this run is on the host, and a directory that failed the proof is not ours
     /// to remove anything from.
     dirs_proven: bool,
+    /// What of an interrupted attempt's leftovers could not be removed (`resume`).
+    earlier_left: Option<String>,
 }
 
 /// Runs the whole pipeline for one host and records its outcome.
@@ -146,6 +154,12 @@ pub async fn run_host(ctx: Arc<SweepCtx>, plan: HostPlan) -> HostResult {
             Ok(mut conn) => {
                 let res = Box::pin(steps(&ctx, &plan, conn.as_mut(), &mut progress)).await;
                 let cleaned = Box::pin(cleanup(&ctx, &plan, conn.as_mut(), &progress)).await;
+                // What the connection made for itself and already removed and checked
+                // (services over SMB) is journaled done: `cleanup` need not visit for it.
+                for (step, target) in conn.own_removed() {
+                    ctx.journal
+                        .outcome(ctx.run_id, &name, step, true, &target, REMOVED_AFTER_RUN);
+                }
                 let notes = conn.notes();
                 conn.close().await;
                 let mut res = match (res, cleaned) {
@@ -156,6 +170,13 @@ pub async fn run_host(ctx: Arc<SweepCtx>, plan: HostPlan) -> HostResult {
                     }
                     (r, _) => r,
                 };
+                if let Some(left) = &progress.earlier_left {
+                    let tail = format!("; an interrupted attempt's leftovers remain: {left}");
+                    match &mut res {
+                        Ok(v) => v.1.push_str(&tail),
+                        Err(f) => f.reason.push_str(&tail),
+                    }
+                }
                 // How the host was reached, when it matters (e.g. files went
                 // through WinRM because SMB was closed).
                 if !notes.is_empty() {
@@ -261,6 +282,9 @@ async fn steps(
     j.intents(run_id, host, &intents)
         .await
         .map_err(Failure::journal)?;
+    if let Some(l) = ctx.earlier.get(host) {
+        progress.earlier_left = remove_earlier(ctx, plan, conn, l).await?;
+    }
     let mut cmd = CommandSpec {
         program: plan.checker_path.clone(),
         args: plan.args.clone(),
@@ -734,6 +758,40 @@ fn exec_summary(exec: &ExecOutcome) -> String {
 
 /// Removes what the playbook says to remove. Runs once connected, when the directories were
 /// created or proven private (before that, nothing of this run is on the host).
+/// Takes away what an interrupted attempt of this run left on the host (`resume`), before
+/// it is redone over the same connection: its services first, then its files, journaled as
+/// `cleanup` does (intent, then outcome) so a later `cleanup` does not look for them again.
+/// What could not be removed stays in the journal for `cleanup` and is returned for the
+/// host's reason; the host is redone either way.
+async fn remove_earlier(
+    ctx: &SweepCtx,
+    plan: &HostPlan,
+    conn: &mut dyn Connection,
+    l: &Leftovers,
+) -> Result<Option<String>, Failure> {
+    let (run_id, host) = (ctx.run_id, plan.host.name.as_str());
+    let targets = l.files.join("\n");
+    if !l.files.is_empty() {
+        ctx.journal
+            .intent(run_id, host, "cleanup", &targets)
+            .await
+            .map_err(Failure::journal)?;
+    }
+    let errors = leftovers::remove_leftovers(ctx, plan, conn, l).await;
+    let detail = errors.join("; ");
+    if !l.files.is_empty() {
+        ctx.journal.outcome(
+            run_id,
+            host,
+            "cleanup",
+            errors.is_empty(),
+            &targets,
+            &detail,
+        );
+    }
+    Ok((!errors.is_empty()).then_some(detail))
+}
+
 async fn cleanup(
     ctx: &SweepCtx,
     plan: &HostPlan,

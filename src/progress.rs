@@ -229,8 +229,15 @@ impl Sink for Terminal {
                 host,
                 files,
                 dirs,
+                services,
             } => {
                 println!("run {run} {}:", sanitize::display(&host, 80));
+                for s in &services {
+                    println!(
+                        "  remove the services and files of {}-*",
+                        sanitize::display(s, 80)
+                    );
+                }
                 for f in &files {
                     println!("  remove file {}", sanitize::display(f, 300));
                 }

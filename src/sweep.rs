@@ -15,12 +15,13 @@
 //! `not_started` with the reason, and `resume` continues wave by wave.
 
 use crate::identity::{controller_name, current_user};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
 
+use crate::cleanup::{self, Leftovers};
 use crate::events::Event;
 use crate::exit::{self, Fail, WithCode};
 use crate::fleet::{self, Control};
@@ -116,6 +117,7 @@ pub(crate) fn context<'a>(
         journal,
         evidence_dir,
         sessions,
+        earlier: HashMap::new(),
     })
 }
 
@@ -242,6 +244,7 @@ pub async fn sweep(cfg: SweepConfig) -> Result<SweepOutcome, Fail> {
         staged,
         rollout,
         cfg.forks,
+        HashMap::new(),
         &access,
         &cfg.control,
     )
@@ -298,7 +301,6 @@ pub async fn resume(
             })?,
     };
     let src = reader.run_sources(run_id).code(exit::USAGE)?;
-    drop(reader);
     let pb =
         Playbook::parse(&src.playbook_text, Path::new(&src.playbook_path)).code(exit::CONFIG)?;
     if pb.checker.sha256 != src.checker_sha256 {
@@ -310,6 +312,9 @@ pub async fn resume(
     pb.verify_checker().code(exit::CHECKER)?;
     let inv =
         inventory::parse(&src.inventory_text, Path::new(&src.inventory_path)).code(exit::CONFIG)?;
+    // What the interrupted attempts left; a host that is redone loses it first.
+    let earlier = cleanup::leftovers(&*reader, run_id, &pb, &inv).code(exit::IO)?;
+    drop(reader);
     // The rollout the run started with (a run from before staged rollouts: one wave).
     let rollout: Rollout = match &src.rollout {
         Some(json) => serde_json::from_str(json)
@@ -320,6 +325,7 @@ pub async fn resume(
     let journal = store::open(state_dir).code(exit::IO)?;
     let waves_of = journal.host_waves(run_id).await.code(exit::IO)?;
     let todo = journal.reopen_run(run_id).await.code(exit::IO)?;
+    let earlier = earlier_for_rerun(earlier, &todo, &pb, &inv);
     let mut staged: Vec<WavePlans> = Vec::new();
     for name in &todo {
         let Some(host) = inv.host(name) else {
@@ -346,9 +352,38 @@ pub async fn resume(
     check_pause_possible(&rollout, staged.len())?;
     let forks = forks.unwrap_or(src.forks.max(1));
     execute(
-        journal, state_dir, run_id, pb, staged, rollout, forks, access, control,
+        journal, state_dir, run_id, pb, staged, rollout, forks, earlier, access, control,
     )
     .await
+}
+
+/// What `resume` takes away from each host it redoes before redoing it: what the
+/// interrupted attempts left (`cleanup::leftovers`) except the pinned files, which the
+/// redone host verifies, keeps or replaces itself, and the directories, which it uses.
+fn earlier_for_rerun(
+    all: Vec<Leftovers>,
+    todo: &[String],
+    pb: &Playbook,
+    inv: &inventory::Inventory,
+) -> HashMap<String, Leftovers> {
+    let mut out = HashMap::new();
+    for mut l in all {
+        if !todo.contains(&l.host) {
+            continue;
+        }
+        let Some(plan) = inv.host(&l.host).and_then(|h| HostPlan::new(pb, h).ok()) else {
+            continue;
+        };
+        let pinned: Vec<String> = std::iter::once(plan.checker_path.clone())
+            .chain(plan.input_paths())
+            .collect();
+        l.files.retain(|f| !pinned.contains(f));
+        l.dirs.clear();
+        if !l.files.is_empty() || !l.services.is_empty() {
+            out.insert(l.host.clone(), l);
+        }
+    }
+    out
 }
 
 /// A new run of run `from_run`'s stored playbook and inventory on `hosts` only: the
@@ -428,6 +463,7 @@ pub async fn recheck(
         waves,
         Rollout::default(),
         forks,
+        HashMap::new(),
         access,
         control,
     )
@@ -445,6 +481,7 @@ async fn execute(
     waves: Vec<WavePlans>,
     rollout: Rollout,
     forks: usize,
+    earlier: HashMap<String, Leftovers>,
     access: &Access,
     control: &Control,
 ) -> Result<SweepOutcome, Fail> {
@@ -454,14 +491,16 @@ async fn execute(
         .code(exit::IO)?;
 
     let total = waves.iter().map(|w| w.plans.len()).sum();
-    let ctx = Arc::new(context(
+    let mut ctx = context(
         run_id,
         pb,
         journal.clone(),
         evidence_dir,
         access,
         waves.iter().flat_map(|w| &w.plans),
-    )?);
+    )?;
+    ctx.earlier = earlier;
+    let ctx = Arc::new(ctx);
 
     // Planning is done: its transient memory goes back to the system, and so does what the
     // hosts free from now on, every few seconds (`limits.rs`).

@@ -340,9 +340,24 @@ pub trait Connection: Send {
         Vec::new()
     }
 
+    /// Which of [`own_intents`](Connection::own_intents) this connection has itself removed
+    /// and checked gone so far (each command over SMB deletes its service and files): the
+    /// caller journals them done, so `cleanup` need not visit the host for them. A command
+    /// that failed or timed out may have left something; its intent is not in the list.
+    fn own_removed(&self) -> Vec<(&'static str, String)> {
+        Vec::new()
+    }
+
     /// Removes what an earlier connection's [`own_intents`](Connection::own_intents) named
-    /// for `step` (`targets`, from the journal) and checks that it is gone.
-    async fn remove_own(&mut self, _step: &str, _targets: &[String]) -> TResult<()> {
+    /// for `step` (`targets`, from the journal) and checks that it is gone. `running` names
+    /// the programs that connection's commands ran (the checker): one a crash left running
+    /// is ended first, so nothing of it is written after the removal.
+    async fn remove_own(
+        &mut self,
+        _step: &str,
+        _targets: &[String],
+        _running: &[String],
+    ) -> TResult<()> {
         Ok(())
     }
 

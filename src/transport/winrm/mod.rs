@@ -359,6 +359,7 @@ impl WinrmConnector {
             remote: Some(remote),
             seed: String::new(),
             smb_commands: 0,
+            smb_unsure: false,
             files,
             notes,
             proven: Vec::new(),
@@ -449,6 +450,10 @@ pub struct WinConnection {
     seed: String,
     /// Commands run over SMB so far.
     smb_commands: usize,
+    /// A command over SMB failed or timed out: its service or files may still be on the
+    /// host (its wrapper may write its exit-code file late), so only `cleanup` may call
+    /// this connection's footprint gone.
+    smb_unsure: bool,
     files: Option<smbfs::SmbFiles>,
     notes: Vec<String>,
     /// Directories shown private in this session (see [`private`]); nothing is written,
@@ -469,6 +474,7 @@ impl WinConnection {
             remote: None,
             seed: smbexec::random_hex()?,
             smb_commands: 0,
+            smb_unsure: false,
             files: Some(files),
             notes: vec![note],
             proven: Vec::new(),
@@ -536,7 +542,11 @@ impl WinConnection {
         };
         // `pushscan-<seed>`, which names every service and file of this connection, was
         // journaled before the first command (`own_intents`).
-        smbexec::run(files, &job, &fp, || async { Ok(()) }).await
+        let out = smbexec::run(files, &job, &fp, || async { Ok(()) }).await;
+        if !matches!(&out, Ok(o) if !o.timed_out) {
+            self.smb_unsure = true;
+        }
+        out
     }
 
     fn is_proven(&self, dir: &str) -> bool {
@@ -732,10 +742,22 @@ impl Connection for WinConnection {
         )]
     }
 
+    fn own_removed(&self) -> Vec<(&'static str, String)> {
+        if self.smb_unsure {
+            return Vec::new();
+        }
+        self.own_intents()
+    }
+
     /// Deletes every service (checking ROpenServiceW answers 1060) and file that a connection
     /// journaled as `pushscan-<seed>` may have left, over SMB whichever way this one runs
     /// commands.
-    async fn remove_own(&mut self, step: &str, targets: &[String]) -> TResult<()> {
+    async fn remove_own(
+        &mut self,
+        step: &str,
+        targets: &[String],
+        running: &[String],
+    ) -> TResult<()> {
         if step != SMB_SERVICE_STEP || targets.is_empty() {
             return Ok(());
         }
@@ -766,7 +788,13 @@ impl Connection for WinConnection {
                 return Err(e);
             }
         };
-        let mut errors = Vec::new();
+        // A crashed run's checker may still run, and its wrapper would write its exit-code
+        // file after the removal below: it is ended first.
+        let fps: Vec<smbexec::Footprint> = seeds
+            .iter()
+            .flat_map(|s| WinConnection::footprints(s))
+            .collect();
+        let mut errors = smbexec::end_orphans(files, &mut scm, &fps, running).await;
         for seed in &seeds {
             for fp in WinConnection::footprints(seed) {
                 for name in fp.services() {
@@ -1010,7 +1038,7 @@ mod tests {
             .await
             .expect("over SMB");
         later
-            .remove_own(SMB_SERVICE_STEP, std::slice::from_ref(&name))
+            .remove_own(SMB_SERVICE_STEP, std::slice::from_ref(&name), &[])
             .await
             .expect("nothing of ours left");
         for p in &planted {
@@ -1021,7 +1049,7 @@ mod tests {
             "a file not of this connection's names was removed"
         );
         let e = later
-            .remove_own(SMB_SERVICE_STEP, &["pushscan-..\\x".to_string()])
+            .remove_own(SMB_SERVICE_STEP, &["pushscan-..\\x".to_string()], &[])
             .await
             .expect_err("not a name of ours");
         assert!(

@@ -297,6 +297,89 @@ async fn create_and_start(
     }
 }
 
+/// Ends what an interrupted connection's commands may still be running, before their
+/// files are removed: a footprint of `fps` whose output file exists without its exit-code
+/// file is a wrapper still waiting for its checker. Each of `images` (the programs those
+/// commands ran) is ended as a timeout ends it, by a `-kill` service of that footprint,
+/// then each such wrapper's exit-code file is awaited (as after a timeout), so that it is
+/// not written after the removal. Returns what could not be done; the removal goes on.
+pub(super) async fn end_orphans(
+    files: &mut SmbFiles,
+    scm: &mut Scm<SmbPipe>,
+    fps: &[Footprint],
+    images: &[String],
+) -> Vec<String> {
+    if images.is_empty() {
+        return Vec::new();
+    }
+    let names: std::collections::HashSet<String> = match files.list_dir(FILE_DIR).await {
+        Ok(entries) => entries
+            .into_iter()
+            .map(|e| e.name.to_ascii_lowercase())
+            .collect(),
+        Err(e) => return vec![format!("cannot list {FILE_DIR}: {}", e.message)],
+    };
+    let base = |path: &str| {
+        path.rsplit('\\')
+            .next()
+            .unwrap_or(path)
+            .to_ascii_lowercase()
+    };
+    let running: Vec<&Footprint> = fps
+        .iter()
+        .filter(|fp| names.contains(&base(&fp.out)) && !names.contains(&base(&fp.rc)))
+        .collect();
+    let Some(first) = running.first() else {
+        return Vec::new();
+    };
+    let mut errors = Vec::new();
+    let mgr = match open_manager(scm, scmr::SC_MANAGER_CREATE).await {
+        Ok(m) => m,
+        Err(e) => {
+            return vec![format!(
+                "the checker left running was not ended: {}",
+                e.message
+            )]
+        }
+    };
+    for image in images {
+        let kill = match kill_path(image) {
+            Ok(k) => k,
+            Err(e) => {
+                errors.push(e.message);
+                continue;
+            }
+        };
+        match create_and_start(scm, &mgr, &first.kill_service, &kill).await {
+            Ok(k) => {
+                let _ = scm.delete_service(&k).await;
+                let _ = scm.close(&k).await;
+            }
+            Err(e) => errors.push(format!(
+                "the checker left running was not ended: {}",
+                e.message
+            )),
+        }
+        if let Err(e) = remove_service(scm, &mgr, &first.kill_service).await {
+            errors.push(e.message);
+        }
+    }
+    let _ = scm.close(&mgr).await;
+    let deadline = Instant::now() + AFTER_KILL;
+    for fp in running {
+        match wait_rc(files, &fp.rc, deadline).await {
+            Ok(Some(_)) => {}
+            Ok(None) => errors.push(format!(
+                "{} did not end within {} s of the kill",
+                fp.service,
+                AFTER_KILL.as_secs()
+            )),
+            Err(e) => errors.push(e.message),
+        }
+    }
+    errors
+}
+
 /// Waits for the exit-code file until `deadline`: the code, or `None` at the deadline.
 async fn wait_rc(files: &mut SmbFiles, rc: &str, deadline: Instant) -> TResult<Option<i64>> {
     let mut pause = POLL_FIRST;
