@@ -1106,6 +1106,15 @@ async fn contain_host(ctx: &SweepCtx, shared: &Shared, w: HostWork) -> HostResul
             }
         }
     };
+    if let Err(e) = journal_own(&*ctx.journal, shared.run_id, &host, conn.own_intents()).await {
+        conn.close().await;
+        return HostResult {
+            host: host.clone(),
+            lines: vec![format!("  {e}: nothing run")],
+            all_verified: false,
+            touched: false,
+        };
+    }
     let opts = &shared.opts;
     let win = w.platform == Platform::Windows;
     let mut evidence: BTreeMap<String, EvidenceState> = BTreeMap::new();
@@ -1166,12 +1175,38 @@ async fn contain_host(ctx: &SweepCtx, shared: &Shared, w: HostWork) -> HostResul
             audit.end(id, action, &target, &mut r, v).await;
         }
     }
+    own_removed(&*ctx.journal, shared.run_id, &host, conn.as_ref());
     conn.close().await;
     HostResult {
         host: host.clone(),
         lines: audit.lines,
         all_verified: audit.all_verified,
         touched: true,
+    }
+}
+
+/// Journals, under `run`, what `conn` makes on the host for its own use before it runs
+/// anything (a Windows host reached over SMB alone: the services of its commands), as a
+/// sweep does: after a crash, `pushscan cleanup <run>` removes them.
+async fn journal_own(
+    journal: &dyn Store,
+    run: i64,
+    host: &str,
+    own: Vec<(&'static str, String)>,
+) -> Result<(), String> {
+    if own.is_empty() {
+        return Ok(());
+    }
+    journal
+        .intents(run, host, &own)
+        .await
+        .map_err(|e| format!("journal: {e:#}"))
+}
+
+/// Journals as removed what `conn` made for its own use and has removed and checked itself.
+fn own_removed(journal: &dyn Store, run: i64, host: &str, conn: &dyn Connection) {
+    for (step, target) in conn.own_removed() {
+        journal.outcome(run, host, step, true, &target, "");
     }
 }
 
@@ -1781,6 +1816,7 @@ pub async fn uncontain(
         return Ok(exit::OK);
     }
     let journal = store::open(&opts.state_dir).code(exit::IO)?;
+    let contained_by = last_contain_runs(&opts.state_dir, &plans)?;
     let operator = crate::identity::current_user();
     let cid = journal
         .start_containment(NewContainment {
@@ -1854,11 +1890,39 @@ pub async fn uncontain(
                 None,
             ),
             Ok(mut conn) => {
-                let mut r = Runner::new(conn.as_mut());
-                let v = lift(&mut r).await;
-                let (command, code, digest) = r.finish();
-                conn.close().await;
-                (v, command, code, Some(digest))
+                // The services of commands over SMB are journaled under the run whose
+                // detections the host's last containment acted on.
+                let own_run = contained_by.get(&host).copied();
+                let journaled = match own_run {
+                    Some(run) => journal_own(&*journal, run, &host, conn.own_intents()).await,
+                    None if conn.own_intents().is_empty() => Ok(()),
+                    None => Err(
+                        "no containment of this host in the journal to record the services \
+                         of its commands over SMB under"
+                            .to_string(),
+                    ),
+                };
+                match journaled {
+                    Err(e) => {
+                        conn.close().await;
+                        (
+                            Verdict::failed(format!("{e}: nothing run")),
+                            String::new(),
+                            None,
+                            None,
+                        )
+                    }
+                    Ok(()) => {
+                        let mut r = Runner::new(conn.as_mut());
+                        let v = lift(&mut r).await;
+                        let (command, code, digest) = r.finish();
+                        if let Some(run) = own_run {
+                            own_removed(&*journal, run, &host, conn.as_ref());
+                        }
+                        conn.close().await;
+                        (v, command, code, Some(digest))
+                    }
+                }
             }
         };
         all_ok &= verdict.verified == Some(true);
@@ -1895,6 +1959,24 @@ pub async fn uncontain(
         .code(exit::IO)?;
     journal.close();
     Ok(if all_ok { exit::OK } else { exit::INCOMPLETE })
+}
+
+/// Per host of `plans`: the run whose detections its newest `contain` acted on.
+fn last_contain_runs(state_dir: &Path, plans: &[HostPlan]) -> Result<BTreeMap<String, i64>, Fail> {
+    let reader = store::open_reader(state_dir).code(exit::IO)?;
+    let mut out = BTreeMap::new();
+    for p in plans {
+        let actions = reader.host_actions(&p.host.name, 200).code(exit::IO)?;
+        if let Some(run) = actions
+            .iter()
+            .filter(|a| a.kind == "contain")
+            .filter_map(|a| a.run_id)
+            .max()
+        {
+            out.insert(p.host.name.clone(), run);
+        }
+    }
+    Ok(out)
 }
 
 async fn lift(r: &mut Runner<'_>) -> Verdict {
