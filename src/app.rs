@@ -856,6 +856,7 @@ pub async fn plan(
     limit: Option<&str>,
     overrides: &crate::rollout::Overrides,
     json: bool,
+    probe: bool,
 ) -> Result<i32, Fail> {
     let loaded = crate::inventory::load_sources(sources)
         .await
@@ -871,7 +872,10 @@ pub async fn plan(
         .clone()
         .with(overrides)
         .map_err(|e| Fail::new(exit::USAGE, anyhow::anyhow!("rollout: {e}")))?;
-    let plan = crate::plan::build(&pb, &loaded.label, limit, &plans, &rollout);
+    let mut plan = crate::plan::build(&pb, &loaded.label, limit, &plans, &rollout);
+    if probe {
+        crate::plan::probe(&mut plan, &plans, crate::plan::PROBE_TIMEOUT).await;
+    }
     let text = if json {
         let mut t = serde_json::to_string_pretty(&plan).code(exit::SOFTWARE)?;
         t.push('\n');

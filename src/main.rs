@@ -83,7 +83,8 @@ enum Command {
     /// without opening a single connection.
     #[command(after_help = concat!(
         "Example:\n  pushscan plan -i inventories/example-windows.yml -p playbooks/emocheck.yml\n  ",
-        "pushscan plan -i hosts.yml -p pb.yml --by ou --waves 1,5,20%,100% --format json\n\n",
+        "pushscan plan -i hosts.yml -p pb.yml --by ou --waves 1,5,20%,100% --format json\n  ",
+        "pushscan plan -i pcs.yml -p playbooks/emocheck.yml --probe   # WinRM or commands over SMB?\n\n",
         "Exit codes: 0, or 66 when the checker does not match its pin (the plan is printed anyway)."
     ))]
     Plan {
@@ -100,6 +101,11 @@ enum Command {
         /// Output format.
         #[arg(long, value_enum, default_value = "text")]
         format: PlanFormat,
+        /// Knock on each host's ports (a TCP connect, nothing sent; 3 s each) and show the
+        /// way in each answer means: e.g. a Windows PC whose WinRM does not answer but SMB
+        /// does is swept with commands over SMB. Without it the plan opens no connection.
+        #[arg(long)]
+        probe: bool,
         #[command(flatten)]
         rollout: RolloutArgs,
     },
@@ -796,6 +802,7 @@ fn run(cli: Cli) -> Result<i32, exit::Fail> {
             playbook,
             limit,
             format,
+            probe,
             rollout,
         } => {
             let overrides = rollout.overrides()?;
@@ -805,6 +812,7 @@ fn run(cli: Cli) -> Result<i32, exit::Fail> {
                 limit.as_deref(),
                 &overrides,
                 matches!(format, PlanFormat::Json),
+                probe,
             ))
         }
         Command::Inventory(a) => {

@@ -7,6 +7,11 @@
 //! the ones the sweep then runs (a test holds the two together through the journal). Text for
 //! the operator, JSON (`--format json`) for tooling. Every inventory-supplied string is escaped
 //! for the terminal.
+//!
+//! `--probe` is the one exception to "no connection": a TCP connect (nothing sent) to the
+//! ports each transport names ([`HostTarget::probe_ports`]), so a host whose way in is
+//! decided by which port answers (a Windows PC with WinRM closed: commands over SMB) shows
+//! the way the sweep will take.
 
 use std::fmt::Write as _;
 
@@ -87,6 +92,65 @@ pub struct HostLine {
     /// Which build goes to the host: `main`, or `x64/x86 by architecture` when the playbook
     /// names both and the transport tells them apart (decided on the host, once connected).
     pub build: &'static str,
+    /// With `--probe`: what answered and the way in it means.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub probe: Option<String>,
+}
+
+/// How long `plan --probe` waits for one port.
+pub const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+/// Ports knocked on at the same time by `plan --probe`.
+const PROBE_PARALLEL: usize = 64;
+
+/// `plan --probe`: knocks on every port the hosts' transports name (a TCP connect, closed
+/// at once; at most [`PROBE_PARALLEL`] at a time, each bounded by `timeout`) and rewrites
+/// each probed host's line to the way its transport says that answer means.
+pub async fn probe(plan: &mut Plan, plans: &[HostPlan], timeout: std::time::Duration) {
+    let sem = Arc::new(tokio::sync::Semaphore::new(PROBE_PARALLEL));
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, p) in plans.iter().enumerate() {
+        for (j, (addr, port)) in p.target.probe_ports().into_iter().enumerate() {
+            let sem = sem.clone();
+            tasks.spawn(async move {
+                let _permit = sem.acquire_owned().await;
+                let open = matches!(
+                    tokio::time::timeout(
+                        timeout,
+                        tokio::net::TcpStream::connect((addr.as_str(), port))
+                    )
+                    .await,
+                    Ok(Ok(_))
+                );
+                (i, j, open)
+            });
+        }
+    }
+    let mut open: Vec<Vec<bool>> = plans
+        .iter()
+        .map(|p| vec![false; p.target.probe_ports().len()])
+        .collect();
+    while let Some(done) = tasks.join_next().await {
+        if let Ok((i, j, o)) = done {
+            open[i][j] = o;
+        }
+    }
+    for (p, open) in plans.iter().zip(&open) {
+        if open.is_empty() {
+            continue;
+        }
+        let (d, note) = p.target.describe_probed(open);
+        for line in plan
+            .waves
+            .iter_mut()
+            .flat_map(|w| w.hosts.iter_mut())
+            .filter(|l| l.name == p.host.name)
+        {
+            line.transport = d.transport;
+            line.port = d.port;
+            line.files = d.files.clone();
+            line.probe = Some(note.clone());
+        }
+    }
 }
 
 /// Builds the plan of `plans` (already selected and rendered) under `rollout`.
@@ -158,6 +222,7 @@ fn host_line(pb: &Playbook, p: &HostPlan) -> HostLine {
         } else {
             "main"
         },
+        probe: None,
     }
 }
 
@@ -240,6 +305,9 @@ pub fn to_text(p: &Plan) -> String {
                     .unwrap_or_default(),
                 display(&h.checker_path, 200)
             );
+            if let Some(note) = &h.probe {
+                let _ = writeln!(out, "  {:<24} probe: {note}", "");
+            }
         }
     }
     out

@@ -111,6 +111,19 @@ pub trait HostTarget: std::fmt::Debug + Send + Sync + std::any::Any {
         false
     }
 
+    /// The ports whose answer decides how the host is reached, as (address, port), for
+    /// `pushscan plan --probe` (a TCP connect to each; nothing is sent). Empty: the plan
+    /// line stands as [`describe`](HostTarget::describe)d.
+    fn probe_ports(&self) -> Vec<(String, u16)> {
+        Vec::new()
+    }
+
+    /// The plan line once it is known which [`probe_ports`](HostTarget::probe_ports) answer
+    /// (`open[i]`), with a short note of what that means for the host.
+    fn describe_probed(&self, _open: &[bool]) -> (Described, String) {
+        (self.describe(), String::new())
+    }
+
     /// For the transport's own [`Connector`], to get its type back.
     fn as_any(&self) -> &dyn std::any::Any;
 }

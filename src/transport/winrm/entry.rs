@@ -50,7 +50,8 @@ impl HostTarget for WinTarget {
     fn describe(&self) -> Described {
         Described {
             // An `auto` host shows its WinRM: whether its port is closed (and commands then
-            // go over SMB) is only known at connection time, and said in the host's notes.
+            // go over SMB) is known at connection time (said in the host's notes), or when
+            // `plan --probe` knocks (`describe_probed`).
             transport: match (self.exec, self.https) {
                 (ExecUse::Smb, _) => "smb-exec",
                 (_, true) => "winrm-https",
@@ -75,6 +76,58 @@ impl HostTarget for WinTarget {
             }),
             password_auth: false,
         }
+    }
+
+    /// WinRM's port and SMB's: which of them answers decides between WinRM and commands
+    /// over SMB, as the connection decides it.
+    fn probe_ports(&self) -> Vec<(String, u16)> {
+        let mut ports = Vec::new();
+        if self.exec != ExecUse::Smb {
+            ports.push((self.address.clone(), self.port));
+        }
+        if self.exec == ExecUse::Smb || self.smb == SmbUse::Auto {
+            ports.push((self.address.clone(), self.smb_port));
+        }
+        ports
+    }
+
+    fn describe_probed(&self, open: &[bool]) -> (Described, String) {
+        let d = self.describe();
+        let smb_open = match self.exec {
+            ExecUse::Smb => open.first().copied(),
+            _ => open.get(1).copied(),
+        };
+        let winrm_open =
+            (self.exec != ExecUse::Smb).then(|| open.first().copied().unwrap_or(false));
+        let note = match (self.exec, winrm_open, smb_open) {
+            (ExecUse::Smb, _, Some(true)) => "SMB answers: commands over SMB".to_string(),
+            (ExecUse::Smb, _, _) => "SMB does not answer: unreachable".to_string(),
+            (_, Some(true), Some(false)) => {
+                "WinRM answers, SMB does not: files over WinRM".to_string()
+            }
+            (_, Some(true), _) => "WinRM answers".to_string(),
+            (ExecUse::Auto, _, Some(true)) => {
+                let d = Described {
+                    transport: "smb-exec",
+                    port: Some(self.smb_port),
+                    ..d
+                };
+                return (
+                    d,
+                    "WinRM does not answer, SMB does: commands over SMB".to_string(),
+                );
+            }
+            (ExecUse::Auto, _, Some(false)) => {
+                "neither WinRM nor SMB answers: unreachable".to_string()
+            }
+            (ExecUse::WinRm, _, Some(true)) => {
+                "WinRM does not answer: unreachable (pushscan_exec: winrm; auto would run \
+                 commands over SMB)"
+                    .to_string()
+            }
+            _ => "WinRM does not answer: unreachable".to_string(),
+        };
+        (d, note)
     }
 
     /// A push through the WinRM shell stages the checker as base64 first.
