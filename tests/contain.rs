@@ -1369,3 +1369,67 @@ fn links_on_the_host_are_refused_by_the_host() {
         t0.elapsed()
     );
 }
+
+/// `contain` on a Windows host whose WinRM is closed runs its commands over SMB: the
+/// connection's name (`pushscan-<hex>`, which names its services and files) is journaled
+/// under the run contain acts on before the first command and journaled done once every
+/// command removed its own; no service of ours stays in the lab's service manager and the
+/// evidence is secured as over WinRM.
+#[test]
+fn contain_over_smb_journals_its_services_and_leaves_none() {
+    let image = r"C:\Users\tanaka\AppData\Local\wfsrvhost\wfsrvhost.exe";
+    let mut s = winlab::infected(Some(image), None);
+    s.winrm = pushscan_lab::spec::WinrmAvailability::Closed;
+    let t = winlab::start(Ipv4Addr::new(127, 0, 125, 1), vec![s]);
+    let pb = t.text_playbook().display().to_string();
+    let inv = t.lab.inventory.display().to_string();
+    let sweep = t.pushscan(&["sweep", "-i", &inv, "-p", &pb, "--progress", "quiet"]);
+    assert_eq!(sweep.status.code(), Some(1), "{}", text(&sweep));
+    let host = t.lab.hosts()[0].name.clone();
+    let out = t.pushscan(&["contain", "--yes", "--no-recheck", "--actions", "evidence"]);
+    let said = text(&out);
+    // 2: every action verified, but without the re-check nothing says the host is clear.
+    assert_eq!(out.status.code(), Some(2), "{said}");
+    let acts = actions(&t.state());
+    assert!(
+        acts.iter()
+            .any(|a| a.0 == host && a.1 == "evidence" && a.2 == "done" && a.3 == Some(true)),
+        "evidence secured over SMB: {acts:?}\n{said}"
+    );
+    // (run, phase, target) of every `service` step of the host: the sweep's connection and
+    // contain's, each an intent and then done, all under the swept run.
+    let j = journal(&t.state());
+    let mut st = j
+        .prepare(
+            "SELECT run_id, phase, target FROM steps WHERE host=?1 AND step='service' ORDER BY id",
+        )
+        .unwrap();
+    let steps: Vec<(i64, String, String)> = st
+        .query_map([&host], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let names: std::collections::BTreeSet<&str> = steps.iter().map(|s| s.2.as_str()).collect();
+    assert_eq!(
+        names.len(),
+        2,
+        "the sweep's and contain's connections: {steps:?}"
+    );
+    for name in names {
+        let phases: Vec<&str> = steps
+            .iter()
+            .filter(|s| s.2 == name)
+            .map(|s| s.1.as_str())
+            .collect();
+        assert_eq!(phases, ["intent", "done"], "{name}: {steps:?}");
+        assert!(name.starts_with("pushscan-"), "{name}");
+    }
+    let runs: std::collections::BTreeSet<i64> = steps.iter().map(|s| s.0).collect();
+    assert_eq!(runs.len(), 1, "all under the swept run: {steps:?}");
+    let left = pushscan_lab::svcctl::services(&t.lab.dir, t.lab.hosts()[0].address)
+        .expect("the lab's services");
+    assert!(
+        left.iter().all(|s| !s.name.starts_with("pushscan-")),
+        "services left: {left:?}"
+    );
+}

@@ -171,8 +171,8 @@ fn hosts_without_winrm_are_swept_over_smb_and_nothing_of_ours_stays() {
     let dry_text = text(&dry);
     for h in lab.hosts() {
         let listed = dry_text.contains(&format!(" {}:", h.name));
-        let unsure = h.scenario == ScenarioKind::Hang
-            || h.svcctl == pushscan_lab::spec::SvcctlMode::Denied;
+        let unsure =
+            h.scenario == ScenarioKind::Hang || h.svcctl == pushscan_lab::spec::SvcctlMode::Denied;
         assert_eq!(listed, unsure, "{} ({:?}):\n{dry_text}", h.name, h.scenario);
     }
     drop(lab);
@@ -298,7 +298,7 @@ fn resume_after_a_kill_removes_what_the_crashed_attempt_left() {
     } = smb_lab(
         "scenarios:\n  - kind: hang\n    winrm: closed\nsvcctl:\n  start_timeout_ms: 250\n",
         2,
-        Ipv4Addr::new(127, 0, 67, 1),
+        Ipv4Addr::new(127, 0, 68, 1),
         "6s",
     );
     let state = dir.path().join("state");
@@ -345,7 +345,7 @@ fn resume_after_a_kill_removes_what_the_crashed_attempt_left() {
 #[test]
 fn plan_probe_shows_which_hosts_run_commands_over_smb() {
     use std::net::TcpListener;
-    let ip = |n: u8| Ipv4Addr::new(127, 0, 66, n);
+    let ip = |n: u8| Ipv4Addr::new(127, 0, 69, n);
     let listen = |n: u8, port: u16| {
         TcpListener::bind((ip(n), port)).unwrap_or_else(|e| panic!("bind {}:{port}: {e}", ip(n)))
     };
