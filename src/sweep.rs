@@ -279,7 +279,8 @@ struct WavePlans {
 /// one) with the playbook and inventory stored in it. Hosts with a final
 /// result keep it; hosts in flight at a crash, never started, or busy are
 /// (re)done from the start (every step is idempotent: mkdir -p, hash
-/// compare, overwrite the temp copy, re-run).
+/// compare, overwrite the temp copy, re-run), each once what its interrupted
+/// attempt left (the journal says what) is removed over the same connection.
 pub async fn resume(
     state_dir: &Path,
     run: Option<i64>,
