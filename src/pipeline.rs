@@ -756,8 +756,6 @@ fn exec_summary(exec: &ExecOutcome) -> String {
     s
 }
 
-/// Removes what the playbook says to remove. Runs once connected, when the directories were
-/// created or proven private (before that, nothing of this run is on the host).
 /// Takes away what an interrupted attempt of this run left on the host (`resume`), before
 /// it is redone over the same connection: its services first, then its files, journaled as
 /// `cleanup` does (intent, then outcome) so a later `cleanup` does not look for them again.
@@ -792,6 +790,8 @@ async fn remove_earlier(
     Ok((!errors.is_empty()).then_some(detail))
 }
 
+/// Removes what the playbook says to remove. Runs once connected, when the directories were
+/// created or proven private (before that, nothing of this run is on the host).
 async fn cleanup(
     ctx: &SweepCtx,
     plan: &HostPlan,
