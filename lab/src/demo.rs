@@ -2,7 +2,8 @@
 //!
 //! It starts a small lab fleet (a fixed, deterministic mix of scenarios: clean hosts,
 //! detections in English, Japanese with CP932 paths and French, a host that leaves no
-//! report, a crashing and a hanging checker, a wrong password, a closed port, SMB down),
+//! report, a crashing and a hanging checker, a wrong password, a closed port, SMB down, and
+//! an infected and a clean PC whose WinRM is closed, as Windows 10 and 11 ship),
 //! sweeps it with the real `pushscan` binary (`pushscan sweep`, which prints the consolidated
 //! report; see [`pushscan_exe`] for where the binary comes from), checks in the JSON report it
 //! writes that every host ended in the class its scenario calls for, prints a short footer,
@@ -12,13 +13,16 @@
 //! Two ways to serve the fleet, chosen at start and said in one line before the report:
 //!
 //! - **SMB** (root, and Samba's `smbd` installed): [`fleet::up`], the same lab as
-//!   `pushscan-lab up` (a private Samba serving `ADMIN$`/`C$`, the WinRM simulator in a
-//!   detached process), stopped with `down` at the end, on errors, on Ctrl-C during the
-//!   start, and when the process exits early (an `atexit` hook).
+//!   `pushscan-lab up` (a private Samba serving `ADMIN$`/`C$`, the WinRM simulator and the
+//!   lab's `\PIPE\svcctl` in a detached process), stopped with `down` at the end, on errors,
+//!   on Ctrl-C during the start, and when the process exits early (an `atexit` hook). pushscan
+//!   reaches the hosts whose WinRM is closed over SMB alone (`pushscan_exec: auto`, its
+//!   default: a service per command through svcctl).
 //! - **WinRM only** (otherwise, or `--no-smb`): the host trees and the WinRM simulator run in
 //!   this process; no Samba, no root (binding 127.0.0.0/8 addresses needs no privilege on
 //!   Linux). The inventory says `pushscan_smb: off` and the sweep runs with `--smb off`, so
-//!   every host uses pushscan's WinRM-only transfer path.
+//!   every host uses pushscan's WinRM-only transfer path, and the hosts whose WinRM is closed
+//!   cannot be reached at all: their expected class is `unreachable` ([`expected_class`]).
 //!
 //! Ctrl-C and SIGTERM during the sweep go to pushscan (it runs in a process group of its own,
 //! so a terminal's Ctrl-C reaches it once, through this process): pushscan stops the sweep
@@ -42,13 +46,13 @@ use serde_json::Value;
 
 use crate::fleet::{self, LabHost, LabState, ServeHost, ServePlan, UpOptions};
 use crate::samba;
-use crate::spec::{self, HostPlan, ScenarioKind, Spec};
+use crate::spec::{self, HostPlan, Scenario, ScenarioKind, Spec, WinrmAvailability};
 use crate::winrm;
 
-/// The demo fleet. Twelve hosts, one per scenario entry (clean has weight 3), so every
+/// The demo fleet. Fourteen hosts, one per scenario entry (clean has weight 3), so every
 /// class of the report shows up; `--hosts N` scales the mix.
 pub const DEMO_SPEC_YAML: &str = r#"
-hosts: 12
+hosts: 14
 base_address: 127.0.20.1
 name_pattern: "PC-{ou}-{n:03}"
 seed: 7
@@ -73,6 +77,8 @@ scenarios:
   - {kind: wrong_password}
   - {kind: port_closed}
   - {kind: smb_down}
+  - {kind: infected, winrm: closed, user: sato}
+  - {kind: clean, winrm: closed}
 winrm:
   https_port: null
 "#;
@@ -136,7 +142,7 @@ pub enum Transfer {
 /// Options of [`run`].
 #[derive(Clone, Debug)]
 pub struct DemoOptions {
-    /// Number of hosts (default: the demo spec's 12).
+    /// Number of hosts (default: the demo spec's 14).
     pub hosts: Option<usize>,
     /// The demo directory: absent or empty (default: a new temporary directory).
     pub dir: Option<PathBuf>,
@@ -189,11 +195,12 @@ impl DemoOutcome {
     }
 }
 
-/// pushscan's exit code for a sweep of `plan` where every host ends as designed.
-pub fn expected_exit_code(plan: &[HostPlan]) -> i32 {
+/// pushscan's exit code for a sweep of `plan` over `transfer` where every host ends as
+/// designed.
+pub fn expected_exit_code(plan: &[HostPlan], transfer: Transfer) -> i32 {
     let classes: Vec<&str> = plan
         .iter()
-        .map(|h| expected_class(h.scenario.kind))
+        .map(|h| expected_class(&h.scenario, transfer))
         .collect();
     if classes.contains(&"detected") {
         exit::DETECTED
@@ -204,9 +211,15 @@ pub fn expected_exit_code(plan: &[HostPlan]) -> i32 {
     }
 }
 
-/// The class pushscan must give a host of `kind`.
-pub fn expected_class(kind: ScenarioKind) -> &'static str {
-    match kind {
+/// The class pushscan must give a host of `scenario` when the fleet is served over
+/// `transfer`.
+pub fn expected_class(scenario: &Scenario, transfer: Transfer) -> &'static str {
+    // A host whose WinRM is closed is reached over SMB alone (service control over
+    // `\PIPE\svcctl`); the WinRM-only path serves no SMB, so nothing answers for it there.
+    if scenario.winrm == WinrmAvailability::Closed && transfer == Transfer::WinrmOnly {
+        return "unreachable";
+    }
+    match scenario.kind {
         ScenarioKind::Clean | ScenarioKind::SmbDown | ScenarioKind::Slow => "not_detected",
         // The crashing stand-in leaves a detected report cut inside the process block:
         // pushscan keeps the detection (a cut report is never read as clean) and says
@@ -377,7 +390,7 @@ pub fn run(opts: DemoOptions) -> Result<DemoOutcome> {
     Ok(DemoOutcome {
         transfer,
         sweep_exit_code,
-        expected_exit_code: expected_exit_code(&plan),
+        expected_exit_code: expected_exit_code(&plan, transfer),
         unexpected,
         kept,
         elapsed: t0.elapsed(),
@@ -414,6 +427,7 @@ async fn run_async(
     let last = addresses.last().copied().unwrap_or(first);
     let mix = scenario_mix(plan);
     let timeout_note = format!("playbook timeout {DEMO_TIMEOUT}");
+    let closed = winrm_closed(plan);
 
     match transfer {
         Transfer::Smb => {
@@ -443,7 +457,15 @@ async fn run_async(
                 lab.smb_port(),
                 lab.winrm_port()
             );
-            println!("  scenarios: {mix}\n");
+            println!("  scenarios: {mix}");
+            if !closed.is_empty() {
+                println!(
+                    "  WinRM closed on {}: pushscan runs their commands over SMB alone (a \
+                     service per command through the lab's \\PIPE\\svcctl, deleted after it)",
+                    closed.join(", ")
+                );
+            }
+            println!();
             let access = Access {
                 username: &lab.username,
                 password: &lab.password,
@@ -525,7 +547,16 @@ async fn run_async(
                  SMB: {why}); {timeout_note}",
                 plan.len()
             );
-            println!("  scenarios: {mix}\n");
+            println!("  scenarios: {mix}");
+            if !closed.is_empty() {
+                println!(
+                    "  WinRM closed on {}: pushscan reaches such hosts over SMB alone, which this \
+                     path does not serve, so they end unreachable here, as designed (as root \
+                     with Samba installed the demo sweeps them over SMB)",
+                    closed.join(", ")
+                );
+            }
+            println!();
             let access = Access {
                 username: &username,
                 password: &password,
@@ -738,8 +769,25 @@ fn finish(
     let field = |e: &Value, name: &str| e[name].as_str().unwrap_or("").to_string();
     let mut unexpected = Vec::new();
     for h in plan {
-        let want = expected_class(h.scenario.kind);
+        let want = expected_class(&h.scenario, transfer);
+        let closed = h.scenario.winrm == WinrmAvailability::Closed;
         match hosts.iter().find(|e| e["host"] == h.name.as_str()) {
+            // Only SMB reaches a host whose WinRM is closed: its class alone does not show
+            // that the SMB path ran the checker, its reason does.
+            Some(e)
+                if e["status"] == want
+                    && closed
+                    && transfer == Transfer::Smb
+                    && !field(e, "reason").contains("[commands over SMB (") =>
+            {
+                unexpected.push(format!(
+                    "{} (scenario {}, WinRM closed): {want}, but its reason does not say \
+                     \"commands over SMB\": {}",
+                    h.name,
+                    h.scenario.kind,
+                    field(e, "reason")
+                ))
+            }
             Some(e) if e["status"] == want => {}
             Some(e) => unexpected.push(format!(
                 "{} (scenario {}): {} instead of {want}: {}",
@@ -764,11 +812,23 @@ fn finish(
         2 => "some hosts not checked",
         _ => "an error",
     };
+    let closed = winrm_closed(plan);
+    let closed_note = match (closed.len(), transfer) {
+        (0, _) => String::new(),
+        (n, Transfer::Smb) => format!(
+            " The {n} with WinRM closed were swept over SMB alone (a service per command, \
+             deleted after it; their reason says \"commands over SMB\")."
+        ),
+        (n, Transfer::WinrmOnly) => format!(
+            " The {n} with WinRM closed are unreachable on this path, as designed: pushscan \
+             reaches such hosts over SMB alone, which needs the SMB path (root, Samba installed)."
+        ),
+    };
     println!(
         "What you just saw: pushscan swept {} simulated Windows hosts (WinRM, {files}): {} \
-         detected, {} clean, {} with no result, {} not checked, each with its reason. \
-         pushscan's exit code for this sweep is {code} ({meaning}); the demo's is 0 when every \
-         host ended as its scenario says.",
+         detected, {} clean, {} with no result, {} not checked, each with its reason.\
+         {closed_note} pushscan's exit code for this sweep is {code} ({meaning}); the demo's is \
+         0 when every host ended as its scenario says.",
         hosts.len(),
         count("detected"),
         count("not_detected"),
@@ -803,10 +863,24 @@ fn finish(
     Ok((code, unexpected))
 }
 
-/// "clean 3, infected 3 (en, ja/cp932, fr), ...".
+/// The names of the hosts whose WinRM is closed.
+fn winrm_closed(plan: &[HostPlan]) -> Vec<&str> {
+    plan.iter()
+        .filter(|h| h.scenario.winrm == WinrmAvailability::Closed)
+        .map(|h| h.name.as_str())
+        .collect()
+}
+
+/// "clean 3, infected 3 (en, ja/cp932, fr), ..., WinRM closed 2 (infected, clean)": the
+/// hosts whose WinRM is closed are counted apart.
 fn scenario_mix(plan: &[HostPlan]) -> String {
     let mut counts: Vec<(ScenarioKind, Vec<String>)> = Vec::new();
+    let mut closed: Vec<&str> = Vec::new();
     for h in plan {
+        if h.scenario.winrm == WinrmAvailability::Closed {
+            closed.push(h.scenario.kind.as_str());
+            continue;
+        }
         let note = match (h.scenario.locale.as_str(), h.scenario.encoding) {
             (l, spec::PathEncoding::Cp932) => format!("{l}/cp932"),
             (l, _) => l.to_string(),
@@ -831,6 +905,10 @@ fn scenario_mix(plan: &[HostPlan]) -> String {
                 format!("{k} {}", notes.len())
             }
         })
+        .chain(
+            (!closed.is_empty())
+                .then(|| format!("WinRM closed {} ({})", closed.len(), closed.join(", "))),
+        )
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -953,7 +1031,7 @@ mod tests {
     fn the_demo_fleet_has_every_scenario_once_and_is_deterministic() {
         let opts = DemoOptions::default();
         let plan = demo_spec(&opts).unwrap().plan().unwrap();
-        assert_eq!(plan.len(), 12);
+        assert_eq!(plan.len(), 14);
         for kind in [
             ScenarioKind::Infected,
             ScenarioKind::Noreport,
@@ -969,12 +1047,79 @@ mod tests {
             .iter()
             .filter(|h| h.scenario.kind == ScenarioKind::Infected)
             .count();
-        assert_eq!(infected, 3);
+        assert_eq!(infected, 4);
+        // One infected and one clean PC with WinRM closed (reached over SMB alone).
+        let mut closed: Vec<ScenarioKind> = plan
+            .iter()
+            .filter(|h| h.scenario.winrm == WinrmAvailability::Closed)
+            .map(|h| h.scenario.kind)
+            .collect();
+        closed.sort_by_key(|k| k.as_str());
+        assert_eq!(closed, [ScenarioKind::Clean, ScenarioKind::Infected]);
+        assert_eq!(winrm_closed(&plan).len(), 2);
         assert_eq!(plan, demo_spec(&opts).unwrap().plan().unwrap());
-        assert!(
-            scenario_mix(&plan).contains("infected 3 ("),
-            "{}",
-            scenario_mix(&plan)
+        let mix = scenario_mix(&plan);
+        assert!(mix.contains("infected 3 ("), "{mix}");
+        assert!(mix.contains("clean 3,"), "{mix}");
+        assert!(mix.ends_with(", WinRM closed 2 (clean, infected)"), "{mix}");
+    }
+
+    #[test]
+    fn hosts_with_winrm_closed_are_unreachable_only_without_smb() {
+        let plan = demo_spec(&DemoOptions::default()).unwrap().plan().unwrap();
+        let class = |h: &HostPlan| {
+            (
+                expected_class(&h.scenario, Transfer::Smb),
+                expected_class(&h.scenario, Transfer::WinrmOnly),
+            )
+        };
+        for h in &plan {
+            let (smb, winrm_only) = class(h);
+            match (h.scenario.winrm, h.scenario.kind) {
+                (WinrmAvailability::Closed, ScenarioKind::Infected) => {
+                    assert_eq!((smb, winrm_only), ("detected", "unreachable"), "{}", h.name)
+                }
+                (WinrmAvailability::Closed, ScenarioKind::Clean) => {
+                    assert_eq!(
+                        (smb, winrm_only),
+                        ("not_detected", "unreachable"),
+                        "{}",
+                        h.name
+                    )
+                }
+                (WinrmAvailability::Closed, k) => panic!("{}: no expectation for {k}", h.name),
+                (WinrmAvailability::Open, _) => assert_eq!(smb, winrm_only, "{}", h.name),
+            }
+        }
+        let count = |t: Transfer, c: &str| {
+            plan.iter()
+                .filter(|h| expected_class(&h.scenario, t) == c)
+                .count()
+        };
+        assert_eq!(count(Transfer::Smb, "detected"), 5);
+        assert_eq!(count(Transfer::Smb, "not_detected"), 5);
+        assert_eq!(count(Transfer::Smb, "unreachable"), 1);
+        assert_eq!(count(Transfer::WinrmOnly, "detected"), 4);
+        assert_eq!(count(Transfer::WinrmOnly, "not_detected"), 4);
+        assert_eq!(count(Transfer::WinrmOnly, "unreachable"), 3);
+        assert_eq!(expected_exit_code(&plan, Transfer::Smb), exit::DETECTED);
+        assert_eq!(
+            expected_exit_code(&plan, Transfer::WinrmOnly),
+            exit::DETECTED
+        );
+        // Without a detection, the closed hosts alone make the WinRM-only sweep incomplete.
+        let clean_closed: Vec<HostPlan> = plan
+            .iter()
+            .filter(|h| {
+                h.scenario.winrm == WinrmAvailability::Closed
+                    && h.scenario.kind == ScenarioKind::Clean
+            })
+            .cloned()
+            .collect();
+        assert_eq!(expected_exit_code(&clean_closed, Transfer::Smb), exit::OK);
+        assert_eq!(
+            expected_exit_code(&clean_closed, Transfer::WinrmOnly),
+            exit::INCOMPLETE
         );
     }
 

@@ -39,12 +39,15 @@ enum Cmd {
                             pushscan-lab demo --hosts 30 --keep\n\n\
                             As root with Samba installed, files go over SMB (a real smbd); \
                             otherwise (or with --no-smb) the WinRM simulator runs in this \
-                            process and files go over WinRM only: no root, no Samba needed.\n\n\
+                            process and files go over WinRM only: no root, no Samba needed. \
+                            The PCs whose WinRM is closed are swept over SMB alone on the \
+                            first path and are unreachable on the second.\n\n\
                             Exit code: 0 when the sweep came out as designed (pushscan's own \
                             exit code for it, printed in the footer, is 1: detections); 1 when \
                             anything failed.")]
     Demo {
-        /// Number of hosts (default 12: every scenario once, clean three times).
+        /// Number of hosts (default 14: every scenario once, clean three times, and an
+        /// infected and a clean PC whose WinRM is closed).
         #[arg(long)]
         hosts: Option<usize>,
         /// Demo directory, new or empty (default: a temporary directory).
