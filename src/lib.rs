@@ -2,7 +2,8 @@
 //!
 //! The layers and the way data flows through them are in `docs/architecture.md`. Public
 //! modules are what `main.rs`, the lab and the tests use; the engine's inner parts (the
-//! per-host pipeline, host plans, cleanup, templates, sanitizing, limits) stay private.
+//! per-host pipeline, host plans, leftovers, cleanup, templates, sanitizing, limits) stay
+//! private.
 pub mod app;
 pub mod child_env;
 mod cleanup;
@@ -13,6 +14,7 @@ pub mod exit;
 pub mod fleet;
 mod identity;
 pub mod inventory;
+mod leftovers;
 mod limits;
 mod located;
 pub mod model;

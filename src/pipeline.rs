@@ -14,7 +14,7 @@ use std::time::Instant;
 use sha2::{Digest, Sha256};
 use wildmatch::WildMatch;
 
-use crate::cleanup::{self as leftovers, Leftovers};
+use crate::leftovers::{self, Leftovers};
 use crate::model::HostClass;
 use crate::parser::{FetchedReport, ResultParser};
 use crate::plan::HostPlan;

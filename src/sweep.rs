@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 
-use crate::cleanup::{self, Leftovers};
+use crate::leftovers::{self, Leftovers};
 use crate::events::Event;
 use crate::exit::{self, Fail, WithCode};
 use crate::fleet::{self, Control};
@@ -314,7 +314,7 @@ pub async fn resume(
     let inv =
         inventory::parse(&src.inventory_text, Path::new(&src.inventory_path)).code(exit::CONFIG)?;
     // What the interrupted attempts left; a host that is redone loses it first.
-    let earlier = cleanup::leftovers(&*reader, run_id, &pb, &inv).code(exit::IO)?;
+    let earlier = leftovers::leftovers(&*reader, run_id, &pb, &inv).code(exit::IO)?;
     drop(reader);
     // The rollout the run started with (a run from before staged rollouts: one wave).
     let rollout: Rollout = match &src.rollout {
@@ -359,7 +359,7 @@ pub async fn resume(
 }
 
 /// What `resume` takes away from each host it redoes before redoing it: what the
-/// interrupted attempts left (`cleanup::leftovers`) except the pinned files, which the
+/// interrupted attempts left (`leftovers::leftovers`) except the pinned files, which the
 /// redone host verifies, keeps or replaces itself, and the directories, which it uses.
 fn earlier_for_rerun(
     all: Vec<Leftovers>,

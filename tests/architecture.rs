@@ -53,6 +53,7 @@ const LAYERS: &[(&str, &[&str])] = &[
         "engine",
         &[
             "pipeline.rs",
+            "leftovers.rs",
             "sweep.rs",
             "fleet.rs",
             "events.rs",
