@@ -140,7 +140,6 @@ pub fn leftovers(
     Ok(out)
 }
 
-
 /// Removes `l` from the host over `conn` and verifies it: the services (journaled as done
 /// or failed under their own step), then, in directories proven ours, the files (each must
 /// be gone from its directory's listing) and the empty directories. Returns what failed;
@@ -217,7 +216,6 @@ fn split_remote(path: &str) -> (&str, &str) {
         None => (".", path),
     }
 }
-
 
 #[cfg(test)]
 mod tests {
