@@ -1,19 +1,33 @@
 //! Windows sweep benchmark: pushscan against the simulated Windows lab
 //! (`pushscan-lab`: real Samba for ADMIN$/C$, the WinRM simulator running the EmoCheck
-//! stand-in), and the same job done by the script an admin would write
-//! (`benches/scripts/windows_peer.py`: pywinrm + smbprotocol, a thread pool), on the same lab in the same
-//! run.
+//! stand-in, the lab's `\PIPE\svcctl` service control manager behind smbd), over WinRM and
+//! over SMB alone, and the same job done by the script an admin would write
+//! (`benches/scripts/windows_peer.py`: pywinrm + smbprotocol, a thread pool, WinRM only), in the
+//! same run.
+//!
+//! Two paths, each on its own lab of the same size, one after the other (`--paths`):
+//! * `winrm` - every host answers WinRM and SMB: pushscan (commands over WinRM, files over SMB)
+//!   and the peer script.
+//! * `smb` - every host has WinRM closed (spec `winrm: closed`: nothing listens on its WinRM
+//!   port), as a Windows 10/11 PC with WinRM off: pushscan runs each command as a one-shot
+//!   service over `\PIPE\svcctl` and moves files over SMB. Measured with pushscan's default
+//!   `--exec auto` (`smb auto`: the WinRM connect is refused, then the host goes over SMB; what a
+//!   mixed fleet pays) and with `--exec smb` (`smb exec=smb`: WinRM never contacted), as chosen
+//!   by `--smb-exec`. The peer cannot reach these hosts and is not run there.
 //!
 //! Not a test: nothing here asserts on time. Per sweep of N hosts it measures wall time,
 //! hosts/s, the per-host time (p50 / p95 / max, as each tool reports it), the controller's CPU
 //! (user + sys of the tool's process from `wait4` on its pid, divided by N) and peak RSS
-//! (`ru_maxrss` of that process), the fleet side's CPU (smbd, the WinRM simulator and the
-//! checkers they ran and reaped: `utime + stime + cutime + cstime` growth of the two lab
-//! daemons) and the whole machine's busy CPU (`/proc/stat`) as a cross-check. Both tools are
-//! child processes measured the same way (the peer's interpreter is run directly, not through
-//! a pyenv shim).
+//! (`ru_maxrss` of that process), the fleet side's CPU (smbd, the lab's serve process - WinRM
+//! simulator and svcctl endpoint - and the checkers they ran and reaped: `utime + stime +
+//! cutime + cstime` growth of the two lab daemons) and the whole machine's busy CPU
+//! (`/proc/stat`) as a cross-check, and prints the load average before and after each run. Both
+//! tools are child processes measured the same way (the peer's interpreter is run directly,
+//! not through a pyenv shim). For pushscan runs it also reads the run's journal (its steps,
+//! through pushscan's store reader) and prints where a host's time went: the median time from
+//! the host's start to each journaled step.
 //!
-//! Figures, for each tool:
+//! Figures, for each tool and path:
 //! * `first`  - hosts without the checker: push it, run it, fetch and parse the report. Before
 //!   each first run (untimed) every host's `C:\Windows\pushscan` (checker and reports) is
 //!   deleted, so each first run pushes.
@@ -23,22 +37,32 @@
 //! exit 0; the tool's own result lists every host `not detected` with `pushed` true (first) or
 //! false (second); and in every host's tree the checker has the pinned SHA-256, exactly one new
 //! `*_emocheck.json` report appeared, and (second) the checker file was not rewritten (same
-//! inode and mtime). A run that did not do the job is reported loudly, left out of the figures,
-//! and makes the benchmark exit 1. While pushscan has no WinRM transport ("the winrm transport
-//! is not available in this build yet") its runs fail that way, and the pushscan figures and
-//! the ratios are missing.
+//! inode and mtime). From the lab's own svcctl state, after every run of either path: no
+//! service whose name starts with `pushscan-` is left on any host (`svcctl.json`) and no
+//! `pushscan-*` file is left in the host's `C:\Windows` (the wrappers' output and exit-code
+//! files); on the `smb` path every host's System log (`events.jsonl`) gained at least one
+//! 7045 (service installed) event for a `pushscan-` service and pushscan's reason line says
+//! "commands over SMB"; on the `winrm` path no host gained one. A run that did not do the job
+//! is reported loudly, left out of the figures, and makes the benchmark exit 1. While pushscan
+//! has no WinRM transport ("the winrm transport is not available in this build yet") its runs
+//! fail that way, and the pushscan figures and the ratios are missing.
 //!
-//! Goals: pushscan at least 10x faster than the script (peer wall / pushscan wall),
-//! and pushscan's second sweep at most half its first.
+//! Goals: pushscan at least 10x faster than the script (peer wall / pushscan wall, over
+//! WinRM), and pushscan's second sweep at most half its first. Printed beside them, without a
+//! goal: pushscan over SMB exec against pushscan over WinRM.
 //!
-//! The lab: `pushscan-lab up --hosts N --dir DIR --spec DIR/bench/spec.yml` (every host
-//! `clean`, addresses from --base, no HTTPS listener), stopped with `down --purge` at the end.
-//! Needs root (the lab does). Run it through `benches/scripts/windows`, which installs what is missing
-//! and builds the release binaries. Flags:
+//! The lab: `pushscan-lab up --hosts N --dir DIR --spec DIR/bench/<path>/spec.yml` (every host
+//! `clean`, addresses from --base, no HTTPS listener; `winrm: closed` on the `smb` path),
+//! stopped with `down --purge` after its path. Needs root (the lab does). Run it through
+//! `benches/scripts/windows`, which installs what is missing and builds the release binaries.
+//! Flags:
 //!   --hosts N        fleet size (default 200, or $PUSHSCAN_BENCH_HOSTS; 1000 by hand)
 //!   --runs K         timed runs per figure (default 3, or $PUSHSCAN_BENCH_RUNS)
 //!   --forks F        pushscan --forks and the script's thread pool (default 64)
-//!   --tools LIST     pushscan,peer (default both)
+//!   --tools LIST     pushscan,peer (default both; the peer only on the winrm path)
+//!   --paths LIST     winrm,smb (default both)
+//!   --smb-exec LIST  pushscan's --exec on the smb path: auto (its default, given as no
+//!                    flag), smb (default both)
 //!   --base ADDR      first host address (default 127.0.70.1)
 //!   --dir DIR        lab directory (default target/bench-windows)
 //!   --json FILE      also write the raw figures as JSON
@@ -47,7 +71,7 @@
 //!   --python BIN     default python3
 //!   --checker-bytes N  pad the stand-in checker to N bytes (with a copy of the lab
 //!                    playbook pinning it); default: the stand-in as shipped (~17 KB)
-//!   --keep-lab       leave the lab running at the end (stop it with `pushscan-lab down`)
+//!   --keep-lab       leave the last lab running at the end (stop it with `pushscan-lab down`)
 
 use std::collections::HashSet;
 use std::fs;
@@ -66,6 +90,8 @@ use pushscan_testkit::measure::*;
 
 /// What pushscan says while its WinRM transport is missing (src/pipeline.rs).
 const NO_TRANSPORT: &str = "not available in this build";
+/// What pushscan's reason line says for a host whose commands went over SMB.
+const OVER_SMB: &str = "commands over SMB";
 /// Where both tools put the checker and the reports (the lab playbook's work_dir / run_dir).
 const WORK_DIR: &str = "Windows/pushscan";
 const CHECKER_NAME: &str = "emocheck.exe";
@@ -85,9 +111,16 @@ struct Args {
     /// pushscan --forks and the script's thread pool size.
     #[arg(long, default_value_t = 64)]
     forks: usize,
-    /// Which tools to measure: pushscan, peer.
+    /// Which tools to measure: pushscan, peer (the peer only on the winrm path).
     #[arg(long, value_delimiter = ',', default_value = "pushscan,peer")]
     tools: Vec<String>,
+    /// Which paths to measure, each on its own lab: winrm (WinRM open), smb (WinRM closed:
+    /// pushscan runs commands as services over SMB).
+    #[arg(long, value_delimiter = ',', default_value = "winrm,smb")]
+    paths: Vec<String>,
+    /// pushscan's --exec on the smb path: auto (pushscan's default), smb.
+    #[arg(long, value_delimiter = ',', default_value = "auto,smb")]
+    smb_exec: Vec<String>,
     /// First host address (127.0.0.0/8).
     #[arg(long, default_value = "127.0.70.1")]
     base: Ipv4Addr,
@@ -202,6 +235,8 @@ fn measure(
 struct LabHost {
     name: String,
     address: String,
+    /// The address, where the lab keeps the host's svcctl state (checked non-empty at start).
+    ip: Option<Ipv4Addr>,
     /// The host's `C:\` on this machine.
     root: PathBuf,
 }
@@ -219,6 +254,8 @@ impl LabHost {
 }
 
 struct Lab {
+    /// Which path this lab serves (WinRM open, or closed on every host).
+    path: LabPath,
     dir: PathBuf,
     /// Our own files: spec, host list, logs, pushscan state dirs, reports.
     work: PathBuf,
@@ -243,7 +280,7 @@ struct Lab {
 }
 
 impl Lab {
-    fn path(&self, rel: &str) -> PathBuf {
+    fn file(&self, rel: &str) -> PathBuf {
         self.work.join(rel)
     }
 }
@@ -264,18 +301,25 @@ fn port_or_free(ip: Ipv4Addr, preferred: u16, avoid: &[u16]) -> Result<u16, Stri
     Err(format!("no free port on {ip}"))
 }
 
-/// Every host `clean` (so both tools do the same job and every host must end "not detected"),
-/// one OU, no HTTPS listener (neither tool uses it).
-fn spec_yaml(hosts: usize, base: Ipv4Addr) -> String {
+/// Every host `clean` (so every tool does the same job and every host must end "not
+/// detected"), one OU, no HTTPS listener (no tool uses it); on the `smb` path every host's
+/// WinRM port closed, SMB and svcctl served (the lab's default start timeout: the wrapper's
+/// outer `cmd` ends at once, so the SCM's 1053 comes before it).
+fn spec_yaml(hosts: usize, base: Ipv4Addr, path: LabPath) -> String {
+    let winrm = match path {
+        LabPath::Winrm => "",
+        LabPath::Smb => "    winrm: closed\n",
+    };
     format!(
-        "# Windows sweep benchmark (benches/windows.rs): every host clean.\n\
+        "# Windows sweep benchmark (benches/windows.rs): every host clean, path {}.\n\
          hosts: {hosts}\n\
          base_address: {base}\n\
          name_pattern: \"PC-{{ou}}-{{n:04}}\"\n\
          seed: 1\n\
          ous:\n  - name: BENCH\n\
-         scenarios:\n  - kind: clean\n\
-         winrm:\n  https_port: null\n"
+         scenarios:\n  - kind: clean\n{winrm}\
+         winrm:\n  https_port: null\n",
+        path.label()
     )
 }
 
@@ -308,19 +352,20 @@ fn sha256_file(path: &Path) -> Option<String> {
 #[allow(clippy::too_many_arguments)]
 fn start_lab(
     args: &Args,
+    path: LabPath,
     dir: &Path,
     lab_bin: PathBuf,
     pushscan: PathBuf,
     python: PathBuf,
     peer: PathBuf,
 ) -> Result<Lab, String> {
-    let work = dir.join("bench");
+    let work = dir.join("bench").join(path.label());
     let _ = fs::remove_dir_all(&work);
     for d in ["logs", "state", "reports"] {
         fs::create_dir_all(work.join(d)).map_err(|e| format!("{}: {e}", work.join(d).display()))?;
     }
     let spec = work.join("spec.yml");
-    fs::write(&spec, spec_yaml(args.hosts, args.base))
+    fs::write(&spec, spec_yaml(args.hosts, args.base, path))
         .map_err(|e| format!("{}: {e}", spec.display()))?;
     let smb_port = port_or_free(args.base, 445, &[])?;
     let winrm_port = port_or_free(args.base, 5985, &[smb_port])?;
@@ -365,15 +410,23 @@ fn start_lab(
         .as_array()
         .map(|a| {
             a.iter()
-                .map(|h| LabHost {
-                    name: h["name"].as_str().unwrap_or("").to_string(),
-                    address: h["address"].as_str().unwrap_or("").to_string(),
-                    root: PathBuf::from(h["root"].as_str().unwrap_or("")),
+                .map(|h| {
+                    let address = h["address"].as_str().unwrap_or("").to_string();
+                    LabHost {
+                        name: h["name"].as_str().unwrap_or("").to_string(),
+                        ip: address.parse().ok(),
+                        address,
+                        root: PathBuf::from(h["root"].as_str().unwrap_or("")),
+                    }
                 })
                 .collect()
         })
         .unwrap_or_default();
-    if hosts.len() != args.hosts || hosts.iter().any(|h| h.name.is_empty() || !h.root.is_dir()) {
+    if hosts.len() != args.hosts
+        || hosts
+            .iter()
+            .any(|h| h.name.is_empty() || h.ip.is_none() || !h.root.is_dir())
+    {
         return Err(format!(
             "lab.json lists {} usable host(s), {} were asked for",
             hosts.len(),
@@ -406,10 +459,15 @@ fn start_lab(
         .collect();
     fs::write(work.join("hosts.txt"), list).map_err(|e| format!("hosts.txt: {e}"))?;
     println!(
-        "lab: {} hosts {} .. {}, SMB port {smb_port}, WinRM port {winrm_port}, up in {up_s:.1} s ({})",
+        "lab ({} path): {} hosts {} .. {}, SMB port {smb_port}, WinRM port {winrm_port}{}, up in {up_s:.1} s ({})",
+        path.label(),
         hosts.len(),
         hosts[0].address,
         hosts[hosts.len() - 1].address,
+        match path {
+            LabPath::Winrm => "",
+            LabPath::Smb => " (closed on every host)",
+        },
         dir.display()
     );
     println!(
@@ -419,6 +477,7 @@ fn start_lab(
     );
     let helpers = descendants(&daemons);
     Ok(Lab {
+        path,
         dir: dir.to_path_buf(),
         work,
         lab_bin,
@@ -494,22 +553,28 @@ fn padded_checker(
 }
 
 fn stop_lab(lab: &Lab) {
-    let out = Command::new(&lab.lab_bin)
+    lab_down(&lab.lab_bin, &lab.dir);
+}
+
+/// `pushscan-lab down --purge`: also after a start that failed once `up` had started the lab
+/// (a lab.json the benchmark cannot use), so no lab outlives the benchmark.
+fn lab_down(lab_bin: &Path, dir: &Path) {
+    let out = Command::new(lab_bin)
         .arg("down")
         .arg("--purge")
         .arg("--dir")
-        .arg(&lab.dir)
+        .arg(dir)
         .stdin(Stdio::null())
         .output();
     match out {
-        Ok(o) if o.status.success() => println!("lab stopped and purged ({})", lab.dir.display()),
+        Ok(o) if o.status.success() => println!("lab stopped and purged ({})", dir.display()),
         Ok(o) => eprintln!(
             "pushscan-lab down --purge failed ({}): {}{}",
             o.status,
             String::from_utf8_lossy(&o.stdout),
             String::from_utf8_lossy(&o.stderr)
         ),
-        Err(e) => eprintln!("cannot run {} down: {e}", lab.lab_bin.display()),
+        Err(e) => eprintln!("cannot run {} down: {e}", lab_bin.display()),
     }
 }
 
@@ -523,9 +588,29 @@ struct TreeState {
     /// (inode, mtime ns) of the checker, if there.
     checker: Option<(u64, i128)>,
     reports: usize,
+    /// 7045 events (service installed) for a `pushscan-` service in the host's System log,
+    /// as the lab wrote them; `Err` when the log cannot be read.
+    installed: Result<usize, String>,
 }
 
-fn tree_state(h: &LabHost) -> TreeState {
+/// The prefix of every service (and wrapper file) pushscan creates over SMB.
+const SERVICE_PREFIX: &str = "pushscan-";
+
+fn ip_of(h: &LabHost) -> Result<Ipv4Addr, String> {
+    h.ip.ok_or_else(|| format!("{}: address {:?} is not IPv4", h.name, h.address))
+}
+
+/// The `pushscan-` services the lab's service control manager has installed on `h` so far.
+fn installed(lab: &Lab, h: &LabHost) -> Result<usize, String> {
+    let events = pushscan_lab::svcctl::events(&lab.dir, ip_of(h)?)
+        .map_err(|e| format!("System log: {e:#}"))?;
+    Ok(events
+        .iter()
+        .filter(|e| e.id == 7045 && e.service.starts_with(SERVICE_PREFIX))
+        .count())
+}
+
+fn tree_state(lab: &Lab, h: &LabHost) -> TreeState {
     let checker = fs::metadata(h.checker()).ok().map(|m| {
         (
             m.ino(),
@@ -539,7 +624,11 @@ fn tree_state(h: &LabHost) -> TreeState {
                 .count()
         })
         .unwrap_or(0);
-    TreeState { checker, reports }
+    TreeState {
+        checker,
+        reports,
+        installed: installed(lab, h),
+    }
 }
 
 /// Untimed, before a first run: no checker and no reports anywhere.
@@ -555,11 +644,51 @@ fn wipe(lab: &Lab) -> Result<(), String> {
     Ok(())
 }
 
-/// The checks of the host trees after a run, the same for both tools.
-fn check_trees(lab: &Lab, before: &[TreeState], sweep: Sweep) -> Vec<String> {
+/// What a tool left behind on a host, read from the lab's own files: `pushscan-` services in
+/// the lab's service database and `pushscan-*` files in `C:\Windows` (the wrappers' output
+/// and exit-code files).
+fn leftovers(lab: &Lab, h: &LabHost) -> Vec<String> {
+    let mut why = Vec::new();
+    match ip_of(h)
+        .and_then(|ip| pushscan_lab::svcctl::services(&lab.dir, ip).map_err(|e| format!("{e:#}")))
+    {
+        Ok(services) => {
+            let ours: Vec<&str> = services
+                .iter()
+                .filter(|s| s.name.starts_with(SERVICE_PREFIX))
+                .map(|s| s.name.as_str())
+                .collect();
+            if !ours.is_empty() {
+                why.push(format!(
+                    "service(s) left in svcctl.json: {}",
+                    ours.join(", ")
+                ));
+            }
+        }
+        Err(e) => why.push(format!("service database unreadable: {e}")),
+    }
+    let windir = h.root.join("Windows");
+    let files: Vec<String> = fs::read_dir(&windir)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(SERVICE_PREFIX))
+                .collect()
+        })
+        .unwrap_or_default();
+    if !files.is_empty() {
+        why.push(format!("file(s) left in C:\\Windows: {}", files.join(", ")));
+    }
+    why
+}
+
+/// The checks of the host trees and the lab's svcctl state after a run, the same for every
+/// tool. Also returns the `pushscan-` services installed per host during the run (mean).
+fn check_trees(lab: &Lab, before: &[TreeState], sweep: Sweep) -> (Vec<String>, f64) {
     let mut bad = Vec::new();
+    let mut services = 0usize;
     for (h, b) in lab.hosts.iter().zip(before) {
-        let a = tree_state(h);
+        let a = tree_state(lab, h);
         let mut why = Vec::new();
         match sha256_file(&h.checker()) {
             Some(s) if s == lab.checker_sha => {}
@@ -575,11 +704,29 @@ fn check_trees(lab: &Lab, before: &[TreeState], sweep: Sweep) -> Vec<String> {
         if sweep == Sweep::Second && a.checker != b.checker {
             why.push("the checker file was rewritten (expected no push)".to_string());
         }
+        match (&b.installed, &a.installed) {
+            (Ok(x), Ok(y)) => {
+                let new = y.saturating_sub(*x);
+                services += new;
+                match lab.path {
+                    LabPath::Smb if new == 0 => why.push(
+                        "no pushscan- service installed (event 7045): commands did not go over SMB"
+                            .to_string(),
+                    ),
+                    LabPath::Winrm if new != 0 => why.push(format!(
+                        "{new} pushscan- service(s) installed over SMB on a host that answers WinRM"
+                    )),
+                    _ => {}
+                }
+            }
+            (Err(e), _) | (_, Err(e)) => why.push(e.clone()),
+        }
+        why.extend(leftovers(lab, h));
         if !why.is_empty() {
             bad.push(format!("  {} ({}): {}", h.name, h.address, why.join("; ")));
         }
     }
-    bad
+    (bad, services as f64 / lab.hosts.len().max(1) as f64)
 }
 
 // ------------------------------------------------------------------------------------------
@@ -604,19 +751,90 @@ impl Sweep {
     }
 }
 
+/// Which lab a run goes to: WinRM open on every host, or closed on every host.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum LabPath {
+    Winrm,
+    Smb,
+}
+
+impl LabPath {
+    fn label(self) -> &'static str {
+        match self {
+            LabPath::Winrm => "winrm",
+            LabPath::Smb => "smb",
+        }
+    }
+}
+
+/// A tool on a path: what one figure measures.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Tool {
+    /// pushscan on the winrm lab (commands over WinRM, files over SMB).
     Pushscan,
+    /// The pywinrm + smbprotocol script on the winrm lab.
     Peer,
+    /// pushscan with its default `--exec auto` on the smb lab (WinRM refused, then SMB).
+    PushscanSmbAuto,
+    /// pushscan `--exec smb` on the smb lab (WinRM never contacted).
+    PushscanSmbOnly,
 }
 
 impl Tool {
     fn label(self) -> &'static str {
         match self {
-            Tool::Pushscan => "pushscan",
-            Tool::Peer => "peer",
+            Tool::Pushscan => "pushscan winrm",
+            Tool::Peer => "peer winrm",
+            Tool::PushscanSmbAuto => "pushscan smb auto",
+            Tool::PushscanSmbOnly => "pushscan smb exec=smb",
         }
     }
+    /// For file names.
+    fn slug(self) -> &'static str {
+        match self {
+            Tool::Pushscan => "pushscan-winrm",
+            Tool::Peer => "peer-winrm",
+            Tool::PushscanSmbAuto => "pushscan-smb-auto",
+            Tool::PushscanSmbOnly => "pushscan-smb-only",
+        }
+    }
+    fn path(self) -> LabPath {
+        match self {
+            Tool::Pushscan | Tool::Peer => LabPath::Winrm,
+            Tool::PushscanSmbAuto | Tool::PushscanSmbOnly => LabPath::Smb,
+        }
+    }
+    fn is_pushscan(self) -> bool {
+        self != Tool::Peer
+    }
+    /// pushscan's `--exec` value (none: its default, `auto`).
+    fn exec(self) -> Option<&'static str> {
+        match self {
+            Tool::PushscanSmbOnly => Some("smb"),
+            _ => None,
+        }
+    }
+}
+
+/// What a good run measured besides the [`Sample`].
+#[derive(Clone, Debug, Default)]
+struct Extra {
+    /// `/proc/loadavg`'s three figures before and after the run.
+    load_before: String,
+    load_after: String,
+    /// `pushscan-` services the lab installed per host during the run (commands over SMB).
+    services_per_host: f64,
+    /// From pushscan's journal: (step and phase, median seconds from the host's start).
+    steps: Vec<(String, f64)>,
+}
+
+fn loadavg() -> String {
+    fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// A failed run: what went wrong, and whether pushscan lacks its WinRM transport.
@@ -630,13 +848,14 @@ fn run_once(
     tool: Tool,
     sweep: Sweep,
     run: usize,
-) -> Result<Result<Sample, Failed>, String> {
-    let tag = format!("{}-{}-{run}", tool.label(), sweep.label());
-    let out = lab.path(&format!("logs/{tag}.out"));
-    let err = lab.path(&format!("logs/{tag}.err"));
-    let report = lab.path(&format!("reports/{tag}.json"));
+) -> Result<Result<(Sample, Extra), Failed>, String> {
+    let tag = format!("{}-{}-{run}", tool.slug(), sweep.label());
+    let state = lab.file(&format!("state/{tag}"));
+    let out = lab.file(&format!("logs/{tag}.out"));
+    let err = lab.file(&format!("logs/{tag}.err"));
+    let report = lab.file(&format!("reports/{tag}.json"));
     let cmd = match tool {
-        Tool::Pushscan => {
+        Tool::Pushscan | Tool::PushscanSmbAuto | Tool::PushscanSmbOnly => {
             let mut cmd = Command::new(&lab.pushscan);
             cmd.arg("sweep")
                 .arg("-i")
@@ -646,17 +865,20 @@ fn run_once(
                 .arg("--forks")
                 .arg(lab.forks.to_string())
                 .arg("--state-dir")
-                .arg(lab.path(&format!("state/{tag}")))
+                .arg(&state)
                 .arg("--progress")
                 .arg("quiet")
                 .arg("--report-json")
                 .arg(&report);
+            if let Some(exec) = tool.exec() {
+                cmd.arg("--exec").arg(exec);
+            }
             cmd
         }
         Tool::Peer => {
             let mut cmd = Command::new(&lab.python);
             cmd.arg(&lab.peer)
-                .arg(lab.path("hosts.txt"))
+                .arg(lab.file("hosts.txt"))
                 .arg("--checker")
                 .arg(&lab.checker)
                 .arg("--sha256")
@@ -677,8 +899,10 @@ fn run_once(
         .env_remove("RUST_LOG")
         .env_remove("PUSHSCAN_CREDENTIALS");
 
-    let before: Vec<TreeState> = lab.hosts.iter().map(tree_state).collect();
+    let before: Vec<TreeState> = lab.hosts.iter().map(|h| tree_state(lab, h)).collect();
+    let load_before = loadavg();
     let (mut sample, waited) = measure(lab, cmd, &out, &err)?;
+    let load_after = loadavg();
 
     let mut problems = Vec::new();
     if waited.code != Some(0) {
@@ -690,11 +914,12 @@ fn run_once(
         ));
     }
     // The tool's own per-host results.
-    let results = match tool {
-        Tool::Pushscan => pushscan_results(&report),
-        Tool::Peer => peer_results(&out),
+    let results = if tool.is_pushscan() {
+        pushscan_results(&report)
+    } else {
+        peer_results(&out)
     };
-    let no_transport = tool == Tool::Pushscan
+    let no_transport = tool.is_pushscan()
         && (fs::read_to_string(&err)
             .unwrap_or_default()
             .contains(NO_TRANSPORT)
@@ -734,21 +959,58 @@ fn run_once(
                     bad[..bad.len().min(10)].join("\n")
                 ));
             }
+            // pushscan says on every host's reason line when its commands went over SMB.
+            if tool.is_pushscan() {
+                let smb: Vec<&str> = rows
+                    .iter()
+                    .filter(|r| (tool.path() == LabPath::Smb) != r.detail.contains(OVER_SMB))
+                    .map(|r| r.host.as_str())
+                    .collect();
+                if !smb.is_empty() {
+                    problems.push(format!(
+                        "{} host(s) whose reason {} \"{OVER_SMB}\" on the {} path (first 10): {}",
+                        smb.len(),
+                        if tool.path() == LabPath::Smb {
+                            "lacks"
+                        } else {
+                            "says"
+                        },
+                        tool.path().label(),
+                        smb[..smb.len().min(10)].join(", ")
+                    ));
+                }
+            }
             sample.host_s = host_percentiles(rows.iter().filter_map(|r| r.seconds).collect());
         }
         Err(e) => problems.push(e),
     }
-    // The host trees.
-    let bad = check_trees(lab, &before, sweep);
+    // The host trees and the lab's svcctl state.
+    let (bad, services_per_host) = check_trees(lab, &before, sweep);
     if !bad.is_empty() {
         problems.push(format!(
-            "{} host tree(s) do not show the job done (first 10):\n{}",
+            "{} host(s) do not show the job done, or show something of ours left (first 10):\n{}",
             bad.len(),
             bad[..bad.len().min(10)].join("\n")
         ));
     }
+    let steps = if tool.is_pushscan() {
+        journal_steps(&state).unwrap_or_else(|e| {
+            eprintln!("  note: no step timings from the journal: {e}");
+            Vec::new()
+        })
+    } else {
+        Vec::new()
+    };
     Ok(if problems.is_empty() {
-        Ok(sample)
+        Ok((
+            sample,
+            Extra {
+                load_before,
+                load_after,
+                services_per_host,
+                steps,
+            },
+        ))
     } else {
         Err(Failed {
             text: format!(
@@ -760,6 +1022,49 @@ fn run_once(
             no_transport,
         })
     })
+}
+
+/// Where pushscan's hosts spent their time, from the run's journal (read through pushscan's
+/// own store reader): for each journaled step and phase (the n-th occurrence of a repeated one
+/// numbered), the median over the hosts of the seconds from the host's start (its
+/// `started_at`) to that row, in order; `done` is the host's `finished_at`. The journal's
+/// writer stamps a row when it writes it, in group commits, so a time may lag its step by the
+/// writer's batch (milliseconds).
+fn journal_steps(state: &Path) -> Result<Vec<(String, f64)>, String> {
+    use std::collections::HashMap;
+    let ctx = |e: anyhow::Error| format!("{}: {e:#}", state.display());
+    let reader = pushscan::store::open_reader(state).map_err(ctx)?;
+    let run = reader.run(None).map_err(ctx)?;
+    let parse = |t: &str| {
+        chrono::DateTime::parse_from_rfc3339(t)
+            .map(|d| d.timestamp_millis() as f64 / 1000.0)
+            .ok()
+    };
+    let mut starts: HashMap<String, f64> = HashMap::new();
+    let mut per_key: HashMap<String, Vec<f64>> = HashMap::new();
+    for h in reader.hosts(run.id).map_err(ctx)? {
+        let Some(t0) = h.started_at.as_deref().and_then(parse) else {
+            continue;
+        };
+        if let Some(t1) = h.finished_at.as_deref().and_then(parse) {
+            per_key.entry("done".into()).or_default().push(t1 - t0);
+        }
+        starts.insert(h.host, t0);
+    }
+    let mut seen: HashMap<(String, String), usize> = HashMap::new();
+    for s in reader.steps(run.id, None).map_err(ctx)? {
+        let (Some(t0), Some(t)) = (starts.get(&s.host), parse(&s.at)) else {
+            continue;
+        };
+        let key = format!("{} {}", s.step, s.phase);
+        let n = seen.entry((s.host, key.clone())).or_default();
+        *n += 1;
+        let key = if *n == 1 { key } else { format!("{key} #{n}") };
+        per_key.entry(key).or_default().push(t - t0);
+    }
+    let mut out: Vec<(String, f64)> = per_key.into_iter().map(|(k, v)| (k, median(v))).collect();
+    out.sort_by(|a, b| a.1.total_cmp(&b.1));
+    Ok(out)
 }
 
 /// One host's result as a tool reported it.
@@ -821,15 +1126,26 @@ fn peer_results(path: &Path) -> Result<Vec<HostRow>, String> {
 // The benchmark
 // ------------------------------------------------------------------------------------------
 
-/// One figure: a tool, a sweep kind, its samples.
+/// One figure: a tool on a path, a sweep kind, its samples.
 struct Figure {
     tool: Tool,
     sweep: Sweep,
     samples: Vec<Sample>,
+    /// One per sample.
+    extras: Vec<Extra>,
     failed: usize,
 }
 
 impl Figure {
+    fn new(tool: Tool, sweep: Sweep) -> Figure {
+        Figure {
+            tool,
+            sweep,
+            samples: Vec::new(),
+            extras: Vec::new(),
+            failed: 0,
+        }
+    }
     fn walls(&self) -> Vec<f64> {
         self.samples.iter().map(|s| s.wall_s).collect()
     }
@@ -838,6 +1154,29 @@ impl Figure {
     }
     fn wall(&self) -> Option<f64> {
         (!self.samples.is_empty()).then(|| median(self.walls()))
+    }
+    fn rss_mib(&self) -> f64 {
+        self.samples
+            .iter()
+            .map(|s| s.peak_rss_kb)
+            .max()
+            .unwrap_or(0) as f64
+            / 1024.0
+    }
+    /// The journal's step times, median over the runs per step.
+    fn steps(&self) -> Vec<(String, f64)> {
+        let mut keys: Vec<(String, Vec<f64>)> = Vec::new();
+        for e in &self.extras {
+            for (k, t) in &e.steps {
+                match keys.iter_mut().find(|(x, _)| x == k) {
+                    Some((_, v)) => v.push(*t),
+                    None => keys.push((k.clone(), vec![*t])),
+                }
+            }
+        }
+        let mut out: Vec<(String, f64)> = keys.into_iter().map(|(k, v)| (k, median(v))).collect();
+        out.sort_by(|a, b| a.1.total_cmp(&b.1));
+        out
     }
 }
 
@@ -889,14 +1228,67 @@ fn bench(args: &Args) -> Result<bool, String> {
     if args.hosts == 0 || args.runs == 0 || args.forks == 0 {
         return Err("--hosts, --runs and --forks must be at least 1".into());
     }
-    let mut tools = Vec::new();
+    let (mut pushscan_on, mut peer_on) = (false, false);
     for t in &args.tools {
         match t.as_str() {
-            "pushscan" => tools.push(Tool::Pushscan),
-            "peer" => tools.push(Tool::Peer),
+            "pushscan" => pushscan_on = true,
+            "peer" => peer_on = true,
             other => return Err(format!("--tools: unknown tool {other:?} (pushscan, peer)")),
         }
     }
+    let mut smb_tools = Vec::new();
+    for e in &args.smb_exec {
+        let t = match e.as_str() {
+            "auto" => Tool::PushscanSmbAuto,
+            "smb" => Tool::PushscanSmbOnly,
+            other => return Err(format!("--smb-exec: unknown mode {other:?} (auto, smb)")),
+        };
+        if !smb_tools.contains(&t) {
+            smb_tools.push(t);
+        }
+    }
+    // Each path with the tools it runs, in the order given.
+    let mut plan: Vec<(LabPath, Vec<Tool>)> = Vec::new();
+    for p in &args.paths {
+        let (path, tools) = match p.as_str() {
+            "winrm" => {
+                let mut t = Vec::new();
+                if pushscan_on {
+                    t.push(Tool::Pushscan);
+                }
+                if peer_on {
+                    t.push(Tool::Peer);
+                }
+                (LabPath::Winrm, t)
+            }
+            "smb" => (
+                LabPath::Smb,
+                if pushscan_on {
+                    smb_tools.clone()
+                } else {
+                    Vec::new()
+                },
+            ),
+            other => return Err(format!("--paths: unknown path {other:?} (winrm, smb)")),
+        };
+        if plan.iter().any(|(q, _)| *q == path) {
+            continue;
+        }
+        if tools.is_empty() {
+            println!(
+                "path {}: nothing to run with --tools {} (the peer is WinRM only)",
+                path.label(),
+                args.tools.join(",")
+            );
+            continue;
+        }
+        plan.push((path, tools));
+    }
+    if plan.is_empty() {
+        return Err("nothing to measure: see --tools, --paths and --smb-exec".into());
+    }
+    let all: Vec<Tool> = plan.iter().flat_map(|(_, t)| t.iter().copied()).collect();
+    let any_pushscan = all.iter().any(|t| t.is_pushscan());
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         return Err("the lab needs root (a Samba account, addresses on lo): run as root".into());
@@ -910,11 +1302,7 @@ fn bench(args: &Args) -> Result<bool, String> {
         .clone()
         .unwrap_or_else(|| manifest().join("target/release/pushscan-lab"));
     for (bin, what, needed) in [
-        (
-            &pushscan,
-            "cargo build --release",
-            tools.contains(&Tool::Pushscan),
-        ),
+        (&pushscan, "cargo build --release", any_pushscan),
         (&lab_bin, "cargo build --release -p pushscan-lab", true),
     ] {
         if needed && !bin.is_file() {
@@ -924,12 +1312,12 @@ fn bench(args: &Args) -> Result<bool, String> {
             ));
         }
     }
-    if tools.contains(&Tool::Pushscan) {
+    if any_pushscan {
         warn_if_stale(&pushscan, &manifest().join("src"));
     }
     warn_if_stale(&lab_bin, &manifest().join("lab/src"));
     let peer = manifest().join("benches/scripts/windows_peer.py");
-    let python = if tools.contains(&Tool::Peer) {
+    let python = if all.contains(&Tool::Peer) {
         resolve_python(&args.python)?
     } else {
         PathBuf::from(&args.python)
@@ -940,68 +1328,136 @@ fn bench(args: &Args) -> Result<bool, String> {
         .unwrap_or_else(|| manifest().join("target/bench-windows"));
     fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let dir = fs::canonicalize(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let work = dir.join("bench");
+    let _ = fs::remove_dir_all(&work);
 
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!(
-        "Windows sweep benchmark: {} hosts, {} run(s) per figure, forks/workers {}, tools {:?}, {} core(s)",
+        "Windows sweep benchmark: {} hosts, {} run(s) per figure, forks/workers {}, {} core(s); {}",
         args.hosts,
         args.runs,
         args.forks,
-        tools.iter().map(|t| t.label()).collect::<Vec<_>>(),
-        cores
+        cores,
+        plan.iter()
+            .map(|(p, t)| format!(
+                "path {}: {}",
+                p.label(),
+                t.iter().map(|t| t.label()).collect::<Vec<_>>().join(", ")
+            ))
+            .collect::<Vec<_>>()
+            .join("; ")
     );
     println!("pushscan: {}", pushscan.display());
     println!("peer:     {} {}", python.display(), peer.display());
-    let load = fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    println!(
-        "load average at start: {}",
-        load.split_whitespace()
-            .take(3)
-            .collect::<Vec<_>>()
-            .join(" ")
-    );
+    println!("load average at start: {}", loadavg());
 
-    let lab = start_lab(args, &dir, lab_bin, pushscan, python, peer)?;
-    let result = sweeps(args, &lab, &tools, cores);
-    if args.keep_lab {
-        println!(
-            "lab left running: {} down --purge --dir {}",
-            lab.lab_bin.display(),
-            lab.dir.display()
-        );
-    } else {
-        stop_lab(&lab);
+    let mut st = Outcome::default();
+    let mut error = None;
+    let mut kept = None;
+    for (n, (path, tools)) in plan.iter().enumerate() {
+        let last = n + 1 == plan.len();
+        println!("\n==== path {} ====", path.label());
+        let lab = match start_lab(
+            args,
+            *path,
+            &dir,
+            lab_bin.clone(),
+            pushscan.clone(),
+            python.clone(),
+            peer.clone(),
+        ) {
+            Ok(l) => l,
+            Err(e) => {
+                if dir.join("lab.json").exists() {
+                    lab_down(&lab_bin, &dir);
+                }
+                error = Some(e);
+                break;
+            }
+        };
+        let result = sweeps(args, &lab, tools, &mut st);
+        if args.keep_lab && last {
+            kept = Some(format!(
+                "lab ({} path) left running: {} down --purge --dir {}",
+                path.label(),
+                lab.lab_bin.display(),
+                lab.dir.display()
+            ));
+        } else {
+            stop_lab(&lab);
+        }
+        if let Err(e) = result {
+            error = Some(e);
+            break;
+        }
     }
-    let ok = result?;
+
+    print_table(&st.figures, args.hosts, args.forks);
+    print_ratios(&st.figures, cores);
+    print_steps(&st.figures);
+    if let Some(path) = &args.json {
+        write_json(path, &st, args, cores)?;
+    }
+    if let Some(k) = &kept {
+        println!("{k}");
+    }
     println!(
-        "\nbenchmark took {:.1} s in all",
-        started.elapsed().as_secs_f64()
+        "\nbenchmark took {:.1} s in all; load average at the end: {}",
+        started.elapsed().as_secs_f64(),
+        loadavg()
     );
-    if ok && !args.keep_lab {
-        let _ = fs::remove_dir_all(&lab.work);
-        let _ = fs::remove_dir(&lab.dir); // only if `down --purge` left it empty
+    let ok = error.is_none() && st.failures.is_empty();
+    if !st.failures.is_empty() {
+        eprintln!(
+            "\n!!!!!!!! BENCHMARK INVALID: {} run(s) did not do the job (left out of the figures above) !!!!!!!!",
+            st.failures.len()
+        );
+        if st.no_transport {
+            eprintln!(
+                "- pushscan has no WinRM transport in this build: build one that has it and rerun"
+            );
+        }
+        for f in &st.failures {
+            eprintln!("- {}", f.lines().next().unwrap_or(""));
+        }
+    }
+    if ok && kept.is_none() {
+        let _ = fs::remove_dir_all(&work);
+        let _ = fs::remove_dir(&dir); // only if `down --purge` left it empty
     } else {
         println!(
             "logs, pushscan state and reports kept in {}",
-            lab.work.display()
+            work.display()
         );
     }
     let _ = std::io::stdout().flush();
-    Ok(ok)
+    match error {
+        Some(e) => Err(e),
+        None => Ok(ok),
+    }
 }
 
-fn sweeps(args: &Args, lab: &Lab, tools: &[Tool], cores: usize) -> Result<bool, String> {
-    let mut figures: Vec<Figure> = Vec::new();
-    let mut failures: Vec<String> = Vec::new();
-    let mut no_transport = false;
-    let mut record = |fig: &mut Figure, run: usize, res: Result<Sample, Failed>| -> bool {
+/// Everything measured so far, over the paths.
+#[derive(Default)]
+struct Outcome {
+    figures: Vec<Figure>,
+    failures: Vec<String>,
+    no_transport: bool,
+}
+
+fn sweeps(args: &Args, lab: &Lab, tools: &[Tool], st: &mut Outcome) -> Result<(), String> {
+    let record = |st: &mut Outcome,
+                  fig: &mut Figure,
+                  run: usize,
+                  res: Result<(Sample, Extra), Failed>|
+     -> bool {
         match res {
-            Ok(s) => {
+            Ok((s, extra)) => {
                 let other = s.machine_cpu_s - s.fleet_cpu_s - s.cpu_s;
                 println!(
                     "  run {run}: wall {:.2} s ({:.1} hosts/s), controller CPU {:.2} s, peak RSS {:.1} MiB, \
                      lab CPU {:.1} s, machine CPU {:.1} s (other processes {other:.1} s); \
-                     per host p50 {:.2} s, p95 {:.2} s, max {:.2} s",
+                     per host p50 {:.2} s, p95 {:.2} s, max {:.2} s; load average {} -> {}{}",
                     s.wall_s,
                     lab.hosts.len() as f64 / s.wall_s,
                     s.cpu_s,
@@ -1010,7 +1466,18 @@ fn sweeps(args: &Args, lab: &Lab, tools: &[Tool], cores: usize) -> Result<bool, 
                     s.machine_cpu_s,
                     s.host_s[0],
                     s.host_s[1],
-                    s.host_s[2]
+                    s.host_s[2],
+                    extra.load_before,
+                    extra.load_after,
+                    if lab.path == LabPath::Smb {
+                        // A run that left a service or a wrapper file failed its checks.
+                        format!(
+                            "; {:.2} services installed per host, none left",
+                            extra.services_per_host
+                        )
+                    } else {
+                        String::new()
+                    }
                 );
                 if other > 0.1 * s.machine_cpu_s && other > 1.0 {
                     println!(
@@ -1019,6 +1486,7 @@ fn sweeps(args: &Args, lab: &Lab, tools: &[Tool], cores: usize) -> Result<bool, 
                     );
                 }
                 fig.samples.push(s);
+                fig.extras.push(extra);
                 true
             }
             Err(f) => {
@@ -1029,9 +1497,9 @@ fn sweeps(args: &Args, lab: &Lab, tools: &[Tool], cores: usize) -> Result<bool, 
                     f.text
                 );
                 fig.failed += 1;
-                failures.push(f.text);
+                st.failures.push(f.text);
                 if f.no_transport {
-                    no_transport = true;
+                    st.no_transport = true;
                     eprintln!(
                         "!!!!!!!! pushscan CANNOT SWEEP WINDOWS HOSTS WITH THIS BUILD: its WinRM \
                          transport is missing (\"the winrm transport is not available in this build \
@@ -1046,12 +1514,7 @@ fn sweeps(args: &Args, lab: &Lab, tools: &[Tool], cores: usize) -> Result<bool, 
     };
 
     'tools: for &tool in tools {
-        let mut first = Figure {
-            tool,
-            sweep: Sweep::First,
-            samples: Vec::new(),
-            failed: 0,
-        };
+        let mut first = Figure::new(tool, Sweep::First);
         println!(
             "\n{} first sweep (no checker on the hosts: push, run, fetch), {} at a time:",
             tool.label(),
@@ -1061,19 +1524,16 @@ fn sweeps(args: &Args, lab: &Lab, tools: &[Tool], cores: usize) -> Result<bool, 
             wipe(lab)?;
             settle();
             let res = run_once(lab, tool, Sweep::First, run)?;
-            if !record(&mut first, run, res) {
+            if !record(st, &mut first, run, res) {
                 first.failed += args.runs - run;
-                figures.push(first);
-                figures.push(Figure {
-                    tool,
-                    sweep: Sweep::Second,
-                    samples: Vec::new(),
-                    failed: args.runs,
-                });
+                st.figures.push(first);
+                let mut second = Figure::new(tool, Sweep::Second);
+                second.failed = args.runs;
+                st.figures.push(second);
                 continue 'tools;
             }
         }
-        figures.push(first);
+        st.figures.push(first);
 
         // The checker must be on every host for a second sweep; the last first run left it
         // there unless it failed: then an untimed priming run of the same tool.
@@ -1090,12 +1550,7 @@ fn sweeps(args: &Args, lab: &Lab, tools: &[Tool], cores: usize) -> Result<bool, 
             settle();
             let _ = run_once(lab, tool, Sweep::First, 0)?;
         }
-        let mut second = Figure {
-            tool,
-            sweep: Sweep::Second,
-            samples: Vec::new(),
-            failed: 0,
-        };
+        let mut second = Figure::new(tool, Sweep::Second);
         println!(
             "{} second sweep (checker present with the pinned hash: no push), {} at a time:",
             tool.label(),
@@ -1104,76 +1559,64 @@ fn sweeps(args: &Args, lab: &Lab, tools: &[Tool], cores: usize) -> Result<bool, 
         for run in 1..=args.runs {
             settle();
             let res = run_once(lab, tool, Sweep::Second, run)?;
-            if !record(&mut second, run, res) {
+            if !record(st, &mut second, run, res) {
                 second.failed += args.runs - run;
                 break;
             }
         }
-        figures.push(second);
+        st.figures.push(second);
     }
+    Ok(())
+}
 
-    let hosts = lab.hosts.len();
-    print_table(&figures, hosts, lab.forks);
-    print_ratios(&figures, cores);
-
-    if let Some(path) = &args.json {
-        let results: Vec<Value> = figures
-            .iter()
-            .map(|f| {
-                json!({
-                    "tool": f.tool.label(),
-                    "sweep": f.sweep.label(),
-                    "forks": lab.forks,
-                    "wall_s": f.walls(),
-                    "cpu_s": f.samples.iter().map(|s| s.cpu_s).collect::<Vec<_>>(),
-                    "peak_rss_kb": f.samples.iter().map(|s| s.peak_rss_kb).collect::<Vec<_>>(),
-                    "fleet_cpu_s": f.samples.iter().map(|s| s.fleet_cpu_s).collect::<Vec<_>>(),
-                    "machine_cpu_s": f.samples.iter().map(|s| s.machine_cpu_s).collect::<Vec<_>>(),
-                    "host_s_p50_p95_max": f.samples.iter().map(|s| s.host_s.to_vec()).collect::<Vec<_>>(),
-                    "failed_runs": f.failed,
-                })
+fn write_json(path: &Path, st: &Outcome, args: &Args, cores: usize) -> Result<(), String> {
+    let results: Vec<Value> = st
+        .figures
+        .iter()
+        .map(|f| {
+            json!({
+                "tool": if f.tool.is_pushscan() { "pushscan" } else { "peer" },
+                "path": f.tool.path().label(),
+                "exec": if f.tool.path() == LabPath::Smb { Some(f.tool.exec().unwrap_or("auto")) } else { None },
+                "label": f.tool.label(),
+                "sweep": f.sweep.label(),
+                "forks": args.forks,
+                "wall_s": f.walls(),
+                "cpu_s": f.samples.iter().map(|s| s.cpu_s).collect::<Vec<_>>(),
+                "peak_rss_kb": f.samples.iter().map(|s| s.peak_rss_kb).collect::<Vec<_>>(),
+                "fleet_cpu_s": f.samples.iter().map(|s| s.fleet_cpu_s).collect::<Vec<_>>(),
+                "machine_cpu_s": f.samples.iter().map(|s| s.machine_cpu_s).collect::<Vec<_>>(),
+                "host_s_p50_p95_max": f.samples.iter().map(|s| s.host_s.to_vec()).collect::<Vec<_>>(),
+                "load_before_after": f.extras.iter().map(|e| [e.load_before.clone(), e.load_after.clone()]).collect::<Vec<_>>(),
+                "services_per_host": f.extras.iter().map(|e| e.services_per_host).collect::<Vec<_>>(),
+                "journal_steps_median_s": f.steps().into_iter().map(|(k, t)| json!([k, t])).collect::<Vec<_>>(),
+                "failed_runs": f.failed,
             })
-            .collect();
-        let doc = json!({
-            "hosts": hosts,
-            "cores": cores,
-            "checker_sha256": lab.checker_sha,
-            "no_winrm_transport": no_transport,
-            "results": results,
-        });
-        let text = serde_json::to_string_pretty(&doc).map_err(|e| e.to_string())? + "\n";
-        fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))?;
-        println!("JSON written to {}", path.display());
-    }
-
-    if failures.is_empty() {
-        return Ok(true);
-    }
-    eprintln!(
-        "\n!!!!!!!! BENCHMARK INVALID: {} run(s) did not do the job (left out of the figures above) !!!!!!!!",
-        failures.len()
-    );
-    if no_transport {
-        eprintln!(
-            "- pushscan has no WinRM transport in this build: build one that has it and rerun"
-        );
-    }
-    for f in &failures {
-        eprintln!("- {}", f.lines().next().unwrap_or(""));
-    }
-    Ok(false)
+        })
+        .collect();
+    let doc = json!({
+        "hosts": args.hosts,
+        "cores": cores,
+        "no_winrm_transport": st.no_transport,
+        "results": results,
+    });
+    let text = serde_json::to_string_pretty(&doc).map_err(|e| e.to_string())? + "\n";
+    fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+    println!("JSON written to {}", path.display());
+    Ok(())
 }
 
 fn print_table(figures: &[Figure], hosts: usize, forks: usize) {
     println!(
-        "\n{:<16} {:>5} {:>9} {:>13} {:>8} {:>7} {:>7} {:>12} {:>12} {:>8} {:>6}",
-        "tool/sweep",
+        "\n{:<28} {:>5} {:>9} {:>13} {:>8} {:>7} {:>7} {:>7} {:>12} {:>12} {:>8} {:>6}",
+        "tool path / sweep",
         "forks",
         "median s",
         "min-max s",
         "hosts/s",
         "p50 s",
         "p95 s",
+        "max s",
         "ctl CPU ms/h",
         "lab CPU ms/h",
         "RSS MiB",
@@ -1188,7 +1631,7 @@ fn print_table(figures: &[Figure], hosts: usize, forks: usize) {
         };
         if f.samples.is_empty() {
             println!(
-                "{name:<16} {forks:>5} {:>9} (no successful run) {runs:>72}",
+                "{name:<28} {forks:>5} {:>9} (no successful run) {runs:>80}",
                 "-"
             );
             continue;
@@ -1199,19 +1642,23 @@ fn print_table(figures: &[Figure], hosts: usize, forks: usize) {
         let max = walls.iter().copied().fold(0.0, f64::max);
         let cpu_ms = f.med(|s| s.cpu_s) * 1000.0 / hosts as f64;
         let fleet_ms = f.med(|s| s.fleet_cpu_s) * 1000.0 / hosts as f64;
-        let rss = f.samples.iter().map(|s| s.peak_rss_kb).max().unwrap_or(0) as f64 / 1024.0;
         println!(
-            "{name:<16} {forks:>5} {med:>9.2} {:>13} {:>8.1} {:>7.2} {:>7.2} {cpu_ms:>12.2} {fleet_ms:>12.1} {rss:>8.1} {runs:>6}",
+            "{name:<28} {forks:>5} {med:>9.2} {:>13} {:>8.1} {:>7.2} {:>7.2} {:>7.2} {cpu_ms:>12.2} {fleet_ms:>12.1} {:>8.1} {runs:>6}",
             format!("{min:.2}-{max:.2}"),
             hosts as f64 / med,
             f.med(|s| s.host_s[0]),
             f.med(|s| s.host_s[1]),
+            f.med(|s| s.host_s[2]),
+            f.rss_mib(),
         );
     }
     println!(
-        "(median over the runs; p50/p95 = per-host time as the tool measured it, median over the \
-         runs; ctl CPU = user+sys of the tool's process per host; lab CPU = smbd + WinRM simulator + \
-         checkers per host; RSS = max peak over the runs)"
+        "(winrm: every host answers WinRM; smb: WinRM closed on every host, pushscan runs each \
+         command as a service over \\PIPE\\svcctl, `auto` = its default --exec, `exec=smb` = \
+         --exec smb. Median over the runs; p50/p95/max = per-host time as the tool measured it, \
+         median over the runs; ctl CPU = user+sys of the tool's process per host; lab CPU = smbd + \
+         the lab's serve process (WinRM simulator, svcctl) + checkers per host; RSS = max peak \
+         over the runs)"
     );
 }
 
@@ -1222,7 +1669,7 @@ fn find(figures: &[Figure], tool: Tool, sweep: Sweep) -> Option<&Figure> {
 }
 
 fn print_ratios(figures: &[Figure], cores: usize) {
-    println!("\npushscan / peer (below 1: pushscan uses less):");
+    println!("\npushscan / peer, both over WinRM (below 1: pushscan uses less):");
     let mut speedups = Vec::new();
     for sweep in [Sweep::First, Sweep::Second] {
         match (
@@ -1231,15 +1678,13 @@ fn print_ratios(figures: &[Figure], cores: usize) {
         ) {
             (Some(p), Some(q)) => {
                 let (pw, qw) = (median(p.walls()), median(q.walls()));
-                let rss =
-                    |f: &Figure| f.samples.iter().map(|s| s.peak_rss_kb).max().unwrap_or(0) as f64;
                 println!(
                     "  {:<6}: wall {:.3} ({pw:.2} s vs {qw:.2} s: pushscan {:.1}x faster), controller CPU {:.3}, peak RSS {:.2}",
                     sweep.label(),
                     pw / qw,
                     qw / pw,
                     p.med(|s| s.cpu_s) / q.med(|s| s.cpu_s),
-                    rss(p) / rss(q)
+                    p.rss_mib() / q.rss_mib()
                 );
                 speedups.push((sweep, qw / pw));
             }
@@ -1249,20 +1694,54 @@ fn print_ratios(figures: &[Figure], cores: usize) {
             ),
         }
     }
+    println!("\npushscan over SMB exec (WinRM closed) / pushscan over WinRM (above 1: SMB exec costs more):");
+    for sweep in [Sweep::First, Sweep::Second] {
+        for smb in [Tool::PushscanSmbAuto, Tool::PushscanSmbOnly] {
+            match (
+                find(figures, smb, sweep),
+                find(figures, Tool::Pushscan, sweep),
+            ) {
+                (Some(s), Some(w)) => {
+                    let (sw, ww) = (median(s.walls()), median(w.walls()));
+                    println!(
+                        "  {:<6} {:<22}: wall {:.2} ({sw:.2} s vs {ww:.2} s), per-host p50 {:.2}, controller CPU {:.2}, lab CPU {:.2}, peak RSS {:.2}",
+                        sweep.label(),
+                        smb.label(),
+                        sw / ww,
+                        s.med(|x| x.host_s[0]) / w.med(|x| x.host_s[0]),
+                        s.med(|x| x.cpu_s) / w.med(|x| x.cpu_s),
+                        s.med(|x| x.fleet_cpu_s) / w.med(|x| x.fleet_cpu_s),
+                        s.rss_mib() / w.rss_mib()
+                    );
+                }
+                (Some(_), None) | (None, Some(_)) => println!(
+                    "  {:<6} {:<22}: not measured (one side has no successful run)",
+                    sweep.label(),
+                    smb.label()
+                ),
+                (None, None) => {}
+            }
+        }
+    }
     println!("\nsecond / first (wall):");
     let mut second_ratio = None;
-    for tool in [Tool::Pushscan, Tool::Peer] {
+    for tool in [
+        Tool::Pushscan,
+        Tool::Peer,
+        Tool::PushscanSmbAuto,
+        Tool::PushscanSmbOnly,
+    ] {
         if let (Some(a), Some(b)) = (
             find(figures, tool, Sweep::First),
             find(figures, tool, Sweep::Second),
         ) {
             let r = b.wall().unwrap_or(f64::NAN) / a.wall().unwrap_or(f64::NAN);
-            println!("  {:<8}: {r:.2}", tool.label());
+            println!("  {:<22}: {r:.2}", tool.label());
             if tool == Tool::Pushscan {
                 second_ratio = Some(r);
             }
-        } else {
-            println!("  {:<8}: not measured", tool.label());
+        } else if figures.iter().any(|f| f.tool == tool) {
+            println!("  {:<22}: not measured", tool.label());
         }
     }
     println!("\ngoals, on this {cores}-core machine where the lab shares the cores:");
@@ -1278,9 +1757,39 @@ fn print_ratios(figures: &[Figure], cores: usize) {
     }
     match second_ratio {
         Some(r) => println!(
-            "  pushscan second sweep <= 0.5x its first: {r:.2}x -> {}",
+            "  pushscan second sweep <= 0.5x its first (over WinRM): {r:.2}x -> {}",
             if r <= 0.5 { "MET" } else { "NOT MET" }
         ),
         None => println!("  pushscan second sweep <= 0.5x its first: NOT MEASURED"),
+    }
+}
+
+/// Where pushscan's hosts spent their time, from its journal (see [`journal_steps`]).
+fn print_steps(figures: &[Figure]) {
+    let with: Vec<&Figure> = figures
+        .iter()
+        .filter(|f| f.tool.is_pushscan() && f.extras.iter().any(|e| !e.steps.is_empty()))
+        .collect();
+    if with.is_empty() {
+        return;
+    }
+    println!(
+        "\nper host, from pushscan's journal: median seconds from the host's start to each \
+         journaled step (median over the runs); the intents are written once the host is \
+         connected, `mkdir done` after the directory proof, `push done` after the push, `run \
+         done` after the checker ran and its reports came back:"
+    );
+    for f in with {
+        let steps: Vec<String> = f
+            .steps()
+            .iter()
+            .map(|(k, t)| format!("{k} {t:.2}"))
+            .collect();
+        println!(
+            "  {} {}: {}",
+            f.tool.label(),
+            f.sweep.label(),
+            steps.join(", ")
+        );
     }
 }
