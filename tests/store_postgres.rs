@@ -1,0 +1,390 @@
+//! The PostgreSQL store against a real PostgreSQL (tests/common/postgres.rs: initdb + pg_ctl
+//! as an unprivileged user, TLS from a test CA, scram-sha-256 passwords): the store
+//! conformance suite (the same functions the SQLite unit tests run) and the same answers as
+//! SQLite to every reader call; a sweep, report, runs, history and a resume after kill -9
+//! through `--store postgres://...`; and the refusals (a password in the URL, a password file
+//! others may read, the wrong CA, a database written by a newer pushscan).
+//!
+//! Needs root or a user PostgreSQL accepts, Debian's `postgresql` and openssl; `scripts/test`
+//! installs them.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::postgres::Postgres;
+use pushscan::store::{self, conformance, Location, PasswordSource, Store, StoreReader};
+use serde_json::Value;
+
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+
+type Factories = (
+    Box<dyn Fn() -> anyhow::Result<Arc<dyn Store>>>,
+    Box<dyn Fn() -> anyhow::Result<Box<dyn StoreReader>>>,
+);
+
+/// The store in a new database `db` of `pg`, its password from a 0600 file.
+fn pg_store(pg: &Postgres, db: &str) -> Factories {
+    pg.create_db(db);
+    let password = PasswordSource {
+        file: Some(pg.password_file(0o600)),
+        env: None,
+    };
+    let at = Location::parse(&pg.url(db, ""), password).expect("store URL");
+    let at2 = at.clone();
+    (
+        Box::new(move || store::open_at(&at)),
+        Box::new(move || store::open_reader_at(&at2)),
+    )
+}
+
+fn sqlite_store(dir: &Path) -> Factories {
+    let at = Location::Sqlite(dir.to_path_buf());
+    let at2 = at.clone();
+    (
+        Box::new(move || store::open_at(&at)),
+        Box::new(move || store::open_reader_at(&at2)),
+    )
+}
+
+#[tokio::test]
+async fn the_conformance_suite_passes_and_postgres_answers_as_sqlite_does() {
+    let pg = Postgres::start();
+
+    let (w, r) = pg_store(&pg, "steps");
+    conformance::a_step_never_started_reads_back_as_not_started(w, r)
+        .await
+        .expect("steps");
+    let (w, r) = pg_store(&pg, "readback");
+    conformance::what_the_writer_writes_the_reader_reads_back(w, r)
+        .await
+        .expect("read back");
+
+    let (w, r) = pg_store(&pg, "everything");
+    let from_pg = conformance::every_reader_call(w, r)
+        .await
+        .expect("every reader call on PostgreSQL");
+    let dir = tempfile::tempdir().unwrap();
+    let (w, r) = sqlite_store(dir.path());
+    let from_sqlite = conformance::every_reader_call(w, r)
+        .await
+        .expect("every reader call on SQLite");
+    let calls = from_pg.as_object().map(|m| m.len()).unwrap_or(0);
+    println!("reader calls compared between PostgreSQL and SQLite: {calls}");
+    if from_pg != from_sqlite {
+        let (p, s) = (from_pg.as_object().unwrap(), from_sqlite.as_object().unwrap());
+        let differ: Vec<_> = p.keys().filter(|k| p.get(*k) != s.get(*k)).collect();
+        panic!(
+            "PostgreSQL and SQLite answer differently: {differ:?}\n--- postgres\n{:#}\n--- sqlite\n{:#}",
+            Value::Object(differ.iter().map(|k| ((*k).clone(), p[*k].clone())).collect()),
+            Value::Object(differ.iter().map(|k| ((*k).clone(), s[*k].clone())).collect()),
+        );
+    }
+
+    // Opening again migrates nothing: the schema version stays, each migration applied once.
+    let before = pg.psql("everything", "SELECT value FROM meta WHERE key='schema_version'");
+    let (w, _) = pg_store(&pg, "again");
+    drop(w().expect("open a new database"));
+    let at = Location::parse(&pg.url("everything", ""), pw_file(&pg)).unwrap();
+    store::open_at(&at).expect("reopen").close();
+    let after = pg.psql("everything", "SELECT value FROM meta WHERE key='schema_version'");
+    assert_eq!(before, after);
+    assert_eq!(before, "1");
+}
+
+fn pw_file(pg: &Postgres) -> PasswordSource {
+    PasswordSource {
+        file: Some(pg.password_file(0o600)),
+        env: None,
+    }
+}
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_pushscan"));
+    c.env_remove("PUSHSCAN_STORE")
+        .env_remove("PGPASSWORD")
+        .env_remove("PUSHSCAN_STORE_PASSWORD_FILE")
+        .stdin(Stdio::null());
+    c
+}
+
+fn text(o: &Output) -> String {
+    common::text(o)
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    common::sha256_hex(bytes)
+}
+
+/// emocheck-sim padded to 1 MiB (so a host takes long enough to be killed in flight).
+fn playbook(dir: &Path) -> PathBuf {
+    let mut bytes =
+        std::fs::read(Path::new(ROOT).join("playbooks/checkers/emocheck-sim.sh")).unwrap();
+    if !bytes.ends_with(b"\n") {
+        bytes.push(b'\n');
+    }
+    while bytes.len() < 1 << 20 {
+        bytes.extend_from_slice(b"# padding padding padding padding padding padding padding\n");
+    }
+    let checker = dir.join("checker.sh");
+    std::fs::write(&checker, &bytes).unwrap();
+    let pin = sha256_hex(&bytes);
+    let pb = format!(
+        "name: store\nchecker:\n  path: {}\n  sha256: \"{pin}\"\n  platform: linux\n  remote_name: emocheck-sim.sh\n\
+         work_dir: \"{{{{ pushscan_dir }}}}\"\nrun_dir: \"{{{{ work_dir }}}}/reports\"\n\
+         args: [\"/quiet\", \"/output\", \"{{{{ run_dir }}}}\", \"/host\", \"{{{{ inventory_hostname }}}}\", \"/scenario\", \"{{{{ scenario | default('clean') }}}}\"]\n\
+         timeout: 20s\nresults:\n  glob: \"*_emocheck.*\"\n  parser: emocheck\n  max_file_size: 1MiB\n",
+        checker.display()
+    );
+    let path = dir.join("pb.yml");
+    std::fs::write(&path, pb).unwrap();
+    path
+}
+
+fn inventory(dir: &Path, hosts: &[(&str, &str)]) -> PathBuf {
+    let mut inv = String::from("all:\n  children:\n    lab:\n      hosts:\n");
+    for (name, scenario) in hosts {
+        inv.push_str(&format!(
+            "        {name}:\n          ansible_connection: local\n          scenario: {scenario}\n          pushscan_dir: {}\n",
+            dir.join("hosts").join(name).display()
+        ));
+    }
+    let path = dir.join("inv.yml");
+    std::fs::write(&path, inv).unwrap();
+    path
+}
+
+/// `pushscan ARGS --store URL --state-dir DIR/state`, the password from a 0600 file.
+fn with_store(pg: &Postgres, url: &str, dir: &Path, args: &[&str]) -> Command {
+    let mut c = bin();
+    c.args(args)
+        .args(["--store", url, "--state-dir"])
+        .arg(dir.join("state"))
+        .env("PUSHSCAN_STORE_PASSWORD_FILE", pg.password_file(0o600));
+    c
+}
+
+fn json_of(o: &Output) -> Value {
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(o)))
+}
+
+#[test]
+fn sweep_report_runs_history_and_resume_after_kill_9_through_a_postgres_store() {
+    let pg = Postgres::start();
+    pg.create_db("fleet");
+    let url = pg.url("fleet", "");
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path();
+    let pb = playbook(dir);
+    let inv = inventory(
+        dir,
+        &[("h1", "detected"), ("h2", "slow"), ("h3", "slow"), ("h4", "clean")],
+    );
+    let run = |args: &[&str]| {
+        with_store(&pg, &url, dir, args)
+            .output()
+            .expect("run pushscan")
+    };
+    let sweep_args = |inv: &Path, pb: &Path| -> Vec<String> {
+        vec![
+            "sweep".into(),
+            "-i".into(),
+            inv.display().to_string(),
+            "-p".into(),
+            pb.display().to_string(),
+            "--progress".into(),
+            "quiet".into(),
+            "--forks".into(),
+            "1".into(),
+        ]
+    };
+    let args = sweep_args(&inv, &pb);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+
+    // A whole sweep: one detection.
+    let out = run(&args);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    // The journal is in PostgreSQL, not in the state dir.
+    assert!(!dir.join("state").join("journal.sqlite").exists());
+    assert_eq!(
+        pg.psql("fleet", "SELECT class FROM hosts WHERE run_id=1 ORDER BY seq"),
+        "detected\nnot_detected\nnot_detected\nnot_detected"
+    );
+
+    let out = run(&["report", "--format", "json", "--run", "1"]);
+    // The run's exit code: a detection.
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let rep = json_of(&out);
+    let classes: Vec<_> = rep["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| format!("{}={}", h["host"].as_str().unwrap(), h["status"].as_str().unwrap_or("?")))
+        .collect();
+    assert_eq!(
+        classes,
+        ["h1=detected", "h2=not_detected", "h3=not_detected", "h4=not_detected"],
+        "{rep:#}"
+    );
+    let out = run(&["runs", "--json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let runs = json_of(&out);
+    assert_eq!(runs[0]["id"], 1, "{runs:#}");
+    assert_eq!(runs[0]["complete"], true, "{runs:#}");
+    let out = run(&["history", "h1", "--json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let history = json_of(&out).to_string();
+    assert!(history.contains("detected"), "{history}");
+
+    // A second sweep, killed with -9 while a host is in flight, then resumed.
+    let mut child = with_store(&pg, &url, dir, &args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let in_flight = (0..600).any(|_| {
+        std::thread::sleep(Duration::from_millis(50));
+        pg.psql(
+            "fleet",
+            "SELECT COUNT(*) FROM hosts WHERE run_id=2 AND state='running' AND seq > 0",
+        ) != "0"
+    });
+    assert!(in_flight, "the second sweep started a host after the first");
+    // SAFETY: kill(2) on our own child.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGKILL);
+    }
+    let _ = child.wait();
+    let left = pg.psql(
+        "fleet",
+        "SELECT COUNT(*) FROM hosts WHERE run_id=2 AND (state<>'done' OR class IS NULL)",
+    );
+    println!("hosts without a result after kill -9: {left}");
+    assert_ne!(left, "0");
+    assert_eq!(pg.psql("fleet", "SELECT status FROM runs WHERE id=2"), "running");
+
+    let out = run(&["resume", "2", "--progress", "quiet"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let out = run(&["runs", "--json"]);
+    let runs = json_of(&out);
+    assert_eq!(runs[0]["id"], 2, "{runs:#}");
+    assert_eq!(runs[0]["status"], "finished", "{runs:#}");
+    assert_eq!(runs[0]["complete"], true, "{runs:#}");
+    assert_eq!(
+        pg.psql("fleet", "SELECT class FROM hosts WHERE run_id=2 ORDER BY seq"),
+        "detected\nnot_detected\nnot_detected\nnot_detected"
+    );
+    assert_eq!(
+        pg.psql("fleet", "SELECT COUNT(*) FROM steps WHERE run_id=2 AND step='resume'"),
+        "1"
+    );
+    assert_eq!(pg.psql("fleet", "SELECT COUNT(*) FROM leases"), "0");
+    // A report of the resumed run reads the same store.
+    let out = run(&["report", "--format", "json", "--run", "2"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert_eq!(json_of(&out)["hosts"].as_array().map(Vec::len), Some(4));
+}
+
+#[test]
+fn refusals_password_in_url_readable_password_file_wrong_ca_newer_schema() {
+    let pg = Postgres::start();
+    pg.create_db("r");
+    let dir = tempfile::tempdir().unwrap();
+
+    // A password in the URL: refused before any connection, and not echoed.
+    let bad = format!(
+        "postgres://pushscan:{}@127.0.0.1:{}/r",
+        pg.password, pg.port
+    );
+    let out = bin()
+        .args(["runs", "--store", &bad])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("PUSHSCAN_STORE_PASSWORD_FILE"), "{err}");
+    assert!(!err.contains(&pg.password), "{err}");
+    // The same through the environment.
+    let out = bin()
+        .args(["runs"])
+        .env("PUSHSCAN_STORE", &bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64), "{}", text(&out));
+
+    // A password file group or others may read.
+    let readable = pg.password_file(0o644);
+    let out = bin()
+        .args(["runs", "--store", &pg.url("r", "")])
+        .env("PUSHSCAN_STORE_PASSWORD_FILE", &readable)
+        .output()
+        .unwrap();
+    assert_ne!(out.status.code(), Some(0), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("mode 0644"), "{err}");
+    let at = Location::parse(
+        &pg.url("r", &format!("&passfile={}", readable.display())),
+        PasswordSource::default(),
+    )
+    .unwrap();
+    let e = format!("{:#}", store::open_at(&at).err().expect("refused"));
+    assert!(e.contains("mode 0644"), "{e}");
+
+    // verify-full against a CA that did not sign the server's certificate.
+    let wrong = format!(
+        "postgres://pushscan@127.0.0.1:{}/r?sslmode=verify-full&sslrootcert={}",
+        pg.port,
+        pg.wrong_ca.display()
+    );
+    let e = format!(
+        "{:#}",
+        store::open_at(&Location::parse(&wrong, pw_file(&pg)).unwrap())
+            .err()
+            .expect("wrong CA refused")
+    );
+    println!("wrong CA: {e}");
+    assert!(e.to_lowercase().contains("certificate"), "{e}");
+    // No password at all, no terminal: says where to put it.
+    let out = bin()
+        .args(["runs", "--store", &pg.url("r", "")])
+        .output()
+        .unwrap();
+    assert_ne!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("PUSHSCAN_STORE_PASSWORD_FILE"),
+        "{}",
+        text(&out)
+    );
+    // PGPASSWORD works (and the sslmode=verify-ca path with the right CA).
+    let out = bin()
+        .args(["runs", "--store", &pg.url("r", "").replace("verify-full", "verify-ca")])
+        .env("PGPASSWORD", &pg.password)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no pushscan store"), "{}", text(&out));
+
+    // A database written by a newer pushscan: refused, and left as it was.
+    let at = Location::parse(&pg.url("r", ""), pw_file(&pg)).unwrap();
+    store::open_at(&at).expect("create the schema").close();
+    pg.psql("r", "UPDATE meta SET value='99' WHERE key='schema_version'");
+    let tables = "SELECT string_agg(table_name, ',' ORDER BY table_name) FROM \
+                  information_schema.tables WHERE table_schema='public'";
+    let before = pg.psql("r", tables);
+    for e in [
+        store::open_at(&at).err().map(|e| format!("{e:#}")),
+        store::open_reader_at(&at).err().map(|e| format!("{e:#}")),
+    ] {
+        let e = e.expect("a newer schema is refused");
+        assert!(e.contains("newer pushscan"), "{e}");
+    }
+    let out = with_store(&pg, &pg.url("r", ""), dir.path(), &["runs"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(74), "{}", text(&out));
+    assert_eq!(pg.psql("r", "SELECT value FROM meta WHERE key='schema_version'"), "99");
+    assert_eq!(pg.psql("r", tables), before);
+}
