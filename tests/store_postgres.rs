@@ -75,7 +75,10 @@ async fn the_conformance_suite_passes_and_postgres_answers_as_sqlite_does() {
     let calls = from_pg.as_object().map(|m| m.len()).unwrap_or(0);
     println!("reader calls compared between PostgreSQL and SQLite: {calls}");
     if from_pg != from_sqlite {
-        let (p, s) = (from_pg.as_object().unwrap(), from_sqlite.as_object().unwrap());
+        let (p, s) = (
+            from_pg.as_object().unwrap(),
+            from_sqlite.as_object().unwrap(),
+        );
         let differ: Vec<_> = p.keys().filter(|k| p.get(*k) != s.get(*k)).collect();
         panic!(
             "PostgreSQL and SQLite answer differently: {differ:?}\n--- postgres\n{:#}\n--- sqlite\n{:#}",
@@ -85,14 +88,72 @@ async fn the_conformance_suite_passes_and_postgres_answers_as_sqlite_does() {
     }
 
     // Opening again migrates nothing: the schema version stays, each migration applied once.
-    let before = pg.psql("everything", "SELECT value FROM meta WHERE key='schema_version'");
+    let before = pg.psql(
+        "everything",
+        "SELECT value FROM meta WHERE key='schema_version'",
+    );
     let (w, _) = pg_store(&pg, "again");
     drop(w().expect("open a new database"));
     let at = Location::parse(&pg.url("everything", ""), pw_file(&pg)).unwrap();
     store::open_at(&at).expect("reopen").close();
-    let after = pg.psql("everything", "SELECT value FROM meta WHERE key='schema_version'");
+    let after = pg.psql(
+        "everything",
+        "SELECT value FROM meta WHERE key='schema_version'",
+    );
     assert_eq!(before, after);
     assert_eq!(before, "1");
+}
+
+/// An awaited intent is committed when it returns (another connection sees it), and intents
+/// awaited at once share commits (group commit).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_awaited_intent_is_committed_and_concurrent_intents_share_commits() {
+    let pg = Postgres::start();
+    let (w, _) = pg_store(&pg, "intents");
+    let store = w().expect("open");
+    let run = store
+        .start_run(conformance::test_run(&["h"], "test"))
+        .await
+        .expect("run");
+    store
+        .intent(run, "h", "push", "/w/x")
+        .await
+        .expect("intent");
+    // Seen from another connection while the writer is still open: committed.
+    assert_eq!(
+        pg.psql("intents", "SELECT COUNT(*) FROM steps WHERE phase='intent'"),
+        "1"
+    );
+
+    const N: usize = 400;
+    let mut tasks = Vec::new();
+    for i in 0..N {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            store.intent(run, "h", "run", &format!("/w/{i}")).await
+        }));
+    }
+    for t in tasks {
+        t.await.expect("task").expect("intent");
+    }
+    // Each row's xmin is the transaction that inserted it.
+    let used: usize = pg
+        .psql(
+            "intents",
+            "SELECT COUNT(DISTINCT xmin::text) FROM steps WHERE step='run'",
+        )
+        .parse()
+        .expect("a count");
+    println!("{N} concurrent awaited intents: committed in {used} transactions");
+    assert!(
+        used < N,
+        "{used} transactions for {N} intents: no group commit"
+    );
+    assert_eq!(
+        pg.psql("intents", "SELECT COUNT(*) FROM steps WHERE step='run'"),
+        N.to_string()
+    );
+    store.close();
 }
 
 fn pw_file(pg: &Postgres) -> PasswordSource {
@@ -181,7 +242,12 @@ fn sweep_report_runs_history_and_resume_after_kill_9_through_a_postgres_store() 
     let pb = playbook(dir);
     let inv = inventory(
         dir,
-        &[("h1", "detected"), ("h2", "slow"), ("h3", "slow"), ("h4", "clean")],
+        &[
+            ("h1", "detected"),
+            ("h2", "slow"),
+            ("h3", "slow"),
+            ("h4", "clean"),
+        ],
     );
     let run = |args: &[&str]| {
         with_store(&pg, &url, dir, args)
@@ -210,7 +276,10 @@ fn sweep_report_runs_history_and_resume_after_kill_9_through_a_postgres_store() 
     // The journal is in PostgreSQL, not in the state dir.
     assert!(!dir.join("state").join("journal.sqlite").exists());
     assert_eq!(
-        pg.psql("fleet", "SELECT class FROM hosts WHERE run_id=1 ORDER BY seq"),
+        pg.psql(
+            "fleet",
+            "SELECT class FROM hosts WHERE run_id=1 ORDER BY seq"
+        ),
         "detected\nnot_detected\nnot_detected\nnot_detected"
     );
 
@@ -222,11 +291,22 @@ fn sweep_report_runs_history_and_resume_after_kill_9_through_a_postgres_store() 
         .as_array()
         .unwrap()
         .iter()
-        .map(|h| format!("{}={}", h["host"].as_str().unwrap(), h["status"].as_str().unwrap_or("?")))
+        .map(|h| {
+            format!(
+                "{}={}",
+                h["host"].as_str().unwrap(),
+                h["status"].as_str().unwrap_or("?")
+            )
+        })
         .collect();
     assert_eq!(
         classes,
-        ["h1=detected", "h2=not_detected", "h3=not_detected", "h4=not_detected"],
+        [
+            "h1=detected",
+            "h2=not_detected",
+            "h3=not_detected",
+            "h4=not_detected"
+        ],
         "{rep:#}"
     );
     let out = run(&["runs", "--json"]);
@@ -264,7 +344,10 @@ fn sweep_report_runs_history_and_resume_after_kill_9_through_a_postgres_store() 
     );
     println!("hosts without a result after kill -9: {left}");
     assert_ne!(left, "0");
-    assert_eq!(pg.psql("fleet", "SELECT status FROM runs WHERE id=2"), "running");
+    assert_eq!(
+        pg.psql("fleet", "SELECT status FROM runs WHERE id=2"),
+        "running"
+    );
 
     let out = run(&["resume", "2", "--progress", "quiet"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
@@ -274,11 +357,17 @@ fn sweep_report_runs_history_and_resume_after_kill_9_through_a_postgres_store() 
     assert_eq!(runs[0]["status"], "finished", "{runs:#}");
     assert_eq!(runs[0]["complete"], true, "{runs:#}");
     assert_eq!(
-        pg.psql("fleet", "SELECT class FROM hosts WHERE run_id=2 ORDER BY seq"),
+        pg.psql(
+            "fleet",
+            "SELECT class FROM hosts WHERE run_id=2 ORDER BY seq"
+        ),
         "detected\nnot_detected\nnot_detected\nnot_detected"
     );
     assert_eq!(
-        pg.psql("fleet", "SELECT COUNT(*) FROM steps WHERE run_id=2 AND step='resume'"),
+        pg.psql(
+            "fleet",
+            "SELECT COUNT(*) FROM steps WHERE run_id=2 AND step='resume'"
+        ),
         "1"
     );
     assert_eq!(pg.psql("fleet", "SELECT COUNT(*) FROM leases"), "0");
@@ -299,10 +388,7 @@ fn refusals_password_in_url_readable_password_file_wrong_ca_newer_schema() {
         "postgres://pushscan:{}@127.0.0.1:{}/r",
         pg.password, pg.port
     );
-    let out = bin()
-        .args(["runs", "--store", &bad])
-        .output()
-        .unwrap();
+    let out = bin().args(["runs", "--store", &bad]).output().unwrap();
     assert_eq!(out.status.code(), Some(64), "{}", text(&out));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("PUSHSCAN_STORE_PASSWORD_FILE"), "{err}");
@@ -360,7 +446,11 @@ fn refusals_password_in_url_readable_password_file_wrong_ca_newer_schema() {
     );
     // PGPASSWORD works (and the sslmode=verify-ca path with the right CA).
     let out = bin()
-        .args(["runs", "--store", &pg.url("r", "").replace("verify-full", "verify-ca")])
+        .args([
+            "runs",
+            "--store",
+            &pg.url("r", "").replace("verify-full", "verify-ca"),
+        ])
         .env("PGPASSWORD", &pg.password)
         .output()
         .unwrap();
@@ -385,6 +475,9 @@ fn refusals_password_in_url_readable_password_file_wrong_ca_newer_schema() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(74), "{}", text(&out));
-    assert_eq!(pg.psql("r", "SELECT value FROM meta WHERE key='schema_version'"), "99");
+    assert_eq!(
+        pg.psql("r", "SELECT value FROM meta WHERE key='schema_version'"),
+        "99"
+    );
     assert_eq!(pg.psql("r", tables), before);
 }

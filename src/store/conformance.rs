@@ -12,8 +12,8 @@ use anyhow::{ensure, Context, Result};
 use serde_json::{json, Value};
 
 use super::{
-    ActionResult, HostFinish, Lease, NewAction, NewContainment, NewNotification, NewReport,
-    NewRun, RunHost, Store, StoreReader,
+    ActionResult, HostFinish, Lease, NewAction, NewContainment, NewNotification, NewReport, NewRun,
+    RunHost, Store, StoreReader,
 };
 use crate::model::{Finding, HostClass, ParsedReport, ReportStatus, Severity};
 
@@ -177,7 +177,7 @@ pub async fn what_the_writer_writes_the_reader_reads_back(
 /// Every kind of write, in an order a sweep, a resume, alerts and contain produce them.
 /// Returns the IDs of the two runs.
 pub async fn write_everything(store: &dyn Store) -> Result<(i64, i64)> {
-    let mut run = test_run(&["a", "b", "c"], "ssh");
+    let mut run = test_run(&["a", "b", "c"], "test");
     for (i, h) in run.hosts.iter_mut().enumerate() {
         h.port = Some(2200 + i as u16);
         h.groups = vec!["web".into(), format!("g{i}")];
@@ -209,7 +209,13 @@ pub async fn write_everything(store: &dyn Store) -> Result<(i64, i64)> {
     store.outcome(run1, "b", "push", false, "/w/b", "permission denied");
     store.not_started(run1, "c", "cleanup", "/w/c", "not started: stopped");
     let history = store
-        .add_report(report(run1, "a", "old.jsonl", vec![finding("R0", "/o")], true))
+        .add_report(report(
+            run1,
+            "a",
+            "old.jsonl",
+            vec![finding("R0", "/o")],
+            true,
+        ))
         .await?;
     let rep = store
         .add_report(report(
@@ -256,7 +262,7 @@ pub async fn write_everything(store: &dyn Store) -> Result<(i64, i64)> {
         .await?;
     store.finish_run(run1, "halted", 1).await?;
 
-    let run2 = store.start_run(test_run(&["a", "b"], "ssh")).await?;
+    let run2 = store.start_run(test_run(&["a", "b"], "test")).await?;
     store.host_started(run2, "a");
     store.host_started(run2, "b");
     let clean = store

@@ -508,11 +508,19 @@ pub(crate) mod tests {
         conformance::test_run(hosts, transport)
     }
 
+    type Factories = (
+        Box<dyn Fn() -> Result<Arc<dyn Store>>>,
+        Box<dyn Fn() -> Result<Box<dyn StoreReader>>>,
+    );
+
     /// The SQLite store of a new state dir (`dir/state`, created by the store).
-    fn sqlite(dir: &Path) -> (impl Fn() -> Result<Arc<dyn Store>>, impl Fn() -> Result<Box<dyn StoreReader>>) {
+    fn sqlite(dir: &Path) -> Factories {
         let at = Location::Sqlite(dir.join("state"));
         let at2 = at.clone();
-        (move || open_at(&at), move || open_reader_at(&at2))
+        (
+            Box::new(move || open_at(&at)),
+            Box::new(move || open_reader_at(&at2)),
+        )
     }
 
     #[tokio::test]
@@ -556,12 +564,22 @@ pub(crate) mod tests {
             "postgres://scan:hunter2@db/pushscan",
             "postgres://scan@db/pushscan?password=hunter2",
         ] {
-            let e = format!("{:#}", Location::parse(bad, PasswordSource::default()).unwrap_err());
+            let e = format!(
+                "{:#}",
+                Location::parse(bad, PasswordSource::default()).unwrap_err()
+            );
             assert!(e.contains("PUSHSCAN_STORE_PASSWORD_FILE"), "{e}");
             assert!(!e.contains("hunter2"), "the password is not echoed: {e}");
         }
-        for bad in ["mysql://db/x", "postgres://db/x?sslmode=prefer", "postgres://db/x?foo=1"] {
-            assert!(Location::parse(bad, PasswordSource::default()).is_err(), "{bad}");
+        for bad in [
+            "mysql://db/x",
+            "postgres://db/x?sslmode=prefer",
+            "postgres://db/x?foo=1",
+        ] {
+            assert!(
+                Location::parse(bad, PasswordSource::default()).is_err(),
+                "{bad}"
+            );
         }
     }
 }

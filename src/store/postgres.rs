@@ -27,7 +27,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use anyhow::{bail, Context, Result};
-use tokio::runtime::Handle;
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Row, Transaction};
@@ -38,6 +37,9 @@ use super::{
     ReportRecord, RunInfo, RunSources, StepRecord,
 };
 use crate::model::{processes_of, Finding, HostClass, Severity};
+
+/// A handle to a tokio runtime: the store's own, or the caller's.
+type Handle = tokio::runtime::Handle;
 
 // ---------------------------------------------------------------- where and how to connect
 
@@ -106,7 +108,10 @@ impl Target {
     pub fn parse(s: &str, password: PasswordSource) -> Result<Target> {
         let url = url::Url::parse(s).map_err(|e| anyhow::anyhow!("store URL: {e}"))?;
         if !matches!(url.scheme(), "postgres" | "postgresql") {
-            bail!("store URL: the scheme must be postgres:// (got {}://)", url.scheme());
+            bail!(
+                "store URL: the scheme must be postgres:// (got {}://)",
+                url.scheme()
+            );
         }
         if url.password().is_some() {
             bail!(
@@ -117,7 +122,7 @@ impl Target {
             );
         }
         let decode = |v: &str| -> Result<String> {
-            Ok(percent_decode(v).context("store URL: bad percent-encoding")?)
+            percent_decode(v).context("store URL: bad percent-encoding")
         };
         let host = match url.host() {
             Some(url::Host::Ipv6(a)) => a.to_string(),
@@ -176,7 +181,10 @@ impl Target {
         } else {
             self.host.clone()
         };
-        format!("postgres://{}@{host}:{}/{}", self.user, self.port, self.dbname)
+        format!(
+            "postgres://{}@{host}:{}/{}",
+            self.user, self.port, self.dbname
+        )
     }
 }
 
@@ -305,13 +313,10 @@ impl rustls::client::danger::ServerCertVerifier for ChainOnly {
         now: rustls::pki_types::UnixTime,
     ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
         use rustls::{CertificateError, Error};
-        match self.0.verify_server_cert(
-            end_entity,
-            intermediates,
-            server_name,
-            ocsp_response,
-            now,
-        ) {
+        match self
+            .0
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+        {
             Err(Error::InvalidCertificate(
                 CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
             )) => Ok(rustls::client::danger::ServerCertVerified::assertion()),
@@ -412,9 +417,7 @@ fn tls_config(t: &Target) -> Result<rustls::ClientConfig> {
                     .with_custom_certificate_verifier(Arc::new(ChainOnly(webpki)))
                     .with_no_client_auth()
             } else {
-                builder
-                    .with_webpki_verifier(webpki)
-                    .with_no_client_auth()
+                builder.with_webpki_verifier(webpki).with_no_client_auth()
             }
         }
         SslMode::Disable => bail!("no TLS configuration for sslmode=disable"),
@@ -843,7 +846,8 @@ struct Job {
 }
 
 enum Msg {
-    Job(Job),
+    // Boxed: an operation carries a whole run or report, Stop nothing.
+    Job(Box<Job>),
     Stop,
 }
 
@@ -896,7 +900,7 @@ impl Writer {
     async fn call(&self, op: Op) -> Result<Answer> {
         let (ack, done) = oneshot::channel();
         self.tx
-            .send(Msg::Job(Job { op, ack: Some(ack) }))
+            .send(Msg::Job(Box::new(Job { op, ack: Some(ack) })))
             .map_err(|_| anyhow::anyhow!("store writer has stopped"))?;
         done.await
             .map_err(|_| anyhow::anyhow!("store writer has stopped"))?
@@ -915,7 +919,7 @@ impl Writer {
     }
 
     fn later(&self, op: Op) {
-        let _ = self.tx.send(Msg::Job(Job { op, ack: None }));
+        let _ = self.tx.send(Msg::Job(Box::new(Job { op, ack: None })));
     }
 }
 
@@ -924,13 +928,13 @@ async fn writer_loop(mut client: Client, mut rx: mpsc::UnboundedReceiver<Msg>) {
     let mut stopping = false;
     while !stopping {
         let first = match rx.recv().await {
-            Some(Msg::Job(j)) => j,
+            Some(Msg::Job(j)) => *j,
             Some(Msg::Stop) | None => break,
         };
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
-                Ok(Msg::Job(j)) => batch.push(j),
+                Ok(Msg::Job(j)) => batch.push(*j),
                 Ok(Msg::Stop) => {
                     stopping = true;
                     break;
@@ -1230,7 +1234,8 @@ async fn apply(tx: &Transaction<'_>, op: &Op) -> Result<Answer> {
             Answer::Unit
         }
         Op::ReopenRun(run_id) => {
-            const OPEN: &str = "(state<>'done' OR class IS NULL OR class IN ('not_started','busy'))";
+            const OPEN: &str =
+                "(state<>'done' OR class IS NULL OR class IN ('not_started','busy'))";
             let rows = tx
                 .query(
                     &format!("SELECT host FROM hosts WHERE run_id=$1 AND {OPEN} ORDER BY seq"),
@@ -1447,7 +1452,12 @@ impl super::Store for Writer {
         self.later(Op::Steps(run_id, host.into(), vec![row]))
     }
     fn not_started(&self, run_id: i64, host: &str, step: &str, target: &str, detail: &str) {
-        let row = (step.into(), "not_started".into(), target.into(), detail.into());
+        let row = (
+            step.into(),
+            "not_started".into(),
+            target.into(),
+            detail.into(),
+        );
         self.later(Op::Steps(run_id, host.into(), vec![row]))
     }
     async fn add_report(&self, r: NewReport) -> Result<i64> {
@@ -1838,8 +1848,11 @@ impl super::StoreReader for Reader {
     }
 
     fn run_actions(&self, run_id: i64) -> Result<Vec<ActionRecord>> {
-        let mut v =
-            self.actions_where("(a.run_id=$1 OR c.recheck_run=$1)", &run_id, usize::MAX >> 1)?;
+        let mut v = self.actions_where(
+            "(a.run_id=$1 OR c.recheck_run=$1)",
+            &run_id,
+            usize::MAX >> 1,
+        )?;
         v.reverse();
         Ok(v)
     }
