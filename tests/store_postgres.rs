@@ -481,3 +481,77 @@ fn refusals_password_in_url_readable_password_file_wrong_ca_newer_schema() {
     );
     assert_eq!(pg.psql("r", tables), before);
 }
+
+/// Without a password file or PGPASSWORD, on a terminal: one prompt for the whole sweep
+/// (its writer and readers connect separately), and the typed password is used.
+#[test]
+fn on_a_terminal_the_password_is_asked_once_per_command() {
+    let pg = Postgres::start();
+    pg.create_db("tty");
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path();
+    let pb = playbook(dir);
+    let inv = inventory(dir, &[("t1", "clean"), ("t2", "clean")]);
+    // pushscan on a pseudo-terminal: the password typed at each prompt, everything the
+    // terminal received captured.
+    let script = r#"
+import os, pty, sys, time, select
+pw = os.environ.pop("TYPED").encode()
+argv = sys.argv[1:]
+pid, fd = pty.fork()
+if pid == 0:
+    os.execv(argv[0], argv)
+out = b""
+typed = 0
+deadline = time.time() + 120
+while time.time() < deadline:
+    r, _, _ = select.select([fd], [], [], 0.1)
+    if r:
+        try:
+            data = os.read(fd, 65536)
+        except OSError:
+            break
+        if not data:
+            break
+        out += data
+    if out.count(b"Password for") > typed:
+        os.write(fd, pw + b"\n")
+        typed += 1
+_, status = os.waitpid(pid, 0)
+sys.stdout.buffer.write(out)
+sys.stderr.write("EXIT %d PROMPTS %d\n" % (os.waitstatus_to_exitcode(status), typed))
+"#;
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(env!("CARGO_BIN_EXE_pushscan"))
+        .args(["sweep", "-i"])
+        .arg(&inv)
+        .arg("-p")
+        .arg(&pb)
+        .args([
+            "--progress",
+            "quiet",
+            "--store",
+            &pg.url("tty", ""),
+            "--state-dir",
+        ])
+        .arg(dir.join("state"))
+        .env_remove("PGPASSWORD")
+        .env_remove("PUSHSCAN_STORE_PASSWORD_FILE")
+        .env("TYPED", &pg.password)
+        .output()
+        .expect("python3 (scripts/test installs it)");
+    let err = String::from_utf8_lossy(&out.stderr);
+    println!("{}", err.trim());
+    assert!(err.contains("EXIT 0 PROMPTS 1"), "{}", text(&out));
+    let screen = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !screen.contains(&pg.password),
+        "the typed password is not echoed"
+    );
+    assert_eq!(
+        pg.psql("tty", "SELECT status FROM runs WHERE id=1"),
+        "finished"
+    );
+}

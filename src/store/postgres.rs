@@ -480,15 +480,25 @@ async fn connect_once(t: &Target, password: Option<&str>, handle: &Handle) -> Re
     }
 }
 
+/// The password typed at the prompt, for the store's later connections in this process (a
+/// sweep opens its writer and readers separately): asked once, not once per connection.
+static PROMPTED: Mutex<Option<(String, zeroize::Zeroizing<String>)>> = Mutex::new(None);
+
 /// Connects with the password from the file, the environment, or (only when the server
 /// asks for one and a terminal is there) a prompt.
 async fn connect(t: &Target, handle: &Handle) -> Result<Client> {
-    let given = match (&t.password.file, &t.password.env) {
-        (Some(f), _) => Some(read_password_file(f)?),
-        (None, Some(p)) => Some(p.clone()),
-        (None, None) => None,
+    let remembered = || -> Option<zeroize::Zeroizing<String>> {
+        let p = PROMPTED.lock().ok()?;
+        p.as_ref()
+            .filter(|(at, _)| *at == t.display())
+            .map(|(_, pw)| pw.clone())
     };
-    let first = connect_once(t, given.as_deref(), handle).await;
+    let given = match (&t.password.file, &t.password.env) {
+        (Some(f), _) => Some(zeroize::Zeroizing::new(read_password_file(f)?)),
+        (None, Some(p)) => Some(zeroize::Zeroizing::new(p.clone())),
+        (None, None) => remembered(),
+    };
+    let first = connect_once(t, given.as_ref().map(|p| p.as_str()), handle).await;
     match first {
         Err(e) if given.is_none() && format!("{e:#}").contains("password missing") => {
             if !std::io::IsTerminal::is_terminal(&std::io::stdin()) {
@@ -498,9 +508,15 @@ async fn connect(t: &Target, handle: &Handle) -> Result<Client> {
                     t.display()
                 );
             }
-            let p = rpassword::prompt_password(format!("Password for {}: ", t.display()))
-                .context("cannot read the store password")?;
-            connect_once(t, Some(&p), handle).await
+            let p = zeroize::Zeroizing::new(
+                rpassword::prompt_password(format!("Password for {}: ", t.display()))
+                    .context("cannot read the store password")?,
+            );
+            let client = connect_once(t, Some(&p), handle).await?;
+            if let Ok(mut slot) = PROMPTED.lock() {
+                *slot = Some((t.display(), p));
+            }
+            Ok(client)
         }
         other => other,
     }
