@@ -2,7 +2,8 @@
 //! as an unprivileged user, TLS from a test CA, scram-sha-256 passwords): the store
 //! conformance suite (the same functions the SQLite unit tests run) and the same answers as
 //! SQLite to every reader call; a sweep, report, runs, history and a resume after kill -9
-//! through `--store postgres://...`; and the refusals (a password in the URL, a password file
+//! through `--store postgres://...`; each sslmode against a certificate for another name; a
+//! password prompt on a terminal; and the refusals (a password in the URL, a password file
 //! others may read, the wrong CA, a database written by a newer pushscan).
 //!
 //! Needs root or a user PostgreSQL accepts, Debian's `postgresql` and openssl; `scripts/test`
@@ -433,6 +434,37 @@ fn refusals_password_in_url_readable_password_file_wrong_ca_newer_schema() {
     );
     println!("wrong CA: {e}");
     assert!(e.to_lowercase().contains("certificate"), "{e}");
+    // The certificate names 127.0.0.1 and localhost, not the name asked for: verify-full
+    // refuses, verify-ca (the chain only) and require (encryption only) connect.
+    let misnamed = |mode: &str, ca: bool| {
+        let mut u = format!(
+            "postgres://pushscan@db.invalid:{}/r?hostaddr=127.0.0.1&sslmode={mode}",
+            pg.port
+        );
+        if ca {
+            u.push_str(&format!("&sslrootcert={}", pg.ca.display()));
+        }
+        let at = Location::parse(&u, pw_file(&pg)).unwrap();
+        store::open_reader_at(&at).err().map(|e| format!("{e:#}"))
+    };
+    let e = misnamed("verify-full", true).expect("a name mismatch refused");
+    assert!(e.contains("not valid for name"), "{e}");
+    for (mode, ca) in [("verify-ca", true), ("require", false)] {
+        // Connected: the database simply has no schema yet.
+        let e = misnamed(mode, ca).expect("no store yet");
+        assert!(e.contains("no pushscan store"), "{mode}: {e}");
+    }
+    // Without TLS the server (hostssl only) turns the connection away.
+    let plain = format!(
+        "postgres://pushscan@127.0.0.1:{}/r?sslmode=disable",
+        pg.port
+    );
+    let e = store::open_reader_at(&Location::parse(&plain, pw_file(&pg)).unwrap())
+        .err()
+        .map(|e| format!("{e:#}"))
+        .expect("refused without TLS");
+    assert!(e.contains("pg_hba.conf"), "{e}");
+
     // No password at all, no terminal: says where to put it.
     let out = bin()
         .args(["runs", "--store", &pg.url("r", "")])
