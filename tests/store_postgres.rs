@@ -420,6 +420,22 @@ fn refusals_password_in_url_readable_password_file_wrong_ca_newer_schema() {
     let e = format!("{:#}", store::open_at(&at).err().expect("refused"));
     assert!(e.contains("mode 0644"), "{e}");
 
+    // Another user's password file (mode 0600 or not).
+    if unsafe { libc::geteuid() } == 0 {
+        let foreign = pg.password_file(0o600);
+        std::os::unix::fs::chown(&foreign, Some(65534), None).expect("chown to nobody");
+        let at = Location::parse(
+            &pg.url("r", ""),
+            PasswordSource {
+                file: Some(foreign),
+                env: None,
+            },
+        )
+        .unwrap();
+        let e = format!("{:#}", store::open_at(&at).err().expect("refused"));
+        assert!(e.contains("belongs to uid 65534"), "{e}");
+    }
+
     // verify-full against a CA that did not sign the server's certificate.
     let wrong = format!(
         "postgres://pushscan@127.0.0.1:{}/r?sslmode=verify-full&sslrootcert={}",
@@ -527,7 +543,7 @@ fn on_a_terminal_the_password_is_asked_once_per_command() {
     // pushscan on a pseudo-terminal: the password typed at each prompt, everything the
     // terminal received captured.
     let script = r#"
-import os, pty, sys, time, select
+import os, pty, sys, time, select, termios
 pw = os.environ.pop("TYPED").encode()
 argv = sys.argv[1:]
 pid, fd = pty.fork()
@@ -546,7 +562,9 @@ while time.time() < deadline:
         if not data:
             break
         out += data
-    if out.count(b"Password for") > typed:
+    # Typed once the prompt has turned echo off (as a person would, after reading it); the
+    # pty's settings are shared by both ends.
+    if out.count(b"Password for") > typed and not termios.tcgetattr(fd)[3] & termios.ECHO:
         os.write(fd, pw + b"\n")
         typed += 1
 _, status = os.waitpid(pid, 0)

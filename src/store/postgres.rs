@@ -209,7 +209,8 @@ fn percent_decode(s: &str) -> Result<String> {
 const MAX_PASSWORD_FILE: u64 = 4096;
 
 /// Reads the password file: refused when its group or others may read it (libpq's rule for
-/// `~/.pgpass`), or when it is a link. The first line is the password.
+/// `~/.pgpass`), when another user owns it (as the other secret files), or when it is a
+/// link. The first line is the password.
 pub fn read_password_file(path: &Path) -> Result<String> {
     use std::io::Read as _;
     let mut o = std::fs::OpenOptions::new();
@@ -224,8 +225,19 @@ pub fn read_password_file(path: &Path) -> Result<String> {
         .with_context(|| format!("cannot open store password file {}", path.display()))?;
     #[cfg(unix)]
     {
-        use std::os::unix::fs::PermissionsExt as _;
-        let mode = f.metadata()?.permissions().mode() & 0o777;
+        use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+        let meta = f.metadata()?;
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let me = unsafe { libc::geteuid() };
+        if meta.uid() != me {
+            bail!(
+                "store password file {} belongs to uid {}, not to the user running pushscan \
+                 (uid {me}); refused",
+                path.display(),
+                meta.uid()
+            );
+        }
+        let mode = meta.permissions().mode() & 0o777;
         if mode & 0o077 != 0 {
             bail!(
                 "store password file {} has mode {mode:04o}: group or others may read it; \
