@@ -571,6 +571,12 @@ pub(crate) mod tests {
             assert!(e.contains("PUSHSCAN_STORE_PASSWORD_FILE"), "{e}");
             assert!(!e.contains("hunter2"), "the password is not echoed: {e}");
         }
+        let from_env = PasswordSource {
+            file: None,
+            env: Some("hunter2".into()),
+        };
+        let at = Location::parse("postgres://scan@db/pushscan", from_env).unwrap();
+        assert!(!format!("{at:?}").contains("hunter2"), "{at:?}");
         for bad in [
             "mysql://db/x",
             "postgres://db/x?sslmode=prefer",

@@ -73,13 +73,23 @@ impl SslMode {
 }
 
 /// Where the password comes from. It is never part of the URL.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct PasswordSource {
     /// A file readable by its owner only (`PUSHSCAN_STORE_PASSWORD_FILE`, or `passfile=` in
     /// the URL, which wins).
     pub file: Option<PathBuf>,
     /// The value of `PGPASSWORD`, taken out of the environment at start.
     pub env: Option<String>,
+}
+
+/// Says where the password comes from, never what it is.
+impl std::fmt::Debug for PasswordSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PasswordSource")
+            .field("file", &self.file)
+            .field("env", &self.env.as_ref().map(|_| "<set>"))
+            .finish()
+    }
 }
 
 /// A parsed `postgres://` store location (no password in it).
