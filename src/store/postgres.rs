@@ -27,6 +27,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use anyhow::{bail, Context, Result};
+use tokio::runtime::Handle;
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Row, Transaction};
@@ -37,9 +38,6 @@ use super::{
     ReportRecord, RunInfo, RunSources, StepRecord,
 };
 use crate::model::{processes_of, Finding, HostClass, Severity};
-
-/// A handle to a tokio runtime: the store's own, or the caller's.
-type Handle = tokio::runtime::Handle;
 
 // ---------------------------------------------------------------- where and how to connect
 
@@ -597,31 +595,9 @@ fn block<F: std::future::Future>(f: F) -> F::Output {
         .map(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
         .unwrap_or(false);
     if on_worker {
-        tokio::task::block_in_place(|| park_on(f))
+        tokio::task::block_in_place(|| futures_executor::block_on(f))
     } else {
-        park_on(f)
-    }
-}
-
-/// A minimal executor for one future: poll, park until woken, poll again.
-fn park_on<F: std::future::Future>(f: F) -> F::Output {
-    struct Unpark(std::thread::Thread);
-    impl std::task::Wake for Unpark {
-        fn wake(self: Arc<Self>) {
-            self.0.unpark();
-        }
-        fn wake_by_ref(self: &Arc<Self>) {
-            self.0.unpark();
-        }
-    }
-    let waker = std::task::Waker::from(Arc::new(Unpark(std::thread::current())));
-    let mut cx = std::task::Context::from_waker(&waker);
-    let mut f = std::pin::pin!(f);
-    loop {
-        if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) {
-            return v;
-        }
-        std::thread::park();
+        futures_executor::block_on(f)
     }
 }
 
