@@ -54,6 +54,12 @@ struct Cli {
     #[arg(long, value_name = "N", global = true, env = "PUSHSCAN_INVENTORY_MAX_HOSTS",
           default_value_t = pushscan::inventory::DEFAULT_MAX_HOSTS)]
     inventory_max_hosts: u64,
+    /// Where runs, results and intents are journaled: a directory (its SQLite journal; the
+    /// default is the state dir's) or postgres://USER@HOST:PORT/DB?sslmode=verify-full&sslrootcert=CA.pem.
+    /// The password never goes in the URL: PUSHSCAN_STORE_PASSWORD_FILE (mode 0600),
+    /// passfile=FILE in the URL, PGPASSWORD, or the prompt.
+    #[arg(long, value_name = "LOCATION", global = true, env = "PUSHSCAN_STORE")]
+    store: Option<String>,
     /// Ansible Vault passwords for vaulted inventory files and values.
     #[command(flatten)]
     vault: pushscan::inventory::vault::VaultArgs,
@@ -698,9 +704,25 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 fn main() -> ExitCode {
+    // Taken out before any thread or child exists: no process pushscan starts inherits it.
+    let pg_password = std::env::var("PGPASSWORD").ok();
+    std::env::remove_var("PGPASSWORD");
     let cli = Cli::parse();
     init_logging(cli.verbose, cli.log_format);
     pushscan::inventory::set_max_hosts(cli.inventory_max_hosts);
+    if let Some(s) = &cli.store {
+        let password = pushscan::store::PasswordSource {
+            file: std::env::var_os("PUSHSCAN_STORE_PASSWORD_FILE").map(PathBuf::from),
+            env: pg_password,
+        };
+        match pushscan::store::Location::parse(s, password) {
+            Ok(at) => pushscan::store::select(at),
+            Err(e) => {
+                eprintln!("pushscan: {e:#}");
+                return ExitCode::from(64);
+            }
+        }
+    }
     if let Err(e) = cli.vault.install() {
         eprintln!("pushscan: {e}");
         return ExitCode::from(64);

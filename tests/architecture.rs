@@ -87,7 +87,7 @@ fn layer_of(rel: &Path) -> Option<usize> {
 }
 
 /// The files that may hold SQL (relative to `src/`): the store's SQLite backend.
-const STORE_FILES: &[&str] = &["store/sqlite.rs"];
+const STORE_FILES: &[&str] = &["store/sqlite.rs", "store/postgres.rs"];
 
 /// Source text without comments, string contents kept (SQL lives in strings), and without
 /// the trailing unit-test module.

@@ -134,7 +134,7 @@ impl Alert {
             }),
             where_: Where {
                 state_dir: state_dir.display().to_string(),
-                journal: state_dir.join("journal.sqlite").display().to_string(),
+                journal: crate::store::location(state_dir).display(),
                 report_file: report_file.map(|f| f.path.display().to_string()),
                 command: Some(format!(
                     "pushscan report --run {} --state-dir {}",

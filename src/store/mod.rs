@@ -4,18 +4,29 @@
 //! [`Store`] is the writer the engine, alerts and contain use (intents committed before every
 //! remote side effect; a write that must be durable before the caller goes on is awaited);
 //! [`StoreReader`] is the read side reports, history, resume, cleanup and alerts use. Both speak
-//! only the record types below (no backend type crosses them), so a second backend (PostgreSQL)
-//! implements the two traits and [`open`] / [`open_reader`] choose it. The first backend is
-//! [`sqlite`]: one SQLite file per state dir, its schema as numbered migrations, all of
-//! pushscan's SQL.
+//! only the record types below (no backend type crosses them). Two backends implement them:
+//! [`sqlite`] (one SQLite file per state dir, the default, needing nothing) and [`postgres`]
+//! (a PostgreSQL database named by a `postgres://` URL). Each keeps its schema as numbered
+//! migrations and holds all of pushscan's SQL for it.
+//!
+//! Which one a command uses is its [`Location`]: `--store` / `PUSHSCAN_STORE`, chosen once by
+//! `main` ([`select`]); without one, the SQLite file in the state dir, as before. Callers
+//! open the store with [`open`] / [`open_reader`] and never learn which backend they got. The
+//! state dir keeps everything that is not the store (reports on disk, evidence, locks)
+//! whichever backend holds the journal.
 
+#[doc(hidden)]
+pub mod conformance;
+mod postgres;
 mod sqlite;
 
 use std::collections::{HashMap, HashSet};
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
 
 use anyhow::Result;
+
+pub use postgres::{read_password_file, PasswordSource, SslMode, Target};
 
 use crate::model::{Finding, HostClass, ParsedReport, Process};
 
@@ -32,15 +43,86 @@ pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     b.create(dir)
 }
 
-/// The store of `state_dir` for writing (created and migrated when needed).
-pub fn open(state_dir: &Path) -> Result<Arc<dyn Store>> {
-    Ok(Arc::new(sqlite::Journal::open(state_dir)?))
+/// Where the store is: a directory holding the SQLite journal, or a PostgreSQL database.
+#[derive(Debug, Clone)]
+pub enum Location {
+    /// `journal.sqlite` in this directory.
+    Sqlite(PathBuf),
+    /// A PostgreSQL database (no password in it: see [`PasswordSource`]).
+    Postgres(postgres::Target),
 }
 
-/// The store of `state_dir` for reading (never created or migrated: a store written by an
-/// older pushscan is read as it is, one from a newer pushscan refused).
+impl Location {
+    /// A `--store` value: a `postgres://` (or `postgresql://`) URL, else a directory path.
+    /// A password inside the URL is refused; `password` says where it comes from instead.
+    pub fn parse(s: &str, password: PasswordSource) -> Result<Location> {
+        if postgres::is_url(s) {
+            Ok(Location::Postgres(postgres::Target::parse(s, password)?))
+        } else if s.contains("://") {
+            anyhow::bail!(
+                "--store {s:?}: not a directory and not a postgres:// URL \
+                 (postgres://USER@HOST:PORT/DATABASE?sslmode=verify-full&sslrootcert=CA.pem)"
+            )
+        } else if s.is_empty() {
+            anyhow::bail!("--store is empty: give a directory or a postgres:// URL")
+        } else {
+            Ok(Location::Sqlite(PathBuf::from(s)))
+        }
+    }
+
+    /// For the operator: the journal file, or `postgres://user@host:port/db`.
+    pub fn display(&self) -> String {
+        match self {
+            Location::Sqlite(dir) => dir.join("journal.sqlite").display().to_string(),
+            Location::Postgres(t) => t.display(),
+        }
+    }
+}
+
+/// The store this process uses, when `main` chose one (`--store`).
+static SELECTED: OnceLock<Location> = OnceLock::new();
+
+/// Chooses the store every later [`open`] / [`open_reader`] of this process uses, whatever
+/// state dir it is given (that stays the place of reports on disk, evidence and locks). Set
+/// once, by `main`, before any command runs; a second call is ignored.
+pub fn select(location: Location) {
+    let _ = SELECTED.set(location);
+}
+
+/// Where [`open`] of `state_dir` goes: the selected store, else the state dir's journal.
+pub fn location(state_dir: &Path) -> Location {
+    SELECTED
+        .get()
+        .cloned()
+        .unwrap_or_else(|| Location::Sqlite(state_dir.to_path_buf()))
+}
+
+/// The store for writing (created and migrated when needed): the one chosen with [`select`],
+/// else the SQLite journal in `state_dir`.
+pub fn open(state_dir: &Path) -> Result<Arc<dyn Store>> {
+    open_at(&location(state_dir))
+}
+
+/// The store for reading (never created or migrated: a store written by an older pushscan is
+/// read as it is, one from a newer pushscan refused); chosen as [`open`] does.
 pub fn open_reader(state_dir: &Path) -> Result<Box<dyn StoreReader>> {
-    Ok(Box::new(sqlite::Reader::open(state_dir)?))
+    open_reader_at(&location(state_dir))
+}
+
+/// The store at `location`, for writing.
+pub fn open_at(location: &Location) -> Result<Arc<dyn Store>> {
+    Ok(match location {
+        Location::Sqlite(dir) => Arc::new(sqlite::Journal::open(dir)?),
+        Location::Postgres(t) => Arc::new(postgres::Writer::open(t)?),
+    })
+}
+
+/// The store at `location`, for reading.
+pub fn open_reader_at(location: &Location) -> Result<Box<dyn StoreReader>> {
+    Ok(match location {
+        Location::Sqlite(dir) => Box::new(sqlite::Reader::open(dir)?),
+        Location::Postgres(t) => Box::new(postgres::Reader::open(t)?),
+    })
 }
 
 /// The writer side of a store. Methods that return nothing are queued (their effect already
@@ -419,145 +501,91 @@ pub struct StepRecord {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::model::{ReportStatus, Severity};
-
-    fn run(hosts: &[&str]) -> NewRun {
-        test_run(hosts, "test")
-    }
 
     /// A run of `hosts` (all on 127.0.0.1 over `transport`) for the tests of the store and of
     /// the modules that read it.
     pub(crate) fn test_run(hosts: &[&str], transport: &str) -> NewRun {
-        NewRun {
-            operator: "op".into(),
-            controller: "ctl".into(),
-            playbook_path: "pb.yml".into(),
-            playbook_name: "pb".into(),
-            playbook_text: String::new(),
-            inventory_path: "inv.yml".into(),
-            inventory_text: String::new(),
-            limit: None,
-            forks: 1,
-            checker_path: "/c".into(),
-            checker_sha256: "0".repeat(64),
-            checker_size: 1,
-            hosts: hosts
-                .iter()
-                .map(|h| RunHost {
-                    name: h.to_string(),
-                    address: "127.0.0.1".into(),
-                    port: None,
-                    transport: transport.into(),
-                    groups: Vec::new(),
-                    group_paths: Vec::new(),
-                    wave: None,
-                    wave_partition: None,
-                })
-                .collect(),
-            rollout: None,
-        }
+        conformance::test_run(hosts, transport)
     }
 
-    /// One detected host in a new run, through the writer trait.
-    async fn sweep(store: &dyn Store, findings: Vec<Finding>) -> i64 {
-        let id = store.start_run(run(&["h"])).await.unwrap();
-        store.host_started(id, "h");
-        let report = store
-            .add_report(NewReport {
-                history: false,
-                run_id: id,
-                host: "h".into(),
-                remote_name: "r.jsonl".into(),
-                remote_path: "/w/r.jsonl".into(),
-                local_path: None,
-                sha256: "0".repeat(64),
-                raw: b"{}".to_vec(),
-                parser: "jsonl".into(),
-                parsed: ParsedReport {
-                    status: ReportStatus::Detected,
-                    hostname: None,
-                    scan_time: None,
-                    checker_version: None,
-                    format: Some("jsonl".into()),
-                    findings,
-                    warnings: Vec::new(),
-                },
-            })
-            .await
-            .unwrap();
-        let fin = HostFinish {
-            class: HostClass::Detected,
-            reason: "found".into(),
-            duration_ms: 1,
-            pushed: None,
-            exit_code: Some(0),
-            primary_report: Some(report),
-        };
-        store.finish_host(id, "h", fin).await.unwrap();
-        store.finish_run(id, "finished", 1).await.unwrap();
-        id
+    type Factories = (
+        Box<dyn Fn() -> Result<Arc<dyn Store>>>,
+        Box<dyn Fn() -> Result<Box<dyn StoreReader>>>,
+    );
+
+    /// The SQLite store of a new state dir (`dir/state`, created by the store).
+    fn sqlite(dir: &Path) -> Factories {
+        let at = Location::Sqlite(dir.join("state"));
+        let at2 = at.clone();
+        (
+            Box::new(move || open_at(&at)),
+            Box::new(move || open_reader_at(&at2)),
+        )
     }
 
     #[tokio::test]
     async fn a_step_never_started_reads_back_as_not_started_not_failed() {
         let dir = tempfile::tempdir().unwrap();
-        let state = dir.path().join("state");
-        let store = open(&state).unwrap();
-        let id = store.start_run(run(&["a", "b"])).await.unwrap();
-        store.outcome(id, "a", "cleanup", false, "/w/x", "rm failed");
-        store.not_started(id, "b", "cleanup", "/w/y", "not started: stopped");
-        store.close();
-        let reader = open_reader(&state).unwrap();
-        let phases: Vec<(String, String, Option<String>)> = reader
-            .steps(id, None)
-            .unwrap()
-            .into_iter()
-            .filter(|s| s.step == "cleanup")
-            .map(|s| (s.host, s.phase, s.target))
-            .collect();
-        assert_eq!(
-            phases,
-            [
-                ("a".into(), "failed".into(), Some("/w/x".into())),
-                ("b".into(), "not_started".into(), Some("/w/y".into())),
-            ]
-        );
+        let (w, r) = sqlite(dir.path());
+        conformance::a_step_never_started_reads_back_as_not_started(w, r)
+            .await
+            .unwrap();
     }
 
     #[tokio::test]
     async fn what_the_store_trait_writes_its_reader_trait_reads_back() {
         let dir = tempfile::tempdir().unwrap();
-        let state = dir.path().join("state");
-        create_private_dir(&state).unwrap();
-        let store = open(&state).unwrap();
-        let a = Finding {
-            kind: "rule_match".into(),
-            title: "A".into(),
-            location: "/x".into(),
-            severity: Severity::Low,
-            attributes: [("rule".to_string(), "R1".to_string())].into(),
-            identity: "R1|/x".into(),
-        };
-        let b = Finding {
-            identity: "R2|/y".into(),
-            ..a.clone()
-        };
-        let first = sweep(&*store, vec![a.clone()]).await;
-        let second = sweep(&*store, vec![a.clone(), b]).await;
-        store.close();
+        let (w, r) = sqlite(dir.path());
+        conformance::what_the_writer_writes_the_reader_reads_back(w, r)
+            .await
+            .unwrap();
+    }
 
-        let reader = open_reader(&state).unwrap();
-        assert_eq!(reader.run(None).unwrap().id, second);
-        let hosts = reader.hosts(first).unwrap();
-        let rep = hosts[0].report.as_ref().unwrap();
-        assert_eq!(rep.parser.as_deref(), Some("jsonl"));
-        assert_eq!(rep.findings, vec![a]);
-        assert!(rep.processes.is_empty(), "not a process finding");
-        let before = reader.previous_finding_identities("h", second).unwrap();
-        assert_eq!(before, HashSet::from(["R1|/x".to_string()]));
-        assert_eq!(
-            reader.previous_check("h", second).unwrap(),
-            Some(HostClass::Detected)
-        );
+    #[tokio::test]
+    async fn every_reader_call_answers_what_was_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let (w, r) = sqlite(dir.path());
+        conformance::every_reader_call(w, r).await.unwrap();
+    }
+
+    #[test]
+    fn a_store_location_is_a_directory_or_a_postgres_url_without_password() {
+        assert!(matches!(
+            Location::parse("/var/lib/pushscan", PasswordSource::default()),
+            Ok(Location::Sqlite(_))
+        ));
+        let pg = Location::parse(
+            "postgres://scan@db.example:5433/pushscan?sslmode=verify-ca&sslrootcert=/ca.pem",
+            PasswordSource::default(),
+        )
+        .unwrap();
+        assert_eq!(pg.display(), "postgres://scan@db.example:5433/pushscan");
+        for bad in [
+            "postgres://scan:hunter2@db/pushscan",
+            "postgres://scan@db/pushscan?password=hunter2",
+        ] {
+            let e = format!(
+                "{:#}",
+                Location::parse(bad, PasswordSource::default()).unwrap_err()
+            );
+            assert!(e.contains("PUSHSCAN_STORE_PASSWORD_FILE"), "{e}");
+            assert!(!e.contains("hunter2"), "the password is not echoed: {e}");
+        }
+        let from_env = PasswordSource {
+            file: None,
+            env: Some("hunter2".into()),
+        };
+        let at = Location::parse("postgres://scan@db/pushscan", from_env).unwrap();
+        assert!(!format!("{at:?}").contains("hunter2"), "{at:?}");
+        for bad in [
+            "mysql://db/x",
+            "postgres://db/x?sslmode=prefer",
+            "postgres://db/x?foo=1",
+        ] {
+            assert!(
+                Location::parse(bad, PasswordSource::default()).is_err(),
+                "{bad}"
+            );
+        }
     }
 }

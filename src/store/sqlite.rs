@@ -1028,7 +1028,7 @@ pub fn lease_owner() -> String {
 /// Whether the process that took a lease is certainly gone: it ran on this
 /// controller and its PID no longer exists. Elsewhere we cannot tell, so the
 /// lease runs to its expiry.
-fn owner_is_dead(owner: &str) -> bool {
+pub(super) fn owner_is_dead(owner: &str) -> bool {
     let Some((controller, pid)) = owner.rsplit_once(':') else {
         return false;
     };

@@ -6,6 +6,7 @@
 
 pub mod ansible;
 pub mod hook;
+pub mod postgres;
 
 pub use pushscan_testkit::{emocheck, install_exe, port_or_free, sshd, write_exe};
 

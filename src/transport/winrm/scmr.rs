@@ -48,7 +48,7 @@ pub(super) const SERVICE_ERROR_IGNORE: u32 = 0;
 pub(super) const SERVICE_CONTROL_STOP: u32 = 1;
 
 /// A context handle (opaque to the client).
-pub(super) type Handle = [u8; 20];
+pub(super) type ScHandle = [u8; 20];
 
 #[derive(Debug)]
 pub(super) enum ScmError {
@@ -178,7 +178,7 @@ pub(super) fn open_sc_manager_stub(machine: &str, access: u32) -> Vec<u8> {
     w.buf
 }
 
-pub(super) fn open_service_stub(scm: &Handle, name: &str, access: u32) -> Vec<u8> {
+pub(super) fn open_service_stub(scm: &ScHandle, name: &str, access: u32) -> Vec<u8> {
     let mut w = NdrWriter::new();
     w.handle(scm);
     w.wstr(name);
@@ -186,7 +186,12 @@ pub(super) fn open_service_stub(scm: &Handle, name: &str, access: u32) -> Vec<u8
     w.buf
 }
 
-pub(super) fn create_service_stub(scm: &Handle, name: &str, display: &str, path: &str) -> Vec<u8> {
+pub(super) fn create_service_stub(
+    scm: &ScHandle,
+    name: &str,
+    display: &str,
+    path: &str,
+) -> Vec<u8> {
     let mut w = NdrWriter::new();
     w.handle(scm);
     w.wstr(name);
@@ -206,14 +211,14 @@ pub(super) fn create_service_stub(scm: &Handle, name: &str, display: &str, path:
     w.buf
 }
 
-fn handle_only(h: &Handle) -> Vec<u8> {
+fn handle_only(h: &ScHandle) -> Vec<u8> {
     let mut w = NdrWriter::new();
     w.handle(h);
     w.buf
 }
 
 /// A reply that is a handle then the status.
-pub(super) fn handle_reply(stub: &[u8]) -> Result<Handle, ScmError> {
+pub(super) fn handle_reply(stub: &[u8]) -> Result<ScHandle, ScmError> {
     let mut r = NdrReader::new(stub);
     let h = r.handle()?;
     status(&mut r)?;
@@ -221,7 +226,7 @@ pub(super) fn handle_reply(stub: &[u8]) -> Result<Handle, ScmError> {
 }
 
 /// RCreateServiceW's reply: lpdwTagId (unique), the handle, the status.
-pub(super) fn create_service_reply(stub: &[u8]) -> Result<Handle, ScmError> {
+pub(super) fn create_service_reply(stub: &[u8]) -> Result<ScHandle, ScmError> {
     let mut r = NdrReader::new(stub);
     if r.u32()? != 0 {
         r.u32()?; // the tag
@@ -294,7 +299,7 @@ impl<P: PipeIo> Scm<P> {
     }
 
     /// ROpenSCManagerW (15) on the ServicesActive database.
-    pub async fn open_manager(&mut self, machine: &str, access: u32) -> Result<Handle, ScmError> {
+    pub async fn open_manager(&mut self, machine: &str, access: u32) -> Result<ScHandle, ScmError> {
         let stub = self
             .rpc
             .call(15, &open_sc_manager_stub(machine, access))
@@ -305,10 +310,10 @@ impl<P: PipeIo> Scm<P> {
     /// ROpenServiceW (16).
     pub async fn open_service(
         &mut self,
-        scm: &Handle,
+        scm: &ScHandle,
         name: &str,
         access: u32,
-    ) -> Result<Handle, ScmError> {
+    ) -> Result<ScHandle, ScmError> {
         let stub = self
             .rpc
             .call(16, &open_service_stub(scm, name, access))
@@ -320,11 +325,11 @@ impl<P: PipeIo> Scm<P> {
     /// ignored, running as LocalSystem.
     pub async fn create_service(
         &mut self,
-        scm: &Handle,
+        scm: &ScHandle,
         name: &str,
         display: &str,
         path: &str,
-    ) -> Result<Handle, ScmError> {
+    ) -> Result<ScHandle, ScmError> {
         let stub = self
             .rpc
             .call(12, &create_service_stub(scm, name, display, path))
@@ -333,7 +338,7 @@ impl<P: PipeIo> Scm<P> {
     }
 
     /// RStartServiceW (19) without arguments.
-    pub async fn start_service(&mut self, svc: &Handle) -> Result<(), ScmError> {
+    pub async fn start_service(&mut self, svc: &ScHandle) -> Result<(), ScmError> {
         let mut w = NdrWriter::new();
         w.handle(svc);
         w.u32(0); // argc
@@ -343,13 +348,17 @@ impl<P: PipeIo> Scm<P> {
     }
 
     /// RQueryServiceStatus (6).
-    pub async fn query_status(&mut self, svc: &Handle) -> Result<ServiceStatus, ScmError> {
+    pub async fn query_status(&mut self, svc: &ScHandle) -> Result<ServiceStatus, ScmError> {
         let stub = self.rpc.call(6, &handle_only(svc)).await?;
         status_reply(&stub)
     }
 
     /// RControlService (1).
-    pub async fn control(&mut self, svc: &Handle, control: u32) -> Result<ServiceStatus, ScmError> {
+    pub async fn control(
+        &mut self,
+        svc: &ScHandle,
+        control: u32,
+    ) -> Result<ServiceStatus, ScmError> {
         let mut w = NdrWriter::new();
         w.handle(svc);
         w.u32(control);
@@ -358,7 +367,7 @@ impl<P: PipeIo> Scm<P> {
     }
 
     /// RQueryServiceConfigW (17) with the largest buffer the protocol allows.
-    pub async fn query_config(&mut self, svc: &Handle) -> Result<ServiceConfig, ScmError> {
+    pub async fn query_config(&mut self, svc: &ScHandle) -> Result<ServiceConfig, ScmError> {
         let mut w = NdrWriter::new();
         w.handle(svc);
         w.u32(8192);
@@ -367,13 +376,13 @@ impl<P: PipeIo> Scm<P> {
     }
 
     /// RDeleteService (2): the service goes once its last handle is closed.
-    pub async fn delete_service(&mut self, svc: &Handle) -> Result<(), ScmError> {
+    pub async fn delete_service(&mut self, svc: &ScHandle) -> Result<(), ScmError> {
         let stub = self.rpc.call(2, &handle_only(svc)).await?;
         status(&mut NdrReader::new(&stub))
     }
 
     /// RCloseServiceHandle (0).
-    pub async fn close(&mut self, h: &Handle) -> Result<(), ScmError> {
+    pub async fn close(&mut self, h: &ScHandle) -> Result<(), ScmError> {
         let stub = self.rpc.call(0, &handle_only(h)).await?;
         let mut r = NdrReader::new(&stub);
         r.handle()?;

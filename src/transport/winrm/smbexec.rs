@@ -64,7 +64,7 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use super::scmr::{self, Handle, Scm, ScmError};
+use super::scmr::{self, ScHandle, Scm, ScmError};
 use super::smbfs::{SmbFiles, SmbPipe};
 use crate::model::HostClass;
 use crate::transport::{cmd, CommandSpec, ExecOutcome, TResult, TransportError};
@@ -238,7 +238,7 @@ pub(super) async fn bind(files: &mut SmbFiles) -> TResult<Scm<SmbPipe>> {
 /// last handle to it, perhaps a console's, is closed).
 pub(super) async fn remove_service(
     scm: &mut Scm<SmbPipe>,
-    mgr: &Handle,
+    mgr: &ScHandle,
     name: &str,
 ) -> TResult<bool> {
     let svc = match scm.open_service(mgr, name, scmr::SERVICE_MANAGE).await {
@@ -268,7 +268,7 @@ pub(super) async fn remove_service(
 
 /// Opens the SCM of the host with `access` (`SC_MANAGER_CREATE` to create services;
 /// deleting one needs only `SC_MANAGER_CONNECT`, the rest is the service's own right).
-pub(super) async fn open_manager(scm: &mut Scm<SmbPipe>, access: u32) -> TResult<Handle> {
+pub(super) async fn open_manager(scm: &mut Scm<SmbPipe>, access: u32) -> TResult<ScHandle> {
     scm.open_manager(MACHINE, access)
         .await
         .map_err(|e| scm_error("open the service control manager", &e))
@@ -278,10 +278,10 @@ pub(super) async fn open_manager(scm: &mut Scm<SmbPipe>, access: u32) -> TResult
 /// program that is not a service ran out) counts as started.
 async fn create_and_start(
     scm: &mut Scm<SmbPipe>,
-    mgr: &Handle,
+    mgr: &ScHandle,
     name: &str,
     path: &str,
-) -> TResult<Handle> {
+) -> TResult<ScHandle> {
     let svc = scm
         .create_service(mgr, name, name, path)
         .await
@@ -481,7 +481,7 @@ where
 async fn run_bound<F>(
     files: &mut SmbFiles,
     scm: &mut Scm<SmbPipe>,
-    mgr: &Handle,
+    mgr: &ScHandle,
     spec: &Job<'_>,
     fp: &Footprint,
     path: &str,
