@@ -21,11 +21,11 @@ use std::sync::Arc;
 
 use anyhow::Context;
 
-use crate::leftovers::{self, Leftovers};
 use crate::events::Event;
 use crate::exit::{self, Fail, WithCode};
 use crate::fleet::{self, Control};
 use crate::inventory;
+use crate::leftovers::{self, Leftovers};
 use crate::model::HostClass;
 use crate::parser;
 use crate::pipeline::{run_host, SweepCtx};
