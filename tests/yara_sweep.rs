@@ -19,7 +19,7 @@ use std::process::{Command, Output};
 
 use common::hook::Hook;
 use common::sshd::SshFleet;
-use common::{sha256_hex, text};
+use common::{sha256_hex, text, yr};
 use serde_json::Value;
 
 const RULES: &str = r#"rule Incident_Dropper {
@@ -29,26 +29,6 @@ const RULES: &str = r#"rule Incident_Dropper {
         $a
 }
 "#;
-
-/// The `yr` binary: `PUSHSCAN_TEST_YR`, else the cache `scripts/test` installs into.
-fn yr() -> PathBuf {
-    if let Some(p) = std::env::var_os("PUSHSCAN_TEST_YR") {
-        return PathBuf::from(p);
-    }
-    let cache = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .expect("HOME or XDG_CACHE_HOME is set");
-    let root = cache.join("pushscan-test/yara-x-cli-1.22.1");
-    let bin = root.join("bin/yr");
-    assert!(
-        bin.is_file(),
-        "yr (YARA-X) is missing at {}: install it with\n  cargo install yara-x-cli --version 1.22.1 --locked --root \"{}\"\n(scripts/test does), or set PUSHSCAN_TEST_YR",
-        bin.display(),
-        root.display()
-    );
-    bin
-}
 
 struct Lab {
     fleet: SshFleet,

@@ -13,26 +13,7 @@ use pushscan::model::{ExecOutcome, HostClass, ReportStatus, Severity};
 use pushscan::parser::yara_x::{parse_output, YaraXParser, KIND, PATH, STDOUT_NAME};
 use pushscan::parser::{FetchedReport, ResultParser};
 
-const YR_VERSION: &str = "1.22.1";
-
-fn yr() -> PathBuf {
-    if let Some(p) = std::env::var_os("PUSHSCAN_TEST_YR") {
-        return PathBuf::from(p);
-    }
-    let cache = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .expect("HOME or XDG_CACHE_HOME");
-    let root = cache.join(format!("pushscan-test/yara-x-cli-{YR_VERSION}"));
-    let yr = root.join("bin/yr");
-    assert!(
-        yr.is_file(),
-        "yr not found at {}: install it with\n  cargo install yara-x-cli --version {YR_VERSION} --locked --root {}",
-        yr.display(),
-        root.display()
-    );
-    yr
-}
+use common::{yr, YR_VERSION};
 
 const RULES: &str = r#"
 rule Dropper : apt {

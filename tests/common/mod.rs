@@ -32,3 +32,28 @@ pub fn text(o: &std::process::Output) -> String {
         String::from_utf8_lossy(&o.stderr)
     )
 }
+
+/// The version of YARA-X's `yr` the tests run (`scripts/test` installs it).
+pub const YR_VERSION: &str = "1.22.1";
+
+/// The `yr` binary: `PUSHSCAN_TEST_YR`, else the cache `scripts/test` installs into. Missing,
+/// the test fails with the command that installs it.
+pub fn yr() -> std::path::PathBuf {
+    use std::path::PathBuf;
+    if let Some(p) = std::env::var_os("PUSHSCAN_TEST_YR") {
+        return PathBuf::from(p);
+    }
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .expect("HOME or XDG_CACHE_HOME is set");
+    let root = cache.join(format!("pushscan-test/yara-x-cli-{YR_VERSION}"));
+    let bin = root.join("bin/yr");
+    assert!(
+        bin.is_file(),
+        "yr (YARA-X) is missing at {}: install it with\n  cargo install yara-x-cli --version {YR_VERSION} --locked --root \"{}\"\n(scripts/test does), or set PUSHSCAN_TEST_YR",
+        bin.display(),
+        root.display()
+    );
+    bin
+}
