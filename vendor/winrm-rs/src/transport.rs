@@ -456,8 +456,28 @@ fn build_http_client(
     }
     if let Some(tls_config) = tls_config {
         builder = builder.tls_backend_preconfigured(tls_config);
+    } else if !config.use_tls {
+        // Plain HTTP: reqwest's default TLS setup (used only towards an
+        // HTTPS proxy from the environment) loads and parses every root
+        // certificate of the system, once per client built: one per
+        // transport and one per dedicated NTLM connection. The bundled web
+        // roots, set up once per process, serve that case.
+        builder = builder.tls_backend_preconfigured(plain_http_tls().clone());
     }
     builder.build().map_err(WinrmError::Http)
+}
+
+/// The TLS configuration of plain-HTTP clients, built once: the bundled web
+/// roots (as over HTTPS without a CA), needed only by an HTTPS proxy.
+fn plain_http_tls() -> &'static rustls::ClientConfig {
+    static CONFIG: std::sync::OnceLock<rustls::ClientConfig> = std::sync::OnceLock::new();
+    CONFIG.get_or_init(|| {
+        rustls::ClientConfig::builder()
+            .with_root_certificates(rustls::RootCertStore::from_iter(
+                webpki_roots::TLS_SERVER_ROOTS.iter().cloned(),
+            ))
+            .with_no_client_auth()
+    })
 }
 
 impl HttpTransport {
