@@ -1299,3 +1299,77 @@ fn yara_x_and_hayabusa_stand_ins_on_the_windows_lab() {
         "the lab's locales changed?"
     );
 }
+
+/// A proxy set in the environment for the operator's web traffic never sees a WinRM
+/// request: the NTLM exchange goes straight to each host. The "proxy" here is a loopback
+/// listener that counts the connections it is offered; each Clean host still ends
+/// `not_detected`, so its commands did run over WinRM.
+#[test]
+fn proxy_environment_variables_never_receive_the_winrm_exchange() {
+    let t = start_lab(Ipv4Addr::new(127, 0, 126, 1), 4);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("proxy listener");
+    listener.set_nonblocking(true).expect("nonblocking");
+    let proxy = format!("http://{}", listener.local_addr().expect("proxy address"));
+    let stop = Arc::new(AtomicBool::new(false));
+    let offered = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut n = 0u32;
+            while !stop.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok(_) => n += 1,
+                    Err(_) => std::thread::sleep(Duration::from_millis(20)),
+                }
+            }
+            n
+        })
+    };
+    let (pb, _) = playbook(&t);
+    let state = t.dir.path().join("state");
+    let mut cmd = Command::new(PUSHSCAN);
+    cmd.args(["sweep", "-i"])
+        .arg(&t.lab.inventory)
+        .arg("-p")
+        .arg(&pb)
+        .arg("--state-dir")
+        .arg(&state)
+        .args(["--progress", "quiet"])
+        .env("PUSHSCAN_USER", &t.lab.username)
+        .env("PUSHSCAN_PASSWORD", &t.lab.password)
+        .env_remove("RUST_LOG")
+        .env_remove("NO_PROXY")
+        .env_remove("no_proxy");
+    for var in [
+        "HTTP_PROXY",
+        "http_proxy",
+        "HTTPS_PROXY",
+        "https_proxy",
+        "ALL_PROXY",
+        "all_proxy",
+    ] {
+        cmd.env(var, &proxy);
+    }
+    let o = cmd.output().expect("run pushscan");
+    stop.store(true, Ordering::Relaxed);
+    let offered = offered.join().expect("proxy thread");
+    assert!(matches!(o.status.code(), Some(1) | Some(2)), "{}", text(&o));
+    assert_eq!(offered, 0, "the proxy was offered {offered} connection(s)");
+    let rep = by_host(&report_json(&state));
+    let clean: Vec<&LabHost> = t
+        .lab
+        .state
+        .hosts
+        .iter()
+        .filter(|h| h.scenario == ScenarioKind::Clean)
+        .collect();
+    assert!(!clean.is_empty(), "the lab has no Clean host");
+    for h in clean {
+        assert_eq!(
+            rep[&h.name]["status"].as_str(),
+            Some("not_detected"),
+            "{}: {}",
+            h.name,
+            rep[&h.name]
+        );
+    }
+}

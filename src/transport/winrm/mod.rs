@@ -414,8 +414,10 @@ impl WinrmConnector {
             max_envelope_size: 512_000,
             encryption: EncryptionMode::Auto,
             ca_cert_pem: self.opts.ca_pem.clone(),
-            // We never hand a proxy our NTLM exchange.
+            // We never hand a proxy our NTLM exchange: neither one configured
+            // nor one the environment names for the operator's web traffic.
             proxy: None,
+            no_env_proxy: true,
             ..WinrmConfig::default()
         };
         let creds = WinrmCredentials {

@@ -217,6 +217,12 @@ pub struct WinrmConfig {
     /// roots). When set, only these are trusted: a WinRM listener's
     /// certificate is usually issued by a private CA.
     pub ca_cert_pem: Option<String>,
+    /// Ignore the proxy environment variables (`HTTP_PROXY`, `HTTPS_PROXY`,
+    /// `ALL_PROXY` and their lower-case forms; default `false`): with
+    /// [`proxy`](Self::proxy) `None`, requests go straight to the host. A
+    /// proxy set for the user's web traffic would otherwise receive the
+    /// authentication exchange with every WinRM host.
+    pub no_env_proxy: bool,
 }
 
 impl Default for WinrmConfig {
@@ -241,6 +247,7 @@ impl Default for WinrmConfig {
             idle_timeout_secs: None,
             max_output_bytes: Some(64 * 1024 * 1024),
             ca_cert_pem: None,
+            no_env_proxy: false,
         }
     }
 }
@@ -268,6 +275,7 @@ impl std::fmt::Debug for WinrmConfig {
             idle_timeout_secs,
             max_output_bytes,
             ca_cert_pem,
+            no_env_proxy,
         } = self;
         let proxy = proxy.as_deref().map(crate::transport::redact_userinfo);
         f.debug_struct("WinrmConfig")
@@ -290,6 +298,7 @@ impl std::fmt::Debug for WinrmConfig {
             .field("idle_timeout_secs", idle_timeout_secs)
             .field("max_output_bytes", max_output_bytes)
             .field("ca_cert_pem", &ca_cert_pem.as_ref().map(|p| p.len()))
+            .field("no_env_proxy", no_env_proxy)
             .finish()
     }
 }

@@ -292,6 +292,9 @@ fn proxy_server_names(
     if let Some(proxy) = config.proxy.as_deref() {
         return url_server_name(proxy).into_iter().collect();
     }
+    if config.no_env_proxy {
+        return Vec::new();
+    }
     ["HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"]
         .into_iter()
         .filter_map(var)
@@ -448,10 +451,10 @@ fn build_http_client(
     if let Some(ref proxy_url) = config.proxy {
         let proxy = reqwest::Proxy::all(proxy_url).map_err(WinrmError::Http)?;
         builder = builder.proxy(proxy);
-    } else if cfg!(test) {
+    } else if cfg!(test) || config.no_env_proxy {
         // Unit tests talk to loopback servers: keep `HTTP(S)_PROXY` from the
         // environment out of them. Builds outside tests keep reqwest's
-        // system-proxy behaviour.
+        // system-proxy behaviour unless the caller turned it off.
         builder = builder.no_proxy();
     }
     if let Some(tls_config) = tls_config {
