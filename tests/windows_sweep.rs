@@ -162,6 +162,19 @@ fn by_host(report: &Value) -> BTreeMap<String, Value> {
         .collect()
 }
 
+/// The lab's hosts whose scenario is Clean (at least one, or the test fails).
+fn clean_hosts(t: &TestLab) -> Vec<&LabHost> {
+    let clean: Vec<&LabHost> = t
+        .lab
+        .state
+        .hosts
+        .iter()
+        .filter(|h| h.scenario == ScenarioKind::Clean)
+        .collect();
+    assert!(!clean.is_empty(), "the lab has no Clean host");
+    clean
+}
+
 /// Every file (relative path) under a host's tree.
 fn files(root: &Path) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
@@ -1015,14 +1028,7 @@ fn inputs_are_pushed_skipped_repushed_and_cleaned_over_smb_and_winrm_only() {
     let sweep = |pb: &Path, smb: &str| {
         sweep_lab(&t, pb, &state, smb);
     };
-    let clean_hosts: Vec<&LabHost> = t
-        .lab
-        .state
-        .hosts
-        .iter()
-        .filter(|h| h.scenario == ScenarioKind::Clean)
-        .collect();
-    assert!(!clean_hosts.is_empty(), "the lab has clean hosts");
+    let clean_hosts = clean_hosts(&t);
     let details = |run: i64| -> BTreeMap<String, String> {
         let db = rusqlite::Connection::open(state.join("journal.sqlite")).unwrap();
         let mut st = db
@@ -1355,15 +1361,7 @@ fn proxy_environment_variables_never_receive_the_winrm_exchange() {
     assert!(matches!(o.status.code(), Some(1) | Some(2)), "{}", text(&o));
     assert_eq!(offered, 0, "the proxy was offered {offered} connection(s)");
     let rep = by_host(&report_json(&state));
-    let clean: Vec<&LabHost> = t
-        .lab
-        .state
-        .hosts
-        .iter()
-        .filter(|h| h.scenario == ScenarioKind::Clean)
-        .collect();
-    assert!(!clean.is_empty(), "the lab has no Clean host");
-    for h in clean {
+    for h in clean_hosts(&t) {
         assert_eq!(
             rep[&h.name]["status"].as_str(),
             Some("not_detected"),
