@@ -130,7 +130,10 @@ impl Target {
             );
         }
         let decode = |v: &str| -> Result<String> {
-            percent_decode(v).context("store URL: bad percent-encoding")
+            percent_encoding::percent_decode_str(v)
+                .decode_utf8()
+                .map(|d| d.into_owned())
+                .context("store URL: a user or database name that is not UTF-8 once decoded")
         };
         let host = match url.host() {
             Some(url::Host::Ipv6(a)) => a.to_string(),
@@ -194,23 +197,6 @@ impl Target {
             self.user, self.port, self.dbname
         )
     }
-}
-
-fn percent_decode(s: &str) -> Result<String> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' {
-            let hex = s.get(i + 1..i + 3).context("truncated escape")?;
-            out.push(u8::from_str_radix(hex, 16).context("bad escape")?);
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).context("not UTF-8")
 }
 
 /// The most a password file may hold: a password is a line, not a file.
@@ -2081,5 +2067,65 @@ impl super::StoreReader for Reader {
                 })
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<Target> {
+        Target::parse(
+            s,
+            PasswordSource {
+                file: None,
+                env: None,
+            },
+        )
+    }
+
+    #[test]
+    fn a_url_gives_its_parts_with_libpq_defaults() {
+        let t = parse("postgres://scan%40corp@db.example/push%20scan").expect("parses");
+        assert_eq!(t.user, "scan@corp");
+        assert_eq!(t.dbname, "push scan");
+        assert_eq!(t.host, "db.example");
+        assert_eq!(t.port, 5432);
+        assert!(matches!(t.sslmode, SslMode::VerifyFull));
+        assert_eq!(
+            t.display(),
+            "postgres://scan@corp@db.example:5432/push scan"
+        );
+        let t = parse(
+            "postgresql://u@[::1]:6432/d?sslmode=verify-ca&sslrootcert=/ca.pem&passfile=/pw&connect_timeout=0",
+        )
+        .expect("parses");
+        assert_eq!((t.host.as_str(), t.port), ("::1", 6432));
+        assert!(matches!(t.sslmode, SslMode::VerifyCa));
+        assert_eq!(t.sslrootcert.as_deref(), Some("/ca.pem"));
+        assert_eq!(t.password.file.as_deref(), Some(Path::new("/pw")));
+        assert_eq!(t.connect_timeout, std::time::Duration::from_secs(1));
+    }
+
+    #[test]
+    fn passwords_unknown_parameters_and_bad_names_are_refused() {
+        for (url, says) in [
+            ("postgres://u:secret@h/d", "password in the URL is refused"),
+            (
+                "postgres://u@h/d?password=secret",
+                "password in the URL is refused",
+            ),
+            ("postgres://u@h/d?options=-c", "not supported"),
+            ("postgres://u@h/d?sslmode=prefer", "sslmode"),
+            ("postgres://u@h/%ff", "not UTF-8"),
+            ("postgres:///d", "no host"),
+        ] {
+            let e = format!(
+                "{:#}",
+                parse(url).err().unwrap_or_else(|| panic!("{url} parsed"))
+            );
+            assert!(e.contains(says), "{url}: {e}");
+            assert!(!e.contains("secret"), "{url}: the password is echoed: {e}");
+        }
     }
 }
