@@ -26,22 +26,13 @@ fn text(o: &Output) -> String {
 
 /// Every file under `root` whose name starts with `pushscan-` (our services' files).
 fn ours(root: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in rd.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if e.file_name().to_string_lossy().starts_with("pushscan-") {
-                out.push(p);
-            }
-        }
-    }
-    out
+    common::files_under(root)
+        .into_iter()
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("pushscan-"))
+        })
+        .collect()
 }
 
 /// A lab of `hosts` Windows hosts from `spec_yaml` (addresses from `base`), and its playbook
@@ -245,6 +236,11 @@ fn assert_nothing_of_ours(lab: &fleet::Lab, lab_dir: &Path, after: &str, log: &s
     }
 }
 
+/// A lab spec whose every host has WinRM closed and a checker that hangs (so a `kill -9`
+/// finds it running), with a quick service start timeout.
+const HANGING_WITHOUT_WINRM: &str =
+    "scenarios:\n  - kind: hang\n    winrm: closed\nsvcctl:\n  start_timeout_ms: 250\n";
+
 /// A `kill -9` of pushscan while its checkers run over SMB leaves the wrapper's files (and
 /// possibly a service) on the hosts, and the checkers running; `pushscan cleanup` then ends
 /// those checkers and removes every file and service, as the lab's own state shows, and a
@@ -257,7 +253,7 @@ fn cleanup_after_a_kill_removes_what_a_crashed_smb_sweep_left() {
         lab,
         playbook,
     } = smb_lab(
-        "scenarios:\n  - kind: hang\n    winrm: closed\nsvcctl:\n  start_timeout_ms: 250\n",
+        HANGING_WITHOUT_WINRM,
         3,
         Ipv4Addr::new(127, 0, 65, 1),
         "10m",
@@ -295,12 +291,7 @@ fn resume_after_a_kill_removes_what_the_crashed_attempt_left() {
         lab_dir,
         lab,
         playbook,
-    } = smb_lab(
-        "scenarios:\n  - kind: hang\n    winrm: closed\nsvcctl:\n  start_timeout_ms: 250\n",
-        2,
-        Ipv4Addr::new(127, 0, 68, 1),
-        "6s",
-    );
+    } = smb_lab(HANGING_WITHOUT_WINRM, 2, Ipv4Addr::new(127, 0, 68, 1), "6s");
     let state = dir.path().join("state");
     sweep_then_kill(&lab, &playbook, &state);
     let crashed: Vec<PathBuf> = lab.hosts().iter().flat_map(|h| ours(&h.root)).collect();

@@ -177,22 +177,10 @@ fn clean_hosts(t: &TestLab) -> Vec<&LabHost> {
 
 /// Every file (relative path) under a host's tree.
 fn files(root: &Path) -> BTreeSet<String> {
-    let mut out = BTreeSet::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in rd.flatten() {
-            let p = e.path();
-            if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
-                stack.push(p);
-            } else {
-                out.insert(p.strip_prefix(root).unwrap().to_string_lossy().into_owned());
-            }
-        }
-    }
-    out
+    common::files_under(root)
+        .iter()
+        .map(|p| p.strip_prefix(root).unwrap().to_string_lossy().into_owned())
+        .collect()
 }
 
 /// The value following `switch` in a host's stand-in checker arguments.

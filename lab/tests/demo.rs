@@ -310,28 +310,16 @@ fn smb_path_uses_a_real_samba() {
 /// Every file under `root` whose path (below `root`) contains "pushscan", relative and with
 /// `/` separators.
 fn ours(root: &Path) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in rd.flatten() {
-            let p = e.path();
-            let rel = p
-                .strip_prefix(root)
-                .unwrap_or(&p)
+    pushscan_testkit::files_under(root)
+        .iter()
+        .map(|p| {
+            p.strip_prefix(root)
+                .unwrap_or(p)
                 .to_string_lossy()
-                .into_owned();
-            if p.is_dir() {
-                stack.push(p);
-            } else if rel.to_ascii_lowercase().contains("pushscan") {
-                out.push(rel);
-            }
-        }
-    }
-    out.sort();
-    out
+                .into_owned()
+        })
+        .filter(|rel| rel.to_ascii_lowercase().contains("pushscan"))
+        .collect()
 }
 
 /// After a kept SMB demo in `dir`, read from the lab's own state (its svcctl database, its

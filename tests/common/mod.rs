@@ -8,7 +8,7 @@ pub mod ansible;
 pub mod hook;
 pub mod postgres;
 
-pub use pushscan_testkit::{emocheck, install_exe, port_or_free, sshd, write_exe};
+pub use pushscan_testkit::{emocheck, files_under, install_exe, port_or_free, sshd, write_exe};
 
 /// The lab's own executable (`pushscan-lab`, its `serve` process), built by cargo if needed,
 /// next to `pushscan_exe` (`env!("CARGO_BIN_EXE_pushscan")`); see

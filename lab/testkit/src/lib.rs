@@ -8,7 +8,8 @@
 //! - [`measure`]: CPU, RSS and time figures of a child process, a process tree and the
 //!   machine, as the benchmarks print them (Linux `/proc`, `wait4`);
 //! - [`cargo`]: building another binary of the workspace from a test or the lab;
-//! - [`install_exe`] / [`write_exe`]: executables written without "Text file busy".
+//! - [`install_exe`] / [`write_exe`]: executables written without "Text file busy";
+//! - [`files_under`]: what a host tree holds, for checks of what a sweep left there.
 //!
 //! Everything here starts real programs; nothing is a mock.
 
@@ -64,4 +65,25 @@ pub fn port_or_free(ip: Ipv4Addr, preferred: u16, avoid: &[u16]) -> u16 {
             return port;
         }
     }
+}
+
+/// Every entry below `root` that is not a directory (files, and links, which are listed, not
+/// entered: a tree a test planted links in is walked as it is, and a link loop cannot trap
+/// the walk). Unreadable directories are skipped. In no particular order.
+pub fn files_under(root: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                stack.push(e.path());
+            } else {
+                out.push(e.path());
+            }
+        }
+    }
+    out
 }
